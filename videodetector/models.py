@@ -199,7 +199,7 @@ TEMPLATE_112 = np.array(
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 least-squares similarity (rotation, uniform scale, shift) mapping src to dst (Umeyama)."""
+    """2x3 least-squares similarity (rotation, scale, shift) mapping src to dst (Umeyama)."""
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
@@ -217,7 +217,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def align_face(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """The normalized face: ``size`` x ``size`` crop warped so the 5 landmarks sit on the template."""
+    """The normalized face: a ``size``-square crop warped so the landmarks sit on the template."""
     dst = TEMPLATE_112 * (size / 112.0)
     m = similarity_transform(np.asarray(landmarks, np.float32).reshape(5, 2), dst)
     return cv2.warpAffine(bgr, m, (size, size), flags=cv2.INTER_LINEAR,
