@@ -1,0 +1,287 @@
+"""One camera's face pipeline: frame -> motion -> detect -> track -> quality -> best frame -> Snapshot.
+
+``FacePipeline.process(frame)`` is called for every decoded frame of one camera,
+in order, from one thread. It returns the snapshots to post now; the caller
+hands them to the poster. Everything here is synchronous and deterministic for
+a given input, so offline runs on a file are reproducible.
+
+Coordinates: all boxes are full-frame ``xyxy`` (see ``detections.py``). The
+detector sees the ROT crop (``--rot``) scaled to ``--rescale-height``; its
+boxes are mapped back before tracking.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from videodetector.bestframe import Candidate, make_selector
+from videodetector.config import DetectorConfig
+from videodetector.detections import Detections
+from videodetector.geometry import Rect, scale_box
+from videodetector.models import align_face
+from videodetector.motion.detector import FrameDiffMotion
+from videodetector.quality.score import face_quality
+from videodetector.snapshot import Snapshot
+from videodetector.tracker.tracker import Track, Tracker
+from videodetector.uniq import UniqFilter
+from videodetector.video.source import Frame
+
+log = logging.getLogger(__name__)
+
+
+class FaceDetector(Protocol):
+    def detect(self, bgr: np.ndarray) -> Detections: ...
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One camera as the daemon runs it (from --source/--camid or the backend's list)."""
+
+    cam_id: str
+    url: str
+    roi: Rect | None = None
+    rot: Rect | None = None
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    motion_frames: int = 0
+    detector_runs: int = 0
+    faces_detected: int = 0
+    tracks_started: int = 0
+    snapshots: int = 0
+    suppressed_uniq: int = 0
+    detect_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FacePayload:
+    """What a Candidate carries: enough to build a Snapshot later, and nothing more."""
+
+    image: np.ndarray  # the full frame (a reference; frames are never modified in place)
+    xyxy: np.ndarray
+    landmarks: np.ndarray
+    timestamp: datetime
+    centres: tuple[tuple[float, float], ...] = field(default=())
+
+
+def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int) -> tuple[
+    np.ndarray, float, float, float
+]:
+    """The detector's input: the ROT crop, downscaled to ``rescale_height`` if taller.
+
+    Returns (crop, dx, dy, factor) such that full-frame coords = crop coords * factor + (dx, dy).
+    """
+    h, w = image.shape[:2]
+    dx = dy = 0
+    if rot is not None:
+        x1, y1 = max(0, rot.x), max(0, rot.y)
+        x2, y2 = min(w, rot.x + rot.w), min(h, rot.y + rot.h)
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"--rot {rot} lies outside the {w}x{h} frame")
+        image, dx, dy = image[y1:y2, x1:x2], x1, y1
+    factor = 1.0
+    if rescale_height and image.shape[0] > rescale_height:
+        factor = image.shape[0] / rescale_height
+        new_w = max(1, round(image.shape[1] / factor))
+        image = cv2.resize(image, (new_w, rescale_height), interpolation=cv2.INTER_AREA)
+    return image, float(dx), float(dy), factor
+
+
+def size_ok(xyxy: np.ndarray, min_size: float, max_size: float) -> bool:
+    """--min-face-size applies to the box's minor side, --max-face-size to its major side."""
+    w, h = float(xyxy[2] - xyxy[0]), float(xyxy[3] - xyxy[1])
+    if min_size and min(w, h) < min_size:
+        return False
+    return not (max_size and max(w, h) > max_size)
+
+
+def in_roi(xyxy: np.ndarray, roi: Rect | None) -> bool:
+    """A face is inside the ROI when its box centre is (documented in the README)."""
+    if roi is None:
+        return True
+    cx, cy = (xyxy[0] + xyxy[2]) / 2, (xyxy[1] + xyxy[3]) / 2
+    return roi.contains_point(float(cx), float(cy))
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+class FrameClock:
+    """Timestamps of frames: --start-ts + pts for files, wall clock for live streams."""
+
+    def __init__(self, start_ts: datetime | None, live: bool) -> None:
+        self.start_ts = start_ts
+        self.live = live
+        self._first_wall: float | None = None
+
+    def timestamp(self, frame: Frame) -> datetime:
+        if self.live:
+            if self.start_ts is None:
+                return datetime.fromtimestamp(frame.wall_time).astimezone()
+            if self._first_wall is None:
+                self._first_wall = frame.wall_time
+            return self.start_ts + timedelta(seconds=frame.wall_time - self._first_wall)
+        base = self.start_ts or datetime.now().astimezone().replace(microsecond=0)
+        if self.start_ts is None:
+            self.start_ts = base  # a file without --start-ts starts "now", fixed once
+        return base + timedelta(seconds=max(0.0, frame.pts))
+
+
+class FacePipeline:
+    """Per-camera processing state. Not thread-safe: one thread drives it."""
+
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        camera: CameraSpec,
+        detector: FaceDetector,
+        *,
+        live: bool,
+        run_id: str = "",
+    ) -> None:
+        self.cfg = cfg
+        self.camera = camera
+        self.detector = detector
+        self.run_id = run_id
+        self.motion = FrameDiffMotion(threshold=cfg.md_threshold, scale=cfg.scale)
+        self.tracker = Tracker(max_tracks=cfg.max_persons)
+        self.selector = make_selector(
+            realtime=cfg.realtime, rt_perm=cfg.rt_perm, rt_delay_ms=cfg.rt_delay,
+            realtime1844=cfg.realtime1844, min_score=cfg.min_score,
+            min_dir_score=cfg.min_dir_score,
+        )
+        self.uniq = (
+            UniqFilter(cfg.uc_max_time_diff, cfg.uc_max_dup, cfg.uc_max_avg_shift)
+            if cfg.post_uniq else None
+        )
+        self.clock = FrameClock(cfg.start_ts, live)
+        self.stats = PipelineStats()
+        self._seq: dict[int, int] = {}
+        self._skipped = 0
+        self._last_t = 0.0
+        self._frame_size = (0, 0)
+        self.log = logging.LoggerAdapter(log, {"cam_id": camera.cam_id})
+
+    # -- per frame -------------------------------------------------------
+    def process(self, frame: Frame) -> list[Snapshot]:
+        self.stats.frames += 1
+        self._last_t = frame.pts
+        self._frame_size = frame.image.shape[1], frame.image.shape[0]
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+        if not self.motion.detect(gray).moving:
+            self._skipped += 1
+            self.tracker.update(None, period=1)
+            return self._to_snapshots(self.selector.tick(frame.pts))
+        self.stats.motion_frames += 1
+        dets = self._detect(frame.image)
+        update = self.tracker.update(dets)
+        ready: list[Candidate] = []
+        for track in update.ended:
+            ready += self.selector.end_track(track.id, frame.pts)
+        stamp = self.clock.timestamp(frame)
+        for track in update.active:
+            if track.det_index < 0:
+                continue
+            if track.id not in self._seq:
+                self._seq[track.id] = 0
+                self.stats.tracks_started += 1
+            cand = self._candidate(frame, stamp, track, dets, track.det_index)
+            if cand is not None:
+                ready += self.selector.observe(cand)
+        ready += self.selector.tick(frame.pts)
+        snapshots = self._to_snapshots(ready)
+        for track in update.ended:  # only after their last snapshots took a sequence number
+            self._seq.pop(track.id, None)
+        return snapshots
+
+    def finish(self) -> list[Snapshot]:
+        """End of stream: close every track and flush what the selector holds."""
+        ready: list[Candidate] = []
+        for track in self.tracker.finish():
+            ready += self.selector.end_track(track.id, self._last_t)
+        ready += self.selector.finish(self._last_t)
+        return self._to_snapshots(ready)
+
+    @property
+    def active_tracks(self) -> list[Track]:
+        return self.tracker.tracks
+
+    # -- steps -----------------------------------------------------------
+    def _detect(self, image: np.ndarray) -> Detections:
+        crop, dx, dy, factor = crop_for_detection(image, self.camera.rot, self.cfg.rescale_height)
+        t0 = time.perf_counter()
+        dets = self.detector.detect(crop)
+        self.stats.detect_seconds += time.perf_counter() - t0
+        self.stats.detector_runs += 1
+        self.stats.faces_detected += len(dets)
+        if factor != 1.0:
+            dets = dets.scaled(factor)
+        if dx or dy:
+            dets = dets.shifted(dx, dy)
+        return dets
+
+    def _candidate(
+        self, frame: Frame, stamp: datetime, track: Track, dets: Detections, i: int
+    ) -> Candidate | None:
+        xyxy, lm = dets.xyxy[i], dets.landmarks[i]
+        if not in_roi(xyxy, self.camera.roi):
+            return None
+        if not size_ok(xyxy, self.cfg.min_face_size, self.cfg.max_face_size):
+            return None
+        q = face_quality(frame.image, xyxy, lm, float(dets.score[i]))
+        payload = FacePayload(frame.image, xyxy.copy(), lm.copy(), stamp,
+                              tuple(tuple(map(float, c)) for c in track.history))
+        return Candidate(track_id=track.id, t=frame.pts, score=q.score,
+                         direction_score=q.direction_score, payload=payload)
+
+    def _to_snapshots(self, ready: list[Candidate]) -> list[Snapshot]:
+        out = []
+        for cand in ready:
+            p: FacePayload = cand.payload  # type: ignore[assignment]
+            centre = ((p.xyxy[0] + p.xyxy[2]) / 2, (p.xyxy[1] + p.xyxy[3]) / 2)
+            if self.uniq is not None and not self.uniq.allow(cand.t, centre, cand.track_id):
+                self.stats.suppressed_uniq += 1
+                continue
+            out.append(self._snapshot(cand, p))
+        self.stats.snapshots += len(out)
+        return out
+
+    def _snapshot(self, cand: Candidate, p: FacePayload) -> Snapshot:
+        seq = self._seq.get(cand.track_id, 0)
+        self._seq[cand.track_id] = seq + 1
+        h, w = p.image.shape[:2]
+        box = scale_box(p.xyxy, self.cfg.bbox_scale, w, h)
+        return Snapshot(
+            cam_id=self.camera.cam_id,
+            track_id=cand.track_id,
+            seq=seq,
+            timestamp=p.timestamp,
+            bbox=tuple(int(round(v)) for v in box),  # type: ignore[arg-type]
+            score=round(float(cand.score), 6),
+            direction_score=round(float(cand.direction_score), 6),
+            frame_jpeg=None if self.cfg.only_norm else encode_jpeg(p.image),
+            face_png=encode_png(align_face(p.image, p.landmarks)),
+            track=p.centres if self.cfg.send_track else (),
+            label=getattr(cand, "label", ""),
+            run_id=self.run_id,
+        )
