@@ -1,0 +1,140 @@
+"""Motion gating: is there enough change in the frame to be worth running the face detector?
+
+``--md-threshold`` is the fraction of (downscaled) pixels whose brightness differs from a running
+background by more than ``pixel_threshold`` grey levels: 0 disables the gate (every frame is
+"moving"), 0.002 is the default (0.2 % of the picture), 0.05 is already too high to catch a face
+walking by. ``--scale`` shrinks the frame before the comparison to save CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.002
+
+
+@dataclass(frozen=True, eq=False)
+class MotionResult:
+    """intensity: fraction of changed pixels (0..1), the unit of ``--md-threshold``; 1.0 when
+    nothing was measured (first frame after a reset, gate disabled).
+    boxes: (N, 4) float32 xyxy regions with motion, in the *input* image's pixels (the full
+    frame box when the answer is "moving" without a measurement: first frame, gate disabled).
+    moving: whether the face detector should run on this frame.
+    """
+
+    intensity: float
+    boxes: np.ndarray
+    moving: bool
+
+
+class MotionDetector(Protocol):
+    def detect(self, gray: np.ndarray) -> MotionResult: ...
+
+
+class FrameDiffMotion:
+    """Difference against a running-average background (``cv2.accumulateWeighted``).
+
+    Pipeline per frame: grey -> resize by ``scale`` -> Gaussian blur -> |frame - background| >
+    ``pixel_threshold`` -> intensity = changed fraction; dilate -> external contours -> boxes
+    scaled back to input coordinates. ``alpha`` is the background learning rate: a thing that
+    stops moving fades into the background over roughly ``1 / alpha`` frames.
+    """
+
+    def __init__(
+        self,
+        threshold: float = DEFAULT_THRESHOLD,
+        scale: float = 1.0,
+        *,
+        pixel_threshold: int = 20,
+        alpha: float = 0.1,
+        blur: int = 5,
+    ) -> None:
+        self.threshold = _check_range("--md-threshold", threshold, 0.0, 1.0, low_open=False)
+        self.scale = _check_range("--scale", scale, 0.0, 1.0, low_open=True)
+        self.alpha = _check_range("alpha", alpha, 0.0, 1.0, low_open=True)
+        if not 0 < pixel_threshold < 255:
+            raise ValueError(f"pixel_threshold must be in 1..254, got {pixel_threshold!r}")
+        if blur < 1 or blur % 2 == 0:
+            raise ValueError(f"blur must be an odd kernel size >= 1, got {blur!r}")
+        self.pixel_threshold = int(pixel_threshold)
+        self.blur = int(blur)
+        self._background: np.ndarray | None = None
+        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+    def reset(self) -> None:
+        """Forget the background (e.g. after a reconnect); the next frame counts as moving."""
+        self._background = None
+
+    def detect(self, gray: np.ndarray) -> MotionResult:
+        """Compare a frame (HxW grey or HxWx3 BGR, uint8) with the background, then learn it."""
+        gray = _to_gray(gray)
+        if self.threshold == 0:
+            return _everything(gray.shape)
+        small = self._prepare(gray)
+        background = self._background
+        if background is None or background.shape != small.shape:
+            self._background = small.astype(np.float32)
+            return _everything(gray.shape)
+        diff = cv2.absdiff(small, cv2.convertScaleAbs(background))
+        cv2.accumulateWeighted(small, background, self.alpha)
+        _, mask = cv2.threshold(diff, self.pixel_threshold, 255, cv2.THRESH_BINARY)
+        intensity = cv2.countNonZero(mask) / mask.size
+        moving = intensity >= self.threshold
+        boxes = self._boxes(mask, gray.shape) if intensity > 0 else _no_boxes()
+        return MotionResult(float(intensity), boxes, bool(moving))
+
+    def _prepare(self, gray: np.ndarray) -> np.ndarray:
+        if self.scale != 1.0:
+            h, w = gray.shape
+            size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(gray, (self.blur, self.blur), 0) if self.blur > 1 else gray
+
+    def _boxes(self, mask: np.ndarray, full_shape: tuple[int, ...]) -> np.ndarray:
+        mask = cv2.dilate(mask, self._kernel, iterations=2)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            return _no_boxes()
+        rects = np.array([cv2.boundingRect(c) for c in contours], np.float32)  # x, y, w, h
+        boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+        h, w = full_shape[:2]
+        fx, fy = w / mask.shape[1], h / mask.shape[0]  # exact inverse of the resize
+        boxes *= np.array([fx, fy, fx, fy], np.float32)
+        return np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    too_low = number <= low if low_open else number < low
+    if math.isnan(number) or too_low or number > high:
+        bound = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bound}{low:g}, {high:g}], got {value!r}")
+    return number
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"motion detector needs a uint8 image, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if image.ndim == 2:
+        return image
+    raise ValueError(f"motion detector needs an HxW or HxWx3 image, got shape {image.shape}")
+
+
+def _everything(shape: tuple[int, ...]) -> MotionResult:
+    h, w = shape[:2]
+    return MotionResult(1.0, np.array([[0, 0, w, h]], np.float32), True)
+
+
+def _no_boxes() -> np.ndarray:
+    return np.zeros((0, 4), np.float32)
