@@ -1,0 +1,193 @@
+"""The ASGI application: ``create_app(settings)``.
+
+Every API route exists under ``/v0`` and ``/v1``, with or without a trailing
+slash. Errors are JSON ``{code, reason, ...}`` (9.1 "Error Reporting"). Stored
+images are served without authentication under ``/<upload_path>/`` (like
+findface-upload); their names carry a random part.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from videodetector.backend import cameras, faces, galleries, persons
+from videodetector.backend.deps import max_body_bytes
+from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
+from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics
+from videodetector.backend.service import Backend
+from videodetector.backend.settings import Settings
+from videodetector.models import ModelError
+
+log = logging.getLogger(__name__)
+
+API_VERSIONS = ("v0", "v1")
+
+
+class TrailingSlashMiddleware:
+    """``/v1/face/`` is ``/v1/face``: clients written for 9.1 use both."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and len(scope["path"]) > 1 and scope["path"].endswith("/"):
+            scope = dict(scope)
+            scope["path"] = scope["path"].rstrip("/") or "/"
+            raw = scope.get("raw_path")
+            if raw:
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse (413) a request whose declared Content-Length exceeds the limit, unread."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.limit:
+                err = too_large("body", int(length), self.limit)
+                resp = JSONResponse(err.body(), status_code=err.status,
+                                    headers={"Connection": "close"})
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(x) for x in first.get("loc", ()) if x not in ("path", "query", "body")]
+        param = loc[-1] if loc else "request"
+        value = first.get("input")
+        value = value if isinstance(value, str | int | float | bool) else None
+        return error_response(bad_param(param, f"{param}: {first.get('msg', 'invalid')}", value))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            err = ApiError(404, "NOT_FOUND", f"no such method: {request.method} "
+                           f"{request.url.path}")
+        elif exc.status_code == 405:
+            err = ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on "
+                           f"{request.url.path}")
+        else:
+            err = ApiError(exc.status_code, "HTTP_ERROR", str(exc.detail))
+        return error_response(err)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def db_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        log.exception("database error")
+        return error_response(ApiError(503, "SERVICE_UNAVAILABLE", f"database error: {exc}"))
+
+    @app.exception_handler(ModelError)
+    async def model_error(_: Request, exc: ModelError) -> JSONResponse:
+        return error_response(ApiError(503, "SERVICE_UNAVAILABLE", f"face models: {exc}"))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "INTERNAL_ERROR",
+                                       f"internal error: {type(exc).__name__}"))
+
+
+def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics) -> None:
+    upload_path = backend.settings.upload_path
+
+    @app.get(f"/{upload_path}/{{rel:path}}", include_in_schema=False)
+    async def upload(rel: str) -> FileResponse:
+        path = backend.files.path(rel)
+        if path is None or not path.is_file() or path.name.endswith(".tmp"):
+            raise not_found("file", rel)
+        return FileResponse(path)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_route() -> PlainTextResponse:
+        gauges = await run_in_threadpool(_gauges, backend)
+        return PlainTextResponse(metrics.render(gauges),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_versions() -> dict[str, Any]:
+        return {"versions": list(API_VERSIONS), "docs": "/v1/docs",
+                "openapi": "/v1/openapi.json"}
+
+    @app.get("/v0/docs", include_in_schema=False)
+    @app.get("/docs/{version}", include_in_schema=False)
+    async def docs_redirect() -> RedirectResponse:
+        return RedirectResponse("/v1/docs")
+
+
+def _gauges(backend: Backend) -> dict[str, tuple[str, float]]:
+    db = backend.db
+    return {
+        "backend_faces": ("Stored faces.", float(backend.index.total())),
+        "backend_persons": ("Persons (8.2).", float(db.scalar("SELECT COUNT(*) FROM persons"))),
+        "backend_cameras": ("Cameras.", float(db.scalar("SELECT COUNT(*) FROM cameras"))),
+        "backend_users": ("Tokens.", float(db.scalar("SELECT COUNT(*) FROM users"))),
+    }
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """The FastAPI app for ``settings`` (opens the data directory now; models load at
+    startup with ``preload_models``, else on first use)."""
+    settings = settings or Settings()
+    backend = backend or Backend(settings)
+    metrics = RequestMetrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.preload_models:
+            await run_in_threadpool(backend.engine.load)
+        log.info("backend ready: data in %s", settings.data_dir.resolve())
+        try:
+            yield
+        finally:
+            backend.close()
+
+    app = FastAPI(
+        title="videodetector backend",
+        description="FindFace Server 2.6 compatible face recognition API (/v0 and /v1). "
+                    "Authenticate with 'Authorization: Token <key>'.",
+        version="1",
+        docs_url="/v1/docs",
+        openapi_url="/v1/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.backend = backend
+    app.state.metrics = metrics
+    _install_error_handlers(app)
+    for version in API_VERSIONS:
+        for router in (faces.router, galleries.router, persons.router, cameras.router):
+            app.include_router(router, prefix=f"/{version}",
+                               include_in_schema=version == "v1")
+    _install_misc_routes(app, backend, metrics)
+    app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(TrailingSlashMiddleware)
+    return app

@@ -1,0 +1,65 @@
+"""Tokens (4.3): long (``0123456789_abcdefghijklmnopqrstuvw``) or short (``A0B1-C2D3``).
+
+A token is a user: everything created with it (faces, galleries, persons, cameras)
+belongs to it. Only a SHA-256 of each token is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import threading
+
+from videodetector.backend.errors import auth_failed
+from videodetector.backend.storage import Database, insert, utcnow_iso
+
+_SHORT_ALPHABET = string.ascii_uppercase + string.digits
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token_text(short: bool = False) -> str:
+    if short:
+        chars = [secrets.choice(_SHORT_ALPHABET) for _ in range(8)]
+        return "".join(chars[:4]) + "-" + "".join(chars[4:])
+    return secrets.token_urlsafe(24)  # 32 characters of [A-Za-z0-9_-]
+
+
+def create_token(db: Database, short: bool = False) -> str:
+    """Create a user and return its token (shown once; only its hash is kept)."""
+    token = new_token_text(short)
+    with db.transaction() as conn:
+        insert(conn, "users", {"token_hash": token_hash(token),
+                               "kind": "short" if short else "long",
+                               "created": utcnow_iso()})
+    return token
+
+
+class TokenChecker:
+    """``Authorization: Token <key>`` -> user id. Known tokens are cached in memory."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cache: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def user_for_header(self, header: str | None) -> int:
+        if not header:
+            raise auth_failed("no Authorization header; send 'Authorization: Token <key>'")
+        scheme, _, key = header.strip().partition(" ")
+        key = key.strip()
+        if scheme.lower() != "token" or not key:
+            raise auth_failed("the Authorization header must be 'Token <key>'")
+        digest = token_hash(key)
+        with self._lock:
+            user = self._cache.get(digest)
+        if user is None:
+            user = self.db.scalar("SELECT id FROM users WHERE token_hash = ?", (digest,))
+            if user is None:
+                raise auth_failed("unknown token")
+            with self._lock:
+                self._cache[digest] = int(user)
+        return int(user)

@@ -1,0 +1,142 @@
+"""Camera methods (9.1.4). ``GET /camera?detector=NAME`` is what fkvideo_detector polls.
+
+``roi`` / ``rot`` are accepted as ``[W, H, X, Y]`` (the API's form) or ``"WxH+X+Y"``
+(the detector's flag form) and returned in the form they were given.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from videodetector.backend import views
+from videodetector.backend.deps import current_user, get_backend, params_of
+from videodetector.backend.errors import bad_param, not_found
+from videodetector.backend.params import Params
+from videodetector.backend.service import Backend
+from videodetector.backend.storage import insert, update
+from videodetector.backend.timeutil import iso, now
+from videodetector.geometry import Rect, parse_geometry
+
+router = APIRouter(tags=["cameras"])
+
+
+def region(name: str, value: Any) -> str | None:
+    """A validated roi/rot as stored JSON text, or None to clear it."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise bad_param(name, f"{name} must be WxH+X+Y or [W, H, X, Y]", value) from None
+    if isinstance(value, str):
+        try:
+            return json.dumps(str(parse_geometry(value)))
+        except ValueError as exc:
+            raise bad_param(name, f"{name}: {exc}", value) from None
+    if (isinstance(value, list) and len(value) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        w, h, x, y = value
+        try:
+            Rect(x=x, y=y, w=w, h=h)
+        except ValueError as exc:
+            raise bad_param(name, f"{name}: {exc}", value) from None
+        return json.dumps(value)
+    raise bad_param(name, f"{name} must be WxH+X+Y or [W, H, X, Y] (integers)", value)
+
+
+def camera_fields(p: Params) -> dict[str, Any]:
+    """The camera fields present in the request, validated."""
+    out: dict[str, Any] = {}
+    for name in ("meta", "url", "detector"):
+        if name in p.values:
+            value = p.raw(name)
+            out[name] = None if value is None else p.text(name)
+    if "meta" in out and out["meta"] is None:
+        out["meta"] = ""
+    if "enabled" in p.values:
+        out["enabled"] = int(p.flag("enabled", True))
+    for name in ("roi", "rot"):
+        if name in p.values:
+            out[name] = region(name, p.raw(name))
+    return out
+
+
+def camera_row(backend: Backend, user: int, cam_id: str) -> Any:
+    row = backend.db.row("SELECT * FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
+    if row is None:
+        raise not_found("camera", cam_id)
+    return row
+
+
+@router.post("/camera", status_code=201)
+async def create_camera(request: Request, user: int = Depends(current_user)) -> JSONResponse:
+    """Create a camera: ``meta``, ``enabled`` (default true), ``url``, ``detector``, ``roi``,
+    ``rot``. 201 with the camera."""
+    backend = get_backend(request)
+    fields = camera_fields(await params_of(request))
+
+    def work() -> dict[str, Any]:
+        cam_id = str(uuid.uuid4())
+        with backend.db.transaction() as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM cameras").fetchone()[0]
+            insert(conn, "cameras", {"id": cam_id, "user_id": user, "seq": seq, "meta": "",
+                                     "enabled": 1, "created": iso(now()), **fields})
+        return views.camera_json(camera_row(backend, user, cam_id))
+
+    return JSONResponse(await run_in_threadpool(work), status_code=201)
+
+
+@router.get("/camera")
+async def list_cameras(request: Request, user: int = Depends(current_user),
+                       detector: str | None = None) -> list[dict[str, Any]]:
+    """All cameras (a JSON list), or only those of ``?detector=NAME``."""
+    backend = get_backend(request)
+    sql, args = "SELECT * FROM cameras WHERE user_id = ?", [user]
+    if detector is not None:
+        sql += " AND detector = ?"
+        args.append(detector)
+    rows = await run_in_threadpool(backend.db.rows, sql + " ORDER BY seq", args)
+    return [views.camera_json(r) for r in rows]
+
+
+@router.get("/camera/{cam_id}")
+async def get_camera(cam_id: str, request: Request,
+                     user: int = Depends(current_user)) -> dict[str, Any]:
+    return views.camera_json(camera_row(get_backend(request), user, cam_id))
+
+
+@router.put("/camera/{cam_id}")
+async def put_camera(cam_id: str, request: Request,
+                     user: int = Depends(current_user)) -> dict[str, Any]:
+    """Change ``meta``, ``url``, ``detector``, ``enabled``, ``roi``, ``rot``."""
+    backend = get_backend(request)
+    fields = camera_fields(await params_of(request))
+
+    def work() -> dict[str, Any]:
+        camera_row(backend, user, cam_id)
+        with backend.db.transaction() as conn:
+            update(conn, "cameras", fields, "id = ? AND user_id = ?", (cam_id, user))
+        return views.camera_json(camera_row(backend, user, cam_id))
+
+    return await run_in_threadpool(work)
+
+
+@router.delete("/camera/{cam_id}", status_code=204)
+async def delete_camera(cam_id: str, request: Request,
+                        user: int = Depends(current_user)) -> Response:
+    backend = get_backend(request)
+
+    def work() -> None:
+        camera_row(backend, user, cam_id)
+        with backend.db.transaction() as conn:
+            conn.execute("DELETE FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
+
+    await run_in_threadpool(work)
+    return Response(status_code=204)

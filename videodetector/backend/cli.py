@@ -1,0 +1,114 @@
+"""``fkvideo_backend serve [...]`` and ``fkvideo_backend token [--short]``.
+
+Settings take facenapi's names (10.3.3) both as flags (``--person-identify``) and as
+config file keys (``person_identify = True``); flags win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from videodetector.backend.settings import Settings, SettingsError, read_config_file
+
+FLAG_HELP = {
+    "host": "address to listen on (default 127.0.0.1)",
+    "port": "TCP port (default 8000)",
+    "data_dir": "where the database and images are kept (default ./data/backend)",
+    "upload_path": "URL path of stored images (default uploads)",
+    "upload_url": "base URL for image links (facenapi's ffupload_url); default: the "
+                  "request's own base URL",
+    "person_identify": "dynamic person creation (8.2)",
+    "person_identify_global": "identify persons across all cameras, not per camera",
+    "person_identify_threshold": "confidence to join an existing person (default 0.75)",
+    "friend_count": "days a person must be seen by one camera to be a friend (default 5)",
+    "friend_interval": "seconds looked back for friend days (default 604800)",
+    "gae": "enable gender and age recognition (emotions are not available)",
+    "max_identify_limit": "hard limit on /identify n, 0 = unlimited",
+    "fetch_urls": "allow photos given as http(s) URLs to be fetched (off by default)",
+    "fetch_timeout": "seconds to fetch a photo URL",
+    "max_photo_bytes": "largest accepted image file (default 10 MB)",
+    "max_size": "largest accepted image width/height in pixels (default 6000)",
+    "min_face_size": "ignore detected faces smaller than this (pixels)",
+    "detector_threshold": "face detector score threshold (default 0.6)",
+    "model_threads": "onnxruntime threads per model",
+    "page_limit": "default page size of paginated lists",
+    "idempotency_ttl": "seconds an Idempotency-Key is remembered",
+    "preload_models": "load the models at startup (default true)",
+    "log_level": "debug, info, warning or error",
+}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        default = Settings.__dataclass_fields__[f.name].default
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=None,
+                                metavar="BOOL", help=FLAG_HELP.get(f.name))
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=FLAG_HELP.get(f.name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fkvideo_backend",
+                                     description="FindFace Server compatible face backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API server")
+    serve.add_argument("-c", "--config", help="findface-facenapi.ini style settings file")
+    _add_setting_flags(serve)
+    token = sub.add_parser("token", help="create an API token (printed as the last word)")
+    token.add_argument("--short", action="store_true", help="short token, e.g. A0B1-C2D3")
+    token.add_argument("--data-dir", dest="data_dir", default=None)
+    token.add_argument("-c", "--config", help="settings file (for data_dir)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(read_config_file(args.config))
+    for f in fields(Settings):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    return Settings.from_mapping(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except (SettingsError, OSError) as exc:
+        print(f"fkvideo_backend: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "token":
+        return _token(settings, args.short)
+    from videodetector.backend.server import serve
+
+    serve(settings)
+    return 0
+
+
+def _token(settings: Settings, short: bool) -> int:
+    from videodetector.backend.auth import create_token
+    from videodetector.backend.storage import Database
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    db = Database(settings.data_dir / "backend.sqlite3")
+    try:
+        token = create_token(db, short)
+    finally:
+        db.close()
+    print(f"new {'short' if short else 'long'} token for {settings.data_dir}: {token}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Face models behind the API: detection, face localisation in a bbox, embedding, gender/age.
+
+Models load lazily, once per process (shared by every app in the process, since
+they hold no per-request state), on first use or at startup with ``preload_models``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from videodetector.backend.errors import bad_param
+from videodetector.backend.imaging import clamp_box, expand_box
+from videodetector.models import TEMPLATE_112, align_face
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    """A face on a photo: its box (reported to the client) and landmarks (for alignment)."""
+
+    box: Box
+    landmarks: np.ndarray | None  # (5, 2) in photo pixels; None for an aligned face upload
+    score: float = 1.0
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceEngine:
+    """YuNet detection + SFace embedding (+ the optional gender/age estimator)."""
+
+    def __init__(self, threads: int = 1, detector_threshold: float = 0.6) -> None:
+        self.threads = threads
+        self.detector_threshold = detector_threshold
+        self._lock = threading.Lock()
+        self._detector: Any = None
+        self._embedder: Any = None
+        self._gae: Any = None
+        self._gae_error: str | None = None
+
+    def load(self) -> None:
+        """Load the detector and the embedder now (they are otherwise loaded on first use)."""
+        self.detector()
+        self.embedder()
+
+    def detector(self) -> Any:
+        with self._lock:
+            if self._detector is None:
+                from videodetector.models import YuNetDetector
+
+                log.info("loading the face detector")
+                self._detector = YuNetDetector(self.detector_threshold, threads=self.threads)
+            return self._detector
+
+    def embedder(self) -> Any:
+        with self._lock:
+            if self._embedder is None:
+                from videodetector.models import SFaceEmbedder
+
+                log.info("loading the face embedder")
+                self._embedder = SFaceEmbedder(threads=self.threads)
+            return self._embedder
+
+    def age_gender(self) -> Any:
+        """The gender/age estimator, or BAD_PARAM if it cannot be loaded."""
+        with self._lock:
+            if self._gae is None and self._gae_error is None:
+                try:
+                    from videodetector.backend.gae import AgeGenderEstimator
+
+                    self._gae = AgeGenderEstimator()
+                except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+                    log.exception("gender/age estimator unavailable")
+                    self._gae_error = f"{type(exc).__name__}: {exc}"
+            if self._gae is None:
+                raise bad_param("gender", "gender/age recognition is enabled (gae) but its "
+                                f"model could not be loaded: {self._gae_error}")
+            return self._gae
+
+    # -- operations ---------------------------------------------------------
+
+    def detect(self, image: np.ndarray, min_face_size: int = 0) -> list[FoundFace]:
+        dets = self.detector().detect(image)
+        faces = []
+        for box, score, lm in zip(dets.xyxy, dets.score, dets.landmarks, strict=True):
+            if min(box[2] - box[0], box[3] - box[1]) < min_face_size:
+                continue
+            faces.append(FoundFace(tuple(float(v) for v in box), lm.copy(), float(score)))
+        return faces
+
+    def locate(self, image: np.ndarray, box: Box, param: str = "bbox") -> FoundFace:
+        """The face inside a client-given box: detection in a crop around it, best overlap.
+
+        The box reported stays the client's; the landmarks come from the detection.
+        """
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = clamp_box(expand_box(box, 0.5), w, h)
+        crop = image[y1:y2, x1:x2]
+        best, best_key = None, (-1.0, -1.0)
+        for face in self.detect(np.ascontiguousarray(crop)):
+            fb = (face.box[0] + x1, face.box[1] + y1, face.box[2] + x1, face.box[3] + y1)
+            cx, cy = (fb[0] + fb[2]) / 2, (fb[1] + fb[3]) / 2
+            inside = box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+            key = (iou(fb, box), face.score)
+            if (inside or key[0] > 0.3) and key > best_key:
+                best_key = key
+                best = FoundFace(box, face.landmarks + np.array([x1, y1], np.float32),
+                                 face.score)
+        if best is None:
+            raise bad_param(param, f"no face found inside {param} "
+                            f"[{', '.join(str(round(v)) for v in box)}]",
+                            value=[round(v) for v in box])
+        return best
+
+    def embed(self, image: np.ndarray, face: FoundFace) -> tuple[np.ndarray, np.ndarray]:
+        """(aligned 112x112 face, L2-normalised embedding)."""
+        aligned = align_face(image, face.landmarks)
+        return aligned, self.embedder().embed(aligned)
+
+    def embed_aligned(self, aligned: np.ndarray) -> np.ndarray:
+        return self.embedder().embed(aligned)
+
+    def estimate_age_gender(self, image: np.ndarray, landmarks: np.ndarray | None,
+                            aligned: np.ndarray) -> dict[str, Any]:
+        """``{"gender": "male"|"female", "gender_confidence": float, "age": int}``."""
+        if landmarks is None:  # an uploaded normalized face: its landmarks are the template
+            image, landmarks = aligned, TEMPLATE_112 * (aligned.shape[0] / 112.0)
+        out = self.age_gender().estimate(image, landmarks)
+        gender = out.get("gender") or {}
+        return {"gender": gender.get("gender"), "gender_confidence": gender.get("confidence"),
+                "age": out.get("age")}
+
+
+@functools.lru_cache(maxsize=4)
+def shared_engine(threads: int, detector_threshold: float) -> FaceEngine:
+    """One engine per configuration per process."""
+    return FaceEngine(threads, detector_threshold)

@@ -1,0 +1,345 @@
+"""Face methods (9.1.2): /detect, /verify, /identify, /face, /face/id, /face/meta, /faces, /meta,
+and their custom-gallery variants (9.1.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from videodetector.backend import views
+from videodetector.backend.confidence import confidence_from_cosine
+from videodetector.backend.deps import (
+    current_user,
+    face_images,
+    get_backend,
+    params_of,
+    photo_bytes,
+    urls_of,
+)
+from videodetector.backend.errors import bad_param
+from videodetector.backend.params import Params
+from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
+from videodetector.backend.storage import PageRequest, page_ids
+from videodetector.backend.timeutil import parse_time
+
+router = APIRouter(tags=["faces"])
+
+FACE_FIELDS = {"photo", "bbox", "mf_selector", "meta", "galleries", "cam_id", "timestamp",
+               "detectorParams", "gender", "age", "emotions", "idempotency_key"}
+
+
+def render_faces(request: Request, backend: Backend, user: int, ids: list[int]
+                 ) -> list[dict[str, Any]]:
+    rows = backend.face_rows(user, ids)
+    galleries = backend.galleries_of([r["id"] for r in rows])
+    urls = urls_of(request)
+    return [views.face_json(r, galleries[r["id"]], urls) for r in rows]
+
+
+def wants_gae(backend: Backend, p: Params) -> bool:
+    return backend.check_attrs_request(p.flag("gender"), p.flag("age"), p.flag("emotions"))
+
+
+def page_request(p: Params, default_limit: int | None) -> PageRequest:
+    limit = p.integer("limit", default_limit, lo=0, hi=100000)
+    return PageRequest(limit or None, p.integer("max_id"), p.integer("min_id"))
+
+
+# -- detect / verify / identify ---------------------------------------------
+
+@router.post("/detect")
+async def detect(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """Detect faces on ``photo`` (``gender``/``age`` with --gae): ``{faces, orientation}``."""
+    backend = get_backend(request)
+    p = await params_of(request)
+    want = wants_gae(backend, p)
+    data = await photo_bytes(p, "photo", backend)
+    if data is None:
+        raise bad_param("photo", "photo is required")
+
+    def work() -> dict[str, Any]:
+        photo = backend.decode(data, "photo")
+        found = backend.engine.detect(photo.image, backend.settings.min_face_size)
+        faces = []
+        for face in sorted(found, key=lambda f: f.area, reverse=True):
+            item: dict[str, Any] = face_box_json(face.box)
+            if want:
+                new = backend.analyze(photo, [face], True)[0]
+                item.update({k: v for k, v in new.attrs.items() if v is not None})
+            faces.append(item)
+        return {"faces": faces, "orientation": photo.orientation}
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/verify")
+async def verify(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """Compare the faces on ``photo1`` and ``photo2`` (``bbox1``, ``bbox2``, ``threshold``,
+    ``mf_selector``)."""
+    backend = get_backend(request)
+    p = await params_of(request)
+    threshold = p.threshold()
+    selector = p.mf_selector()
+    data1 = await photo_bytes(p, "photo1", backend)
+    data2 = await photo_bytes(p, "photo2", backend)
+    boxes1, boxes2 = p.boxes("bbox1"), p.boxes("bbox2")
+
+    def faces(data: bytes | None, boxes: Any, n: int) -> list:
+        if data is None:
+            raise bad_param(f"photo{n}", f"photo{n} is required")
+        photo = backend.decode(data, f"photo{n}")
+        found = backend.find_faces(photo, boxes, selector, f"photo{n}", f"bbox{n}")
+        return backend.analyze(photo, found, False)
+
+    def work() -> dict[str, Any]:
+        faces1, faces2 = faces(data1, boxes1, 1), faces(data2, boxes2, 2)
+        results, matched = [], {i: False for i in range(len(faces1))}
+        for i, f1 in enumerate(faces1):
+            for f2 in faces2:
+                cos = float(f1.embedding @ f2.embedding)
+                conf = float(confidence_from_cosine(cos))
+                item: dict[str, Any] = {"bbox1": face_box_json(f1.box),
+                                        "bbox2": face_box_json(f2.box), "confidence": conf}
+                if threshold is not None:
+                    item["verified"] = conf >= threshold
+                    matched[i] = matched[i] or item["verified"]
+                results.append(item)
+        out: dict[str, Any] = {"results": results}
+        if threshold is not None:
+            out["verified"] = all(matched.values())
+        return out
+
+    return await run_in_threadpool(work)
+
+
+async def _identify(request: Request, user: int, gallery: str | None) -> dict[str, Any]:
+    backend = get_backend(request)
+    p = await params_of(request)
+    threshold = p.threshold()
+    n = p.integer("n", 1, lo=1, hi=100000)
+    selector = p.mf_selector()
+    boxes = p.boxes("bbox")
+    single = p.xyxy()
+    if single is not None:
+        boxes = [single]
+    data = await photo_bytes(p, "photo", backend)
+    uploads = await face_images(p, backend)
+    if gallery is not None:
+        await run_in_threadpool(backend.require_gallery, user, gallery)
+
+    def work() -> dict[str, Any]:
+        _, faces = backend.faces_of_request(data, uploads, boxes, selector, False)
+        hits = backend.identify(user, faces, n, threshold, gallery)
+        results: dict[str, list[dict[str, Any]]] = {}
+        all_ids = sorted({fid for h in hits for fid, _ in h})
+        rendered = {f["id"]: f for f in render_faces(request, backend, user, all_ids)}
+        for face, face_hits in zip(faces, hits, strict=True):
+            results[box_key(face.box)] = [
+                {"confidence": conf, "face": rendered[fid]}
+                for fid, conf in face_hits if fid in rendered
+            ]
+        return {"results": results}
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/identify")
+async def identify(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """Search the faces on ``photo`` (or in ``x1,y1,x2,y2`` / ``bbox``, or the normalized
+    ``face0``) among the stored faces; ``n``, ``threshold``, ``mf_selector``."""
+    return await _identify(request, user, None)
+
+
+@router.post("/faces/gallery/{gallery}/identify")
+async def identify_in_gallery(gallery: str, request: Request,
+                              user: int = Depends(current_user)) -> dict[str, Any]:
+    """/identify restricted to one gallery."""
+    return await _identify(request, user, gallery)
+
+
+# -- POST /face ----------------------------------------------------------------
+
+@router.post("/face")
+async def add_face(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """Add the faces on ``photo`` (``bbox``, ``mf_selector``, ``meta``, ``galleries``,
+    ``cam_id``) or the video detector's normalized ``face0`` with ``bbox``, ``timestamp``
+    and ``detectorParams``. Honours the ``Idempotency-Key`` header."""
+    backend = get_backend(request)
+    p = await params_of(request)
+    key = request.headers.get("idempotency-key") or p.text("idempotency_key")
+    if key:
+        earlier = await run_in_threadpool(backend.replay, user, key)
+        if earlier is not None:
+            return {"results": await run_in_threadpool(render_faces, request, backend, user,
+                                                       earlier)}
+    post = await face_post(p, backend, key)
+    ids = await run_in_threadpool(backend.add_faces, user, post)
+    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids)}
+
+
+async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
+    cam_id = p.text("cam_id") or None
+    ts = p.raw("timestamp")
+    detector_params = p.json("detectorParams") if "detectorParams" in p else None
+    extra = {k: v for k, v in p.values.items()
+             if k not in FACE_FIELDS and not k.startswith("face") and isinstance(v, str)}
+    return FacePost(
+        photo=await photo_bytes(p, "photo", backend),
+        face_images=await face_images(p, backend),
+        boxes=p.boxes("bbox"),
+        mf_selector=p.mf_selector(),
+        meta=p.text("meta", "") or "",
+        galleries=p.str_list("galleries"),
+        cam_id=cam_id,
+        timestamp=parse_time("timestamp", ts) if ts not in (None, "") else None,
+        detector_params=detector_params,
+        extra=extra,
+        want_gae=wants_gae(backend, p),
+        idempotency_key=key,
+    )
+
+
+# -- /face/id/<id> -------------------------------------------------------------
+
+@router.get("/face/id/{face_id}")
+async def get_face(face_id: int, request: Request,
+                   user: int = Depends(current_user)) -> dict[str, Any]:
+    backend = get_backend(request)
+    backend.face_row(user, face_id)
+    return (await run_in_threadpool(render_faces, request, backend, user, [face_id]))[0]
+
+
+@router.put("/face/id/{face_id}")
+async def put_face(face_id: int, request: Request,
+                   user: int = Depends(current_user)) -> dict[str, Any]:
+    """Change ``meta``, ``person_id`` and ``galleries`` (``{"add"|"del"|"set": [...]}``)."""
+    backend = get_backend(request)
+    p = await params_of(request)
+    meta = p.text("meta")
+    person = p.raw("person_id", UNSET) if "person_id" in p.values else UNSET
+    galleries = gallery_ops(p)
+    await run_in_threadpool(backend.update_face, user, face_id, meta, person, galleries)
+    return (await run_in_threadpool(render_faces, request, backend, user, [face_id]))[0]
+
+
+def gallery_ops(p: Params) -> dict[str, list[str]] | None:
+    if "galleries" not in p:
+        return None
+    value = p.json("galleries")
+    if not isinstance(value, dict) or not value or set(value) - {"add", "del", "set"}:
+        raise bad_param("galleries", 'galleries must be {"add": [...]}, {"del": [...]} or '
+                        '{"set": [...]}', value)
+    out = {}
+    for op, names in value.items():
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise bad_param("galleries", f"galleries.{op} must be a list of gallery names",
+                            names)
+        out[op] = names
+    return out
+
+
+@router.delete("/face/id/{face_id}", status_code=204)
+async def delete_face(face_id: int, request: Request,
+                      user: int = Depends(current_user)) -> Response:
+    backend = get_backend(request)
+    backend.face_row(user, face_id)
+    await run_in_threadpool(backend.delete_faces, user, [face_id])
+    return Response(status_code=204)
+
+
+# -- lists ---------------------------------------------------------------------
+
+async def _face_list(request: Request, user: int, where: str, args: list[Any],
+                     id_col: str = "id") -> dict[str, Any]:
+    backend = get_backend(request)
+    p = Params(dict(request.query_params))
+    page = page_request(p, backend.settings.page_limit)
+
+    def work() -> dict[str, Any]:
+        result = page_ids(backend.db, id_col, where, args, page)
+        return {**views.page_links(request, result),
+                "results": render_faces(request, backend, user, result.ids)}
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/faces")
+async def list_faces(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """All faces, newest first; ``limit``, ``max_id`` / ``min_id`` pagination."""
+    return await _face_list(request, user, "faces WHERE user_id = ?", [user])
+
+
+@router.get("/faces/gallery/{gallery}")
+async def list_gallery_faces(gallery: str, request: Request,
+                             user: int = Depends(current_user)) -> dict[str, Any]:
+    """The faces of one gallery, newest first, paginated."""
+    backend = get_backend(request)
+    backend.require_gallery(user, gallery)
+    if gallery == "default":
+        return await _face_list(request, user, "faces WHERE user_id = ?", [user])
+    return await _face_list(request, user, "face_galleries WHERE user_id = ? AND gallery = ?",
+                            [user, gallery], id_col="face_id")
+
+
+def _gallery_filter(gallery: str | None, user: int) -> tuple[str, list[Any]]:
+    if gallery in (None, "default"):
+        return "", []
+    return (" AND id IN (SELECT face_id FROM face_galleries WHERE user_id = ? AND gallery = ?)",
+            [user, gallery])
+
+
+async def _faces_by_meta(request: Request, user: int, meta: str, gallery: str | None
+                         ) -> dict[str, Any]:
+    extra, args = _gallery_filter(gallery, user)
+    return await _face_list(request, user, f"faces WHERE user_id = ? AND meta = ?{extra}",
+                            [user, meta, *args])
+
+
+@router.get("/face/meta/{meta:path}")
+async def faces_by_meta(meta: str, request: Request,
+                        user: int = Depends(current_user)) -> dict[str, Any]:
+    """Faces whose meta is exactly ``meta`` (case-sensitive, URL-encoded)."""
+    return await _faces_by_meta(request, user, meta, None)
+
+
+@router.get("/face/gallery/{gallery}/meta/{meta:path}")
+async def gallery_faces_by_meta(gallery: str, meta: str, request: Request,
+                                user: int = Depends(current_user)) -> dict[str, Any]:
+    get_backend(request).require_gallery(user, gallery)
+    return await _faces_by_meta(request, user, meta, gallery)
+
+
+async def _meta_list(request: Request, user: int, gallery: str | None) -> dict[str, Any]:
+    backend = get_backend(request)
+    p = Params(dict(request.query_params))
+    page = page_request(p, backend.settings.page_limit)
+    extra, args = _gallery_filter(gallery, user)
+    groups = (f"(SELECT meta, MIN(id) AS first_id, COUNT(*) AS n FROM faces WHERE user_id = ? "
+              f"AND meta != ''{extra} GROUP BY meta) WHERE 1")
+
+    def work() -> dict[str, Any]:
+        result = page_ids(backend.db, "first_id", groups, [user, *args], page)
+        rows = {r["first_id"]: r for r in backend.db.rows(f"SELECT * FROM {groups}",
+                                                           [user, *args])
+                if r["first_id"] in set(result.ids)}
+        faces = {f["id"]: f for f in render_faces(request, backend, user, result.ids)}
+        results = [{"meta": rows[i]["meta"], "count": rows[i]["n"], "face": faces[i]}
+                   for i in result.ids if i in rows and i in faces]
+        return {**views.page_links(request, result), "results": results}
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/meta")
+async def list_meta(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """Each meta string with its face count and first face, paginated."""
+    return await _meta_list(request, user, None)
+
+
+@router.get("/meta/gallery/{gallery}")
+async def list_gallery_meta(gallery: str, request: Request,
+                            user: int = Depends(current_user)) -> dict[str, Any]:
+    get_backend(request).require_gallery(user, gallery)
+    return await _meta_list(request, user, gallery)

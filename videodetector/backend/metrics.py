@@ -1,0 +1,78 @@
+"""Prometheus text-format metrics: requests by route and status, latency, stored objects."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RequestMetrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
+        self.latency_count: dict[tuple[str, str], int] = defaultdict(int)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.requests[(method, route, str(status))] += 1
+            self.latency_sum[(method, route)] += seconds
+            self.latency_count[(method, route)] += 1
+
+    def render(self, gauges: dict[str, tuple[str, float]]) -> str:
+        lines = ["# HELP backend_requests_total HTTP requests by method, route and status.",
+                 "# TYPE backend_requests_total counter"]
+        with self._lock:
+            for (method, route, status), n in sorted(self.requests.items()):
+                lines.append(f'backend_requests_total{{method="{method}",route="{_esc(route)}",'
+                             f'status="{status}"}} {n}')
+            lines += ["# HELP backend_request_duration_seconds Request latency.",
+                      "# TYPE backend_request_duration_seconds summary"]
+            for (method, route), total in sorted(self.latency_sum.items()):
+                labels = f'method="{method}",route="{_esc(route)}"'
+                count = self.latency_count[(method, route)]
+                lines.append(f"backend_request_duration_seconds_sum{{{labels}}} {total:.6f}")
+                lines.append(f"backend_request_duration_seconds_count{{{labels}}} {count}")
+        for name, (help_text, value) in gauges.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
+                      f"{name} {value:g}"]
+        return "\n".join(lines) + "\n"
+
+
+def _esc(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class MetricsMiddleware:
+    """Times each HTTP request and records it under its route template (e.g. /v1/face/id/...)."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            version = scope["path"][:3]
+            if version in ("/v0", "/v1") and not path.startswith(version):
+                path = version + path
+            self.metrics.observe(scope["method"], path, status["code"],
+                                 time.perf_counter() - start)

@@ -1,0 +1,245 @@
+"""Request parameters (9.1 "Parameters Format"): JSON body, urlencoded or multipart form,
+or query string, read into one ``Params`` object with typed getters that raise BAD_PARAM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from videodetector.backend.errors import bad_param, malformed_json, too_large
+from videodetector.backend.settings import parse_bool
+
+THRESHOLDS = {"strict": 0.7834, "medium": 0.6616, "low": 0.5690, "none": 0.0}
+DEFAULT_THRESHOLD = 0.75
+MF_SELECTORS = ("reject", "biggest", "all")
+
+Box = tuple[float, float, float, float]
+
+
+class Params:
+    """Parameter name -> value (str, JSON value, UploadFile, or a list for repeated fields)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values and self.values[name] is not None
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        value = self.values.get(name, default)
+        return default if value is None else value
+
+    def names(self) -> list[str]:
+        return list(self.values)
+
+    def single(self, name: str) -> Any:
+        value = self.raw(name)
+        if isinstance(value, list) and value and isinstance(value[0], UploadFile):
+            return value[0]
+        return value
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, UploadFile):
+            raise bad_param(name, f"{name} must be a text field, not a file")
+        if isinstance(value, bool | int | float):
+            return json.dumps(value) if isinstance(value, bool) else str(value)
+        if not isinstance(value, str):
+            raise bad_param(name, f"{name} must be a string", value)
+        return value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse_bool(value)
+        except ValueError:
+            raise bad_param(name, f"{name} must be true or false", value) from None
+
+    def number(self, name: str, default: float | None = None) -> float | None:
+        value = self.raw(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise bad_param(name, f"{name} must be a number", value) from None
+        if not math.isfinite(number):
+            raise bad_param(name, f"{name} must be a finite number", value)
+        return number
+
+    def integer(self, name: str, default: int | None = None, lo: int | None = None,
+            hi: int | None = None) -> int | None:
+        number = self.number(name)
+        if number is None:
+            return default
+        if not number.is_integer():
+            raise bad_param(name, f"{name} must be an integer", self.raw(name))
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            bounds = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+            raise bad_param(name, f"{name} must be {bounds}", self.raw(name))
+        return int(number)
+
+    def json(self, name: str) -> Any:
+        """A structured value: given as JSON in a JSON body, or as a JSON string in a form."""
+        value = self.raw(name)
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                raise bad_param(name, f"{name} must be JSON", value) from None
+        return value
+
+    def str_list(self, name: str) -> list[str]:
+        """A list of names: a JSON list, a JSON string of a list, comma-separated text, or
+        repeated form fields."""
+        value = self.raw(name)
+        if value is None:
+            return []
+        items = value if isinstance(value, list) else [value]
+        out: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                text = item.strip()
+                if text.startswith("["):
+                    out.extend(str_items(name, self.json_text(name, text)))
+                else:
+                    out.extend(p.strip() for p in text.split(",") if p.strip())
+            else:
+                out.extend(str_items(name, item))
+        return out
+
+    @staticmethod
+    def json_text(name: str, text: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise bad_param(name, f"{name} must be JSON", text) from None
+
+    def threshold(self, name: str = "threshold") -> float | None:
+        """A confidence threshold; None for "none" (similarity mode)."""
+        value = self.raw(name)
+        if value is None or value == "":
+            return DEFAULT_THRESHOLD
+        if isinstance(value, str) and value.strip().lower() in THRESHOLDS:
+            key = value.strip().lower()
+            return None if key == "none" else THRESHOLDS[key]
+        number = self.number(name)
+        if number is None or not 0.0 <= number <= 1.0:
+            raise bad_param(name, f"{name} must be strict, medium, low, none or a number "
+                            "in [0, 1]", value)
+        return number
+
+    def mf_selector(self, name: str = "mf_selector") -> str:
+        value = (self.text(name) or "biggest").strip().lower()
+        if value not in MF_SELECTORS:
+            raise bad_param(name, f"{name} must be one of {', '.join(MF_SELECTORS)}", value)
+        return value
+
+    def boxes(self, name: str = "bbox") -> list[Box] | None:
+        """A list of boxes: ``[[x1,y1,x2,y2], ...]``, ``[{"x1":..}, ...]``, or a single box."""
+        value = self.json(name)
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, dict) or (isinstance(value, list) and value
+                                       and isinstance(value[0], int | float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise bad_param(name, f"{name} must be a list of [x1, y1, x2, y2] boxes", value)
+        return [parse_box(name, item) for item in value]
+
+    def xyxy(self) -> Box | None:
+        """A box given as separate x1, y1, x2, y2 parameters (/identify)."""
+        present = [k for k in ("x1", "y1", "x2", "y2") if k in self]
+        if not present:
+            return None
+        if len(present) != 4:
+            missing = sorted({"x1", "y1", "x2", "y2"} - set(present))
+            raise bad_param(missing[0], "x1, y1, x2 and y2 must be given together")
+        return parse_box("x1", [self.number(k) for k in ("x1", "y1", "x2", "y2")])
+
+
+def str_items(name: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise bad_param(name, f"{name} must be a list of strings", value)
+
+
+def parse_box(name: str, item: Any) -> Box:
+    if isinstance(item, dict):
+        try:
+            item = [item["x1"], item["y1"], item["x2"], item["y2"]]
+        except KeyError as exc:
+            raise bad_param(name, f"{name}: a box needs x1, y1, x2 and y2 (missing {exc})",
+                            item) from None
+    if not (isinstance(item, list | tuple) and len(item) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in item)):
+        raise bad_param(name, f"{name}: a box is [x1, y1, x2, y2] (4 numbers)", item)
+    x1, y1, x2, y2 = (float(v) for v in item)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+        raise bad_param(name, f"{name}: a box needs x2 > x1 and y2 > y1", list(item))
+    return x1, y1, x2, y2
+
+
+async def read_params(request: Request, max_body: int) -> Params:
+    """Query string, then the body (JSON object, urlencoded or multipart form) on top."""
+    values: dict[str, Any] = {}
+    for key in request.query_params:
+        items = request.query_params.getlist(key)
+        values[key] = items if len(items) > 1 else items[0]
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        values.update(await _read_form(request, max_body))
+    else:
+        body = await request.body()
+        if body.strip():
+            values.update(_parse_json_body(body, ctype))
+    return Params(values)
+
+
+def _parse_json_body(body: bytes, ctype: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if ctype not in ("", "application/json", "text/plain") and not ctype.endswith("+json"):
+            raise bad_param("Content-Type", f"unsupported Content-Type {ctype!r}; use "
+                            "application/json, multipart/form-data or "
+                            "application/x-www-form-urlencoded", ctype) from None
+        raise malformed_json(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise malformed_json("the request body must be a JSON object")
+    return data
+
+
+async def _read_form(request: Request, max_body: int) -> dict[str, Any]:
+    try:
+        form = await request.form(max_files=64, max_fields=1000, max_part_size=max_body)
+    except Exception as exc:  # noqa: BLE001 - multipart parser errors have no common base
+        if getattr(exc, "status_code", None) == 413:
+            raise too_large("body", max_body + 1, max_body) from None
+        raise bad_param("body", f"could not parse the form: {exc}") from None
+    values: dict[str, Any] = {}
+    for key in form:
+        items = form.getlist(key)
+        values[key] = items if len(items) > 1 else items[0]
+    return values
+
+
+async def read_upload(value: UploadFile, name: str, max_bytes: int) -> bytes:
+    """The bytes of an uploaded file, refusing (413) anything over ``max_bytes``."""
+    if value.size is not None and value.size > max_bytes:
+        raise too_large(name, value.size, max_bytes)
+    data = await value.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large(name, len(data), max_bytes)
+    return data

@@ -1,0 +1,167 @@
+"""Persons (8.2) and camera history (8.2.3, 9.1.2 /history/search).
+
+A history event is a face posted with a ``cam_id``: its id is the face id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from videodetector.backend import views
+from videodetector.backend.deps import current_user, get_backend, params_of, urls_of
+from videodetector.backend.errors import bad_param, not_found
+from videodetector.backend.params import Params
+from videodetector.backend.service import Backend
+from videodetector.backend.storage import PageRequest, page_ids, placeholders, update
+from videodetector.backend.timeutil import parse_time
+
+router = APIRouter(tags=["persons and history"])
+
+
+def _person_row(backend: Backend, user: int, person_id: int) -> Any:
+    row = backend.db.row("SELECT * FROM persons WHERE id = ? AND user_id = ?", (person_id, user))
+    if row is None:
+        raise not_found("person", person_id)
+    return row
+
+
+@router.get("/persons")
+async def list_persons(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """``{"results": [{"id", "meta", "face_count"}], next_page, prev_page}``, newest first."""
+    backend = get_backend(request)
+    p = Params(dict(request.query_params))
+    limit = p.integer("limit", backend.settings.page_limit, lo=0, hi=100000)
+    page = PageRequest(limit or None, p.integer("max_id"), p.integer("min_id"))
+
+    def work() -> dict[str, Any]:
+        result = page_ids(backend.db, "id", "persons WHERE user_id = ?", [user], page)
+        if not result.ids:
+            return {**views.page_links(request, result), "results": []}
+        marks = placeholders(len(result.ids))
+        rows = {r["id"]: r for r in backend.db.rows(
+            f"SELECT p.id, p.meta, (SELECT COUNT(*) FROM faces f WHERE f.user_id = p.user_id "
+            f"AND f.person_id = p.id) AS n FROM persons p WHERE p.id IN ({marks})", result.ids)}
+        results = [{"id": i, "meta": rows[i]["meta"], "face_count": rows[i]["n"]}
+                   for i in result.ids]
+        return {**views.page_links(request, result), "results": results}
+
+    return await run_in_threadpool(work)
+
+
+def person_json(backend: Backend, user: int, person_id: int) -> dict[str, Any]:
+    row = _person_row(backend, user, person_id)
+    faces = backend.db.rows("SELECT id, cam_id, friend FROM faces WHERE user_id = ? AND "
+                            "person_id = ? ORDER BY id", (user, person_id))
+    return {
+        "id": row["id"],
+        "meta": row["meta"],
+        "timestamp": row["created"],
+        "face_count": len(faces),
+        "faces": [f["id"] for f in faces],
+        "cam_ids": sorted({f["cam_id"] for f in faces if f["cam_id"] is not None}),
+        "friend": bool(faces and faces[-1]["friend"]),
+    }
+
+
+@router.get("/person/id/{person_id}")
+async def get_person(person_id: int, request: Request,
+                     user: int = Depends(current_user)) -> dict[str, Any]:
+    """The person: ``id``, ``meta``, ``faces`` (face ids), ``cam_ids``, ``friend`` (as of the
+    latest face)."""
+    return await run_in_threadpool(person_json, get_backend(request), user, person_id)
+
+
+@router.put("/person/id/{person_id}")
+async def put_person(person_id: int, request: Request,
+                     user: int = Depends(current_user)) -> dict[str, Any]:
+    """Change a person's ``meta``."""
+    backend = get_backend(request)
+    p = await params_of(request)
+    meta = p.text("meta")
+
+    def work() -> dict[str, Any]:
+        _person_row(backend, user, person_id)
+        if meta is not None:
+            with backend.db.transaction() as conn:
+                update(conn, "persons", {"meta": meta}, "id = ? AND user_id = ?",
+                       (person_id, user))
+        return person_json(backend, user, person_id)
+
+    return await run_in_threadpool(work)
+
+
+# -- history -------------------------------------------------------------------
+
+def history_filter(user: int, p: Params, person_id: int | None) -> tuple[str, list[Any]]:
+    """``faces WHERE ...`` for events matching person_id, cam_ids, start, end, friend."""
+    where = ["user_id = ?", "cam_id IS NOT NULL"]
+    args: list[Any] = [user]
+    if person_id is None and "person_id" in p:
+        person_id = p.integer("person_id")
+    if person_id is not None:
+        where.append("person_id = ?")
+        args.append(person_id)
+    cam_ids = p.json("cam_ids") if "cam_ids" in p else None
+    if cam_ids is not None:
+        if not isinstance(cam_ids, list):
+            cam_ids = [cam_ids]
+        if not all(isinstance(c, str | int) and not isinstance(c, bool) for c in cam_ids):
+            raise bad_param("cam_ids", "cam_ids must be a list of camera ids", cam_ids)
+        where.append(f"cam_id IN ({placeholders(len(cam_ids))})" if cam_ids else "0")
+        args.extend(str(c) for c in cam_ids)
+    for name, op in (("start", ">="), ("end", "<=")):
+        if p.raw(name) not in (None, ""):
+            where.append(f"ts {op} ?")
+            args.append(parse_time(name, p.raw(name)).timestamp())
+    if "friend" in p:
+        where.append("friend = ?")
+        args.append(int(p.flag("friend")))
+    return "faces WHERE " + " AND ".join(where), args
+
+
+async def _history(request: Request, user: int, person_id: int | None) -> dict[str, Any]:
+    backend = get_backend(request)
+    p = await params_of(request)
+    where, args = history_filter(user, p, person_id)
+    limit = p.integer("limit", 0, lo=0, hi=1000000)
+    page = PageRequest(limit or None, p.integer("max_id"), p.integer("min_id"))
+
+    def work() -> dict[str, Any]:
+        if person_id is not None:
+            _person_row(backend, user, person_id)
+        result = page_ids(backend.db, "id", where, args, page)
+        urls = urls_of(request)
+        rows = backend.face_rows(user, result.ids)
+        return {**views.page_links(request, result),
+                "results": [views.event_json(r, urls) for r in rows]}
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/history/search")
+async def history_search(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+    """Camera events filtered by ``person_id``, ``cam_ids``, ``start``, ``end``, ``friend``;
+    ``limit`` per page (0 = all), newest first, ``next_page`` while more exist."""
+    return await _history(request, user, None)
+
+
+@router.get("/history/search", include_in_schema=False)
+async def history_search_get(request: Request,
+                             user: int = Depends(current_user)) -> dict[str, Any]:
+    return await _history(request, user, None)
+
+
+@router.get("/person/history/id/{person_id}")
+async def person_history(person_id: int, request: Request,
+                         user: int = Depends(current_user)) -> dict[str, Any]:
+    """The person's camera events (filters as /history/search, in the query or a JSON body)."""
+    return await _history(request, user, person_id)
+
+
+@router.post("/person/history/id/{person_id}", include_in_schema=False)
+async def person_history_post(person_id: int, request: Request,
+                              user: int = Depends(current_user)) -> dict[str, Any]:
+    return await _history(request, user, person_id)

@@ -1,0 +1,184 @@
+"""Backend settings: facenapi option names (10.3.3), validated once, frozen.
+
+Values come from (lowest priority first) the defaults below, a config file in
+``findface-facenapi.ini`` style (``key = python_literal`` lines, e.g.
+``friend_interval = (3600*24*7)``) and command-line flags (``--friend-interval``).
+Every error names the option it is about.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data/backend")
+    # Images are served at <upload_url or request base URL>/<upload_path>/...
+    upload_path: str = "uploads"
+    upload_url: str | None = None
+    # 8.2 dynamic person creation
+    person_identify: bool = False
+    person_identify_global: bool = False
+    person_identify_threshold: float = 0.75
+    # 8.3 friend or foe
+    friend_count: int = 5
+    friend_interval: float = 3600 * 24 * 7
+    # 8.1 gender and age (emotions: no model, always refused)
+    gae: bool = False
+    max_identify_limit: int = 0  # hard cap on /identify "n"; 0 = unlimited
+    fetch_urls: bool = False  # fetch "photo" given as an http(s) URL
+    fetch_timeout: float = 10.0
+    max_photo_bytes: int = 10 * 1024 * 1024
+    max_size: int = 6000  # largest accepted photo width/height in pixels
+    min_face_size: int = 0  # detections with a smaller shorter side are ignored
+    detector_threshold: float = 0.6
+    model_threads: int = 1
+    page_limit: int = 100  # default page size of paginated lists
+    idempotency_ttl: float = 3600 * 24 * 7  # seconds an Idempotency-Key is remembered
+    preload_models: bool = True  # load the models at startup rather than on first use
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "upload_path", self.upload_path.strip("/"))
+        if self.upload_url is not None:
+            object.__setattr__(self, "upload_url", self.upload_url.rstrip("/") or None)
+        _check(self)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build from loosely typed values (config file, flags); unknown keys are an error."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            name = ALIASES.get(key, key).replace("-", "_")
+            if name not in known:
+                raise SettingsError(f"unknown setting {key!r}")
+            if raw is None:
+                continue
+            kwargs[name] = _convert(name, raw, cls.__dataclass_fields__[name].default)
+        return cls(**kwargs)
+
+
+# facenapi's name for the upload base URL.
+ALIASES = {"ffupload_url": "upload_url"}
+
+
+def _convert(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if name == "upload_url":
+            return str(raw) if raw else None
+        if isinstance(default, bool):
+            return parse_bool(raw)
+        if isinstance(default, int):
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(f"expected an integer, got {raw}")
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int | float):
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _check(s: Settings) -> None:
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            raise SettingsError(f"{name} must be {what}, got {getattr(s, name)!r}")
+
+    need(0 <= s.port <= 65535, "port", "in 0..65535")
+    need(0.0 <= s.person_identify_threshold <= 1.0, "person_identify_threshold", "in [0, 1]")
+    need(s.friend_count >= 1, "friend_count", ">= 1")
+    need(s.friend_interval > 0, "friend_interval", "> 0 seconds")
+    need(s.max_identify_limit >= 0, "max_identify_limit", ">= 0")
+    need(s.fetch_timeout > 0, "fetch_timeout", "> 0")
+    need(s.max_photo_bytes > 0, "max_photo_bytes", "> 0")
+    need(s.max_size > 0, "max_size", "> 0")
+    need(s.min_face_size >= 0, "min_face_size", ">= 0")
+    need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
+    need(s.model_threads >= 1, "model_threads", ">= 1")
+    need(1 <= s.page_limit <= 10000, "page_limit", "in 1..10000")
+    need(s.idempotency_ttl > 0, "idempotency_ttl", "> 0")
+    need(bool(s.upload_path) and ".." not in s.upload_path.split("/"), "upload_path",
+         "a non-empty URL path")
+    need(s.upload_url is None or s.upload_url.startswith(("http://", "https://")),
+         "upload_url", "an http(s) URL")
+
+
+# ---------------------------------------------------------------------------
+# Config file: "key = value" lines whose values are Python literals or arithmetic.
+# ---------------------------------------------------------------------------
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+
+
+def _eval_node(node: ast.AST) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _eval_node(node.operand)
+        return -value if isinstance(node.op, ast.USub) else +value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        return _BINOPS[type(node.op)](_eval_node(node.left), _eval_node(node.right))
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_eval_node(e) for e in node.elts]
+    raise ValueError(f"unsupported expression {ast.unparse(node)!r}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a findface-facenapi.ini-style file. Unknown keys are logged and skipped."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise SettingsError(f"config file {path}: line {exc.lineno}: {exc.msg}") from None
+    known = {f.name for f in fields(Settings)} | set(ALIASES)
+    values: dict[str, Any] = {}
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)):
+            raise SettingsError(f"config file {path}: line {stmt.lineno}: expected key = value")
+        key = stmt.targets[0].id
+        try:
+            value = _eval_node(stmt.value)
+        except (ValueError, TypeError, ZeroDivisionError) as exc:
+            raise SettingsError(f"config file {path}: {key}: {exc}") from None
+        if key not in known:
+            log.warning("config file %s: ignoring unsupported setting %r", path, key)
+            continue
+        values[key] = value
+    return values

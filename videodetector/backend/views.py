@@ -1,0 +1,94 @@
+"""JSON representations of stored objects (face, history event, person, camera) and page links."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+
+from videodetector.backend.settings import Settings
+from videodetector.backend.storage import PageResult
+
+
+class Urls:
+    """Absolute URLs of stored images: ``<upload_url or request base>/<upload_path>/<rel>``."""
+
+    def __init__(self, settings: Settings, request: Request) -> None:
+        base = settings.upload_url or str(request.base_url).rstrip("/")
+        self.prefix = f"{base}/{settings.upload_path}/"
+
+    def __call__(self, rel: str | None) -> str | None:
+        return None if not rel else self.prefix + rel
+
+
+def face_json(row: sqlite3.Row, galleries: list[str], urls: Urls) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "meta": row["meta"],
+        "galleries": galleries,
+        "person_id": row["person_id"],
+        "friend": bool(row["friend"]),
+        "cam_id": row["cam_id"],
+        "photo": urls(row["photo"]),
+        "photo_hash": row["photo_hash"],
+        "thumbnail": urls(row["thumbnail"]),
+        "normalized": urls(row["normalized"]),
+        "timestamp": row["timestamp"],
+        "x1": row["x1"], "x2": row["x2"], "y1": row["y1"], "y2": row["y2"],
+    }
+    if row["gender"] is not None:
+        out["gender"] = row["gender"]
+        out["gender_confidence"] = row["gender_confidence"]
+    if row["age"] is not None:
+        out["age"] = row["age"]
+    if row["detector_params"]:
+        out["detectorParams"] = json.loads(row["detector_params"])
+    return out
+
+
+def event_json(row: sqlite3.Row, urls: Urls) -> dict[str, Any]:
+    """A history event (8.2.3, 8.2.4): a face posted with a ``cam_id``."""
+    return {
+        "id": row["id"],
+        "face_id": row["id"],
+        "person_id": row["person_id"],
+        "cam_id": row["cam_id"],
+        "meta": row["meta"],
+        "friend": bool(row["friend"]),
+        "timestamp": row["timestamp"],
+        "photo": urls(row["photo"]),
+        "photo_hash": row["photo_hash"],
+        "thumbnail": urls(row["thumbnail"]),
+        "screenshot": urls(row["thumbnail"]),
+        "normalized": urls(row["normalized"]),
+        "x1": row["x1"], "x2": row["x2"], "y1": row["y1"], "y2": row["y2"],
+    }
+
+
+def camera_json(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "meta": row["meta"],
+        "enabled": bool(row["enabled"]),
+        "url": row["url"],
+        "detector": row["detector"],
+        "roi": json.loads(row["roi"]) if row["roi"] else None,
+        "rot": json.loads(row["rot"]) if row["rot"] else None,
+    }
+
+
+def page_links(request: Request, page: PageResult) -> dict[str, str | None]:
+    """``next_page`` / ``prev_page``: path and query of the neighbouring pages, or null."""
+    keep = [(k, v) for k, v in request.query_params.multi_items()
+            if k not in ("max_id", "min_id")]
+
+    def link(key: str, value: int) -> str:
+        return f"{request.url.path}?{urlencode([*keep, (key, str(value))])}"
+
+    return {
+        "next_page": link("max_id", page.ids[-1]) if page.has_older else None,
+        "prev_page": link("min_id", page.ids[0]) if page.has_newer else None,
+    }
