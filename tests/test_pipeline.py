@@ -1,0 +1,122 @@
+"""The per-camera pipeline: geometry helpers, timestamps, and real clips through real models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_file
+from videodetector.config import parse_config
+from videodetector.geometry import parse_geometry
+from videodetector.models import YuNetDetector
+from videodetector.pipeline import (
+    CameraSpec,
+    FacePipeline,
+    FrameClock,
+    crop_for_detection,
+    in_roi,
+    size_ok,
+)
+from videodetector.video.source import Frame, open_video, parse_source
+
+BASE = ["--camid", "c1", "--api-url", "127.0.0.1:9", "--api-token", "t"]
+
+
+def frame(pts: float, wall: float = 0.0, index: int = 0) -> Frame:
+    return Frame(image=np.zeros((4, 4, 3), np.uint8), index=index, pts=pts, wall_time=wall)
+
+
+def test_crop_for_detection_maps_back_to_full_frame():
+    img = np.zeros((1080, 1920, 3), np.uint8)
+    crop, dx, dy, f = crop_for_detection(img, parse_geometry("800x600+100+50"), 300)
+    assert crop.shape[:2] == (300, 400)
+    assert (dx, dy, f) == (100.0, 50.0, 2.0)
+    # a point at crop (10, 20) is full-frame (10*2+100, 20*2+50)
+    assert (10 * f + dx, 20 * f + dy) == (120.0, 90.0)
+
+
+def test_crop_without_rot_or_rescale_is_identity():
+    img = np.zeros((480, 640, 3), np.uint8)
+    crop, dx, dy, f = crop_for_detection(img, None, 0)
+    assert crop is img and (dx, dy, f) == (0.0, 0.0, 1.0)
+
+
+def test_rot_outside_frame_is_an_error():
+    with pytest.raises(ValueError, match="outside"):
+        crop_for_detection(np.zeros((100, 100, 3), np.uint8), parse_geometry("10x10+200+200"), 0)
+
+
+def test_size_filter_uses_minor_and_major_sides():
+    box = np.array([0, 0, 40, 80], np.float32)  # 40 wide, 80 tall
+    assert size_ok(box, 40, 80)
+    assert not size_ok(box, 41, 0)
+    assert not size_ok(box, 0, 79)
+    assert size_ok(box, 0, 0)
+
+
+def test_roi_is_judged_by_the_box_centre():
+    roi = parse_geometry("100x100+0+0")
+    assert in_roi(np.array([80, 80, 110, 110], np.float32), roi)  # centre 95,95
+    assert not in_roi(np.array([90, 90, 130, 130], np.float32), roi)  # centre 110,110
+    assert in_roi(np.array([500, 500, 600, 600], np.float32), None)
+
+
+def test_file_timestamps_are_start_ts_plus_pts():
+    start = datetime(2016, 1, 20, 12, 34, 56, tzinfo=UTC)
+    clock = FrameClock(start, live=False)
+    assert clock.timestamp(frame(2.5)) == start + timedelta(seconds=2.5)
+
+
+def test_live_timestamps_follow_the_wall_clock():
+    clock = FrameClock(None, live=True)
+    stamp = clock.timestamp(frame(0.0, wall=1_700_000_000.0))
+    assert stamp.timestamp() == pytest.approx(1_700_000_000.0)
+
+
+def test_live_with_start_ts_counts_from_the_first_frame():
+    start = datetime(2020, 5, 1, tzinfo=UTC)
+    clock = FrameClock(start, live=True)
+    clock.timestamp(frame(0.0, wall=100.0))
+    assert clock.timestamp(frame(0.0, wall=103.0)) == start + timedelta(seconds=3)
+
+
+def run_clip(path: str, *extra: str) -> tuple[FacePipeline, list]:
+    cfg = parse_config(["--source", path, *BASE, *extra])
+    pipe = FacePipeline(cfg, CameraSpec("c1", path, cfg.roi, cfg.rot), YuNetDetector(), live=False)
+    snaps = []
+    with open_video(parse_source(path)) as stream:
+        for fr in stream:
+            snaps += pipe.process(fr)
+    return pipe, snaps + pipe.finish()
+
+
+@pytest.mark.media
+def test_offline_posts_one_snapshot_per_person_on_the_event_clip():
+    pipe, snaps = run_clip(str(shared_file("clips_faces/mpf_video_01.mp4")), "-r", "0")
+    # 5 people; the two photographers are intermittent and may split into two tracks each.
+    assert 5 <= len(snaps) <= 7
+    assert len({s.track_id for s in snaps}) == len(snaps)
+    assert all(s.seq == 0 and s.frame_jpeg and s.face_png for s in snaps)
+
+
+@pytest.mark.media
+def test_roi_limits_posts_to_the_left_of_the_event_clip():
+    _, snaps = run_clip(str(shared_file("clips_faces/mpf_video_01.mp4")), "--roi", "200x480+0+0")
+    assert len(snaps) >= 1
+    assert all((s.bbox[0] + s.bbox[2]) / 2 < 200 for s in snaps)
+
+
+@pytest.mark.media
+def test_rot_limits_detection_to_the_region():
+    pipe, snaps = run_clip(str(shared_file("clips_faces/mpf_video_01.mp4")), "--rot",
+                           "300x480+0+0")
+    assert snaps and all(s.bbox[2] <= 300 for s in snaps)
+
+
+@pytest.mark.media
+def test_no_face_clip_posts_nothing():
+    pipe, snaps = run_clip(str(shared_file("clips_noface/imageio_cockatoo.mp4")))
+    assert pipe.stats.frames == 280
+    assert snaps == []
