@@ -1,0 +1,1 @@
+"""Getting snapshots to the backend: request format, on-disk spool, poster thread."""

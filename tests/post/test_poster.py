@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.post.receiver import Receiver, make_snapshot, wait_for
+from videodetector.config import DetectorConfig
+from videodetector.post.poster import Poster
+from videodetector.post.spool import Spool
+
+
+def make_cfg(url: str, spool_dir: Path, **changes: object) -> DetectorConfig:
+    base: dict[str, object] = dict(
+        api_url=url, api_token="tok", spool_dir=str(spool_dir), post_queue=100,
+        req_timeout=1.0, retry_max_delay=0.2,
+    )
+    base.update(changes)
+    return DetectorConfig(**base)  # type: ignore[arg-type]
+
+
+def keys(n: int, start: int = 0) -> list[str]:
+    return [make_snapshot(seq=i).idempotency_key for i in range(start, start + n)]
+
+
+@pytest.fixture
+def receiver():
+    rx = Receiver().start()
+    yield rx
+    rx.stop()
+
+
+def started(cfg: DetectorConfig) -> Poster:
+    poster = Poster(cfg, backoff_initial=0.05)
+    poster.start()
+    return poster
+
+
+def test_delivers_in_order(receiver: Receiver, tmp_path: Path) -> None:
+    poster = started(make_cfg(receiver.url, tmp_path))
+    for i in range(10):
+        poster.submit(make_snapshot(seq=i))
+    assert wait_for(lambda: poster.stats()["ok"] == 10)
+    poster.stop(1)
+    assert receiver.ok_keys() == keys(10)
+    assert poster.stats() == {"ok": 10, "failed": 0, "spooled": 0, "retries": 0,
+                              "queue_len": 0, "spool_len": 0, "spool_bytes": 0,
+                              "spool_dropped": 0}
+
+
+def test_server_down_then_up(tmp_path: Path) -> None:
+    rx = Receiver().start()
+    rx.stop()  # the port is known, nothing listens: connection refused
+    poster = started(make_cfg(rx.url, tmp_path))
+    try:
+        for i in range(5):
+            poster.submit(make_snapshot(seq=i))
+        assert wait_for(lambda: poster.stats()["spool_len"] == 5)
+        assert wait_for(lambda: poster.stats()["retries"] >= 2)
+        for i in range(5, 8):  # while down, new items queue behind the spooled ones
+            poster.submit(make_snapshot(seq=i))
+        rx.start()
+        assert wait_for(lambda: poster.stats()["ok"] == 8)
+        assert receiver_keys_once(rx) == keys(8)
+        stats = poster.stats()
+        assert stats["spool_len"] == 0 and stats["queue_len"] == 0 and stats["failed"] == 0
+        assert stats["spooled"] >= 5
+    finally:
+        poster.stop(1)
+        rx.stop()
+
+
+def receiver_keys_once(rx: Receiver) -> list[str]:
+    got = rx.ok_keys()
+    assert len(got) == len(set(got)), "a snapshot was delivered twice"
+    return got
+
+
+def test_5xx_and_429_are_retried(tmp_path: Path) -> None:
+    answers = [500, 503, 429, 408]
+    rx = Receiver(status=lambda n: answers[n] if n < len(answers) else 200).start()
+    poster = started(make_cfg(rx.url, tmp_path))
+    try:
+        for i in range(3):
+            poster.submit(make_snapshot(seq=i))
+        assert wait_for(lambda: poster.stats()["ok"] == 3)
+        assert receiver_keys_once(rx) == keys(3)
+        assert rx.attempts == 3 + len(answers)
+        assert poster.stats()["retries"] == len(answers)
+    finally:
+        poster.stop(1)
+        rx.stop()
+
+
+def test_4xx_fails_without_retry(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rx = Receiver(status=lambda n: 400 if n == 1 else 200).start()
+    poster = started(make_cfg(rx.url, tmp_path))
+    try:
+        for i in range(3):
+            poster.submit(make_snapshot(seq=i))
+        assert wait_for(lambda: poster.stats()["ok"] == 2)
+        time.sleep(0.3)  # a retry, if any, would happen now
+        stats = poster.stats()
+        assert stats["failed"] == 1 and stats["retries"] == 0
+        assert rx.attempts == 3
+        assert rx.ok_keys() == [keys(3)[0], keys(3)[2]]
+        assert '"status": 400' in caplog.text and "cam-1" in caplog.text
+    finally:
+        poster.stop(1)
+        rx.stop()
+
+
+def test_spool_survives_restart(tmp_path: Path) -> None:
+    rx = Receiver().start()
+    rx.stop()
+    first = started(make_cfg(rx.url, tmp_path))
+    for i in range(6):
+        first.submit(make_snapshot(seq=i))
+    first.stop(0.3)  # cannot deliver: everything ends up on disk
+    assert first.stats()["spool_len"] == 6
+    assert len(list(tmp_path.glob("*.snap"))) == 6
+
+    rx.start()
+    second = started(make_cfg(rx.url, tmp_path))  # a new process, same spool directory
+    try:
+        second.submit(make_snapshot(seq=6))
+        assert wait_for(lambda: second.stats()["ok"] == 7)
+        assert receiver_keys_once(rx) == keys(7)
+    finally:
+        second.stop(1)
+        rx.stop()
+
+
+def test_queue_overflow_keeps_order(tmp_path: Path) -> None:
+    rx = Receiver(delay=0.02).start()
+    poster = started(make_cfg(rx.url, tmp_path, post_queue=3))
+    try:
+        for i in range(30):
+            poster.submit(make_snapshot(seq=i))
+        assert poster.stats()["spooled"] > 0
+        assert wait_for(lambda: poster.stats()["ok"] == 30)
+        assert receiver_keys_once(rx) == keys(30)
+    finally:
+        poster.stop(1)
+        rx.stop()
+
+
+def test_submit_never_blocks_on_a_hanging_server(tmp_path: Path) -> None:
+    rx = Receiver(delay=3.0).start()
+    poster = started(make_cfg(rx.url, tmp_path, post_queue=4, req_timeout=5.0))
+    try:
+        slowest = 0.0
+        for i in range(20):
+            t0 = time.monotonic()
+            poster.submit(make_snapshot(seq=i))
+            slowest = max(slowest, time.monotonic() - t0)
+        assert slowest < 0.5
+        assert wait_for(lambda: rx.attempts == 1)  # the first post is hanging
+    finally:
+        t0 = time.monotonic()
+        poster.stop(0.2)
+        assert time.monotonic() - t0 < 1.5  # bounded, even with a post in flight
+        rx.stop()
+    # nothing accepted is lost: all 20, including the one in flight, are on disk
+    spool = Spool(tmp_path, 10**9)
+    assert len(spool) == 20
+    head = spool.peek_oldest()
+    assert head is not None and head[1].seq == 0
+    spool.close()
+
+
+def test_stop_flushes_when_server_is_up(receiver: Receiver, tmp_path: Path) -> None:
+    poster = Poster(make_cfg(receiver.url, tmp_path), backoff_initial=0.05)
+    for i in range(5):
+        poster.submit(make_snapshot(seq=i))  # accepted before start
+    poster.start()
+    poster.stop(2)
+    assert receiver.ok_keys() == keys(5)
+    assert poster.stats()["spool_len"] == 0
+
+
+def test_stop_without_start_spools_everything(tmp_path: Path) -> None:
+    poster = Poster(make_cfg("http://127.0.0.1:9", tmp_path))
+    for i in range(3):
+        poster.submit(make_snapshot(seq=i))
+    poster.stop(0)
+    assert poster.stats()["spool_len"] == 3
+    poster.submit(make_snapshot(seq=3))  # after stop: still not lost
+    assert poster.stats()["spool_len"] == 4
+
+
+def test_needs_a_spool_dir() -> None:
+    with pytest.raises(ValueError, match="spool"):
+        Poster(DetectorConfig(api_url="http://h:1", api_token="t"))
+
+
+def test_unwritable_spool_keeps_items_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: object, **kwargs: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Spool, "push", disk_full)
+    rx = Receiver(delay=0.02).start()
+    poster = started(make_cfg(rx.url, tmp_path, post_queue=1))
+    try:
+        for i in range(6):
+            poster.submit(make_snapshot(seq=i))  # queue full, spool refuses: kept anyway
+        assert wait_for(lambda: poster.stats()["ok"] == 6)
+        assert receiver_keys_once(rx) == keys(6)
+    finally:
+        poster.stop(1)
+        rx.stop()

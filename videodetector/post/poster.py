@@ -1,0 +1,282 @@
+"""Poster: delivers snapshots to the server in order, without losing any it accepted.
+
+Pending snapshots form one FIFO made of two parts: the on-disk spool (older) and a
+bounded in-memory queue (newer). Every spooled item is older than every in-memory item:
+
+* ``submit`` never blocks on the network. It appends to the memory queue; when that is
+  full, or when the spool already holds a backlog, the memory queue and the new item go
+  to the spool (in order) instead.
+* One sender thread posts the oldest pending item: the spool head, else the memory head.
+  - 2xx: delivered (``ok``).
+  - connection error, timeout, 408, 429, 5xx: the server could not take it. The item
+    (if it came from memory) goes back to the FRONT of the spool, the memory queue is
+    moved to the spool behind it, and the sender waits (exponential back-off, capped at
+    ``retry_max_delay``) before retrying the spool head (``retries``).
+  - any other status: the request itself is bad; the response body is logged, the item
+    is counted in ``failed`` and dropped (not retried).
+* ``stop(timeout)`` keeps delivering for at most ``timeout`` seconds, then moves whatever
+  is left (including an item still in flight) to the spool. On the next start the spool
+  is delivered first. An item in flight at a crash or stop may be delivered twice: the
+  ``Idempotency-Key`` header lets the server store it once.
+
+Stats (``stats()``): ok, failed, spooled (items written to the spool), spool_dropped
+(oldest items dropped by the spool bound), retries, queue_len, spool_len, spool_bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import requests
+
+from videodetector.post.request import PostSettings, build_request
+from videodetector.post.spool import Spool
+from videodetector.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429})
+BACKOFF_INITIAL = 0.5  # seconds
+_BODY_LOG_LIMIT = 500
+
+
+class PosterSettings(PostSettings, Protocol):
+    """The part of DetectorConfig the poster reads."""
+
+    req_timeout: float
+    to_verify_cert: bool
+    post_queue: int
+    spool_dir: str
+    spool_max_bytes: int
+    retry_max_delay: float
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"  # the request is bad: do not retry
+    RETRY = "retry"  # the server could not take it now
+
+
+@dataclass
+class _Item:
+    snap: Snapshot
+    spool_seq: int | None  # None: taken from memory
+
+
+class Poster:
+    """Posts snapshots from a background thread; see the module docs."""
+
+    def __init__(
+        self,
+        cfg: PosterSettings,
+        session: requests.Session | None = None,
+        *,
+        spool: Spool | None = None,
+        backoff_initial: float = BACKOFF_INITIAL,
+    ) -> None:
+        if cfg.post_queue < 1:
+            raise ValueError(f"post_queue must be >= 1, got {cfg.post_queue!r}")
+        if spool is None and not cfg.spool_dir:
+            raise ValueError("Poster needs a spool: set spool_dir (--spool-dir)")
+        self.cfg = cfg
+        self._session = session or requests.Session()
+        self._spool = spool if spool is not None else Spool(cfg.spool_dir, cfg.spool_max_bytes)
+        self._backoff_initial = backoff_initial
+        self._memory: deque[Snapshot] = deque()
+        self._cond = threading.Condition()
+        self._inflight: _Item | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._deadline = float("inf")  # set by stop(): deliver until then
+        self._closed = False  # after stop(): the sender must not touch anything
+        self._wake = threading.Event()  # cuts a back-off short (stop)
+        self._counts = dict.fromkeys(("ok", "failed", "spooled", "retries"), 0)
+
+    # -- public API ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("Poster already started")
+        backlog = len(self._spool)
+        if backlog:
+            log.info("poster: %d snapshot(s) in the spool from a previous run go first", backlog)
+        self._thread = threading.Thread(target=self._run, name="poster", daemon=True)
+        self._thread.start()
+
+    def submit(self, snap: Snapshot) -> None:
+        """Queue ``snap`` for posting. Never waits for the network."""
+        with self._cond:
+            if self._closed:
+                log.warning("poster: cam %s: submit after stop, snapshot spooled", snap.cam_id)
+                self._to_spool(snap)
+                return
+            backlog = len(self._spool) or len(self._memory) >= self.cfg.post_queue
+            if not (backlog and self._memory_to_spool() and self._to_spool(snap)):
+                self._memory.append(snap)  # (also when the spool cannot be written)
+            self._cond.notify()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deliver for at most ``timeout`` s, then spool what is left. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._stopping = True
+            self._deadline = time.monotonic() + max(timeout, 0.0)
+            self._cond.notify_all()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(timeout, 0.0) + 0.5)
+        with self._cond:
+            if self._inflight is not None and self._inflight.spool_seq is None:
+                log.warning("poster: cam %s: stopping during a post, spooling it (it may "
+                            "reach the server twice)", self._inflight.snap.cam_id)
+                if not self._to_spool(self._inflight.snap, front=True):
+                    self._memory.appendleft(self._inflight.snap)
+            if not self._memory_to_spool():
+                log.error("poster: stopped, %d snapshot(s) could not be spooled and are lost",
+                          len(self._memory))
+            self._closed = True
+            self._inflight = None
+            left = len(self._spool)
+        if left:
+            log.info("poster: stopped, %d snapshot(s) left in the spool %s",
+                     left, self._spool.directory)
+        self._spool.close()
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            counts = dict(self._counts)
+            counts["queue_len"] = len(self._memory)
+        counts["spool_len"] = len(self._spool)
+        counts["spool_bytes"] = self._spool.bytes
+        counts["spool_dropped"] = self._spool.dropped
+        return counts
+
+    # -- queue handling (call with self._cond held) -------------------------------
+
+    def _to_spool(self, snap: Snapshot, *, front: bool = False) -> bool:
+        """Write to the spool; False (logged) if the disk refuses, e.g. when it is full."""
+        try:
+            self._spool.push(snap, front=front)
+        except OSError as exc:
+            log.error("poster: cam %s: cannot spool %s, kept in memory: %s",
+                      snap.cam_id, snap.idempotency_key, exc)
+            return False
+        self._counts["spooled"] += 1
+        return True
+
+    def _memory_to_spool(self) -> bool:
+        """Move the memory queue, oldest first, to the spool; False if it stopped early."""
+        while self._memory:
+            if not self._to_spool(self._memory[0]):
+                return False
+            self._memory.popleft()
+        return True
+
+    def _next_item(self) -> _Item | None:
+        head = self._spool.peek_oldest()
+        if head is not None:
+            return _Item(snap=head[1], spool_seq=head[0])
+        if self._memory:
+            return _Item(snap=self._memory.popleft(), spool_seq=None)
+        return None
+
+    # -- the sender thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._send_loop()
+        except Exception:  # a bug: make it loud; accepted items stay in memory/spool
+            log.critical("poster: the sender thread crashed, posting stopped", exc_info=True)
+
+    def _send_loop(self) -> None:
+        backoff = self._backoff_initial
+        while True:
+            with self._cond:
+                item = self._wait_for_item()
+                if item is None:
+                    return
+                self._inflight = item
+            outcome = self._post(item.snap)
+            with self._cond:
+                if self._closed:
+                    return
+                self._inflight = None
+                self._settle(item, outcome)
+            if outcome is Outcome.RETRY:
+                self._pause(backoff)
+                backoff = min(backoff * 2, self.cfg.retry_max_delay)
+            else:
+                backoff = self._backoff_initial
+
+    def _wait_for_item(self) -> _Item | None:
+        """The next item to send, waiting for one; None when the sender should end."""
+        while True:
+            if self._closed or (self._stopping and time.monotonic() >= self._deadline):
+                return None
+            item = self._next_item()
+            if item is not None:
+                return item
+            if self._stopping:
+                return None
+            self._cond.wait()
+
+    def _settle(self, item: _Item, outcome: Outcome) -> None:
+        if outcome is Outcome.RETRY:
+            self._counts["retries"] += 1
+            if item.spool_seq is None and not self._to_spool(item.snap, front=True):
+                self._memory.appendleft(item.snap)
+            self._memory_to_spool()
+            return
+        self._counts["ok" if outcome is Outcome.OK else "failed"] += 1
+        if item.spool_seq is not None:
+            self._spool.remove(item.spool_seq)
+
+    def _pause(self, seconds: float) -> None:
+        """Back-off wait; ends early at stop (never past the stop deadline)."""
+        with self._cond:
+            remaining = self._deadline - time.monotonic()
+        self._wake.wait(max(0.0, min(seconds, remaining)))
+
+    def _post(self, snap: Snapshot) -> Outcome:
+        try:
+            req = build_request(snap, self.cfg)
+        except Exception:
+            log.exception("poster: cam %s: cannot build the request for %s, dropped",
+                          snap.cam_id, snap.idempotency_key)
+            return Outcome.FAILED
+        try:
+            resp = self._session.post(
+                req.url, headers=dict(req.headers), data=list(req.data), files=list(req.files),
+                timeout=self.cfg.req_timeout, verify=self.cfg.to_verify_cert,
+            )
+            return _classify(snap, req.url, resp)
+        except requests.RequestException as exc:
+            log.warning("poster: cam %s: post to %s failed (%s), will retry",
+                        snap.cam_id, req.url, exc)
+            return Outcome.RETRY
+        except Exception:  # e.g. a header value that cannot be encoded: retrying won't help
+            log.exception("poster: cam %s: cannot post %s, dropped",
+                          snap.cam_id, snap.idempotency_key)
+            return Outcome.FAILED
+
+
+def _classify(snap: Snapshot, url: str, resp: requests.Response) -> Outcome:
+    status = resp.status_code
+    if 200 <= status < 300:
+        log.debug("poster: cam %s: posted %s (%d)", snap.cam_id, snap.idempotency_key, status)
+        return Outcome.OK
+    body = resp.text[:_BODY_LOG_LIMIT]
+    if status >= 500 or status in RETRY_STATUSES:
+        log.warning("poster: cam %s: %s answered %d, will retry: %s",
+                    snap.cam_id, url, status, body)
+        return Outcome.RETRY
+    log.error("poster: cam %s: %s rejected %s with %d, dropped: %s",
+              snap.cam_id, url, snap.idempotency_key, status, body)
+    return Outcome.FAILED

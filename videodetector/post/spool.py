@@ -1,0 +1,192 @@
+"""Spool: an on-disk FIFO of snapshots the server has not taken yet. Survives restarts.
+
+One file per item, ``<seq>.snap``, ``seq`` a 20-digit number: the oldest item has the
+smallest name. An item is written to ``<seq>.tmp``, fsync'ed, then renamed, so a crash
+(kill -9, power loss) never leaves half an item under a ``.snap`` name; left-over
+``.tmp`` files are removed on open. Items can also be pushed at the front (an item that
+was being sent when the server failed goes back before the newer ones).
+
+Beyond ``max_bytes`` the OLDEST items are dropped (counted in ``dropped``, logged); the
+newest item is always kept. An item that cannot be read or decoded is renamed to
+``.bad`` and skipped. A lock file keeps two processes from sharing one directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from videodetector.post.codec import decode_snapshot, encode_snapshot
+from videodetector.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".snap"
+FIRST_SEQ = 10**12  # room below for items pushed at the front
+_NAME_WIDTH = 20
+
+
+class SpoolLockedError(RuntimeError):
+    """Another process uses this spool directory."""
+
+
+class Spool:
+    """A thread-safe, crash-safe FIFO of snapshots in ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"spool max_bytes must be > 0, got {max_bytes!r}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.dropped = 0  # items dropped to stay under max_bytes, since open
+        self._lock = threading.Lock()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file: TextIO | None = _acquire_dir_lock(self.directory)
+        self._items: dict[int, int] = {}  # seq -> size in bytes, in seq order
+        self._bytes = 0
+        self._scan()
+
+    # -- public API ------------------------------------------------------------
+
+    def push(self, snap: Snapshot, *, front: bool = False) -> int:
+        """Store ``snap`` as the newest item (or the oldest with ``front=True``); its seq."""
+        blob = encode_snapshot(snap)
+        with self._lock:
+            if not self._items:
+                seq = FIRST_SEQ
+            elif front:
+                seq = next(iter(self._items)) - 1
+            else:
+                seq = next(reversed(self._items)) + 1
+            if seq < 0:
+                raise RuntimeError(f"spool {self.directory}: no sequence number left at front")
+            self._write(seq, blob)
+            if front:
+                self._items = {seq: len(blob), **self._items}
+            else:
+                self._items[seq] = len(blob)
+            self._bytes += len(blob)
+            self._enforce_bound()
+            return seq
+
+    def peek_oldest(self) -> tuple[int, Snapshot] | None:
+        """The oldest readable item ``(seq, snapshot)``, not removed; None if empty."""
+        with self._lock:
+            while self._items:
+                seq = next(iter(self._items))
+                try:
+                    return seq, decode_snapshot(self._path(seq).read_bytes())
+                except (OSError, ValueError) as exc:
+                    self._quarantine(seq, exc)
+            return None
+
+    def remove(self, seq: int) -> None:
+        """Delete item ``seq`` (no error if it is already gone)."""
+        with self._lock:
+            size = self._items.pop(seq, None)
+            if size is None:
+                return
+            self._bytes -= size
+            self._path(seq).unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def close(self) -> None:
+        """Release the directory lock. Items stay on disk."""
+        with self._lock:
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+
+    # -- internals ---------------------------------------------------------------
+
+    def _path(self, seq: int) -> Path:
+        return self.directory / f"{seq:0{_NAME_WIDTH}d}{SUFFIX}"
+
+    def _scan(self) -> None:
+        for tmp in self.directory.glob("*.tmp"):
+            log.warning("spool %s: removing unfinished item %s", self.directory, tmp.name)
+            tmp.unlink(missing_ok=True)
+        found = {}
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            stem = path.name[: -len(SUFFIX)]
+            if not stem.isdigit():
+                log.warning("spool %s: ignoring unexpected file %s", self.directory, path.name)
+                continue
+            found[int(stem)] = path.stat().st_size
+        self._items = dict(sorted(found.items()))
+        self._bytes = sum(found.values())
+        if found:
+            log.info("spool %s: %d item(s), %d bytes from a previous run",
+                     self.directory, len(found), self._bytes)
+            self._enforce_bound()
+
+    def _write(self, seq: int, blob: bytes) -> None:
+        final = self._path(seq)
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+
+    def _enforce_bound(self) -> None:
+        """Drop the oldest items until under max_bytes; the newest item is always kept."""
+        dropped = 0
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            seq = next(iter(self._items))
+            self._bytes -= self._items.pop(seq)
+            self._path(seq).unlink(missing_ok=True)
+            dropped += 1
+        if dropped:
+            self.dropped += dropped
+            log.warning(
+                "spool %s over %d bytes: dropped the %d oldest item(s) (%d dropped since start, "
+                "%d kept)", self.directory, self.max_bytes, dropped, self.dropped,
+                len(self._items),
+            )
+
+    def _quarantine(self, seq: int, exc: Exception) -> None:
+        path = self._path(seq)
+        self._bytes -= self._items.pop(seq)
+        try:
+            os.replace(path, path.with_suffix(".bad"))
+            log.error("spool %s: unreadable item %s moved aside as .bad: %s",
+                      self.directory, path.name, exc)
+        except OSError as move_exc:
+            log.error("spool %s: unreadable item %s (%s), cannot move it aside: %s",
+                      self.directory, path.name, exc, move_exc)
+
+
+def _acquire_dir_lock(directory: Path) -> TextIO:
+    """Lock ``directory/.lock`` for this Spool's lifetime (released by close or exit)."""
+    lock_file = open(directory / ".lock", "a+")
+    try:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock_file.close()
+        raise SpoolLockedError(
+            f"spool directory {directory} is used by another process (give each "
+            "fkvideo_detector its own --spool-dir)"
+        ) from None
+    return lock_file
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
