@@ -1,4 +1,4 @@
-"""One camera's face pipeline: frame -> motion -> detect -> track -> quality -> best frame -> Snapshot.
+"""One camera's face pipeline: frame -> motion -> detect -> track -> best frame -> Snapshot.
 
 ``FacePipeline.process(frame)`` is called for every decoded frame of one camera,
 in order, from one thread. It returns the snapshots to post now; the caller

@@ -1,0 +1,159 @@
+"""CameraWorker: one thread per camera running reader -> pipeline -> poster, isolated from others.
+
+A worker never takes the daemon down: a source that cannot be opened, a
+decoder error or a crash inside the pipeline is logged with the camera id and
+counted. Live sources are reconnected by the reader (exponential backoff,
+watchdog); a crash in the pipeline restarts the pipeline after a backoff. A
+file source ends the worker when the file ends (or fails to open: then
+``error`` says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from videodetector.config import DetectorConfig
+from videodetector.pipeline import CameraSpec, FaceDetector, FacePipeline, PipelineStats
+from videodetector.post.poster import Poster
+from videodetector.video.sink import VideoSink, annotate
+from videodetector.video.source import END, FrameReader, SourceError, parse_source
+
+log = logging.getLogger(__name__)
+
+CRASH_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class WorkerCounters:
+    crashes: int = 0
+    frames_processed: int = 0
+    started_at: float = 0.0
+    fps_processed: float = 0.0  # EWMA
+
+
+class CameraWorker:
+    """Runs one camera until ``stop()`` (live) or until its file ends."""
+
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        camera: CameraSpec,
+        detector_factory: Callable[[], FaceDetector],
+        poster: Poster,
+        *,
+        with_sink: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.camera = camera
+        self.spec = parse_source(camera.url)
+        self.detector_factory = detector_factory
+        self.poster = poster
+        self.with_sink = with_sink
+        self.run_id = uuid.uuid4().hex[:8]
+        self.counters = WorkerCounters()
+        self.pipeline_stats = PipelineStats()
+        self.error: str | None = None
+        self.reader: FrameReader | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cam-{camera.cam_id}",
+                                        daemon=True)
+        self.log = logging.LoggerAdapter(log, {"cam_id": camera.cam_id})
+
+    # -- control ---------------------------------------------------------
+    def start(self) -> CameraWorker:
+        self.counters.started_at = time.time()
+        self.log.info("camera %s: starting (%s)", self.camera.cam_id, self.spec.display)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.reader is not None:
+            self.reader.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def live(self) -> bool:
+        return self.spec.live
+
+    # -- the loop --------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                self._run_once()
+                break  # the file ended, or stop() was called
+            except SourceError as exc:
+                self.error = str(exc)
+                self.log.error("camera %s: %s", self.camera.cam_id, exc)
+                if not self.spec.live:
+                    break
+            except Exception as exc:  # isolation: a bug in one camera never stops the others
+                self.counters.crashes += 1
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.log.exception("camera %s: pipeline crashed (restart in %.0fs)",
+                                   self.camera.cam_id, backoff)
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, CRASH_BACKOFF_MAX)
+        self.log.info("camera %s: stopped", self.camera.cam_id)
+
+    def _run_once(self) -> None:
+        cfg = self.cfg
+        pipeline = FacePipeline(cfg, self.camera, self.detector_factory(),
+                                live=self.spec.live, run_id=self.run_id)
+        self.pipeline_stats = pipeline.stats
+        sink = self._open_sink() if self.with_sink else None
+        realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
+        self.reader = reader = FrameReader(
+            self.spec, params=dict(cfg.source_params), rotate=cfg.rotate, realtime=realtime,
+            disable_drops=cfg.disable_drops, watchdog_timeout=cfg.watchdog_timeout,
+            cam_id=self.camera.cam_id,
+        )
+        reader.start()
+        try:
+            self._consume(reader, pipeline, sink)
+            for snap in pipeline.finish():
+                self.poster.submit(snap)
+        finally:
+            reader.stop()
+            if sink is not None:
+                sink.close()
+        if reader.error is not None and reader.frames_in == 0:
+            raise reader.error
+
+    def _consume(self, reader: FrameReader, pipeline: FacePipeline, sink: VideoSink | None) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            frame = reader.get(timeout=0.5)
+            if frame is END:
+                return
+            if frame is None:
+                continue
+            for snap in pipeline.process(frame):
+                self.poster.submit(snap)
+            if sink is not None:
+                tracks = pipeline.active_tracks
+                sink.write(annotate(frame.image, [t.xyxy for t in tracks], [t.id for t in tracks],
+                                    [t.history for t in tracks], self.cfg.draw_track))
+            now = time.monotonic()
+            inst = 1.0 / max(now - last, 1e-6)
+            self.counters.fps_processed = 0.9 * self.counters.fps_processed + 0.1 * inst
+            self.counters.frames_processed += 1
+            last = now
+
+    def _open_sink(self) -> VideoSink | None:
+        if not self.cfg.sink_url:
+            return None
+        fps = self.spec.fps or 25
+        return VideoSink(self.cfg.sink_url, self.cfg.sink_res, fps)

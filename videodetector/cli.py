@@ -1,0 +1,159 @@
+"""``fkvideo_detector``: the video face detector daemon.
+
+Single camera: ``fkvideo_detector --source PATH|URL --camid ID --api-url ... --api-token ...``.
+Camera list: ``fkvideo_detector -c /etc/fkvideo/site.ini`` with ``detector-name`` and no
+``source``: the cameras registered under that name in the backend are polled and run.
+
+Exit codes: 0 on a clean stop (or when a single file ended), 1 when a single
+source could not be opened/decoded at all, 2 for a bad configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from videodetector.camera import CameraWorker
+from videodetector.config import ConfigError, DetectorConfig, format_config, parse_config
+from videodetector.manager import CameraManager
+from videodetector.metrics import collect_metrics
+from videodetector.models import YUNET, ModelError, YuNetDetector, model_path
+from videodetector.pipeline import CameraSpec
+from videodetector.post.poster import Poster
+from videodetector.post.spool import Spool
+from videodetector.status import StatusServer
+
+log = logging.getLogger("fkvideo_detector")
+
+FLUSH_SECONDS = 10.0  # how long SIGTERM waits for pending posts before spooling them
+
+
+class CamIdFilter(logging.Filter):
+    """Give every record a ``cam_id`` so the format can show it (``-`` when not per camera)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "cam_id"):
+            record.cam_id = "-"
+        return True
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(CamIdFilter())
+    # journald adds its own timestamps; a terminal user still wants them.
+    fmt = "%(levelname)s [%(cam_id)s] %(name)s: %(message)s"
+    if not os.environ.get("INVOCATION_ID"):  # not under systemd
+        fmt = "%(asctime)s " + fmt
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class Daemon:
+    """Owns the workers, their posters and the status endpoint."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.started_at = time.time()
+        self.workers: dict[str, CameraWorker] = {}
+        self.posters: dict[str, Poster] = {}
+        self.manager: CameraManager | None = None
+        # One camera alone gets both cores for its detector; several share them.
+        self.detector_threads = 2 if cfg.source else 1
+
+    def make_worker(self, camera: CameraSpec) -> CameraWorker:
+        poster = self.posters.get(camera.cam_id)
+        if poster is None:
+            spool = str(Path(self.cfg.spool_dir) / _safe(camera.cam_id))
+            poster = Poster(self.cfg, spool=Spool(spool, self.cfg.spool_max_bytes))
+            poster.start()
+            self.posters[camera.cam_id] = poster
+        worker = CameraWorker(
+            self.cfg, camera, lambda: YuNetDetector(threads=self.detector_threads), poster,
+            with_sink=bool(self.cfg.sink_url),
+        )
+        self.workers[camera.cam_id] = worker
+        return worker
+
+    def run(self) -> int:
+        status = None
+        if self.cfg.status_port:
+            status = StatusServer(self.cfg.status_host, self.cfg.status_port,
+                                  lambda: collect_metrics(self)).start()
+        try:
+            return self._run_single() if self.cfg.source else self._run_list()
+        finally:
+            self._shutdown()
+            if status is not None:
+                status.stop()
+
+    def _run_single(self) -> int:
+        cam = CameraSpec(self.cfg.camid, self.cfg.source, self.cfg.roi, self.cfg.rot)
+        worker = self.make_worker(cam).start()
+        while worker.is_alive() and not self.stop_event.wait(0.5):
+            pass
+        worker.stop()
+        worker.join()
+        if worker.error and worker.pipeline_stats.frames == 0:
+            log.error("source %s failed: %s", self.cfg.source, worker.error)
+            return 1
+        return 0
+
+    def _run_list(self) -> int:
+        log.info("detector %r: polling %s%s every %gs", self.cfg.detector_name,
+                 self.cfg.api_url, self.cfg.camera_url, self.cfg.reload_timeout)
+        self.manager = CameraManager(self.cfg, self.make_worker)
+        self.manager.run(self.stop_event)
+        return 0
+
+    def _shutdown(self) -> None:
+        for worker in list(self.workers.values()):
+            worker.stop()
+        for worker in list(self.workers.values()):
+            worker.join(10)
+        for poster in self.posters.values():
+            poster.stop(timeout=FLUSH_SECONDS)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "camera"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+    except ConfigError as exc:
+        print(f"fkvideo_detector: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level)
+    try:
+        model_path(YUNET)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    if cfg.check_config:
+        print(format_config(cfg))
+        print("configuration ok")
+        return 0
+    daemon = Daemon(cfg)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received: stopping (flushing posts for up to %gs)",
+                 signal.Signals(signum).name, FLUSH_SECONDS)
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Camera lists from the backend (5.1.4): poll ``GET <api-url><camera-url>?detector=NAME``.
+
+Every ``--reload-timeout`` seconds the list is fetched and reconciled with the
+running workers: a camera added starts, a camera removed or disabled stops, a
+camera whose url/roi/rot changed restarts; the others are not touched. A failed
+fetch keeps the current set running. ``--single-pass`` fetches once and returns
+when every worker has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import requests
+
+from videodetector.config import DetectorConfig
+from videodetector.geometry import Rect, parse_geometry
+from videodetector.pipeline import CameraSpec
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    camera: CameraSpec
+
+    def start(self) -> Any: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def is_alive(self) -> bool: ...
+
+
+def parse_region(value: object, name: str) -> Rect | None:
+    """A camera's roi/rot: ``[W, H, X, Y]`` (9.1.4) or ``"WxH+X+Y"`` (the daemon's flags)."""
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):
+        return parse_geometry(value)
+    if isinstance(value, list | tuple) and len(value) == 4:
+        w, h, x, y = (int(v) for v in value)
+        return parse_geometry(f"{w}x{h}+{x}+{y}")
+    raise ValueError(f"camera {name} must be [W,H,X,Y] or 'WxH+X+Y', got {value!r}")
+
+
+def parse_camera(obj: dict[str, Any]) -> CameraSpec | None:
+    """A CameraSpec from one element of the backend's list; None if disabled or unusable."""
+    cam_id, url = str(obj.get("id") or ""), str(obj.get("url") or "")
+    if not obj.get("enabled", True):
+        return None
+    if not cam_id or not url:
+        log.warning("ignoring camera without id or url: %r", obj)
+        return None
+    try:
+        return CameraSpec(cam_id, url, parse_region(obj.get("roi"), "roi"),
+                          parse_region(obj.get("rot"), "rot"))
+    except ValueError as exc:
+        log.error("camera %s: %s; not started", cam_id, exc)
+        return None
+
+
+def fetch_cameras(cfg: DetectorConfig, session: requests.Session) -> list[CameraSpec]:
+    """The enabled cameras registered under ``cfg.detector_name``. Raises on HTTP errors."""
+    url = cfg.api_url.rstrip("/") + "/" + cfg.camera_url.lstrip("/")
+    resp = session.get(
+        url, params={"detector": cfg.detector_name},
+        headers={"Authorization": f"Token {cfg.api_token}"},
+        timeout=cfg.req_timeout, verify=cfg.to_verify_cert,
+    )
+    resp.raise_for_status()
+    body = resp.json()
+    items = body.get("cameras", body.get("results", [])) if isinstance(body, dict) else body
+    cams = [parse_camera(o) for o in items if isinstance(o, dict)]
+    # The filter is also applied here in case a backend ignores ?detector=.
+    return [c for c, o in zip(cams, items, strict=True)
+            if c is not None and o.get("detector", cfg.detector_name) == cfg.detector_name]
+
+
+class CameraManager:
+    """Keeps one worker per camera of this detector's list running."""
+
+    def __init__(self, cfg: DetectorConfig, make_worker: Callable[[CameraSpec], Worker]) -> None:
+        self.cfg = cfg
+        self.make_worker = make_worker
+        self.workers: dict[str, Worker] = {}
+        self.session = requests.Session()
+        self.fetch_errors = 0
+        self._lock = threading.Lock()
+
+    def reconcile(self, desired: Iterable[CameraSpec]) -> None:
+        wanted: dict[str, CameraSpec] = {}
+        for cam in desired:
+            if len(wanted) >= self.cfg.detectors_max:
+                log.warning("camera %s not started: --detectors-max %d reached",
+                            cam.cam_id, self.cfg.detectors_max)
+                continue
+            wanted[cam.cam_id] = cam
+        with self._lock:
+            for cam_id in list(self.workers):
+                worker = self.workers[cam_id]
+                if cam_id not in wanted or wanted[cam_id] != worker.camera:
+                    why = "removed or disabled" if cam_id not in wanted else "changed"
+                    log.info("camera %s: %s in the backend, stopping", cam_id, why)
+                    worker.stop()
+                    worker.join(10)
+                    del self.workers[cam_id]
+            for cam_id, cam in wanted.items():
+                if cam_id not in self.workers:
+                    self.workers[cam_id] = self.make_worker(cam)
+                    self.workers[cam_id].start()
+
+    def poll_once(self) -> bool:
+        try:
+            cams = fetch_cameras(self.cfg, self.session)
+        except (requests.RequestException, ValueError) as exc:
+            self.fetch_errors += 1
+            log.error("cannot fetch the camera list from %s: %s (keeping %d running)",
+                      self.cfg.api_url, exc, len(self.workers))
+            return False
+        self.reconcile(cams)
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set (or, with --single-pass, until all workers end)."""
+        while not stop.is_set():
+            fetched = self.poll_once()
+            if self.cfg.single_pass and fetched:
+                self._wait_all(stop)
+                return
+            stop.wait(self.cfg.reload_timeout)
+        self.stop_all()
+
+    def _wait_all(self, stop: threading.Event) -> None:
+        while not stop.is_set() and any(w.is_alive() for w in self.workers.values()):
+            stop.wait(0.5)
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        with self._lock:
+            for worker in self.workers.values():
+                worker.stop()
+            for worker in self.workers.values():
+                worker.join(10)

@@ -1,0 +1,65 @@
+"""Per-camera figures for the status endpoint, gathered from workers, readers and posters."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from videodetector.status import Metric
+
+if TYPE_CHECKING:
+    from videodetector.cli import Daemon
+
+# (metric name, help, kind, how to read it from (worker, reader stats, poster stats))
+_CAMERA_METRICS = (
+    ("fkvideo_fps_in", "Frames per second decoded (EWMA)", "gauge",
+     lambda w, r, p: r.fps_in if r else 0.0),
+    ("fkvideo_fps_processed", "Frames per second through the face pipeline (EWMA)", "gauge",
+     lambda w, r, p: w.counters.fps_processed),
+    ("fkvideo_frames_in_total", "Frames decoded", "counter",
+     lambda w, r, p: r.frames_in if r else 0),
+    ("fkvideo_frames_processed_total", "Frames through the face pipeline", "counter",
+     lambda w, r, p: w.pipeline_stats.frames),
+    ("fkvideo_frames_dropped_total", "Frames dropped because the camera fell behind", "counter",
+     lambda w, r, p: r.dropped if r else 0),
+    ("fkvideo_motion_ratio", "Share of processed frames with motion (detector ran)", "gauge",
+     lambda w, r, p: w.pipeline_stats.motion_frames / max(1, w.pipeline_stats.frames)),
+    ("fkvideo_faces_detected_total", "Faces found by the detector", "counter",
+     lambda w, r, p: w.pipeline_stats.faces_detected),
+    ("fkvideo_tracks_total", "Face tracks started", "counter",
+     lambda w, r, p: w.pipeline_stats.tracks_started),
+    ("fkvideo_snapshots_total", "Snapshots chosen for posting", "counter",
+     lambda w, r, p: w.pipeline_stats.snapshots),
+    ("fkvideo_posts_ok_total", "Snapshots delivered", "counter", lambda w, r, p: p.get("ok", 0)),
+    ("fkvideo_posts_failed_total", "Snapshots refused by the backend (4xx)", "counter",
+     lambda w, r, p: p.get("failed", 0)),
+    ("fkvideo_posts_spooled_total", "Snapshots written to the on-disk spool", "counter",
+     lambda w, r, p: p.get("spooled", 0)),
+    ("fkvideo_spool_items", "Snapshots waiting in the spool", "gauge",
+     lambda w, r, p: p.get("spool_len", 0)),
+    ("fkvideo_spool_dropped_total", "Snapshots dropped by the spool size bound", "counter",
+     lambda w, r, p: p.get("spool_dropped", 0)),
+    ("fkvideo_reconnects_total", "Stream reconnects", "counter",
+     lambda w, r, p: r.reconnects if r else 0),
+    ("fkvideo_pipeline_crashes_total", "Pipeline crashes (the camera was restarted)", "counter",
+     lambda w, r, p: w.counters.crashes),
+    ("fkvideo_last_frame_timestamp_seconds", "Unix time of the last decoded frame", "gauge",
+     lambda w, r, p: r.last_frame_time if r else 0.0),
+)
+
+
+def collect_metrics(daemon: Daemon) -> list[Metric]:
+    rows = []
+    for cam_id, worker in list(daemon.workers.items()):
+        reader = worker.reader.stats() if worker.reader is not None else None
+        poster = daemon.posters[cam_id].stats() if cam_id in daemon.posters else {}
+        rows.append(((("cam_id", cam_id),), worker, reader, poster))
+    metrics = [
+        Metric(name, help_, kind, {labels: float(get(w, r, p)) for labels, w, r, p in rows})
+        for name, help_, kind, get in _CAMERA_METRICS
+    ]
+    metrics.append(Metric("fkvideo_cameras_running", "Cameras with a live worker", "gauge",
+                          {(): float(sum(w.is_alive() for w in daemon.workers.values()))}))
+    metrics.append(Metric("fkvideo_up_seconds", "Seconds since start", "gauge",
+                          {(): time.time() - daemon.started_at}))
+    return metrics
