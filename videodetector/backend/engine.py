@@ -107,28 +107,22 @@ class FaceEngine:
         return faces
 
     def locate(self, image: np.ndarray, box: Box, param: str = "bbox") -> FoundFace:
-        """The face inside a client-given box: detection in a crop around it, best overlap.
+        """The face inside a client-given box; the box reported stays the client's.
 
-        The box reported stays the client's; the landmarks come from the detection.
+        The detection that best overlaps the box is taken from the whole photo; if there is
+        none (a small face), detection runs again on a crop around the box.
         """
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = clamp_box(expand_box(box, 0.5), w, h)
-        crop = image[y1:y2, x1:x2]
-        best, best_key = None, (-1.0, -1.0)
-        for face in self.detect(np.ascontiguousarray(crop)):
-            fb = (face.box[0] + x1, face.box[1] + y1, face.box[2] + x1, face.box[3] + y1)
-            cx, cy = (fb[0] + fb[2]) / 2, (fb[1] + fb[3]) / 2
-            inside = box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
-            key = (iou(fb, box), face.score)
-            if (inside or key[0] > 0.3) and key > best_key:
-                best_key = key
-                best = FoundFace(box, face.landmarks + np.array([x1, y1], np.float32),
-                                 face.score)
+        best = _best_match(self.detect(image), box, (0.0, 0.0))
+        if best is None:
+            h, w = image.shape[:2]
+            x1, y1, x2, y2 = clamp_box(expand_box(box, 1.0), w, h)
+            crop = np.ascontiguousarray(image[y1:y2, x1:x2])
+            best = _best_match(self.detect(crop), box, (float(x1), float(y1)))
         if best is None:
             raise bad_param(param, f"no face found inside {param} "
                             f"[{', '.join(str(round(v)) for v in box)}]",
                             value=[round(v) for v in box])
-        return best
+        return FoundFace(box, best.landmarks, best.score)
 
     def embed(self, image: np.ndarray, face: FoundFace) -> tuple[np.ndarray, np.ndarray]:
         """(aligned 112x112 face, L2-normalised embedding)."""
@@ -147,6 +141,22 @@ class FaceEngine:
         gender = out.get("gender") or {}
         return {"gender": gender.get("gender"), "gender_confidence": gender.get("confidence"),
                 "age": out.get("age")}
+
+
+def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
+                ) -> FoundFace | None:
+    """The face (shifted by ``offset``) overlapping ``box`` most, if any overlaps enough."""
+    dx, dy = offset
+    best, best_key = None, (-1.0, -1.0)
+    for face in faces:
+        fb = (face.box[0] + dx, face.box[1] + dy, face.box[2] + dx, face.box[3] + dy)
+        cx, cy = (fb[0] + fb[2]) / 2, (fb[1] + fb[3]) / 2
+        inside = box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+        key = (iou(fb, box), face.score)
+        if (inside or key[0] > 0.3) and key > best_key:
+            best_key = key
+            best = FoundFace(fb, face.landmarks + np.array([dx, dy], np.float32), face.score)
+    return best
 
 
 @functools.lru_cache(maxsize=4)
