@@ -276,8 +276,8 @@ def test_mandatory_and_combinations() -> None:
     with pytest.raises(ConfigError, match="--api-token"):
         parse_config(["--api-url", "h:1"])
     base = ["--api-url", "h:1", "--api-token", "t"]
-    with pytest.raises(ConfigError, match="--source: needs --camid"):
-        parse_config([*base, "-S", "x.mp4"])
+    # --source alone is fine: the camera id is derived from it (documented in the README).
+    assert parse_config([*base, "-S", "/videos/x.mp4"]).camid == "x"
     with pytest.raises(ConfigError, match="--camid: needs --source"):
         parse_config([*base, "--camid", "c"])
     with pytest.raises(ConfigError, match="--remote-config"):

@@ -274,6 +274,18 @@ def _url_path(text: str) -> str:
     return path if path.startswith("/") else "/" + path
 
 
+def default_camid(source: str) -> str:
+    """A camera id for a --source given without --camid: the file name or the URL's host/path,
+    password-free (``rtsp://u:p@cam7/ch1`` -> ``cam7_ch1``, ``/data/door.mp4`` -> ``door``)."""
+    text = source.split(":", 1)[1] if source.startswith("file@") else source
+    parts = urlsplit(text)
+    if parts.scheme and parts.netloc:
+        text = (parts.hostname or "") + parts.path
+    else:
+        text = Path(text.split(":", 1)[-1] if source.startswith("file@") else text).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "camera"
+
+
 def default_spool_dir(name: str) -> str:
     """``$XDG_STATE_HOME/fkvideo_detector/spool-<name>`` (``~/.local/state`` by default)."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
@@ -560,6 +572,8 @@ def _apply_derived_defaults(cfg: DetectorConfig) -> DetectorConfig:
     changes: dict[str, Any] = {}
     if cfg.source and cfg.remote_config:
         changes["remote_config"] = False  # 5.3.1: --source/--camid have priority
+    if cfg.source and not cfg.camid:
+        changes["camid"] = default_camid(cfg.source)
     if not cfg.detector_name:
         changes["detector_name"] = socket.gethostname()
     if not cfg.spool_dir:
@@ -627,9 +641,8 @@ def _combination_problems(cfg: DetectorConfig) -> list[str]:
         problems.append("--api-url: mandatory (or api-host + api-port)")
     if not cfg.api_token:
         problems.append("--api-token: mandatory")
-    if bool(cfg.source) != bool(cfg.camid):
-        given, missing = ("--source", "--camid") if cfg.source else ("--camid", "--source")
-        problems.append(f"{given}: needs {missing} too (a single stream is --source + --camid)")
+    if cfg.camid and not cfg.source:
+        problems.append("--camid: needs --source too (a single stream is --source + --camid)")
     if not cfg.source and not cfg.remote_config:
         problems.append("--remote-config: 0 needs a stream given by --source and --camid")
     if cfg.sink_url and not cfg.source:
