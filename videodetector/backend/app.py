@@ -163,6 +163,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.preload_models:
             await run_in_threadpool(backend.engine.load)
+            if settings.gae:
+                try:
+                    await run_in_threadpool(backend.engine.age_gender)
+                except ApiError as exc:
+                    log.error("gae is enabled but unavailable: %s", exc.reason)
         log.info("backend ready: data in %s", settings.data_dir.resolve())
         try:
             yield

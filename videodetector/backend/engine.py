@@ -86,7 +86,7 @@ class FaceEngine:
                 try:
                     from videodetector.backend.gae import AgeGenderEstimator
 
-                    self._gae = AgeGenderEstimator()
+                    self._gae = AgeGenderEstimator(threads=self.threads)
                 except Exception as exc:  # noqa: BLE001 - any failure means "not available"
                     log.exception("gender/age estimator unavailable")
                     self._gae_error = f"{type(exc).__name__}: {exc}"
@@ -133,14 +133,21 @@ class FaceEngine:
         return self.embedder().embed(aligned)
 
     def estimate_age_gender(self, image: np.ndarray, landmarks: np.ndarray | None,
-                            aligned: np.ndarray) -> dict[str, Any]:
-        """``{"gender": "male"|"female", "gender_confidence": float, "age": int}``."""
+                            aligned: np.ndarray, wanted: frozenset[str] = frozenset(
+                                {"gender", "age"})) -> dict[str, Any]:
+        """``{"gender": "male"|"female", "gender_confidence": float, "age": int}``, limited
+        to the ``wanted`` attributes."""
         if landmarks is None:  # an uploaded normalized face: its landmarks are the template
             image, landmarks = aligned, TEMPLATE_112 * (aligned.shape[0] / 112.0)
         out = self.age_gender().estimate(image, landmarks)
         gender = out.get("gender") or {}
-        return {"gender": gender.get("gender"), "gender_confidence": gender.get("confidence"),
-                "age": out.get("age")}
+        attrs: dict[str, Any] = {}
+        if "gender" in wanted:
+            attrs["gender"] = gender.get("gender")
+            attrs["gender_confidence"] = gender.get("confidence")
+        if "age" in wanted:
+            attrs["age"] = out.get("age")
+        return attrs
 
 
 def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]

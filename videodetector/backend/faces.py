@@ -38,7 +38,7 @@ def render_faces(request: Request, backend: Backend, user: int, ids: list[int]
     return [views.face_json(r, galleries[r["id"]], urls) for r in rows]
 
 
-def wants_gae(backend: Backend, p: Params) -> bool:
+def wanted_attrs(backend: Backend, p: Params) -> frozenset[str]:
     return backend.check_attrs_request(p.flag("gender"), p.flag("age"), p.flag("emotions"))
 
 
@@ -54,7 +54,7 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
     """Detect faces on ``photo`` (``gender``/``age`` with --gae): ``{faces, orientation}``."""
     backend = get_backend(request)
     p = await params_of(request)
-    want = wants_gae(backend, p)
+    want = wanted_attrs(backend, p)
     data = await photo_bytes(p, "photo", backend)
     if data is None:
         raise bad_param("photo", "photo is required")
@@ -66,7 +66,7 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
         for face in sorted(found, key=lambda f: f.area, reverse=True):
             item: dict[str, Any] = face_box_json(face.box)
             if want:
-                new = backend.analyze(photo, [face], True)[0]
+                new = backend.analyze(photo, [face], want)[0]
                 item.update({k: v for k, v in new.attrs.items() if v is not None})
             faces.append(item)
         return {"faces": faces, "orientation": photo.orientation}
@@ -91,7 +91,7 @@ async def verify(request: Request, user: int = Depends(current_user)) -> dict[st
             raise bad_param(f"photo{n}", f"photo{n} is required")
         photo = backend.decode(data, f"photo{n}")
         found = backend.find_faces(photo, boxes, selector, f"photo{n}", f"bbox{n}")
-        return backend.analyze(photo, found, False)
+        return backend.analyze(photo, found, frozenset())
 
     def work() -> dict[str, Any]:
         faces1, faces2 = faces(data1, boxes1, 1), faces(data2, boxes2, 2)
@@ -130,7 +130,8 @@ async def _identify(request: Request, user: int, gallery: str | None) -> dict[st
         await run_in_threadpool(backend.require_gallery, user, gallery)
 
     def work() -> dict[str, Any]:
-        _, faces = backend.faces_of_request(data, uploads, boxes, selector, False)
+        _, faces = backend.faces_of_request(data, uploads, boxes, selector,
+                                               frozenset())
         hits = backend.identify(user, faces, n, threshold, gallery)
         results: dict[str, list[dict[str, Any]]] = {}
         all_ids = sorted({fid for h in hits for fid, _ in h})
@@ -196,7 +197,7 @@ async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
         timestamp=parse_time("timestamp", ts) if ts not in (None, "") else None,
         detector_params=detector_params,
         extra=extra,
-        want_gae=wants_gae(backend, p),
+        want_attrs=wanted_attrs(backend, p),
         idempotency_key=key,
     )
 

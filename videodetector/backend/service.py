@@ -65,7 +65,7 @@ class FacePost:
     timestamp: datetime | None = None
     detector_params: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
-    want_gae: bool = False
+    want_attrs: frozenset[str] = frozenset()  # {'gender', 'age'}
     idempotency_key: str | None = None
 
 
@@ -137,27 +137,28 @@ class Backend:
                             faces=[face_box_json(f.box) for f in found])
         return found if selector == "all" else found[:1]
 
-    def check_attrs_request(self, gender: bool, age: bool, emotions: bool) -> bool:
-        """Whether gender/age are wanted; refuse what this backend cannot answer."""
+    def check_attrs_request(self, gender: bool, age: bool, emotions: bool) -> frozenset[str]:
+        """The face attributes wanted; refuse what this backend cannot answer."""
         if emotions:
             raise bad_param("emotions", "emotion recognition is not available: this backend "
                             "has no emotion model; do not send emotions=true", True)
         if (gender or age) and not self.settings.gae:
             raise bad_param("gender" if gender else "age", "gender/age recognition is "
                             "disabled; start the backend with --gae", True)
-        return gender or age
+        return frozenset(name for name, on in (("gender", gender), ("age", age)) if on)
 
-    def analyze(self, photo: Photo, found: list[FoundFace], want_gae: bool) -> list[NewFace]:
+    def analyze(self, photo: Photo, found: list[FoundFace], want_attrs: frozenset[str]
+                ) -> list[NewFace]:
         out = []
         for face in found:
             aligned, emb = self.engine.embed(photo.image, face)
-            attrs = (self.engine.estimate_age_gender(photo.image, face.landmarks, aligned)
-                     if want_gae else {})
+            attrs = (self.engine.estimate_age_gender(photo.image, face.landmarks, aligned,
+                                                     want_attrs) if want_attrs else {})
             out.append(NewFace(face.box, aligned, emb, attrs))
         return out
 
     def analyze_aligned(self, images: list[Photo], boxes: list[Box] | None,
-                        photo: Photo | None, want_gae: bool) -> list[NewFace]:
+                        photo: Photo | None, want_attrs: frozenset[str]) -> list[NewFace]:
         """Faces uploaded already normalized (``face0``...): embedded as they are."""
         if boxes and len(boxes) != len(images):
             raise bad_param("bbox", f"bbox has {len(boxes)} boxes for {len(images)} "
@@ -171,22 +172,23 @@ class Backend:
                 w, h = photo.size if photo is not None else img.size
                 box = (0.0, 0.0, float(w), float(h))
             emb = self.engine.embed_aligned(aligned)
-            attrs = self.engine.estimate_age_gender(aligned, None, aligned) if want_gae else {}
+            attrs = (self.engine.estimate_age_gender(aligned, None, aligned, want_attrs)
+                     if want_attrs else {})
             out.append(NewFace(box, aligned, emb, attrs))
         return out
 
     def faces_of_request(self, photo_bytes: bytes | None, face_images: list[bytes],
-                         boxes: list[Box] | None, selector: str, want_gae: bool,
+                         boxes: list[Box] | None, selector: str, want_attrs: frozenset[str],
                          photo_param: str = "photo") -> tuple[Photo | None, list[NewFace]]:
         photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
         if face_images:
             imgs = [self.decode(d, f"face{i}") for i, d in enumerate(face_images)]
-            return photo, self.analyze_aligned(imgs, boxes, photo, want_gae)
+            return photo, self.analyze_aligned(imgs, boxes, photo, want_attrs)
         if photo is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
         return photo, self.analyze(photo, self.find_faces(photo, boxes, selector, photo_param),
-                                   want_gae)
+                                   want_attrs)
 
     # -- enrollment (POST /face) -----------------------------------------------
 
@@ -200,7 +202,7 @@ class Backend:
         """Detect/embed, then store every face atomically; returns the new face ids."""
         galleries = self.check_galleries(user, post.galleries)
         photo, faces = self.faces_of_request(post.photo, post.face_images, post.boxes,
-                                             post.mf_selector, post.want_gae)
+                                             post.mf_selector, post.want_attrs)
         ts = post.timestamp or now()
         written = self._write_images(user, post, photo, faces)
         try:

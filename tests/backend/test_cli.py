@@ -1,0 +1,92 @@
+"""fkvideo_backend: token, settings from flags and a facenapi-style config file, serve."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.backend.conftest import Api
+from videodetector.backend.cli import build_parser, main, settings_from_args
+from videodetector.backend.server import BackendServer
+from videodetector.backend.settings import Settings, SettingsError
+
+
+def test_token_prints_token_as_last_word(tmp_path, capsys):
+    assert main(["token", "--data-dir", str(tmp_path)]) == 0
+    long_token = capsys.readouterr().out.split()[-1]
+    assert len(long_token) == 32
+    assert main(["token", "--short", "--data-dir", str(tmp_path)]) == 0
+    short = capsys.readouterr().out.split()[-1]
+    assert len(short) == 9 and short[4] == "-" and short.replace("-", "").isalnum()
+    with BackendServer(Settings(data_dir=tmp_path, log_level="warning")) as srv:
+        for token in (long_token, short):
+            assert Api(srv.url, token).get("/v1/galleries").status_code == 200
+
+
+def test_config_file_and_flags(tmp_path):
+    cfg = tmp_path / "findface-facenapi.ini"
+    cfg.write_text("# facenapi settings are Python\n"
+                   "person_identify = True\n"
+                   "friend_interval = (3600*24*7)\n"
+                   "friend_count = 5\n"
+                   "ffupload_url = 'http://192.168.113.88:3333'\n"
+                   "mongo_host = 'localhost'  # not ours: ignored with a warning\n")
+    args = build_parser().parse_args(["serve", "-c", str(cfg), "--friend-count", "2",
+                                      "--person-identify-global", "--data-dir", "d"])
+    s = settings_from_args(args)
+    assert s.person_identify and s.person_identify_global
+    assert s.friend_interval == 604800 and s.friend_count == 2  # the flag wins
+    assert s.upload_url == "http://192.168.113.88:3333"
+    assert str(s.data_dir) == "d" and not s.fetch_urls and s.port == 8000
+
+
+@pytest.mark.parametrize("text,name", [
+    ("friend_count = 'many'\n", "friend_count"),
+    ("person_identify_threshold = 1.5\n", "person_identify_threshold"),
+    ("gae = 'perhaps'\n", "gae"),
+    ("upload_url = 'ftp://x'\n", "upload_url"),
+])
+def test_bad_settings_name_the_option(tmp_path, text, name, capsys):
+    cfg = tmp_path / "bad.ini"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError, match=name):
+        settings_from_args(build_parser().parse_args(["serve", "-c", str(cfg)]))
+    assert main(["serve", "-c", str(cfg)]) == 2
+    assert name in capsys.readouterr().err
+
+
+def test_serve_as_a_process(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "videodetector.backend.cli", "serve", "--port", str(port),
+         "--data-dir", str(tmp_path), "--preload-models", "false", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = requests.get(url + "/v1/galleries", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.communicate()[1].decode()
+                assert time.monotonic() < deadline, "fkvideo_backend serve did not start"
+                time.sleep(0.2)
+        assert r.status_code == 401 and r.json()["code"] == "AUTH_FAILED"
+        metrics = requests.get(url + "/metrics", timeout=5).text
+        assert 'backend_requests_total{method="GET",route="/v1/galleries",status="401"} 1' \
+            in metrics
+        assert "backend_faces 0" in metrics
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
+    assert proc.returncode in (0, -15), err.decode()
+    assert b"Traceback" not in err, err.decode()

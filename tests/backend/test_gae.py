@@ -1,0 +1,44 @@
+"""Gender and age (8.1) with --gae; emotions are always refused (no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.backend.conftest import Api, error_of, person_photo
+from tests.backend.test_idempotency import detector_post
+from videodetector.backend.server import BackendServer
+from videodetector.backend.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def gae_api(tmp_path_factory) -> Api:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("gae"), gae=True, log_level="warning")
+    with BackendServer(settings) as srv:
+        yield Api(srv.url, srv.create_token())
+
+
+def test_detect_with_gender_and_age(gae_api: Api):
+    r = gae_api.post("/v1/detect", files={"photo": person_photo("A")},
+                     data={"gender": "true", "age": "true"})
+    assert r.status_code == 200, r.text
+    (face,) = r.json()["faces"]
+    assert face["gender"] in ("male", "female") and 0.5 <= face["gender_confidence"] <= 1
+    assert isinstance(face["age"], int) and 0 < face["age"] < 100
+    r = gae_api.post("/v1/detect", files={"photo": person_photo("A")}, data={"age": "1"})
+    assert "gender" not in r.json()["faces"][0] and "age" in r.json()["faces"][0]
+    body = error_of(gae_api.post("/v1/detect", files={"photo": person_photo("A")},
+                                 data={"gender": "true", "emotions": "true"}), 400, "BAD_PARAM")
+    assert body["param"] == "emotions"
+
+
+def test_face_with_gender_and_age_is_stored(gae_api: Api):
+    face = gae_api.add_face(person_photo("B"), gender="true", age="true", meta="Jane Berry")
+    assert face["gender"] in ("male", "female") and isinstance(face["age"], int)
+    assert gae_api.get(f"/v1/face/id/{face['id']}").json()["age"] == face["age"]
+    plain = gae_api.add_face(person_photo("C"))
+    assert "gender" not in plain and "age" not in plain
+    # the video detector's normalized face works too (--body gender=true --body age=true)
+    bbox, png = detector_post(person_photo("B"))
+    r = gae_api.post("/v1/face", files={"face0": ("n.png", png, "image/png")},
+                     data={"gender": "true", "age": "true", "bbox": f"[{bbox}]"})
+    assert r.json()["results"][0]["gender"] == face["gender"]
