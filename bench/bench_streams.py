@@ -1,0 +1,237 @@
+"""How many 720p 25 fps cameras one machine runs in realtime without dropping frames.
+
+Run from the project root (about 2-4 minutes):
+
+    python bench/bench_streams.py [--seconds 20] [--max-streams 6]
+
+This is the daemon's realtime path, not a model of it: for N = 1, 2, 3, ... it runs N
+``CameraWorker`` threads at once (``videodetector/camera.py``, one per camera, as
+``fkvideo_detector`` does in camera-list mode), each reading a ``file@25:<clip>`` source
+through ``FrameReader`` (paced at 25 fps like a live camera; when the worker falls behind
+and the reader's 8-frame queue is full, the newest frame is dropped and counted) into a
+``FacePipeline`` with one onnxruntime thread (the daemon's setting for several cameras),
+posting snapshots through the real ``Poster`` to a local dummy HTTP receiver that answers
+200 to everything. Options are the daemon's defaults (``-r 0``, motion gate on,
+md-threshold 0.002); add fkvideo options with ``--detector-args``.
+
+Input: "a typical indoor clip, motion gating on": the synthetic 1280x720 25 fps indoor
+clip of bench_detector.py (a static room; every 8 s three faces walk across it for 4 s, so
+faces are present half of the time, up to 3 at once). Each camera gets its own clip
+(other face photos, schedule shifted by 2.9 s per camera) so the cameras do not peak in
+lockstep.
+
+Per N: frames in (decoded by the readers), processed (went through the pipeline), dropped
+(discarded by the readers), drop %, CPU % (process CPU time / wall time / cores, so 100 %
+is the whole machine). The answer is the largest N whose drop rate is below 0.5 %;
+the run stops at the first N above it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import numpy as np  # noqa: E402
+from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
+
+from videodetector.camera import CameraWorker  # noqa: E402
+from videodetector.config import parse_config  # noqa: E402
+from videodetector.models import YuNetDetector  # noqa: E402
+from videodetector.pipeline import CameraSpec  # noqa: E402
+from videodetector.post.poster import Poster  # noqa: E402
+from videodetector.post.spool import Spool  # noqa: E402
+
+DROP_LIMIT = 0.5  # percent
+FPS = 25
+
+
+# ---------------------------------------------------------------------------
+# a receiver that accepts every post
+# ---------------------------------------------------------------------------
+
+class _Accept(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.posts += 1  # type: ignore[attr-defined]
+        body = b'{"results": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Receiver:
+    """A local HTTP server answering 200 to every POST, in a background thread."""
+
+    def __init__(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
+        self.httpd.daemon_threads = True
+        self.httpd.posts = 0  # type: ignore[attr-defined]
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def posts(self) -> int:
+        return self.httpd.posts  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------
+# one N
+# ---------------------------------------------------------------------------
+
+@dataclass
+class StreamsRow:
+    streams: int
+    seconds: float
+    frames_in: int
+    processed: int
+    dropped: int
+    drop_pct: float
+    cpu_pct: float
+    fps_per_stream: float
+    detector_runs: int
+    posted: int
+    load: float
+
+
+def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,
+                extra: Sequence[str], spool_root: Path) -> StreamsRow:
+    """Run ``n`` cameras for ``seconds``; count frames decoded, processed and dropped."""
+    load = os.getloadavg()[0]
+    workers: list[CameraWorker] = []
+    posters: list[Poster] = []
+    for i in range(n):
+        cam_id = f"cam{i + 1}"
+        source = f"file@{FPS}:{clips[i % len(clips)]}"
+        cfg = parse_config(["--source", source, "--camid", cam_id, "--api-url", receiver.url,
+                            "--api-token", "bench", "--spool-dir", str(spool_root / cam_id),
+                            "--log-level", "WARNING", *extra])
+        detector = YuNetDetector(threads=1)
+        detector.detect(np.zeros((360, 640, 3), np.uint8))  # warm-up before the clock starts
+        poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+        poster.start()
+        posters.append(poster)
+        camera = CameraSpec(cam_id, source, cfg.roi, cfg.rot)
+        workers.append(CameraWorker(cfg, camera, lambda d=detector: d, poster))
+    posts0 = receiver.posts
+    t = os.times()
+    cpu0, t0 = t.user + t.system, time.monotonic()
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    for w in workers:
+        w.stop()
+    for w in workers:
+        w.join(10)
+    wall = time.monotonic() - t0
+    t = os.times()
+    cpu = t.user + t.system - cpu0
+    for p in posters:
+        p.stop(timeout=5)
+    frames_in = dropped = processed = runs = 0
+    for w in workers:
+        if w.error:
+            print(f"  {w.camera.cam_id}: error: {w.error}", flush=True)
+        stats = w.reader.stats() if w.reader is not None else None
+        frames_in += stats.frames_in if stats else 0
+        dropped += stats.dropped if stats else 0
+        processed += w.counters.frames_processed
+        runs += w.pipeline_stats.detector_runs
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return StreamsRow(
+        streams=n, seconds=round(wall, 1), frames_in=frames_in, processed=processed,
+        dropped=dropped, drop_pct=round(100 * dropped / max(frames_in, 1), 2),
+        cpu_pct=round(100 * cpu / wall / (cores or 1), 1),
+        fps_per_stream=round(processed / wall / n, 1), detector_runs=runs,
+        posted=receiver.posts - posts0, load=round(load, 2),
+    )
+
+
+COLUMNS = (
+    ("streams", "N", ">"), ("seconds", "seconds", ">"), ("frames_in", "frames in", ">"),
+    ("processed", "processed", ">"), ("dropped", "dropped", ">"), ("drop_pct", "drop %", ">"),
+    ("cpu_pct", "CPU %", ">"), ("fps_per_stream", "fps/stream", ">"),
+    ("detector_runs", "detector runs", ">"), ("posted", "posts", ">"),
+    ("load", "load before", ">"),
+)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=20.0, help="run time per N (20)")
+    p.add_argument("--max-streams", type=int, default=6, help="largest N tried (6)")
+    p.add_argument("--min-streams", type=int, default=1, help="first N tried (1)")
+    p.add_argument("--detector-args", default="",
+                   help="extra fkvideo_detector options, e.g. '-r 1 --rescale-height 480'")
+    p.add_argument("--keep-going", action="store_true",
+                   help="try every N up to --max-streams even after drops")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark; print and return {"machine", "rows", "answer", "table"}."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    extra = args.detector_args.split()
+    print(f"# bench_streams: {machine_line()}", flush=True)
+    print(f"# input: synthetic 1280x720 {FPS} fps indoor clips (faces half of the time), "
+          f"motion gating on; fkvideo options: defaults {' '.join(extra)}".rstrip(), flush=True)
+    clip_seconds = args.seconds + 4  # the file must outlast the run
+    clips = [indoor_clip(clip_seconds, variant=v) for v in range(args.max_streams)]
+    rows: list[StreamsRow] = []
+    answer = 0
+    with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
+        for n in range(args.min_streams, args.max_streams + 1):
+            row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool))
+            rows.append(row)
+            print(f"  N={n}: {row.frames_in} in, {row.processed} processed, {row.dropped} "
+                  f"dropped ({row.drop_pct} %), CPU {row.cpu_pct} %", flush=True)
+            if row.drop_pct < DROP_LIMIT:
+                answer = max(answer, n)
+            elif not args.keep_going:
+                break
+            time.sleep(1.0)
+    table = format_table([asdict(r) for r in rows], COLUMNS)
+    print()
+    print(table)
+    print(f"\nlargest N with drops < {DROP_LIMIT} %: {answer} camera(s) of 1280x720 @ {FPS} fps")
+    print(f"# load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
+    return {"machine": machine_line(), "rows": [asdict(r) for r in rows], "answer": answer,
+            "table": table}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The benchmarks in bench/ run end to end in a tiny "smoke" mode.
+
+These tests prove the scripts work (they print a table and return the figures); they never
+assert speed -- speed is measured by running the scripts in full (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch):
+    """Import a bench script as a module (bench/ is not a package)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def load(name: str):
+        return sys.modules.get(name) or importlib.import_module(name)
+
+    return load
+
+
+def test_bench_detector_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_detector")
+    out = mod.main(["--clips", "synthetic", "--seconds", "2", "--max-frames", "12", "--quick"])
+    assert set(out) >= {"machine", "rows", "decode", "table"}
+    assert [r["settings"] for r in out["rows"]] == ["ort=1 defaults", "ort=2 defaults"]
+    for row in out["rows"]:
+        assert row["resolution"] == "1280x720"
+        assert row["frames"] == 12
+        assert row["fps"] > 0 and row["fps_per_core"] > 0
+        assert {"seconds", "decode_ms", "pipeline_ms", "detect_ms", "cpu"} <= set(row)
+    assert "fps/core" in capsys.readouterr().out
+
+
+def test_bench_streams_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_streams")
+    out = mod.main(["--seconds", "2", "--max-streams", "1"])
+    assert set(out) >= {"machine", "rows", "answer", "table"}
+    (row,) = out["rows"]
+    assert row["streams"] == 1
+    assert row["frames_in"] > 0 and row["processed"] > 0
+    assert {"dropped", "drop_pct", "cpu_pct"} <= set(row)
+    assert out["answer"] in (0, 1)
+    assert "largest N with drops" in capsys.readouterr().out
+
+
+def test_bench_backend_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_backend")
+    out = mod.main(["--sizes", "200", "--enroll", "3", "--requests", "3"])
+    assert set(out) >= {"machine", "enroll", "rows", "table"}
+    assert out["enroll"]["faces"] >= 1 and out["enroll"]["faces_per_s"] > 0
+    assert [r["faces"] for r in out["rows"]][-1] == 200
+    for row in out["rows"]:
+        assert {"p50_ms", "p95_ms", "p99_ms", "search_p50_ms", "matmul_p50_ms"} <= set(row)
+        assert row["p50_ms"] > 0
+    assert "identify p50 ms" in capsys.readouterr().out
