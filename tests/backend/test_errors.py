@@ -150,3 +150,27 @@ def test_bad_gallery_and_timestamp(api: Api):
     body = error_of(api.post("/v1/face", files={"photo": person_photo("A")},
                              data={"timestamp": "yesterday"}), 400, "BAD_PARAM")
     assert body["param"] == "timestamp"
+
+
+def test_chunked_body_over_the_limit_is_cut_off(api: Api):
+    host, port = api.url.removeprefix("http://").split(":")
+    data = b""
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(b"POST /v1/history/search HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                     b"Authorization: Token " + api.token.encode() + b"\r\n\r\n")
+        chunk = b"%x\r\n" % (1 << 20) + b" " * (1 << 20) + b"\r\n"
+        try:
+            for _ in range(64):
+                sock.sendall(chunk)
+        except OSError:  # the server answered and closed the connection
+            pass
+        try:
+            while b"}" not in data:
+                part = sock.recv(4096)
+                if not part:
+                    break
+                data += part
+        except OSError:
+            pass
+    assert data.startswith(b"HTTP/1.1 413"), data[:200]

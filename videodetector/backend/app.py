@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from videodetector.backend import cameras, faces, galleries, persons
 from videodetector.backend.deps import max_body_bytes
@@ -51,7 +51,8 @@ class TrailingSlashMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse (413) a request whose declared Content-Length exceeds the limit, unread."""
+    """Refuse (413) a request whose declared Content-Length exceeds the limit, unread; stop
+    reading a body without Content-Length (chunked) once it exceeds the limit."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -66,7 +67,22 @@ class BodyLimitMiddleware:
                                     headers={"Connection": "close"})
                 await resp(scope, receive, send)
                 return
+            receive = self._counting(receive)
         await self.app(scope, receive, send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise too_large("body", seen, self.limit)
+            return message
+
+        return counted
 
 
 def error_response(err: ApiError) -> JSONResponse:

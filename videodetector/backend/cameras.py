@@ -109,7 +109,8 @@ async def list_cameras(request: Request, user: int = Depends(current_user),
 @router.get("/camera/{cam_id}")
 async def get_camera(cam_id: str, request: Request,
                      user: int = Depends(current_user)) -> dict[str, Any]:
-    return views.camera_json(camera_row(get_backend(request), user, cam_id))
+    row = await run_in_threadpool(camera_row, get_backend(request), user, cam_id)
+    return views.camera_json(row)
 
 
 @router.put("/camera/{cam_id}")

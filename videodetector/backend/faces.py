@@ -18,7 +18,7 @@ from videodetector.backend.deps import (
     photo_bytes,
     urls_of,
 )
-from videodetector.backend.errors import bad_param
+from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
@@ -208,8 +208,10 @@ async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
 async def get_face(face_id: int, request: Request,
                    user: int = Depends(current_user)) -> dict[str, Any]:
     backend = get_backend(request)
-    backend.face_row(user, face_id)
-    return (await run_in_threadpool(render_faces, request, backend, user, [face_id]))[0]
+    faces = await run_in_threadpool(render_faces, request, backend, user, [face_id])
+    if not faces:
+        raise not_found("face", face_id)
+    return faces[0]
 
 
 @router.put("/face/id/{face_id}")
@@ -245,8 +247,8 @@ def gallery_ops(p: Params) -> dict[str, list[str]] | None:
 async def delete_face(face_id: int, request: Request,
                       user: int = Depends(current_user)) -> Response:
     backend = get_backend(request)
-    backend.face_row(user, face_id)
-    await run_in_threadpool(backend.delete_faces, user, [face_id])
+    if not await run_in_threadpool(backend.delete_faces, user, [face_id]):
+        raise not_found("face", face_id)
     return Response(status_code=204)
 
 
@@ -277,7 +279,7 @@ async def list_gallery_faces(gallery: str, request: Request,
                              user: int = Depends(current_user)) -> dict[str, Any]:
     """The faces of one gallery, newest first, paginated."""
     backend = get_backend(request)
-    backend.require_gallery(user, gallery)
+    await run_in_threadpool(backend.require_gallery, user, gallery)
     if gallery == "default":
         return await _face_list(request, user, "faces WHERE user_id = ?", [user])
     return await _face_list(request, user, "face_galleries WHERE user_id = ? AND gallery = ?",
@@ -308,7 +310,7 @@ async def faces_by_meta(meta: str, request: Request,
 @router.get("/face/gallery/{gallery}/meta/{meta:path}")
 async def gallery_faces_by_meta(gallery: str, meta: str, request: Request,
                                 user: int = Depends(current_user)) -> dict[str, Any]:
-    get_backend(request).require_gallery(user, gallery)
+    await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
     return await _faces_by_meta(request, user, meta, gallery)
 
 
@@ -322,9 +324,9 @@ async def _meta_list(request: Request, user: int, gallery: str | None) -> dict[s
 
     def work() -> dict[str, Any]:
         result = page_ids(backend.db, "first_id", groups, [user, *args], page)
-        rows = {r["first_id"]: r for r in backend.db.rows(f"SELECT * FROM {groups}",
-                                                           [user, *args])
-                if r["first_id"] in set(result.ids)}
+        marks = ", ".join("?" * len(result.ids))
+        rows = {r["first_id"]: r for r in backend.db.rows(
+            f"SELECT * FROM {groups} AND first_id IN ({marks})", [user, *args, *result.ids])}
         faces = {f["id"]: f for f in render_faces(request, backend, user, result.ids)}
         results = [{"meta": rows[i]["meta"], "count": rows[i]["n"], "face": faces[i]}
                    for i in result.ids if i in rows and i in faces]
@@ -342,5 +344,5 @@ async def list_meta(request: Request, user: int = Depends(current_user)) -> dict
 @router.get("/meta/gallery/{gallery}")
 async def list_gallery_meta(gallery: str, request: Request,
                             user: int = Depends(current_user)) -> dict[str, Any]:
-    get_backend(request).require_gallery(user, gallery)
+    await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
     return await _meta_list(request, user, gallery)

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from videodetector.backend.errors import bad_param, malformed_json, too_large
+from videodetector.backend.errors import ApiError, bad_param, malformed_json, too_large
 from videodetector.backend.settings import parse_bool
 
 THRESHOLDS = {"strict": 0.7834, "medium": 0.6616, "low": 0.5690, "none": 0.0}
@@ -224,6 +224,8 @@ def _parse_json_body(body: bytes, ctype: str) -> dict[str, Any]:
 async def _read_form(request: Request, max_body: int) -> dict[str, Any]:
     try:
         form = await request.form(max_files=64, max_fields=1000, max_part_size=max_body)
+    except ApiError:
+        raise
     except Exception as exc:  # noqa: BLE001 - multipart parser errors have no common base
         if getattr(exc, "status_code", None) == 413:
             raise too_large("body", max_body + 1, max_body) from None

@@ -94,6 +94,7 @@ class Backend:
         self.tokens = TokenChecker(self.db)
         self.index = IndexRegistry()
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
+        self._keys_since_prune = 0
         self._load_index()
         self._prune_idempotency()
 
@@ -213,9 +214,7 @@ class Backend:
                         raise _Replayed(earlier)
                 ids = self._insert_faces(conn, user, post, faces, written, galleries, ts)
                 if post.idempotency_key:
-                    insert(conn, "idempotency", {"user_id": user, "key": post.idempotency_key,
-                                                 "face_ids": json.dumps(ids),
-                                                 "created": time.time()})
+                    self._remember(conn, user, post.idempotency_key, ids)
         except _Replayed as replayed:
             self._delete_written(written)
             return replayed.ids
@@ -223,6 +222,15 @@ class Backend:
             self._delete_written(written)
             raise
         return ids
+
+    def _remember(self, conn: sqlite3.Connection, user: int, key: str, ids: list[int]) -> None:
+        insert(conn, "idempotency", {"user_id": user, "key": key, "face_ids": json.dumps(ids),
+                                     "created": time.time()})
+        self._keys_since_prune += 1
+        if self._keys_since_prune >= 1000:  # forget keys older than idempotency_ttl
+            conn.execute("DELETE FROM idempotency WHERE created < ?",
+                         (time.time() - self.settings.idempotency_ttl,))
+            self._keys_since_prune = 0
 
     def _write_images(self, user: int, post: FacePost, photo: Photo | None,
                       faces: list[NewFace]) -> dict[str, Any]:

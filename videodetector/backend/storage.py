@@ -70,6 +70,7 @@ CREATE INDEX IF NOT EXISTS faces_user ON faces (user_id, id);
 CREATE INDEX IF NOT EXISTS faces_meta ON faces (user_id, meta, id);
 CREATE INDEX IF NOT EXISTS faces_person ON faces (user_id, person_id, cam_id, ts);
 CREATE INDEX IF NOT EXISTS faces_cam ON faces (user_id, cam_id, id);
+CREATE INDEX IF NOT EXISTS faces_photo ON faces (photo);
 CREATE TABLE IF NOT EXISTS face_galleries (
     face_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
