@@ -76,6 +76,8 @@ def test_history_search_filters_and_shape(api: Api):
     assert all_ids == {x["id"] for x in a} | {b["id"]} and no_cam["id"] not in all_ids
     by_cam = api.post("/v0/history/search", json={"cam_ids": ["c2"]}).json()["results"]
     assert [e["id"] for e in by_cam] == [b["id"]]
+    by_cam = api.post("/v0/history/search", data={"cam_ids": "c2,zz"}).json()["results"]
+    assert [e["id"] for e in by_cam] == [b["id"]]
     window = api.post("/v0/history/search", json={
         "start": "2024-03-02T00:00:00", "end": "2024-03-02T23:59:59"}).json()["results"]
     assert {e["id"] for e in window} == {a[1]["id"], b["id"]}

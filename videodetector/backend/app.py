@@ -158,6 +158,23 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
         return RedirectResponse("/v1/docs")
 
 
+def _install_openapi_auth(app: FastAPI) -> None:
+    """Declare the ``Authorization: Token <key>`` header so /v1/docs can send it."""
+    default = app.openapi
+
+    def openapi_with_auth() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default()
+            schema.setdefault("components", {})["securitySchemes"] = {"Token": {
+                "type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "Token <key> (fkvideo_backend token)"}}
+            schema["security"] = [{"Token": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi_with_auth  # type: ignore[method-assign]
+
+
 def _gauges(backend: Backend) -> dict[str, tuple[str, float]]:
     db = backend.db
     return {
@@ -208,6 +225,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             app.include_router(router, prefix=f"/{version}",
                                include_in_schema=version == "v1")
     _install_misc_routes(app, backend, metrics)
+    _install_openapi_auth(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(TrailingSlashMiddleware)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import views
+from videodetector.backend import openapi, views
 from videodetector.backend.deps import current_user, get_backend, params_of
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import Params
@@ -75,7 +75,7 @@ def camera_row(backend: Backend, user: int, cam_id: str) -> Any:
     return row
 
 
-@router.post("/camera", status_code=201)
+@router.post("/camera", status_code=201, openapi_extra=openapi.CAMERA)
 async def create_camera(request: Request, user: int = Depends(current_user)) -> JSONResponse:
     """Create a camera: ``meta``, ``enabled`` (default true), ``url``, ``detector``, ``roi``,
     ``rot``. 201 with the camera."""
@@ -113,7 +113,7 @@ async def get_camera(cam_id: str, request: Request,
     return views.camera_json(row)
 
 
-@router.put("/camera/{cam_id}")
+@router.put("/camera/{cam_id}", openapi_extra=openapi.CAMERA)
 async def put_camera(cam_id: str, request: Request,
                      user: int = Depends(current_user)) -> dict[str, Any]:
     """Change ``meta``, ``url``, ``detector``, ``enabled``, ``roi``, ``rot``."""

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import views
+from videodetector.backend import openapi, views
 from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.deps import (
     current_user,
@@ -49,7 +49,7 @@ def page_request(p: Params, default_limit: int | None) -> PageRequest:
 
 # -- detect / verify / identify ---------------------------------------------
 
-@router.post("/detect")
+@router.post("/detect", openapi_extra=openapi.DETECT)
 async def detect(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
     """Detect faces on ``photo`` (``gender``/``age`` with --gae): ``{faces, orientation}``."""
     backend = get_backend(request)
@@ -74,7 +74,7 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
     return await run_in_threadpool(work)
 
 
-@router.post("/verify")
+@router.post("/verify", openapi_extra=openapi.VERIFY)
 async def verify(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
     """Compare the faces on ``photo1`` and ``photo2`` (``bbox1``, ``bbox2``, ``threshold``,
     ``mf_selector``)."""
@@ -146,14 +146,14 @@ async def _identify(request: Request, user: int, gallery: str | None) -> dict[st
     return await run_in_threadpool(work)
 
 
-@router.post("/identify")
+@router.post("/identify", openapi_extra=openapi.IDENTIFY)
 async def identify(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
     """Search the faces on ``photo`` (or in ``x1,y1,x2,y2`` / ``bbox``, or the normalized
     ``face0``) among the stored faces; ``n``, ``threshold``, ``mf_selector``."""
     return await _identify(request, user, None)
 
 
-@router.post("/faces/gallery/{gallery}/identify")
+@router.post("/faces/gallery/{gallery}/identify", openapi_extra=openapi.IDENTIFY)
 async def identify_in_gallery(gallery: str, request: Request,
                               user: int = Depends(current_user)) -> dict[str, Any]:
     """/identify restricted to one gallery."""
@@ -162,7 +162,7 @@ async def identify_in_gallery(gallery: str, request: Request,
 
 # -- POST /face ----------------------------------------------------------------
 
-@router.post("/face")
+@router.post("/face", openapi_extra=openapi.FACE)
 async def add_face(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
     """Add the faces on ``photo`` (``bbox``, ``mf_selector``, ``meta``, ``galleries``,
     ``cam_id``) or the video detector's normalized ``face0`` with ``bbox``, ``timestamp``
@@ -214,7 +214,7 @@ async def get_face(face_id: int, request: Request,
     return faces[0]
 
 
-@router.put("/face/id/{face_id}")
+@router.put("/face/id/{face_id}", openapi_extra=openapi.FACE_PUT)
 async def put_face(face_id: int, request: Request,
                    user: int = Depends(current_user)) -> dict[str, Any]:
     """Change ``meta``, ``person_id`` and ``galleries`` (``{"add"|"del"|"set": [...]}``)."""

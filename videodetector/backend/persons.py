@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import views
+from videodetector.backend import openapi, views
 from videodetector.backend.deps import current_user, get_backend, params_of, urls_of
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import Params
@@ -104,14 +104,10 @@ def history_filter(user: int, p: Params, person_id: int | None) -> tuple[str, li
     if person_id is not None:
         where.append("person_id = ?")
         args.append(person_id)
-    cam_ids = p.json("cam_ids") if "cam_ids" in p else None
+    cam_ids = camera_ids(p)
     if cam_ids is not None:
-        if not isinstance(cam_ids, list):
-            cam_ids = [cam_ids]
-        if not all(isinstance(c, str | int) and not isinstance(c, bool) for c in cam_ids):
-            raise bad_param("cam_ids", "cam_ids must be a list of camera ids", cam_ids)
         where.append(f"cam_id IN ({placeholders(len(cam_ids))})" if cam_ids else "0")
-        args.extend(str(c) for c in cam_ids)
+        args.extend(cam_ids)
     for name, op in (("start", ">="), ("end", "<=")):
         if p.raw(name) not in (None, ""):
             where.append(f"ts {op} ?")
@@ -120,6 +116,21 @@ def history_filter(user: int, p: Params, person_id: int | None) -> tuple[str, li
         where.append("friend = ?")
         args.append(int(p.flag("friend")))
     return "faces WHERE " + " AND ".join(where), args
+
+
+def camera_ids(p: Params) -> list[str] | None:
+    """``cam_ids``: a JSON list (of strings or numbers), comma-separated text, or repeated."""
+    raw = p.raw("cam_ids")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = p.json("cam_ids") if raw.strip().startswith("[") else [
+            c.strip() for c in raw.split(",") if c.strip()]
+    if not isinstance(raw, list):
+        raw = [raw]
+    if not all(isinstance(c, str | int) and not isinstance(c, bool) for c in raw):
+        raise bad_param("cam_ids", "cam_ids must be a list of camera ids", raw)
+    return [str(c) for c in raw]
 
 
 async def _history(request: Request, user: int, person_id: int | None) -> dict[str, Any]:
@@ -141,7 +152,7 @@ async def _history(request: Request, user: int, person_id: int | None) -> dict[s
     return await run_in_threadpool(work)
 
 
-@router.post("/history/search")
+@router.post("/history/search", openapi_extra=openapi.HISTORY)
 async def history_search(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
     """Camera events filtered by ``person_id``, ``cam_ids``, ``start``, ``end``, ``friend``;
     ``limit`` per page (0 = all), newest first, ``next_page`` while more exist."""

@@ -1,0 +1,50 @@
+"""Request-body descriptions for /v1/docs (the routes read JSON or forms themselves)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def body(files: dict[str, str] | None = None, **fields: str) -> dict[str, Any]:
+    """``openapi_extra`` for a route taking multipart/form-data (with ``files``) or JSON."""
+    props: dict[str, Any] = {
+        name: {"type": "string", "format": "binary", "description": desc}
+        for name, desc in (files or {}).items()
+    }
+    props.update({name: {"type": "string", "description": desc}
+                  for name, desc in fields.items()})
+    schema = {"type": "object", "properties": props}
+    json_props = {name: {"description": desc} for name, desc in fields.items()}
+    json_props.update({name: {"type": "string", "description": "an http(s) URL (--fetch-urls)"}
+                       for name in (files or {})})
+    return {"requestBody": {"content": {
+        "multipart/form-data": {"schema": schema},
+        "application/json": {"schema": {"type": "object", "properties": json_props}},
+    }}}
+
+
+PHOTO = "JPEG, PNG or WebP, at most 10 MB (or a URL with --fetch-urls)"
+THRESHOLD = "strict (0.7834), medium (0.6616), low (0.5690), none, or 0..1; default 0.75"
+MF = "reject, biggest (default) or all"
+BBOX = "JSON list of boxes [[x1, y1, x2, y2], ...]"
+
+DETECT = body({"photo": PHOTO}, gender="true: return gender (needs --gae)",
+              age="true: return age (needs --gae)", emotions="not available: refused")
+VERIFY = body({"photo1": PHOTO, "photo2": PHOTO}, bbox1=BBOX, bbox2=BBOX,
+              threshold=THRESHOLD, mf_selector=MF)
+IDENTIFY = body({"photo": PHOTO, "face0": "an already normalized face (video detector)"},
+                x1="box", y1="box", x2="box", y2="box", bbox=BBOX, n="results per face (1)",
+                threshold=THRESHOLD, mf_selector=MF)
+FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): embedded as is"},
+            meta="user-defined string", galleries="gallery names (JSON list or a,b)",
+            bbox=BBOX, mf_selector=MF, cam_id="camera id: makes the face a history event",
+            timestamp="ISO 8601 capture time", detectorParams="JSON from the video detector",
+            gender="true (needs --gae)", age="true (needs --gae)",
+            idempotency_key="same as the Idempotency-Key header")
+FACE_PUT = body(meta="new meta", person_id="person id (null clears)",
+                galleries='{"add"|"del"|"set": ["gallery", ...]}')
+CAMERA = body(meta="user-defined string", enabled="true (default) or false",
+              url="stream URL", detector="video detector name (GET /camera?detector=)",
+              roi="WxH+X+Y or [W, H, X, Y]", rot="WxH+X+Y or [W, H, X, Y]")
+HISTORY = body(person_id="person id", cam_ids="camera ids", start="ISO 8601",
+               end="ISO 8601", friend="true or false", limit="per page, 0 = all")
