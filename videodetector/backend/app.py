@@ -120,6 +120,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("database error")
         return error_response(ApiError(503, "SERVICE_UNAVAILABLE", f"database error: {exc}"))
 
+    @app.exception_handler(OSError)
+    async def storage_error(_: Request, exc: OSError) -> JSONResponse:
+        log.exception("storage error")
+        return error_response(ApiError(503, "SERVICE_UNAVAILABLE", f"storage error: {exc}"))
+
     @app.exception_handler(ModelError)
     async def model_error(_: Request, exc: ModelError) -> JSONResponse:
         return error_response(ApiError(503, "SERVICE_UNAVAILABLE", f"face models: {exc}"))
