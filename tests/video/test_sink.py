@@ -1,0 +1,131 @@
+"""annotate() and VideoSink."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videodetector.video.sink import VideoSink, annotate, sink_target, track_color
+from videodetector.video.source import open_video
+
+
+def blank(w: int = 320, h: int = 240) -> np.ndarray:
+    return np.zeros((h, w, 3), np.uint8)
+
+
+def test_annotate_draws_boxes_ids_and_tracks() -> None:
+    image = blank()
+    history = [(20.0, 200.0), (60.0, 180.0), (100.0, 170.0)]
+    out = annotate(image, [[100, 50, 200, 150]], [7], [history], draw_track=True)
+    assert out is not image and not image.any()  # input untouched
+    color = np.array(track_color(7))
+    assert np.array_equal(out[100, 100], color)  # left edge of the box
+    assert np.array_equal(out[50, 150], color)  # top edge
+    assert not out[100, 150].any()  # inside stays clear
+    assert out[40:50, 100:130].any()  # the id label above the box
+    assert out[185:200, 20:60].any()  # the track polyline
+    no_track = annotate(image, [[100, 50, 200, 150]], [7], [history], draw_track=False)
+    assert not no_track[185:200, 20:60].any()
+
+
+def test_annotate_accepts_nothing_and_checks_lengths() -> None:
+    assert not annotate(blank(), np.zeros((0, 4)), []).any()
+    with pytest.raises(ValueError, match="2 boxes but 1 track ids"):
+        annotate(blank(), [[0, 0, 5, 5], [5, 5, 9, 9]], [1])
+    with pytest.raises(ValueError, match="1 boxes but 2 tracks"):
+        annotate(blank(), [[0, 0, 5, 5]], [1], [[], []], draw_track=True)
+
+
+def test_track_colors_differ() -> None:
+    assert len({track_color(i) for i in range(1, 10)}) == 9
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "avi"])
+def test_sink_writes_annotated_file(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"out.{ext}"
+    with VideoSink(str(path), (160, 120), 25, cam_id="c1") as sink:
+        for i in range(20):
+            image = blank()
+            image[:, i * 10 : i * 10 + 20] = 255
+            assert sink.write(annotate(image, [[10, 10, 100, 100]], [i]))
+    assert sink.enabled and sink.error is None and sink.frames_written == 20
+    frames = list(open_video(str(path)))
+    assert len(frames) == 20
+    assert frames[0].image.shape == (120, 160, 3)
+    assert frames[10].image[:, 50:60].mean() > 200  # the moving bar, halved
+    assert [f.pts for f in frames] == pytest.approx([i / 25 for i in range(20)], abs=0.05)
+
+
+def test_sink_keeps_first_frame_size_and_rounds_to_even(tmp_path: Path) -> None:
+    path = tmp_path / "out.mkv"
+    with VideoSink(str(path), None, 10) as sink:
+        for _ in range(3):
+            sink.write(blank(161, 99))
+    assert sink.size == (160, 98)
+    assert list(open_video(str(path)))[0].image.shape == (98, 160, 3)
+
+
+def test_sink_streams_mpegts_over_udp() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(3)
+        with VideoSink(f"udp://127.0.0.1:{rx.getsockname()[1]}", (160, 120), 25) as sink:
+            for _ in range(10):
+                sink.write(blank())
+        data = rx.recv(65536)
+    assert sink.enabled and sink.frames_written == 10
+    assert data[0] == 0x47  # MPEG-TS sync byte
+
+
+@pytest.mark.parametrize(
+    "url", ["rtmp://127.0.0.1:1/live/x", "127.0.0.1:1", "/nonexistent/dir/x.mp4"]
+)
+def test_sink_errors_disable_it_without_raising(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    sink = VideoSink(url, (64, 48), 25, cam_id="cam9")
+    deadline = time.monotonic() + 5
+    while sink.enabled and time.monotonic() < deadline:
+        sink.write(blank(64, 48))
+        time.sleep(0.01)
+    sink.close()
+    assert not sink.enabled and sink.error
+    assert not sink.write(blank(64, 48))
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].cam_id == "cam9"
+    assert "disabled" in errors[0].getMessage()
+
+
+def test_stream_sink_drops_instead_of_waiting() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        sink = VideoSink(f"udp://127.0.0.1:{rx.getsockname()[1]}", (640, 480), 25, queue_size=1)
+        start = time.monotonic()
+        for _ in range(30):
+            sink.write(blank(640, 480))
+        elapsed = time.monotonic() - start
+        sink.close()
+    assert elapsed < 0.5 and sink.dropped > 0
+    assert sink.frames_written + sink.dropped == 30
+
+
+def test_sink_target() -> None:
+    assert sink_target("192.168.15.1:3222", "cam1") == ("rtmp://192.168.15.1:3222/live/cam1", "flv")
+    assert sink_target("rtmp://h/app/s") == ("rtmp://h/app/s", "flv")
+    assert sink_target("udp://239.0.0.1:1234") == ("udp://239.0.0.1:1234", "mpegts")
+    assert sink_target("rtsp://h:8554/out") == ("rtsp://h:8554/out", "rtsp")
+    assert sink_target("/tmp/out.mkv") == ("/tmp/out.mkv", None)
+    for bad in ["", "ftp://h/x", "/tmp/noext"]:
+        with pytest.raises(ValueError, match="--sink-url"):
+            sink_target(bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"), [(("x.mp4", (0, 10), 25), "--sink-res"), (("x.mp4", None, 0), "fps")]
+)
+def test_sink_rejects_bad_settings(args: tuple, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        VideoSink(*args)
