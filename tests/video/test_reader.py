@@ -100,6 +100,8 @@ def test_stop_is_prompt_and_ends_consumer(clip: Path) -> None:
 def test_invalid_arguments(clip: Path) -> None:
     with pytest.raises(ValueError, match="queue_size"):
         FrameReader(parse_source(str(clip)), queue_size=0)
+    with pytest.raises(ValueError, match="multiple of 90"):
+        FrameReader(parse_source(str(clip)), rotate=45)
     with pytest.raises(ValueError, match="watchdog_timeout"):
         FrameReader(parse_source(str(clip)), watchdog_timeout=0)
 

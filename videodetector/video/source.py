@@ -326,13 +326,15 @@ class VideoStream:
         """Decoded frames; decoder errors are skipped, demuxer errors end or raise (live)."""
         restarts = 0
         last_frame = time.monotonic()
+        video = self._stream.index
         while True:
             try:
-                for packet in self._container.demux(self._stream):
-                    for av_frame in self._decode(packet):
-                        restarts = 0
-                        yield av_frame
-                        last_frame = time.monotonic()
+                for packet in self._packets():
+                    if packet.stream_index == video:
+                        for av_frame in self._decode(packet):
+                            restarts = 0
+                            yield av_frame
+                            last_frame = time.monotonic()
                     self._check_stall(last_frame)
                 return
             except av.error.EOFError:
@@ -346,6 +348,11 @@ class VideoStream:
                 restarts += 1
                 if restarts > _MAX_DEMUX_RESTARTS:  # a broken file ends here, quietly
                     return
+
+    def _packets(self) -> Iterator[av.Packet]:
+        """Video packets; for live sources all packets, so that a stream where only audio
+        still flows is caught by the frame-gap check."""
+        return self._container.demux() if self.spec.live else self._container.demux(self._stream)
 
     def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
         try:
@@ -549,7 +556,7 @@ class FrameReader:
         self.cam_id = cam_id
         self.error: SourceError | None = None  # why a file ended early (open/read failure)
         self._params = dict(params or {})
-        self._rotate = rotate
+        self._rotate = normalize_rotation(rotate)
         self._realtime = realtime
         self._watchdog_timeout = watchdog_timeout
         self._may_drop = not disable_drops and (spec.live or realtime)
@@ -651,6 +658,9 @@ class FrameReader:
                 reason = str(exc)
                 if isinstance(exc, StreamStalled):
                     self._bump(stalls=1)
+            except Exception as exc:  # unexpected (PyAV, numpy): log it, keep the camera alive
+                self._log.exception("[%s] decoding failed", self._name)
+                reason = f"{type(exc).__name__}: {exc}"
             if self._stop.is_set():
                 return
             delay = self._backoff.next()
