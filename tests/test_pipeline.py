@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import cv2
 import numpy as np
 import pytest
 
@@ -120,3 +121,37 @@ def test_no_face_clip_posts_nothing():
     pipe, snaps = run_clip(str(shared_file("clips_noface/imageio_cockatoo.mp4")))
     assert pipe.stats.frames == 280
     assert snaps == []
+
+
+def still_face_frames(n: int) -> list[Frame]:
+    """A mugshot pasted on a static background, the same image n times (no motion after 1st)."""
+    face = cv2.imread(str(shared_file("stills_meds/S029-02-t10_01.jpg")))
+    face = cv2.resize(face, (face.shape[1] // 2, face.shape[0] // 2))
+    img = np.full((480, 640, 3), 120, np.uint8)
+    h, w = face.shape[:2]
+    img[40:40 + h, 100:100 + w] = face
+    return [Frame(image=img, index=i, pts=i / 25, wall_time=0.0) for i in range(n)]
+
+
+@pytest.mark.media
+def test_a_still_face_is_rechecked_without_motion_and_posted_once():
+    cfg = parse_config(["--source", "x.mp4", *BASE])
+    pipe = FacePipeline(cfg, CameraSpec("c1", "x.mp4"), YuNetDetector(), live=False)
+    snaps = []
+    for fr in still_face_frames(50):
+        snaps += pipe.process(fr)
+    snaps += pipe.finish()
+    # motion only on the first frame; the detector re-checks the tracked face every 5th frame
+    assert pipe.stats.motion_frames == 1
+    assert pipe.stats.detector_runs == 1 + 49 // 5
+    assert len(snaps) == 1
+
+
+@pytest.mark.media
+def test_without_faces_the_detector_sleeps_while_nothing_moves():
+    cfg = parse_config(["--source", "x.mp4", *BASE])
+    pipe = FacePipeline(cfg, CameraSpec("c1", "x.mp4"), YuNetDetector(), live=False)
+    blank = np.full((480, 640, 3), 120, np.uint8)
+    for i in range(30):
+        pipe.process(Frame(image=blank, index=i, pts=i / 25, wall_time=0.0))
+    assert pipe.stats.detector_runs == 1

@@ -35,6 +35,8 @@ from videodetector.video.source import Frame
 
 log = logging.getLogger(__name__)
 
+RECHECK_FRAMES = 5  # without motion, tracked faces are re-detected every this many frames
+
 
 class FaceDetector(Protocol):
     def detect(self, bgr: np.ndarray) -> Detections: ...
@@ -177,7 +179,9 @@ class FacePipeline:
         self.clock = FrameClock(cfg.start_ts, live)
         self.stats = PipelineStats()
         self._seq: dict[int, int] = {}
-        self._skipped = 0
+        self._skipped = 0  # frames since the detector last ran
+        self._active: list[Track] = []
+        self._faces_seen = False  # the last detector run found faces or kept tracks alive
         self._last_t = 0.0
         self._frame_size = (0, 0)
         self.log = logging.LoggerAdapter(log, {"cam_id": camera.cam_id})
@@ -188,13 +192,20 @@ class FacePipeline:
         self._last_t = frame.pts
         self._frame_size = frame.image.shape[1], frame.image.shape[0]
         gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-        if not self.motion.detect(gray).moving:
+        moving = self.motion.detect(gray).moving
+        # Without motion the detector is skipped, but while faces are tracked it still looks
+        # every RECHECK_FRAMES frames, so a face that stands still keeps its track fresh and a
+        # face that left (without motion, e.g. a cut) ends its track.
+        if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
             self._skipped += 1
-            self.tracker.update(None, period=1)
+            self._active = self.tracker.update(None, period=1).active
             return self._to_snapshots(self.selector.tick(frame.pts))
-        self.stats.motion_frames += 1
+        self._skipped = 0
+        self.stats.motion_frames += moving
         dets = self._detect(frame.image)
         update = self.tracker.update(dets)
+        self._active = update.active
+        self._faces_seen = len(dets) > 0 or bool(update.active)
         ready: list[Candidate] = []
         for track in update.ended:
             ready += self.selector.end_track(track.id, frame.pts)
@@ -224,7 +235,8 @@ class FacePipeline:
 
     @property
     def active_tracks(self) -> list[Track]:
-        return self.tracker.tracks
+        """Confirmed tracks after the last frame (for drawing)."""
+        return self._active
 
     # -- steps -----------------------------------------------------------
     def _detect(self, image: np.ndarray) -> Detections:
