@@ -106,7 +106,9 @@ class CameraWorker:
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, CRASH_BACKOFF_MAX)
-        self.log.info("camera %s: stopped", self.camera.cam_id)
+        stats = self.pipeline_stats
+        self.log.info("camera %s: stopped (%d frames processed, %d snapshots)",
+                      self.camera.cam_id, stats.frames, stats.snapshots)
 
     def _run_once(self) -> None:
         cfg = self.cfg

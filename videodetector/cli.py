@@ -119,8 +119,20 @@ class Daemon:
             worker.stop()
         for worker in list(self.workers.values()):
             worker.join(10)
-        for poster in self.posters.values():
-            poster.stop(timeout=FLUSH_SECONDS)
+        # All posters flush at once: a stop with the server down takes FLUSH_SECONDS, not
+        # FLUSH_SECONDS per camera.
+        flushers = [threading.Thread(target=poster.stop, kwargs={"timeout": FLUSH_SECONDS},
+                                     name=f"flush-{cam_id}")
+                    for cam_id, poster in self.posters.items()]
+        for thread in flushers:
+            thread.start()
+        for thread in flushers:
+            thread.join()
+        for cam_id, poster in self.posters.items():
+            stats = poster.stats()
+            log.info("camera %s: %d snapshot(s) delivered, %d refused, %d left in the spool",
+                     cam_id, stats["ok"], stats["failed"], stats["spool_len"],
+                     extra={"cam_id": cam_id})
 
 
 def _safe(name: str) -> str:

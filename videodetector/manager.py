@@ -86,6 +86,7 @@ class CameraManager:
         self.workers: dict[str, Worker] = {}
         self.session = requests.Session()
         self.fetch_errors = 0
+        self.refused: dict[str, CameraSpec] = {}  # cameras that could not be started, as seen
         self._lock = threading.Lock()
 
     def reconcile(self, desired: Iterable[CameraSpec]) -> None:
@@ -107,8 +108,23 @@ class CameraManager:
                     del self.workers[cam_id]
             for cam_id, cam in wanted.items():
                 if cam_id not in self.workers:
-                    self.workers[cam_id] = self.make_worker(cam)
-                    self.workers[cam_id].start()
+                    self._start(cam)
+            for cam_id in set(self.refused) - set(wanted):
+                del self.refused[cam_id]
+
+    def _start(self, cam: CameraSpec) -> None:
+        """Start a worker; a camera that cannot even be set up (e.g. a bad url) is logged
+        once per spec and skipped -- it must not take the daemon and the other cameras down."""
+        try:
+            worker = self.make_worker(cam)
+        except Exception as exc:
+            if self.refused.get(cam.cam_id) != cam:
+                log.error("camera %s: not started: %s", cam.cam_id, exc)
+                self.refused[cam.cam_id] = cam
+            return
+        self.refused.pop(cam.cam_id, None)
+        self.workers[cam.cam_id] = worker
+        worker.start()
 
     def poll_once(self) -> bool:
         try:
