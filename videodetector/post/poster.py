@@ -210,6 +210,8 @@ class Poster:
                 self._inflight = None
                 self._settle(item, outcome)
             if outcome is Outcome.RETRY:
+                if self._stopping:  # the server is unreachable: the spool keeps the rest
+                    return
                 self._pause(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_max_delay)
             else:
