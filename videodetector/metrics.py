@@ -50,7 +50,10 @@ _CAMERA_METRICS = (
 
 def collect_metrics(daemon: Daemon) -> list[Metric]:
     rows = []
-    for cam_id, worker in list(daemon.workers.items()):
+    # In camera-list mode only the cameras the manager still runs are reported: a removed
+    # camera's figures must not linger with stale values.
+    workers = daemon.manager.workers if daemon.manager is not None else daemon.workers
+    for cam_id, worker in list(workers.items()):
         reader = worker.reader.stats() if worker.reader is not None else None
         poster = daemon.posters[cam_id].stats() if cam_id in daemon.posters else {}
         rows.append(((("cam_id", cam_id),), worker, reader, poster))
@@ -59,7 +62,7 @@ def collect_metrics(daemon: Daemon) -> list[Metric]:
         for name, help_, kind, get in _CAMERA_METRICS
     ]
     metrics.append(Metric("fkvideo_cameras_running", "Cameras with a live worker", "gauge",
-                          {(): float(sum(w.is_alive() for w in daemon.workers.values()))}))
+                          {(): float(sum(w.is_alive() for w in workers.values()))}))
     metrics.append(Metric("fkvideo_up_seconds", "Seconds since start", "gauge",
                           {(): time.time() - daemon.started_at}))
     return metrics
