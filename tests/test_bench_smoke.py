@@ -31,7 +31,8 @@ def bench(monkeypatch: pytest.MonkeyPatch):
 
 def test_bench_detector_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     mod = bench("bench_detector")
-    out = mod.main(["--clips", "synthetic", "--seconds", "2", "--max-frames", "12", "--quick"])
+    out = mod.main(["--clips", "synthetic", "--seconds", "2", "--max-frames", "12", "--quick",
+                    "--repeat", "1"])
     assert set(out) >= {"machine", "rows", "decode", "table"}
     assert [r["settings"] for r in out["rows"]] == ["ort=1 defaults", "ort=2 defaults"]
     for row in out["rows"]:
