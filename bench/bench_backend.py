@@ -1,6 +1,6 @@
 """Backend speed: enrollment throughput and /identify latency at 10k and 100k stored faces.
 
-Run from the project root (about 3 minutes):
+Run from the project root (about 1 minute):
 
     python bench/bench_backend.py [--data ../shared/data] [--sizes 10000,100000]
 
