@@ -94,7 +94,8 @@ def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int)
     if rescale_height and image.shape[0] > rescale_height:
         factor = image.shape[0] / rescale_height
         new_w = max(1, round(image.shape[1] / factor))
-        image = cv2.resize(image, (new_w, rescale_height), interpolation=cv2.INTER_AREA)
+        # linear, not area: area resampling at a non-integer ratio costs ~7 ms per 720p frame
+        image = cv2.resize(image, (new_w, rescale_height), interpolation=cv2.INTER_LINEAR)
     return image, float(dx), float(dy), factor
 
 
