@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from videodetector.config import DetectorConfig
 from videodetector.pipeline import CameraSpec, FaceDetector, FacePipeline, PipelineStats
 from videodetector.post.poster import Poster
+from videodetector.video.reader import END, FrameReader
 from videodetector.video.sink import VideoSink, annotate
-from videodetector.video.source import END, FrameReader, SourceError, parse_source
+from videodetector.video.source import SourceError, parse_source
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import pytest
 
 from tests.video.media import make_video, read_index
 from tests.video.mjpeg_server import MjpegServer
-from videodetector.video.source import END, Frame, FrameReader, parse_source
+from videodetector.video.reader import END, FrameReader
+from videodetector.video.source import Frame, parse_source
 
 
 def drain(reader: FrameReader, delay: float = 0.0, limit: float = 10.0) -> list[Frame]:
