@@ -55,7 +55,7 @@ class CameraWorker:
         self.detector_factory = detector_factory
         self.poster = poster
         self.with_sink = with_sink
-        self.run_id = uuid.uuid4().hex[:8]
+        self.run_id = ""  # set per pipeline run, see _run_once
         self.counters = WorkerCounters()
         self.pipeline_stats = PipelineStats()
         self.error: str | None = None
@@ -113,6 +113,10 @@ class CameraWorker:
 
     def _run_once(self) -> None:
         cfg = self.cfg
+        # A new run id per pipeline: after a crash restart, track ids and sequence numbers
+        # start again at 1 and 0, and their idempotency keys must not collide with the
+        # snapshots of the previous pipeline (the backend would drop them as retries).
+        self.run_id = uuid.uuid4().hex[:8]
         pipeline = FacePipeline(cfg, self.camera, self.detector_factory(),
                                 live=self.spec.live, run_id=self.run_id)
         self.pipeline_stats = pipeline.stats
