@@ -21,11 +21,12 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from videodetector.backend.confidence import COS_FAR_1E3
 from videodetector.bestframe import Candidate, make_selector
 from videodetector.config import DetectorConfig
 from videodetector.detections import Detections
 from videodetector.geometry import Rect, scale_box
-from videodetector.models import align_face
+from videodetector.models import SFaceEmbedder, align_face
 from videodetector.motion.detector import FrameDiffMotion
 from videodetector.quality.score import face_quality
 from videodetector.snapshot import Snapshot
@@ -34,6 +35,10 @@ from videodetector.uniq import UniqFilter
 from videodetector.video.source import Frame
 
 log = logging.getLogger(__name__)
+
+# --post-uniq: two posted faces are "similar" (the same person) when the cosine of their SFace
+# embeddings reaches the FAR 1e-3 point measured in docs/thresholds.md.
+SAME_FACE_COSINE = COS_FAR_1E3
 
 RECHECK_FRAMES = 5  # without motion, tracked faces are re-detected every this many frames
 
@@ -97,6 +102,11 @@ def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int)
         # linear, not area: area resampling at a non-integer ratio costs ~7 ms per 720p frame
         image = cv2.resize(image, (new_w, rescale_height), interpolation=cv2.INTER_LINEAR)
     return image, float(dx), float(dy), factor
+
+
+def same_face(a: object, b: object) -> bool:
+    """Two L2-normalised SFace embeddings show the same person (see SAME_FACE_COSINE)."""
+    return float(np.dot(a, b)) >= SAME_FACE_COSINE  # type: ignore[arg-type]
 
 
 def size_ok(xyxy: np.ndarray, min_size: float, max_size: float) -> bool:
@@ -174,9 +184,11 @@ class FacePipeline:
             min_dir_score=cfg.min_dir_score,
         )
         self.uniq = (
-            UniqFilter(cfg.uc_max_time_diff, cfg.uc_max_dup, cfg.uc_max_avg_shift)
+            UniqFilter(cfg.uc_max_time_diff, cfg.uc_max_dup, cfg.uc_max_avg_shift,
+                       similar=same_face)
             if cfg.post_uniq else None
         )
+        self._embedder = SFaceEmbedder() if cfg.post_uniq else None
         self.clock = FrameClock(cfg.start_ts, live)
         self.stats = PipelineStats()
         self._seq: dict[int, int] = {}
@@ -271,15 +283,22 @@ class FacePipeline:
         out = []
         for cand in ready:
             p: FacePayload = cand.payload  # type: ignore[assignment]
-            centre = ((p.xyxy[0] + p.xyxy[2]) / 2, (p.xyxy[1] + p.xyxy[3]) / 2)
-            if self.uniq is not None and not self.uniq.allow(cand.t, centre, cand.track_id):
+            aligned = align_face(p.image, p.landmarks)
+            if not self._unique(cand.t, p.xyxy, aligned):
                 self.stats.suppressed_uniq += 1
                 continue
-            out.append(self._snapshot(cand, p))
+            out.append(self._snapshot(cand, p, aligned))
         self.stats.snapshots += len(out)
         return out
 
-    def _snapshot(self, cand: Candidate, p: FacePayload) -> Snapshot:
+    def _unique(self, t: float, xyxy: np.ndarray, aligned: np.ndarray) -> bool:
+        """--post-uniq: False for a face too similar to too many recent posts nearby."""
+        if self.uniq is None or self._embedder is None:
+            return True
+        centre = (float(xyxy[0] + xyxy[2]) / 2, float(xyxy[1] + xyxy[3]) / 2)
+        return self.uniq.allow(t, centre, self._embedder.embed(aligned))
+
+    def _snapshot(self, cand: Candidate, p: FacePayload, aligned: np.ndarray) -> Snapshot:
         seq = self._seq.get(cand.track_id, 0)
         self._seq[cand.track_id] = seq + 1
         h, w = p.image.shape[:2]
@@ -293,7 +312,7 @@ class FacePipeline:
             score=round(float(cand.score), 6),
             direction_score=round(float(cand.direction_score), 6),
             frame_jpeg=None if self.cfg.only_norm else encode_jpeg(p.image),
-            face_png=encode_png(align_face(p.image, p.landmarks)),
+            face_png=encode_png(aligned),
             track=p.centres if self.cfg.send_track else (),
             label=getattr(cand, "label", ""),
             run_id=self.run_id,
