@@ -73,7 +73,8 @@ class Daemon:
         poster = self.posters.get(camera.cam_id)
         if poster is None:
             spool = str(Path(self.cfg.spool_dir) / _safe(camera.cam_id))
-            poster = Poster(self.cfg, spool=Spool(spool, self.cfg.spool_max_bytes))
+            poster = Poster(self.cfg, spool=Spool(spool, self.cfg.spool_max_bytes),
+                            cam_id=camera.cam_id)
             poster.start()
             self.posters[camera.cam_id] = poster
         worker = CameraWorker(

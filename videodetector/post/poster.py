@@ -79,12 +79,14 @@ class Poster:
         *,
         spool: Spool | None = None,
         backoff_initial: float = BACKOFF_INITIAL,
+        cam_id: str = "",
     ) -> None:
         if cfg.post_queue < 1:
             raise ValueError(f"post_queue must be >= 1, got {cfg.post_queue!r}")
         if spool is None and not cfg.spool_dir:
             raise ValueError("Poster needs a spool: set spool_dir (--spool-dir)")
         self.cfg = cfg
+        self._log = logging.LoggerAdapter(log, {"cam_id": cam_id or "-"})
         self._session = session or requests.Session()
         self._spool = spool if spool is not None else Spool(cfg.spool_dir, cfg.spool_max_bytes)
         self._backoff_initial = backoff_initial
@@ -105,7 +107,8 @@ class Poster:
             raise RuntimeError("Poster already started")
         backlog = len(self._spool)
         if backlog:
-            log.info("poster: %d snapshot(s) in the spool from a previous run go first", backlog)
+            self._log.info("poster: %d snapshot(s) in the spool from a previous run go first",
+                           backlog)
         self._thread = threading.Thread(target=self._run, name="poster", daemon=True)
         self._thread.start()
 
@@ -113,7 +116,8 @@ class Poster:
         """Queue ``snap`` for posting. Never waits for the network."""
         with self._cond:
             if self._closed:
-                log.warning("poster: cam %s: submit after stop, snapshot spooled", snap.cam_id)
+                self._log.warning("poster: cam %s: submit after stop, snapshot spooled",
+                                  snap.cam_id)
                 self._to_spool(snap)
                 return
             backlog = len(self._spool) or len(self._memory) >= self.cfg.post_queue
@@ -134,18 +138,18 @@ class Poster:
             self._thread.join(max(timeout, 0.0) + 0.5)
         with self._cond:
             if self._inflight is not None and self._inflight.spool_seq is None:
-                log.warning("poster: cam %s: stopping during a post, spooling it (it may "
+                self._log.warning("poster: cam %s: stopping during a post, spooling it (it may "
                             "reach the server twice)", self._inflight.snap.cam_id)
                 if not self._to_spool(self._inflight.snap, front=True):
                     self._memory.appendleft(self._inflight.snap)
             if not self._memory_to_spool():
-                log.error("poster: stopped, %d snapshot(s) could not be spooled and are lost",
+                self._log.error("poster: stopped, %d snapshot(s) could not be spooled and are lost",
                           len(self._memory))
             self._closed = True
             self._inflight = None
             left = len(self._spool)
         if left:
-            log.info("poster: stopped, %d snapshot(s) left in the spool %s",
+            self._log.info("poster: stopped, %d snapshot(s) left in the spool %s",
                      left, self._spool.directory)
         self._spool.close()
 
@@ -165,7 +169,7 @@ class Poster:
         try:
             self._spool.push(snap, front=front)
         except OSError as exc:
-            log.error("poster: cam %s: cannot spool %s, kept in memory: %s",
+            self._log.error("poster: cam %s: cannot spool %s, kept in memory: %s",
                       snap.cam_id, snap.idempotency_key, exc)
             return False
         self._counts["spooled"] += 1
@@ -193,7 +197,7 @@ class Poster:
         try:
             self._send_loop()
         except Exception:  # a bug: make it loud; accepted items stay in memory/spool
-            log.critical("poster: the sender thread crashed, posting stopped", exc_info=True)
+            self._log.critical("poster: the sender thread crashed, posting stopped", exc_info=True)
 
     def _send_loop(self) -> None:
         backoff = self._backoff_initial
@@ -250,7 +254,7 @@ class Poster:
         try:
             req = build_request(snap, self.cfg)
         except Exception:
-            log.exception("poster: cam %s: cannot build the request for %s, dropped",
+            self._log.exception("poster: cam %s: cannot build the request for %s, dropped",
                           snap.cam_id, snap.idempotency_key)
             return Outcome.FAILED
         try:
@@ -258,27 +262,28 @@ class Poster:
                 req.url, headers=dict(req.headers), data=list(req.data), files=list(req.files),
                 timeout=self.cfg.req_timeout, verify=self.cfg.to_verify_cert,
             )
-            return _classify(snap, req.url, resp)
+            return _classify(snap, req.url, resp, self._log)
         except requests.RequestException as exc:
-            log.warning("poster: cam %s: post to %s failed (%s), will retry",
+            self._log.warning("poster: cam %s: post to %s failed (%s), will retry",
                         snap.cam_id, req.url, exc)
             return Outcome.RETRY
         except Exception:  # e.g. a header value that cannot be encoded: retrying won't help
-            log.exception("poster: cam %s: cannot post %s, dropped",
+            self._log.exception("poster: cam %s: cannot post %s, dropped",
                           snap.cam_id, snap.idempotency_key)
             return Outcome.FAILED
 
 
-def _classify(snap: Snapshot, url: str, resp: requests.Response) -> Outcome:
+def _classify(snap: Snapshot, url: str, resp: requests.Response,
+              logger: logging.Logger | logging.LoggerAdapter = log) -> Outcome:
     status = resp.status_code
     if 200 <= status < 300:
-        log.debug("poster: cam %s: posted %s (%d)", snap.cam_id, snap.idempotency_key, status)
+        logger.debug("poster: cam %s: posted %s (%d)", snap.cam_id, snap.idempotency_key, status)
         return Outcome.OK
     body = resp.text[:_BODY_LOG_LIMIT]
     if status >= 500 or status in RETRY_STATUSES:
-        log.warning("poster: cam %s: %s answered %d, will retry: %s",
+        logger.warning("poster: cam %s: %s answered %d, will retry: %s",
                     snap.cam_id, url, status, body)
         return Outcome.RETRY
-    log.error("poster: cam %s: %s rejected %s with %d, dropped: %s",
+    logger.error("poster: cam %s: %s rejected %s with %d, dropped: %s",
               snap.cam_id, url, snap.idempotency_key, status, body)
     return Outcome.FAILED
