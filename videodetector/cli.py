@@ -104,8 +104,7 @@ class Daemon:
         worker.stop()
         worker.join()
         if worker.error and worker.pipeline_stats.frames == 0:
-            log.error("source %s failed: %s", self.cfg.source, worker.error)
-            return 1
+            return 1  # the worker has logged why
         return 0
 
     def _run_list(self) -> int:

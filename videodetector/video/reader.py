@@ -221,7 +221,10 @@ class FrameReader:
             self._play_once()
         except SourceError as exc:
             self.error = exc
-            self._log.error("[%s] %s", self._name, exc)
+            # A file that cannot be opened at all is reported by its owner (``error``);
+            # one that fails part-way is logged here, since playback just ends.
+            if self._stats.frames_in:
+                self._log.error("[%s] %s", self._name, exc)
 
     def _run_live(self) -> None:
         while not self._stop.is_set():
