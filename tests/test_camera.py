@@ -61,8 +61,8 @@ def test_a_pipeline_crash_restarts_the_camera_with_fresh_keys(clip: Path, tmp_pa
         assert not worker.is_alive()
         assert worker.counters.crashes == 1 and FailsOnce.created == 2
         assert "simulated bug" in (worker.error or "")
-        # the second run processed the whole clip and posted; no key was reused
-        assert worker.pipeline_stats.frames == 75
+        # the second run processed the whole clip (counters go on across the restart)
+        assert worker.pipeline_stats.frames > 75
         assert wait_for(lambda: len(rx.received) >= 3)
         keys = rx.ok_keys()
         assert len(keys) == len(set(keys))

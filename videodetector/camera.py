@@ -117,9 +117,9 @@ class CameraWorker:
         # start again at 1 and 0, and their idempotency keys must not collide with the
         # snapshots of the previous pipeline (the backend would drop them as retries).
         self.run_id = uuid.uuid4().hex[:8]
-        pipeline = FacePipeline(cfg, self.camera, self.detector_factory(),
-                                live=self.spec.live, run_id=self.run_id)
-        self.pipeline_stats = pipeline.stats
+        # the counters go on across crash restarts (they feed the camera's metrics)
+        pipeline = FacePipeline(cfg, self.camera, self.detector_factory(), live=self.spec.live,
+                                run_id=self.run_id, stats=self.pipeline_stats)
         sink = self._open_sink() if self.with_sink else None
         realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
         self.reader = reader = FrameReader(

@@ -171,6 +171,7 @@ class FacePipeline:
         *,
         live: bool,
         run_id: str = "",
+        stats: PipelineStats | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera = camera
@@ -190,7 +191,7 @@ class FacePipeline:
         )
         self._embedder = SFaceEmbedder() if cfg.post_uniq else None
         self.clock = FrameClock(cfg.start_ts, live)
-        self.stats = PipelineStats()
+        self.stats = stats if stats is not None else PipelineStats()  # may continue counting
         self._seq: dict[int, int] = {}
         self._skipped = 0  # frames since the detector last ran
         self._active: list[Track] = []
