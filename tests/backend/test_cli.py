@@ -90,3 +90,14 @@ def test_serve_as_a_process(tmp_path):
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
     assert proc.returncode in (0, -15), err.decode()
     assert b"Traceback" not in err, err.decode()
+
+
+def test_shipped_example_config_parses():
+    from pathlib import Path
+
+    from videodetector.backend.settings import Settings, read_config_file
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "backend.ini"
+    settings = Settings.from_mapping(read_config_file(path))
+    assert settings.person_identify and settings.friend_interval == 604800
+    assert settings.max_photo_bytes == 10 * 1024 * 1024
