@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from videodetector.video.queues import put_while
 from videodetector.video.source import (
     Frame,
     SourceError,
@@ -301,13 +302,7 @@ class FrameReader:
         return frame
 
     def _put_blocking(self, item: Frame | _EndOfStream) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_while(self._queue, item, lambda: not self._stop.is_set())
 
     def _put_end(self) -> None:
         if not self._put_blocking(END):  # stopped: make room so a waiting get() still ends

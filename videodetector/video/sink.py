@@ -37,6 +37,8 @@ import av
 import cv2
 import numpy as np
 
+from videodetector.video.queues import put_while
+
 log = logging.getLogger(__name__)
 
 _STREAM_FORMATS = {
@@ -214,14 +216,7 @@ class VideoSink:
     def _put_waiting(
         self, item: tuple[np.ndarray, float | None] | None, limit: float | None = None
     ) -> bool:
-        deadline = None if limit is None else time.monotonic() + limit
-        while self.enabled and (deadline is None or time.monotonic() < deadline):
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_while(self._queue, item, lambda: self.enabled, limit)
 
     # ------------------------------------------------------------------ encoder thread
 
