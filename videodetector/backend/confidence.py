@@ -15,7 +15,7 @@ so a client threshold keeps its FindFace meaning. The anchor cosines were measur
 pipeline (YuNet -> align_face -> SFace) by ``bench/thresholds.py``; the figures, data and method
 are in docs/thresholds.md (1e-1 and 1e-3 measured on 24267 impostor pairs; 1e-5 from a
 Gaussian fit to the impostor tail). The default 0.75 lies between medium and strict
-(cos 0.472, FAR ~4e-5 by the same fit).
+(cos 0.471, FAR ~4e-5 by the same fit).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 # Anchor cosines from docs/thresholds.md (bench/thresholds.py).
 COS_FAR_1E1 = 0.2026  # measured
-COS_FAR_1E3 = 0.3941  # measured
+COS_FAR_1E3 = 0.3913  # measured
 COS_FAR_1E5 = 0.5013  # Gaussian tail fit (not measurable with our data)
 
 CONF_LOW = 0.5690
