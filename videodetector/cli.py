@@ -69,6 +69,12 @@ class Daemon:
         # One camera alone gets both cores for its detector; several share them.
         self.detector_threads = 2 if cfg.source else 1
 
+    def make_detector(self) -> YuNetDetector:
+        """With --rescale-height the detector sees frames at that height (the pipeline scales
+        them); without it, at 640 px on the longer side, the model's native size."""
+        max_side = None if self.cfg.rescale_height else YuNetDetector.INPUT
+        return YuNetDetector(threads=self.detector_threads, max_side=max_side)
+
     def make_worker(self, camera: CameraSpec) -> CameraWorker:
         poster = self.posters.get(camera.cam_id)
         if poster is None:
@@ -77,10 +83,8 @@ class Daemon:
                             cam_id=camera.cam_id)
             poster.start()
             self.posters[camera.cam_id] = poster
-        worker = CameraWorker(
-            self.cfg, camera, lambda: YuNetDetector(threads=self.detector_threads), poster,
-            with_sink=bool(self.cfg.sink_url),
-        )
+        worker = CameraWorker(self.cfg, camera, self.make_detector, poster,
+                              with_sink=bool(self.cfg.sink_url))
         self.workers[camera.cam_id] = worker
         return worker
 

@@ -152,11 +152,17 @@ class YuNetDetector:
     STRIDES = (8, 16, 32)
 
     def __init__(
-        self, score_threshold: float = 0.6, nms_threshold: float = 0.3, threads: int = 1
+        self, score_threshold: float = 0.6, nms_threshold: float = 0.3, threads: int = 1,
+        max_side: int | None = INPUT,
     ) -> None:
         if not 0.0 < score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
+        if max_side is not None and max_side < 32:
+            raise ValueError(f"max_side must be >= 32 or None, got {max_side}")
         self.score_threshold = score_threshold
+        # The detector sees the image scaled so its longer side is max_side (None: as given,
+        # e.g. when --rescale-height already chose the size; small faces need more pixels).
+        self.max_side = max_side
         self.nms_threshold = nms_threshold
         self._session = onnx_session(YUNET, threads, dynamic_hw=True)
         self._lock = threading.Lock()  # a session is thread-safe, but keep runs serial per object
@@ -174,11 +180,12 @@ class YuNetDetector:
         if bgr.ndim != 3 or bgr.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 BGR image, got shape {bgr.shape}")
         h, w = bgr.shape[:2]
-        scale = self.INPUT / max(h, w)
+        scale = 1.0 if self.max_side is None else self.max_side / max(h, w)
         rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
         ch, cw = -(-rh // 32) * 32, -(-rw // 32) * 32  # padded up to a multiple of 32
         canvas = np.zeros((ch, cw, 3), np.uint8)
-        canvas[:rh, :rw] = cv2.resize(bgr, (rw, rh), interpolation=cv2.INTER_AREA)
+        canvas[:rh, :rw] = bgr if (rh, rw) == (h, w) else cv2.resize(
+            bgr, (rw, rh), interpolation=cv2.INTER_AREA)
         blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
         with self._lock:
             outs = self._session.run(None, {"input": blob})
