@@ -197,25 +197,14 @@ class FacePipeline:
         self._active: list[Track] = []
         self._faces_seen = False  # the last detector run found faces or kept tracks alive
         self._last_t = 0.0
-        self._frame_size = (0, 0)
-        self.log = logging.LoggerAdapter(log, {"cam_id": camera.cam_id})
 
     # -- per frame -------------------------------------------------------
     def process(self, frame: Frame) -> list[Snapshot]:
         self.stats.frames += 1
         self._last_t = frame.pts
-        self._frame_size = frame.image.shape[1], frame.image.shape[0]
-        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-        moving = self.motion.detect(gray).moving
-        # Without motion the detector is skipped, but while faces are tracked it still looks
-        # every RECHECK_FRAMES frames, so a face that stands still keeps its track fresh and a
-        # face that left (without motion, e.g. a cut) ends its track.
-        if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
-            self._skipped += 1
+        if not self._should_detect(frame.image):
             self._active = self.tracker.update(None, period=1).active
             return self._to_snapshots(self.selector.tick(frame.pts))
-        self._skipped = 0
-        self.stats.motion_frames += moving
         dets = self._detect(frame.image)
         update = self.tracker.update(dets)
         self._active = update.active
@@ -223,8 +212,30 @@ class FacePipeline:
         ready: list[Candidate] = []
         for track in update.ended:
             ready += self.selector.end_track(track.id, frame.pts)
+        ready += self._observe(frame, update.active, dets)
+        ready += self.selector.tick(frame.pts)
+        snapshots = self._to_snapshots(ready)
+        for track in update.ended:  # only after their last snapshots took a sequence number
+            self._seq.pop(track.id, None)
+        return snapshots
+
+    def _should_detect(self, image: np.ndarray) -> bool:
+        """Motion gating. Without motion the detector is skipped, but while faces are tracked
+        it still looks every RECHECK_FRAMES frames, so a face that stands still keeps its track
+        fresh and one that left without motion (e.g. a cut) ends its track."""
+        moving = self.motion.detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).moving
+        if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
+            self._skipped += 1
+            return False
+        self._skipped = 0
+        self.stats.motion_frames += moving
+        return True
+
+    def _observe(self, frame: Frame, active: list[Track], dets: Detections) -> list[Candidate]:
+        """Offer this frame's face of every matched track to the best-frame selector."""
+        ready: list[Candidate] = []
         stamp = self.clock.timestamp(frame)
-        for track in update.active:
+        for track in active:
             if track.det_index < 0:
                 continue
             if track.id not in self._seq:
@@ -233,11 +244,7 @@ class FacePipeline:
             cand = self._candidate(frame, stamp, track, dets, track.det_index)
             if cand is not None:
                 ready += self.selector.observe(cand)
-        ready += self.selector.tick(frame.pts)
-        snapshots = self._to_snapshots(ready)
-        for track in update.ended:  # only after their last snapshots took a sequence number
-            self._seq.pop(track.id, None)
-        return snapshots
+        return ready
 
     def finish(self) -> list[Snapshot]:
         """End of stream: close every track and flush what the selector holds."""
