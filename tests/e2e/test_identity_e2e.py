@@ -35,3 +35,20 @@ def test_the_posted_face_joins_the_enrolled_person(procs: Procs, tmp_path: Path)
               {f["id"] for f in s029 + others}]
     assert len(events) == 1  # exactly one track on this clip
     assert events[0]["person_id"] == s029[0]["person_id"]
+
+
+def test_five_grid_speakers_become_five_persons(procs: Procs, tmp_path: Path) -> None:
+    clips = sorted(shared_file("clips_faces/grid_bbaf2n.mpg").parent.glob("grid_*.mpg"))
+    assert len(clips) == 5
+    port = free_port()
+    token = procs.token(tmp_path / "backend")
+    procs.backend(tmp_path / "backend", port, "--person-identify", "1")
+    api = Api(f"http://127.0.0.1:{port}", token)
+    for i, clip in enumerate(clips):
+        det = procs.detector("--source", str(clip), "--camid", "desk", "-r", "0",
+                             *post_args(port, token, tmp_path / "spool"), tag=str(i),
+                             status=False)
+        assert det.wait(120) == 0, det.tail()
+    events = api.history("desk")
+    assert len(events) == 5  # one talker per clip, one offline snapshot each
+    assert len({e["person_id"] for e in events}) == 5
