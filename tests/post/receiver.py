@@ -71,6 +71,7 @@ class Receiver:
         self.delay = delay
         self.received: list[Received] = []
         self.attempts = 0  # all requests, including answered with errors
+        self.last_key = ""
         self.port = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -99,6 +100,7 @@ class Receiver:
         with self._lock:
             n = self.attempts
             self.attempts += 1
+            self.last_key = req.key  # lets a status function answer per snapshot
             status = self.status(n)
             if 200 <= status < 300:
                 self.received.append(req)

@@ -7,7 +7,8 @@ import pytest
 
 from tests.post.receiver import Receiver, make_snapshot, wait_for
 from videodetector.config import DetectorConfig
-from videodetector.post.poster import Poster
+from videodetector.post.codec import decode_snapshot
+from videodetector.post.poster import MAX_SERVER_ERRORS_PER_ITEM, Poster
 from videodetector.post.spool import Spool
 
 
@@ -106,6 +107,29 @@ def test_4xx_fails_without_retry(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         assert rx.attempts == 3
         assert rx.ok_keys() == [keys(3)[0], keys(3)[2]]
         assert '"status": 400' in caplog.text and "cam-1" in caplog.text
+        # not lost: the refused snapshot is kept on disk, readable, for an operator
+        (kept,) = (tmp_path / "rejected").glob("*.snap")
+        assert decode_snapshot(kept.read_bytes()).idempotency_key == keys(3)[1]
+    finally:
+        poster.stop(1)
+        rx.stop()
+
+
+def test_an_item_the_server_keeps_failing_on_does_not_block_the_rest(tmp_path: Path) -> None:
+    poison = keys(1)[0]
+    rx = Receiver().start()
+    rx.status = lambda n: 500 if rx.last_key == poison else 200
+    poster = started(make_cfg(rx.url, tmp_path))
+    try:
+        for i in range(3):
+            poster.submit(make_snapshot(seq=i))
+        assert wait_for(lambda: poster.stats()["ok"] == 2, timeout=30)
+        assert rx.ok_keys() == keys(3)[1:]
+        stats = poster.stats()
+        assert stats["failed"] == 1 and stats["retries"] == MAX_SERVER_ERRORS_PER_ITEM - 1
+        (kept,) = (tmp_path / "rejected").glob("*.snap")
+        assert decode_snapshot(kept.read_bytes()).idempotency_key == poison
+        assert stats["spool_len"] == 0
     finally:
         poster.stop(1)
         rx.stop()

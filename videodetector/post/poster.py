@@ -13,7 +13,10 @@ bounded in-memory queue (newer). Every spooled item is older than every in-memor
     moved to the spool behind it, and the sender waits (exponential back-off, capped at
     ``retry_max_delay``) before retrying the spool head (``retries``).
   - any other status: the request itself is bad; the response body is logged, the item
-    is counted in ``failed`` and dropped (not retried).
+    is counted in ``failed`` and moved to the spool's ``rejected/`` folder (not retried,
+    not deleted: an operator can inspect and replay it). A 500 repeated
+    ``MAX_SERVER_ERRORS_PER_ITEM`` times for the same item is treated the same way, so one
+    snapshot the server cannot process does not block the ones behind it.
 * ``stop(timeout)`` keeps delivering for at most ``timeout`` seconds, then moves whatever
   is left (including an item still in flight) to the spool. On the next start the spool
   is delivered first. An item in flight at a crash or stop may be delivered twice: the
@@ -42,6 +45,10 @@ from videodetector.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429})
+# A server that answers 500 to the same snapshot this many times in a row is failing on that
+# item (not down: down is a connection error, 502/503/504): it is set aside so the snapshots
+# behind it are not blocked forever.
+MAX_SERVER_ERRORS_PER_ITEM = 5
 BACKOFF_INITIAL = 0.5  # seconds
 _BODY_LOG_LIMIT = 500
 
@@ -59,8 +66,9 @@ class PosterSettings(PostSettings, Protocol):
 
 class Outcome(enum.Enum):
     OK = "ok"
-    FAILED = "failed"  # the request is bad: do not retry
+    FAILED = "failed"  # the request is bad: do not retry, keep it aside
     RETRY = "retry"  # the server could not take it now
+    SERVER_ERROR = "server_error"  # 500: retried, but set aside if it repeats for this item
 
 
 @dataclass
@@ -99,6 +107,7 @@ class Poster:
         self._closed = False  # after stop(): the sender must not touch anything
         self._wake = threading.Event()  # cuts a back-off short (stop)
         self._counts = dict.fromkeys(("ok", "failed", "spooled", "retries"), 0)
+        self._item_errors: dict[str, int] = {}  # 500 answers in a row, per idempotency key
 
     # -- public API ------------------------------------------------------------
 
@@ -212,7 +221,7 @@ class Poster:
                 if self._closed:
                     return
                 self._inflight = None
-                self._settle(item, outcome)
+                outcome = self._settle(item, outcome)
             if outcome is Outcome.RETRY:
                 if self._stopping:  # the server is unreachable: the spool keeps the rest
                     return
@@ -233,16 +242,39 @@ class Poster:
                 return None
             self._cond.wait()
 
-    def _settle(self, item: _Item, outcome: Outcome) -> None:
+    def _settle(self, item: _Item, outcome: Outcome) -> Outcome:
+        """Book the result of one attempt; returns it as RETRY, OK or FAILED."""
+        key = item.snap.idempotency_key
+        if outcome is Outcome.SERVER_ERROR:
+            self._item_errors[key] = self._item_errors.get(key, 0) + 1
+            too_many = self._item_errors[key] >= MAX_SERVER_ERRORS_PER_ITEM
+            outcome = Outcome.FAILED if too_many else Outcome.RETRY
         if outcome is Outcome.RETRY:
             self._counts["retries"] += 1
             if item.spool_seq is None and not self._to_spool(item.snap, front=True):
                 self._memory.appendleft(item.snap)
             self._memory_to_spool()
+            return outcome
+        self._item_errors.pop(key, None)
+        if outcome is Outcome.OK:
+            self._counts["ok"] += 1
+            if item.spool_seq is not None:
+                self._spool.remove(item.spool_seq)
+            return outcome
+        self._counts["failed"] += 1
+        self._set_aside(item)
+        return outcome
+
+    def _set_aside(self, item: _Item) -> None:
+        """A refused snapshot is kept on disk (spool ``rejected/``), never silently lost."""
+        try:
+            path = self._spool.set_aside(item.spool_seq, item.snap)
+        except OSError as exc:
+            self._log.error("poster: cam %s: cannot keep refused %s on disk, lost: %s",
+                            item.snap.cam_id, item.snap.idempotency_key, exc)
             return
-        self._counts["ok" if outcome is Outcome.OK else "failed"] += 1
-        if item.spool_seq is not None:
-            self._spool.remove(item.spool_seq)
+        self._log.error("poster: cam %s: %s refused by the server, kept in %s",
+                        item.snap.cam_id, item.snap.idempotency_key, path)
 
     def _pause(self, seconds: float) -> None:
         """Back-off wait; ends early at stop (never past the stop deadline)."""
@@ -254,7 +286,7 @@ class Poster:
         try:
             req = build_request(snap, self.cfg)
         except Exception:
-            self._log.exception("poster: cam %s: cannot build the request for %s, dropped",
+            self._log.exception("poster: cam %s: cannot build the request for %s",
                           snap.cam_id, snap.idempotency_key)
             return Outcome.FAILED
         try:
@@ -268,7 +300,7 @@ class Poster:
                         snap.cam_id, req.url, exc)
             return Outcome.RETRY
         except Exception:  # e.g. a header value that cannot be encoded: retrying won't help
-            self._log.exception("poster: cam %s: cannot post %s, dropped",
+            self._log.exception("poster: cam %s: cannot post %s",
                           snap.cam_id, snap.idempotency_key)
             return Outcome.FAILED
 
@@ -282,8 +314,8 @@ def _classify(snap: Snapshot, url: str, resp: requests.Response,
     body = resp.text[:_BODY_LOG_LIMIT]
     if status >= 500 or status in RETRY_STATUSES:
         logger.warning("poster: cam %s: %s answered %d, will retry: %s",
-                    snap.cam_id, url, status, body)
-        return Outcome.RETRY
-    logger.error("poster: cam %s: %s rejected %s with %d, dropped: %s",
-              snap.cam_id, url, snap.idempotency_key, status, body)
+                       snap.cam_id, url, status, body)
+        return Outcome.SERVER_ERROR if status == 500 else Outcome.RETRY
+    logger.error("poster: cam %s: %s rejected %s with %d: %s",
+                 snap.cam_id, url, snap.idempotency_key, status, body)
     return Outcome.FAILED

@@ -9,6 +9,10 @@ was being sent when the server failed goes back before the newer ones).
 Beyond ``max_bytes`` the OLDEST items are dropped (counted in ``dropped``, logged); the
 newest item is always kept. An item that cannot be read or decoded is renamed to
 ``.bad`` and skipped. A lock file keeps two processes from sharing one directory.
+
+Items the server refused (a 4xx answer, or a 500 that repeats for the same item) are not
+deleted: ``set_aside`` moves them to ``rejected/`` (outside the queue and the size bound),
+where an operator can inspect them and copy them back into the spool directory to replay.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from videodetector.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 SUFFIX = ".snap"
+REJECTED = "rejected"
 FIRST_SEQ = 10**12  # room below for items pushed at the front
 _NAME_WIDTH = 20
 
@@ -92,6 +97,24 @@ class Spool:
                 return
             self._bytes -= size
             self._path(seq).unlink(missing_ok=True)
+
+    def set_aside(self, seq: int | None, snap: Snapshot) -> Path:
+        """Keep a refused snapshot in ``rejected/``: move item ``seq`` there, or write ``snap``
+        (an item that never was in the spool). Returns its path."""
+        folder = self.directory / REJECTED
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{snap.idempotency_key.replace(':', '_').replace('/', '_')}{SUFFIX}"
+        with self._lock:
+            size = self._items.pop(seq, None) if seq is not None else None
+            if size is not None:
+                self._bytes -= size
+                os.replace(self._path(seq), target)  # type: ignore[arg-type]
+            else:
+                tmp = target.with_suffix(".tmp")
+                tmp.write_bytes(encode_snapshot(snap))
+                os.replace(tmp, target)
+            _fsync_dir(folder)
+        return target
 
     def __len__(self) -> int:
         with self._lock:
