@@ -14,7 +14,7 @@ bounded in-memory queue (newer). Every spooled item is older than every in-memor
     ``retry_max_delay``) before retrying the spool head (``retries``).
   - any other status: the request itself is bad; the response body is logged, the item
     is counted in ``failed`` and moved to the spool's ``rejected/`` folder (not retried,
-    not deleted: an operator can inspect and replay it). A 500 repeated
+    not deleted: an operator can inspect it). A 500 repeated
     ``MAX_SERVER_ERRORS_PER_ITEM`` times for the same item is treated the same way, so one
     snapshot the server cannot process does not block the ones behind it.
 * ``stop(timeout)`` keeps delivering for at most ``timeout`` seconds, then moves whatever

@@ -12,7 +12,7 @@ newest item is always kept. An item that cannot be read or decoded is renamed to
 
 Items the server refused (a 4xx answer, or a 500 that repeats for the same item) are not
 deleted: ``set_aside`` moves them to ``rejected/`` (outside the queue and the size bound),
-where an operator can inspect them and copy them back into the spool directory to replay.
+where an operator can inspect them (``codec.decode_snapshot``); there is no replay tool yet.
 """
 
 from __future__ import annotations
