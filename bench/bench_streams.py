@@ -168,7 +168,7 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         stats = w.reader.stats() if w.reader is not None else None
         frames_in += stats.frames_in if stats else 0
         dropped += stats.dropped if stats else 0
-        processed += w.counters.frames_processed
+        processed += w.pipeline_stats.frames
         runs += w.pipeline_stats.detector_runs
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return StreamsRow(

@@ -32,9 +32,7 @@ CRASH_BACKOFF_MAX = 30.0
 @dataclass
 class WorkerCounters:
     crashes: int = 0
-    frames_processed: int = 0
-    started_at: float = 0.0
-    fps_processed: float = 0.0  # EWMA
+    fps_processed: float = 0.0  # EWMA (frame counts are in FacePipeline.stats)
 
 
 class CameraWorker:
@@ -67,7 +65,6 @@ class CameraWorker:
 
     # -- control ---------------------------------------------------------
     def start(self) -> CameraWorker:
-        self.counters.started_at = time.time()
         self.log.info("camera %s: starting (%s)", self.camera.cam_id, self.spec.display)
         self._thread.start()
         return self
@@ -82,10 +79,6 @@ class CameraWorker:
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
-
-    @property
-    def live(self) -> bool:
-        return self.spec.live
 
     # -- the loop --------------------------------------------------------
     def _run(self) -> None:
@@ -156,7 +149,6 @@ class CameraWorker:
             now = time.monotonic()
             inst = 1.0 / max(now - last, 1e-6)
             self.counters.fps_processed = 0.9 * self.counters.fps_processed + 0.1 * inst
-            self.counters.frames_processed += 1
             last = now
 
     def _open_sink(self) -> VideoSink | None:

@@ -279,10 +279,7 @@ def default_camid(source: str) -> str:
     password-free (``rtsp://u:p@cam7/ch1`` -> ``cam7_ch1``, ``/data/door.mp4`` -> ``door``)."""
     text = source.split(":", 1)[1] if source.startswith("file@") else source
     parts = urlsplit(text)
-    if parts.scheme and parts.netloc:
-        text = (parts.hostname or "") + parts.path
-    else:
-        text = Path(text.split(":", 1)[-1] if source.startswith("file@") else text).stem
+    text = (parts.hostname or "") + parts.path if parts.scheme and parts.netloc else Path(text).stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "camera"
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 Box = tuple[int, int, int, int]
 
 # X geometry "WxH+X+Y" (see X(7), GEOMETRY SPECIFICATIONS). Only non-negative offsets
@@ -71,6 +73,38 @@ def parse_resolution(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise ValueError(f"bad resolution {text!r}: width and height must be positive")
     return w, h
+
+
+def as_boxes(xyxy: np.ndarray) -> np.ndarray:
+    """Any box or list of boxes as an (N, 4) float64 array."""
+    return np.asarray(xyxy, np.float64).reshape(-1, 4)
+
+
+def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` with every box in ``b``, shape (A, B)."""
+    a, b = as_boxes(a_xyxy), as_boxes(b_xyxy)
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def region_rect(value: object) -> Rect | None:
+    """A camera region (roi/rot) as the API gives it: ``[W, H, X, Y]`` (9.1.4) or the
+    command line's ``"WxH+X+Y"``; None when empty. ValueError names the bad value."""
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):
+        return parse_geometry(value)
+    if isinstance(value, list | tuple) and len(value) == 4:
+        w, h, x, y = (int(v) for v in value)
+        return Rect(x=x, y=y, w=w, h=h)
+    raise ValueError(f"expected [W,H,X,Y] or 'WxH+X+Y', got {value!r}")
 
 
 def box_centre(box: tuple[float, float, float, float]) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import requests
 
 from videodetector.config import DetectorConfig
-from videodetector.geometry import Rect, parse_geometry
+from videodetector.geometry import region_rect
 from videodetector.pipeline import CameraSpec
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,6 @@ class Worker(Protocol):
     def is_alive(self) -> bool: ...
 
 
-def parse_region(value: object, name: str) -> Rect | None:
-    """A camera's roi/rot: ``[W, H, X, Y]`` (9.1.4) or ``"WxH+X+Y"`` (the daemon's flags)."""
-    if value in (None, "", []):
-        return None
-    if isinstance(value, str):
-        return parse_geometry(value)
-    if isinstance(value, list | tuple) and len(value) == 4:
-        w, h, x, y = (int(v) for v in value)
-        return parse_geometry(f"{w}x{h}+{x}+{y}")
-    raise ValueError(f"camera {name} must be [W,H,X,Y] or 'WxH+X+Y', got {value!r}")
-
-
 def parse_camera(obj: dict[str, Any]) -> CameraSpec | None:
     """A CameraSpec from one element of the backend's list; None if disabled or unusable."""
     cam_id, url = str(obj.get("id") or ""), str(obj.get("url") or "")
@@ -52,12 +40,14 @@ def parse_camera(obj: dict[str, Any]) -> CameraSpec | None:
     if not cam_id or not url:
         log.warning("ignoring camera without id or url: %r", obj)
         return None
-    try:
-        return CameraSpec(cam_id, url, parse_region(obj.get("roi"), "roi"),
-                          parse_region(obj.get("rot"), "rot"))
-    except ValueError as exc:
-        log.error("camera %s: %s; not started", cam_id, exc)
-        return None
+    regions = {}
+    for key in ("roi", "rot"):
+        try:
+            regions[key] = region_rect(obj.get(key))
+        except ValueError as exc:
+            log.error("camera %s: bad %s: %s; not started", cam_id, key, exc)
+            return None
+    return CameraSpec(cam_id, url, regions["roi"], regions["rot"])
 
 
 def fetch_cameras(cfg: DetectorConfig, session: requests.Session) -> list[CameraSpec]:
@@ -71,10 +61,10 @@ def fetch_cameras(cfg: DetectorConfig, session: requests.Session) -> list[Camera
     resp.raise_for_status()
     body = resp.json()
     items = body.get("cameras", body.get("results", [])) if isinstance(body, dict) else body
-    cams = [parse_camera(o) for o in items if isinstance(o, dict)]
-    # The filter is also applied here in case a backend ignores ?detector=.
-    return [c for c, o in zip(cams, items, strict=True)
-            if c is not None and o.get("detector", cfg.detector_name) == cfg.detector_name]
+    # The detector filter is also applied here in case a backend ignores ?detector=.
+    mine = [o for o in items if isinstance(o, dict)
+            and o.get("detector", cfg.detector_name) == cfg.detector_name]
+    return [c for c in map(parse_camera, mine) if c is not None]
 
 
 class CameraManager:

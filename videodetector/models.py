@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from videodetector.detections import Detections
+from videodetector.geometry import iou_matrix
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +121,11 @@ def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray
     """Indices kept by greedy non-maximum suppression, best score first."""
     order = np.argsort(-score)
     keep: list[int] = []
-    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
     while order.size:
         i = order[0]
         keep.append(int(i))
         rest = order[1:]
-        ix1 = np.maximum(xyxy[i, 0], xyxy[rest, 0])
-        iy1 = np.maximum(xyxy[i, 1], xyxy[rest, 1])
-        ix2 = np.minimum(xyxy[i, 2], xyxy[rest, 2])
-        iy2 = np.minimum(xyxy[i, 3], xyxy[rest, 3])
-        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-        iou = inter / (area[i] + area[rest] - inter + 1e-9)
-        order = rest[iou <= iou_threshold]
+        order = rest[iou_matrix(xyxy[i], xyxy[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 

@@ -25,7 +25,7 @@ from videodetector.backend.confidence import COS_FAR_1E3
 from videodetector.bestframe import Candidate, make_selector
 from videodetector.config import DetectorConfig
 from videodetector.detections import Detections
-from videodetector.geometry import Rect, scale_box
+from videodetector.geometry import Rect, box_centre, scale_box
 from videodetector.models import SFaceEmbedder, align_face
 from videodetector.motion.detector import FrameDiffMotion
 from videodetector.quality.score import face_quality
@@ -121,7 +121,7 @@ def in_roi(xyxy: np.ndarray, roi: Rect | None) -> bool:
     """A face is inside the ROI when its box centre is (documented in the README)."""
     if roi is None:
         return True
-    cx, cy = (xyxy[0] + xyxy[2]) / 2, (xyxy[1] + xyxy[3]) / 2
+    cx, cy = box_centre(xyxy)
     return roi.contains_point(float(cx), float(cy))
 
 
@@ -303,8 +303,8 @@ class FacePipeline:
         """--post-uniq: False for a face too similar to too many recent posts nearby."""
         if self.uniq is None or self._embedder is None:
             return True
-        centre = (float(xyxy[0] + xyxy[2]) / 2, float(xyxy[1] + xyxy[3]) / 2)
-        return self.uniq.allow(t, centre, self._embedder.embed(aligned))
+        cx, cy = box_centre(xyxy)
+        return self.uniq.allow(t, (float(cx), float(cy)), self._embedder.embed(aligned))
 
     def _snapshot(self, cand: Candidate, p: FacePayload, aligned: np.ndarray) -> Snapshot:
         seq = self._seq.get(cand.track_id, 0)

@@ -21,7 +21,7 @@ from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import insert, update
 from videodetector.backend.timeutil import iso, now
-from videodetector.geometry import Rect, parse_geometry
+from videodetector.geometry import region_rect
 
 router = APIRouter(tags=["cameras"])
 
@@ -35,20 +35,15 @@ def region(name: str, value: Any) -> str | None:
             value = json.loads(value)
         except json.JSONDecodeError:
             raise bad_param(name, f"{name} must be WxH+X+Y or [W, H, X, Y]", value) from None
-    if isinstance(value, str):
-        try:
-            return json.dumps(str(parse_geometry(value)))
-        except ValueError as exc:
-            raise bad_param(name, f"{name}: {exc}", value) from None
-    if (isinstance(value, list) and len(value) == 4
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        w, h, x, y = value
-        try:
-            Rect(x=x, y=y, w=w, h=h)
-        except ValueError as exc:
-            raise bad_param(name, f"{name}: {exc}", value) from None
-        return json.dumps(value)
-    raise bad_param(name, f"{name} must be WxH+X+Y or [W, H, X, Y] (integers)", value)
+    integers = (isinstance(value, list) and len(value) == 4
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if not (isinstance(value, str) or integers):
+        raise bad_param(name, f"{name} must be WxH+X+Y or [W, H, X, Y] (integers)", value)
+    try:
+        rect = region_rect(value)
+    except ValueError as exc:
+        raise bad_param(name, f"{name}: {exc}", value) from None
+    return json.dumps(str(rect) if isinstance(value, str) else value)
 
 
 def camera_fields(p: Params) -> dict[str, Any]:

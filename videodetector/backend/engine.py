@@ -16,6 +16,7 @@ import numpy as np
 
 from videodetector.backend.errors import bad_param
 from videodetector.backend.imaging import clamp_box, expand_box
+from videodetector.geometry import box_centre, iou_matrix
 from videodetector.models import TEMPLATE_112, align_face
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,6 @@ class FoundFace:
     @property
     def area(self) -> float:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class FaceEngine:
@@ -157,9 +150,9 @@ def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
     best, best_key = None, (-1.0, -1.0)
     for face in faces:
         fb = (face.box[0] + dx, face.box[1] + dy, face.box[2] + dx, face.box[3] + dy)
-        cx, cy = (fb[0] + fb[2]) / 2, (fb[1] + fb[3]) / 2
+        cx, cy = box_centre(fb)
         inside = box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
-        key = (iou(fb, box), face.score)
+        key = (float(iou_matrix(fb, box)[0, 0]), face.score)
         if (inside or key[0] > 0.3) and key > best_key:
             best_key = key
             best = FoundFace(fb, face.landmarks + np.array([dx, dy], np.float32), face.score)

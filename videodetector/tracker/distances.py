@@ -15,26 +15,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from videodetector.geometry import as_boxes, iou_matrix
+
 MAX_SIZE_RATIO = 2.0  # the distance fallback never matches boxes whose sides differ more
 _BIG = 1e6  # cost of a forbidden pair
-
-
-def _as_boxes(xyxy: np.ndarray) -> np.ndarray:
-    return np.asarray(xyxy, np.float64).reshape(-1, 4)
-
-
-def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box in ``a`` with every box in ``b``, shape (A, B)."""
-    a, b = _as_boxes(a_xyxy), _as_boxes(b_xyxy)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
 
 
 def _mean_side(xyxy: np.ndarray) -> np.ndarray:
@@ -47,7 +31,7 @@ def centre_distance_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray
     1.0 means the centres are one (average) face width apart. Pairs whose mean sides differ
     by more than MAX_SIZE_RATIO get ``inf``.
     """
-    a, b = _as_boxes(a_xyxy), _as_boxes(b_xyxy)
+    a, b = as_boxes(a_xyxy), as_boxes(b_xyxy)
     ca = (a[:, :2] + a[:, 2:]) / 2
     cb = (b[:, :2] + b[:, 2:]) / 2
     dist = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
@@ -80,7 +64,7 @@ def associate(
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-    tracks, dets = _as_boxes(tracks_xyxy), _as_boxes(dets_xyxy)
+    tracks, dets = as_boxes(tracks_xyxy), as_boxes(dets_xyxy)
     iou = iou_matrix(tracks, dets)
     matches = _hungarian(-iou, iou >= iou_threshold)
 
