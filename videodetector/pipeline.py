@@ -26,6 +26,7 @@ from videodetector.bestframe import Candidate, make_selector
 from videodetector.config import DetectorConfig
 from videodetector.detections import Detections
 from videodetector.geometry import Rect, box_centre, scale_box
+from videodetector.images import encode
 from videodetector.models import SFaceEmbedder, align_face
 from videodetector.motion.detector import FrameDiffMotion
 from videodetector.quality.score import face_quality
@@ -123,20 +124,6 @@ def in_roi(xyxy: np.ndarray, roi: Rect | None) -> bool:
         return True
     cx, cy = box_centre(xyxy)
     return roi.contains_point(float(cx), float(cy))
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
 
 
 class FrameClock:
@@ -319,8 +306,8 @@ class FacePipeline:
             bbox=tuple(int(round(v)) for v in box),  # type: ignore[arg-type]
             score=round(float(cand.score), 6),
             direction_score=round(float(cand.direction_score), 6),
-            frame_jpeg=None if self.cfg.only_norm else encode_jpeg(p.image),
-            face_png=encode_png(aligned),
+            frame_jpeg=None if self.cfg.only_norm else encode(p.image),
+            face_png=encode(aligned, "png"),
             track=p.centres if self.cfg.send_track else (),
             label=getattr(cand, "label", ""),
             run_id=self.run_id,

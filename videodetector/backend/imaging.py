@@ -66,14 +66,6 @@ def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int) -> Phot
     return Photo(data, bgr, FORMATS[fmt], content_hash(data), orientation)
 
 
-def encode(image: np.ndarray, ext: str = "jpeg", quality: int = 90) -> bytes:
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == "jpeg" else []
-    ok, buf = cv2.imencode("." + ("jpg" if ext == "jpeg" else ext), image, params)
-    if not ok:
-        raise RuntimeError(f"could not encode a {image.shape} image as {ext}")
-    return buf.tobytes()
-
-
 def clamp_box(box: tuple[float, float, float, float], width: int, height: int
               ) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = box

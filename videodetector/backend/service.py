@@ -27,13 +27,13 @@ from videodetector.backend.imaging import (
     as_aligned_face,
     content_hash,
     decode_photo,
-    encode,
     thumbnail,
 )
 from videodetector.backend.index import IndexRegistry
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
 from videodetector.backend.timeutil import iso, now
+from videodetector.images import encode
 
 log = logging.getLogger(__name__)
 
