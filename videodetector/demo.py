@@ -127,8 +127,7 @@ def all_pages(backend: Backend, path: str, **params: Any) -> list[dict[str, Any]
         items += body["results"]
         if not body.get("next_page"):
             return items
-        resp = requests.get(backend.url + body["next_page"], headers=backend._headers(),
-                            timeout=10)
+        resp = backend.get(body["next_page"])  # path and query, per 9.1 pagination
 
 
 def report(backend: Backend, cam_id: str) -> int:
