@@ -44,15 +44,12 @@ class CameraWorker:
         camera: CameraSpec,
         detector_factory: Callable[[], FaceDetector],
         poster: Poster,
-        *,
-        with_sink: bool = False,
     ) -> None:
         self.cfg = cfg
         self.camera = camera
         self.spec = parse_source(camera.url)
         self.detector_factory = detector_factory
         self.poster = poster
-        self.with_sink = with_sink
         self.run_id = ""  # set per pipeline run, see _run_once
         self.counters = WorkerCounters()
         self.pipeline_stats = PipelineStats()
@@ -113,7 +110,7 @@ class CameraWorker:
         # the counters go on across crash restarts (they feed the camera's metrics)
         pipeline = FacePipeline(cfg, self.camera, self.detector_factory(), live=self.spec.live,
                                 run_id=self.run_id, stats=self.pipeline_stats)
-        sink = self._open_sink() if self.with_sink else None
+        sink = self._open_sink()
         realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
         self.reader = reader = FrameReader(
             self.spec, params=dict(cfg.source_params), rotate=cfg.rotate, realtime=realtime,
@@ -152,6 +149,7 @@ class CameraWorker:
             last = now
 
     def _open_sink(self) -> VideoSink | None:
+        """The annotated output of --sink-url, if set."""
         if not self.cfg.sink_url:
             return None
         fps = self.spec.fps or 25

@@ -83,8 +83,7 @@ class Daemon:
                             cam_id=camera.cam_id)
             poster.start()
             self.posters[camera.cam_id] = poster
-        worker = CameraWorker(self.cfg, camera, self.make_detector, poster,
-                              with_sink=bool(self.cfg.sink_url))
+        worker = CameraWorker(self.cfg, camera, self.make_detector, poster)
         self.workers[camera.cam_id] = worker
         return worker
 
