@@ -454,7 +454,8 @@ def _add_post_options(p: Any) -> None:
     g.add_argument("--api-url", help="host:port or http(s)://host:port (mandatory)")
     g.add_argument("--api-host", help="host, combined with --api-port into --api-url")
     g.add_argument("--api-port", type=int, help="port, see --api-host")
-    g.add_argument("--api-token", help="authentication token (mandatory)")
+    g.add_argument("--api-token", help="authentication token (mandatory; write "
+                   "--api-token=VALUE if a token starts with '-')")
     g.add_argument("--request-url", type=_arg_type(_url_path, "path"), help="(/v1/face/)")
     g.add_argument("--img-arg", help="field name of the full frame (photo)")
     g.add_argument("--headers", "--head", action="append", nargs="+", metavar="'NAME: VALUE'",

@@ -111,7 +111,7 @@ class Backend:
 
 
 def run_detector(backend: Backend, start_ts: datetime, workdir: Path) -> int:
-    cmd = [bin_path("fkvideo_detector"), "--api-url", backend.url, "--api-token", backend.token,
+    cmd = [bin_path("fkvideo_detector"), "--api-url", backend.url, f"--api-token={backend.token}",
            "--detector-name", DETECTOR_NAME, "--camera-url", "/v1/camera", "--single-pass",
            "--realtime", "0", "--start-ts", start_ts.strftime("%Y-%m-%d %H:%M:%S"),
            "--spool-dir", str(workdir / "spool"), "--log-level", "WARNING"]

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.backend.conftest import Api
+from videodetector.backend.auth import new_token_text
 from videodetector.backend.cli import build_parser, main, settings_from_args
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings, SettingsError
@@ -26,6 +27,14 @@ def test_token_prints_token_as_last_word(tmp_path, capsys):
     with BackendServer(Settings(data_dir=tmp_path, log_level="warning")) as srv:
         for token in (long_token, short):
             assert Api(srv.url, token).get("/v1/galleries").status_code == 200
+
+
+def test_long_tokens_are_letters_and_digits_so_they_pass_as_command_line_values():
+    # A token starting with "-" made `fkvideo_detector --api-token <token>` fail
+    # (argparse read it as an option): 1 in 64 tokens did before this.
+    tokens = [new_token_text() for _ in range(2000)]
+    assert all(len(t) == 32 and t.isascii() and t.isalnum() for t in tokens)
+    assert len(set(tokens)) == len(tokens)
 
 
 def test_config_file_and_flags(tmp_path):

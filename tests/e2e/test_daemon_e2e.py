@@ -31,7 +31,7 @@ DELIVERED_RE = r"camera {}: (\d+) snapshot\(s\) delivered, (\d+) refused, (\d+) 
 
 
 def post_args(port: int, token: str, spool: Path) -> list[str]:
-    return ["--api-url", f"{HOST}:{port}", "--api-token", token, "--spool-dir", str(spool)]
+    return ["--api-url", f"{HOST}:{port}", f"--api-token={token}", "--spool-dir", str(spool)]
 
 
 def final_counts(det: Detector, cam_id: str) -> tuple[int, int, int, int]:

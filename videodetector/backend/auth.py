@@ -15,6 +15,10 @@ from videodetector.backend.errors import auth_failed
 from videodetector.backend.storage import Database, insert, utcnow_iso
 
 _SHORT_ALPHABET = string.ascii_uppercase + string.digits
+# Letters and digits only: a token that began with "-" would read as an option
+# on a command line (``--api-token -x...``), and "_" gains nothing.
+_LONG_ALPHABET = string.ascii_letters + string.digits
+_LONG_LENGTH = 32  # 32 x log2(62) = 190 bits
 
 
 def token_hash(token: str) -> str:
@@ -25,7 +29,7 @@ def new_token_text(short: bool = False) -> str:
     if short:
         chars = [secrets.choice(_SHORT_ALPHABET) for _ in range(8)]
         return "".join(chars[:4]) + "-" + "".join(chars[4:])
-    return secrets.token_urlsafe(24)  # 32 characters of [A-Za-z0-9_-]
+    return "".join(secrets.choice(_LONG_ALPHABET) for _ in range(_LONG_LENGTH))
 
 
 def create_token(db: Database, short: bool = False) -> str:
