@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from videodetector.backoff import Backoff
 from videodetector.config import DetectorConfig
 from videodetector.pipeline import CameraSpec, FaceDetector, FacePipeline, PipelineStats
 from videodetector.post.poster import Poster
@@ -26,7 +27,20 @@ from videodetector.video.source import SourceError, parse_source
 
 log = logging.getLogger(__name__)
 
-CRASH_BACKOFF_MAX = 30.0
+CRASH_BACKOFF = (1.0, 30.0)  # first and longest wait before restarting a crashed pipeline, s
+HEALTHY_RUN = 60.0  # a pipeline that ran this long before crashing restarts after the first wait
+
+
+def restart_delay(backoff: Backoff, ran_for: float) -> float:
+    """How long to wait before restarting a pipeline that crashed after ``ran_for`` seconds.
+
+    Crashes in a row wait longer and longer; a crash after a healthy run starts
+    again from the shortest wait (a camera that hits a rare bug once a day must not
+    end up waiting the longest each time).
+    """
+    if ran_for >= HEALTHY_RUN:
+        backoff.reset()
+    return backoff.next()
 
 
 @dataclass
@@ -79,8 +93,10 @@ class CameraWorker:
 
     # -- the loop --------------------------------------------------------
     def _run(self) -> None:
-        backoff = 1.0
+        backoff = Backoff(*CRASH_BACKOFF)
         while not self._stop.is_set():
+            started = time.monotonic()
+            delay = CRASH_BACKOFF[0]
             try:
                 self._run_once()
                 break  # the file ended, or stop() was called
@@ -92,11 +108,11 @@ class CameraWorker:
             except Exception as exc:  # isolation: a bug in one camera never stops the others
                 self.counters.crashes += 1
                 self.error = f"{type(exc).__name__}: {exc}"
+                delay = restart_delay(backoff, time.monotonic() - started)
                 self.log.exception("camera %s: pipeline crashed (restart in %.0fs)",
-                                   self.camera.cam_id, backoff)
-            if self._stop.wait(backoff):
+                                   self.camera.cam_id, delay)
+            if self._stop.wait(delay):
                 break
-            backoff = min(backoff * 2, CRASH_BACKOFF_MAX)
         stats = self.pipeline_stats
         self.log.info("camera %s: stopped (%d frames processed, %d snapshots)",
                       self.camera.cam_id, stats.frames, stats.snapshots)

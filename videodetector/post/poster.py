@@ -38,6 +38,7 @@ from typing import Protocol
 
 import requests
 
+from videodetector.backoff import Backoff
 from videodetector.post.request import PostSettings, build_request
 from videodetector.post.spool import Spool
 from videodetector.snapshot import Snapshot
@@ -209,7 +210,8 @@ class Poster:
             self._log.critical("poster: the sender thread crashed, posting stopped", exc_info=True)
 
     def _send_loop(self) -> None:
-        backoff = self._backoff_initial
+        cap = self.cfg.retry_max_delay
+        backoff = Backoff(min(self._backoff_initial, cap), cap)
         while True:
             with self._cond:
                 item = self._wait_for_item()
@@ -225,10 +227,9 @@ class Poster:
             if outcome is Outcome.RETRY:
                 if self._stopping:  # the server is unreachable: the spool keeps the rest
                     return
-                self._pause(backoff)
-                backoff = min(backoff * 2, self.cfg.retry_max_delay)
+                self._pause(backoff.next())
             else:
-                backoff = self._backoff_initial
+                backoff.reset()
 
     def _wait_for_item(self) -> _Item | None:
         """The next item to send, waiting for one; None when the sender should end."""

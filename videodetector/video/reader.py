@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from videodetector.backoff import Backoff
 from videodetector.video.queues import put_while
 from videodetector.video.source import (
     Frame,
@@ -89,22 +90,6 @@ class ReaderStats:
     queued: int = 0
 
 
-class _Backoff:
-    """Exponential reconnect delay: initial, doubling, capped; reset when frames flow."""
-
-    def __init__(self, initial: float, cap: float) -> None:
-        self.initial, self.cap = initial, cap
-        self.delay = initial
-
-    def next(self) -> float:
-        delay = self.delay
-        self.delay = min(self.delay * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.initial
-
-
 class FrameReader:
     """Decode one source in a background thread into a bounded queue (see module docs)."""
 
@@ -137,7 +122,7 @@ class FrameReader:
         self._may_drop = not disable_drops and (spec.live or realtime)
         self._queue: queue.Queue[Frame | _EndOfStream] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
-        self._backoff = _Backoff(backoff_initial, backoff_max)
+        self._backoff = Backoff(backoff_initial, backoff_max)
         self._join_timeout = join_timeout
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
