@@ -134,3 +134,27 @@ def test_check_config_accepts_the_shipped_example():
     out = run_detector("-c", str(ini), "--check-config")
     assert out.returncode == 0, out.stderr
     assert "configuration ok" in out.stdout
+
+
+def test_requeue_rejected_moves_refused_snapshots_back_unless_the_daemon_runs(tmp_path):
+    from tests.post.receiver import make_snapshot
+    from videodetector.post.spool import Spool
+
+    root = tmp_path / "spool"
+    for cam, n in (("door", 2), ("hall", 1)):
+        spool = Spool(root / cam, 10**9)
+        for i in range(n):
+            spool.set_aside(None, make_snapshot(seq=i, cam_id=cam))
+        spool.close()
+    args = ["--detector-name", "site1", "--api-url", "127.0.0.1:9", "--api-token", "t",
+            "--spool-dir", str(root), "--requeue-rejected"]
+    running = Spool(root / "hall", 10**9)  # as a running daemon's camera holds it
+    out = run_detector(*args, timeout=60)
+    assert out.returncode == 1 and "stop fkvideo_detector" in out.stderr
+    assert "2 snapshot(s) requeued" in out.stdout and "1 spool(s) in use" in out.stdout
+    running.close()
+    out = run_detector(*args, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "1 snapshot(s) requeued" in out.stdout
+    assert [len(Spool(root / cam, 10**9)) for cam in ("door", "hall")] == [2, 1]
+    assert not list(root.glob("*/rejected/*.snap"))

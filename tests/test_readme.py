@@ -18,7 +18,8 @@ def test_every_option_is_in_the_readme_table():
 
 def test_every_option_is_in_the_example_config():
     ini = (README.parent / "configs" / "fkvideo.ini").read_text()
-    skip = {"--help", "--config", "--check-config", "--head", "--api-host", "--api-port"}
+    skip = {"--help", "--config", "--check-config", "--requeue-rejected", "--head", "--api-host",
+            "--api-port"}
     missing = [opt for action in build_parser()._actions for opt in action.option_strings
                if opt.startswith("--") and opt not in skip and f"{opt[2:]}=" not in ini]
     assert missing == []

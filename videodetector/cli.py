@@ -26,7 +26,7 @@ from videodetector.metrics import collect_metrics
 from videodetector.models import YUNET, ModelError, YuNetDetector, model_path
 from videodetector.pipeline import CameraSpec
 from videodetector.post.poster import Poster
-from videodetector.post.spool import Spool
+from videodetector.post.spool import REJECTED, Spool, SpoolLockedError
 from videodetector.status import StatusServer
 
 log = logging.getLogger("fkvideo_detector")
@@ -142,6 +142,31 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "camera"
 
 
+def requeue_rejected(spool_root: Path, max_bytes: int) -> int:
+    """``--requeue-rejected``: put every camera's refused snapshots back in its spool.
+
+    Run it with the daemon stopped: a spool in use by a running camera is skipped
+    (exit code 1). The next start posts them, with their original idempotency keys.
+    """
+    total, busy = 0, 0
+    for rejected in sorted(spool_root.glob(f"*/{REJECTED}")):
+        try:
+            spool = Spool(rejected.parent, max_bytes)
+        except SpoolLockedError as exc:
+            log.error("%s: skipped; stop fkvideo_detector before --requeue-rejected", exc)
+            busy += 1
+            continue
+        try:
+            moved = spool.requeue_rejected()
+        finally:
+            spool.close()
+        log.info("spool %s: %d refused snapshot(s) requeued", rejected.parent, moved)
+        total += moved
+    print(f"{total} snapshot(s) requeued under {spool_root}"
+          + (f"; {busy} spool(s) in use were skipped" if busy else ""))
+    return 1 if busy else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
@@ -158,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_config(cfg))
         print("configuration ok")
         return 0
+    if cfg.requeue_rejected:
+        return requeue_rejected(Path(cfg.spool_dir), cfg.spool_max_bytes)
     daemon = Daemon(cfg)
 
     def on_signal(signum: int, _frame: object) -> None:

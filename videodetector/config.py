@@ -135,6 +135,7 @@ class DetectorConfig:
     status_host: str = "127.0.0.1"
     log_level: str = "INFO"
     check_config: bool = False  # parse, print the configuration and exit
+    requeue_rejected: bool = False  # move refused snapshots back into the spools and exit
     license_ntls_server: str = ""  # accepted for compatibility, ignored
     config: str = ""  # the -c file, "" if none
 
@@ -480,6 +481,8 @@ def _add_service_options(p: Any) -> None:
     g.add_argument("--status-host", help="status endpoint address (127.0.0.1)")
     g.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="(INFO)")
     _flag(g, "--check-config", help="print the configuration and exit")
+    _flag(g, "--requeue-rejected", help="move the snapshots the server refused (<spool-dir>/"
+          "<camera>/rejected/) back into the spools, to be posted on the next start, and exit")
     g.add_argument("--license-ntls-server", help="accepted for compatibility, ignored")
 
 

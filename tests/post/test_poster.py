@@ -115,6 +115,29 @@ def test_4xx_fails_without_retry(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         rx.stop()
 
 
+def test_a_refused_snapshot_requeued_after_the_fix_is_delivered_with_its_key(
+    tmp_path: Path,
+) -> None:
+    rx = Receiver(status=lambda n: 403).start()  # e.g. the token was wrong
+    try:
+        poster = started(make_cfg(rx.url, tmp_path))
+        poster.submit(make_snapshot(seq=0))
+        assert wait_for(lambda: poster.stats()["failed"] == 1)
+        poster.stop(1)
+        assert poster.stats()["spool_len"] == 0
+        spool = Spool(tmp_path, 10**9)
+        assert spool.requeue_rejected() == 1
+        spool.close()
+        assert not list((tmp_path / "rejected").glob("*.snap"))
+        rx.status = lambda n: 200  # fixed
+        again = started(make_cfg(rx.url, tmp_path))
+        assert wait_for(lambda: again.stats()["ok"] == 1)
+        again.stop(1)
+        assert rx.ok_keys() == keys(1)
+    finally:
+        rx.stop()
+
+
 def test_an_item_the_server_keeps_failing_on_does_not_block_the_rest(tmp_path: Path) -> None:
     poison = keys(1)[0]
     rx = Receiver().start()

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.post.receiver import make_snapshot
-from videodetector.post.codec import encode_snapshot
-from videodetector.post.spool import Spool, SpoolLockedError
+from videodetector.post.codec import decode_snapshot, encode_snapshot
+from videodetector.post.spool import REJECTED, Spool, SpoolLockedError
 
 ITEM = len(encode_snapshot(make_snapshot()))
 
@@ -104,3 +105,31 @@ def test_directory_lock(tmp_path: Path) -> None:
 def test_rejects_bad_bound(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         Spool(tmp_path, 0)
+
+
+def _reject(spool: Spool, seqs: list[int]) -> None:
+    """Set items aside as the poster does after a refusal, oldest first (distinct mtimes)."""
+    for age, seq in enumerate(reversed(seqs)):
+        path = spool.set_aside(None, make_snapshot(seq=seq))
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+
+
+def test_requeue_rejected_oldest_first_and_bad_items_stay(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10**9)
+    spool.push(make_snapshot(seq=0))  # still waiting: the requeued items go after it
+    _reject(spool, [3, 1, 2])
+    (tmp_path / REJECTED / "garbage.snap").write_bytes(b"not a snapshot")
+    assert spool.requeue_rejected() == 3
+    assert seqs_of(spool) == [0, 3, 1, 2]
+    assert [p.name for p in (tmp_path / REJECTED).glob("*.snap")] == ["garbage.snap"]
+    assert spool.requeue_rejected() == 0
+
+
+def test_requeue_rejected_stops_at_the_bound_without_dropping(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 2 * ITEM)
+    _reject(spool, [1, 2, 3])
+    assert spool.requeue_rejected() == 2
+    assert spool.dropped == 0
+    assert seqs_of(spool) == [1, 2]
+    (left,) = (tmp_path / REJECTED).glob("*.snap")
+    assert decode_snapshot(left.read_bytes()).seq == 3

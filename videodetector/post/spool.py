@@ -12,7 +12,10 @@ newest item is always kept. An item that cannot be read or decoded is renamed to
 
 Items the server refused (a 4xx answer, or a 500 that repeats for the same item) are not
 deleted: ``set_aside`` moves them to ``rejected/`` (outside the queue and the size bound),
-where an operator can inspect them (``codec.decode_snapshot``); there is no replay tool yet.
+where an operator can inspect them (``codec.decode_snapshot``) and, once the cause is
+fixed (a wrong token, a gallery that did not exist), put them back in the queue with
+``requeue_rejected`` (``fkvideo_detector --requeue-rejected``). They keep their
+idempotency keys, so a snapshot the server did store is not stored twice.
 """
 
 from __future__ import annotations
@@ -115,6 +118,30 @@ class Spool:
                 os.replace(tmp, target)
             _fsync_dir(folder)
         return target
+
+    def requeue_rejected(self) -> int:
+        """Move the items in ``rejected/`` back to the end of the queue, oldest first;
+        how many. An item that cannot be decoded stays where it is (logged), and so do
+        the items that would push the queue past ``max_bytes`` (nothing is dropped)."""
+        folder = self.directory / REJECTED
+        paths = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name))
+        moved = 0
+        for i, path in enumerate(paths):
+            if self.bytes + path.stat().st_size > self.max_bytes:
+                log.warning("spool %s: full (%d bytes): %d refused item(s) left in %s",
+                            self.directory, self.max_bytes, len(paths) - i, folder)
+                break
+            try:
+                snap = decode_snapshot(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                log.error("spool %s: cannot requeue %s: %s", self.directory, path.name, exc)
+                continue
+            self.push(snap)
+            path.unlink()
+            moved += 1
+        if moved:
+            _fsync_dir(folder)
+        return moved
 
     def __len__(self) -> int:
         with self._lock:
