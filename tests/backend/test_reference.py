@@ -91,6 +91,18 @@ def test_identify_4_4_6(api: Api):
     assert list(r.json()["results"].values()) == [[]]
 
 
+def test_identify_strict_shard_option(api: Api):
+    stored = api.add_face(person_photo("A"))
+    for strict in ("true", "false"):
+        r = api.post("/v1/identify", files={"photo": person_photo("A")}, data={"strict": strict})
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Live-Servers"] == "1/1"  # one index shard, live
+        assert next(iter(r.json()["results"].values()))[0]["face"]["id"] == stored["id"]
+    r = api.post("/v1/identify", files={"photo": person_photo("A")}, data={"strict": "maybe"})
+    assert r.status_code == 400
+    assert r.json()["code"] == "BAD_PARAM" and r.json()["param"] == "strict"
+
+
 def test_identify_with_box_params_and_mf_selector_all(api: Api):
     a = api.add_face(person_photo("A"), meta="A")
     b = api.add_face(person_photo("B"), meta="B")

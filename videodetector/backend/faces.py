@@ -114,9 +114,17 @@ async def verify(request: Request, user: int = Depends(current_user)) -> dict[st
     return await run_in_threadpool(work)
 
 
-async def _identify(request: Request, user: int, gallery: str | None) -> dict[str, Any]:
+# The face index is one in-process shard, always live: ``strict`` (9.1: fail when a
+# tntapi shard is down) is validated and can never trigger; X-Live-Servers says 1/1.
+LIVE_SERVERS = "1/1"
+
+
+async def _identify(request: Request, response: Response, user: int,
+                    gallery: str | None) -> dict[str, Any]:
     backend = get_backend(request)
     p = await params_of(request)
+    p.flag("strict")
+    response.headers["X-Live-Servers"] = LIVE_SERVERS
     threshold = p.threshold()
     n = p.integer("n", 1, lo=1, hi=100000)
     selector = p.mf_selector()
@@ -147,17 +155,18 @@ async def _identify(request: Request, user: int, gallery: str | None) -> dict[st
 
 
 @router.post("/identify", openapi_extra=openapi.IDENTIFY)
-async def identify(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+async def identify(request: Request, response: Response,
+                   user: int = Depends(current_user)) -> dict[str, Any]:
     """Search the faces on ``photo`` (or in ``x1,y1,x2,y2`` / ``bbox``, or the normalized
-    ``face0``) among the stored faces; ``n``, ``threshold``, ``mf_selector``."""
-    return await _identify(request, user, None)
+    ``face0``) among the stored faces; ``n``, ``threshold``, ``mf_selector``, ``strict``."""
+    return await _identify(request, response, user, None)
 
 
 @router.post("/faces/gallery/{gallery}/identify", openapi_extra=openapi.IDENTIFY)
-async def identify_in_gallery(gallery: str, request: Request,
+async def identify_in_gallery(gallery: str, request: Request, response: Response,
                               user: int = Depends(current_user)) -> dict[str, Any]:
     """/identify restricted to one gallery."""
-    return await _identify(request, user, gallery)
+    return await _identify(request, response, user, gallery)
 
 
 # -- POST /face ----------------------------------------------------------------

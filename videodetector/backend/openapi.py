@@ -34,7 +34,9 @@ VERIFY = body({"photo1": PHOTO, "photo2": PHOTO}, bbox1=BBOX, bbox2=BBOX,
               threshold=THRESHOLD, mf_selector=MF)
 IDENTIFY = body({"photo": PHOTO, "face0": "an already normalized face (video detector)"},
                 x1="box", y1="box", x2="box", y2="box", bbox=BBOX, n="results per face (1)",
-                threshold=THRESHOLD, mf_selector=MF)
+                threshold=THRESHOLD, mf_selector=MF,
+                strict="true: fail if an index shard is down (one shard here, always live; "
+                       "X-Live-Servers: 1/1)")
 FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): embedded as is"},
             meta="user-defined string", galleries="gallery names (JSON list or a,b)",
             bbox=BBOX, mf_selector=MF, cam_id="camera id: makes the face a history event",
