@@ -24,6 +24,7 @@ from videodetector.config import ConfigError, DetectorConfig, format_config, par
 from videodetector.manager import CameraManager
 from videodetector.metrics import collect_metrics
 from videodetector.models import YUNET, ModelError, YuNetDetector, model_path
+from videodetector.naming import path_component
 from videodetector.pipeline import CameraSpec
 from videodetector.post.poster import Poster
 from videodetector.post.spool import REJECTED, Spool, SpoolLockedError
@@ -78,7 +79,7 @@ class Daemon:
     def make_worker(self, camera: CameraSpec) -> CameraWorker:
         poster = self.posters.get(camera.cam_id)
         if poster is None:
-            spool = str(Path(self.cfg.spool_dir) / _safe(camera.cam_id))
+            spool = str(Path(self.cfg.spool_dir) / path_component(camera.cam_id, "camera"))
             poster = Poster(self.cfg, spool=Spool(spool, self.cfg.spool_max_bytes),
                             cam_id=camera.cam_id)
             poster.start()
@@ -136,10 +137,6 @@ class Daemon:
             log.info("camera %s: %d snapshot(s) delivered, %d refused, %d left in the spool",
                      cam_id, stats["ok"], stats["failed"], stats["spool_len"],
                      extra={"cam_id": cam_id})
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "camera"
 
 
 def requeue_rejected(spool_root: Path, max_bytes: int) -> int:

@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 import configargparse
 
 from videodetector.geometry import Rect, parse_geometry, parse_resolution
+from videodetector.naming import path_component
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,7 @@ def default_camid(source: str) -> str:
 def default_spool_dir(name: str) -> str:
     """``$XDG_STATE_HOME/fkvideo_detector/spool-<name>`` (``~/.local/state`` by default)."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "default"
-    return os.path.join(state, "fkvideo_detector", f"spool-{safe}")
+    return os.path.join(state, "fkvideo_detector", f"spool-{path_component(name, 'default')}")
 
 
 # ---------------------------------------------------------------------------

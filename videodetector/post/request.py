@@ -22,12 +22,12 @@ A multipart/form-data POST to ``api_url + request_url`` with::
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from videodetector import __version__
+from videodetector.naming import path_component
 from videodetector.snapshot import Snapshot
 
 Pairs = tuple[tuple[str, str], ...]
@@ -78,8 +78,7 @@ def detector_params(snap: Snapshot, send_track: bool, realtime1844: bool) -> dic
 
 
 def _file_stem(snap: Snapshot) -> str:
-    cam = re.sub(r"[^A-Za-z0-9_.-]", "_", snap.cam_id) or "cam"
-    return f"{cam}_{snap.track_id}_{snap.seq}"
+    return f"{path_component(snap.cam_id, 'cam')}_{snap.track_id}_{snap.seq}"
 
 
 def build_request(snap: Snapshot, cfg: PostSettings) -> PreparedPost:
