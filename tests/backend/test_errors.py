@@ -59,6 +59,34 @@ def test_bad_path_param_is_bad_param(api: Api):
     assert body["param"] == "face_id" and body["value"] == "abc"
 
 
+HUGE = str(2**64)  # found by schemathesis: ids beyond 64 bits were a 500 from SQLite
+
+
+@pytest.mark.parametrize("method,path,param", [
+    ("GET", f"/v1/face/id/{HUGE}", "face_id"), ("DELETE", f"/v1/face/id/-{HUGE}", "face_id"),
+    ("PUT", f"/v1/face/id/{HUGE}", "face_id"), ("GET", f"/v1/person/id/{HUGE}", "person_id"),
+    ("PUT", f"/v1/person/id/{HUGE}", "person_id"),
+    ("GET", f"/v1/person/history/id/{HUGE}", "person_id"),
+    ("GET", f"/v1/faces?max_id={HUGE}", "max_id"), ("GET", f"/v1/persons?min_id=1e300", "min_id"),
+    ("POST", f"/v1/history/search?person_id={HUGE}", "person_id"),
+])
+def test_ids_beyond_64_bits_are_bad_params(api: Api, method, path, param):
+    body = error_of(api.request(method, path), 400, "BAD_PARAM")
+    assert body["param"] == param
+
+
+def test_person_id_in_face_put_must_be_an_exact_positive_integer(api: Api):
+    face = api.add_face(person_photo("A"))
+    for bad in (2.5, HUGE, "-3", True):
+        r = api.put(f"/v1/face/id/{face['id']}", json={"person_id": bad})
+        assert error_of(r, 400, "BAD_PARAM")["param"] == "person_id", bad
+    big = 2**62 + 1  # would lose its last digit through a float
+    r = api.put(f"/v1/face/id/{face['id']}", json={"person_id": big})
+    assert r.status_code == 200 and r.json()["person_id"] == big
+    r = api.post("/v1/history/search", json={"person_id": big})
+    assert r.status_code == 200, r.text
+
+
 def test_not_found(api: Api):
     error_of(api.get("/v1/face/id/987654321"), 404, "NOT_FOUND")
     error_of(api.put("/v1/face/id/987654321", json={"meta": "x"}), 404, "NOT_FOUND")

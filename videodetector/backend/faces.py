@@ -19,7 +19,7 @@ from videodetector.backend.deps import (
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.params import Params
+from videodetector.backend.params import DbId, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
 from videodetector.backend.timeutil import parse_time
@@ -214,7 +214,7 @@ async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
 # -- /face/id/<id> -------------------------------------------------------------
 
 @router.get("/face/id/{face_id}")
-async def get_face(face_id: int, request: Request,
+async def get_face(face_id: DbId, request: Request,
                    user: int = Depends(current_user)) -> dict[str, Any]:
     backend = get_backend(request)
     faces = await run_in_threadpool(render_faces, request, backend, user, [face_id])
@@ -224,7 +224,7 @@ async def get_face(face_id: int, request: Request,
 
 
 @router.put("/face/id/{face_id}", openapi_extra=openapi.FACE_PUT)
-async def put_face(face_id: int, request: Request,
+async def put_face(face_id: DbId, request: Request,
                    user: int = Depends(current_user)) -> dict[str, Any]:
     """Change ``meta``, ``person_id`` and ``galleries`` (``{"add"|"del"|"set": [...]}``)."""
     backend = get_backend(request)
@@ -253,7 +253,7 @@ def gallery_ops(p: Params) -> dict[str, list[str]] | None:
 
 
 @router.delete("/face/id/{face_id}", status_code=204)
-async def delete_face(face_id: int, request: Request,
+async def delete_face(face_id: DbId, request: Request,
                       user: int = Depends(current_user)) -> Response:
     backend = get_backend(request)
     if not await run_in_threadpool(backend.delete_faces, user, [face_id]):

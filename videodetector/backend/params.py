@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
@@ -19,6 +20,22 @@ DEFAULT_THRESHOLD = 0.75
 MF_SELECTORS = ("reject", "biggest", "all")
 
 Box = tuple[float, float, float, float]
+
+# Ids and integers are SQLite INTEGERs: a value outside 64 bits is a bad parameter,
+# not a server error. ``DbId`` is the type of the ids in URL paths.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DbId = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]
+
+
+def exact_int(value: Any) -> int | None:
+    """``value`` as an int if it is one, or a string of decimal digits; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    digits = text[1:] if text[:1] in "+-" else text
+    return int(text) if digits.isdigit() and digits.isascii() else None
 
 
 class Params:
@@ -76,17 +93,22 @@ class Params:
             raise bad_param(name, f"{name} must be a finite number", value)
         return number
 
-    def integer(self, name: str, default: int | None = None, lo: int | None = None,
-            hi: int | None = None) -> int | None:
-        number = self.number(name)
-        if number is None:
+    def integer(self, name: str, default: int | None = None, lo: int = INT64_MIN,
+                hi: int = INT64_MAX) -> int | None:
+        """An integer (``"12"``, ``12``, also ``"12.0"``) within ``lo..hi`` (64 bits by
+        default); large ids keep every digit (they are not read through a float)."""
+        value = self.raw(name)
+        if value is None or value == "":
             return default
-        if not number.is_integer():
-            raise bad_param(name, f"{name} must be an integer", self.raw(name))
-        if (lo is not None and number < lo) or (hi is not None and number > hi):
-            bounds = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
-            raise bad_param(name, f"{name} must be {bounds}", self.raw(name))
-        return int(number)
+        number = exact_int(value)
+        if number is None:
+            as_float = self.number(name)  # BAD_PARAM if not a number at all
+            if as_float is None or not as_float.is_integer():
+                raise bad_param(name, f"{name} must be an integer", value)
+            number = int(as_float)
+        if not lo <= number <= hi:
+            raise bad_param(name, f"{name} must be in {lo}..{hi}", value)
+        return number
 
     def json(self, name: str) -> Any:
         """A structured value: given as JSON in a JSON body, or as a JSON string in a form."""

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from videodetector.backend import openapi, views
 from videodetector.backend.deps import current_user, get_backend, params_of, urls_of
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.params import Params
+from videodetector.backend.params import DbId, Params
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import PageRequest, page_ids, placeholders, update
 from videodetector.backend.timeutil import parse_time
@@ -67,7 +67,7 @@ def person_json(backend: Backend, user: int, person_id: int) -> dict[str, Any]:
 
 
 @router.get("/person/id/{person_id}")
-async def get_person(person_id: int, request: Request,
+async def get_person(person_id: DbId, request: Request,
                      user: int = Depends(current_user)) -> dict[str, Any]:
     """The person: ``id``, ``meta``, ``faces`` (face ids), ``cam_ids``, ``friend`` (as of the
     latest face)."""
@@ -75,7 +75,7 @@ async def get_person(person_id: int, request: Request,
 
 
 @router.put("/person/id/{person_id}")
-async def put_person(person_id: int, request: Request,
+async def put_person(person_id: DbId, request: Request,
                      user: int = Depends(current_user)) -> dict[str, Any]:
     """Change a person's ``meta``."""
     backend = get_backend(request)
@@ -166,13 +166,13 @@ async def history_search_get(request: Request,
 
 
 @router.get("/person/history/id/{person_id}")
-async def person_history(person_id: int, request: Request,
+async def person_history(person_id: DbId, request: Request,
                          user: int = Depends(current_user)) -> dict[str, Any]:
     """The person's camera events (filters as /history/search, in the query or a JSON body)."""
     return await _history(request, user, person_id)
 
 
 @router.post("/person/history/id/{person_id}", include_in_schema=False)
-async def person_history_post(person_id: int, request: Request,
+async def person_history_post(person_id: DbId, request: Request,
                               user: int = Depends(current_user)) -> dict[str, Any]:
     return await _history(request, user, person_id)

@@ -30,6 +30,7 @@ from videodetector.backend.imaging import (
     thumbnail,
 )
 from videodetector.backend.index import IndexRegistry
+from videodetector.backend.params import INT64_MAX, exact_int
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
 from videodetector.backend.timeutil import iso, now
@@ -428,12 +429,9 @@ class Backend:
     def _own_person(self, conn: sqlite3.Connection, user: int, person: Any) -> int | None:
         if person is None or person == "":
             return None
-        try:
-            pid = int(person)
-            if pid <= 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise bad_param("person_id", "person_id must be a positive integer", person) from None
+        pid = exact_int(person)
+        if pid is None or not 0 < pid <= INT64_MAX:
+            raise bad_param("person_id", "person_id must be a positive integer", person)
         owner = conn.execute("SELECT user_id FROM persons WHERE id = ?", (pid,)).fetchone()
         if owner is None:
             insert(conn, "persons", {"id": pid, "user_id": user, "meta": "",
