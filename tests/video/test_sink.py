@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,8 @@ import pytest
 
 from videodetector.video.sink import VideoSink, annotate, sink_target, track_color
 from videodetector.video.source import open_video
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def blank(w: int = 320, h: int = 240) -> np.ndarray:
@@ -82,6 +89,17 @@ def test_sink_streams_mpegts_over_udp() -> None:
     assert data[0] == 0x47  # MPEG-TS sync byte
 
 
+def test_stream_sink_takes_frames_faster_than_its_rate() -> None:
+    # a burst after a stall, or a 50 fps camera into a 25 fps sink: frames 10 ms apart
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        with VideoSink(f"udp://127.0.0.1:{rx.getsockname()[1]}", (160, 120), 25,
+                       queue_size=64) as sink:
+            for i in range(30):
+                sink.write(np.full((120, 160, 3), i * 8, np.uint8), pts=i * 0.010)
+    assert sink.error is None and sink.frames_written == 30
+
+
 @pytest.mark.parametrize(
     "url", ["rtmp://127.0.0.1:1/live/x", "127.0.0.1:1", "/nonexistent/dir/x.mp4"]
 )
@@ -129,3 +147,33 @@ def test_sink_target() -> None:
 def test_sink_rejects_bad_settings(args: tuple, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         VideoSink(*args)
+
+
+@contextlib.contextmanager
+def ingest_server(scheme: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A media server taking one published stream, in its own process (tests/video/ingest.py)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.video.ingest", scheme], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().strip(), proc  # type: ignore[union-attr]
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(10)
+
+
+def received(proc: subprocess.Popen[str], timeout: float = 15) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("scheme, bare", [("rtmp", False), ("rtmp", True), ("rtsp", False)])
+def test_sink_publishes_to_a_media_server(scheme: str, bare: bool) -> None:
+    with ingest_server(scheme) as (url, server):
+        if bare:  # fkvideo_detector's "host:port" form means rtmp://host:port/live/<camera>
+            url = url.removeprefix("rtmp://").removesuffix("/live/cam")
+        with VideoSink(url, (160, 120), 25, cam_id="cam") as sink:
+            for i in range(40):
+                sink.write(np.full((120, 160, 3), i * 5, np.uint8))
+                time.sleep(0.02)
+        assert sink.enabled and sink.error is None and sink.frames_written == 40
+        assert received(server) == "stream 40 160x120"

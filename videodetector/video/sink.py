@@ -274,6 +274,11 @@ class VideoSink:
         stream.width, stream.height = self.size
         stream.pix_fmt = "yuv420p"
         stream.time_base = self._tick
+        # The encoder counts in the same tick. Left at 1/fps, a stream's millisecond pts
+        # would be rounded to whole frames, and two frames closer than 1/fps (a camera
+        # faster than --sink fps, a burst after a stall) would get one dts: the muxer
+        # refuses that (EINVAL) and the sink turned itself off.
+        stream.codec_context.time_base = self._tick
         if codec == "libx264":
             stream.options = {"preset": "ultrafast", "crf": "23"}
             if self._is_stream:
