@@ -25,6 +25,7 @@ from videodetector.backend import cameras, faces, galleries, persons
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics
+from videodetector.backend.retention import RetentionThread
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
 from videodetector.models import ModelError
@@ -206,10 +207,13 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                     await run_in_threadpool(backend.engine.age_gender)
                 except ApiError as exc:
                     log.error("gae is enabled but unavailable: %s", exc.reason)
+        retention = RetentionThread(backend).start() if settings.history_max_age else None
         log.info("backend ready: data in %s", settings.data_dir.resolve())
         try:
             yield
         finally:
+            if retention is not None:
+                retention.stop()
             backend.close()
 
     app = FastAPI(

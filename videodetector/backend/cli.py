@@ -38,6 +38,9 @@ FLAG_HELP = {
     "model_threads": "onnxruntime threads per model",
     "page_limit": "default page size of paginated lists",
     "idempotency_ttl": "seconds an Idempotency-Key is remembered",
+    "history_max_age": "delete camera events older than this many seconds (and their images); "
+                       "0 = keep forever (default); at least friend_interval",
+    "history_cleanup_interval": "seconds between history retention rounds (default 3600)",
     "preload_models": "load the models at startup (default true)",
     "log_level": "debug, info, warning or error",
 }

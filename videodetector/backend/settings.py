@@ -50,6 +50,9 @@ class Settings:
     model_threads: int = 1
     page_limit: int = 100  # default page size of paginated lists
     idempotency_ttl: float = 3600 * 24 * 7  # seconds an Idempotency-Key is remembered
+    # camera events older than this (seconds) are deleted; 0 = keep forever (retention.py)
+    history_max_age: float = 0.0
+    history_cleanup_interval: float = 3600.0  # seconds between retention rounds
     preload_models: bool = True  # load the models at startup rather than on first use
     log_level: str = "info"
 
@@ -132,6 +135,10 @@ def _check(s: Settings) -> None:
     need(s.model_threads >= 1, "model_threads", ">= 1")
     need(1 <= s.page_limit <= 10000, "page_limit", "in 1..10000")
     need(s.idempotency_ttl > 0, "idempotency_ttl", "> 0")
+    # friend-or-foe counts days within friend_interval: history must reach that far back
+    need(s.history_max_age == 0 or s.history_max_age >= s.friend_interval, "history_max_age",
+         f"0 (keep forever) or >= friend_interval ({s.friend_interval:g} s)")
+    need(s.history_cleanup_interval > 0, "history_cleanup_interval", "> 0")
     need(bool(s.upload_path) and ".." not in s.upload_path.split("/"), "upload_path",
          "a non-empty URL path")
     need(s.upload_url is None or s.upload_url.startswith(("http://", "https://")),
