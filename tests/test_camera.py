@@ -72,3 +72,27 @@ def test_a_pipeline_crash_restarts_the_camera_with_fresh_keys(clip: Path, tmp_pa
     finally:
         poster.stop(timeout=5)
         rx.stop()
+
+
+def test_the_camera_writes_its_annotated_output_to_the_sink(clip: Path, tmp_path: Path):
+    from videodetector.video.source import open_video
+
+    rx = Receiver().start()
+    out = tmp_path / "annotated.mkv"
+    cfg = parse_config(["--source", str(clip), "--camid", "door", "--api-url", rx.url,
+                        "--api-token", "t", "--spool-dir", str(tmp_path / "spool"),
+                        "--sink-url", str(out), "--sink-res", "320x240", "--draw-track", "1"])
+    poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+    poster.start()
+    worker = CameraWorker(cfg, CameraSpec("door", str(clip)), YuNetDetector, poster).start()
+    try:
+        worker.join(60)
+        assert not worker.is_alive() and worker.error is None
+        assert worker.sink is not None and worker.sink.cam_id == "door"
+        with open_video(str(out)) as video:
+            frames = [f.image.shape for f in video]
+        assert len(frames) == worker.pipeline_stats.frames == worker.sink.frames_written
+        assert set(frames) == {(240, 320, 3)}
+    finally:
+        poster.stop(timeout=5)
+        rx.stop()

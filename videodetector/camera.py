@@ -69,6 +69,7 @@ class CameraWorker:
         self.pipeline_stats = PipelineStats()
         self.error: str | None = None
         self.reader: FrameReader | None = None
+        self.sink: VideoSink | None = None  # --sink-url output of the current run
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cam-{camera.cam_id}",
                                         daemon=True)
@@ -126,7 +127,7 @@ class CameraWorker:
         # the counters go on across crash restarts (they feed the camera's metrics)
         pipeline = FacePipeline(cfg, self.camera, self.detector_factory(), live=self.spec.live,
                                 run_id=self.run_id, stats=self.pipeline_stats)
-        sink = self._open_sink()
+        self.sink = sink = self._open_sink()
         realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
         self.reader = reader = FrameReader(
             self.spec, params=dict(cfg.source_params), rotate=cfg.rotate, realtime=realtime,
@@ -169,4 +170,4 @@ class CameraWorker:
         if not self.cfg.sink_url:
             return None
         fps = self.spec.fps or 25
-        return VideoSink(self.cfg.sink_url, self.cfg.sink_res, fps)
+        return VideoSink(self.cfg.sink_url, self.cfg.sink_res, fps, cam_id=self.camera.cam_id)

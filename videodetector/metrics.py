@@ -43,6 +43,12 @@ _CAMERA_METRICS = (
      lambda w, r, p: r.reconnects if r else 0),
     ("fkvideo_pipeline_crashes_total", "Pipeline crashes (the camera was restarted)", "counter",
      lambda w, r, p: w.counters.crashes),
+    ("fkvideo_sink_frames_total", "Frames written to --sink-url (this run)", "counter",
+     lambda w, r, p: w.sink.frames_written if w.sink else 0),
+    ("fkvideo_sink_dropped_total", "Frames --sink-url dropped (slow or unreachable server)",
+     "counter", lambda w, r, p: w.sink.dropped if w.sink else 0),
+    ("fkvideo_sink_reconnects_total", "Attempts to reopen the --sink-url stream", "counter",
+     lambda w, r, p: w.sink.reconnects if w.sink else 0),
     ("fkvideo_last_frame_timestamp_seconds", "Unix time of the last decoded frame", "gauge",
      lambda w, r, p: r.last_frame_time if r else 0.0),
 )

@@ -6,7 +6,7 @@ for RTSP), but only one connection, and the sink's TCP reachability check is a c
 its own. So a small TCP front accepts any number of connections and hands each to a fresh
 one-shot FFmpeg listener on an internal port; the first one that carries a stream is decoded.
 
-It runs as its own process (``python -m tests.video.ingest rtmp|rtsp``): PyAV holds the GIL
+It runs as its own process (``python -m tests.video.ingest rtmp|rtsp [port]``): PyAV holds the GIL
 while a sink connects, so a server in the sink's process could never answer it. The process
 prints its URL, then one line per stream that ended: ``stream <frames> <width>x<height>``.
 """
@@ -44,12 +44,12 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
 
 
 class IngestServer:
-    def __init__(self, scheme: str, path: str = "live/cam") -> None:
+    def __init__(self, scheme: str, path: str = "live/cam", port: int = 0) -> None:
         if scheme not in ("rtmp", "rtsp"):
             raise ValueError(f"scheme must be rtmp or rtsp, got {scheme!r}")
         self.scheme = scheme
         self.path = path
-        self._front = socket.create_server(("127.0.0.1", 0))
+        self._front = socket.create_server(("127.0.0.1", port))
         self.url = f"{scheme}://127.0.0.1:{self._front.getsockname()[1]}/{path}"
         self._stop = threading.Event()
 
@@ -103,7 +103,8 @@ class IngestServer:
 
 
 def main() -> None:
-    server = IngestServer(sys.argv[1]).start()
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    server = IngestServer(sys.argv[1], port=port).start()
     print(server.url, flush=True)
     sys.stdin.read()  # until the test closes our stdin
     server.stop()

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +100,8 @@ def test_stream_sink_takes_frames_faster_than_its_rate() -> None:
     assert sink.error is None and sink.frames_written == 30
 
 
-@pytest.mark.parametrize(
-    "url", ["rtmp://127.0.0.1:1/live/x", "127.0.0.1:1", "/nonexistent/dir/x.mp4"]
-)
-def test_sink_errors_disable_it_without_raising(url: str, caplog: pytest.LogCaptureFixture) -> None:
-    sink = VideoSink(url, (64, 48), 25, cam_id="cam9")
+def test_a_file_that_cannot_be_written_turns_the_sink_off(caplog: pytest.LogCaptureFixture) -> None:
+    sink = VideoSink("/nonexistent/dir/x.mp4", (64, 48), 25, cam_id="cam9")
     deadline = time.monotonic() + 5
     while sink.enabled and time.monotonic() < deadline:
         sink.write(blank(64, 48))
@@ -115,6 +112,23 @@ def test_sink_errors_disable_it_without_raising(url: str, caplog: pytest.LogCapt
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].cam_id == "cam9"
     assert "disabled" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize("url", ["rtmp://127.0.0.1:1/live/x", "127.0.0.1:1"])
+def test_a_stream_server_that_is_down_is_retried_and_logged_once(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = VideoSink(url, (64, 48), 25, cam_id="cam9", retry=(0.05, 0.1))
+    deadline = time.monotonic() + 10
+    while sink.reconnects < 3 and time.monotonic() < deadline:
+        sink.write(blank(64, 48))
+        time.sleep(0.01)
+    sink.close()
+    assert sink.enabled and "Connection refused" in (sink.error or "")
+    assert sink.reconnects >= 3 and sink.frames_written == 0 and sink.dropped > 0
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].cam_id == "cam9"
+    assert "unavailable" in errors[0].getMessage()
 
 
 def test_stream_sink_drops_instead_of_waiting() -> None:
@@ -150,10 +164,10 @@ def test_sink_rejects_bad_settings(args: tuple, match: str) -> None:
 
 
 @contextlib.contextmanager
-def ingest_server(scheme: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def ingest_server(scheme: str, port: int = 0) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A media server taking one published stream, in its own process (tests/video/ingest.py)."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.video.ingest", scheme], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.video.ingest", scheme, str(port)],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         yield proc.stdout.readline().strip(), proc  # type: ignore[union-attr]
     finally:
@@ -177,3 +191,34 @@ def test_sink_publishes_to_a_media_server(scheme: str, bare: bool) -> None:
                 time.sleep(0.02)
         assert sink.enabled and sink.error is None and sink.frames_written == 40
         assert received(server) == "stream 40 160x120"
+
+
+def test_stream_sink_reconnects_when_the_server_comes_back() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = VideoSink(f"rtmp://127.0.0.1:{port}/live/cam", (160, 120), 25, cam_id="cam",
+                     retry=(0.2, 0.5))
+
+    def stream_until(done: Callable[[], bool], limit: float = 20) -> None:
+        deadline = time.monotonic() + limit
+        while not done():
+            assert time.monotonic() < deadline, (sink.error, sink.reconnects)
+            sink.write(blank(160, 120))
+            time.sleep(0.02)
+
+    try:
+        stream_until(lambda: sink.reconnects >= 1)  # no server yet: retried
+        for _ in range(2):  # the server comes up; then it restarts
+            with ingest_server("rtmp", port) as (_, server):
+                stream_until(lambda n=sink.frames_written: sink.frames_written >= n + 25)
+                server.kill()  # the media server goes away mid-stream
+            stream_until(lambda n=sink.reconnects: sink.reconnects > n)
+        with ingest_server("rtmp", port) as (_, server):
+            written = sink.frames_written
+            stream_until(lambda: sink.frames_written >= written + 25)
+            sink.close()
+            frames = int(received(server).split()[1])
+        assert frames >= 25
+    finally:
+        sink.close()

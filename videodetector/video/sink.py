@@ -10,9 +10,11 @@
   ``rtmp://host:port/live/<stream_name>``.
 
 Video is H.264 (libx264, ultrafast/zerolatency) when FFmpeg has it, else MPEG-4 part 2. A sink
-never stops face detection: encoding runs in its own thread, a stream drops frames rather than
-wait, and any error while opening or writing is logged once, with the camera id, after which
-the sink turns itself off (``enabled`` False, ``error`` says why).
+never stops face detection: encoding runs in its own thread and a stream drops frames rather
+than wait. When a stream's server goes away (or is not up yet) the sink logs it once, with the
+camera id, drops frames meanwhile and reconnects with a backoff (1 s doubling to 60 s) until the
+server is back; ``error`` holds the last failure, ``reconnects`` counts the attempts. A file
+that cannot be written is logged once and the sink turns itself off (``enabled`` False).
 
 Known limit: PyAV (18) connects an output URL and writes its header while holding the GIL and
 without any timeout. A TCP check with a timeout runs first, so a dead, refused or unreachable
@@ -37,6 +39,7 @@ import av
 import cv2
 import numpy as np
 
+from videodetector.backoff import Backoff
 from videodetector.video.queues import put_while
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ _STREAM_FORMATS = {
 }
 _BARE_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$")
 _NETWORK_TIMEOUT = 5.0  # seconds to connect to a stream server
+RETRY = (1.0, 60.0)  # first and longest wait before reopening a stream that failed, s
 _DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443, "rtsp": 554, "tcp": None}
 
 
@@ -145,6 +149,7 @@ class VideoSink:
         cam_id: str = "",
         queue_size: int = 16,
         timeout: float = _NETWORK_TIMEOUT,
+        retry: tuple[float, float] = RETRY,
     ) -> None:
         if not fps or not 0 < float(fps) <= 1000:
             raise ValueError(f"sink fps must be in (0, 1000], got {fps!r}")
@@ -156,6 +161,9 @@ class VideoSink:
         self.error: str | None = None
         self.frames_written = 0
         self.dropped = 0
+        self.reconnects = 0  # attempts to reopen a stream after a failure
+        self._backoff = Backoff(*retry)
+        self._retry_at: float | None = None  # while a stream is down: when to try again
         self._is_stream = self._format is not None
         self._timeout = timeout
         self._rate = Fraction(self.fps).limit_denominator(1001)
@@ -223,10 +231,44 @@ class VideoSink:
     def _run(self) -> None:
         try:
             while (item := self._queue.get()) is not None:
-                self._write_now(*item)
+                self._write_or_retry(*item)
             self._finish()
         except Exception as exc:  # never let the sink stop detection
             self._fail(exc)
+
+    def _write_or_retry(self, image: np.ndarray, pts: float | None) -> None:
+        """A file fails for good (``_run`` turns it off); a stream waits out its backoff,
+        dropping frames, then reopens on the next frame."""
+        if not self._is_stream:
+            self._write_now(image, pts)
+            return
+        if self._retry_at is not None:
+            if time.monotonic() < self._retry_at:
+                self.dropped += 1
+                return
+            self.reconnects += 1
+        try:
+            self._write_now(image, pts)
+        except Exception as exc:
+            self._stream_down(exc)
+            return
+        if self._retry_at is not None:
+            self._log.info("[%s] sink %s is back after %d attempt(s)", self.cam_id, self.url,
+                           self.reconnects)
+            self._retry_at = None
+            self._backoff.reset()
+
+    def _stream_down(self, exc: Exception) -> None:
+        first = self._retry_at is None
+        self.error = f"{type(exc).__name__}: {exc}"
+        self._close_container()
+        delay = self._backoff.next()
+        self._retry_at = time.monotonic() + delay
+        self._log.log(
+            logging.ERROR if first else logging.DEBUG,
+            "[%s] sink %s unavailable (face detection continues; retrying, next in %.0f s): %s",
+            self.cam_id, self.url, delay, self.error,
+        )
 
     def _write_now(self, image: np.ndarray, pts: float | None) -> None:
         if self._container is None:
@@ -312,6 +354,9 @@ class VideoSink:
             self.url,
             self.error,
         )
+        self._close_container()
+
+    def _close_container(self) -> None:
         container, self._container = self._container, None
         if container is not None:
             try:
