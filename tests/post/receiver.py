@@ -69,6 +69,7 @@ class Receiver:
     def __init__(self, status: Callable[[int], int] = lambda n: 200, delay: float = 0.0):
         self.status = status
         self.delay = delay
+        self.retry_after: str | None = None  # sent as Retry-After with 429 and 503 answers
         self.received: list[Received] = []
         self.attempts = 0  # all requests, including answered with errors
         self.last_key = ""
@@ -118,6 +119,8 @@ class Receiver:
                     time.sleep(receiver.delay)
                 payload = json.dumps({"status": status}).encode()
                 self.send_response(status)
+                if status in (429, 503) and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

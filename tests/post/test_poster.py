@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,12 @@ import pytest
 from tests.post.receiver import Receiver, make_snapshot, wait_for
 from videodetector.config import DetectorConfig
 from videodetector.post.codec import decode_snapshot
-from videodetector.post.poster import MAX_SERVER_ERRORS_PER_ITEM, Poster
+from videodetector.post.poster import (
+    MAX_RETRY_AFTER,
+    MAX_SERVER_ERRORS_PER_ITEM,
+    Poster,
+    retry_after,
+)
 from videodetector.post.spool import Spool
 
 
@@ -256,6 +262,31 @@ def test_unwritable_spool_keeps_items_in_memory(
             poster.submit(make_snapshot(seq=i))  # queue full, spool refuses: kept anyway
         assert wait_for(lambda: poster.stats()["ok"] == 6)
         assert receiver_keys_once(rx) == keys(6)
+    finally:
+        poster.stop(1)
+        rx.stop()
+
+
+def test_retry_after_is_read_as_seconds_or_a_date() -> None:
+    now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+    assert retry_after("7") == 7.0
+    assert retry_after("Mon, 23 Nov 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now) == 0.0  # in the past
+    assert retry_after("86400") == MAX_RETRY_AFTER
+    assert retry_after(None) is None and retry_after("soon") is None and retry_after("-5") is None
+
+
+def test_a_busy_server_s_retry_after_is_honoured(tmp_path: Path) -> None:
+    rx = Receiver(status=lambda n: 429 if n == 0 else 200)
+    rx.retry_after = "2"
+    rx.start()
+    poster = started(make_cfg(rx.url, tmp_path))  # its own back-off is 0.2 s at most
+    try:
+        t0 = time.monotonic()
+        poster.submit(make_snapshot(seq=0))
+        assert wait_for(lambda: poster.stats()["ok"] == 1)
+        assert time.monotonic() - t0 >= 1.9
+        assert rx.attempts == 2
     finally:
         poster.stop(1)
         rx.stop()

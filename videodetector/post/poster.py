@@ -11,7 +11,8 @@ bounded in-memory queue (newer). Every spooled item is older than every in-memor
   - connection error, timeout, 408, 429, 5xx: the server could not take it. The item
     (if it came from memory) goes back to the FRONT of the spool, the memory queue is
     moved to the spool behind it, and the sender waits (exponential back-off, capped at
-    ``retry_max_delay``) before retrying the spool head (``retries``).
+    ``retry_max_delay``) before retrying the spool head (``retries``). A 429 or 503 with
+    ``Retry-After`` waits at least that long (up to ``MAX_RETRY_AFTER``).
   - any other status: the request itself is bad; the response body is logged, the item
     is counted in ``failed`` and moved to the spool's ``rejected/`` folder (not retried,
     not deleted: an operator can inspect it). A 500 repeated
@@ -34,6 +35,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import requests
@@ -51,6 +54,7 @@ RETRY_STATUSES = frozenset({408, 429})
 # behind it are not blocked forever.
 MAX_SERVER_ERRORS_PER_ITEM = 5
 BACKOFF_INITIAL = 0.5  # seconds
+MAX_RETRY_AFTER = 300.0  # seconds: the longest Retry-After the poster honours
 _BODY_LOG_LIMIT = 500
 
 
@@ -108,6 +112,7 @@ class Poster:
         self._closed = False  # after stop(): the sender must not touch anything
         self._wake = threading.Event()  # cuts a back-off short (stop)
         self._counts = dict.fromkeys(("ok", "failed", "spooled", "retries"), 0)
+        self._server_wait: float | None = None  # the last answer's Retry-After, seconds
         self._item_errors: dict[str, int] = {}  # 500 answers in a row, per idempotency key
 
     # -- public API ------------------------------------------------------------
@@ -227,7 +232,7 @@ class Poster:
             if outcome is Outcome.RETRY:
                 if self._stopping:  # the server is unreachable: the spool keeps the rest
                     return
-                self._pause(backoff.next())
+                self._pause(max(backoff.next(), self._server_wait or 0.0))
             else:
                 backoff.reset()
 
@@ -284,6 +289,7 @@ class Poster:
         self._wake.wait(max(0.0, min(seconds, remaining)))
 
     def _post(self, snap: Snapshot) -> Outcome:
+        self._server_wait = None
         try:
             req = build_request(snap, self.cfg)
         except Exception:
@@ -295,6 +301,8 @@ class Poster:
                 req.url, headers=dict(req.headers), data=list(req.data), files=list(req.files),
                 timeout=self.cfg.req_timeout, verify=self.cfg.to_verify_cert,
             )
+            if resp.status_code in (429, 503):
+                self._server_wait = retry_after(resp.headers.get("Retry-After"))
             return _classify(snap, req.url, resp, self._log)
         except requests.RequestException as exc:
             self._log.warning("poster: cam %s: post to %s failed (%s), will retry",
@@ -304,6 +312,25 @@ class Poster:
             self._log.exception("poster: cam %s: cannot post %s",
                           snap.cam_id, snap.idempotency_key)
             return Outcome.FAILED
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header (RFC 9110: delay-seconds or an HTTP-date) in seconds,
+    within 0..MAX_RETRY_AFTER; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _classify(snap: Snapshot, url: str, resp: requests.Response,
