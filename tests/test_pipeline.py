@@ -150,6 +150,21 @@ def test_a_still_face_is_rechecked_without_motion_and_posted_once():
 
 
 @pytest.mark.media
+def test_finish_mid_stream_posts_the_open_track_and_processing_goes_on():
+    # what a camera does when its live stream goes silent, then comes back
+    cfg = parse_config(["--source", "x.mp4", *BASE])
+    pipe = FacePipeline(cfg, CameraSpec("c1", "x.mp4"), YuNetDetector(), live=False)
+    frames = still_face_frames(40)
+    before = [s for fr in frames[:20] for s in pipe.process(fr)]
+    flushed = pipe.finish()
+    assert before == [] and len(flushed) == 1 and pipe.active_tracks == []
+    after = [s for fr in frames[20:] for s in pipe.process(fr)] + pipe.finish()
+    assert len(after) == 1
+    assert after[0].track_id != flushed[0].track_id  # a new track, with its own id
+    assert (after[0].seq, flushed[0].seq) == (0, 0)
+
+
+@pytest.mark.media
 def test_without_faces_the_detector_sleeps_while_nothing_moves():
     cfg = parse_config(["--source", "x.mp4", *BASE])
     pipe = FacePipeline(cfg, CameraSpec("c1", "x.mp4"), YuNetDetector(), live=False)

@@ -28,6 +28,7 @@ from videodetector.video.source import SourceError, parse_source
 log = logging.getLogger(__name__)
 
 CRASH_BACKOFF = (1.0, 30.0)  # first and longest wait before restarting a crashed pipeline, s
+STREAM_GAP = 2.0  # s without frames from a live source: its tracks are closed and posted
 HEALTHY_RUN = 60.0  # a pipeline that ran this long before crashing restarts after the first wait
 
 
@@ -148,12 +149,20 @@ class CameraWorker:
 
     def _consume(self, reader: FrameReader, pipeline: FacePipeline, sink: VideoSink | None) -> None:
         last = time.monotonic()
+        flushed = False
         while not self._stop.is_set():
             frame = reader.get(timeout=0.5)
             if frame is END:
                 return
             if frame is None:
+                if self.spec.live and not flushed and time.monotonic() - last >= STREAM_GAP:
+                    # the stream went silent (camera down, reconnecting): the faces in it
+                    # will not be seen again, so post them now rather than at reconnect
+                    for snap in pipeline.finish():
+                        self.poster.submit(snap)
+                    flushed = True
                 continue
+            flushed = False
             for snap in pipeline.process(frame):
                 self.poster.submit(snap)
             if sink is not None:

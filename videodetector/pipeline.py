@@ -234,12 +234,18 @@ class FacePipeline:
         return ready
 
     def finish(self) -> list[Snapshot]:
-        """End of stream: close every track and flush what the selector holds."""
+        """End of stream, or a live stream that went silent: close every track and flush
+        what the selector holds. Processing may go on afterwards (new tracks, new ids)."""
         ready: list[Candidate] = []
         for track in self.tracker.finish():
             ready += self.selector.end_track(track.id, self._last_t)
         ready += self.selector.finish(self._last_t)
-        return self._to_snapshots(ready)
+        snapshots = self._to_snapshots(ready)
+        self._seq.clear()
+        self._active = []
+        self._faces_seen = False
+        self.motion.reset()  # after a gap the scene may differ: look at the next frame whole
+        return snapshots
 
     @property
     def active_tracks(self) -> list[Track]:

@@ -4,11 +4,15 @@ processing, with the reconnect counted in /metrics and logged once per attempt."
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.e2e.conftest import Procs, free_port, wait_until
+from tests.e2e.conftest import Api, Procs, free_port, wait_until
 from tests.e2e.test_daemon_e2e import post_args
 from tests.video.mjpeg_server import MjpegServer
+from tests.video.rtsp_camera import RtspCamera
+from videodetector.democlip import Walker, pick_sprites, write_clip
+from videodetector.video.source import open_video
 
 
 def test_live_stream_drops_and_returns(procs: Procs, tmp_path: Path) -> None:
@@ -27,3 +31,28 @@ def test_live_stream_drops_and_returns(procs: Procs, tmp_path: Path) -> None:
     log = det.log()
     assert "reconnect #1" in log and "[lobby]" in log
     assert log.count("camera lobby: starting") == 1  # the reader reconnected, not the worker
+
+
+def test_rtsp_camera_to_the_backend(procs: Procs, tmp_path: Path) -> None:
+    """An RTSP camera (H.264 over RTP in the RTSP connection) -> the daemon -> the backend:
+    the face walking past becomes one history event of that camera, timed by the wall clock."""
+    (sprite,) = pick_sprites(1)
+    clip = write_clip(tmp_path / "walk.mp4", [Walker(sprite, 0.0, 3.0, 100)], seconds=3.5)
+    with open_video(str(clip)) as video:
+        frames = [f.image for f in video]
+    port = free_port()
+    token = procs.token(tmp_path / "backend")
+    procs.backend(tmp_path / "backend", port)
+    api = Api(f"http://127.0.0.1:{port}", token)
+    # one pass of the clip, then the camera stays connected but silent
+    with RtspCamera([("serve", len(frames)), ("stall", 0)], frames=lambda i: frames[i]) as cam:
+        started = datetime.now(UTC)
+        det = procs.detector("--source", cam.url, "--camid", "gate", "-r", "0",
+                             *post_args(port, token, tmp_path / "spool"))
+        wait_until(lambda: api.history("gate"), 60, "a history event from the RTSP camera")
+        det.signal(signal.SIGTERM)
+        assert det.wait(20) == 0, det.tail()
+    (event,) = api.history("gate")
+    when = datetime.fromisoformat(event["timestamp"]).replace(tzinfo=UTC)  # UTC, no offset
+    assert started - timedelta(seconds=5) <= when <= datetime.now(UTC)
+    assert "rtsp://127.0.0.1" in det.log() and "Traceback" not in det.log()
