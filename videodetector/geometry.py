@@ -102,7 +102,10 @@ def region_rect(value: object) -> Rect | None:
     if isinstance(value, str):
         return parse_geometry(value)
     if isinstance(value, list | tuple) and len(value) == 4:
-        w, h, x, y = (int(v) for v in value)
+        try:
+            w, h, x, y = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"[W,H,X,Y] must be integers, got {value!r}") from None
         return Rect(x=x, y=y, w=w, h=h)
     raise ValueError(f"expected [W,H,X,Y] or 'WxH+X+Y', got {value!r}")
 

@@ -59,8 +59,10 @@ def fetch_cameras(cfg: DetectorConfig, session: requests.Session) -> list[Camera
         timeout=cfg.req_timeout, verify=cfg.to_verify_cert,
     )
     resp.raise_for_status()
-    body = resp.json()
+    body = resp.json()  # ValueError if not JSON
     items = body.get("cameras", body.get("results", [])) if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        raise ValueError(f"expected a JSON list of cameras, got {str(body)[:200]!r}")
     # The detector filter is also applied here in case a backend ignores ?detector=.
     mine = [o for o in items if isinstance(o, dict)
             and o.get("detector", cfg.detector_name) == cfg.detector_name]

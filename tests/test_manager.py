@@ -1,0 +1,80 @@
+"""The camera list as the daemon fetches it: shapes a backend may answer, and bad answers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from videodetector.config import parse_config
+from videodetector.manager import CameraManager, fetch_cameras
+
+
+class ListServer:
+    """Answers every GET with ``self.body`` (bytes) and records the query strings."""
+
+    def __init__(self) -> None:
+        self.body = b"[]"
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                server.paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+
+
+@pytest.fixture
+def server() -> Iterator[ListServer]:
+    srv = ListServer()
+    yield srv
+    srv.http.shutdown()
+
+
+def config(url: str):
+    return parse_config(["--detector-name", "site1", "--api-url", url, "--api-token", "t"])
+
+
+CAM = {"id": "door", "url": "rtsp://cam/1", "detector": "site1", "enabled": True,
+       "roi": [100, 50, 10, 20], "rot": "640x480+0+0"}
+
+
+@pytest.mark.parametrize("body", [[CAM], {"cameras": [CAM]}, {"results": [CAM]}])
+def test_the_list_shapes_a_backend_may_answer(server: ListServer, body) -> None:
+    server.body = json.dumps(body).encode()
+    (cam,) = fetch_cameras(config(server.url), requests.Session())
+    assert (cam.cam_id, cam.url) == ("door", "rtsp://cam/1")
+    assert cam.roi is not None and cam.rot is not None
+    assert server.paths == ["/v0/camera?detector=site1"]  # --camera-url's default (5.3.1)
+
+
+def test_other_detectors_disabled_and_broken_entries_are_left_out(server: ListServer) -> None:
+    server.body = json.dumps([
+        CAM, {**CAM, "id": "yard", "detector": "site2"}, {**CAM, "id": "off", "enabled": False},
+        {**CAM, "id": "bad", "roi": "nonsense"}, {**CAM, "id": "worse", "rot": [1, 2, {}, 4]},
+        {"id": "no-url"}, "not an object", 7,
+    ]).encode()
+    assert [c.cam_id for c in fetch_cameras(config(server.url), requests.Session())] == ["door"]
+
+
+@pytest.mark.parametrize("body", [b"<html>", b'{"cameras": null}', b"42", b'"text"'])
+def test_a_bad_answer_keeps_the_running_cameras(server: ListServer, body: bytes) -> None:
+    server.body = body
+    manager = CameraManager(config(server.url), make_worker=lambda cam: None)  # never called
+    assert manager.poll_once() is False
+    assert manager.fetch_errors == 1 and manager.workers == {}
