@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -222,3 +224,59 @@ def test_stream_sink_reconnects_when_the_server_comes_back() -> None:
         assert frames >= 25
     finally:
         sink.close()
+
+
+class _WrongServer:
+    """Accepts connections and answers anything with an HTTP error (a wrong port)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+
+@pytest.mark.parametrize("scheme", ["rtmp", "rtsp"])
+@pytest.mark.parametrize("server", ["silent", "wrong"])
+def test_a_server_that_does_not_speak_the_protocol_never_freezes_the_process(
+    scheme: str, server: str
+) -> None:
+    # "silent": TCP is accepted (by the kernel's backlog) and nothing ever answers; PyAV would
+    # block in its connect holding the GIL, for ever. The sink's probe catches it first.
+    if server == "silent":
+        listener = socket.create_server(("127.0.0.1", 0))  # never accept()ed
+        port, expected = listener.getsockname()[1], "within 0.5 s"
+    else:
+        wrong = _WrongServer()
+        port, expected = wrong.port, f"not an {scheme.upper()} server"
+    ticks: list[float] = []
+    done = threading.Event()
+
+    def tick() -> None:  # would stop ticking while the GIL is held
+        while not done.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.02)
+
+    threading.Thread(target=tick, daemon=True).start()
+    sink = VideoSink(f"{scheme}://127.0.0.1:{port}/live/x", (64, 48), 25, cam_id="cam",
+                     timeout=0.5, retry=(0.1, 0.2))
+    deadline = time.monotonic() + 10
+    while sink.reconnects < 2 and time.monotonic() < deadline:
+        sink.write(blank(64, 48))
+        time.sleep(0.02)
+    done.set()
+    sink.close()
+    assert sink.reconnects >= 2 and expected in (sink.error or ""), sink.error
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.4

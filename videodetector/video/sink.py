@@ -17,14 +17,15 @@ server is back; ``error`` holds the last failure, ``reconnects`` counts the atte
 that cannot be written is logged once and the sink turns itself off (``enabled`` False).
 
 Known limit: PyAV (18) connects an output URL and writes its header while holding the GIL and
-without any timeout. A TCP check with a timeout runs first, so a dead, refused or unreachable
-server only disables the sink; a server that accepts the TCP connection and then never answers
-the RTMP/RTSP handshake would still block the process.
+without any timeout. A probe with a timeout runs first (TCP connect, then the RTMP handshake or
+an RTSP OPTIONS), so a dead, refused, unreachable, silent or wrong server only makes the sink
+retry later; a server that answers the probe and then hangs would still block the process.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import socket
@@ -266,7 +267,7 @@ class VideoSink:
         self._retry_at = time.monotonic() + delay
         self._log.log(
             logging.ERROR if first else logging.DEBUG,
-            "[%s] sink %s unavailable (face detection continues; retrying, next in %.0f s): %s",
+            "[%s] sink %s unavailable (face detection continues; retrying, next in %g s): %s",
             self.cam_id, self.url, delay, self.error,
         )
 
@@ -366,18 +367,48 @@ class VideoSink:
 
 
 def _preflight(url: str, timeout: float) -> None:
-    """Connect to a TCP-based stream server first, with a timeout.
+    """Check a TCP-based stream server first, with a timeout; OSError says what is wrong.
 
-    PyAV opens output URLs and writes the header holding the GIL and without a timeout, so an
-    unreachable (blackholed) server would freeze the whole process while the OS retries the
-    connection; a refused or unreachable server is caught here instead.
+    PyAV (18) connects an output URL and writes its header holding the GIL, with no timeout
+    and no way to interrupt it: a server that never answers would freeze the whole process.
+    So the server must first accept a connection and answer the protocol's opening move
+    within ``timeout``: the RTMP handshake (C0+C1 -> S0+S1) or an RTSP ``OPTIONS``. The probe
+    connection is then dropped; a server that answers it and hangs later is not caught.
     """
     parts = urlsplit(url)
-    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
-    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname or port is None:
+    scheme = parts.scheme.lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme)
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or port is None:
         return  # connectionless (udp, rtp, srt) or no port to check
-    with socket.create_connection((parts.hostname, port), timeout=timeout):
-        pass
+    with socket.create_connection((parts.hostname, port), timeout=timeout) as conn:
+        conn.settimeout(timeout)
+        if scheme in ("rtmp", "rtsp"):
+            _probe(conn, scheme, url, timeout)
+
+
+def _probe(conn: socket.socket, scheme: str, url: str, timeout: float) -> None:
+    if scheme == "rtmp":
+        conn.sendall(b"\x03" + bytes(8) + os.urandom(1528))  # C0 (version 3) + C1
+        expect, kind, what = b"\x03", "RTMP", "handshake"
+    else:
+        conn.sendall(f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+        expect, kind, what = b"RTSP/1.0", "RTSP", "answer to OPTIONS"
+    try:
+        reply = _read_at_least(conn, len(expect))
+    except TimeoutError:
+        raise TimeoutError(f"no {kind} {what} within {timeout:g} s") from None
+    if not reply.startswith(expect):
+        raise ConnectionError(f"not an {kind} server: it answered {reply[:16]!r}")
+
+
+def _read_at_least(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _even_size(resolution: tuple[int, int]) -> tuple[int, int]:
