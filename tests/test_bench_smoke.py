@@ -65,3 +65,14 @@ def test_bench_backend_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         assert {"p50_ms", "p95_ms", "p99_ms", "search_p50_ms", "matmul_p50_ms"} <= set(row)
         assert row["p50_ms"] > 0
     assert "identify p50 ms" in capsys.readouterr().out
+
+
+def test_soak_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("soak")
+    rows = mod.main(["--minutes", "0.3", "--interval", "5"])
+    assert len(rows) >= 3
+    minutes, daemon_mb, backend_mb, daemon, backend = rows[-1]
+    assert daemon_mb > 0 and backend_mb > 0
+    assert daemon["fkvideo_frames_processed_total"] > 0  # the camera's frames got through
+    assert "backend_faces" in backend
+    assert "trend" in capsys.readouterr().out
