@@ -263,11 +263,28 @@ def test_geometry_and_resolution_options() -> None:
         (["--body", "bbox=1"], "--body"),
         (["--headers", "Authorization: Token x"], "--headers"),
         (["--api-url", "ftp://x:1"], "--api-url"),
+        # found by fuzzing the options: accepted before, then broke at run time
+        (["--req-timeout", "inf"], "--req-timeout"),  # every post failed (socket overflow)
+        (["--retry-max-delay", "1e20"], "--retry-max-delay"),  # the back-off wait overflowed
+        (["--scale", "nan"], "--scale"),
+        (["--scale", "1e6"], "--scale"),  # motion frames scaled UP a million times
+        (["--rescale-height", "100000"], "--rescale-height"),
+        (["--bbox-scale", "inf"], "--bbox-scale"),
+        (["--min-score", "-inf"], "--min-score"),
+        (["--api-token", "  "], "--api-token"),
     ],
 )
 def test_invalid_values_are_named(args: list[str], option: str) -> None:
     with pytest.raises(ConfigError, match=option):
         parse_config([*MINIMAL, *args])
+
+
+def test_api_port_must_be_a_port() -> None:
+    base = ["--api-token", "t", "-S", "x", "--camid", "c", "--api-host", "h"]
+    for bad in ("0", "-1", "65536", "99999999999999999999"):
+        with pytest.raises(ConfigError, match="--api-port"):
+            parse_config([*base, "--api-port", bad])
+    assert parse_config([*base, "--api-port", "8000"]).api_url == "http://h:8000"
 
 
 def test_mandatory_and_combinations() -> None:

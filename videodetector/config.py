@@ -36,6 +36,7 @@ Any unknown option or invalid value, in the file or on the command line, raises
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -395,6 +396,23 @@ def _arg_type(func: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 _BOOL = _arg_type(parse_bool, "boolean")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {text!r}")
+    return value
+
+
+_FLOAT = _arg_type(_finite, "number")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be a TCP port (1-65535), got {value}")
+    return value
+
+
 def _flag(parser: Any, *names: str, help: str) -> None:
     """A boolean option: bare flag = 1, or an explicit 0/1/true/false value."""
     parser.add_argument(*names, type=_BOOL, nargs="?", const=True, metavar="0|1", help=help)
@@ -409,21 +427,21 @@ def _add_stream_options(p: Any) -> None:
     g.add_argument("-n", "--detector-name", help="camera list key on the server (host name)")
     _flag(g, "--remote-config", help="get the camera list from the server (default 1)")
     g.add_argument("-d", "--detectors-max", type=int, help="max cameras processed (5)")
-    g.add_argument("-t", "--reload-timeout", type=float, help="s between list updates (15)")
+    g.add_argument("-t", "--reload-timeout", type=_FLOAT, help="s between list updates (15)")
     g.add_argument("--camera-url", type=_arg_type(_url_path, "path"), help="(/v0/camera)")
     _flag(g, "--single-pass", help="fetch the camera list once")
     g.add_argument("--start-ts", type=_arg_type(parse_start_ts, "time"),
                    help="time of the first frame, '2016-01-20 12:34:56' (now)")
     g.add_argument("--rotate", type=int, help="rotate input clockwise, degrees (0)")
     _flag(g, "--realtime-pacing", help="read file@FPS:PATH files at FPS (1)")
-    g.add_argument("--watchdog-timeout", type=float,
+    g.add_argument("--watchdog-timeout", type=_FLOAT,
                    help="s without a frame before a live stream is reopened (10)")
 
 
 def _add_face_options(p: Any) -> None:
     g = p.add_argument_group("motion detection and face tracking")
-    g.add_argument("--md-threshold", type=float, help="motion threshold, 0 = off (0.002)")
-    g.add_argument("--scale", type=float, help="frame scale for motion detection (1)")
+    g.add_argument("--md-threshold", type=_FLOAT, help="motion threshold, 0 = off (0.002)")
+    g.add_argument("--scale", type=_FLOAT, help="frame scale for motion detection (1)")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
@@ -437,12 +455,12 @@ def _add_face_options(p: Any) -> None:
     _flag(g, "--realtime1844", help="real-time and offline at once")
     g.add_argument("--rt-delay", type=int, help="ms (1000)")
     _flag(g, "--rt-perm", help="post the best face of each rt-delay period")
-    g.add_argument("--min-score", type=float, help="min face quality, <= 0 (-7)")
-    g.add_argument("--min-dir-score", type=float, help="min face direction, <= 0 (-1000)")
+    g.add_argument("--min-score", type=_FLOAT, help="min face quality, <= 0 (-7)")
+    g.add_argument("--min-dir-score", type=_FLOAT, help="min face direction, <= 0 (-1000)")
     _flag(g, "--post-uniq", help="limit posts of similar faces")
-    g.add_argument("--uc-max-time-diff", type=float, help="s (1)")
+    g.add_argument("--uc-max-time-diff", type=_FLOAT, help="s (1)")
     g.add_argument("--uc-max-dup", type=int, help="(3)")
-    g.add_argument("--uc-max-avg-shift", type=float, help="px (10)")
+    g.add_argument("--uc-max-avg-shift", type=_FLOAT, help="px (10)")
     g = p.add_argument_group("output video")
     g.add_argument("--sink-url", help="output video stream (single camera only)")
     g.add_argument("--sink-res", type=_arg_type(parse_resolution, "resolution"),
@@ -454,7 +472,7 @@ def _add_post_options(p: Any) -> None:
     g = p.add_argument_group("posting")
     g.add_argument("--api-url", help="host:port or http(s)://host:port (mandatory)")
     g.add_argument("--api-host", help="host, combined with --api-port into --api-url")
-    g.add_argument("--api-port", type=int, help="port, see --api-host")
+    g.add_argument("--api-port", type=_arg_type(_port, "port"), help="port, see --api-host")
     g.add_argument("--api-token", help="authentication token (mandatory; write "
                    "--api-token=VALUE if a token starts with '-')")
     g.add_argument("--request-url", type=_arg_type(_url_path, "path"), help="(/v1/face/)")
@@ -463,16 +481,16 @@ def _add_post_options(p: Any) -> None:
                    help="extra header, repeatable: --headers xxx = yyy")
     g.add_argument("--body", action="append", metavar="NAME=VALUE[,...]",
                    help="extra body field(s), repeatable: --body galleries=g1,g2")
-    g.add_argument("--bbox-scale", type=float, help="bbox scale (1)")
+    g.add_argument("--bbox-scale", type=_FLOAT, help="bbox scale (1)")
     _flag(g, "--send-track", help="post the track of bbox centres")
     _flag(g, "--only-norm", help="post only normalized faces, no full frames")
-    g.add_argument("--req-timeout", type=float, help="s (3)")
+    g.add_argument("--req-timeout", type=_FLOAT, help="s (3)")
     _flag(g, "--to-verify-cert", help="verify https certificates (1)")
     g.add_argument("--post-queue", type=int, help="in-memory post queue size (100)")
     g.add_argument("--spool-dir", help="on-disk spool for undelivered posts")
     g.add_argument("--spool-max-bytes", type=_arg_type(parse_size, "size"),
                    help="spool bound, oldest posts dropped beyond (1G)")
-    g.add_argument("--retry-max-delay", type=float, help="max retry back-off, s (30)")
+    g.add_argument("--retry-max-delay", type=_FLOAT, help="max retry back-off, s (30)")
 
 
 def _add_service_options(p: Any) -> None:
@@ -586,10 +604,11 @@ def _apply_derived_defaults(cfg: DetectorConfig) -> DetectorConfig:
 
 
 # (field, test, requirement) -- checked in this order; the option is --field-with-dashes.
+DAY = 86400  # upper bound of the time options, s (timers overflow far beyond it)
 _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("md_threshold", lambda v: v >= 0, ">= 0"),
-    ("scale", lambda v: v > 0, "> 0"),
-    ("rescale_height", lambda v: v >= 0, ">= 0"),
+    ("scale", lambda v: 0 < v <= 1, "in (0, 1] (it scales frames down)"),
+    ("rescale_height", lambda v: 0 <= v <= 8192, "between 0 and 8192"),
     ("max_persons", lambda v: v >= 1, ">= 1"),
     ("tracker_threads", lambda v: v >= 1, ">= 1"),
     ("min_face_size", lambda v: v >= 0, ">= 0"),
@@ -598,17 +617,17 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("rt_delay", lambda v: v > 0, "> 0 (milliseconds)"),
     ("min_score", lambda v: v <= 0, "<= 0"),
     ("min_dir_score", lambda v: v <= 0, "<= 0"),
-    ("uc_max_time_diff", lambda v: v > 0, "> 0"),
+    ("uc_max_time_diff", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
     ("uc_max_dup", lambda v: v >= 1, ">= 1"),
     ("uc_max_avg_shift", lambda v: v >= 0, ">= 0"),
-    ("bbox_scale", lambda v: v > 0, "> 0"),
+    ("bbox_scale", lambda v: 0 < v <= 10, "in (0, 10]"),
     ("detectors_max", lambda v: v >= 1, ">= 1"),
-    ("reload_timeout", lambda v: v > 0, "> 0"),
-    ("req_timeout", lambda v: v > 0, "> 0"),
-    ("watchdog_timeout", lambda v: v > 0, "> 0"),
+    ("reload_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
+    ("req_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
+    ("watchdog_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
     ("post_queue", lambda v: v >= 1, ">= 1"),
     ("spool_max_bytes", lambda v: v > 0, "> 0"),
-    ("retry_max_delay", lambda v: v > 0, "> 0"),
+    ("retry_max_delay", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
     ("status_port", lambda v: 0 <= v <= 65535, "between 0 and 65535"),
     ("img_arg", lambda v: bool(_FIELD_NAME_RE.match(v)), "a form field name"),
 )
@@ -640,7 +659,7 @@ def _combination_problems(cfg: DetectorConfig) -> list[str]:
         problems.append(f"--img-arg: {cfg.img_arg!r} is a field the detector sets itself")
     if not cfg.api_url:
         problems.append("--api-url: mandatory (or api-host + api-port)")
-    if not cfg.api_token:
+    if not cfg.api_token.strip():
         problems.append("--api-token: mandatory")
     if cfg.camid and not cfg.source:
         problems.append("--camid: needs --source too (a single stream is --source + --camid)")
