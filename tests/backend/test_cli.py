@@ -59,6 +59,11 @@ def test_config_file_and_flags(tmp_path):
     ("person_identify_threshold = 1.5\n", "person_identify_threshold"),
     ("gae = 'perhaps'\n", "gae"),
     ("upload_url = 'ftp://x'\n", "upload_url"),
+    # timers that would overflow (the retention thread's wait, a URL fetch's socket)
+    ("history_cleanup_interval = 1e20\n", "history_cleanup_interval"),
+    ("fetch_timeout = 1e20\n", "fetch_timeout"),
+    ("history_max_age = 1e999\n", "history_max_age"),  # inf
+    ("idempotency_ttl = 1e999\n", "idempotency_ttl"),
 ])
 def test_bad_settings_name_the_option(tmp_path, text, name, capsys):
     cfg = tmp_path / "bad.ini"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -122,12 +123,17 @@ def _check(s: Settings) -> None:
         if not ok:
             raise SettingsError(f"{name} must be {what}, got {getattr(s, name)!r}")
 
+    for f in fields(s):
+        value = getattr(s, f.name)
+        if isinstance(value, float):
+            need(math.isfinite(value), f.name, "a finite number")
+
     need(0 <= s.port <= 65535, "port", "in 0..65535")
     need(0.0 <= s.person_identify_threshold <= 1.0, "person_identify_threshold", "in [0, 1]")
     need(s.friend_count >= 1, "friend_count", ">= 1")
     need(s.friend_interval > 0, "friend_interval", "> 0 seconds")
     need(s.max_identify_limit >= 0, "max_identify_limit", ">= 0")
-    need(s.fetch_timeout > 0, "fetch_timeout", "> 0")
+    need(0 < s.fetch_timeout <= 3600, "fetch_timeout", "in (0, 3600] seconds")
     need(s.max_photo_bytes > 0, "max_photo_bytes", "> 0")
     need(s.max_size > 0, "max_size", "> 0")
     need(s.min_face_size >= 0, "min_face_size", ">= 0")
@@ -138,7 +144,8 @@ def _check(s: Settings) -> None:
     # friend-or-foe counts days within friend_interval: history must reach that far back
     need(s.history_max_age == 0 or s.history_max_age >= s.friend_interval, "history_max_age",
          f"0 (keep forever) or >= friend_interval ({s.friend_interval:g} s)")
-    need(s.history_cleanup_interval > 0, "history_cleanup_interval", "> 0")
+    need(0 < s.history_cleanup_interval <= 7 * 86400, "history_cleanup_interval",
+         "in (0, 604800] seconds")
     need(bool(s.upload_path) and ".." not in s.upload_path.split("/"), "upload_path",
          "a non-empty URL path")
     need(s.upload_url is None or s.upload_url.startswith(("http://", "https://")),
