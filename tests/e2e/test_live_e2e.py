@@ -35,7 +35,7 @@ def test_live_stream_drops_and_returns(procs: Procs, tmp_path: Path) -> None:
 
 def test_rtsp_camera_to_the_backend(procs: Procs, tmp_path: Path) -> None:
     """An RTSP camera (H.264 over RTP in the RTSP connection) -> the daemon -> the backend:
-    the face walking past becomes one history event of that camera, timed by the wall clock."""
+    the face walking past becomes a history event of that camera, timed by the wall clock."""
     (sprite,) = pick_sprites(1)
     clip = write_clip(tmp_path / "walk.mp4", [Walker(sprite, 0.0, 3.0, 100)], seconds=3.5)
     with open_video(str(clip)) as video:
@@ -52,7 +52,11 @@ def test_rtsp_camera_to_the_backend(procs: Procs, tmp_path: Path) -> None:
         wait_until(lambda: api.history("gate"), 60, "a history event from the RTSP camera")
         det.signal(signal.SIGTERM)
         assert det.wait(20) == 0, det.tail()
-    (event,) = api.history("gate")
-    when = datetime.fromisoformat(event["timestamp"]).replace(tzinfo=UTC)  # UTC, no offset
-    assert started - timedelta(seconds=5) <= when <= datetime.now(UTC)
+    # one face walked past; a live reader may drop frames while the models load, so the
+    # track can split in two on a busy machine (one snapshot per track in -r 0)
+    events = api.history("gate")
+    assert 1 <= len(events) <= 2
+    for event in events:
+        when = datetime.fromisoformat(event["timestamp"]).replace(tzinfo=UTC)  # UTC, no offset
+        assert started - timedelta(seconds=5) <= when <= datetime.now(UTC)
     assert "rtsp://127.0.0.1" in det.log() and "Traceback" not in det.log()
