@@ -3,9 +3,8 @@ RTSP TCP connection (what the detector asks for: ``rtsp_transport=tcp``).
 
 It answers OPTIONS, DESCRIBE (an SDP with one H.264 track), SETUP (TCP interleaved only) and
 PLAY, then sends frames from ``frames(i)`` at ``fps``, encoded with libx264 and packetized
-per RFC 6184 (single NAL unit packets and FU-A fragments). Each accepted connection follows
-``plan[n]`` (the last entry repeats): ``("serve", k)`` sends k frames then closes the
-connection, ``("stall", k)`` sends k frames then goes silent until the camera stops.
+per RFC 6184 (single NAL unit packets and FU-A fragments). Connections follow ``plan`` (see
+tests/video/fake_camera.py).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import re
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -21,6 +19,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from tests.video.fake_camera import FakeCamera
 from tests.video.media import synthetic_frame
 
 PAYLOAD_TYPE = 96
@@ -58,56 +57,27 @@ def rtp_payloads(nal: bytes) -> Iterator[bytes]:
         yield bytes([indicator, start | end | kind]) + chunk
 
 
-class RtspCamera:
+class RtspCamera(FakeCamera):
     def __init__(
         self,
         plan: list[tuple[str, int]],
         fps: float = 25.0,
         frames: Callable[[int], np.ndarray] = synthetic_frame,
     ) -> None:
-        self.plan = plan
-        self.fps = fps
+        super().__init__(plan, fps)
         self.frames = frames
-        self.connections = 0
-        self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.1)
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self._sock.getsockname()[1]}/cam"
-
-    def __enter__(self) -> RtspCamera:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            mode, count = self.plan[min(self.connections, len(self.plan) - 1)]
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn, mode, count), daemon=True).start()
+        return f"rtsp://127.0.0.1:{self.port}/cam"
 
     # -- RTSP ------------------------------------------------------------------
 
-    def _handle(self, conn: socket.socket, mode: str, count: int) -> None:
-        with conn:
-            try:
-                if self._negotiate(conn):
-                    self._stream(conn, count)
-                    if mode == "stall":
-                        self._stop.wait()
-            except OSError:
-                pass
+    def _serve(self, conn: socket.socket, count: int) -> bool:
+        if not self._negotiate(conn):
+            return False
+        self._stream(conn, count)
+        return True
 
     def _negotiate(self, conn: socket.socket) -> bool:
         """Answer requests until PLAY (True) or the client leaves (False)."""
