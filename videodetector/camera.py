@@ -98,7 +98,6 @@ class CameraWorker:
         backoff = Backoff(*CRASH_BACKOFF)
         while not self._stop.is_set():
             started = time.monotonic()
-            delay = CRASH_BACKOFF[0]
             try:
                 self._run_once()
                 break  # the file ended, or stop() was called
@@ -110,9 +109,9 @@ class CameraWorker:
             except Exception as exc:  # isolation: a bug in one camera never stops the others
                 self.counters.crashes += 1
                 self.error = f"{type(exc).__name__}: {exc}"
-                delay = restart_delay(backoff, time.monotonic() - started)
-                self.log.exception("camera %s: pipeline crashed (restart in %.0fs)",
-                                   self.camera.cam_id, delay)
+                self.log.exception("camera %s: pipeline crashed", self.camera.cam_id)
+            delay = restart_delay(backoff, time.monotonic() - started)
+            self.log.info("camera %s: restarting in %.0fs", self.camera.cam_id, delay)
             if self._stop.wait(delay):
                 break
         stats = self.pipeline_stats
