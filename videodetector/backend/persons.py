@@ -5,6 +5,7 @@ A history event is a face posted with a ``cam_id``: its id is the face id.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -133,12 +134,41 @@ def camera_ids(p: Params) -> list[str] | None:
     return [str(c) for c in raw]
 
 
+def history_carry(p: Params, person_in_path: bool) -> list[tuple[str, str]]:
+    """The filters of a history search, normalized, as query parameters for its page links:
+    a POST body's filters would otherwise be lost (the next page showed other persons)."""
+    out: list[tuple[str, str]] = []
+    if not person_in_path and p.raw("person_id") not in (None, ""):
+        out.append(("person_id", str(p.integer("person_id"))))
+    cam_ids = camera_ids(p)
+    if cam_ids is not None:
+        out.append(("cam_ids", json.dumps(cam_ids)))
+    for name in ("start", "end"):
+        if p.raw(name) not in (None, ""):
+            out.append((name, parse_time(name, p.raw(name)).isoformat()))
+    if "friend" in p:
+        out.append(("friend", json.dumps(p.flag("friend"))))
+    if p.raw("limit") not in (None, ""):
+        out.append(("limit", str(p.integer("limit"))))
+    return out
+
+
+def history_page(request: Request, p: Params) -> PageRequest:
+    """``limit`` and the cursor. A cursor in the URL (a followed ``next_page``) wins over
+    one in the body, so re-posting the first request's body still moves on."""
+    cursor = p
+    if "max_id" in request.query_params or "min_id" in request.query_params:
+        cursor = Params(dict(request.query_params))
+    limit = p.integer("limit", 0, lo=0, hi=1000000)
+    return PageRequest(limit or None, cursor.integer("max_id"), cursor.integer("min_id"))
+
+
 async def _history(request: Request, user: int, person_id: int | None) -> dict[str, Any]:
     backend = get_backend(request)
     p = await params_of(request)
     where, args = history_filter(user, p, person_id)
-    limit = p.integer("limit", 0, lo=0, hi=1000000)
-    page = PageRequest(limit or None, p.integer("max_id"), p.integer("min_id"))
+    page = history_page(request, p)
+    carry = history_carry(p, person_in_path=person_id is not None)
 
     def work() -> dict[str, Any]:
         if person_id is not None:
@@ -146,7 +176,7 @@ async def _history(request: Request, user: int, person_id: int | None) -> dict[s
         result = page_ids(backend.db, "id", where, args, page)
         urls = urls_of(request)
         rows = backend.face_rows(user, result.ids)
-        return {**views.page_links(request, result),
+        return {**views.page_links(request, result, carry),
                 "results": [views.event_json(r, urls) for r in rows]}
 
     return await run_in_threadpool(work)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -80,13 +81,20 @@ def camera_json(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def page_links(request: Request, page: PageResult) -> dict[str, str | None]:
-    """``next_page`` / ``prev_page``: path and query of the neighbouring pages, or null."""
+def page_links(request: Request, page: PageResult,
+               carry: Sequence[tuple[str, str]] = ()) -> dict[str, str | None]:
+    """``next_page`` / ``prev_page``: path and query of the neighbouring pages, or null.
+
+    The query keeps the request's own query parameters; ``carry`` adds parameters that came
+    another way (a POST body's filters), so that following the link -- by GET, or by POST
+    with or without the original body -- asks for the same selection.
+    """
+    carried = {k for k, _ in carry}
     keep = [(k, v) for k, v in request.query_params.multi_items()
-            if k not in ("max_id", "min_id")]
+            if k not in ("max_id", "min_id") and k not in carried]
 
     def link(key: str, value: int) -> str:
-        return f"{request.url.path}?{urlencode([*keep, (key, str(value))])}"
+        return f"{request.url.path}?{urlencode([*keep, (key, str(value)), *carry])}"
 
     return {
         "next_page": link("max_id", page.ids[-1]) if page.has_older else None,
