@@ -24,6 +24,7 @@ class UserIndex:
         self._persons = np.zeros(0, np.int64)  # 0 = no person
         self._row: dict[int, int] = {}
         self._cam_codes: dict[str, int] = {}
+        self._cam_names: list[str] = []  # code -> cam_id
 
     def __len__(self) -> int:
         return self.n
@@ -48,7 +49,11 @@ class UserIndex:
     def _cam_code(self, cam_id: str | None) -> int:
         if cam_id is None:
             return -1
-        return self._cam_codes.setdefault(cam_id, len(self._cam_codes))
+        code = self._cam_codes.get(cam_id)
+        if code is None:
+            code = self._cam_codes[cam_id] = len(self._cam_names)
+            self._cam_names.append(cam_id)
+        return code
 
     def add(self, face_id: int, vector: np.ndarray, cam_id: str | None = None,
             person_id: int | None = None) -> None:
@@ -85,6 +90,13 @@ class UserIndex:
 
     def vector(self, face_id: int) -> np.ndarray:
         return self._vectors[self._row[face_id]].copy()
+
+    def entry(self, face_id: int) -> tuple[np.ndarray, str | None, int | None]:
+        """``(vector, cam_id, person_id)`` of an indexed face: what ``add`` was given."""
+        i = self._row[face_id]
+        code = int(self._cams[i])
+        return (self._vectors[i].copy(), None if code < 0 else self._cam_names[code],
+                int(self._persons[i]) or None)
 
     def mask(self, *, face_ids: np.ndarray | None = None, cam_id: str | None = None,
              any_cam: bool = True, with_person: bool = False) -> np.ndarray | None:

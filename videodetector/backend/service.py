@@ -3,6 +3,14 @@
 ``Backend`` owns the database, the image files, the in-memory indexes and the
 models. Its methods are synchronous (routers call them in a worker thread); all
 writes happen in ``db.transaction()``, which holds the single write lock.
+
+The database is the truth; the index and the image files follow it:
+
+* every index change made in a transaction registers its undo (``db.on_rollback``), so a
+  failed statement or COMMIT (full disk) leaves the index as the database is;
+* images are written before the transaction that refers to them and removed again when it
+  does not commit; images of deleted faces are removed only after the delete committed;
+* ``*.tmp`` files of writes cut short by a crash are removed at start.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -92,6 +101,7 @@ class Backend:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.data_dir / "backend.sqlite3")
         self.files = FileStore(settings.data_dir / "uploads")
+        self.files.remove_temporaries()
         self.tokens = TokenChecker(self.db)
         self.index = IndexRegistry()
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
@@ -115,9 +125,12 @@ class Backend:
         log.info("loaded %d face embeddings in %.2f s", n, time.monotonic() - t0)
 
     def _prune_idempotency(self) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM idempotency WHERE created < ?",
-                         (time.time() - self.settings.idempotency_ttl,))
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM idempotency WHERE created < ?",
+                             (time.time() - self.settings.idempotency_ttl,))
+        except sqlite3.OperationalError as exc:  # e.g. a full disk: start anyway, prune later
+            log.warning("could not forget old idempotency keys: %s", exc)
 
     # -- images and faces -----------------------------------------------------
 
@@ -206,8 +219,9 @@ class Backend:
         photo, faces = self.faces_of_request(post.photo, post.face_images, post.boxes,
                                              post.mf_selector, post.want_attrs)
         ts = post.timestamp or now()
-        written = self._write_images(user, post, photo, faces)
+        written: dict[str, Any] = {"names": []}
         try:
+            self._write_images(user, post, photo, faces, written)
             with self.db.transaction() as conn:
                 if post.idempotency_key:
                     earlier = self.replay(user, post.idempotency_key)
@@ -234,70 +248,86 @@ class Backend:
             self._keys_since_prune = 0
 
     def _write_images(self, user: int, post: FacePost, photo: Photo | None,
-                      faces: list[NewFace]) -> dict[str, Any]:
-        """Store the photo once and each face's thumbnail and normalized image."""
-        files = self.files
+                      faces: list[NewFace], written: dict[str, Any]) -> None:
+        """Store the photo once and each face's thumbnail and normalized image. Every file
+        is listed in ``written["names"]`` before it is written, so a failure part way
+        (a full disk) leaves nothing behind once ``_delete_written`` ran."""
+        names: list[str] = written["names"]
+
+        def write(kind: str, ext: str, data: bytes) -> str:
+            rel = self.files.new_name(user, kind, ext)
+            names.append(rel)
+            self.files.write(rel, data)
+            return rel
+
         if photo is not None:
-            photo_rel = files.new_name(user, "photo", photo.ext)
-            files.write(photo_rel, photo.data)
-            photo_hash = photo.sha256
+            written["photo"] = write("photo", photo.ext, photo.data)
+            written["photo_hash"] = photo.sha256
         else:  # only normalized faces were posted: the first one stands for the photo
-            photo_rel = files.new_name(user, "photo", "png")
-            data = encode(faces[0].aligned, "png")
-            files.write(photo_rel, data)
-            photo_hash = content_hash(post.face_images[0])
-        per_face = []
+            written["photo"] = write("photo", "png", encode(faces[0].aligned, "png"))
+            written["photo_hash"] = content_hash(post.face_images[0])
+        per_face = written["faces"] = []
         for face in faces:
-            thumb_rel = files.new_name(user, "thumb", "jpeg")
             source = photo.image if photo is not None else face.aligned
             box = face.box if photo is not None else (0, 0, *face.aligned.shape[1::-1])
-            files.write(thumb_rel, encode(thumbnail(source, box), "jpeg", 85))
-            norm_rel = files.new_name(user, "norm", "png")
-            files.write(norm_rel, encode(face.aligned, "png"))
+            thumb_rel = write("thumb", "jpeg", encode(thumbnail(source, box), "jpeg", 85))
+            norm_rel = write("norm", "png", encode(face.aligned, "png"))
             per_face.append((thumb_rel, norm_rel))
-        return {"photo": photo_rel, "photo_hash": photo_hash, "faces": per_face}
 
     def _delete_written(self, written: dict[str, Any]) -> None:
-        self.files.delete(written["photo"])
-        for thumb, norm in written["faces"]:
-            self.files.delete(thumb)
-            self.files.delete(norm)
+        for rel in written["names"]:
+            self.files.delete(rel)
 
     def _insert_faces(self, conn: sqlite3.Connection, user: int, post: FacePost,
                       faces: list[NewFace], written: dict[str, Any], galleries: list[str],
                       ts: datetime) -> list[int]:
-        index = self.index(user)
         ids: list[int] = []
-        try:
-            for face, (thumb, norm) in zip(faces, written["faces"], strict=True):
-                meta, person = post.meta, None
-                if self.settings.person_identify:
-                    person, meta = self._assign_person(conn, user, face, post.cam_id, meta)
-                face_id = insert(conn, "faces", {
-                    "user_id": user, "meta": meta, "person_id": person, "cam_id": post.cam_id,
-                    "timestamp": iso(ts), "ts": ts.timestamp(), "day": ts.date().isoformat(),
-                    **face_box_json(face.box), "photo": written["photo"],
-                    "photo_hash": written["photo_hash"], "thumbnail": thumb, "normalized": norm,
-                    "gender": face.attrs.get("gender"),
-                    "gender_confidence": face.attrs.get("gender_confidence"),
-                    "age": face.attrs.get("age"),
-                    "detector_params": (None if post.detector_params is None
-                                        else json.dumps(post.detector_params)),
-                    "extra": json.dumps(post.extra) if post.extra else None,
-                    "embedding": np.asarray(face.embedding, np.float32).tobytes(),
-                })
-                for g in galleries:
-                    insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
-                                                    "gallery": g})
-                if person is not None and post.cam_id is not None:
-                    self._update_friend(conn, user, face_id, person, post.cam_id, ts)
-                index.add(face_id, face.embedding, post.cam_id, person)
-                ids.append(face_id)
-        except BaseException:
-            for face_id in ids:  # the transaction rolls back: so must the index
-                index.remove(face_id)
-            raise
+        for face, (thumb, norm) in zip(faces, written["faces"], strict=True):
+            meta, person = post.meta, None
+            if self.settings.person_identify:
+                person, meta = self._assign_person(conn, user, face, post.cam_id, meta)
+            face_id = insert(conn, "faces", {
+                "user_id": user, "meta": meta, "person_id": person, "cam_id": post.cam_id,
+                "timestamp": iso(ts), "ts": ts.timestamp(), "day": ts.date().isoformat(),
+                **face_box_json(face.box), "photo": written["photo"],
+                "photo_hash": written["photo_hash"], "thumbnail": thumb, "normalized": norm,
+                "gender": face.attrs.get("gender"),
+                "gender_confidence": face.attrs.get("gender_confidence"),
+                "age": face.attrs.get("age"),
+                "detector_params": (None if post.detector_params is None
+                                    else json.dumps(post.detector_params)),
+                "extra": json.dumps(post.extra) if post.extra else None,
+                "embedding": np.asarray(face.embedding, np.float32).tobytes(),
+            })
+            for g in galleries:
+                insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
+                                                "gallery": g})
+            if person is not None and post.cam_id is not None:
+                self._update_friend(conn, user, face_id, person, post.cam_id, ts)
+            self._index_add(user, face_id, face.embedding, post.cam_id, person)
+            ids.append(face_id)
         return ids
+
+    # -- the index follows the database (see the module docstring) --------------
+
+    def _index_add(self, user: int, face_id: int, vector: np.ndarray, cam_id: str | None,
+                   person: int | None) -> None:
+        index = self.index(user)
+        index.add(face_id, vector, cam_id, person)
+        self.db.on_rollback(partial(index.remove, face_id))
+
+    def _index_remove(self, user: int, face_id: int) -> None:
+        index = self.index(user)
+        if face_id in index:
+            entry = index.entry(face_id)
+            index.remove(face_id)
+            self.db.on_rollback(partial(index.add, face_id, *entry))
+
+    def _index_set_person(self, user: int, face_id: int, person: int | None) -> None:
+        index = self.index(user)
+        old = index.person_of(face_id)
+        index.set_person(face_id, person)
+        self.db.on_rollback(partial(index.set_person, face_id, old))
 
     def _assign_person(self, conn: sqlite3.Connection, user: int, face: NewFace,
                        cam_id: str | None, meta: str) -> tuple[int, str]:
@@ -371,10 +401,11 @@ class Backend:
         if name == DEFAULT_GALLERY:
             raise bad_param("gallery", "the default gallery cannot be deleted", name)
         self.require_gallery(user, name)
-        ids = self.gallery_face_ids(user, name)
-        self.delete_faces(user, [int(i) for i in ids])
-        with self.db.transaction() as conn:
+        with self.db.transaction() as conn:  # the faces and the gallery, or neither
+            ids = [int(i) for i in self.gallery_face_ids(user, name)]
+            rows = self._delete_face_rows(conn, user, ids)
             conn.execute("DELETE FROM galleries WHERE user_id = ? AND name = ?", (user, name))
+        self._delete_face_files(rows)
 
     def gallery_face_ids(self, user: int, name: str) -> np.ndarray:
         rows = self.db.rows("SELECT face_id FROM face_galleries WHERE user_id = ? AND "
@@ -424,7 +455,7 @@ class Backend:
             if galleries is not None:
                 self._update_galleries(conn, user, face_id, galleries)
             if "person_id" in values:
-                self.index(user).set_person(face_id, values["person_id"])
+                self._index_set_person(user, face_id, values["person_id"])
 
     def _own_person(self, conn: sqlite3.Connection, user: int, person: Any) -> int | None:
         if person is None or person == "":
@@ -459,23 +490,35 @@ class Backend:
                              (face_id, user, g))
 
     def delete_faces(self, user: int, ids: list[int]) -> int:
-        rows = self.face_rows(user, ids)
-        if not rows:
+        """Delete the user's faces among ``ids``; returns how many there were."""
+        if not self.face_rows(user, ids):
             return 0
-        found = [r["id"] for r in rows]
         with self.db.transaction() as conn:
-            marks = placeholders(len(found))
-            conn.execute(f"DELETE FROM faces WHERE id IN ({marks})", found)
-            conn.execute(f"DELETE FROM face_galleries WHERE face_id IN ({marks})", found)
-            index = self.index(user)
-            for face_id in found:
-                index.remove(face_id)
+            rows = self._delete_face_rows(conn, user, ids)
+        self._delete_face_files(rows)
+        return len(rows)
+
+    def _delete_face_rows(self, conn: sqlite3.Connection, user: int, ids: list[int]
+                          ) -> list[sqlite3.Row]:
+        """In a transaction: delete the faces (rows and index entries); their rows."""
+        rows = self.face_rows(user, ids)
+        found = [r["id"] for r in rows]
+        for start in range(0, len(found), 500):
+            chunk = found[start:start + 500]
+            marks = placeholders(len(chunk))
+            conn.execute(f"DELETE FROM faces WHERE id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM face_galleries WHERE face_id IN ({marks})", chunk)
+        for face_id in found:
+            self._index_remove(user, face_id)
+        return rows
+
+    def _delete_face_files(self, rows: list[sqlite3.Row]) -> None:
+        """After the delete committed: the images no remaining face refers to."""
         for r in rows:
             self.files.delete(r["thumbnail"])
             self.files.delete(r["normalized"])
             if self.db.row("SELECT 1 FROM faces WHERE photo = ?", (r["photo"],)) is None:
                 self.files.delete(r["photo"])
-        return len(found)
 
     # -- search ---------------------------------------------------------------
 

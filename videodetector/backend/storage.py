@@ -3,6 +3,12 @@
 Every write runs in ``Database.transaction()``, which holds the one write lock and
 commits before returning, so an acknowledged request survives a restart. Images are
 written (and fsynced) before the row that refers to them is committed.
+
+State kept outside SQLite (the in-memory face index) follows the database, never leads
+it: a change made inside a transaction registers its undo with ``Database.on_rollback``,
+and the undo runs when any statement *or the COMMIT itself* fails (a full disk shows up
+at COMMIT in WAL mode). A failed COMMIT is rolled back and raised as ``CommitFailed``, a
+``sqlite3.OperationalError`` (the API answers 503 and the client retries).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,6 +107,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 
+class CommitFailed(sqlite3.OperationalError):  # noqa: N818 - it is an OperationalError
+    """COMMIT failed (disk full, I/O error, ...); the transaction was rolled back."""
+
+
 def utcnow_iso() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
@@ -112,6 +122,7 @@ class Database:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
+        self._undo: list[Callable[[], None]] | None = None  # set inside transaction()
         self.conn = sqlite3.connect(str(self.path), check_same_thread=False,
                                     isolation_level=None)
         self.conn.row_factory = sqlite3.Row
@@ -131,27 +142,69 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the write lock; BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
+        """Hold the write lock; BEGIN IMMEDIATE ... COMMIT. On any exception, including a
+        failed COMMIT, roll back and run the undo actions registered with ``on_rollback``."""
         with self.lock:
+            if self._undo is not None:
+                raise RuntimeError("transactions do not nest")
+            self._end_open_transaction()
             self.conn.execute("BEGIN IMMEDIATE")
+            self._undo = undo = []
             try:
                 yield self.conn
+                self._commit()
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._end_open_transaction()
+                self._undo = None
+                _run_undo(undo)
                 raise
+            self._undo = None
+
+    def on_rollback(self, action: Callable[[], None]) -> None:
+        """Run ``action`` if the current transaction does not commit (undo actions run in
+        reverse order of registration)."""
+        if self._undo is None:
+            raise RuntimeError("on_rollback outside a transaction")
+        self._undo.append(action)
+
+    def _commit(self) -> None:
+        try:
             self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise CommitFailed(f"commit failed: {exc}") from exc
+
+    def _end_open_transaction(self) -> None:
+        """ROLLBACK if a transaction is open. SQLite ends some failed transactions itself
+        (SQLITE_FULL in a statement) and leaves others open (a failed COMMIT)."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # retried before the next read or write
+                log.warning("rollback failed", exc_info=True)
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self.lock:
+            if self._undo is None:  # never read what a failed transaction left behind
+                self._end_open_transaction()
             return self.conn.execute(sql, tuple(args)).fetchall()
 
     def row(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self.lock:
+            if self._undo is None:
+                self._end_open_transaction()
             return self.conn.execute(sql, tuple(args)).fetchone()
 
     def scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         r = self.row(sql, args)
         return None if r is None else r[0]
+
+
+def _run_undo(actions: list[Callable[[], None]]) -> None:
+    for action in reversed(actions):
+        try:
+            action()
+        except Exception:  # one failed undo must not skip the others
+            log.exception("undo after a rolled back transaction failed")
 
 
 def insert(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> int:
@@ -222,6 +275,20 @@ def page_ids(db: Database, id_col: str, from_where: str, args: Sequence[Any],
 # Image files under <data_dir>/uploads
 # ---------------------------------------------------------------------------
 
+TMP_SUFFIX = ".tmp"
+
+
+def _unlink_quietly(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        log.warning("could not delete %s", path, exc_info=True)
+        return False
+
+
 class FileStore:
     """Files addressed by a relative path ``<user>/<YYYYMMDD>/<random>_<kind>.<ext>``."""
 
@@ -241,23 +308,34 @@ class FileStore:
         return p
 
     def write(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` whole or not at all: a ``.tmp`` file, fsynced, renamed into place.
+        On failure (ENOSPC, EIO, ...) the ``.tmp`` file is removed and the error raised."""
         path = self.path(rel)
         if path is None:
             raise ValueError(f"bad upload path {rel!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def remove_temporaries(self) -> int:
+        """Delete ``*.tmp`` files left by a crash mid-write (at start, before serving)."""
+        n = 0
+        for tmp in self.root.rglob("*" + TMP_SUFFIX):
+            if tmp.is_file() and _unlink_quietly(tmp):
+                n += 1
+        if n:
+            log.info("removed %d unfinished upload(s) (*%s) from %s", n, TMP_SUFFIX, self.root)
+        return n
 
     def delete(self, rel: str) -> None:
         path = self.path(rel)
         if path is not None:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                log.warning("could not delete %s", path, exc_info=True)
+            _unlink_quietly(path)
