@@ -151,5 +151,8 @@ class IndexRegistry:
             index = self._by_user[user_id] = UserIndex()
         return index
 
+    def users(self) -> list[int]:
+        return list(self._by_user)
+
     def total(self) -> int:
         return sum(len(i) for i in self._by_user.values())

@@ -215,9 +215,16 @@ class Backend:
 
     def add_faces(self, user: int, post: FacePost) -> list[int]:
         """Detect/embed, then store every face atomically; returns the new face ids."""
-        galleries = self.check_galleries(user, post.galleries)
+        self.check_galleries(user, post.galleries)
         photo, faces = self.faces_of_request(post.photo, post.face_images, post.boxes,
                                              post.mf_selector, post.want_attrs)
+        return self.store_faces(user, post, photo, faces)
+
+    def store_faces(self, user: int, post: FacePost, photo: Photo | None,
+                    faces: list[NewFace]) -> list[int]:
+        """Store analyzed faces: their images, then their rows in one transaction (with the
+        Idempotency-Key); all of it or, on any failure, none of it."""
+        galleries = self.check_galleries(user, post.galleries)
         ts = post.timestamp or now()
         written: dict[str, Any] = {"names": []}
         try:
