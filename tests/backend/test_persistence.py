@@ -1,12 +1,26 @@
-"""A restart loses nothing acknowledged; a second backend can fetch photo URLs (--fetch-urls)."""
+"""A restart loses nothing acknowledged, also after ``kill -9``; a second backend can fetch photo
+URLs (--fetch-urls)."""
 
 from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
 
 import requests
 
 from tests.backend.conftest import Api, error_of, person_photo
+from tests.backend.faultkit import assert_consistent
+from tests.backend.test_faults import identified, ids_of, post
+from videodetector.backend.auth import create_token
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
+from videodetector.backend.storage import Database
 
 
 def test_restart_keeps_everything(tmp_path):
@@ -75,3 +89,108 @@ def test_fetch_urls(tmp_path):
         body = error_of(api.post("/v1/face", json={"photo": "http://127.0.0.1:9/x.jpg"}),
                         400, "BAD_PARAM")
         assert body["param"] == "photo"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_backend(data_dir, log) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "videodetector.backend.cli", "serve", "--data-dir", str(data_dir),
+         "--port", str(port), "--person-identify", "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the backend exited at start"
+        try:
+            requests.get(url + "/v1/galleries", timeout=2)
+            return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError("the backend did not start")
+
+
+def _post_then_kill(data_dir, token: str, log_path) -> tuple[dict[str, list[int]],
+                                                             dict[str, str]]:
+    """4 clients post snapshots to a backend process until it is SIGKILLed; returns the
+    acknowledged keys (with their face ids) and every key tried (with the person posted)."""
+    acked: dict[str, list[int]] = {}
+    tried: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def client(n: int, api: Api) -> None:
+        for i in range(10_000):
+            key, who = f"t{n}-{i}", "ABCD"[(n + i) % 4]
+            with lock:
+                tried[key] = who
+            try:
+                r = post(api, who, key)
+            except requests.RequestException:
+                return  # the backend is gone
+            if r.status_code == 200:
+                with lock:
+                    acked[key] = ids_of(r)
+
+    with open(log_path, "wb") as log:
+        proc, url = _start_backend(data_dir, log)
+        try:
+            threads = [threading.Thread(target=client, args=(n, Api(url, token)))
+                       for n in range(4)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            while len(acked) < 16 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)  # mid-stream: posts are in flight
+            assert proc.wait(10) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        for t in threads:
+            t.join(30)
+    return acked, tried
+
+
+def test_kill_9_with_posts_in_flight_loses_nothing_acknowledged(tmp_path):
+    """SIGKILL while 4 clients post: after a restart every acknowledged snapshot is there
+    exactly once, the database passes integrity_check, the index is the database, and the
+    clients' retries (same Idempotency-Key) store each snapshot once."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    db = Database(data_dir / "backend.sqlite3")
+    token = create_token(db)
+    db.close()
+    acked, tried = _post_then_kill(data_dir, token, tmp_path / "backend.log")
+    assert len(acked) >= 16, (tmp_path / "backend.log").read_text()[-2000:]
+
+    with closing(sqlite3.connect(data_dir / "backend.sqlite3")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with BackendServer(Settings(data_dir=data_dir, person_identify=True,
+                                log_level="warning")) as srv:
+        assert_consistent(srv.backend, orphans_allowed=True)  # images of cut-off posts may stay
+        api = Api(srv.url, token)
+
+        def counts() -> dict[str, int]:
+            rows = srv.backend.db.rows("SELECT meta, COUNT(*) FROM faces GROUP BY meta")
+            return {r[0]: r[1] for r in rows}
+
+        stored = counts()
+        assert all(stored.get(key) == 1 for key in acked), "an acknowledged face is lost"
+        assert all(n == 1 for n in stored.values()), "a snapshot was stored twice"
+        for key, ids in acked.items():
+            assert api.get(f"/v1/face/id/{ids[0]}").json()["meta"] == key
+        # the clients retry whatever was in flight, and some of what was acknowledged
+        for key, who in tried.items():
+            ids = ids_of(post(api, who, key))
+            assert ids == acked.get(key, ids)
+        stored = counts()
+        assert set(stored) == set(tried) and set(stored.values()) == {1}
+        face_ids = {f["id"] for f in api.get("/v1/faces?limit=0").json()["results"]}
+        assert identified(api, "A") == face_ids and len(face_ids) == len(tried)
+        assert_consistent(srv.backend, orphans_allowed=True)
