@@ -200,3 +200,20 @@ def test_commit_fault_is_real_sqlite(tmp_path):
             conn.execute("ROLLBACK")
     finally:
         backend.close()
+
+
+def test_a_stale_index_entry_does_not_block_new_faces(tmp_path, caplog):
+    """Belt and braces for 'face 14 is already indexed': should the index ever hold an id
+    the database does not (a rollback lost), the face SQLite stores under that id replaces
+    it, loudly, instead of failing every later post until a restart."""
+    backend = Backend(Settings(data_dir=tmp_path, preload_models=False))
+    try:
+        backend.index(1).add(1, embedding(0), "stale-cam", 99)  # SQLite's next id is 1
+        face = NewFace((0.0, 0.0, 112.0, 112.0), np.zeros((112, 112, 3), np.uint8),
+                       embedding(5))
+        post = FacePost(photo=None, face_images=[b"f"], boxes=None, cam_id="c1")
+        assert backend.store_faces(1, post, None, [face]) == [1]
+        assert_consistent(backend)
+        assert "lost rollback" in caplog.text
+    finally:
+        backend.close()

@@ -248,6 +248,7 @@ class Backend:
     def _remember(self, conn: sqlite3.Connection, user: int, key: str, ids: list[int]) -> None:
         insert(conn, "idempotency", {"user_id": user, "key": key, "face_ids": json.dumps(ids),
                                      "created": time.time()})
+        self.db.on_rollback(partial(setattr, self, "_keys_since_prune", self._keys_since_prune))
         self._keys_since_prune += 1
         if self._keys_since_prune >= 1000:  # forget keys older than idempotency_ttl
             conn.execute("DELETE FROM idempotency WHERE created < ?",
@@ -320,6 +321,10 @@ class Backend:
     def _index_add(self, user: int, face_id: int, vector: np.ndarray, cam_id: str | None,
                    person: int | None) -> None:
         index = self.index(user)
+        if face_id in index:  # SQLite never reuses an id (AUTOINCREMENT): a stale entry
+            log.error("face %d of user %d was indexed but not stored (a lost rollback); "
+                      "replacing it", face_id, user)
+            index.remove(face_id)
         index.add(face_id, vector, cam_id, person)
         self.db.on_rollback(partial(index.remove, face_id))
 
