@@ -136,3 +136,9 @@ def test_next_page_keeps_findface_shape(api: Api, events: list[dict[str, Any]]):
     ids = [e["id"] for e in page["results"]]
     assert page["next_page"] == f"/v0/history/search?max_id={ids[-1]}&limit=3"
     assert page["prev_page"] is None
+    # a first body with its own cursor, re-posted to next_page: the link's cursor wins
+    body = {"limit": 3, "max_id": ids[0] + 1}
+    first = api.post("/v1/history/search", json=body).json()
+    second = api.post(first["next_page"], json=body).json()
+    assert [e["id"] for e in first["results"]] == ids
+    assert second["results"] and max(e["id"] for e in second["results"]) < min(ids)
