@@ -108,8 +108,9 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def print_job(job_path: str, failed_only: bool, out: TextIO = sys.stdout) -> None:
+def print_job(job_path: str, failed_only: bool, out: TextIO | None = None) -> None:
     """The images as a JSON array, one object per line, written as they are read."""
+    out = out or sys.stdout
     with JobFile(job_path) as job:
         out.write("[")
         sep = "\n"
