@@ -176,7 +176,7 @@ def test_answers_classified():
     assert isinstance(classify(400, {"code": "BAD_PARAM", "reason": "no emotion model",
                                      "param": "emotions"}, ""), Fatal)
     for status in (429, 502, 503, 504):
-        assert classify(status, None, "busy") == Retry("HTTP %d: busy" % status)
+        assert classify(status, None, "busy") == Retry(f"HTTP {status}: busy")
     assert classify(500, None, "boom") == Retry("HTTP 500: boom", server_error=True)
     assert classify(200, {"oops": 1}, "{oops}") == Failed("unexpected answer: {oops}")
 
