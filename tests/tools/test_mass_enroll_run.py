@@ -201,3 +201,28 @@ def test_backend_down_during_run(tmp_path: Path):
         assert_each_once(api, images)
     finally:
         procs.cleanup()
+
+
+def test_interrupted_run_stops_cleanly_and_resumes(api: Api, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]):
+    """Ctrl-C (SIGINT) and kill (SIGTERM): the posts in flight are recorded, the summary says
+    what is left, exit status 130; the next run finishes the job."""
+    images = linked(tmp_path / "photos", ctu_photos(10))
+    job = tmp_path / "i.job"
+    assert main(["--job", str(job), "prepare", "--meta-filename",
+                 str(tmp_path / "photos/*.jpg")]) == 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        log = tmp_path / f"run-{signum}.log"
+        target = states(job)["done"] + 2  # signalled once it is running and posting
+        proc = start_run(job, api, log, "--parallel", "2")
+        wait_until(lambda t=target, p=proc: states(job)["done"] >= t or p.poll() is not None,
+                   60, f"{target} images done")
+        proc.send_signal(signum)
+        assert proc.wait(30) == 130, log.read_text()
+        text = log.read_text()
+        assert "Stopped: interrupted" in text and "Not processed yet" in text
+        left = int(text.split("Not processed yet ")[1].split()[0])
+        assert left == states(job)["pending"] > 0  # what was answered is recorded
+    assert main(enroll_args(job, api)) == 0
+    assert states(job) == {"done": len(images)}
+    assert_each_once(api, images)
