@@ -4,9 +4,12 @@ No backend here (see test_mass_enroll_run.py)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sqlite3
+import threading
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -195,3 +198,46 @@ def test_run_options_validated():
     form = RunOptions(token="t", gallery="g", mf_selector="reject", age=True).form("m")
     assert form == {"meta": "m", "galleries": "g", "mf_selector": "reject", "age": "true"}
     assert enroll_run.SERVER_ERROR_TRIES >= 2
+
+
+def test_retries(monkeypatch: pytest.MonkeyPatch):
+    """Backend down/busy: retried until it answers; a 500 fails the image after a few tries;
+    a stopped run stops retrying."""
+    said: list[str] = []
+    stop = threading.Event()
+    client = enroll_run.Client(RunOptions(token="t", max_backoff=0.01), stop, said.append)
+
+    def answers(*outcomes):
+        it = iter(outcomes)
+        return lambda: next(it)
+
+    down = Retry("backend unreachable (ConnectionError)")
+    assert client.with_retries(answers(down, down, down, down, Done([7])), "POST") == Done([7])
+    assert said == ["POST: backend unreachable (ConnectionError); retrying (next try in "
+                    "0.01 s)"]  # one line per 10 s, however many threads retry
+    boom = Retry("HTTP 500: boom", server_error=True)
+    assert client.with_retries(answers(boom, down, boom, boom, Done([1])), "POST") == \
+        Failed("HTTP 500: boom")
+    stop.set()
+    assert isinstance(client.with_retries(answers(down), "POST"), enroll_run.Stopped)
+
+
+def test_entry_points(tree: Path, capsys: pytest.CaptureFixture[str]):
+    """``fkvideo_backend mass-enroll ...`` and the ``findface-mass-enroll`` console script."""
+    from videodetector.backend.cli import main as backend_main
+
+    assert backend_main(["mass-enroll", "--job", "b.job", "prepare", "--meta-const", "x",
+                         "*.png"]) == 0
+    assert "1 files in job file b.job" in capsys.readouterr().out
+    assert backend_main(["mass-enroll", "--job", "b.job", "print"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["meta"] == "x"
+    with pytest.raises(SystemExit):
+        backend_main(["--help"])
+    assert "mass-enroll" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        backend_main(["mass-enroll", "run", "--help"])
+    assert "usage: fkvideo_backend mass-enroll run" in capsys.readouterr().out
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    module, func = scripts["findface-mass-enroll"].split(":")
+    assert getattr(importlib.import_module(module), func) is main

@@ -198,7 +198,7 @@ class Client:
         """Call ``attempt`` until it answers something else than Retry (a 500 only
         ``SERVER_ERROR_TRIES`` times), waiting with backoff in between; Stopped if the
         run is stopped meanwhile."""
-        backoff = Backoff(0.5, self.opts.max_backoff)
+        backoff = Backoff(min(0.5, self.opts.max_backoff), self.opts.max_backoff)
         server_errors = 0
         while not self.stop.is_set():
             outcome = attempt()
