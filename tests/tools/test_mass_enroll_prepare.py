@@ -4,6 +4,8 @@ No backend here (see test_mass_enroll_run.py)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import importlib
 import json
 import os
@@ -241,3 +243,20 @@ def test_entry_points(tree: Path, capsys: pytest.CaptureFixture[str]):
         scripts = tomllib.load(f)["project"]["scripts"]
     module, func = scripts["findface-mass-enroll"].split(":")
     assert getattr(importlib.import_module(module), func) is main
+
+
+def test_not_a_backend_is_refused_at_once(tree: Path, capsys: pytest.CaptureFixture[str]):
+    """--api pointing at some other web server (200 with HTML): stop, do not retry forever."""
+    (tree / "v1").mkdir()
+    (tree / "v1/galleries").write_text("<html>hello</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tree))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        assert main(["prepare", "*.png"]) == 0
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        assert main(["run", "--api", url, "--token", "t"]) == 2
+        httpd.shutdown()
+    out = capsys.readouterr().out
+    assert "Stopped: GET http://127.0.0.1:" in out and "not a FindFace API answer" in out
+    with JobFile("ffmassenroll.job") as job:
+        assert job.count("pending") == 1

@@ -26,6 +26,7 @@ from tests.backend.conftest import UNKNOWNS, Api, person_photo, side_by_side
 from tests.e2e.conftest import Procs, free_port, wait_until
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
+from videodetector.tools.enroll_run import MAX_FILE_BYTES
 from videodetector.tools.mass_enroll import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,24 +121,27 @@ def test_reject_fails_multi_face_photo(api: Api, tmp_path: Path,
     (tmp_path / "pair.jpg").write_bytes(side_by_side(person_photo("A"), person_photo("B")))
     (tmp_path / "single.jpg").write_bytes(person_photo("C"))
     (tmp_path / "broken.jpg").write_bytes(b"this is not a JPEG")
+    with open(tmp_path / "huge.jpg", "wb") as f:  # sparse: never read whole
+        f.truncate(MAX_FILE_BYTES + 1)
     job = tmp_path / "j"
     assert main(["--job", str(job), "prepare", "--meta-filename", str(tmp_path / "*.jpg")]) == 0
     assert main(enroll_args(job, api, "--mf-selector", "reject")) == 1  # 1: some failed
-    assert "Successfully processed 1 images (1 faces enrolled)\nFailed to process 2 images" \
+    assert "Successfully processed 1 images (1 faces enrolled)\nFailed to process 3 images" \
         in capsys.readouterr().out
     assert main(["--job", str(job), "print", "--failed"]) == 0
     failed = {Path(r["image"]).name: r["reason"] for r in json.loads(capsys.readouterr().out)}
-    assert set(failed) == {"pair.jpg", "broken.jpg"}
+    assert set(failed) == {"pair.jpg", "broken.jpg", "huge.jpg"}
+    assert failed["huge.jpg"] == "the file is larger than 64 MB"
     assert failed["pair.jpg"] == "BAD_PARAM: Too many faces: 2 (mf_selector)"
     assert failed["broken.jpg"].startswith("BAD_PARAM: ") and "(photo)" in failed["broken.jpg"]
     assert [f["meta"] for f in faces(api)] == ["single"]
     # without --failed the failed images are left alone; with it they are tried again
     assert main(enroll_args(job, api, "--mf-selector", "reject")) == 0
-    assert "Skipped 3 already processed images" in capsys.readouterr().out
+    assert "Skipped 4 already processed images" in capsys.readouterr().out
     assert main(enroll_args(job, api, "--mf-selector", "all", "--failed")) == 1
     out = capsys.readouterr().out
     assert "Skipped 1 already processed images" in out
-    assert "Successfully processed 1 images (2 faces enrolled)\nFailed to process 1 images" in out
+    assert "Successfully processed 1 images (2 faces enrolled)\nFailed to process 2 images" in out
     assert collections.Counter(f["meta"] for f in faces(api)) == {"single": 1, "pair": 2}
 
 

@@ -40,6 +40,7 @@ RUN_PARAMS = frozenset({"emotions", "gender", "age", "galleries"})  # a 4xx on t
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 SERVER_ERROR_TRIES = 3
 MAX_PARALLEL = 256
+MAX_FILE_BYTES = 64 * 2**20  # never read more (the backend's own limit is 10 MB by default)
 
 Say = Callable[[str], None]
 
@@ -217,9 +218,11 @@ class Client:
     def post_face(self, job: JobFile, image: Image) -> Outcome:
         try:
             with open(image.path, "rb") as f:
-                photo = f.read()
+                photo = f.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             return Failed(f"cannot read the image: {exc.strerror or exc}")
+        if len(photo) > MAX_FILE_BYTES:
+            return Failed(f"the file is larger than {MAX_FILE_BYTES // 2**20} MB")
         headers = {"Idempotency-Key": job.idempotency_key(image)}
         files = {"photo": (image.path.rsplit("/", 1)[-1], photo, "application/octet-stream")}
 
@@ -234,26 +237,42 @@ class Client:
         return self.with_retries(attempt, "POST /face")
 
     def ensure_gallery(self) -> Outcome:
-        """Check the token and that ``--gallery`` exists (created if missing)."""
+        """Check the URL and the token, and that ``--gallery`` exists (created if missing):
+        Done, Fatal with the reason, or Stopped."""
         name = self.opts.gallery
 
         def attempt() -> Outcome:
             try:
                 resp = self.request("GET", "/galleries")
-                if resp.status_code == 200 and name not in resp.json().get("results", []):
+                if resp.status_code == 200:
+                    names = gallery_names(json_or_none(resp))
+                    if names is None:
+                        return Fatal(f"GET {self.opts.base_url}/galleries: not a FindFace "
+                                     f"API answer (is --api right?): {resp.text[:100]!r}")
+                    if name in names:
+                        return Done([])
                     resp = self.request("POST", f"/galleries/{name}")
                     if resp.status_code == 201:
                         self.say(f"Created gallery {name!r}")
                         return Done([])
-            except (requests.RequestException, ValueError, AttributeError) as exc:
+            except requests.RequestException as exc:
                 return Retry(f"backend unreachable ({type(exc).__name__})")
-            if resp.status_code in (200, 201):
-                return Done([])
             outcome = classify(resp.status_code, json_or_none(resp), resp.text)
-            return outcome if isinstance(outcome, Retry | Fatal) else Fatal(
-                f"gallery {name!r}: {outcome.reason}")  # type: ignore[union-attr]
+            if isinstance(outcome, Retry | Fatal):
+                return outcome
+            reason = error_text(resp.status_code, json_or_none(resp), resp.text)
+            return Fatal(f"gallery {name!r}: {reason}")
 
-        return self.with_retries(attempt, "GET /galleries")
+        outcome = self.with_retries(attempt, "GET /galleries")
+        return Fatal(outcome.reason) if isinstance(outcome, Failed) else outcome
+
+
+def gallery_names(body: Any) -> list[str] | None:
+    """The names in a ``GET /galleries`` answer, None when it is not one."""
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list):
+        return None
+    return [str(g.get("name")) if isinstance(g, dict) else str(g) for g in results]
 
 
 # -- progress ----------------------------------------------------------------------
@@ -355,6 +374,8 @@ class Runner:
             check = self.client.ensure_gallery() if todo else Done([])
             if isinstance(check, Fatal):
                 return self._end(stats, check.reason)
+            if isinstance(check, Stopped):
+                return self._end(stats, "interrupted")
             self._pump(stats, self.job.images(self.states))
         except KeyboardInterrupt:
             self.stop.set()
