@@ -178,7 +178,7 @@ def test_killed_run_resumes_and_stores_each_image_once(api: Api, tmp_path: Path)
 def test_backend_down_during_run(tmp_path: Path):
     """The backend is killed (kill -9) mid-run and restarted on the same port and data: the
     run waits (no image failed), then finishes with every image stored once."""
-    images = linked(tmp_path / "photos", ctu_photos(12))
+    images = linked(tmp_path / "photos", ctu_photos(16))
     job = tmp_path / "d.job"
     assert main(["--job", str(job), "prepare", "--meta-filename",
                  str(tmp_path / "photos/*.jpg")]) == 0
@@ -188,7 +188,8 @@ def test_backend_down_during_run(tmp_path: Path):
         api = Api(f"http://127.0.0.1:{port}", procs.token(data))
         backend = procs.backend(data, port)
         run = start_run(job, api, tmp_path / "run.log", "--parallel", "3", "--max-backoff", "0.5")
-        wait_until(lambda: states(job)["done"] >= 3 or run.poll() is not None, 60, "3 done")
+        wait_until(lambda: states(job)["done"] >= 3 or run.poll() is not None, 60, "3 done",
+                   interval=0.02)
         backend.popen.kill()
         backend.popen.wait(10)
         assert run.poll() is None, "the run ended before the backend went down"
