@@ -113,7 +113,7 @@ class Server:
                 if requests.get(self.url + "/docs", timeout=1).status_code == 200:
                     self.startup_seconds = time.monotonic() - t0
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy
                 pass
             time.sleep(0.1)
         self.stop()

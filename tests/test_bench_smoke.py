@@ -76,3 +76,13 @@ def test_soak_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert daemon["fkvideo_frames_processed_total"] > 0  # the camera's frames got through
     assert "backend_faces" in backend
     assert "trend" in capsys.readouterr().out
+
+
+def test_bench_mass_enroll_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_mass_enroll")
+    out = mod.main(["--parallel", "1,2", "--limit", "3"])
+    assert [r["parallel"] for r in out["rows"]] == [1, 2]
+    for row in out["rows"]:
+        assert row["images"] == 3 and row["succeeded"] + row["failed"] == 3
+        assert row["images_per_s"] > 0
+    assert "images/s" in capsys.readouterr().out

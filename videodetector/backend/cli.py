@@ -1,4 +1,5 @@
-"""``fkvideo_backend serve [...]`` and ``fkvideo_backend token [--short]``.
+"""``fkvideo_backend serve [...]``, ``fkvideo_backend token [--short]`` and
+``fkvideo_backend mass-enroll ...`` (``videodetector.tools.mass_enroll``).
 
 Settings take facenapi's names (10.3.3) both as flags (``--person-identify``) and as
 config file keys (``person_identify = True``); flags win over the file.
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--short", action="store_true", help="short token, e.g. A0B1-C2D3")
     token.add_argument("--data-dir", dest="data_dir", default=None)
     token.add_argument("-c", "--config", help="settings file (for data_dir)")
+    sub.add_parser("mass-enroll", add_help=False, help="bulk face enrollment from image files "
+                   "(findface-mass-enroll; see: fkvideo_backend mass-enroll --help)")
     return parser
 
 
@@ -83,6 +86,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mass-enroll"]:  # a client of the API: its own options
+        from videodetector.tools.mass_enroll import main as mass_enroll
+
+        return mass_enroll(argv[1:], prog="fkvideo_backend mass-enroll")
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
