@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from videodetector.post.poster import DROP_REASONS
 from videodetector.status import Metric
 
 if TYPE_CHECKING:
@@ -39,6 +40,13 @@ _CAMERA_METRICS = (
      lambda w, r, p: p.get("spool_len", 0)),
     ("fkvideo_spool_dropped_total", "Snapshots dropped by the spool size bound", "counter",
      lambda w, r, p: p.get("spool_dropped", 0)),
+    ("fkvideo_post_queue_items",
+     "Snapshots held in memory because the spool cannot be written (bounded by --post-queue)",
+     "gauge", lambda w, r, p: p.get("queue_len", 0)),
+    ("fkvideo_spool_write_errors_total", "Failed writes to the spool (e.g. disk full)",
+     "counter", lambda w, r, p: p.get("spool_write_errors", 0)),
+    ("fkvideo_spool_writable", "1 if the last write to the spool worked, 0 if it failed",
+     "gauge", lambda w, r, p: p.get("spool_ok", 1)),
     ("fkvideo_reconnects_total", "Stream reconnects", "counter",
      lambda w, r, p: r.reconnects if r else 0),
     ("fkvideo_pipeline_crashes_total", "Pipeline crashes (the camera was restarted)", "counter",
@@ -67,6 +75,14 @@ def collect_metrics(daemon: Daemon) -> list[Metric]:
         Metric(name, help_, kind, {labels: float(get(w, r, p)) for labels, w, r, p in rows})
         for name, help_, kind, get in _CAMERA_METRICS
     ]
+    metrics.append(Metric(
+        "fkvideo_posts_dropped_total",
+        "Snapshots lost before they reached the spool, by reason (spool_unwritable: the spool "
+        "refused them and the memory queue was full; at_stop: still in memory at stop)",
+        "counter",
+        {(*labels, ("reason", reason)): float(p.get(f"dropped_{reason}", 0))
+         for labels, _w, _r, p in rows for reason in DROP_REASONS},
+    ))
     metrics.append(Metric("fkvideo_cameras_running", "Cameras with a live worker", "gauge",
                           {(): float(sum(w.is_alive() for w in workers.values()))}))
     metrics.append(Metric("fkvideo_up_seconds", "Seconds since start", "gauge",

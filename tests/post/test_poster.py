@@ -51,9 +51,11 @@ def test_delivers_in_order(receiver: Receiver, tmp_path: Path) -> None:
     assert wait_for(lambda: poster.stats()["ok"] == 10)
     poster.stop(1)
     assert receiver.ok_keys() == keys(10)
-    assert poster.stats() == {"ok": 10, "failed": 0, "spooled": 0, "retries": 0,
+    # write-ahead: every accepted snapshot went through the spool, and left it on 2xx
+    assert poster.stats() == {"ok": 10, "failed": 0, "spooled": 10, "retries": 0,
                               "queue_len": 0, "spool_len": 0, "spool_bytes": 0,
-                              "spool_dropped": 0}
+                              "spool_dropped": 0, "spool_write_errors": 0, "spool_ok": 1,
+                              "dropped_spool_unwritable": 0, "dropped_at_stop": 0}
 
 
 def test_server_down_then_up(tmp_path: Path) -> None:

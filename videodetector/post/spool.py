@@ -38,7 +38,11 @@ FIRST_SEQ = 10**12  # room below for items pushed at the front
 _NAME_WIDTH = 20
 
 
-class SpoolLockedError(RuntimeError):
+class SpoolError(RuntimeError):
+    """The spool directory cannot be used (created, locked); the message names it."""
+
+
+class SpoolLockedError(SpoolError):
     """Another process uses this spool directory."""
 
 
@@ -52,8 +56,11 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped = 0  # items dropped to stay under max_bytes, since open
         self._lock = threading.Lock()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_file: TextIO | None = _acquire_dir_lock(self.directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_file: TextIO | None = _acquire_dir_lock(self.directory)
+        except OSError as exc:
+            raise SpoolError(f"cannot use spool directory {self.directory}: {exc}") from None
         self._items: dict[int, int] = {}  # seq -> size in bytes, in seq order
         self._bytes = 0
         self._scan()
@@ -183,14 +190,24 @@ class Spool:
             self._enforce_bound()
 
     def _write(self, seq: int, blob: bytes) -> None:
+        """Durable once this returns: data fsync'ed, renamed, directory fsync'ed. On any
+        error (a full disk) nothing is left behind, not even the ``.tmp`` file."""
         final = self._path(seq)
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            _fsync_dir(self.directory)
+        except BaseException:
+            final.unlink(missing_ok=True)  # not known to be durable: not accepted
+            raise
 
     def _enforce_bound(self) -> None:
         """Drop the oldest items until under max_bytes; the newest item is always kept."""
@@ -221,16 +238,24 @@ class Spool:
 
 
 def _acquire_dir_lock(directory: Path) -> TextIO:
-    """Lock ``directory/.lock`` for this Spool's lifetime (released by close or exit)."""
+    """Lock ``directory/.lock`` for this Spool's lifetime (released by close or exit, also
+    kill -9). The holder writes its pid in the file, so a refused process can name it."""
     lock_file = open(directory / ".lock", "a+")
     try:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        lock_file.seek(0)
+        holder = lock_file.read(32).strip()
         lock_file.close()
+        who = f"pid {holder}" if holder.isdigit() else "pid unknown"
         raise SpoolLockedError(
-            f"spool directory {directory} is used by another process (give each "
-            "fkvideo_detector its own --spool-dir)"
+            f"spool directory {directory} is used by another process ({who}): give each "
+            "fkvideo_detector its own --spool-dir"
         ) from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
     return lock_file
 
 
