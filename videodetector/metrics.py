@@ -75,16 +75,21 @@ def collect_metrics(daemon: Daemon) -> list[Metric]:
         Metric(name, help_, kind, {labels: float(get(w, r, p)) for labels, w, r, p in rows})
         for name, help_, kind, get in _CAMERA_METRICS
     ]
-    metrics.append(Metric(
-        "fkvideo_posts_dropped_total",
-        "Snapshots lost before they reached the spool, by reason (spool_unwritable: the spool "
-        "refused them and the memory queue was full; at_stop: still in memory at stop)",
-        "counter",
-        {(*labels, ("reason", reason)): float(p.get(f"dropped_{reason}", 0))
-         for labels, _w, _r, p in rows for reason in DROP_REASONS},
-    ))
+    metrics.append(posts_dropped_metric({dict(labels)["cam_id"]: p for labels, _w, _r, p in rows}))
     metrics.append(Metric("fkvideo_cameras_running", "Cameras with a live worker", "gauge",
                           {(): float(sum(w.is_alive() for w in workers.values()))}))
     metrics.append(Metric("fkvideo_up_seconds", "Seconds since start", "gauge",
                           {(): time.time() - daemon.started_at}))
     return metrics
+
+
+def posts_dropped_metric(poster_stats: dict[str, dict[str, int]]) -> Metric:
+    """``fkvideo_posts_dropped_total{cam_id, reason}`` from each camera's ``Poster.stats()``."""
+    return Metric(
+        "fkvideo_posts_dropped_total",
+        "Snapshots lost before they reached the spool, by reason (spool_unwritable: the spool "
+        "refused them and the memory queue was full; at_stop: still in memory at stop)",
+        "counter",
+        {(("cam_id", cam_id), ("reason", reason)): float(stats.get(f"dropped_{reason}", 0))
+         for cam_id, stats in poster_stats.items() for reason in DROP_REASONS},
+    )

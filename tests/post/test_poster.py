@@ -250,25 +250,6 @@ def test_needs_a_spool_dir() -> None:
         Poster(DetectorConfig(api_url="http://h:1", api_token="t"))
 
 
-def test_unwritable_spool_keeps_items_in_memory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def disk_full(*args: object, **kwargs: object) -> int:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Spool, "push", disk_full)
-    rx = Receiver(delay=0.02).start()
-    poster = started(make_cfg(rx.url, tmp_path, post_queue=1))
-    try:
-        for i in range(6):
-            poster.submit(make_snapshot(seq=i))  # queue full, spool refuses: kept anyway
-        assert wait_for(lambda: poster.stats()["ok"] == 6)
-        assert receiver_keys_once(rx) == keys(6)
-    finally:
-        poster.stop(1)
-        rx.stop()
-
-
 def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
     assert retry_after("7") == 7.0
