@@ -1,14 +1,23 @@
 """Spool: an on-disk FIFO of snapshots the server has not taken yet. Survives restarts.
 
+The poster writes every snapshot here before it counts as accepted (write-ahead), and
+removes it after the server's 2xx answer.
+
 One file per item, ``<seq>.snap``, ``seq`` a 20-digit number: the oldest item has the
-smallest name. An item is written to ``<seq>.tmp``, fsync'ed, then renamed, so a crash
-(kill -9, power loss) never leaves half an item under a ``.snap`` name; left-over
-``.tmp`` files are removed on open. Items can also be pushed at the front (an item that
+smallest name. An item is written to ``<seq>.tmp``, fsync'ed, renamed, and the directory
+fsync'ed before ``push`` returns, so a crash (kill -9, power loss) never loses an item
+``push`` returned for, nor leaves half an item under a ``.snap`` name; left-over ``.tmp``
+files are removed on open. A failed write (``OSError``, e.g. ENOSPC on a full disk) leaves
+nothing behind and the spool unchanged; the next ``push`` simply tries again. Removing an
+item is not fsync'ed: after a power loss it may come back and be posted again (the
+``Idempotency-Key`` makes that harmless). Items can also be pushed at the front (an item that
 was being sent when the server failed goes back before the newer ones).
 
 Beyond ``max_bytes`` the OLDEST items are dropped (counted in ``dropped``, logged); the
 newest item is always kept. An item that cannot be read or decoded is renamed to
-``.bad`` and skipped. A lock file keeps two processes from sharing one directory.
+``.bad`` and skipped. A lock file (``.lock``, holding the owner's pid) keeps two processes
+from sharing one directory; the second gets ``SpoolLockedError`` naming the directory and
+that pid.
 
 Items the server refused (a 4xx answer, or a 500 that repeats for the same item) are not
 deleted: ``set_aside`` moves them to ``rejected/`` (outside the queue and the size bound),
@@ -121,8 +130,12 @@ class Spool:
                 os.replace(self._path(seq), target)  # type: ignore[arg-type]
             else:
                 tmp = target.with_suffix(".tmp")
-                tmp.write_bytes(encode_snapshot(snap))
-                os.replace(tmp, target)
+                try:
+                    tmp.write_bytes(encode_snapshot(snap))
+                    os.replace(tmp, target)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)  # e.g. a full disk: leave nothing behind
+                    raise
             _fsync_dir(folder)
         return target
 
