@@ -87,6 +87,27 @@ def test_full_disk_bounded_counted_logged_once_and_recovers(
         rx.stop()
 
 
+def test_a_full_disk_does_not_stop_delivery_while_the_backend_is_up(seam_disk: SeamDisk) -> None:
+    rx = Receiver().start()
+    poster = Poster(make_cfg(rx.url, seam_disk.directory, post_queue=QUEUE),
+                    backoff_initial=0.05)
+    poster.start()
+    seam_disk.fill()
+    try:
+        sent = []
+        for i in range(3 * QUEUE):
+            snap = make_snapshot(seq=i)
+            assert poster.submit(snap) is Accepted.MEMORY
+            sent.append(snap.idempotency_key)
+            assert wait_for(lambda: poster.stats()["queue_len"] == 0)  # sent from memory
+        assert wait_for(lambda: poster.stats()["ok"] == len(sent))
+        assert rx.ok_keys() == sent
+        assert poster.stats()["dropped_spool_unwritable"] == 0
+    finally:
+        poster.stop(1)
+        rx.stop()
+
+
 def test_memory_items_are_spooled_at_stop_once_the_disk_has_room(seam_disk: SeamDisk) -> None:
     rx = Receiver().start()
     rx.stop()
