@@ -86,3 +86,12 @@ def test_bench_mass_enroll_smoke(bench, capsys: pytest.CaptureFixture[str]) -> N
         assert row["images"] == 3 and row["succeeded"] + row["failed"] == 3
         assert row["images_per_s"] > 0
     assert "images/s" in capsys.readouterr().out
+
+
+def test_spool_rate_smoke(bench, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("spool_rate")
+    out = mod.main(["--count", "5", "--dir", str(tmp_path)])
+    assert [r["items"] for r in out["rows"]] == [5, 5]
+    assert all(r["items_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["rows"])
+    assert "items_per_s" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # nothing left behind

@@ -5,7 +5,9 @@ Camera list: ``fkvideo_detector -c /etc/fkvideo/site.ini`` with ``detector-name`
 ``source``: the cameras registered under that name in the backend are polled and run.
 
 Exit codes: 0 on a clean stop (or when a single file ended), 1 when a single
-source could not be opened/decoded at all, 2 for a bad configuration.
+source could not be opened/decoded at all or its spool directory cannot be used (e.g.
+another fkvideo_detector holds it: one ERROR line names the directory and that pid),
+2 for a bad configuration.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from videodetector.metrics import collect_metrics
 from videodetector.models import YUNET, ModelError, YuNetDetector, model_path
 from videodetector.naming import path_component
 from videodetector.pipeline import CameraSpec
-from videodetector.post.poster import Poster
-from videodetector.post.spool import REJECTED, Spool, SpoolLockedError
+from videodetector.post.poster import DROP_REASONS, Poster
+from videodetector.post.spool import REJECTED, Spool, SpoolError, SpoolLockedError
 from videodetector.status import StatusServer
 
 log = logging.getLogger("fkvideo_detector")
@@ -102,7 +104,12 @@ class Daemon:
 
     def _run_single(self) -> int:
         cam = CameraSpec(self.cfg.camid, self.cfg.source, self.cfg.roi, self.cfg.rot)
-        worker = self.make_worker(cam).start()
+        try:
+            worker = self.make_worker(cam).start()
+        except SpoolError as exc:  # e.g. a second detector on the same --spool-dir
+            log.error("camera %s: not started: %s", cam.cam_id, exc,
+                      extra={"cam_id": cam.cam_id})
+            return 1
         while worker.is_alive() and not self.stop_event.wait(0.5):
             pass
         worker.stop()
@@ -137,6 +144,12 @@ class Daemon:
             log.info("camera %s: %d snapshot(s) delivered, %d refused, %d left in the spool",
                      cam_id, stats["ok"], stats["failed"], stats["spool_len"],
                      extra={"cam_id": cam_id})
+            lost = {reason: stats[f"dropped_{reason}"] for reason in DROP_REASONS
+                    if stats[f"dropped_{reason}"]}
+            if lost:
+                log.error("camera %s: snapshot(s) lost because the spool could not be "
+                          "written: %s", cam_id, ", ".join(f"{n} ({r})" for r, n in lost.items()),
+                          extra={"cam_id": cam_id})
 
 
 def requeue_rejected(spool_root: Path, max_bytes: int) -> int:

@@ -128,7 +128,7 @@ class DetectorConfig:
     only_norm: bool = False
     req_timeout: float = 3.0  # s
     to_verify_cert: bool = True
-    post_queue: int = 100  # in-memory post queue (then the spool)
+    post_queue: int = 100  # snapshots held in memory while the spool cannot be written
     spool_dir: str = ""  # on-disk spool of undelivered posts
     spool_max_bytes: int = 1 << 30
     retry_max_delay: float = 30.0  # cap of the exponential retry back-off, s
@@ -486,7 +486,8 @@ def _add_post_options(p: Any) -> None:
     _flag(g, "--only-norm", help="post only normalized faces, no full frames")
     g.add_argument("--req-timeout", type=_FLOAT, help="s (3)")
     _flag(g, "--to-verify-cert", help="verify https certificates (1)")
-    g.add_argument("--post-queue", type=int, help="in-memory post queue size (100)")
+    g.add_argument("--post-queue", type=int, help="snapshots held in memory while the spool "
+                   "cannot be written (disk full); beyond, new ones are dropped and counted (100)")
     g.add_argument("--spool-dir", help="on-disk spool for undelivered posts")
     g.add_argument("--spool-max-bytes", type=_arg_type(parse_size, "size"),
                    help="spool bound, oldest posts dropped beyond (1G)")

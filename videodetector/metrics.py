@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from videodetector.post.poster import DROP_REASONS
 from videodetector.status import Metric
 
 if TYPE_CHECKING:
@@ -33,12 +34,20 @@ _CAMERA_METRICS = (
     ("fkvideo_posts_ok_total", "Snapshots delivered", "counter", lambda w, r, p: p.get("ok", 0)),
     ("fkvideo_posts_failed_total", "Snapshots refused by the backend (4xx)", "counter",
      lambda w, r, p: p.get("failed", 0)),
-    ("fkvideo_posts_spooled_total", "Snapshots written to the on-disk spool", "counter",
+    ("fkvideo_posts_spooled_total",
+     "Snapshots written to the on-disk spool (write-ahead: every accepted one)", "counter",
      lambda w, r, p: p.get("spooled", 0)),
     ("fkvideo_spool_items", "Snapshots waiting in the spool", "gauge",
      lambda w, r, p: p.get("spool_len", 0)),
     ("fkvideo_spool_dropped_total", "Snapshots dropped by the spool size bound", "counter",
      lambda w, r, p: p.get("spool_dropped", 0)),
+    ("fkvideo_post_queue_items",
+     "Snapshots held in memory because the spool cannot be written (bounded by --post-queue)",
+     "gauge", lambda w, r, p: p.get("queue_len", 0)),
+    ("fkvideo_spool_write_errors_total", "Failed writes to the spool (e.g. disk full)",
+     "counter", lambda w, r, p: p.get("spool_write_errors", 0)),
+    ("fkvideo_spool_writable", "1 if the last write to the spool worked, 0 if it failed",
+     "gauge", lambda w, r, p: p.get("spool_ok", 1)),
     ("fkvideo_reconnects_total", "Stream reconnects", "counter",
      lambda w, r, p: r.reconnects if r else 0),
     ("fkvideo_pipeline_crashes_total", "Pipeline crashes (the camera was restarted)", "counter",
@@ -67,8 +76,21 @@ def collect_metrics(daemon: Daemon) -> list[Metric]:
         Metric(name, help_, kind, {labels: float(get(w, r, p)) for labels, w, r, p in rows})
         for name, help_, kind, get in _CAMERA_METRICS
     ]
+    metrics.append(posts_dropped_metric({dict(labels)["cam_id"]: p for labels, _w, _r, p in rows}))
     metrics.append(Metric("fkvideo_cameras_running", "Cameras with a live worker", "gauge",
                           {(): float(sum(w.is_alive() for w in workers.values()))}))
     metrics.append(Metric("fkvideo_up_seconds", "Seconds since start", "gauge",
                           {(): time.time() - daemon.started_at}))
     return metrics
+
+
+def posts_dropped_metric(poster_stats: dict[str, dict[str, int]]) -> Metric:
+    """``fkvideo_posts_dropped_total{cam_id, reason}`` from each camera's ``Poster.stats()``."""
+    return Metric(
+        "fkvideo_posts_dropped_total",
+        "Snapshots lost before they reached the spool, by reason (spool_unwritable: the spool "
+        "refused them and the memory queue was full; at_stop: still in memory at stop)",
+        "counter",
+        {(("cam_id", cam_id), ("reason", reason)): float(stats.get(f"dropped_{reason}", 0))
+         for cam_id, stats in poster_stats.items() for reason in DROP_REASONS},
+    )

@@ -1,30 +1,43 @@
 """Poster: delivers snapshots to the server in order, without losing any it accepted.
 
-Pending snapshots form one FIFO made of two parts: the on-disk spool (older) and a
-bounded in-memory queue (newer). Every spooled item is older than every in-memory item:
+Write-ahead: a snapshot is *accepted* (``submit`` returns ``Accepted.SPOOLED``) only once it
+is durably in the on-disk spool (written to a ``.tmp`` file, fsync'ed, renamed, directory
+fsync'ed; see ``spool.py``). From then on it survives ``kill -9`` and power loss: the sender
+posts from the spool and removes the file only after a 2xx answer.
 
-* ``submit`` never blocks on the network. It appends to the memory queue; when that is
-  full, or when the spool already holds a backlog, the memory queue and the new item go
-  to the spool (in order) instead.
-* One sender thread posts the oldest pending item: the spool head, else the memory head.
-  - 2xx: delivered (``ok``).
+* ``submit`` never blocks on the network; it waits for the disk (one fsync'ed write, a few
+  ms; see ``bench/spool_rate.py``).
+* When the spool cannot be written (a full disk, a read-only or missing directory), the
+  snapshot is held in a bounded memory queue instead (``Accepted.MEMORY``: delivered if the
+  process lives, lost on a crash) -- at most ``post_queue`` snapshots, counting one being
+  sent. Beyond that the new snapshot is dropped (``Accepted.DROPPED``, counted per reason in
+  ``stats()``). The failure is logged once when it starts, then at most once per
+  ``log_interval`` seconds (counts, not one line per snapshot), and once when the spool
+  works again. Every ``submit`` tries the spool again, moving the memory queue to the spool
+  first (in order): once space is back, the spool works again without a restart.
+* One sender thread posts the oldest pending item: the spool head, else the memory head
+  (every spooled item is older than every item in memory).
+  - 2xx: delivered (``ok``), the item leaves the spool.
   - connection error, timeout, 408, 429, 5xx: the server could not take it. The item
-    (if it came from memory) goes back to the FRONT of the spool, the memory queue is
-    moved to the spool behind it, and the sender waits (exponential back-off, capped at
-    ``retry_max_delay``) before retrying the spool head (``retries``). A 429 or 503 with
-    ``Retry-After`` waits at least that long (up to ``MAX_RETRY_AFTER``).
+    stays at the head of the spool (an item from memory goes to the FRONT of the spool if
+    it can) and the sender waits (exponential back-off, capped at ``retry_max_delay``)
+    before retrying (``retries``). A 429 or 503 with ``Retry-After`` waits at least that
+    long (up to ``MAX_RETRY_AFTER``).
   - any other status: the request itself is bad; the response body is logged, the item
     is counted in ``failed`` and moved to the spool's ``rejected/`` folder (not retried,
     not deleted: an operator can inspect it). A 500 repeated
     ``MAX_SERVER_ERRORS_PER_ITEM`` times for the same item is treated the same way, so one
     snapshot the server cannot process does not block the ones behind it.
-* ``stop(timeout)`` keeps delivering for at most ``timeout`` seconds, then moves whatever
-  is left (including an item still in flight) to the spool. On the next start the spool
-  is delivered first. An item in flight at a crash or stop may be delivered twice: the
+* ``stop(timeout)`` keeps delivering for at most ``timeout`` seconds; the spool keeps the
+  rest, and the memory queue (if any) is moved to it. On the next start the spool is
+  delivered first. An item in flight at a crash or stop may be delivered twice: the
   ``Idempotency-Key`` header lets the server store it once.
 
 Stats (``stats()``): ok, failed, spooled (items written to the spool), spool_dropped
-(oldest items dropped by the spool bound), retries, queue_len, spool_len, spool_bytes.
+(oldest items dropped by the spool bound), retries, queue_len (memory), spool_len,
+spool_bytes, spool_write_errors, spool_ok (1/0: the last write worked), and the snapshots
+lost per reason: ``dropped_spool_unwritable`` (the spool refused it and the memory queue was
+full), ``dropped_at_stop`` (held in memory at stop, the spool still refusing).
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ import requests
 from videodetector.backoff import Backoff
 from videodetector.post.request import PostSettings, build_request
 from videodetector.post.spool import Spool
+from videodetector.post.trouble import LOG_INTERVAL, Trouble
 from videodetector.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -67,6 +81,21 @@ class PosterSettings(PostSettings, Protocol):
     spool_dir: str
     spool_max_bytes: int
     retry_max_delay: float
+
+
+class Accepted(enum.Enum):
+    """What ``submit`` did with a snapshot."""
+
+    SPOOLED = "spooled"  # durably on disk: survives a crash, delivered at the latest on restart
+    MEMORY = "memory"  # the spool could not be written: held in memory, lost on a crash
+    DROPPED = "dropped"  # the spool could not be written and the memory queue was full
+
+    @property
+    def kept(self) -> bool:
+        return self is not Accepted.DROPPED
+
+
+DROP_REASONS = ("spool_unwritable", "at_stop")
 
 
 class Outcome(enum.Enum):
@@ -93,6 +122,7 @@ class Poster:
         spool: Spool | None = None,
         backoff_initial: float = BACKOFF_INITIAL,
         cam_id: str = "",
+        log_interval: float = LOG_INTERVAL,
     ) -> None:
         if cfg.post_queue < 1:
             raise ValueError(f"post_queue must be >= 1, got {cfg.post_queue!r}")
@@ -111,9 +141,14 @@ class Poster:
         self._deadline = float("inf")  # set by stop(): deliver until then
         self._closed = False  # after stop(): the sender must not touch anything
         self._wake = threading.Event()  # cuts a back-off short (stop)
-        self._counts = dict.fromkeys(("ok", "failed", "spooled", "retries"), 0)
+        self._counts = dict.fromkeys(
+            ("ok", "failed", "spooled", "retries", "spool_write_errors",
+             *(f"dropped_{reason}" for reason in DROP_REASONS)), 0)
         self._server_wait: float | None = None  # the last answer's Retry-After, seconds
         self._item_errors: dict[str, int] = {}  # 500 answers in a row, per idempotency key
+        self._spool_trouble = Trouble(
+            self._log, f"poster: cam {cam_id or '-'}: writing to the spool {self._spool.directory}",
+            interval=log_interval)
 
     # -- public API ------------------------------------------------------------
 
@@ -127,21 +162,25 @@ class Poster:
         self._thread = threading.Thread(target=self._run, name="poster", daemon=True)
         self._thread.start()
 
-    def submit(self, snap: Snapshot) -> None:
-        """Queue ``snap`` for posting. Never waits for the network."""
+    def submit(self, snap: Snapshot) -> Accepted:
+        """Accept ``snap`` for posting: durably in the spool when this returns SPOOLED.
+        Never waits for the network; waits for one fsync'ed write."""
         with self._cond:
             if self._closed:
-                self._log.warning("poster: cam %s: submit after stop, snapshot spooled",
-                                  snap.cam_id)
-                self._to_spool(snap)
-                return
-            backlog = len(self._spool) or len(self._memory) >= self.cfg.post_queue
-            if not (backlog and self._memory_to_spool() and self._to_spool(snap)):
-                self._memory.append(snap)  # (also when the spool cannot be written)
+                self._log.warning("poster: cam %s: submit after stop", snap.cam_id)
+                if self._to_spool(snap):
+                    return Accepted.SPOOLED
+                self._drop("at_stop")
+                return Accepted.DROPPED
+            if self._memory_to_spool() and self._to_spool(snap):
+                result = Accepted.SPOOLED
+            else:
+                result = self._hold(snap)
             self._cond.notify()
+            return result
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Deliver for at most ``timeout`` s, then spool what is left. Idempotent."""
+        """Deliver for at most ``timeout`` s; what is left stays in the spool. Idempotent."""
         with self._cond:
             if self._closed:
                 return
@@ -153,25 +192,27 @@ class Poster:
             self._thread.join(max(timeout, 0.0) + 0.5)
         with self._cond:
             if self._inflight is not None and self._inflight.spool_seq is None:
-                self._log.warning("poster: cam %s: stopping during a post, spooling it (it may "
-                            "reach the server twice)", self._inflight.snap.cam_id)
+                # from memory, hence older than anything in the spool: it goes first
                 if not self._to_spool(self._inflight.snap, front=True):
                     self._memory.appendleft(self._inflight.snap)
             if not self._memory_to_spool():
                 self._log.error("poster: stopped, %d snapshot(s) could not be spooled and are lost",
-                          len(self._memory))
+                                len(self._memory))
+                self._drop("at_stop", len(self._memory))
+                self._memory.clear()
             self._closed = True
             self._inflight = None
             left = len(self._spool)
         if left:
             self._log.info("poster: stopped, %d snapshot(s) left in the spool %s",
-                     left, self._spool.directory)
+                           left, self._spool.directory)
         self._spool.close()
 
     def stats(self) -> dict[str, int]:
         with self._cond:
             counts = dict(self._counts)
             counts["queue_len"] = len(self._memory)
+            counts["spool_ok"] = int(not self._spool_trouble.active)
         counts["spool_len"] = len(self._spool)
         counts["spool_bytes"] = self._spool.bytes
         counts["spool_dropped"] = self._spool.dropped
@@ -180,15 +221,34 @@ class Poster:
     # -- queue handling (call with self._cond held) -------------------------------
 
     def _to_spool(self, snap: Snapshot, *, front: bool = False) -> bool:
-        """Write to the spool; False (logged) if the disk refuses, e.g. when it is full."""
+        """Write to the spool; False if the disk refuses, e.g. when it is full (logged once
+        per interval, not per snapshot)."""
         try:
             self._spool.push(snap, front=front)
         except OSError as exc:
-            self._log.error("poster: cam %s: cannot spool %s, kept in memory: %s",
-                      snap.cam_id, snap.idempotency_key, exc)
+            self._counts["spool_write_errors"] += 1
+            self._spool_trouble.failed(exc)
             return False
         self._counts["spooled"] += 1
+        if self._spool_trouble.active:
+            self._spool_trouble.recovered(f"{len(self._memory)} snapshot(s) held in memory "
+                                          "are moved to it")
         return True
+
+    def _hold(self, snap: Snapshot) -> Accepted:
+        """The spool refused ``snap``: keep it in memory if the bound allows, else drop it."""
+        in_memory = len(self._memory) + int(self._inflight is not None
+                                            and self._inflight.spool_seq is None)
+        if in_memory >= self.cfg.post_queue:
+            self._drop("spool_unwritable")
+            return Accepted.DROPPED
+        self._memory.append(snap)
+        self._spool_trouble.note(held_in_memory=1)
+        return Accepted.MEMORY
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        self._counts[f"dropped_{reason}"] += n
+        self._spool_trouble.note(**{f"dropped_{reason}": n})
 
     def _memory_to_spool(self) -> bool:
         """Move the memory queue, oldest first, to the spool; False if it stopped early."""

@@ -1,14 +1,23 @@
 """Spool: an on-disk FIFO of snapshots the server has not taken yet. Survives restarts.
 
+The poster writes every snapshot here before it counts as accepted (write-ahead), and
+removes it after the server's 2xx answer.
+
 One file per item, ``<seq>.snap``, ``seq`` a 20-digit number: the oldest item has the
-smallest name. An item is written to ``<seq>.tmp``, fsync'ed, then renamed, so a crash
-(kill -9, power loss) never leaves half an item under a ``.snap`` name; left-over
-``.tmp`` files are removed on open. Items can also be pushed at the front (an item that
+smallest name. An item is written to ``<seq>.tmp``, fsync'ed, renamed, and the directory
+fsync'ed before ``push`` returns, so a crash (kill -9, power loss) never loses an item
+``push`` returned for, nor leaves half an item under a ``.snap`` name; left-over ``.tmp``
+files are removed on open. A failed write (``OSError``, e.g. ENOSPC on a full disk) leaves
+nothing behind and the spool unchanged; the next ``push`` simply tries again. Removing an
+item is not fsync'ed: after a power loss it may come back and be posted again (the
+``Idempotency-Key`` makes that harmless). Items can also be pushed at the front (an item that
 was being sent when the server failed goes back before the newer ones).
 
 Beyond ``max_bytes`` the OLDEST items are dropped (counted in ``dropped``, logged); the
 newest item is always kept. An item that cannot be read or decoded is renamed to
-``.bad`` and skipped. A lock file keeps two processes from sharing one directory.
+``.bad`` and skipped. A lock file (``.lock``, holding the owner's pid) keeps two processes
+from sharing one directory; the second gets ``SpoolLockedError`` naming the directory and
+that pid.
 
 Items the server refused (a 4xx answer, or a 500 that repeats for the same item) are not
 deleted: ``set_aside`` moves them to ``rejected/`` (outside the queue and the size bound),
@@ -38,7 +47,11 @@ FIRST_SEQ = 10**12  # room below for items pushed at the front
 _NAME_WIDTH = 20
 
 
-class SpoolLockedError(RuntimeError):
+class SpoolError(RuntimeError):
+    """The spool directory cannot be used (created, locked); the message names it."""
+
+
+class SpoolLockedError(SpoolError):
     """Another process uses this spool directory."""
 
 
@@ -52,8 +65,11 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped = 0  # items dropped to stay under max_bytes, since open
         self._lock = threading.Lock()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_file: TextIO | None = _acquire_dir_lock(self.directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_file: TextIO | None = _acquire_dir_lock(self.directory)
+        except OSError as exc:
+            raise SpoolError(f"cannot use spool directory {self.directory}: {exc}") from None
         self._items: dict[int, int] = {}  # seq -> size in bytes, in seq order
         self._bytes = 0
         self._scan()
@@ -114,8 +130,12 @@ class Spool:
                 os.replace(self._path(seq), target)  # type: ignore[arg-type]
             else:
                 tmp = target.with_suffix(".tmp")
-                tmp.write_bytes(encode_snapshot(snap))
-                os.replace(tmp, target)
+                try:
+                    tmp.write_bytes(encode_snapshot(snap))
+                    os.replace(tmp, target)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)  # e.g. a full disk: leave nothing behind
+                    raise
             _fsync_dir(folder)
         return target
 
@@ -183,14 +203,24 @@ class Spool:
             self._enforce_bound()
 
     def _write(self, seq: int, blob: bytes) -> None:
+        """Durable once this returns: data fsync'ed, renamed, directory fsync'ed. On any
+        error (a full disk) nothing is left behind, not even the ``.tmp`` file."""
         final = self._path(seq)
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            _fsync_dir(self.directory)
+        except BaseException:
+            final.unlink(missing_ok=True)  # not known to be durable: not accepted
+            raise
 
     def _enforce_bound(self) -> None:
         """Drop the oldest items until under max_bytes; the newest item is always kept."""
@@ -221,16 +251,24 @@ class Spool:
 
 
 def _acquire_dir_lock(directory: Path) -> TextIO:
-    """Lock ``directory/.lock`` for this Spool's lifetime (released by close or exit)."""
+    """Lock ``directory/.lock`` for this Spool's lifetime (released by close or exit, also
+    kill -9). The holder writes its pid in the file, so a refused process can name it."""
     lock_file = open(directory / ".lock", "a+")
     try:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        lock_file.seek(0)
+        holder = lock_file.read(32).strip()
         lock_file.close()
+        who = f"pid {holder}" if holder.isdigit() else "pid unknown"
         raise SpoolLockedError(
-            f"spool directory {directory} is used by another process (give each "
-            "fkvideo_detector its own --spool-dir)"
+            f"spool directory {directory} is used by another process ({who}): give each "
+            "fkvideo_detector its own --spool-dir"
         ) from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
     return lock_file
 
 
