@@ -20,6 +20,9 @@ class Urls:
         base = settings.upload_url or own_base_url(settings, request.scope.get("server"))
         self.prefix = f"{base}/{settings.upload_path}/"
 
+    def __call__(self, rel: str | None) -> str | None:
+        return None if not rel else self.prefix + rel
+
 
 def own_base_url(settings: Settings, server: tuple[str, int | None] | None) -> str:
     """``http://<address>:<port>`` of the socket the request came in on (``scope["server"]``,
@@ -29,9 +32,6 @@ def own_base_url(settings: Settings, server: tuple[str, int | None] | None) -> s
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}" if port in (None, 80) else f"http://{host}:{port}"
-
-    def __call__(self, rel: str | None) -> str | None:
-        return None if not rel else self.prefix + rel
 
 
 def face_json(row: sqlite3.Row, galleries: list[str], urls: Urls) -> dict[str, Any]:
