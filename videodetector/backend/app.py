@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from videodetector.backend import cameras, faces, galleries, persons
+from videodetector.backend import cameras, faces, galleries, openapi, persons
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics, render_gauges
@@ -272,7 +272,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     _install_error_handlers(app)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router):
-            app.include_router(router, prefix=f"/{version}",
+            app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     _install_misc_routes(app, backend, metrics)
     _install_openapi_auth(app)

@@ -22,7 +22,7 @@ from videodetector.backend.deps import (
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.params import DbId, Params
+from videodetector.backend.params import DbId, GalleryName, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
 from videodetector.backend.timeutil import parse_time
@@ -168,7 +168,7 @@ async def identify(request: Request, response: Response,
 
 
 @router.post("/faces/gallery/{gallery}/identify", openapi_extra=openapi.IDENTIFY)
-async def identify_in_gallery(gallery: str, request: Request, response: Response,
+async def identify_in_gallery(gallery: GalleryName, request: Request, response: Response,
                               user: int = Depends(current_user)) -> dict[str, Any]:
     """/identify restricted to one gallery."""
     return await _identify(request, response, user, gallery)
@@ -319,7 +319,7 @@ async def list_faces(request: Request, user: int = Depends(current_user)) -> dic
 
 
 @router.get("/faces/gallery/{gallery}")
-async def list_gallery_faces(gallery: str, request: Request,
+async def list_gallery_faces(gallery: GalleryName, request: Request,
                              user: int = Depends(current_user)) -> dict[str, Any]:
     """The faces of one gallery, newest first, paginated."""
     backend = get_backend(request)
@@ -352,7 +352,7 @@ async def faces_by_meta(meta: str, request: Request,
 
 
 @router.get("/face/gallery/{gallery}/meta/{meta:path}")
-async def gallery_faces_by_meta(gallery: str, meta: str, request: Request,
+async def gallery_faces_by_meta(gallery: GalleryName, meta: str, request: Request,
                                 user: int = Depends(current_user)) -> dict[str, Any]:
     await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
     return await _faces_by_meta(request, user, meta, gallery)
@@ -386,7 +386,7 @@ async def list_meta(request: Request, user: int = Depends(current_user)) -> dict
 
 
 @router.get("/meta/gallery/{gallery}")
-async def list_gallery_meta(gallery: str, request: Request,
+async def list_gallery_meta(gallery: GalleryName, request: Request,
                             user: int = Depends(current_user)) -> dict[str, Any]:
     await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
     return await _meta_list(request, user, gallery)

@@ -25,6 +25,8 @@ Box = tuple[float, float, float, float]
 # not a server error. ``DbId`` is the type of the ids in URL paths.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DbId = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]
+# A gallery name in a URL path (service.GALLERY_RE), documented in the OpenAPI schema.
+GalleryName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9_-]{1,48}$")]
 
 # Edge limits (every request field is bounded before it reaches the service):
 MAX_JSON_DEPTH = 16  # nesting of any JSON value: a whole JSON body, detectorParams, ...
