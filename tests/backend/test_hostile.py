@@ -123,8 +123,18 @@ def test_deeply_nested_detector_params_is_bad_param(api: Api):
     for deep in ("[" * 100_000 + "]" * 100_000, "[" * 20 + "]" * 20):
         r = api.post("/v1/face", files=files, data={"detectorParams": deep})
         assert error_of(r, 400, "BAD_PARAM")["param"] == "detectorParams"
-    r = api.post("/v1/face", files=files, data={"detectorParams": json.dumps(["x" * 20000])})
+    r = api.post("/v1/face", files=files, data={"detectorParams": json.dumps(["x" * 70000])})
     assert error_of(r, 400, "BAD_PARAM")["param"] == "detectorParams"
+
+
+def test_detector_params_with_a_full_track_are_kept(api: Api):
+    # what fkvideo_detector --send-track posts: up to 500 centres at full float precision
+    params = {"score": 0.9, "direction_score": 0.5, "track_id": 7,
+              "track": [[1234.5678901234567, 567.8901234567891]] * 500}
+    r = api.post("/v1/face", files=[("face0", ("f.png", face_png(), "image/png"))],
+                 data={"detectorParams": json.dumps(params), "bbox": "[[10, 20, 122, 132]]"})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["detectorParams"] == params
 
 
 @pytest.mark.parametrize("bbox", [
@@ -152,7 +162,8 @@ def test_out_of_range_timestamps_are_bad_param(api: Api, ts):
     assert error_of(r, 400, "BAD_PARAM")["param"] == "timestamp"
 
 
-@pytest.mark.parametrize("path", ["/uploads/%00", "/uploads/a%00b.png", "/uploads/" + "a" * 5000])
+@pytest.mark.parametrize("path", ["/uploads/%00", "/uploads/a%00b.png", "/uploads/" + "a" * 5000,
+                                  "/uploads/..%2fbackend.sqlite3", "/uploads/%2e%2e/x"])
 def test_impossible_upload_names_are_404(server, path):
     r = requests.get(server.url + path, timeout=10, allow_redirects=False)
     error_of(r, 404, "NOT_FOUND")

@@ -31,7 +31,7 @@ GalleryName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9_-]{1,48}$")]
 # Edge limits (every request field is bounded before it reaches the service):
 MAX_JSON_DEPTH = 16  # nesting of any JSON value: a whole JSON body, detectorParams, ...
 MAX_JSON_BODY = 1 << 20  # a JSON body carries no image bytes (images are multipart or URLs)
-MAX_JSON_FIELD = 16384  # characters of a JSON field (detectorParams) once re-serialized
+MAX_JSON_FIELD = 65536  # characters of a JSON field: detectorParams with a 500-point track fit
 MAX_TEXT = 4096  # characters of any text field (meta, url, cam_id, ...) unless said otherwise
 MAX_LIST_ITEMS = 256  # items of a list field (galleries, bbox, cam_ids)
 MAX_COORD = 65536.0  # |x|, |y| of a box corner in pixels (frames are at most 16384 wide)
