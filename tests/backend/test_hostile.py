@@ -92,9 +92,30 @@ def test_pixels_per_request_are_bounded(tmp_path):
 
 def test_at_most_64_normalized_faces(api: Api):
     files = [(f"face{i}", (f"f{i}.png", face_png(), "image/png")) for i in range(65)]
-    r = api.post("/v1/identify", files=files)
-    assert r.status_code in (400, 413), r.text  # the form parser may refuse the 65th file
-    assert r.json()["code"] == "BAD_PARAM"
+    assert error_of(api.post("/v1/identify", files=files), 400, "BAD_PARAM")["param"] == "face64"
+    # a photo with 64 normalized faces is within the limits
+    files = [("photo", ("p.jpg", person_photo("A"), "image/jpeg")), *files[:64]]
+    r = api.post("/v1/face", files=files, data={"bbox": json.dumps([[0, 0, 50, 50]] * 64)})
+    assert r.status_code == 200 and len(r.json()["results"]) == 64, r.text
+
+
+def test_new_settings_from_flags_name_the_option():
+    from videodetector.backend.cli import build_parser, settings_from_args
+    from videodetector.backend.settings import SettingsError
+
+    args = build_parser().parse_args([
+        "serve", "--fetch-allow", "10.0.0.0/8, 192.168.1.0/24", "--camera-file-roots",
+        "/srv/a,/srv/b", "--metrics-token", METRICS_TOKEN, "--max-normalized-size", "512"])
+    s = settings_from_args(args)
+    assert s.fetch_allow == ("10.0.0.0/8", "192.168.1.0/24")
+    assert s.camera_file_roots == (Path("/srv/a"), Path("/srv/b"))
+    assert s.metrics_token == METRICS_TOKEN and s.max_normalized_size == 512
+    for flags, name in ((["--fetch-allow", "not-a-net"], "fetch_allow"),
+                        (["--camera-file-roots", "relative/dir"], "camera_file_roots"),
+                        (["--metrics-token", "short"], "metrics_token"),
+                        (["--max-request-pixels", "1000"], "max_request_pixels")):
+        with pytest.raises(SettingsError, match=name):
+            settings_from_args(build_parser().parse_args(["serve", *flags]))
 
 
 # -- 7: crafted input was a 500 -------------------------------------------------
@@ -268,7 +289,8 @@ def local_http() -> Iterator[str]:
     _Handler.hits = []
     _Handler.body = person_photo("A")
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()

@@ -34,6 +34,8 @@ MAX_JSON_BODY = 1 << 20  # a JSON body carries no image bytes (images are multip
 MAX_JSON_FIELD = 65536  # characters of a JSON field: detectorParams with a 500-point track fit
 MAX_TEXT = 4096  # characters of any text field (meta, url, cam_id, ...) unless said otherwise
 MAX_LIST_ITEMS = 256  # items of a list field (galleries, bbox, cam_ids)
+MAX_FILES = 66  # files in a form: photo (or photo1 + photo2) and face0..face63
+MAX_FIELDS = 1000  # fields in a form
 MAX_COORD = 65536.0  # |x|, |y| of a box corner in pixels (frames are at most 16384 wide)
 
 
@@ -332,7 +334,8 @@ def _parse_json_body(body: bytes, ctype: str) -> dict[str, Any]:
 
 async def _read_form(request: Request, max_body: int) -> dict[str, Any]:
     try:
-        form = await request.form(max_files=64, max_fields=1000, max_part_size=max_body)
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS,
+                                  max_part_size=max_body)
     except ApiError:
         raise
     except Exception as exc:  # noqa: BLE001 - multipart parser errors have no common base
