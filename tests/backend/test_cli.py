@@ -80,7 +80,8 @@ def test_serve_as_a_process(tmp_path):
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "videodetector.backend.cli", "serve", "--port", str(port),
-         "--data-dir", str(tmp_path), "--preload-models", "false", "--log-level", "warning"],
+         "--data-dir", str(tmp_path), "--preload-models", "false", "--log-level", "warning",
+         "--metrics-token", "prometheus-scrape-secret"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -94,7 +95,9 @@ def test_serve_as_a_process(tmp_path):
                 assert time.monotonic() < deadline, "fkvideo_backend serve did not start"
                 time.sleep(0.2)
         assert r.status_code == 401 and r.json()["code"] == "AUTH_FAILED"
-        metrics = requests.get(url + "/metrics", timeout=5).text
+        assert requests.get(url + "/metrics", timeout=5).status_code == 401
+        metrics = requests.get(url + "/metrics", timeout=5, headers={
+            "Authorization": "Bearer prometheus-scrape-secret"}).text
         assert 'backend_requests_total{method="GET",route="/v1/galleries",status="401"} 1' \
             in metrics
         assert "backend_faces 0" in metrics

@@ -71,10 +71,11 @@ def test_restart_keeps_everything(tmp_path):
 
 
 def test_fetch_urls(tmp_path):
-    """--fetch-urls: a photo given as a URL (here, another backend's stored photo)."""
+    """--fetch-urls: a photo given as a URL (here, another backend's stored photo, on
+    loopback: allowed with fetch_allow)."""
     with BackendServer(Settings(data_dir=tmp_path / "a", log_level="warning")) as src, \
          BackendServer(Settings(data_dir=tmp_path / "b", fetch_urls=True,
-                                log_level="warning")) as dst:
+                                fetch_allow=("127.0.0.0/8",), log_level="warning")) as dst:
         stored = Api(src.url, src.create_token()).add_face(person_photo("A"))
         api = Api(dst.url, dst.create_token())
         r = api.post("/v1/face", json={"photo": stored["photo"], "meta": "Sam Berry"})

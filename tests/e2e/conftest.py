@@ -140,7 +140,9 @@ class Backend(Proc):
         self.data_dir, self.port, self.extra = data_dir, port, list(extra)
         self.url = f"http://{HOST}:{port}"
         argv = [*BACKEND, "serve", "--host", HOST, "--port", str(port),
-                "--data-dir", str(data_dir), "--log-level", "warning", *extra]
+                "--data-dir", str(data_dir), "--log-level", "warning",
+                # the clips are local files anywhere under the test's temporary directories
+                "--camera-file-roots", "/", *extra]
         super().__init__(name, argv, log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> Backend:

@@ -8,10 +8,12 @@ findface-upload); their names carry a random part.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,10 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from videodetector.backend import cameras, faces, galleries, persons
+from videodetector.backend import cameras, faces, galleries, openapi, persons
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
-from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics
+from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics, render_gauges
 from videodetector.backend.retention import RetentionThread
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
@@ -137,21 +139,49 @@ def _install_error_handlers(app: FastAPI) -> None:
                                        f"internal error: {type(exc).__name__}"))
 
 
+def stored_file(backend: Backend, rel: str) -> Path | None:
+    """The stored image named by an /uploads/ path, or None (also for names no stored file
+    can have: empty, NUL, overlong, outside the store, unfinished ``.tmp``)."""
+    if not rel or "\x00" in rel or len(rel) > 1024:
+        return None
+    try:
+        path = backend.files.path(rel)
+        if path is None or not path.is_file() or path.name.endswith(".tmp"):
+            return None
+    except (OSError, ValueError):
+        return None
+    return path
+
+
+def metrics_user(settings: Settings, backend: Backend, header: str | None) -> int | None:
+    """Who may read /metrics: None for the metrics token (every tenant), else the API token's
+    user (its own counts only); 401 AUTH_FAILED otherwise."""
+    secret = settings.metrics_token
+    if secret and header:
+        scheme, _, key = header.strip().partition(" ")
+        if scheme.lower() in ("bearer", "token") and hmac.compare_digest(
+                key.strip().encode(), secret.encode()):
+            return None
+    return backend.tokens.user_for_header(header)
+
+
 def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics) -> None:
     upload_path = backend.settings.upload_path
 
     @app.get(f"/{upload_path}/{{rel:path}}", include_in_schema=False)
     async def upload(rel: str) -> FileResponse:
-        path = backend.files.path(rel)
-        if path is None or not path.is_file() or path.name.endswith(".tmp"):
+        path = await run_in_threadpool(stored_file, backend, rel)
+        if path is None:
             raise not_found("file", rel)
         return FileResponse(path)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_route() -> PlainTextResponse:
-        gauges = await run_in_threadpool(_gauges, backend)
-        return PlainTextResponse(metrics.render(gauges),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def metrics_route(request: Request) -> PlainTextResponse:
+        user = await run_in_threadpool(metrics_user, backend.settings, backend,
+                                       request.headers.get("authorization"))
+        gauges = await run_in_threadpool(_gauges, backend, user)
+        text = metrics.render(gauges) if user is None else render_gauges(gauges)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/docs", include_in_schema=False)
     async def docs_versions() -> dict[str, Any]:
@@ -181,8 +211,16 @@ def _install_openapi_auth(app: FastAPI) -> None:
     app.openapi = openapi_with_auth  # type: ignore[method-assign]
 
 
-def _gauges(backend: Backend) -> dict[str, tuple[str, float]]:
+def _gauges(backend: Backend, user: int | None) -> dict[str, tuple[str, float]]:
+    """Stored object counts: of every tenant (``user`` None), or of one user."""
     db = backend.db
+    if user is not None:
+        def count(table: str) -> float:
+            return float(db.scalar(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (user,)))
+
+        return {"backend_faces": ("Stored faces of this token.", count("faces")),
+                "backend_persons": ("Persons (8.2) of this token.", count("persons")),
+                "backend_cameras": ("Cameras of this token.", count("cameras"))}
     return {
         "backend_faces": ("Stored faces.", float(backend.index.total())),
         "backend_persons": ("Persons (8.2).", float(db.scalar("SELECT COUNT(*) FROM persons"))),
@@ -226,12 +264,15 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         redoc_url=None,
         lifespan=lifespan,
     )
+    # TrailingSlashMiddleware already maps /x/ to /x: Starlette's own slash redirect could only
+    # redirect a path to itself (and would copy the client's Host header into Location)
+    app.router.redirect_slashes = False
     app.state.backend = backend
     app.state.metrics = metrics
     _install_error_handlers(app)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router):
-            app.include_router(router, prefix=f"/{version}",
+            app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     _install_misc_routes(app, backend, metrics)
     _install_openapi_auth(app)

@@ -21,8 +21,8 @@ FLAG_HELP = {
     "port": "TCP port (default 8000)",
     "data_dir": "where the database and images are kept (default ./data/backend)",
     "upload_path": "URL path of stored images (default uploads)",
-    "upload_url": "base URL for image links (facenapi's ffupload_url); default: the "
-                  "request's own base URL",
+    "upload_url": "public base URL for image links (facenapi's ffupload_url); default: "
+                  "http://<the server's own address>:<port> (never the client's Host header)",
     "person_identify": "dynamic person creation (8.2)",
     "person_identify_global": "identify persons across all cameras, not per camera",
     "person_identify_threshold": "confidence to join an existing person (default 0.75)",
@@ -32,6 +32,15 @@ FLAG_HELP = {
     "max_identify_limit": "hard limit on /identify n, 0 = unlimited",
     "fetch_urls": "allow photos given as http(s) URLs to be fetched (off by default)",
     "fetch_timeout": "seconds to fetch a photo URL",
+    "fetch_allow": "comma-separated networks (CIDR) --fetch-urls may reach although they are "
+                   "loopback, private, link-local or reserved (default: none)",
+    "max_normalized_size": "largest accepted normalized face (face0...) width/height in "
+                           "pixels (default 1024)",
+    "max_request_pixels": "decoded pixels of all images in one request (default 72000000)",
+    "camera_file_roots": "comma-separated directories under which a camera url may name a "
+                         "local file or device (default: none; only network URLs)",
+    "metrics_token": "secret for 'Authorization: Bearer <token>' on /metrics (Prometheus): "
+                     "shows all tenants; an API token sees only its own counts",
     "max_photo_bytes": "largest accepted image file (default 10 MB)",
     "max_size": "largest accepted image width/height in pixels (default 6000)",
     "min_face_size": "ignore detected faces smaller than this (pixels)",

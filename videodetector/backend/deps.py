@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 
-import httpx
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from videodetector.backend.errors import bad_param, too_large
-from videodetector.backend.params import Params, read_params, read_upload
+from videodetector.backend.errors import bad_param
+from videodetector.backend.fetch import fetch_url, networks
+from videodetector.backend.imaging import PixelBudget
+from videodetector.backend.params import Params, check_text, read_params, read_upload
 from videodetector.backend.service import Backend
 from videodetector.backend.views import Urls
 
 log = logging.getLogger(__name__)
+
+MAX_URL = 2048  # characters of a URL parameter
 
 
 def get_backend(request: Request) -> Backend:
@@ -40,48 +43,60 @@ def urls_of(request: Request) -> Urls:
     return Urls(get_backend(request).settings, request)
 
 
-async def photo_bytes(p: Params, name: str, backend: Backend) -> bytes | None:
-    """An image parameter: an uploaded file, or an http(s) URL fetched with --fetch-urls."""
+MAX_FACE_PARTS = 64  # face0..face63: normalized faces in one request
+
+
+def image_budget(backend: Backend) -> PixelBudget:
+    """The decoded-pixel budget of one request (``max_request_pixels``)."""
+    return PixelBudget(backend.settings.max_request_pixels)
+
+
+async def photo_bytes(p: Params, name: str, backend: Backend,
+                      budget: PixelBudget | None = None) -> bytes | None:
+    """An image parameter: an uploaded file, or an http(s) URL fetched with --fetch-urls.
+    Its header is checked (format, ``max_size``, the request's pixel ``budget``) here, before
+    anything is decoded."""
+    data = await _image_param(p, name, backend)
+    if data is not None:
+        s = backend.settings
+        (budget or image_budget(backend)).take(data, name, s.max_size, "max_size")
+    return data
+
+
+async def _image_param(p: Params, name: str, backend: Backend) -> bytes | None:
     value = p.single(name)
     if value is None or value == "":
         return None
-    limit = backend.settings.max_photo_bytes
+    s = backend.settings
+    limit = s.max_photo_bytes
     if isinstance(value, UploadFile):
         return await read_upload(value, name, limit)
     if isinstance(value, str) and value.startswith(("http://", "https://")):
-        if not backend.settings.fetch_urls:
+        if not s.fetch_urls:
             raise bad_param(name, f"fetching {name} from a URL is disabled; upload the image "
                             "as multipart/form-data or start the backend with --fetch-urls",
                             value)
-        return await fetch_url(value, name, limit, backend.settings.fetch_timeout)
+        check_text(name, value, MAX_URL)
+        return await fetch_url(value, name, limit, s.fetch_timeout, networks(s.fetch_allow))
     raise bad_param(name, f"{name} must be an uploaded image file or an http(s) URL", value)
 
 
-async def fetch_url(url: str, name: str, limit: int, timeout: float) -> bytes:
-    """GET a public, direct (no redirects) image URL, at most ``limit`` bytes."""
-    try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-            async with client.stream("GET", url) as resp:
-                if resp.status_code != 200:
-                    raise bad_param(name, f"could not fetch {name}: HTTP {resp.status_code}", url)
-                data = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    data.extend(chunk)
-                    if len(data) > limit:
-                        raise too_large(name, len(data), limit)
-                return bytes(data)
-    except httpx.HTTPError as exc:
-        raise bad_param(name, f"could not fetch {name}: {exc}", url) from None
-
-
-async def face_images(p: Params, backend: Backend) -> list[bytes]:
-    """The video detector's normalized faces: ``face0``, ``face1``, ... (consecutive)."""
+async def face_images(p: Params, backend: Backend, budget: PixelBudget | None = None
+                      ) -> list[bytes]:
+    """The video detector's normalized faces: ``face0``, ``face1``, ... (consecutive, at most
+    ``MAX_FACE_PARTS``), each at most ``max_normalized_size`` on a side."""
+    s = backend.settings
+    budget = budget or image_budget(backend)
     out = []
     i = 0
     while f"face{i}" in p:
-        data = await photo_bytes(p, f"face{i}", backend)
+        if i >= MAX_FACE_PARTS:
+            raise bad_param(f"face{i}", f"at most {MAX_FACE_PARTS} normalized faces "
+                            f"(face0..face{MAX_FACE_PARTS - 1}) per request", i)
+        data = await _image_param(p, f"face{i}", backend)
         if data is None:
             break
+        budget.take(data, f"face{i}", s.max_normalized_size, "max_normalized_size")
         out.append(data)
         i += 1
     return out

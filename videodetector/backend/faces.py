@@ -3,6 +3,8 @@ and their custom-gallery variants (9.1.3)."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,12 +16,13 @@ from videodetector.backend.deps import (
     current_user,
     face_images,
     get_backend,
+    image_budget,
     params_of,
     photo_bytes,
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.params import DbId, Params
+from videodetector.backend.params import DbId, GalleryName, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
 from videodetector.backend.timeutil import parse_time
@@ -82,8 +85,9 @@ async def verify(request: Request, user: int = Depends(current_user)) -> dict[st
     p = await params_of(request)
     threshold = p.threshold()
     selector = p.mf_selector()
-    data1 = await photo_bytes(p, "photo1", backend)
-    data2 = await photo_bytes(p, "photo2", backend)
+    budget = image_budget(backend)
+    data1 = await photo_bytes(p, "photo1", backend, budget)
+    data2 = await photo_bytes(p, "photo2", backend, budget)
     boxes1, boxes2 = p.boxes("bbox1"), p.boxes("bbox2")
 
     def faces(data: bytes | None, boxes: Any, n: int) -> list:
@@ -132,8 +136,9 @@ async def _identify(request: Request, response: Response, user: int,
     single = p.xyxy()
     if single is not None:
         boxes = [single]
-    data = await photo_bytes(p, "photo", backend)
-    uploads = await face_images(p, backend)
+    budget = image_budget(backend)
+    data = await photo_bytes(p, "photo", backend, budget)
+    uploads = await face_images(p, backend, budget)
     if gallery is not None:
         await run_in_threadpool(backend.require_gallery, user, gallery)
 
@@ -163,7 +168,7 @@ async def identify(request: Request, response: Response,
 
 
 @router.post("/faces/gallery/{gallery}/identify", openapi_extra=openapi.IDENTIFY)
-async def identify_in_gallery(gallery: str, request: Request, response: Response,
+async def identify_in_gallery(gallery: GalleryName, request: Request, response: Response,
                               user: int = Depends(current_user)) -> dict[str, Any]:
     """/identify restricted to one gallery."""
     return await _identify(request, response, user, gallery)
@@ -178,7 +183,7 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
     and ``detectorParams``. Honours the ``Idempotency-Key`` header."""
     backend = get_backend(request)
     p = await params_of(request)
-    key = request.headers.get("idempotency-key") or p.text("idempotency_key")
+    key = idempotency_key(request, p)
     if key:
         earlier = await run_in_threadpool(backend.replay, user, key)
         if earlier is not None:
@@ -189,15 +194,45 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
     return {"results": await run_in_threadpool(render_faces, request, backend, user, ids)}
 
 
-async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
-    cam_id = p.text("cam_id") or None
-    ts = p.raw("timestamp")
-    detector_params = p.json("detectorParams") if "detectorParams" in p else None
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")  # 1..128 printable ASCII, no space
+MAX_CAM_ID = 256  # characters of a cam_id
+MAX_EXTRA = 16384  # characters of all extra (unknown) text fields of a POST /face, as JSON
+
+
+def idempotency_key(request: Request, p: Params) -> str | None:
+    """The ``Idempotency-Key`` header (or ``idempotency_key`` field): 1..128 printable ASCII
+    characters without spaces; BAD_PARAM naming where it came from otherwise."""
+    header = request.headers.get("idempotency-key")
+    name, key = ("Idempotency-Key", header) if header else (
+        "idempotency_key", p.text("idempotency_key", max_len=1024))
+    if not key:
+        return None
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise bad_param(name, f"{name} must be 1 to 128 printable ASCII characters without "
+                        "spaces", key)
+    return key
+
+
+def extra_fields(p: Params) -> dict[str, str]:
+    """Unknown text fields of a POST /face: stored with the face, bounded in total."""
     extra = {k: v for k, v in p.values.items()
              if k not in FACE_FIELDS and not k.startswith("face") and isinstance(v, str)}
+    size = len(json.dumps(extra))
+    if size > MAX_EXTRA:
+        raise bad_param("body", f"the extra fields ({', '.join(sorted(extra))[:200]}) are "
+                        f"{size} characters as JSON, more than {MAX_EXTRA}", size)
+    return extra
+
+
+async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
+    cam_id = p.text("cam_id", max_len=MAX_CAM_ID) or None
+    ts = p.raw("timestamp")
+    detector_params = p.json("detectorParams") if "detectorParams" in p else None
+    extra = extra_fields(p)
+    budget = image_budget(backend)
     return FacePost(
-        photo=await photo_bytes(p, "photo", backend),
-        face_images=await face_images(p, backend),
+        photo=await photo_bytes(p, "photo", backend, budget),
+        face_images=await face_images(p, backend, budget),
         boxes=p.boxes("bbox"),
         mf_selector=p.mf_selector(),
         meta=p.text("meta", "") or "",
@@ -284,7 +319,7 @@ async def list_faces(request: Request, user: int = Depends(current_user)) -> dic
 
 
 @router.get("/faces/gallery/{gallery}")
-async def list_gallery_faces(gallery: str, request: Request,
+async def list_gallery_faces(gallery: GalleryName, request: Request,
                              user: int = Depends(current_user)) -> dict[str, Any]:
     """The faces of one gallery, newest first, paginated."""
     backend = get_backend(request)
@@ -317,7 +352,7 @@ async def faces_by_meta(meta: str, request: Request,
 
 
 @router.get("/face/gallery/{gallery}/meta/{meta:path}")
-async def gallery_faces_by_meta(gallery: str, meta: str, request: Request,
+async def gallery_faces_by_meta(gallery: GalleryName, meta: str, request: Request,
                                 user: int = Depends(current_user)) -> dict[str, Any]:
     await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
     return await _faces_by_meta(request, user, meta, gallery)
@@ -351,7 +386,7 @@ async def list_meta(request: Request, user: int = Depends(current_user)) -> dict
 
 
 @router.get("/meta/gallery/{gallery}")
-async def list_gallery_meta(gallery: str, request: Request,
+async def list_gallery_meta(gallery: GalleryName, request: Request,
                             user: int = Depends(current_user)) -> dict[str, Any]:
     await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
     return await _meta_list(request, user, gallery)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from videodetector.backend.deps import current_user, get_backend
+from videodetector.backend.params import GalleryName
 
 router = APIRouter(tags=["galleries"])
 
@@ -20,7 +21,7 @@ async def list_galleries(request: Request, user: int = Depends(current_user)) ->
 
 
 @router.post("/galleries/{gallery}", status_code=201)
-async def create_gallery(gallery: str, request: Request,
+async def create_gallery(gallery: GalleryName, request: Request,
                          user: int = Depends(current_user)) -> JSONResponse:
     """Create a gallery named ``[a-zA-Z0-9_-]{1,48}``; 201 ``{"name": ...}``."""
     await run_in_threadpool(get_backend(request).create_gallery, user, gallery)
@@ -28,7 +29,7 @@ async def create_gallery(gallery: str, request: Request,
 
 
 @router.delete("/galleries/{gallery}", status_code=204)
-async def delete_gallery(gallery: str, request: Request,
+async def delete_gallery(gallery: GalleryName, request: Request,
                          user: int = Depends(current_user)) -> Response:
     """Delete a gallery and all faces in it."""
     await run_in_threadpool(get_backend(request).delete_gallery, user, gallery)

@@ -38,8 +38,58 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int) -> Photo:
-    """Validate and decode an uploaded image; BAD_PARAM (or 413) naming ``param`` otherwise."""
+_BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+              Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def _check_header(im: Image.Image, param: str, max_side: int, limit_name: str) -> None:
+    if im.format not in FORMATS:
+        raise bad_param(param, f"{param}: unsupported image format {im.format}; "
+                        "use JPEG, PNG or WebP")
+    w, h = im.size
+    if max(w, h) > max_side or min(w, h) < 1:
+        raise bad_param(param, f"{param} is {w}x{h} pixels, larger than the "
+                        f"{max_side} pixel limit ({limit_name})", f"{w}x{h}")
+
+
+def image_size(data: bytes, param: str, max_side: int, limit_name: str = "max_size"
+               ) -> tuple[int, int]:
+    """Width and height from the image header alone (no pixel is decoded): a 140 KB PNG can
+    claim 6000x6000 pixels. BAD_PARAM naming ``param`` for a non-image, an unsupported format
+    or a side over ``max_side`` (the setting ``limit_name``)."""
+    if not data:
+        raise bad_param(param, f"{param} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_header(im, param, max_side, limit_name)
+                return im.size
+    except _BAD_IMAGE as exc:
+        raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
+
+
+class PixelBudget:
+    """Decoded pixels left for one request's images (``max_request_pixels``); each image's
+    size is read from its header before anything is decoded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, data: bytes, param: str, max_side: int, limit_name: str) -> None:
+        w, h = image_size(data, param, max_side, limit_name)
+        if self.used + w * h > self.limit:
+            raise bad_param(param, f"the images of this request would decode to "
+                            f"{self.used + w * h} pixels, more than the {self.limit} pixel "
+                            "limit (max_request_pixels)", f"{w}x{h}", status=413)
+        self.used += w * h
+
+
+def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int,
+                 limit_name: str = "max_size") -> Photo:
+    """Validate and decode an uploaded image; BAD_PARAM (or 413) naming ``param`` otherwise.
+    The header is checked (format, ``max_side``) before any pixel is decoded."""
     if not data:
         raise bad_param(param, f"{param} is empty")
     if len(data) > max_bytes:
@@ -48,19 +98,12 @@ def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int) -> Phot
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
+                _check_header(im, param, max_side, limit_name)
                 fmt = im.format
-                if fmt not in FORMATS:
-                    raise bad_param(param, f"{param}: unsupported image format {fmt}; "
-                                    "use JPEG, PNG or WebP")
-                w, h = im.size
-                if max(w, h) > max_side:
-                    raise bad_param(param, f"{param} is {w}x{h} pixels, larger than the "
-                                    f"{max_side} pixel limit (max_size)")
                 orientation = int(im.getexif().get(0x0112, 1) or 1)
                 im.load()
                 rgb = ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except _BAD_IMAGE as exc:
         raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
     bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
     return Photo(data, bgr, FORMATS[fmt], content_hash(data), orientation)

@@ -37,10 +37,14 @@ class RequestMetrics:
                 count = self.latency_count[(method, route)]
                 lines.append(f"backend_request_duration_seconds_sum{{{labels}}} {total:.6f}")
                 lines.append(f"backend_request_duration_seconds_count{{{labels}}} {count}")
-        for name, (help_text, value) in gauges.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
-                      f"{name} {value:g}"]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + render_gauges(gauges)
+
+
+def render_gauges(gauges: dict[str, tuple[str, float]]) -> str:
+    lines = []
+    for name, (help_text, value) in gauges.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+    return "\n".join(lines) + "\n"
 
 
 def _esc(text: str) -> str:

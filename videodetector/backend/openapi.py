@@ -50,3 +50,31 @@ CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               roi="WxH+X+Y or [W, H, X, Y]", rot="WxH+X+Y or [W, H, X, Y]")
 HISTORY = body(person_id="person id", cam_ids="camera ids", start="ISO 8601",
                end="ISO 8601", friend="true or false", limit="per page, 0 = all")
+
+
+ERROR_BODY = {
+    "type": "object",
+    "required": ["code", "reason"],
+    "properties": {
+        "code": {"type": "string", "description": "BAD_PARAM, MALFORMED_JSON, AUTH_FAILED, "
+                 "NOT_FOUND, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE, INTERNAL_ERROR"},
+        "reason": {"type": "string"},
+        "param": {"type": "string", "description": "the parameter in error (BAD_PARAM)"},
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": ERROR_BODY}}}
+
+
+# The error answers every route can give (9.1 "Error Reporting"), documented once for all.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("BAD_PARAM (a parameter named in `param` is invalid) or MALFORMED_JSON"),
+    401: _error("AUTH_FAILED: no or an unknown 'Authorization: Token <key>'"),
+    404: _error("NOT_FOUND"),
+    405: _error("METHOD_NOT_ALLOWED"),
+    413: _error("BAD_PARAM: the body, a file or the request's decoded pixels exceed a limit"),
+    503: _error("SERVICE_UNAVAILABLE: database, storage or models unavailable"),
+}

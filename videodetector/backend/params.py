@@ -25,6 +25,18 @@ Box = tuple[float, float, float, float]
 # not a server error. ``DbId`` is the type of the ids in URL paths.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DbId = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]
+# A gallery name in a URL path (service.GALLERY_RE), documented in the OpenAPI schema.
+GalleryName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9_-]{1,48}$")]
+
+# Edge limits (every request field is bounded before it reaches the service):
+MAX_JSON_DEPTH = 16  # nesting of any JSON value: a whole JSON body, detectorParams, ...
+MAX_JSON_BODY = 1 << 20  # a JSON body carries no image bytes (images are multipart or URLs)
+MAX_JSON_FIELD = 65536  # characters of a JSON field: detectorParams with a 500-point track fit
+MAX_TEXT = 4096  # characters of any text field (meta, url, cam_id, ...) unless said otherwise
+MAX_LIST_ITEMS = 256  # items of a list field (galleries, bbox, cam_ids)
+MAX_FILES = 66  # files in a form: photo (or photo1 + photo2) and face0..face63
+MAX_FIELDS = 1000  # fields in a form
+MAX_COORD = 65536.0  # |x|, |y| of a box corner in pixels (frames are at most 16384 wide)
 
 
 def exact_int(value: Any) -> int | None:
@@ -35,7 +47,9 @@ def exact_int(value: Any) -> int | None:
         return value
     text = value.strip() if isinstance(value, str) else ""
     digits = text[1:] if text[:1] in "+-" else text
-    return int(text) if digits.isdigit() and digits.isascii() else None
+    # more than 40 digits is no 64-bit id: not parsed (int() refuses over 4300 anyway)
+    ok = digits.isdigit() and digits.isascii() and len(digits) <= 40
+    return int(text) if ok else None
 
 
 class Params:
@@ -60,17 +74,13 @@ class Params:
             return value[0]
         return value
 
-    def text(self, name: str, default: str | None = None) -> str | None:
+    def text(self, name: str, default: str | None = None, max_len: int = MAX_TEXT
+             ) -> str | None:
+        """A text field of at most ``max_len`` characters (numbers and booleans as text)."""
         value = self.raw(name)
         if value is None:
             return default
-        if isinstance(value, UploadFile):
-            raise bad_param(name, f"{name} must be a text field, not a file")
-        if isinstance(value, bool | int | float):
-            return json.dumps(value) if isinstance(value, bool) else str(value)
-        if not isinstance(value, str):
-            raise bad_param(name, f"{name} must be a string", value)
-        return value
+        return check_text(name, value, max_len)
 
     def flag(self, name: str, default: bool = False) -> bool:
         value = self.raw(name)
@@ -87,7 +97,7 @@ class Params:
             return default
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise bad_param(name, f"{name} must be a number", value) from None
         if not math.isfinite(number):
             raise bad_param(name, f"{name} must be a finite number", value)
@@ -110,14 +120,19 @@ class Params:
             raise bad_param(name, f"{name} must be in {lo}..{hi}", value)
         return number
 
-    def json(self, name: str) -> Any:
-        """A structured value: given as JSON in a JSON body, or as a JSON string in a form."""
+    def json(self, name: str, max_chars: int = MAX_JSON_FIELD) -> Any:
+        """A structured value: given as JSON in a JSON body, or as a JSON string in a form;
+        at most ``MAX_JSON_DEPTH`` deep and ``max_chars`` long as JSON text."""
         value = self.raw(name)
+        if isinstance(value, UploadFile):
+            raise bad_param(name, f"{name} must be a text field, not a file")
         if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError:
-                raise bad_param(name, f"{name} must be JSON", value) from None
+            if len(value) > max_chars:
+                raise bad_param(name, f"{name} is {len(value)} characters, more than "
+                                f"{max_chars}", value)
+            return self.json_text(name, value)
+        if isinstance(value, list | dict) and len(json.dumps(value)) > max_chars:
+            raise bad_param(name, f"{name} is more than {max_chars} characters as JSON", value)
         return value
 
     def str_list(self, name: str) -> list[str]:
@@ -142,9 +157,9 @@ class Params:
     @staticmethod
     def json_text(name: str, text: str) -> Any:
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise bad_param(name, f"{name} must be JSON", text) from None
+            return load_json(text)
+        except ValueError as exc:
+            raise bad_param(name, f"{name} must be JSON: {exc}", text) from None
 
     def threshold(self, name: str = "threshold") -> float | None:
         """A confidence threshold; None for "none" (similarity mode)."""
@@ -176,6 +191,9 @@ class Params:
             value = [value]
         if not isinstance(value, list):
             raise bad_param(name, f"{name} must be a list of [x1, y1, x2, y2] boxes", value)
+        if len(value) > MAX_LIST_ITEMS:
+            raise bad_param(name, f"{name} has {len(value)} boxes, more than "
+                            f"{MAX_LIST_ITEMS}", len(value))
         return [parse_box(name, item) for item in value]
 
     def xyxy(self) -> Box | None:
@@ -191,10 +209,72 @@ class Params:
 
 def str_items(name: str, value: Any) -> list[str]:
     if isinstance(value, str):
-        return [value]
+        return [check_text(name, value)]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
+        if len(value) > MAX_LIST_ITEMS:
+            raise bad_param(name, f"{name} has {len(value)} items, more than "
+                            f"{MAX_LIST_ITEMS}", len(value))
+        return [check_text(name, v) for v in value]
     raise bad_param(name, f"{name} must be a list of strings", value)
+
+
+def check_text(name: str, value: Any, max_len: int = MAX_TEXT) -> str:
+    """``value`` as text (numbers and booleans as JSON text) of at most ``max_len``
+    characters, without NUL characters; BAD_PARAM naming ``name`` otherwise."""
+    if isinstance(value, UploadFile):
+        raise bad_param(name, f"{name} must be a text field, not a file")
+    if isinstance(value, bool | int | float):
+        text = json.dumps(value) if isinstance(value, bool) else str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise bad_param(name, f"{name} must be a string", value)
+    if len(text) > max_len:
+        raise bad_param(name, f"{name} is {len(text)} characters, more than {max_len}", text)
+    if "\x00" in text:
+        raise bad_param(name, f"{name} must not contain NUL characters", text)
+    return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of the float range")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` is 1), without recursion."""
+    depth = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        depth = max(depth, level + 1)
+        stack.extend((child, level + 1) for child in item if isinstance(child, list | dict))
+    return depth
+
+
+def load_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` that refuses (ValueError) what the rest of the backend cannot handle:
+    NaN/Infinity, floats out of range, integers of more than 4300 digits, nesting deeper than
+    ``max_depth`` (before Python's own recursion limit is hit)."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"nested more than {max_depth} levels deep") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8: {exc}") from None
+    if json_depth(value) > max_depth:
+        raise ValueError(f"nested more than {max_depth} levels deep")
+    return value
 
 
 def parse_box(name: str, item: Any) -> Box:
@@ -207,8 +287,15 @@ def parse_box(name: str, item: Any) -> Box:
     if not (isinstance(item, list | tuple) and len(item) == 4
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in item)):
         raise bad_param(name, f"{name}: a box is [x1, y1, x2, y2] (4 numbers)", item)
-    x1, y1, x2, y2 = (float(v) for v in item)
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in item)
+    except OverflowError:  # an integer beyond the float range
+        raise bad_param(name, f"{name}: box coordinates must be within +-{MAX_COORD:g}",
+                        list(item)) from None
+    if not all(math.isfinite(v) and abs(v) <= MAX_COORD for v in (x1, y1, x2, y2)):
+        raise bad_param(name, f"{name}: box coordinates must be finite numbers within "
+                        f"+-{MAX_COORD:g}", list(item))
+    if x2 <= x1 or y2 <= y1:
         raise bad_param(name, f"{name}: a box needs x2 > x1 and y2 > y1", list(item))
     return x1, y1, x2, y2
 
@@ -224,6 +311,8 @@ async def read_params(request: Request, max_body: int) -> Params:
         values.update(await _read_form(request, max_body))
     else:
         body = await request.body()
+        if len(body) > MAX_JSON_BODY:
+            raise too_large("body", len(body), MAX_JSON_BODY)
         if body.strip():
             values.update(_parse_json_body(body, ctype))
     return Params(values)
@@ -231,8 +320,8 @@ async def read_params(request: Request, max_body: int) -> Params:
 
 def _parse_json_body(body: bytes, ctype: str) -> dict[str, Any]:
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = load_json(body)
+    except ValueError as exc:
         if ctype not in ("", "application/json", "text/plain") and not ctype.endswith("+json"):
             raise bad_param("Content-Type", f"unsupported Content-Type {ctype!r}; use "
                             "application/json, multipart/form-data or "
@@ -245,7 +334,8 @@ def _parse_json_body(body: bytes, ctype: str) -> dict[str, Any]:
 
 async def _read_form(request: Request, max_body: int) -> dict[str, Any]:
     try:
-        form = await request.form(max_files=64, max_fields=1000, max_part_size=max_body)
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS,
+                                  max_part_size=max_body)
     except ApiError:
         raise
     except Exception as exc:  # noqa: BLE001 - multipart parser errors have no common base

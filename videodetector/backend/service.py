@@ -138,6 +138,12 @@ class Backend:
         s = self.settings
         return decode_photo(data, param, s.max_photo_bytes, s.max_size)
 
+    def decode_normalized(self, data: bytes, param: str) -> Photo:
+        """A normalized face (``face0``...): at most ``max_normalized_size`` on a side."""
+        s = self.settings
+        return decode_photo(data, param, s.max_photo_bytes, s.max_normalized_size,
+                            "max_normalized_size")
+
     def find_faces(self, photo: Photo, boxes: list[Box] | None, selector: str,
                    photo_param: str = "photo", bbox_param: str = "bbox") -> list[FoundFace]:
         """Faces on a photo: in the given boxes, or detected and chosen by ``mf_selector``."""
@@ -172,20 +178,23 @@ class Backend:
             out.append(NewFace(face.box, aligned, emb, attrs))
         return out
 
-    def analyze_aligned(self, images: list[Photo], boxes: list[Box] | None,
+    def analyze_aligned(self, images: list[bytes], boxes: list[Box] | None,
                         photo: Photo | None, want_attrs: frozenset[str]) -> list[NewFace]:
-        """Faces uploaded already normalized (``face0``...): embedded as they are."""
+        """Faces uploaded already normalized (``face0``...): embedded as they are. Decoded
+        one at a time, each kept only at the model's size."""
         if boxes and len(boxes) != len(images):
             raise bad_param("bbox", f"bbox has {len(boxes)} boxes for {len(images)} "
                             "normalized faces (face0, face1, ...)", len(boxes))
         out = []
-        for i, img in enumerate(images):
+        for i, data in enumerate(images):
+            img = self.decode_normalized(data, f"face{i}")
             aligned = as_aligned_face(img.image)
             if boxes:
                 box = boxes[i]
             else:
                 w, h = photo.size if photo is not None else img.size
                 box = (0.0, 0.0, float(w), float(h))
+            del img  # only the model-sized face is kept
             emb = self.engine.embed_aligned(aligned)
             attrs = (self.engine.estimate_age_gender(aligned, None, aligned, want_attrs)
                      if want_attrs else {})
@@ -197,8 +206,7 @@ class Backend:
                          photo_param: str = "photo") -> tuple[Photo | None, list[NewFace]]:
         photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
         if face_images:
-            imgs = [self.decode(d, f"face{i}") for i, d in enumerate(face_images)]
-            return photo, self.analyze_aligned(imgs, boxes, photo, want_attrs)
+            return photo, self.analyze_aligned(face_images, boxes, photo, want_attrs)
         if photo is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")

@@ -9,6 +9,7 @@ Every error names the option it is about.
 from __future__ import annotations
 
 import ast
+import ipaddress
 import logging
 import math
 import operator
@@ -44,8 +45,18 @@ class Settings:
     max_identify_limit: int = 0  # hard cap on /identify "n"; 0 = unlimited
     fetch_urls: bool = False  # fetch "photo" given as an http(s) URL
     fetch_timeout: float = 10.0
+    # networks (CIDR) that --fetch-urls may reach although loopback/private/link-local/...
+    fetch_allow: tuple[str, ...] = ()
     max_photo_bytes: int = 10 * 1024 * 1024
     max_size: int = 6000  # largest accepted photo width/height in pixels
+    max_normalized_size: int = 1024  # largest accepted face0.. (normalized face) side
+    # decoded pixels of all images of one request (photo, photo1+photo2, face0..face63)
+    max_request_pixels: int = 2 * 6000 * 6000
+    # directories under which a camera url may name a local file or device; none by default
+    camera_file_roots: tuple[Path, ...] = ()
+    # /metrics: "Authorization: Bearer <metrics_token>" shows every tenant's counts;
+    # an API token shows request counters and its own counts only
+    metrics_token: str | None = None
     min_face_size: int = 0  # detections with a smaller shorter side are ignored
     detector_threshold: float = 0.6
     model_threads: int = 1
@@ -62,6 +73,8 @@ class Settings:
         object.__setattr__(self, "upload_path", self.upload_path.strip("/"))
         if self.upload_url is not None:
             object.__setattr__(self, "upload_url", self.upload_url.rstrip("/") or None)
+        object.__setattr__(self, "fetch_allow", _as_tuple(self.fetch_allow, str))
+        object.__setattr__(self, "camera_file_roots", _as_tuple(self.camera_file_roots, Path))
         _check(self)
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -86,10 +99,19 @@ class Settings:
 ALIASES = {"ffupload_url": "upload_url"}
 
 
+def _as_tuple(value: Any, kind: type) -> tuple[Any, ...]:
+    """A list setting from a list or comma-separated text."""
+    if isinstance(value, str | Path):
+        value = [v for v in str(value).split(",") if v.strip()]
+    return tuple(kind(str(v).strip()) for v in value)
+
+
 def _convert(name: str, raw: Any, default: Any) -> Any:
     try:
-        if name == "upload_url":
+        if name in ("upload_url", "metrics_token"):
             return str(raw) if raw else None
+        if isinstance(default, tuple):
+            return raw
         if isinstance(default, bool):
             return parse_bool(raw)
         if isinstance(default, int):
@@ -136,6 +158,20 @@ def _check(s: Settings) -> None:
     need(0 < s.fetch_timeout <= 3600, "fetch_timeout", "in (0, 3600] seconds")
     need(s.max_photo_bytes > 0, "max_photo_bytes", "> 0")
     need(s.max_size > 0, "max_size", "> 0")
+    need(s.max_normalized_size > 0, "max_normalized_size", "> 0")
+    need(s.max_request_pixels >= s.max_size ** 2, "max_request_pixels",
+         f">= max_size squared ({s.max_size ** 2})")
+    need(s.metrics_token is None or (len(s.metrics_token) >= 16 and s.metrics_token.isascii()
+                                     and s.metrics_token.isprintable()
+                                     and " " not in s.metrics_token),
+         "metrics_token", "at least 16 printable ASCII characters without spaces")
+    need(all(p.is_absolute() for p in s.camera_file_roots), "camera_file_roots",
+         "absolute directories")
+    for net in s.fetch_allow:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise SettingsError(f"fetch_allow must be IP networks (CIDR), got {net!r}") from None
     need(s.min_face_size >= 0, "min_face_size", ">= 0")
     need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
     need(s.model_threads >= 1, "model_threads", ">= 1")

@@ -8,22 +8,30 @@ from videodetector.backend.errors import bad_param
 
 
 def parse_time(name: str, value: object) -> datetime:
-    """An aware UTC datetime from ISO 8601 text (a naive time is taken as UTC) or epoch secs."""
+    """An aware UTC datetime from ISO 8601 text (a naive time is taken as UTC) or epoch secs,
+    in years 1..9999 once converted to UTC; BAD_PARAM naming ``name`` otherwise."""
+    try:
+        return _parse_time(name, value)
+    except (ValueError, OverflowError, OSError):
+        raise bad_param(name, f"{name} must be an ISO 8601 timestamp (e.g. "
+                        "2016-06-13T11:06:42.075754) or epoch seconds within years 1..9999",
+                        value) from None
+
+
+def _parse_time(name: str, value: object) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(float(value), UTC)
-    if not isinstance(value, str) or not value.strip():
-        raise bad_param(name, f"{name} must be an ISO 8601 timestamp", value)
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        raise ValueError(value)
     text = value.strip()
     if " " in text and "T" not in text:
         text = text.replace(" ", "T", 1)
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise bad_param(name, f"{name} must be an ISO 8601 timestamp, e.g. "
-                        "2016-06-13T11:06:42.075754", value) from None
+    dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    dt = dt.astimezone(UTC)
+    dt.timestamp()  # raises OverflowError near the ends of the range
+    return dt
 
 
 def iso(dt: datetime) -> str:

@@ -15,14 +15,24 @@ from videodetector.backend.storage import PageResult
 
 
 class Urls:
-    """Absolute URLs of stored images: ``<upload_url or request base>/<upload_path>/<rel>``."""
+    """Absolute URLs of stored images: ``<upload_url or own address>/<upload_path>/<rel>``."""
 
     def __init__(self, settings: Settings, request: Request) -> None:
-        base = settings.upload_url or str(request.base_url).rstrip("/")
+        base = settings.upload_url or own_base_url(settings, request.scope.get("server"))
         self.prefix = f"{base}/{settings.upload_path}/"
 
     def __call__(self, rel: str | None) -> str | None:
         return None if not rel else self.prefix + rel
+
+
+def own_base_url(settings: Settings, server: tuple[str, int | None] | None) -> str:
+    """``http://<address>:<port>`` of the socket the request came in on (``scope["server"]``,
+    the server's own address), else of the configured host and port. Never the client's
+    ``Host`` header: a client must not choose the links given to others."""
+    host, port = server if server else (settings.host, settings.port)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}" if port in (None, 80) else f"http://{host}:{port}"
 
 
 def face_json(row: sqlite3.Row, galleries: list[str], urls: Urls) -> dict[str, Any]:
