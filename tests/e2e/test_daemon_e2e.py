@@ -100,8 +100,9 @@ def test_backend_down_for_a_while_nothing_lost(procs: Procs, clips: Any, tmp_pat
     # uvicorn re-raises SIGTERM after its graceful shutdown: -15 is a clean stop too
     assert backend.terminate() in (0, -signal.SIGTERM), backend.tail()
     down_at = time.monotonic()
-    wait_until(lambda: det.metric("fkvideo_posts_spooled_total", "hall") >= 1, 15,
-               "a snapshot spooled while the backend is down")
+    # every snapshot passes through the spool now (write-ahead): wait for one that stays there
+    wait_until(lambda: det.metric("fkvideo_spool_items", "hall") >= 1, 15,
+               "a snapshot waiting in the spool while the backend is down")
     time.sleep(max(0.0, 5.0 - (time.monotonic() - down_at)))
     assert det.alive(), "the clip ended while the backend was down: make it longer"
     backend = procs.backend(data, port, tag="2")
