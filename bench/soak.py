@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -64,9 +65,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+METRICS_TOKEN = secrets.token_hex(16)  # the backend's /metrics needs a token
+
+
 def metrics(url: str) -> dict[str, float]:
     try:
-        text = requests.get(url, timeout=5).text
+        text = requests.get(url, timeout=5,
+                            headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     except requests.RequestException:
         return {}
     out: dict[str, float] = {}
@@ -117,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         try:
             backend = start([BIN / "fkvideo_backend", "serve", "--port", str(backend_port),
                              "--data-dir", work / "backend", "--person-identify", "1",
-                             "--log-level", "warning"], work / "backend.log")
+                             "--metrics-token", METRICS_TOKEN, "--log-level", "warning"],
+                            work / "backend.log")
             procs.append(backend)
             wait_http(f"http://127.0.0.1:{backend_port}/metrics")
             daemon = start([BIN / "fkvideo_detector", "--source", camera.url, "--camid", "soak",

@@ -75,7 +75,9 @@ class Backend:
             [bin_path("fkvideo_backend"), "serve", "--host", "127.0.0.1", "--port",
              str(self.port), "--data-dir", str(self.data_dir), "--person-identify", "1",
              "--person-identify-threshold", "0.75", "--friend-count", "2",
-             "--friend-interval", str(7 * 24 * 3600)],
+             "--friend-interval", str(7 * 24 * 3600),
+             # the demo's "camera" is a clip file next to the database
+             "--camera-file-roots", str(self.data_dir.parent)],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
