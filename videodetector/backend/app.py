@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from videodetector.backend import cameras, extract_api, faces, galleries, persons
+from videodetector.backend import cameras, extract_api, faces, galleries, persons, stats
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics
@@ -197,6 +197,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     settings = settings or Settings()
     backend = backend or Backend(settings)
     metrics = RequestMetrics()
+    stats.add_metrics(metrics, backend)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -231,9 +232,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     _install_error_handlers(app)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router,
-                       extract_api.router):
+                       extract_api.router, stats.router):
             app.include_router(router, prefix=f"/{version}",
                                include_in_schema=version == "v1")
+    app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
     _install_misc_routes(app, backend, metrics)
     _install_openapi_auth(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))
