@@ -21,7 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from videodetector.backend import cameras, extract_api, faces, galleries, persons, stats
+from videodetector.backend import (
+    batch,
+    cameras,
+    extract_api,
+    faces,
+    galleries,
+    persons,
+    stats,
+)
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics
@@ -232,7 +240,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     _install_error_handlers(app)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router,
-                       extract_api.router, stats.router):
+                       extract_api.router, stats.router, batch.router):
             app.include_router(router, prefix=f"/{version}",
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
