@@ -155,3 +155,10 @@ def test_openapi_documents_the_batch_routes(api: Api):
     assert set(post["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     assert "delete" in paths["/v1/faces/gallery/{gallery}"]
     assert "/v1/extract" in paths and "/v1/stat/list/{start}/{limit}" in paths
+
+
+def test_batch_with_emotions_stores_and_says_unavailable(api: Api):
+    r = api.post("/v1/faces/batch", json={"emotions": True, "items": [
+        {"photo": b64(person_photo("A"))}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["success"] == [0] and "emotions" in r.json()["unavailable"]

@@ -42,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from videodetector.backend.deps import current_user, get_backend, max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.extract_api import image_bytes
+from videodetector.backend.extraction import attrs_unavailable
 from videodetector.backend.inline import Parts, read_json_and_parts
 from videodetector.backend.params import Params
 from videodetector.backend.service import DEFAULT_GALLERY, Backend, FacePost
@@ -247,7 +248,11 @@ async def add_faces_batch(request: Request, user: int = Depends(current_user)
     if batch.unexpected:
         log.warning("batch enrollment of user %d: %d of %d items failed on the server side",
                     user, batch.unexpected, len(batch.items))
-    return {"results": results, "success": success, "fail": fail}
+    out: dict[str, Any] = {"results": results, "success": success, "fail": fail}
+    missing = attrs_unavailable(batch.defaults.flag("emotions"))
+    if missing:
+        out["unavailable"] = missing
+    return out
 
 
 # -- emptying a gallery --------------------------------------------------------

@@ -141,6 +141,13 @@ def unavailable(req: ExtractRequest, gae: bool) -> dict[str, str]:
     return out
 
 
+def attrs_unavailable(emotions: bool) -> dict[str, str]:
+    """The ``unavailable`` member of a /detect, /face or /faces/batch answer (8.1): emotions
+    are accepted, not answered, and said to be unavailable, so the manual's own examples
+    (gender + age + emotions) get everything else."""
+    return {"emotions": EMOTIONS_UNAVAILABLE} if emotions else {}
+
+
 def error_json(exc: ApiError) -> dict[str, Any]:
     """A response's ``error``: ``{code, desc}`` (8.5.3), plus ``param`` when known."""
     code = exc.code
