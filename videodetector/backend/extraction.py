@@ -117,14 +117,25 @@ def parse_roi(value: Any, param: str) -> Roi | None:
     keys = ("left", "top", "right", "bottom")
     if not isinstance(value, dict) or set(value) != set(keys):
         raise bad_param(param, f"{param} must be {{left, top, right, bottom}}", value)
-    nums = [value[k] for k in keys]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-               for v in nums):
-        raise bad_param(param, f"{param}: left, top, right, bottom must be numbers", value)
-    roi = Roi(*(float(v) for v in nums))
+    nums = [finite(value[k]) for k in keys]
+    if any(v is None for v in nums):
+        raise bad_param(param, f"{param}: left, top, right, bottom must be finite numbers",
+                        value)
+    roi = Roi(*nums)
     if roi.right <= roi.left or roi.bottom <= roi.top:
         raise bad_param(param, f"{param} needs right > left and bottom > top", value)
     return roi
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (not a number, a bool, inf/nan, or too large)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def unavailable(req: ExtractRequest, gae: bool) -> dict[str, str]:
