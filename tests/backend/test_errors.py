@@ -161,10 +161,26 @@ def test_missing_photo_and_urls_disabled(api: Api):
     assert body["param"] == "photo" and "--fetch-urls" in body["reason"]
 
 
-def test_emotions_and_disabled_gae_are_refused(api: Api):
-    body = error_of(api.post("/v1/detect", files={"photo": person_photo("A")},
-                             data={"emotions": "true"}), 400, "BAD_PARAM")
-    assert body["param"] == "emotions"
+def test_emotions_are_reported_unavailable_and_the_rest_answered(api: Api):
+    """8.1.2's examples ask for emotions: without an emotion model the faces are still
+    detected / stored and the answer says emotions are unavailable."""
+    r = api.post("/v1/detect", files={"photo": person_photo("A")}, data={"emotions": "true"})
+    assert r.status_code == 200, r.text
+    (face,) = r.json()["faces"]
+    assert "emotions" not in face and face["x2"] > face["x1"]
+    assert "no emotion model" in r.json()["unavailable"]["emotions"]
+    r = api.post("/v1/face", files={"photo": person_photo("B")},
+                 data={"emotions": "true", "meta": "Jane Berry"})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["meta"] == "Jane Berry"
+    assert set(r.json()["unavailable"]) == {"emotions"}
+    plain = api.post("/v1/detect", files={"photo": person_photo("A")}).json()
+    assert "unavailable" not in plain
+    error_of(api.post("/v1/detect", files={"photo": person_photo("A")},
+                      data={"emotions": "maybe"}), 400, "BAD_PARAM")
+
+
+def test_disabled_gae_is_refused(api: Api):
     body = error_of(api.post("/v1/face", files={"photo": person_photo("A")},
                              data={"gender": "true"}), 400, "BAD_PARAM")
     assert body["param"] == "gender" and "--gae" in body["reason"]

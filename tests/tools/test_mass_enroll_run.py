@@ -234,7 +234,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(api: Api, tmp_path: Path,
 
 def test_refused_run_marks_nothing(server: BackendServer, api: Api, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]):
-    """A bad token, or an option the backend refuses (emotions: no model here), stops the
+    """A bad token, or an option the backend refuses (gender: no --gae here), stops the
     run with the reason (exit 2); no image is marked failed, so a corrected run does them."""
     images = linked(tmp_path / "photos", ctu_photos(2))
     job = tmp_path / "r.job"
@@ -243,10 +243,10 @@ def test_refused_run_marks_nothing(server: BackendServer, api: Api, tmp_path: Pa
     bad = Api(server.url, "not-a-token")
     assert main(enroll_args(job, bad)) == 2
     assert "Stopped: the backend refused the token: AUTH_FAILED" in capsys.readouterr().out
-    assert main(enroll_args(job, api, "--emotions")) == 2
+    assert main(enroll_args(job, api, "--gender")) == 2
     out = capsys.readouterr().out
-    assert "Stopped: the backend refused the request: BAD_PARAM: emotion recognition is not " \
-           "available" in out and "(emotions)" in out
+    assert "Stopped: the backend refused the request: BAD_PARAM: gender/age recognition is " \
+           "disabled" in out and "(gender)" in out
     assert main(enroll_args(job, api, "--api", server.url + "/nothing/")) == 2
     assert "(is --api right?)" in capsys.readouterr().out
     assert states(job) == {"pending": 2} and faces(api) == []

@@ -16,7 +16,8 @@ Where this backend differs from the reference:
   identify-shaped answer printed in 8.2.3 / 8.3.3 is not used.
 - Error ``code`` is always a string (``BAD_PARAM`` for "Too many faces", which the reference
   shows with ``"code": 400``); missing objects are 404 ``NOT_FOUND``.
-- Emotions are refused (BAD_PARAM): there is no emotion model. Gender/age need ``--gae``.
+- Emotions are not answered (no emotion model): asked, the answer says so in ``unavailable``
+  and everything else is answered. Gender/age need ``--gae``.
 - Photos given as URLs are fetched only with ``--fetch-urls``.
 - Faces carry ``cam_id`` and, when posted by the video detector, ``detectorParams``;
   ``gender_confidence`` accompanies ``gender``.

@@ -23,10 +23,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from videodetector.backend import cameras, faces, galleries, openapi, persons
+from videodetector.backend import (
+    batch,
+    cameras,
+    extract_api,
+    faces,
+    galleries,
+    openapi,
+    persons,
+    stats,
+)
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
-from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics, render_gauges
+from videodetector.backend.metrics import (
+    MetricsMiddleware,
+    RequestMetrics,
+    gallery_face_counts,
+    render_gallery_faces,
+    render_gauges,
+)
 from videodetector.backend.retention import RetentionThread
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
@@ -179,8 +194,7 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     async def metrics_route(request: Request) -> PlainTextResponse:
         user = await run_in_threadpool(metrics_user, backend.settings, backend,
                                        request.headers.get("authorization"))
-        gauges = await run_in_threadpool(_gauges, backend, user)
-        text = metrics.render(gauges) if user is None else render_gauges(gauges)
+        text = await run_in_threadpool(_metrics_text, backend, metrics, user)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/docs", include_in_schema=False)
@@ -192,6 +206,14 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     @app.get("/docs/{version}", include_in_schema=False)
     async def docs_redirect() -> RedirectResponse:
         return RedirectResponse("/v1/docs")
+
+
+def _metrics_text(backend: Backend, metrics: RequestMetrics, user: int | None) -> str:
+    """Everything for the metrics token (``user`` None); a token's own counts otherwise."""
+    gauges = _gauges(backend, user)
+    if user is None:
+        return metrics.render(gauges)
+    return render_gauges(gauges) + render_gallery_faces(gallery_face_counts(backend.db, user))
 
 
 def _install_openapi_auth(app: FastAPI) -> None:
@@ -235,6 +257,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     settings = settings or Settings()
     backend = backend or Backend(settings)
     metrics = RequestMetrics()
+    stats.add_metrics(metrics, backend)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -271,9 +294,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.metrics = metrics
     _install_error_handlers(app)
     for version in API_VERSIONS:
-        for router in (faces.router, galleries.router, persons.router, cameras.router):
+        for router in (faces.router, galleries.router, persons.router, cameras.router,
+                       extract_api.router, stats.router, batch.router):
             app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
+    app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
     _install_misc_routes(app, backend, metrics)
     _install_openapi_auth(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))

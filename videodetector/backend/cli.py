@@ -1,4 +1,5 @@
-"""``fkvideo_backend serve [...]``, ``fkvideo_backend token [--short]`` and
+"""``fkvideo_backend serve [...]``, ``fkvideo_backend token [--short]``,
+``fkvideo_backend extraction-api [...]`` (8.5, ``extract_api.py``) and
 ``fkvideo_backend mass-enroll ...`` (``videodetector.tools.mass_enroll``).
 
 Settings take facenapi's names (10.3.3) both as flags (``--person-identify``) and as
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--short", action="store_true", help="short token, e.g. A0B1-C2D3")
     token.add_argument("--data-dir", dest="data_dir", default=None)
     token.add_argument("-c", "--config", help="settings file (for data_dir)")
+    extraction = sub.add_parser("extraction-api", help="run the Extraction API (8.5) alone: "
+                                "POST / on port 18666, no token, no database")
+    extraction.add_argument("-c", "--config", help="settings file (gae, fetch_urls, ...)")
+    _add_setting_flags(extraction)
     sub.add_parser("mass-enroll", add_help=False, help="bulk face enrollment from image files "
                    "(findface-mass-enroll; see: fkvideo_backend mass-enroll --help)")
     return parser
@@ -110,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "token":
         return _token(settings, args.short)
+    if args.command == "extraction-api":
+        from videodetector.backend.extract_api import DEFAULT_PORT, serve_extraction
+
+        if args.port is None:
+            settings = settings.with_changes(port=DEFAULT_PORT)
+        serve_extraction(settings)
+        return 0
     from videodetector.backend.server import serve
 
     serve(settings)

@@ -22,6 +22,7 @@ from videodetector.backend.deps import (
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
+from videodetector.backend.extraction import attrs_unavailable
 from videodetector.backend.params import DbId, GalleryName, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
@@ -72,7 +73,8 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
                 new = backend.analyze(photo, [face], want)[0]
                 item.update({k: v for k, v in new.attrs.items() if v is not None})
             faces.append(item)
-        return {"faces": faces, "orientation": photo.orientation}
+        return {"faces": faces, "orientation": photo.orientation,
+                **unavailable_member(p)}
 
     return await run_in_threadpool(work)
 
@@ -188,10 +190,17 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
         earlier = await run_in_threadpool(backend.replay, user, key)
         if earlier is not None:
             return {"results": await run_in_threadpool(render_faces, request, backend, user,
-                                                       earlier)}
+                                                       earlier), **unavailable_member(p)}
     post = await face_post(p, backend, key)
     ids = await run_in_threadpool(backend.add_faces, user, post)
-    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids)}
+    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids),
+            **unavailable_member(p)}
+
+
+def unavailable_member(p: Params) -> dict[str, Any]:
+    """``{"unavailable": {"emotions": reason}}`` when emotions were asked, else nothing."""
+    missing = attrs_unavailable(p.flag("emotions"))
+    return {"unavailable": missing} if missing else {}
 
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")  # 1..128 printable ASCII, no space

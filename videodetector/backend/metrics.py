@@ -1,10 +1,12 @@
-"""Prometheus text-format metrics: requests by route and status, latency, stored objects."""
+"""Prometheus text-format metrics: requests by route and status, latency, stored objects,
+faces per gallery (``backend_gallery_faces{user, gallery}``)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +18,8 @@ class RequestMetrics:
         self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
         self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
         self.latency_count: dict[tuple[str, str], int] = defaultdict(int)
+        # more metric families: each returns its own text-format lines
+        self.collectors: list[Callable[[], str]] = []
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -37,13 +41,40 @@ class RequestMetrics:
                 count = self.latency_count[(method, route)]
                 lines.append(f"backend_request_duration_seconds_sum{{{labels}}} {total:.6f}")
                 lines.append(f"backend_request_duration_seconds_count{{{labels}}} {count}")
-        return "\n".join(lines) + "\n" + render_gauges(gauges)
+        return ("\n".join(lines) + "\n" + render_gauges(gauges)
+                + "".join(collect() for collect in self.collectors))
 
 
 def render_gauges(gauges: dict[str, tuple[str, float]]) -> str:
     lines = []
     for name, (help_text, value) in gauges.items():
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+    return "\n".join(lines) + "\n"
+
+
+def gallery_face_counts(db: Any, user: int | None = None) -> dict[tuple[int, str], int]:
+    """(user id, gallery) -> faces, for every gallery (``default`` = all of a user's faces)
+    of every user, or of ``user`` only. ``db`` is a ``storage.Database``."""
+    where, args = ("WHERE user_id = ?", (user,)) if user is not None else ("", ())
+    counts = {(r[0], "default"): 0 for r in db.rows(
+        f"SELECT id FROM users {where.replace('user_id', 'id')}", args)}
+    counts.update({(r[0], "default"): int(r[1]) for r in db.rows(
+        f"SELECT user_id, COUNT(*) FROM faces {where} GROUP BY user_id", args)})
+    counts.update({(r[0], r[1]): 0 for r in db.rows(
+        f"SELECT user_id, name FROM galleries {where}", args)})
+    for u, gallery, n in db.rows(f"SELECT user_id, gallery, COUNT(*) FROM face_galleries "
+                                 f"{where} GROUP BY user_id, gallery", args):
+        if (u, gallery) in counts:
+            counts[(u, gallery)] = int(n)
+    return counts
+
+
+def render_gallery_faces(counts: dict[tuple[int, str], int]) -> str:
+    """``backend_gallery_faces{user="3",gallery="default"} 12`` lines (a gauge)."""
+    lines = ["# HELP backend_gallery_faces Faces per gallery and user (token owner id).",
+             "# TYPE backend_gallery_faces gauge"]
+    for (user, gallery), n in sorted(counts.items()):
+        lines.append(f'backend_gallery_faces{{user="{user}",gallery="{_esc(gallery)}"}} {n}')
     return "\n".join(lines) + "\n"
 
 

@@ -159,10 +159,9 @@ class Backend:
         return found if selector == "all" else found[:1]
 
     def check_attrs_request(self, gender: bool, age: bool, emotions: bool) -> frozenset[str]:
-        """The face attributes wanted; refuse what this backend cannot answer."""
-        if emotions:
-            raise bad_param("emotions", "emotion recognition is not available: this backend "
-                            "has no emotion model; do not send emotions=true", True)
+        """The face attributes wanted; refuse gender/age without --gae. ``emotions`` is
+        accepted and not answered (no emotion model): the routes say so in the response's
+        ``unavailable`` (``extraction.attrs_unavailable``)."""
         if (gender or age) and not self.settings.gae:
             raise bad_param("gender" if gender else "age", "gender/age recognition is "
                             "disabled; start the backend with --gae", True)

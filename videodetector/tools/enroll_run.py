@@ -5,8 +5,8 @@ What the backend answers decides an image's fate:
 * 200: ``done``, with the ids of the faces stored;
 * 4xx about the image (no face, too many faces with ``--mf-selector reject``, not an image,
   too large): ``failed`` with the backend's reason (``--failed`` tries them again);
-* 4xx about the run itself (bad token, unknown URL, ``--emotions`` or ``--gender`` the backend
-  refuses): the run stops, the images stay pending;
+* 4xx about the run itself (bad token, unknown URL, ``--gender``/``--age`` a backend
+  without --gae refuses): the run stops, the images stay pending;
 * no answer (connection refused or cut, timeout), 429, 502-504: the backend is down or busy;
   the image is retried with exponential backoff (up to ``--max-backoff`` seconds between
   tries) until it answers, and is never marked failed for that. A 500 is retried
