@@ -38,7 +38,8 @@ STRUCTURED_BODY = {"POST /v1/galleries/{gallery}",
                    "POST /v1/detect", "POST /v1/verify", "POST /v1/identify",
                    "POST /v1/faces/gallery/{gallery}/identify", "POST /v1/face",
                    "PUT /v1/face/id/{face_id}", "POST /v1/camera", "PUT /v1/camera/{cam_id}",
-                   "PUT /v1/person/id/{person_id}", "POST /v1/history/search"}
+                   "PUT /v1/person/id/{person_id}", "POST /v1/history/search",
+                   "POST /v1/extract", "POST /v1/faces/batch"}
 
 
 def excluded_checks(label: str) -> list:

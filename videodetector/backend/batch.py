@@ -44,7 +44,7 @@ from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.extract_api import image_bytes
 from videodetector.backend.extraction import attrs_unavailable
 from videodetector.backend.inline import Parts, read_json_and_parts
-from videodetector.backend.params import Params
+from videodetector.backend.params import GalleryName, Params
 from videodetector.backend.service import DEFAULT_GALLERY, Backend, FacePost
 from videodetector.models import ModelError
 
@@ -272,7 +272,7 @@ def delete_gallery_faces(backend: Backend, user: int, gallery: str) -> int:
 
 
 @router.delete("/faces/gallery/{gallery}")
-async def clear_gallery(gallery: str, request: Request,
+async def clear_gallery(gallery: GalleryName, request: Request,
                         user: int = Depends(current_user)) -> dict[str, Any]:
     """Delete all faces of a gallery and keep the (now empty) gallery: ``{"deleted": n}``.
     A face in several galleries is deleted (not only taken out of this one); on ``default``

@@ -32,6 +32,7 @@ from videodetector.backend.metrics import (
     gallery_face_counts,
     render_gallery_faces,
 )
+from videodetector.backend.params import GalleryName
 from videodetector.backend.service import DEFAULT_GALLERY, Backend, check_gallery_name
 from videodetector.backend.storage import Database, FileStore
 
@@ -120,7 +121,7 @@ async def stat_list(request: Request, start: int = Start, limit: int = Limit,
 
 
 @router.get("/stat/info/{name}")
-async def stat_info(name: str, request: Request,
+async def stat_info(name: GalleryName, request: Request,
                     user: int = Depends(current_user)) -> dict[str, Any]:
     """8.6.2: one gallery's face count, persons and storage (``images_bytes``)."""
     return await run_in_threadpool(gallery_info, get_backend(request), user, name)
