@@ -5,7 +5,9 @@ Camera list: ``fkvideo_detector -c /etc/fkvideo/site.ini`` with ``detector-name`
 ``source``: the cameras registered under that name in the backend are polled and run.
 
 Exit codes: 0 on a clean stop (or when a single file ended), 1 when a single
-source could not be opened/decoded at all, 2 for a bad configuration.
+source could not be opened/decoded at all or its pipeline kept crashing at one frame,
+2 for a bad configuration (also a --rot/--roi outside the frame), 3 when a single file
+was processed but ended early (truncated or damaged; a WARNING names it).
 """
 
 from __future__ import annotations
@@ -107,9 +109,7 @@ class Daemon:
             pass
         worker.stop()
         worker.join()
-        if worker.error and worker.pipeline_stats.frames == 0:
-            return 1  # the worker has logged why
-        return 0
+        return single_exit_code(worker)
 
     def _run_list(self) -> int:
         log.info("detector %r: polling %s%s every %gs", self.cfg.detector_name,
@@ -137,6 +137,18 @@ class Daemon:
             log.info("camera %s: %d snapshot(s) delivered, %d refused, %d left in the spool",
                      cam_id, stats["ok"], stats["failed"], stats["spool_len"],
                      extra={"cam_id": cam_id})
+
+
+def single_exit_code(worker: CameraWorker) -> int:
+    """The exit code of a single-source run (see the module docstring); the worker has
+    logged why when it is not 0."""
+    if worker.config_error:
+        return 2
+    if worker.error and (worker.pipeline_stats.frames == 0 or worker.state == "failed"):
+        return 1
+    if worker.counters.files_incomplete:
+        return 3
+    return 0
 
 
 def requeue_rejected(spool_root: Path, max_bytes: int) -> int:
