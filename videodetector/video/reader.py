@@ -62,6 +62,7 @@ from videodetector.video.source import (
 
 log = logging.getLogger(__name__)
 
+RECONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between attempts on a live source, s
 PERMANENT_AFTER = 5  # failed attempts in a row after which a live source "looks permanent"
 # A file is incomplete when it decodes fewer than this share of its expected frames (minus
 # a couple: a count from duration * fps is approximate).
@@ -137,8 +138,8 @@ class FrameReader:
         queue_size: int = 8,
         watchdog_timeout: float = 10.0,
         cam_id: str = "",
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
+        backoff_initial: float | None = None,
+        backoff_max: float | None = None,
         join_timeout: float = 2.0,
         start_index: int = 0,
     ) -> None:
@@ -159,7 +160,8 @@ class FrameReader:
         self._may_drop = not disable_drops and (spec.live or realtime)
         self._queue: queue.Queue[Frame | _EndOfStream] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
-        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._backoff = Backoff(backoff_initial or RECONNECT_BACKOFF[0],
+                                backoff_max or RECONNECT_BACKOFF[1])
         self._join_timeout = join_timeout
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
