@@ -176,3 +176,20 @@ def test_the_camera_writes_its_annotated_output_to_the_sink(clip: Path, tmp_path
     finally:
         poster.stop(timeout=5)
         rx.stop()
+
+
+def test_a_single_truncated_file_exits_with_code_3_and_counts_it(tmp_path: Path):
+    from tests.video.test_reader import write_mp4
+    from videodetector.cli import Daemon
+    from videodetector.metrics import collect_metrics
+    from videodetector.status import render_metrics
+
+    data = write_mp4(tmp_path / "full.mp4", 90).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    cfg = parse_config(["--source", str(cut), "--camid", "c", "--api-url", "127.0.0.1:9",
+                        "--api-token", "t", "--spool-dir", str(tmp_path / "spool")])
+    daemon = Daemon(cfg)
+    assert daemon.run() == 3
+    assert 'fkvideo_files_incomplete_total{cam_id="c"} 1' in render_metrics(
+        collect_metrics(daemon))
