@@ -193,3 +193,18 @@ def test_a_single_truncated_file_exits_with_code_3_and_counts_it(tmp_path: Path)
     assert daemon.run() == 3
     assert 'fkvideo_files_incomplete_total{cam_id="c"} 1' in render_metrics(
         collect_metrics(daemon))
+
+
+def test_a_spooled_snapshot_keeps_its_key_with_the_frame_position():
+    """The key names the frame; the spool (a minimal change in post/codec.py) keeps it."""
+    from datetime import UTC, datetime
+
+    from videodetector.post.codec import decode_snapshot, encode_snapshot
+    from videodetector.snapshot import Snapshot
+
+    snap = Snapshot("cam", 7, 0, datetime(2026, 1, 1, tzinfo=UTC), (1, 2, 3, 4), -1.0, 0.0,
+                    None, b"png", run_id="fabc", position=1234)
+    assert snap.idempotency_key == "cam:fabc:1234:7:0"
+    assert decode_snapshot(encode_snapshot(snap)).idempotency_key == snap.idempotency_key
+    old = Snapshot("cam", 7, 0, snap.timestamp, (1, 2, 3, 4), -1.0, 0.0, None, b"p", run_id="r")
+    assert old.idempotency_key == "cam:r:7:0"  # snapshots spooled before keep their keys

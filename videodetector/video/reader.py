@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 RECONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between attempts on a live source, s
 PERMANENT_AFTER = 5  # failed attempts in a row after which a live source "looks permanent"
 # A file is incomplete when it decodes fewer than this share of its expected frames (minus
-# a couple: a count from duration * fps is approximate).
-COMPLETE_SHARE = 0.98
+# a couple): a count from duration * fps is approximate (variable frame rates, audio that
+# outlasts the video), so only a clear shortfall counts.
+COMPLETE_SHARE = 0.95
 COMPLETE_SLACK = 2
 
 

@@ -404,7 +404,8 @@ def _stream_fps(stream: av.video.stream.VideoStream) -> float:
 def _expected_frames(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, fps: float
 ) -> int | None:
-    """How many frames a file says it has: its header's count, else duration * fps."""
+    """How many frames a file says it has: its header's count, else its video's duration
+    (the container's, less the time before the video starts) * fps."""
     if stream.frames and stream.frames > 0:
         return int(stream.frames)
     seconds = None
@@ -412,6 +413,9 @@ def _expected_frames(
         seconds = float(stream.duration * stream.time_base)
     elif container.duration:
         seconds = container.duration / 1_000_000  # AV_TIME_BASE
+        start = _stream_start(stream)
+        if start is not None and container.start_time is not None:
+            seconds -= start - container.start_time / 1_000_000
     if seconds is None or not 0 < seconds < 1e7:
         return None
     return max(1, round(seconds * fps))
