@@ -208,3 +208,15 @@ def test_align_face_names_the_bad_landmarks():
         align_face(img, np.ones((5, 2)))
     with pytest.raises(ValueError, match="5"):
         align_face(img, np.ones((4, 2)))
+
+
+def test_a_restarted_pipeline_goes_on_with_the_track_ids_of_its_camera():
+    """After a crash restart track ids continue, so (run id, track, seq) never repeats a key
+    of the crashed pipeline (a live camera keeps its run id across restarts)."""
+    good = (TEMPLATE_112 / 112.0 * 40 + (110, 30)).tolist()
+    raw = as_raw([((110.0, 30.0, 150.0, 75.0), 0.9, good)])
+    pipe = FacePipeline(cfg("off", False), CameraSpec("c", "x.mp4"), ScriptedDetector(raw),
+                        live=True, run_id="r1", first_track_id=42)
+    snaps = [s for fr in frames(4) for s in pipe.process(fr)] + pipe.finish()
+    assert [s.track_id for s in snaps] == [42] and pipe.next_track_id == 43
+    assert snaps[0].idempotency_key.startswith("c:r1:")
