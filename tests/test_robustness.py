@@ -220,3 +220,29 @@ def test_a_restarted_pipeline_goes_on_with_the_track_ids_of_its_camera():
     snaps = [s for fr in frames(4) for s in pipe.process(fr)] + pipe.finish()
     assert [s.track_id for s in snaps] == [42] and pipe.next_track_id == 43
     assert snaps[0].idempotency_key.startswith("c:r1:")
+
+
+@pytest.mark.media
+def test_yunet_drops_a_face_whose_model_output_is_not_finite():
+    """A broken model output (NaN landmarks, an overflowing box) is no face: YuNet leaves it
+    out instead of handing NaN landmarks to the tracker, the pipeline or the backend."""
+    import cv2
+
+    from tests.conftest import shared_file
+    from videodetector.models import YuNetDetector
+
+    img = cv2.imread(str(shared_file("stills_meds/S029-02-t10_01.jpg")))
+    det = YuNetDetector()
+    assert len(det.detect(img)) == 1
+    real_run = det._session.run
+
+    def run(names, feeds):
+        outs = real_run(names, feeds)
+        outputs = [o.name for o in det._session.get_outputs()]
+        for stride in YuNetDetector.STRIDES:
+            kps = outs[outputs.index(f"kps_{stride}")]
+            kps[..., 4] = np.nan  # one landmark coordinate of every anchor
+        return outs
+
+    det._session = types.SimpleNamespace(run=run, get_outputs=det._session.get_outputs)
+    assert len(det.detect(img)) == 0

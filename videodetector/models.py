@@ -208,7 +208,10 @@ class YuNetDetector:
         sc = np.concatenate(scores)
         xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
         xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
-        valid = (xyxy[:, 2] - xyxy[:, 0] > 1) & (xyxy[:, 3] - xyxy[:, 1] > 1)
+        # a non-finite output (an overflowing exp, a broken model) is no face at all
+        finite = (np.all(np.isfinite(xyxy), axis=1) & np.all(np.isfinite(lm), axis=(1, 2))
+                  & np.isfinite(sc))
+        valid = finite & (xyxy[:, 2] - xyxy[:, 0] > 1) & (xyxy[:, 3] - xyxy[:, 1] > 1)
         xyxy, lm, sc = xyxy[valid], lm[valid], sc[valid]
         keep = nms(xyxy, sc, self.nms_threshold)
         return Detections(xyxy[keep], sc[keep], lm[keep])
