@@ -78,3 +78,55 @@ def test_a_bad_answer_keeps_the_running_cameras(server: ListServer, body: bytes)
     manager = CameraManager(config(server.url), make_worker=lambda cam: None)  # never called
     assert manager.poll_once() is False
     assert manager.fetch_errors == 1 and manager.workers == {}
+
+
+def test_an_out_of_frame_rot_fails_only_that_camera_and_single_pass_ends(
+    server: ListServer, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 7, item 9: a rot outside the frame used to crash that camera on every frame for
+    ever, so --single-pass never ended."""
+    import logging
+
+    from videodetector.cli import Daemon
+    from videodetector.democlip import write_clip
+    from videodetector.metrics import collect_metrics
+    from videodetector.status import render_metrics
+
+    clip = str(write_clip(tmp_path / "empty.mp4", [], seconds=1.0))  # 25 frames, 640x480
+    server.body = json.dumps([
+        {"id": "bad", "url": clip, "detector": "site1", "rot": "1x1+5000+5000"},
+        {"id": "huge", "url": clip, "detector": "site1", "rot": [1, 1, 10**20, 10**20]},
+        {"id": "good", "url": clip, "detector": "site1"},
+    ]).encode()
+    cfg = parse_config(["--detector-name", "site1", "--api-url", server.url, "--api-token", "t",
+                        "--single-pass", "--spool-dir", str(tmp_path / "spool")])
+    daemon = Daemon(cfg)
+    result: list[int] = []
+    with caplog.at_level(logging.ERROR):
+        thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+        thread.start()
+        thread.join(40)
+    assert not thread.is_alive() and result == [0]
+    workers = daemon.workers
+    for cam in ("bad", "huge"):
+        assert workers[cam].state == "failed" and workers[cam].config_error
+        assert workers[cam].counters.crashes == 0 and workers[cam].pipeline_stats.frames == 0
+        lines = [r for r in caplog.records if "configuration error" in r.getMessage()
+                 and f"camera {cam}:" in r.getMessage()]
+        assert len(lines) == 1 and "rot" in lines[0].getMessage()
+    assert workers["good"].state == "ended" and workers["good"].pipeline_stats.frames == 25
+    text = render_metrics(collect_metrics(daemon))
+    assert 'fkvideo_camera_state{cam_id="bad",state="failed"} 1' in text
+    assert 'fkvideo_camera_state{cam_id="good",state="failed"} 0' in text
+    assert 'fkvideo_camera_state{cam_id="good",state="ended"} 1' in text
+
+
+def test_a_single_source_with_its_rot_outside_the_frame_exits_with_the_config_code(tmp_path):
+    from videodetector.cli import Daemon
+    from videodetector.democlip import write_clip
+
+    clip = str(write_clip(tmp_path / "empty.mp4", [], seconds=0.5))
+    cfg = parse_config(["--source", clip, "--camid", "c", "--api-url", "127.0.0.1:9",
+                        "--api-token", "t", "--rot", "1x1+5000+5000",
+                        "--spool-dir", str(tmp_path / "spool")])
+    assert Daemon(cfg).run() == 2

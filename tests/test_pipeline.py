@@ -229,3 +229,38 @@ def test_rescale_height_lets_the_detector_see_small_faces_at_full_resolution():
         found[extra] = pipe.stats.faces_detected
     # 960x540 runners: at 640 px wide many faces fall under YuNet's smallest anchors
     assert found[("--rescale-height", "540")] > 1.4 * found[()], found
+
+
+def test_a_face_that_cannot_be_scored_is_skipped_and_the_other_tracks_keep_their_posts(
+    two_walkers_clip, monkeypatch: pytest.MonkeyPatch
+):
+    """Item 2 of issue 7: head_pose raising for one face must not take the camera down. The
+    lower walker's landmarks never score (as YuNet's on a tilted TV face); the upper walker's
+    fail once. Both tracks go on; only the bad faces are skipped and counted."""
+    import videodetector.quality.score as score
+
+    plain = run_synthetic(two_walkers_clip)
+    real, calls = score.head_pose, {"upper": 0}
+
+    def head_pose(landmarks):
+        if np.asarray(landmarks)[:, 1].mean() > 200:  # the lower walker (y = 240)
+            raise ValueError("landmarks have the mouth not below the eyes")
+        calls["upper"] += 1
+        if calls["upper"] == 10:
+            raise ValueError("landmarks have both eyes at one point")
+        return real(landmarks)
+
+    monkeypatch.setattr(score, "head_pose", head_pose)
+    cfg = parse_config(["--source", two_walkers_clip, *BASE, "-r", "1", "--rt-perm", "1",
+                        "--rt-delay", "500"])
+    pipe = FacePipeline(cfg, CameraSpec("c1", two_walkers_clip), YuNetDetector(), live=False)
+    snaps = []
+    with open_video(parse_source(two_walkers_clip)) as stream:
+        for fr in stream:
+            snaps += pipe.process(fr)
+    snaps += pipe.finish()
+    upper = [s for s in plain if s.bbox[1] < 200]
+    assert snaps and all(s.bbox[1] < 200 for s in snaps)  # nothing of the lower walker
+    assert len(snaps) == len(upper)  # the upper walker's windows all posted
+    assert pipe.stats.faces_skipped["unscorable"] >= 30  # lower walker, every frame, + 1
+    assert pipe.stats.frames == 75

@@ -6,11 +6,24 @@ counted. Live sources are reconnected by the reader (exponential backoff,
 watchdog); a crash in the pipeline restarts the pipeline after a backoff. A
 file source ends the worker when the file ends (or fails to open: then
 ``error`` says why).
+
+A crash restart never replays what was done (see :class:`CrashHistory`): the snapshots the
+crashed pipeline still held are posted if they can be, a file resumes at the frame after
+the last one processed, track ids go on from where they were, and the run id (part of every
+idempotency key) stays the same. For a file the run id is a fingerprint of the file, so the
+keys depend only on what a snapshot is (camera, file, frame, track, post number): a file
+processed again yields the same keys and the backend stores its snapshots once. For a live
+source it is one random id per worker (a daemon run of that camera).
+
+A camera whose rot/roi does not fit its frames is a configuration error of that camera:
+logged once, the worker ends in state ``failed`` (see ``state``), the other cameras run on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -19,35 +32,91 @@ from dataclasses import dataclass
 
 from videodetector.backoff import Backoff
 from videodetector.config import DetectorConfig
-from videodetector.pipeline import CameraSpec, FaceDetector, FacePipeline, PipelineStats
+from videodetector.pipeline import (
+    CameraSpec,
+    FaceDetector,
+    FacePipeline,
+    PipelineStats,
+    RegionError,
+)
 from videodetector.post.poster import Poster
+from videodetector.snapshot import Snapshot
 from videodetector.video.reader import END, FrameReader
 from videodetector.video.sink import VideoSink, annotate
-from videodetector.video.source import SourceError, parse_source
+from videodetector.video.source import SourceError, SourceSpec, parse_source
 
 log = logging.getLogger(__name__)
 
 CRASH_BACKOFF = (1.0, 30.0)  # first and longest wait before restarting a crashed pipeline, s
 STREAM_GAP = 2.0  # s without frames from a live source: its tracks are closed and posted
-HEALTHY_RUN = 60.0  # a pipeline that ran this long before crashing restarts after the first wait
+CRASH_MEMORY = 600.0  # s: a live pipeline is healthy again after this long without a crash
+MAX_CRASHES_AT_ONE_FRAME = 3  # a file gives up after this many crashes at the same frame
+
+# Values of ``CameraWorker.state`` (the fkvideo_camera_state metric has one series each).
+CAMERA_STATES = ("starting", "running", "reconnecting", "source_down", "restarting",
+                 "ended", "failed", "stopped")
 
 
-def restart_delay(backoff: Backoff, ran_for: float) -> float:
-    """How long to wait before restarting a pipeline that crashed after ``ran_for`` seconds.
+class CrashHistory:
+    """When to restart a crashed pipeline, and when to give up (pure logic, no clock).
 
-    Crashes in a row wait longer and longer; a crash after a healthy run starts
-    again from the shortest wait (a camera that hits a rare bug once a day must not
-    end up waiting the longest each time).
+    ``position`` of a crash: for a file the index of the frame it crashed on (the last
+    processed + 1), for a live source the number of frames processed so far.
+
+    * File: a crash past the previous crash's position (progress was made) restarts after
+      the shortest wait; crashes at the same frame wait twice as long each time, and after
+      MAX_CRASHES_AT_ONE_FRAME of them the file gives up (it would never get past it).
+    * Live: a source never ends, so a live camera never gives up; a crash restarts after
+      the shortest wait only if the previous one was CRASH_MEMORY seconds ago or more.
+      Crashes that keep coming (one a minute, say) wait longer each time, up to the cap:
+      they are not healthy, however much was processed in between.
     """
-    if ran_for >= HEALTHY_RUN:
-        backoff.reset()
-    return backoff.next()
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.backoff = Backoff(*CRASH_BACKOFF)
+        self.position: int | None = None
+        self.at_position = 0  # crashes in a row at ``position``
+        self.last_crash: float | None = None
+
+    def record(self, position: int, now: float) -> float | None:
+        """The wait before restarting after a crash; None: give up (a file stuck on a frame)."""
+        same = position == self.position
+        self.at_position = self.at_position + 1 if same else 1
+        if self.live:
+            healthy = self.last_crash is None or now - self.last_crash >= CRASH_MEMORY
+        else:
+            healthy = not same
+        self.position, self.last_crash = position, now
+        if healthy:
+            self.backoff.reset()
+        if not self.live and self.at_position >= MAX_CRASHES_AT_ONE_FRAME:
+            return None
+        return self.backoff.next()
+
+
+def source_run_id(spec: SourceSpec) -> str:
+    """The run id of a camera's snapshots (part of their idempotency keys).
+
+    A file: ``f`` + a fingerprint of its path, size and modification time, the same in every
+    run. A live source: a random id, new for every worker (daemon run of the camera)."""
+    if spec.live:
+        return uuid.uuid4().hex[:8]
+    path = os.path.realpath(spec.url)
+    try:
+        st = os.stat(path)
+        ident = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        ident = path
+    return "f" + hashlib.sha256(ident.encode()).hexdigest()[:10]
 
 
 @dataclass
 class WorkerCounters:
     crashes: int = 0
     fps_processed: float = 0.0  # EWMA (frame counts are in FacePipeline.stats)
+    files_incomplete: int = 0  # a file ended before its end (truncated, damaged)
+    salvaged: int = 0  # snapshots a crashed pipeline still held, posted after the crash
 
 
 class CameraWorker:
@@ -65,12 +134,17 @@ class CameraWorker:
         self.spec = parse_source(camera.url)
         self.detector_factory = detector_factory
         self.poster = poster
-        self.run_id = ""  # set per pipeline run, see _run_once
+        self.run_id = source_run_id(self.spec)  # kept across crash restarts
         self.counters = WorkerCounters()
         self.pipeline_stats = PipelineStats()
         self.error: str | None = None
+        self.config_error = False  # the camera's rot/roi does not fit its frames
         self.reader: FrameReader | None = None
         self.sink: VideoSink | None = None  # --sink-url output of the current run
+        self.pipeline: FacePipeline | None = None  # the current run's pipeline
+        self.resume_at = 0  # a file: index of the next frame to process
+        self.next_track_id = 1
+        self._state = "starting"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cam-{camera.cam_id}",
                                         daemon=True)
@@ -93,58 +167,119 @@ class CameraWorker:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def state(self) -> str:
+        """One of CAMERA_STATES: what the camera is doing now (for /metrics)."""
+        if self._state == "running" and self.reader is not None:
+            stats = self.reader.stats()
+            if stats.looks_permanent:
+                return "source_down"
+            if stats.consecutive_failures:
+                return "reconnecting"
+        return self._state
+
     # -- the loop --------------------------------------------------------
     def _run(self) -> None:
-        backoff = Backoff(*CRASH_BACKOFF)
+        history = CrashHistory(self.spec.live)
         while not self._stop.is_set():
-            started = time.monotonic()
             try:
                 self._run_once()
+                self._state = "stopped" if self.spec.live else "ended"
                 break  # the file ended, or stop() was called
+            except RegionError as exc:
+                self._fail(f"configuration error: {exc}", config=True)
+                break
             except SourceError as exc:
                 self.error = str(exc)
                 self.log.error("camera %s: %s", self.camera.cam_id, exc)
                 if not self.spec.live:
+                    self._state = "failed"
                     break
             except Exception as exc:  # isolation: a bug in one camera never stops the others
                 self.counters.crashes += 1
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.log.exception("camera %s: pipeline crashed", self.camera.cam_id)
-            delay = restart_delay(backoff, time.monotonic() - started)
-            self.log.info("camera %s: restarting in %.0fs", self.camera.cam_id, delay)
+                self.log.exception("camera %s: pipeline crashed at frame %d",
+                                   self.camera.cam_id, self._crash_position())
+            delay = history.record(self._crash_position(), time.monotonic())
+            if delay is None:
+                self._fail(f"the pipeline crashed {history.at_position} times at frame "
+                           f"{history.position} of {self.spec.display}; giving up on the file "
+                           f"(last error: {self.error})")
+                break
+            self._state = "restarting"
+            self.log.info("camera %s: restarting in %.0fs%s", self.camera.cam_id, delay,
+                          "" if self.spec.live else f" at frame {self.resume_at}")
             if self._stop.wait(delay):
                 break
+        if self._stop.is_set() and self._state not in ("failed", "ended"):
+            self._state = "stopped"
         stats = self.pipeline_stats
         self.log.info("camera %s: stopped (%d frames processed, %d snapshots)",
                       self.camera.cam_id, stats.frames, stats.snapshots)
 
+    def _fail(self, why: str, config: bool = False) -> None:
+        """The camera cannot go on: logged once, state ``failed``."""
+        self.error = why
+        self.config_error = config
+        self._state = "failed"
+        self.log.error("camera %s: %s; camera stopped (the other cameras go on)",
+                       self.camera.cam_id, why)
+
+    def _crash_position(self) -> int:
+        return self.resume_at if not self.spec.live else self.pipeline_stats.frames
+
     def _run_once(self) -> None:
         cfg = self.cfg
-        # A new run id per pipeline: after a crash restart, track ids and sequence numbers
-        # start again at 1 and 0, and their idempotency keys must not collide with the
-        # snapshots of the previous pipeline (the backend would drop them as retries).
-        self.run_id = uuid.uuid4().hex[:8]
-        # the counters go on across crash restarts (they feed the camera's metrics)
-        pipeline = FacePipeline(cfg, self.camera, self.detector_factory(), live=self.spec.live,
-                                run_id=self.run_id, stats=self.pipeline_stats)
+        # the counters go on across crash restarts (they feed the camera's metrics), and so
+        # do the run id, the track ids and (for a file) the position in the source
+        self.pipeline = pipeline = FacePipeline(
+            cfg, self.camera, self.detector_factory(), live=self.spec.live, run_id=self.run_id,
+            stats=self.pipeline_stats, first_track_id=self.next_track_id,
+        )
         self.sink = sink = self._open_sink()
         realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
         self.reader = reader = FrameReader(
             self.spec, params=dict(cfg.source_params), rotate=cfg.rotate, realtime=realtime,
             disable_drops=cfg.disable_drops, watchdog_timeout=cfg.watchdog_timeout,
-            cam_id=self.camera.cam_id,
+            cam_id=self.camera.cam_id, start_index=self.resume_at,
         )
         reader.start()
+        self._state = "running"
         try:
             self._consume(reader, pipeline, sink)
-            for snap in pipeline.finish():
-                self.poster.submit(snap)
+            self._submit(pipeline.finish())
+        except RegionError:
+            raise
+        except Exception:
+            self._salvage(pipeline)
+            raise
         finally:
+            self.next_track_id = pipeline.next_track_id
             reader.stop()
+            self.counters.files_incomplete += reader.stats().incomplete
             if sink is not None:
                 sink.close()
         if reader.error is not None and reader.frames_in == 0:
             raise reader.error
+
+    def _submit(self, snapshots: list[Snapshot]) -> None:
+        for snap in snapshots:
+            self.poster.submit(snap)
+
+    def _salvage(self, pipeline: FacePipeline) -> None:
+        """Post what a crashed pipeline's selector still held (the open tracks' best faces):
+        the restarted pipeline starts after them and would never post them."""
+        try:
+            snapshots = pipeline.finish()
+        except Exception:
+            self.log.debug("camera %s: nothing salvaged from the crashed pipeline",
+                           self.camera.cam_id, exc_info=True)
+            return
+        self._submit(snapshots)
+        self.counters.salvaged += len(snapshots)
+        if snapshots:
+            self.log.info("camera %s: posted %d snapshot(s) the crashed pipeline held",
+                          self.camera.cam_id, len(snapshots))
 
     def _consume(self, reader: FrameReader, pipeline: FacePipeline, sink: VideoSink | None) -> None:
         last = time.monotonic()
@@ -157,13 +292,13 @@ class CameraWorker:
                 if self.spec.live and not flushed and time.monotonic() - last >= STREAM_GAP:
                     # the stream went silent (camera down, reconnecting): the faces in it
                     # will not be seen again, so post them now rather than at reconnect
-                    for snap in pipeline.finish():
-                        self.poster.submit(snap)
+                    self._submit(pipeline.finish())
                     flushed = True
                 continue
             flushed = False
-            for snap in pipeline.process(frame):
-                self.poster.submit(snap)
+            self.resume_at = frame.index  # where a crash in this frame resumes
+            self._submit(pipeline.process(frame))
+            self.resume_at = frame.index + 1
             if sink is not None:
                 tracks = pipeline.active_tracks
                 sink.write(annotate(frame.image, [t.xyxy for t in tracks], [t.id for t in tracks],

@@ -5,9 +5,11 @@ Camera list: ``fkvideo_detector -c /etc/fkvideo/site.ini`` with ``detector-name`
 ``source``: the cameras registered under that name in the backend are polled and run.
 
 Exit codes: 0 on a clean stop (or when a single file ended), 1 when a single
-source could not be opened/decoded at all or its spool directory cannot be used (e.g.
-another fkvideo_detector holds it: one ERROR line names the directory and that pid),
-2 for a bad configuration.
+source could not be opened/decoded at all, its pipeline kept crashing at one frame, or
+its spool directory cannot be used (e.g. another fkvideo_detector holds it: one ERROR line
+names the directory and that pid), 2 for a bad configuration (also a --rot/--roi outside the
+frame), 3 when a single file was processed but ended early (truncated or damaged; a WARNING
+names it).
 """
 
 from __future__ import annotations
@@ -114,9 +116,7 @@ class Daemon:
             pass
         worker.stop()
         worker.join()
-        if worker.error and worker.pipeline_stats.frames == 0:
-            return 1  # the worker has logged why
-        return 0
+        return single_exit_code(worker)
 
     def _run_list(self) -> int:
         log.info("detector %r: polling %s%s every %gs", self.cfg.detector_name,
@@ -150,6 +150,18 @@ class Daemon:
                 log.error("camera %s: snapshot(s) lost because the spool could not be "
                           "written: %s", cam_id, ", ".join(f"{n} ({r})" for r, n in lost.items()),
                           extra={"cam_id": cam_id})
+
+
+def single_exit_code(worker: CameraWorker) -> int:
+    """The exit code of a single-source run (see the module docstring); the worker has
+    logged why when it is not 0."""
+    if worker.config_error:
+        return 2
+    if worker.error and (worker.pipeline_stats.frames == 0 or worker.state == "failed"):
+        return 1
+    if worker.counters.files_incomplete:
+        return 3
+    return 0
 
 
 def requeue_rejected(spool_root: Path, max_bytes: int) -> int:

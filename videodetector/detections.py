@@ -62,3 +62,31 @@ class Detections:
         if factor <= 0:
             raise ValueError(f"scale factor must be positive, got {factor}")
         return Detections(self.xyxy * factor, self.score, self.landmarks * factor)
+
+
+def clean_detections(raw: object, width: int, height: int) -> tuple[Detections, int]:
+    """The usable faces of a detector's raw output, and how many were dropped.
+
+    ``raw`` is anything with ``xyxy`` (N, 4), ``score`` (N,) and ``landmarks`` (N, 5, 2)
+    arrays (a :class:`Detections` or a model's unchecked output). A row is dropped when its
+    box or score is not finite, or when the box clipped to the ``width`` x ``height`` image
+    is less than 1 pixel wide or tall (zero or negative size, or wholly outside). Kept boxes
+    are clipped to the image; scores are clipped to 0..1. Landmarks are kept as they are
+    (they may lie outside the box or the image, or be NaN): whoever uses them decides.
+    """
+    xyxy = np.asarray(getattr(raw, "xyxy", np.zeros((0, 4))), np.float64).reshape(-1, 4)
+    score = np.asarray(getattr(raw, "score", np.zeros(0)), np.float64).reshape(-1)
+    lm_raw = getattr(raw, "landmarks", None)
+    n = len(xyxy)
+    lm = (np.full((n, 5, 2), np.nan) if lm_raw is None
+          else np.asarray(lm_raw, np.float64).reshape(-1, 5, 2))
+    if len(score) != n or len(lm) != n:
+        raise ValueError(f"detector output has {n} boxes, {len(score)} scores and "
+                         f"{len(lm)} landmark sets")
+    finite = np.all(np.isfinite(xyxy), axis=1) & np.isfinite(score)
+    box = np.where(finite[:, None], xyxy, 0.0)
+    box[:, [0, 2]] = np.clip(box[:, [0, 2]], 0, width)
+    box[:, [1, 3]] = np.clip(box[:, [1, 3]], 0, height)
+    keep = finite & (box[:, 2] - box[:, 0] >= 1) & (box[:, 3] - box[:, 1] >= 1)
+    kept = Detections(box[keep], np.clip(score[keep], 0.0, 1.0), lm[keep])
+    return kept, int(n - keep.sum())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from videodetector.camera import CAMERA_STATES
+from videodetector.pipeline import SKIP_REASONS
 from videodetector.post.poster import DROP_REASONS
 from videodetector.status import Metric
 
@@ -60,7 +62,37 @@ _CAMERA_METRICS = (
      lambda w, r, p: w.sink.reconnects if w.sink else 0),
     ("fkvideo_last_frame_timestamp_seconds", "Unix time of the last decoded frame", "gauge",
      lambda w, r, p: r.last_frame_time if r else 0.0),
+    ("fkvideo_source_consecutive_failures",
+     "Failed attempts to read a live source since it last delivered a frame", "gauge",
+     lambda w, r, p: r.consecutive_failures if r else 0),
+    ("fkvideo_source_looks_permanent",
+     "1 while a live source has failed so often in a row that it looks permanently unusable",
+     "gauge", lambda w, r, p: r.looks_permanent if r else 0),
+    ("fkvideo_files_incomplete_total", "Files that ended early (truncated or damaged)",
+     "counter", lambda w, r, p: w.counters.files_incomplete),
+    ("fkvideo_snapshots_salvaged_total", "Snapshots a crashed pipeline held, posted after it",
+     "counter", lambda w, r, p: w.counters.salvaged),
 )
+
+
+def _labelled_metrics(rows: list) -> list[Metric]:
+    """The per-camera metrics with a second label: skipped faces by reason, camera state."""
+    skipped: dict = {}
+    states: dict = {}
+    for labels, w, _, _ in rows:
+        for reason in SKIP_REASONS:
+            skipped[(*labels, ("reason", reason))] = float(
+                w.pipeline_stats.faces_skipped.get(reason, 0))
+        current = w.state
+        for state in CAMERA_STATES:
+            states[(*labels, ("state", state))] = float(state == current)
+    return [
+        Metric("fkvideo_faces_skipped_total",
+               "Faces skipped because they could not be scored or snapshotted, by reason",
+               "counter", skipped),
+        Metric("fkvideo_camera_state", "1 for the state the camera is in (failed: it stopped "
+               "for good, e.g. a rot/roi outside the frame)", "gauge", states),
+    ]
 
 
 def collect_metrics(daemon: Daemon) -> list[Metric]:
@@ -77,6 +109,7 @@ def collect_metrics(daemon: Daemon) -> list[Metric]:
         for name, help_, kind, get in _CAMERA_METRICS
     ]
     metrics.append(posts_dropped_metric({dict(labels)["cam_id"]: p for labels, _w, _r, p in rows}))
+    metrics += _labelled_metrics(rows)
     metrics.append(Metric("fkvideo_cameras_running", "Cameras with a live worker", "gauge",
                           {(): float(sum(w.is_alive() for w in workers.values()))}))
     metrics.append(Metric("fkvideo_up_seconds", "Seconds since start", "gauge",

@@ -208,7 +208,10 @@ class YuNetDetector:
         sc = np.concatenate(scores)
         xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
         xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
-        valid = (xyxy[:, 2] - xyxy[:, 0] > 1) & (xyxy[:, 3] - xyxy[:, 1] > 1)
+        # a non-finite output (an overflowing exp, a broken model) is no face at all
+        finite = (np.all(np.isfinite(xyxy), axis=1) & np.all(np.isfinite(lm), axis=(1, 2))
+                  & np.isfinite(sc))
+        valid = finite & (xyxy[:, 2] - xyxy[:, 0] > 1) & (xyxy[:, 3] - xyxy[:, 1] > 1)
         xyxy, lm, sc = xyxy[valid], lm[valid], sc[valid]
         keep = nms(xyxy, sc, self.nms_threshold)
         return Detections(xyxy[keep], sc[keep], lm[keep])
@@ -244,10 +247,40 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rot, t[:, None]]).astype(np.float32)
 
 
+MAX_LANDMARK_COORD = 1e7  # pixels: a landmark farther from the origin is not a measurement
+
+
+def check_landmarks(landmarks: object) -> np.ndarray:
+    """5 landmarks as a (5, 2) float64 array; ValueError (naming them) when they cannot
+    place a face: not 5 points, not finite, absurdly far away, or all at one point.
+
+    Landmarks in any order, outside the box or the image, or on one line still place a
+    face (a poor one: the quality score says so)."""
+    try:
+        pts = np.asarray(landmarks, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"landmarks must be 5 (x, y) numbers, got {landmarks!r}") from None
+    if pts.size != 10:
+        raise ValueError(f"expected 5 (x, y) landmarks, got shape {pts.shape}")
+    pts = pts.reshape(5, 2)
+    if not np.all(np.isfinite(pts)) or np.abs(pts).max() > MAX_LANDMARK_COORD:
+        raise ValueError(f"landmarks must be finite pixel coordinates, got {pts.tolist()}")
+    if np.ptp(pts, axis=0).max() < 1e-3:
+        raise ValueError(f"landmarks are all at one point: {pts.tolist()}")
+    return pts
+
+
 def align_face(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """The normalized face: a ``size``-square crop warped so the landmarks sit on the template."""
+    """The normalized face: a ``size``-square crop warped so the landmarks sit on the template.
+
+    ValueError for landmarks that cannot place a face (see :func:`check_landmarks`) or an
+    image that is not HxWx3 uint8 with at least one pixel."""
+    if (not isinstance(bgr, np.ndarray) or bgr.ndim != 3 or bgr.shape[2] != 3
+            or bgr.dtype != np.uint8 or bgr.shape[0] < 1 or bgr.shape[1] < 1):
+        raise ValueError(f"expected an HxWx3 uint8 BGR image, got "
+                         f"{getattr(bgr, 'shape', None)} {getattr(bgr, 'dtype', type(bgr))}")
     dst = TEMPLATE_112 * (size / 112.0)
-    m = similarity_transform(np.asarray(landmarks, np.float32).reshape(5, 2), dst)
+    m = similarity_transform(check_landmarks(landmarks), dst)
     return cv2.warpAffine(bgr, m, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
 
@@ -268,8 +301,9 @@ class SFaceEmbedder:
         """Embeddings for several aligned faces, shape (N, 128). The graph takes batch 1."""
         out = np.zeros((len(faces), self.DIM), np.float32)
         for i, face in enumerate(faces):
-            if face.shape != (112, 112, 3):
-                raise ValueError(f"expected a 112x112x3 aligned face, got shape {face.shape}")
+            if getattr(face, "shape", None) != (112, 112, 3) or face.dtype != np.uint8:
+                raise ValueError(f"expected a 112x112x3 uint8 aligned face, got "
+                                 f"{getattr(face, 'shape', None)} {getattr(face, 'dtype', '')}")
             # SFace takes RGB in 0..255 (OpenCV's FaceRecognizerSF: swapRB, no scaling).
             blob = face[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
             vec = self._session.run(None, {self._input: blob})[0][0]

@@ -8,11 +8,22 @@ a given input, so offline runs on a file are reproducible.
 Coordinates: all boxes are full-frame ``xyxy`` (see ``detections.py``). The
 detector sees the ROT crop (``--rot``) scaled to ``--rescale-height``; its
 boxes are mapped back before tracking.
+
+One bad face never stops the camera: a detection whose box is unusable (not finite, empty,
+outside the frame) is dropped, and a face whose quality, alignment, embedding or encoding
+fails (e.g. landmarks with the mouth above the eyes) is skipped; both are counted in
+``stats.faces_skipped`` by reason (the ``fkvideo_faces_skipped_total`` metric) and logged
+once per reason per minute. The face's track goes on, and so do all other tracks.
+
+A ``--rot``/``--roi`` that does not overlap the frame at all raises :class:`RegionError`
+(a configuration error of that camera); one that overlaps it only partly is clipped, with
+one warning.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,12 +35,13 @@ import numpy as np
 from videodetector.backend.confidence import COS_FAR_1E3
 from videodetector.bestframe import Candidate, make_selector
 from videodetector.config import DetectorConfig
-from videodetector.detections import Detections
+from videodetector.detections import Detections, clean_detections
 from videodetector.geometry import Rect, box_centre, scale_box
 from videodetector.images import encode
 from videodetector.models import SFaceEmbedder, align_face
 from videodetector.motion.detector import FrameDiffMotion
 from videodetector.quality.score import face_quality
+from videodetector.ratelog import RateLimitedLog
 from videodetector.snapshot import Snapshot
 from videodetector.tracker.tracker import Track, Tracker
 from videodetector.uniq import UniqFilter
@@ -42,6 +54,16 @@ log = logging.getLogger(__name__)
 SAME_FACE_COSINE = COS_FAR_1E3
 
 RECHECK_FRAMES = 5  # without motion, tracked faces are re-detected every this many frames
+
+# Why a face was skipped (the ``reason`` label of fkvideo_faces_skipped_total).
+SKIP_BAD_BOX = "bad_box"  # the detector's box is not finite, empty or outside the frame
+SKIP_UNSCORABLE = "unscorable"  # quality/direction could not be computed (odd landmarks)
+SKIP_SNAPSHOT = "snapshot_failed"  # alignment, embedding or encoding of the chosen face failed
+SKIP_REASONS = (SKIP_BAD_BOX, SKIP_UNSCORABLE, SKIP_SNAPSHOT)
+
+
+class RegionError(ValueError):
+    """A camera's rot or roi does not fit its frames: a configuration error of that camera."""
 
 
 class FaceDetector(Protocol):
@@ -68,6 +90,10 @@ class PipelineStats:
     snapshots: int = 0
     suppressed_uniq: int = 0
     detect_seconds: float = 0.0
+    faces_skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.faces_skipped[reason] = self.faces_skipped.get(reason, 0) + n
 
 
 @dataclass(frozen=True)
@@ -78,7 +104,24 @@ class FacePayload:
     xyxy: np.ndarray
     landmarks: np.ndarray
     timestamp: datetime
+    index: int  # the frame's position in the source (Frame.index)
     centres: tuple[tuple[float, float], ...] = field(default=())
+
+
+def region_in_frame(name: str, region: Rect | None, width: int, height: int) -> str | None:
+    """Check a camera region against the frame size.
+
+    Raises RegionError when the region does not overlap the ``width`` x ``height`` frame at
+    all; returns a warning when it overlaps only partly (it is then clipped), else None.
+    """
+    if region is None:
+        return None
+    x2, y2 = region.x + region.w, region.y + region.h
+    if region.x >= width or region.y >= height:
+        raise RegionError(f"{name} {region} lies outside the {width}x{height} frame")
+    if x2 > width or y2 > height:
+        return f"{name} {region} extends beyond the {width}x{height} frame; clipped to it"
+    return None
 
 
 def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int) -> tuple[
@@ -94,7 +137,7 @@ def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int)
         x1, y1 = max(0, rot.x), max(0, rot.y)
         x2, y2 = min(w, rot.x + rot.w), min(h, rot.y + rot.h)
         if x2 <= x1 or y2 <= y1:
-            raise ValueError(f"--rot {rot} lies outside the {w}x{h} frame")
+            raise RegionError(f"--rot {rot} lies outside the {w}x{h} frame")
         image, dx, dy = image[y1:y2, x1:x2], x1, y1
     factor = 1.0
     if rescale_height and image.shape[0] > rescale_height:
@@ -159,13 +202,14 @@ class FacePipeline:
         live: bool,
         run_id: str = "",
         stats: PipelineStats | None = None,
+        first_track_id: int = 1,
     ) -> None:
         self.cfg = cfg
         self.camera = camera
         self.detector = detector
         self.run_id = run_id
         self.motion = FrameDiffMotion(threshold=cfg.md_threshold, scale=cfg.scale)
-        self.tracker = Tracker(max_tracks=cfg.max_persons)
+        self.tracker = Tracker(max_tracks=cfg.max_persons, first_id=first_track_id)
         self.selector = make_selector(
             realtime=cfg.realtime, rt_perm=cfg.rt_perm, rt_delay_ms=cfg.rt_delay,
             realtime1844=cfg.realtime1844, min_score=cfg.min_score,
@@ -184,9 +228,36 @@ class FacePipeline:
         self._active: list[Track] = []
         self._faces_seen = False  # the last detector run found faces or kept tracks alive
         self._last_t = 0.0
+        self.last_index = -1  # Frame.index of the last frame fully processed
+        self._frame_size: tuple[int, int] | None = None
+        self.log = logging.LoggerAdapter(log, {"cam_id": camera.cam_id})
+        self._ratelog = RateLimitedLog(self.log)
 
     # -- per frame -------------------------------------------------------
     def process(self, frame: Frame) -> list[Snapshot]:
+        """The snapshots to post after this frame. Raises RegionError if the camera's
+        rot/roi does not fit the frame; any other exception is a bug (the camera restarts)."""
+        self._check_frame_size(frame.image)
+        snapshots = self._process(frame)
+        self.last_index = frame.index
+        return snapshots
+
+    @property
+    def next_track_id(self) -> int:
+        """The id the next confirmed track will get (a restarted pipeline continues there)."""
+        return self.tracker.next_id
+
+    def _check_frame_size(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        if self._frame_size == (w, h):
+            return
+        for name, region in (("rot", self.camera.rot), ("roi", self.camera.roi)):
+            warning = region_in_frame(name, region, w, h)
+            if warning:
+                self.log.warning("camera %s: %s", self.camera.cam_id, warning)
+        self._frame_size = (w, h)
+
+    def _process(self, frame: Frame) -> list[Snapshot]:
         self.stats.frames += 1
         self._last_t = frame.pts
         if not self._should_detect(frame.image):
@@ -228,10 +299,21 @@ class FacePipeline:
             if track.id not in self._seq:
                 self._seq[track.id] = 0
                 self.stats.tracks_started += 1
-            cand = self._candidate(frame, stamp, track, dets, track.det_index)
-            if cand is not None:
-                ready += self.selector.observe(cand)
+            try:
+                cand = self._candidate(frame, stamp, track, dets, track.det_index)
+                if cand is not None:
+                    ready += self.selector.observe(cand)
+            except Exception as exc:  # one face that cannot be scored never stops the camera
+                self._skip(SKIP_UNSCORABLE, track.id, exc)
         return ready
+
+    def _skip(self, reason: str, track_id: int, exc: BaseException) -> None:
+        self.stats.skip(reason)
+        self._ratelog.log(
+            logging.WARNING, reason, "camera %s: face of track %d skipped (%s): %s: %s",
+            self.camera.cam_id, track_id, reason, type(exc).__name__, exc,
+            exc_info=None if isinstance(exc, ValueError) else exc,
+        )
 
     def finish(self) -> list[Snapshot]:
         """End of stream, or a live stream that went silent: close every track and flush
@@ -256,9 +338,15 @@ class FacePipeline:
     def _detect(self, image: np.ndarray) -> Detections:
         crop, dx, dy, factor = crop_for_detection(image, self.camera.rot, self.cfg.rescale_height)
         t0 = time.perf_counter()
-        dets = self.detector.detect(crop)
+        raw = self.detector.detect(crop)
         self.stats.detect_seconds += time.perf_counter() - t0
         self.stats.detector_runs += 1
+        dets, dropped = clean_detections(raw, crop.shape[1], crop.shape[0])
+        if dropped:
+            self.stats.skip(SKIP_BAD_BOX, dropped)
+            self._ratelog.log(logging.WARNING, SKIP_BAD_BOX,
+                              "camera %s: %d detection(s) with an unusable box dropped",
+                              self.camera.cam_id, dropped)
         self.stats.faces_detected += len(dets)
         if factor != 1.0:
             dets = dets.scaled(factor)
@@ -275,7 +363,9 @@ class FacePipeline:
         if not size_ok(xyxy, self.cfg.min_face_size, self.cfg.max_face_size):
             return None
         q = face_quality(frame.image, xyxy, lm, float(dets.score[i]))
-        payload = FacePayload(frame.image, xyxy.copy(), lm.copy(), stamp,
+        if not (math.isfinite(q.score) and math.isfinite(q.direction_score)):
+            raise ValueError(f"quality is not finite: {q}")
+        payload = FacePayload(frame.image, xyxy.copy(), lm.copy(), stamp, frame.index,
                               tuple(tuple(map(float, c)) for c in track.history))
         return Candidate(track_id=track.id, t=frame.pts, score=q.score,
                          direction_score=q.direction_score, payload=payload)
@@ -283,14 +373,25 @@ class FacePipeline:
     def _to_snapshots(self, ready: list[Candidate]) -> list[Snapshot]:
         out = []
         for cand in ready:
-            p: FacePayload = cand.payload  # type: ignore[assignment]
-            aligned = align_face(p.image, p.landmarks)
-            if not self._unique(cand.t, p.xyxy, aligned):
+            try:
+                snap = self._make_snapshot(cand)
+            except Exception as exc:  # this face is lost; the others are not
+                self._skip(SKIP_SNAPSHOT, cand.track_id, exc)
+                continue
+            if snap is None:
                 self.stats.suppressed_uniq += 1
                 continue
-            out.append(self._snapshot(cand, p, aligned))
+            out.append(snap)
         self.stats.snapshots += len(out)
         return out
+
+    def _make_snapshot(self, cand: Candidate) -> Snapshot | None:
+        """The snapshot of a chosen candidate; None if --post-uniq suppresses it."""
+        p: FacePayload = cand.payload  # type: ignore[assignment]
+        aligned = align_face(p.image, p.landmarks)
+        if not self._unique(cand.t, p.xyxy, aligned):
+            return None
+        return self._snapshot(cand, p, aligned)
 
     def _unique(self, t: float, xyxy: np.ndarray, aligned: np.ndarray) -> bool:
         """--post-uniq: False for a face too similar to too many recent posts nearby."""
@@ -301,9 +402,11 @@ class FacePipeline:
 
     def _snapshot(self, cand: Candidate, p: FacePayload, aligned: np.ndarray) -> Snapshot:
         seq = self._seq.get(cand.track_id, 0)
-        self._seq[cand.track_id] = seq + 1
         h, w = p.image.shape[:2]
         box = scale_box(p.xyxy, self.cfg.bbox_scale, w, h)
+        frame_jpeg = None if self.cfg.only_norm else encode(p.image)
+        face_png = encode(aligned, "png")
+        self._seq[cand.track_id] = seq + 1  # only once nothing can fail any more
         return Snapshot(
             cam_id=self.camera.cam_id,
             track_id=cand.track_id,
@@ -312,9 +415,10 @@ class FacePipeline:
             bbox=tuple(int(round(v)) for v in box),  # type: ignore[arg-type]
             score=round(float(cand.score), 6),
             direction_score=round(float(cand.direction_score), 6),
-            frame_jpeg=None if self.cfg.only_norm else encode(p.image),
-            face_png=encode(aligned, "png"),
+            frame_jpeg=frame_jpeg,
+            face_png=face_png,
             track=p.centres if self.cfg.send_track else (),
             label=getattr(cand, "label", ""),
             run_id=self.run_id,
+            position=p.index,
         )

@@ -24,11 +24,20 @@ class Snapshot:
     face_png: bytes  # normalized (aligned) face, PNG
     track: tuple[tuple[float, float], ...] = ()  # bbox centres, with --send-track
     label: str = ""  # "realtime" / "offline" with --realtime1844, else ""
-    run_id: str = ""  # distinguishes daemon runs so keys never collide across restarts
+    # What the snapshot's source is: for a file a fingerprint of the file (the same file gives
+    # the same keys in every run), for a live source one id per daemon run of the camera.
+    run_id: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    position: int | None = None  # index of the snapshot's frame in its source (Frame.index)
 
     @property
     def idempotency_key(self) -> str:
-        """Unique per snapshot: a backend stores a retried snapshot once."""
+        """What the snapshot is: camera, source, frame, track, post number (and label).
+
+        Derived from the snapshot, never from a per-attempt id, so a snapshot made again
+        (a retry, a spool replay, a file processed again) carries the same key and the
+        backend stores it once.
+        """
         label = f":{self.label}" if self.label else ""
-        return f"{self.cam_id}:{self.run_id}:{self.track_id}:{self.seq}{label}"
+        pos = "" if self.position is None else f"{self.position}:"
+        return f"{self.cam_id}:{self.run_id}:{pos}{self.track_id}:{self.seq}{label}"

@@ -159,3 +159,143 @@ def test_stop_does_not_wait_for_a_stalled_read() -> None:
         start = time.monotonic()
         reader.stop()
         assert time.monotonic() - start < 1.0
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def write_mp4(path: Path, n: int) -> Path:
+    """An mp4 with its index up front (faststart), so that a truncated copy still opens."""
+    import av
+
+    from tests.video.media import synthetic_frame
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.options = {"g": "12"}
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(synthetic_frame(i), format="bgr24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def truncated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("truncated")
+    full = write_mp4(folder / "full.mp4", 90)
+    cut = folder / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.45)])  # about 30 of the 90 frames
+    return full, cut
+
+
+def test_a_truncated_file_ends_with_one_warning_naming_it(
+    truncated: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 7, item 12b: a truncated mp4 used to end quietly, like a complete one."""
+    full, cut = truncated
+    with FrameReader(parse_source(str(cut)), realtime=False, cam_id="c1") as reader:
+        frames = drain(reader)
+    stats = reader.stats()
+    assert 10 < len(frames) < 60
+    assert stats.incomplete == 1 and stats.frames_expected == 90
+    lines = [r for r in caplog.records if "ended early" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    assert f"{cut}" in lines[0].getMessage()
+    assert f"{len(frames)} of 90 frames decoded" in lines[0].getMessage()
+    caplog.clear()
+    with FrameReader(parse_source(str(full)), realtime=False, cam_id="c1") as reader:
+        assert len(drain(reader)) == 90
+    assert reader.stats().incomplete == 0 and reader.stats().frames_expected == 90
+    assert not [r for r in caplog.records if "ended early" in r.getMessage()]
+
+
+def test_a_resumed_file_starts_at_its_index_with_the_same_timestamps(clip: Path) -> None:
+    with FrameReader(parse_source(str(clip)), realtime=False) as reader:
+        whole = drain(reader)
+    with FrameReader(parse_source(str(clip)), realtime=False, start_index=25) as reader:
+        rest = drain(reader)
+    assert [f.index for f in rest] == list(range(25, 40))
+    assert [read_index(f.image) for f in rest] == list(range(25, 40))
+    assert [f.pts for f in rest] == [f.pts for f in whole[25:]]
+    assert reader.stats().incomplete == 0
+
+
+def closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/video.mjpg"  # nobody listens there any more
+
+
+@pytest.fixture
+def html_page_url():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"<html><body>camera login</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["closed_port", "html_page", "missing_device"])
+def test_a_live_source_that_never_works_says_once_that_it_looks_permanent(
+    kind: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Issue 7, item 12b: one warning per try, for ever, used to be all one got. Now: one
+    line for the outage, one saying it looks permanent, the state on /metrics; still retrying."""
+    import logging
+
+    import videodetector.video.reader as reader_module
+    from videodetector.camera import CameraWorker
+    from videodetector.cli import Daemon
+    from videodetector.config import parse_config
+    from videodetector.metrics import collect_metrics
+    from videodetector.pipeline import CameraSpec
+    from videodetector.status import render_metrics
+
+    url = {"closed_port": closed_port_url, "missing_device": lambda: "/dev/video99",
+           "html_page": lambda: request.getfixturevalue("html_page_url")}[kind]()
+    monkeypatch.setattr(reader_module, "RECONNECT_BACKOFF", (0.01, 0.05))
+    cfg = parse_config(["--source", url, "--camid", "cam", "--api-url", "127.0.0.1:9",
+                        "--api-token", "t", "--spool-dir", str(tmp_path / "spool")])
+    daemon = Daemon(cfg)
+    with caplog.at_level(logging.INFO):
+        worker: CameraWorker = daemon.make_worker(CameraSpec("cam", url)).start()
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (
+                    worker.reader is None or worker.reader.stats().consecutive_failures < 12):
+                time.sleep(0.05)
+            assert worker.state == "source_down"
+            text = render_metrics(collect_metrics(daemon))
+        finally:
+            worker.stop()
+            worker.join(5)
+            daemon._shutdown()
+    assert 'fkvideo_camera_state{cam_id="cam",state="source_down"} 1' in text
+    assert 'fkvideo_source_looks_permanent{cam_id="cam"} 1' in text
+    failures = float(text.split('fkvideo_source_consecutive_failures{cam_id="cam"} ')[1].split()[0])
+    assert failures >= 12
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("looks permanent" in m for m in messages) == 1, messages
+    assert sum("stream lost" in m for m in messages) == 1, messages
+    assert len(messages) == 2, messages  # and nothing per try

@@ -38,6 +38,7 @@ def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
         "label": snap.label,
         "run_id": snap.run_id,
         "extra": snap.extra,
+        "position": snap.position,
     }
 
 
@@ -61,6 +62,7 @@ def snapshot_from_dict(
             label=str(data.get("label", "")),
             run_id=str(data.get("run_id", "")),
             extra=dict(data.get("extra", {})),
+            position=None if data.get("position") is None else int(data["position"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"bad snapshot record: {exc!r}") from None

@@ -48,7 +48,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from videodetector.models import TEMPLATE_112, align_face, similarity_transform
+from videodetector.models import (
+    TEMPLATE_112,
+    align_face,
+    check_landmarks,
+    similarity_transform,
+)
 from videodetector.quality.direction import direction_score, head_pose
 
 log = logging.getLogger(__name__)
@@ -101,7 +106,7 @@ def aligned_grey_face(
     ``align_face`` alone samples bilinearly and would alias, which adds fake detail that
     grows with the face size.
     """
-    pts = np.asarray(landmarks, np.float64).reshape(5, 2)
+    pts = check_landmarks(landmarks)
     m = similarity_transform(pts, TEMPLATE_112 * (size / 112.0))
     scale = math.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64))))
     if scale > 1.0 and not upsample:
@@ -112,7 +117,7 @@ def aligned_grey_face(
         half = size / scale  # generous: the crop's half-diagonal is 0.71 * size / scale
         x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
         x1, y1 = int(min(cx + half, w)), int(min(cy + half, h))
-        if x1 - x0 >= 2 and y1 - y0 >= 2:
+        if min(x1 - x0, y1 - y0) * scale >= 2:  # else nothing of the face is in the image
             roi = image_bgr[y0:y1, x0:x1]
             image_bgr = cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             pts = (pts - (x0, y0)) * scale

@@ -48,7 +48,7 @@ MAX_HISTORY = 500  # centres kept per track (the most recent ones)
 class Track:
     """Snapshot of one tracked face after an update."""
 
-    id: int  # 1, 2, ... per tracker; 0 while tentative (never handed out)
+    id: int  # first_id, first_id + 1, ... per tracker; 0 while tentative (never handed out)
     xyxy: tuple[float, float, float, float]  # Kalman-filtered box, full-frame pixels
     hits: int  # detections matched so far
     missed: int  # frames since the last matched detection (0 if matched now)
@@ -104,8 +104,10 @@ class Tracker:
         iou_threshold: float = 0.2,
         max_missed: int = 15,
         min_hits: int = 2,
+        first_id: int = 1,
     ) -> None:
         _check_int("max_tracks", max_tracks, 1)
+        _check_int("first_id", first_id, 1)
         _check_int("max_missed", max_missed, 0)
         _check_int("min_hits", min_hits, 1)
         if not 0.0 < iou_threshold <= 1.0:
@@ -116,7 +118,12 @@ class Tracker:
         self.min_hits = int(min_hits)
         self.not_started_total = 0  # detections refused by the max_tracks cap, all updates
         self._tracks: list[_LiveTrack] = []
-        self._next_id = 1
+        self._next_id = int(first_id)  # a restarted pipeline continues its camera's ids
+
+    @property
+    def next_id(self) -> int:
+        """The id the next confirmed track will get."""
+        return self._next_id
 
     def update(self, detections: Detections | None, period: int = 1) -> TrackerUpdate:
         """Advance all tracks by ``period`` frames and match them to ``detections``."""

@@ -20,7 +20,17 @@ counted (``stats().dropped``), unless ``disable_drops=True``, in which case the 
 and every frame is delivered. A file in offline mode is never dropped from: the reader waits.
 
 Live sources reconnect when they end or fail, after 0.5 s doubling up to 30 s (reset once
-frames flow again), logging one line per attempt. The watchdog is PyAV's I/O timeout plus a
+frames flow again). One WARNING line per outage (its first failed attempt), one more after
+PERMANENT_AFTER failed attempts in a row saying the source looks permanently unusable (a
+wrong URL, a closed port, a page that is not a video, a missing device) -- the reader still
+retries, for ever -- and one INFO line when frames flow again; the attempts in between are
+logged at DEBUG. ``stats().consecutive_failures`` is the current outage's attempt count.
+
+A file that ends before its header said it would (a truncated or damaged file), or whose
+demuxer gave up, is reported once with a WARNING naming the file and the frames decoded vs
+expected, and counted in ``stats().incomplete``. ``start_index`` resumes a file there (the
+frames before are decoded but not delivered; a restarted pipeline goes on where the
+crashed one stopped). The watchdog is PyAV's I/O timeout plus a
 frame-gap check (see :func:`~videodetector.video.source.open_video`): a stream that delivers
 no frame for ``watchdog_timeout`` seconds is closed and reopened, counted in ``stalls``.
 ``stop()`` returns within ``join_timeout`` even while a read is blocked in FFmpeg; the daemon
@@ -33,6 +43,7 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -44,11 +55,28 @@ from videodetector.video.source import (
     SourceError,
     SourceSpec,
     StreamStalled,
+    VideoStream,
     normalize_rotation,
     open_video,
 )
 
 log = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between attempts on a live source, s
+PERMANENT_AFTER = 5  # failed attempts in a row after which a live source "looks permanent"
+# A file is incomplete when it decodes fewer than this share of its expected frames (minus
+# a couple): a count from duration * fps is approximate (variable frame rates, audio that
+# outlasts the video), so only a clear shortfall counts.
+COMPLETE_SHARE = 0.95
+COMPLETE_SLACK = 2
+
+
+def file_incomplete(decoded: int, expected: int | None, gave_up: bool) -> bool:
+    """A file that stopped early: its demuxer gave up, or it decoded clearly fewer frames
+    than its header (or duration) announced."""
+    if gave_up:
+        return True
+    return expected is not None and decoded < expected * COMPLETE_SHARE - COMPLETE_SLACK
 
 
 class _EndOfStream:
@@ -78,6 +106,9 @@ class ReaderStats:
     were triggered by the watchdog. decode_errors: packets the decoder/demuxer rejected.
     last_frame_time: ``time.time()`` of the last decoded frame (0 if none). fps_in: decode
     rate, exponentially weighted. queued: frames waiting in the queue.
+    consecutive_failures: failed attempts of the current outage of a live source (0 while
+    frames flow). looks_permanent: 1 once they reached PERMANENT_AFTER. incomplete: 1 when
+    a file ended early; frames_expected: what its header announced (0 if unknown).
     """
 
     frames_in: int = 0
@@ -88,6 +119,10 @@ class ReaderStats:
     last_frame_time: float = 0.0
     fps_in: float = 0.0
     queued: int = 0
+    consecutive_failures: int = 0
+    looks_permanent: int = 0
+    incomplete: int = 0
+    frames_expected: int = 0
 
 
 class FrameReader:
@@ -104,16 +139,20 @@ class FrameReader:
         queue_size: int = 8,
         watchdog_timeout: float = 10.0,
         cam_id: str = "",
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
+        backoff_initial: float | None = None,
+        backoff_max: float | None = None,
         join_timeout: float = 2.0,
+        start_index: int = 0,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
         if not watchdog_timeout > 0:
             raise ValueError(f"watchdog_timeout must be > 0, got {watchdog_timeout!r}")
+        if start_index < 0:
+            raise ValueError(f"start_index must be >= 0, got {start_index!r}")
         self.spec = spec
         self.cam_id = cam_id
+        self.start_index = 0 if spec.live else start_index
         self.error: SourceError | None = None  # why a file ended early (open/read failure)
         self._params = dict(params or {})
         self._rotate = normalize_rotation(rotate)
@@ -122,13 +161,15 @@ class FrameReader:
         self._may_drop = not disable_drops and (spec.live or realtime)
         self._queue: queue.Queue[Frame | _EndOfStream] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
-        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._backoff = Backoff(backoff_initial or RECONNECT_BACKOFF[0],
+                                backoff_max or RECONNECT_BACKOFF[1])
         self._join_timeout = join_timeout
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stats = ReaderStats()
         self._stream_errors = 0  # decode errors of the current connection
-        self._next_index = 0
+        self._next_index = self.start_index
+        self._outage_started = 0.0  # time.monotonic() of the current outage's first failure
         self._last_frame: Frame | None = None
         self._pts_offset = 0.0
         self._ewma_dt: float | None = None  # smoothed seconds between decoded frames
@@ -204,13 +245,31 @@ class FrameReader:
 
     def _run_file(self) -> None:
         try:
-            self._play_once()
+            stream = self._play_once()
         except SourceError as exc:
             self.error = exc
             # A file that cannot be opened at all is reported by its owner (``error``);
             # one that fails part-way is logged here, since playback just ends.
             if self._stats.frames_in:
                 self._log.error("[%s] %s", self._name, exc)
+            return
+        if not self._stop.is_set():
+            self._check_complete(stream)
+
+    def _check_complete(self, stream: VideoStream) -> None:
+        """One WARNING (and stats().incomplete) for a file that ended before its end."""
+        expected = stream.expected_frames
+        with self._lock:
+            self._stats = dataclasses.replace(self._stats, frames_expected=expected or 0)
+        if not file_incomplete(stream.frames_decoded, expected, stream.gave_up):
+            return
+        self._bump(incomplete=1)
+        self._log.warning(
+            "[%s] file %s ended early: %d of %s frames decoded (%d decode error(s)); "
+            "it is truncated or damaged", self._name, self.spec.display,
+            stream.frames_decoded, expected if expected is not None else "an unknown number of",
+            stream.decode_errors,
+        )
 
     def _run_live(self) -> None:
         while not self._stop.is_set():
@@ -227,17 +286,38 @@ class FrameReader:
             if self._stop.is_set():
                 return
             delay = self._backoff.next()
-            self._bump(reconnects=1)
-            self._log.warning(
-                "[%s] stream lost (%s); reconnect #%d in %.1fs",
-                self._name,
-                reason,
-                self._stats.reconnects,
-                delay,
-            )
+            self._bump(reconnects=1, consecutive_failures=1)
+            self._report_failure(reason, delay)
             self._stop.wait(delay)
 
-    def _play_once(self) -> None:
+    def _report_failure(self, reason: str, delay: float) -> None:
+        """One line per outage, one when it looks permanent; the other attempts at DEBUG."""
+        failures = self._stats.consecutive_failures
+        if failures == 1:
+            self._outage_started = time.monotonic()
+            self._log.warning("[%s] stream lost (%s); reconnect #%d in %.1fs (retrying with "
+                              "backoff up to %.0fs)", self._name, reason,
+                              self._stats.reconnects, delay, self._backoff.cap)
+        elif failures == PERMANENT_AFTER:
+            self._bump(looks_permanent=1)
+            self._log.warning(
+                "[%s] %s failed %d times in a row (last: %s): this looks permanent (wrong "
+                "URL, closed port, not a video, missing device?); still retrying every %.0fs "
+                "at most", self._name, self.spec.display, failures, reason, self._backoff.cap)
+        else:
+            self._log.debug("[%s] reconnect #%d failed (%s); next in %.1fs", self._name,
+                            self._stats.reconnects, reason, delay)
+
+    def _recovered(self) -> None:
+        """Frames flow again after an outage."""
+        failures = self._stats.consecutive_failures
+        with self._lock:
+            self._stats = dataclasses.replace(self._stats, consecutive_failures=0,
+                                              looks_permanent=0)
+        self._log.info("[%s] stream back after %d failed attempt(s) (%.0fs without frames)",
+                       self._name, failures, time.monotonic() - self._outage_started)
+
+    def _play_once(self) -> VideoStream:
         """Open the source and publish its frames until it ends, fails or stop() is called."""
         stream = open_video(
             self.spec,
@@ -247,15 +327,18 @@ class FrameReader:
             timeout=self._watchdog_timeout,
             interrupt=self._stop,
             cam_id=self.cam_id,
+            start_index=self.start_index,
         )
         with stream:
             try:
                 for frame in stream:
                     self._stream_errors = stream.decode_errors
                     self._backoff.reset()
-                    self._publish(frame, first_of_connection=frame.index == 0)
+                    if self._stats.consecutive_failures:
+                        self._recovered()
+                    self._publish(frame, first_of_connection=frame.index == self.start_index)
                     if self._stop.is_set():
-                        return
+                        return stream
             finally:
                 with self._lock:
                     self._stream_errors = 0
@@ -263,6 +346,7 @@ class FrameReader:
                         self._stats,
                         decode_errors=self._stats.decode_errors + stream.decode_errors,
                     )
+        return stream
 
     def _publish(self, frame: Frame, first_of_connection: bool) -> None:
         frame = self._renumber(frame, first_of_connection)

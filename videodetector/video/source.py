@@ -230,7 +230,13 @@ class VideoStream:
     Use :func:`open_video` to create one. Also a context manager. Attributes: ``spec``,
     ``width``/``height`` (the coded size, before any rotation), ``fps`` (the ``file@FPS`` rate,
     else the stream's average rate, else 25), ``decode_errors`` (decoder and demuxer errors
-    skipped so far).
+    skipped so far), ``frames_decoded`` (frames decoded so far, including those skipped
+    before ``start_index``), ``expected_frames`` (a file's frame count from its header or
+    duration; None if unknown), ``gave_up`` (a file's demuxer failed repeatedly: it ended
+    before its real end).
+
+    ``start_index``: a file resumes there: the frames before it are decoded (so indices and
+    timestamps are those of a full run) but neither converted, paced nor yielded.
     """
 
     def __init__(
@@ -243,7 +249,10 @@ class VideoStream:
         timeout: float | None = None,
         interrupt: threading.Event | None = None,
         cam_id: str = "",
+        start_index: int = 0,
     ) -> None:
+        if start_index < 0:
+            raise ValueError(f"start_index must be >= 0, got {start_index!r}")
         self.spec = spec
         self._container = container
         self._stream = container.streams.video[0]
@@ -258,6 +267,11 @@ class VideoStream:
         self.height = self._stream.codec_context.height
         self.fps = spec.fps or _stream_fps(self._stream)
         self.decode_errors = 0
+        self.frames_decoded = 0
+        self.gave_up = False
+        self.start_index = start_index
+        self.expected_frames = None if spec.live else _expected_frames(container, self._stream,
+                                                                        self.fps)
         self._origin: float | None = _stream_start(self._stream)
 
     def __enter__(self) -> VideoStream:
@@ -275,6 +289,11 @@ class VideoStream:
     def __iter__(self) -> Iterator[Frame]:
         clock = _Pacer(self.fps, self._interrupt) if self._paced else None
         for index, av_frame in enumerate(self._av_frames()):
+            self.frames_decoded = index + 1
+            if index < self.start_index:
+                if self._origin is None and av_frame.time is not None:
+                    self._origin = av_frame.time
+                continue
             frame = self._to_frame(av_frame, index)
             if clock is not None and not clock.wait(index):
                 return
@@ -320,7 +339,8 @@ class VideoStream:
                     raise SourceError(f"{self.spec.display}: read failed: {exc}") from exc
                 self._count_error(exc, "demuxer")
                 restarts += 1
-                if restarts > _MAX_DEMUX_RESTARTS:  # a broken file ends here, quietly
+                if restarts > _MAX_DEMUX_RESTARTS:  # a broken file ends here (see gave_up)
+                    self.gave_up = True
                     return
 
     def _packets(self) -> Iterator[av.Packet]:
@@ -381,6 +401,26 @@ def _stream_fps(stream: av.video.stream.VideoStream) -> float:
     return 25.0
 
 
+def _expected_frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, fps: float
+) -> int | None:
+    """How many frames a file says it has: its header's count, else its video's duration
+    (the container's, less the time before the video starts) * fps."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    seconds = None
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+        start = _stream_start(stream)
+        if start is not None and container.start_time is not None:
+            seconds -= start - container.start_time / 1_000_000
+    if seconds is None or not 0 < seconds < 1e7:
+        return None
+    return max(1, round(seconds * fps))
+
+
 def _stream_start(stream: av.video.stream.VideoStream) -> float | None:
     if stream.start_time is None or stream.time_base is None:
         return None
@@ -396,6 +436,7 @@ def open_video(
     timeout: float | None = None,
     interrupt: threading.Event | None = None,
     cam_id: str = "",
+    start_index: int = 0,
 ) -> VideoStream:
     """Open a source for decoding; raises :class:`SourceError` (path/URL + reason).
 
@@ -407,6 +448,7 @@ def open_video(
     timeout: live sources only: seconds an open or a read may block, and the longest gap
         between frames, before :class:`StreamStalled` (default 10 s). Ignored for files.
     interrupt: an Event that ends iteration (and pacing sleeps) when set.
+    start_index: files only: skip the frames before this index (a resumed run).
     """
     spec = parse_source(spec) if isinstance(spec, str) else spec
     rotate = normalize_rotation(rotate)
@@ -426,6 +468,7 @@ def open_video(
             timeout=timeout,
             interrupt=interrupt,
             cam_id=cam_id,
+            start_index=0 if spec.live else start_index,
         )
     except BaseException:
         container.close()
