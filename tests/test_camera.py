@@ -154,6 +154,31 @@ def test_a_file_keeps_its_run_id_across_runs_and_changes_it_when_rewritten(tmp_p
     assert source_run_id(live) != source_run_id(live)  # one per daemon run
 
 
+def test_a_file_processed_again_with_other_options_is_a_new_run(tmp_path: Path):
+    """Same file, same options: the same keys (a restart stores nothing twice). Another mode,
+    region or start time: new keys, so that run's snapshots are stored too."""
+    from videodetector.camera import output_fingerprint, source_run_id
+    from videodetector.geometry import parse_geometry
+    from videodetector.video.source import parse_source
+
+    path = tmp_path / "a.mp4"
+    path.write_bytes(b"x" * 10)
+    base = ["--source", str(path), "--camid", "door", "--api-url", "127.0.0.1:1",
+            "--api-token", "t"]
+    cam = CameraSpec("door", str(path))
+
+    def run_id(extra: list[str], camera: CameraSpec = cam) -> str:
+        return source_run_id(parse_source(str(path)),
+                             output_fingerprint(parse_config(base + extra), camera))
+
+    first = run_id([])
+    assert run_id([]) == first
+    assert run_id(["--log-level", "DEBUG", "--req-timeout", "9"]) == first  # no effect on posts
+    assert run_id(["-r", "1"]) != first
+    assert run_id(["--start-ts", "2026-05-01 09:00:00"]) != first
+    assert run_id([], CameraSpec("door", str(path), roi=parse_geometry("10x10+0+0"))) != first
+
+
 def test_the_camera_writes_its_annotated_output_to_the_sink(clip: Path, tmp_path: Path):
     from videodetector.video.source import open_video
 

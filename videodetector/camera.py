@@ -95,19 +95,38 @@ class CrashHistory:
         return self.backoff.next()
 
 
-def source_run_id(spec: SourceSpec) -> str:
+# Options that change what a run posts: a file processed again with any of them changed is a
+# new run (new keys), so its snapshots are stored; with the same options, a re-run (a restart)
+# yields the same keys and stores nothing twice.
+OUTPUT_OPTIONS = ("start_ts", "rotate", "md_threshold", "scale", "rescale_height", "max_persons",
+                  "min_face_size", "max_face_size", "realtime", "realtime1844", "rt_delay",
+                  "rt_perm", "min_score", "min_dir_score", "post_uniq", "uc_max_time_diff",
+                  "uc_max_dup", "uc_max_avg_shift", "request_url", "img_arg", "headers", "body",
+                  "bbox_scale", "send_track", "only_norm")
+
+
+def output_fingerprint(cfg: DetectorConfig, camera: CameraSpec) -> str:
+    """What decides a run's snapshots besides the file: the camera's regions and the options
+    of :data:`OUTPUT_OPTIONS`."""
+    parts = [repr(camera.roi), repr(camera.rot)]
+    parts += [f"{name}={getattr(cfg, name, None)!r}" for name in OUTPUT_OPTIONS]
+    return "|".join(parts)
+
+
+def source_run_id(spec: SourceSpec, settings: str = "") -> str:
     """The run id of a camera's snapshots (part of their idempotency keys).
 
-    A file: ``f`` + a fingerprint of its path, size and modification time, the same in every
-    run. A live source: a random id, new for every worker (daemon run of the camera)."""
+    A file: ``f`` + a fingerprint of its path, size and modification time and of ``settings``
+    (see :func:`output_fingerprint`), the same in every run with the same options. A live
+    source: a random id, new for every worker (daemon run of the camera)."""
     if spec.live:
         return uuid.uuid4().hex[:8]
     path = os.path.realpath(spec.url)
     try:
         st = os.stat(path)
-        ident = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+        ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{settings}"
     except OSError:
-        ident = path
+        ident = f"{path}|{settings}"
     return "f" + hashlib.sha256(ident.encode()).hexdigest()[:10]
 
 
@@ -134,7 +153,8 @@ class CameraWorker:
         self.spec = parse_source(camera.url)
         self.detector_factory = detector_factory
         self.poster = poster
-        self.run_id = source_run_id(self.spec)  # kept across crash restarts
+        # kept across crash restarts
+        self.run_id = source_run_id(self.spec, output_fingerprint(cfg, camera))
         self.counters = WorkerCounters()
         self.pipeline_stats = PipelineStats()
         self.error: str | None = None
