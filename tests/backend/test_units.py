@@ -96,3 +96,33 @@ def test_timestamps():
     assert iso(parse_time("t", "2024-03-01T10:00:00Z")) == "2024-03-01T10:00:00.000000"
     with pytest.raises(ApiError):
         parse_time("t", "noon")
+
+
+def test_a_face_whose_landmarks_cannot_place_it_is_skipped_not_a_500(tmp_path) -> None:
+    """Degenerate landmarks (all at one point) on one face: that face is skipped and counted;
+    when it is the only face, the answer is BAD_PARAM naming the photo (was a 500)."""
+    import numpy as np
+
+    from videodetector.backend.engine import FoundFace
+    from videodetector.backend.errors import ApiError
+    from videodetector.backend.imaging import decode_photo
+    from videodetector.backend.service import Backend
+    from videodetector.backend.settings import Settings
+
+    from .conftest import person_photo
+
+    backend = Backend(Settings(data_dir=tmp_path))
+    try:
+        photo = decode_photo(person_photo("A"), "photo", 10 << 20, 8000)
+        good = backend.engine.detect(photo.image, 0)[0]
+        bad = FoundFace(good.box, np.full((5, 2), 50.0, np.float32))
+        faces = backend.analyze(photo, [good, bad], frozenset())
+        assert len(faces) == 1 and backend.unusable_faces == 1
+        try:
+            backend.analyze(photo, [bad], frozenset(), "photo2")
+        except ApiError as err:
+            assert err.status == 400 and err.extra.get("param") == "photo2", err
+        else:
+            raise AssertionError("a request with no usable face must be BAD_PARAM")
+    finally:
+        backend.close()

@@ -69,8 +69,8 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
         faces = []
         for face in sorted(found, key=lambda f: f.area, reverse=True):
             item: dict[str, Any] = face_box_json(face.box)
-            if want:
-                new = backend.analyze(photo, [face], want)[0]
+            new = backend.analyze_face(photo, face, want) if want else None
+            if new is not None:
                 item.update({k: v for k, v in new.attrs.items() if v is not None})
             faces.append(item)
         return {"faces": faces, "orientation": photo.orientation,
@@ -97,7 +97,7 @@ async def verify(request: Request, user: int = Depends(current_user)) -> dict[st
             raise bad_param(f"photo{n}", f"photo{n} is required")
         photo = backend.decode(data, f"photo{n}")
         found = backend.find_faces(photo, boxes, selector, f"photo{n}", f"bbox{n}")
-        return backend.analyze(photo, found, frozenset())
+        return backend.analyze(photo, found, frozenset(), f"photo{n}")
 
     def work() -> dict[str, Any]:
         faces1, faces2 = faces(data1, boxes1, 1), faces(data2, boxes2, 2)

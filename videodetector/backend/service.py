@@ -44,6 +44,7 @@ from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
 from videodetector.backend.timeutil import iso, now
 from videodetector.images import encode
+from videodetector.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Backend:
         self.files.remove_temporaries()
         self.tokens = TokenChecker(self.db)
         self.index = IndexRegistry()
+        self.unusable_faces = 0  # faces whose landmarks could not place a face (skipped)
+        self._unusable_log = RateLimitedLog(log)
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
         self._keys_since_prune = 0
         self._load_index()
@@ -167,14 +170,29 @@ class Backend:
                             "disabled; start the backend with --gae", True)
         return frozenset(name for name, on in (("gender", gender), ("age", age)) if on)
 
-    def analyze(self, photo: Photo, found: list[FoundFace], want_attrs: frozenset[str]
-                ) -> list[NewFace]:
-        out = []
-        for face in found:
+    def analyze_face(self, photo: Photo, face: FoundFace, want_attrs: frozenset[str]
+                     ) -> NewFace | None:
+        """One face aligned, embedded (and its attributes); None when its landmarks cannot
+        place a face (counted, logged at most once a minute)."""
+        try:
             aligned, emb = self.engine.embed(photo.image, face)
-            attrs = (self.engine.estimate_age_gender(photo.image, face.landmarks, aligned,
-                                                     want_attrs) if want_attrs else {})
-            out.append(NewFace(face.box, aligned, emb, attrs))
+        except ValueError as exc:  # degenerate landmarks: one face, not the whole request
+            self.unusable_faces += 1
+            self._unusable_log.log(logging.WARNING, "unusable", "a face could not be aligned "
+                                   "and was skipped (%d so far): %s", self.unusable_faces, exc)
+            return None
+        attrs = (self.engine.estimate_age_gender(photo.image, face.landmarks, aligned,
+                                                 want_attrs) if want_attrs else {})
+        return NewFace(face.box, aligned, emb, attrs)
+
+    def analyze(self, photo: Photo, found: list[FoundFace], want_attrs: frozenset[str],
+                param: str = "photo") -> list[NewFace]:
+        """The usable faces of ``found``; BAD_PARAM naming ``param`` when none is."""
+        out = [new for face in found
+               if (new := self.analyze_face(photo, face, want_attrs)) is not None]
+        if found and not out:
+            raise bad_param(param, f"no usable face on {param}: the face landmarks cannot "
+                            "place a face (degenerate or far outside the image)")
         return out
 
     def analyze_aligned(self, images: list[bytes], boxes: list[Box] | None,
@@ -210,7 +228,7 @@ class Backend:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
         return photo, self.analyze(photo, self.find_faces(photo, boxes, selector, photo_param),
-                                   want_attrs)
+                                   want_attrs, photo_param)
 
     # -- enrollment (POST /face) -----------------------------------------------
 
