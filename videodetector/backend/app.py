@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from videodetector.backend import cameras, faces, galleries, persons
+from videodetector.backend import cameras, console, events, faces, galleries, persons
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics
@@ -233,6 +233,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         for router in (faces.router, galleries.router, persons.router, cameras.router):
             app.include_router(router, prefix=f"/{version}",
                                include_in_schema=version == "v1")
+    app.include_router(events.router, prefix="/v1")
+    console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
     _install_openapi_auth(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))

@@ -1,0 +1,607 @@
+// videodetector operator console: plain JavaScript, no build step, no third-party code.
+// Data is always put into the page as text (textContent / attributes), never as HTML.
+'use strict';
+
+const PAGE = 24;
+const state = { csrf: null, cameras: new Map(), persons: new Map(), stream: null, view: 0 };
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+const TIME = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric',
+  hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short',
+});
+
+// ---------------------------------------------------------------- DOM helpers
+
+function h(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = value;
+    else if (key === 'value') node.value = value;
+    else if (key === 'checked') { node.defaultChecked = true; node.checked = true; }
+    else node.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const $ = (sel) => document.querySelector(sel);
+const main = () => $('#main');
+
+function setMain(...children) {
+  closeStream();
+  state.view += 1;
+  main().replaceChildren(...children);
+  return state.view;
+}
+
+function showBanner(message, kind = 'error') {
+  const banner = $('#banner');
+  banner.className = `banner ${kind}`;
+  banner.replaceChildren(h('span', { text: message }),
+    h('button', { type: 'button', class: 'ghost', 'aria-label': 'Dismiss', onclick: hideBanner }, '×'));
+  banner.hidden = false;
+}
+
+function hideBanner() { $('#banner').hidden = true; }
+
+function formatTime(ts) {
+  if (!ts) return '';
+  const date = new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(ts) ? ts : `${ts}Z`);
+  return Number.isNaN(date.getTime()) ? ts : TIME.format(date);
+}
+
+function emptyState(title, ...lines) {
+  return h('div', { class: 'empty' }, h('h2', { text: title }),
+    lines.map((line) => h('p', {}, line)));
+}
+
+function img(src, alt, cls) {
+  return src ? h('img', { src, alt, class: cls, loading: 'lazy' })
+    : h('div', { class: `${cls} noimg`, text: 'no image' });
+}
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
+function describe(status, body) {
+  if (body && typeof body.reason === 'string') {
+    const param = body.param ? ` (${body.param})` : '';
+    return `${body.reason}${param}`;
+  }
+  const words = { 401: 'not logged in', 403: 'not allowed', 404: 'not found',
+    413: 'the upload is too large', 503: 'the backend is not ready' };
+  return `The backend answered HTTP ${status}${words[status] ? `: ${words[status]}` : ''}.`;
+}
+
+async function api(method, path, body) {
+  const options = { method, credentials: 'same-origin', headers: {} };
+  if (method !== 'GET') options.headers['X-CSRF-Token'] = state.csrf || '';
+  if (body !== undefined) {
+    options.headers['Content-Type'] = 'application/json';
+    options.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new ApiError('Cannot reach the backend. Is fkvideo_backend running?', 0);
+  }
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (err) { data = null; }
+  if (response.status === 401 && path !== '/v1/session') {
+    showLogin('Your session has ended. Log in again.');
+    throw new ApiError('Not logged in.', 401);
+  }
+  if (!response.ok) throw new ApiError(describe(response.status, data), response.status);
+  return data;
+}
+
+function reportError(err) {
+  if (err instanceof ApiError && err.status === 401) return;
+  showBanner(err instanceof ApiError ? err.message : `Something went wrong: ${err}`);
+}
+
+// ---------------------------------------------------------------- login
+
+function showLogin(message) {
+  closeStream();
+  state.csrf = null;
+  $('#topbar').hidden = true;
+  const input = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'off',
+    required: true, placeholder: 'API token', 'aria-label': 'API token' });
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  if (message) error.textContent = message;
+  const button = h('button', { type: 'submit', class: 'primary' }, 'Log in');
+  const form = h('form', { class: 'login card', id: 'login' },
+    h('div', { class: 'login-title' }, h('img', { src: '/static/icon.svg', alt: '', width: 40, height: 40 }),
+      h('h1', {}, 'videodetector console')),
+    h('p', { class: 'muted' }, 'Log in with your API token. Create one with ',
+      h('code', {}, 'fkvideo_backend token'), '; you see only that token\u2019s cameras, persons and events.'),
+    h('label', { for: 'token' }, 'API token'), input, error, button);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    button.disabled = true;
+    error.textContent = '';
+    try {
+      const data = await api('POST', '/v1/session', { token: input.value.trim() });
+      input.value = '';
+      state.csrf = data.csrf;
+      start();
+    } catch (err) {
+      error.textContent = err.status === 401 ? 'This token is not known to the backend.' : err.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  setMain(form);
+  input.focus();
+}
+
+async function logout() {
+  try { await api('DELETE', '/v1/session'); } catch (err) { /* already logged out */ }
+  state.cameras.clear();
+  state.persons.clear();
+  showLogin('You are logged out.');
+}
+
+// ---------------------------------------------------------------- shared data
+
+async function loadCameras() {
+  const list = await api('GET', '/v1/camera');
+  state.cameras = new Map(list.map((cam) => [cam.id, cam]));
+  return list;
+}
+
+function cameraName(camId) {
+  const cam = state.cameras.get(camId);
+  return cam && cam.meta ? cam.meta : `Camera ${String(camId).slice(0, 8)}`;
+}
+
+function person(personId) {
+  if (!state.persons.has(personId)) {
+    state.persons.set(personId, api('GET', `/v1/person/id/${personId}`).catch(() => null));
+  }
+  return state.persons.get(personId);
+}
+
+function personLabel(meta, personId) {
+  return meta ? meta : `Person ${personId}`;
+}
+
+function friendBadge(friend) {
+  return h('span', { class: `badge ${friend ? 'friend' : 'foe'}` }, friend ? 'Friend' : 'Foe');
+}
+
+// ---------------------------------------------------------------- events
+
+function eventCard(ev) {
+  const who = h('a', { class: 'person-link' });
+  if (ev.person_id === null || ev.person_id === undefined) {
+    who.textContent = 'Unknown person';
+    who.removeAttribute('href');
+  } else {
+    who.href = `#/person/${ev.person_id}`;
+    who.textContent = personLabel(ev.person_meta, ev.person_id);
+    if (ev.person_meta === undefined) {
+      person(ev.person_id).then((p) => { if (p) who.textContent = personLabel(p.meta, p.id); });
+    }
+  }
+  const camera = ev.camera_meta !== undefined && ev.camera_meta !== null && ev.camera_meta !== ''
+    ? ev.camera_meta : cameraName(ev.cam_id);
+  const extra = [];
+  if (ev.gender) extra.push(ev.gender);
+  if (ev.age !== undefined && ev.age !== null) extra.push(`age ${ev.age}`);
+  return h('article', { class: `event ${ev.friend ? 'is-friend' : 'is-foe'}`, 'data-id': ev.id },
+    h('a', { href: ev.photo || '#', target: '_blank', rel: 'noopener', class: 'snap-link',
+      title: 'Open the full frame' }, img(ev.thumbnail, 'Camera snapshot', 'snap')),
+    h('div', { class: 'event-body' },
+      img(ev.normalized, 'Face', 'crop'),
+      h('div', { class: 'event-text' },
+        h('div', { class: 'event-who' }, friendBadge(ev.friend), who),
+        h('div', { class: 'event-cam', text: camera }),
+        h('time', { datetime: ev.timestamp, text: formatTime(ev.timestamp) }),
+        extra.length ? h('div', { class: 'muted small', text: extra.join(', ') }) : null)));
+}
+
+function readFilters(form) {
+  const data = new FormData(form);
+  const f = {};
+  if (data.get('cam')) f.cam = String(data.get('cam'));
+  const pid = String(data.get('person') || '').trim();
+  if (pid) f.person = Number(pid);
+  if (data.get('friend')) f.friend = data.get('friend') === 'friend';
+  return f;
+}
+
+function searchBody(f, maxId) {
+  const body = { limit: PAGE };
+  if (f.cam) body.cam_ids = [f.cam];
+  if (f.person !== undefined) body.person_id = f.person;
+  if (f.friend !== undefined) body.friend = f.friend;
+  if (maxId) body.max_id = maxId;
+  return body;
+}
+
+function matches(f, ev) {
+  if (f.cam && ev.cam_id !== f.cam) return false;
+  if (f.person !== undefined && ev.person_id !== f.person) return false;
+  if (f.friend !== undefined && ev.friend !== f.friend) return false;
+  return true;
+}
+
+function closeStream() {
+  if (state.stream) state.stream.close();
+  state.stream = null;
+}
+
+function openStream(after, onEvent, status) {
+  closeStream();
+  const source = new EventSource(`/v1/events/stream?after=${after}`);
+  state.stream = source;
+  source.onopen = () => status('live');
+  source.onmessage = (msg) => {
+    try { onEvent(JSON.parse(msg.data)); } catch (err) { /* one bad message never stops the feed */ }
+  };
+  source.onerror = async () => {
+    if (state.stream !== source) return;
+    status('reconnecting');
+    if (source.readyState === EventSource.CLOSED) {
+      try {
+        await api('GET', '/v1/session');
+        setTimeout(() => { if (state.stream === source) openStream(after, onEvent, status); }, 3000);
+      } catch (err) { /* showLogin ran */ }
+    }
+  };
+}
+
+async function viewEvents() {
+  const view = setMain();
+  const camSelect = h('select', { name: 'cam', 'aria-label': 'Camera' }, h('option', { value: '' }, 'All cameras'));
+  const form = h('form', { class: 'filters', id: 'event-filters' },
+    h('label', {}, 'Camera', camSelect),
+    h('label', {}, 'Person id', h('input', { name: 'person', type: 'number', min: 1, inputmode: 'numeric', placeholder: 'any' })),
+    h('label', {}, 'Friend or foe', h('select', { name: 'friend' },
+      h('option', { value: '' }, 'Both'), h('option', { value: 'friend' }, 'Friends'),
+      h('option', { value: 'foe' }, 'Foes'))),
+    h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'),
+      h('button', { type: 'reset', class: 'ghost' }, 'Clear')));
+  const live = h('span', { class: 'live', id: 'live' }, 'Connecting…');
+  const list = h('div', { class: 'grid events', id: 'events' });
+  const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load older events');
+  main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Events'), live,
+    h('span', { class: 'muted small' }, `Times in ${ZONE}`)), form, list, more);
+
+  try {
+    for (const cam of await loadCameras()) {
+      camSelect.append(h('option', { value: cam.id }, cameraName(cam.id)));
+    }
+  } catch (err) { reportError(err); }
+
+  let filters = {};
+  let oldest = null;
+  const shown = new Set();
+  const status = (s) => {
+    live.className = `live ${s}`;
+    live.textContent = s === 'live' ? 'Live' : 'Reconnecting…';
+  };
+  const add = (ev, atTop) => {
+    if (shown.has(ev.id)) return;
+    shown.add(ev.id);
+    list.querySelector('.empty')?.remove();
+    const card = eventCard(ev);
+    if (atTop) { card.classList.add('new'); list.prepend(card); } else list.append(card);
+  };
+  const showEmpty = () => {
+    if (shown.size) return;
+    const filtered = Object.keys(filters).length > 0;
+    list.replaceChildren(filtered
+      ? emptyState('No events match these filters', 'Clear the filters to see every event. New matching events appear here as they happen.')
+      : emptyState('No camera events yet',
+        'Add a camera on the ', h('a', { href: '#/cameras' }, 'Cameras'), ' page and run fkvideo_detector with its detector name against this backend.',
+        'Faces it posts appear here live, without reloading the page.'));
+  };
+  const loadPage = async () => {
+    more.disabled = true;
+    try {
+      const data = await api('POST', '/v1/history/search', searchBody(filters, oldest));
+      if (view !== state.view) return;
+      for (const ev of data.results) add(ev, false);
+      if (data.results.length) oldest = data.results[data.results.length - 1].id;
+      more.hidden = !data.next_page;
+      showEmpty();
+    } catch (err) { reportError(err); } finally { more.disabled = false; }
+  };
+  const reload = async () => {
+    closeStream();
+    filters = readFilters(form);
+    oldest = null;
+    shown.clear();
+    list.replaceChildren();
+    try {
+      // The newest event id now, before the filtered page: the stream resumes after it.
+      const anchor = await api('POST', '/v1/history/search', { limit: 1 });
+      if (view !== state.view) return;
+      const after = anchor.results.length ? anchor.results[0].id : 0;
+      await loadPage();
+      if (view !== state.view) return;
+      openStream(after, (ev) => { if (matches(filters, ev)) add(ev, true); }, status);
+    } catch (err) { reportError(err); }
+  };
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); reload(); });
+  form.addEventListener('reset', () => setTimeout(reload, 0));
+  more.addEventListener('click', loadPage);
+  await reload();
+}
+
+// ---------------------------------------------------------------- persons
+
+function personCard(summary) {
+  const face = h('div', { class: 'face-slot' }, h('div', { class: 'portrait noimg', text: '' }));
+  const badges = h('div', { class: 'person-badges' });
+  const card = h('a', { class: 'person card', href: `#/person/${summary.id}`, 'data-id': summary.id },
+    face,
+    h('div', { class: 'person-text' },
+      h('div', { class: 'person-name', text: personLabel(summary.meta, summary.id) }),
+      badges,
+      h('div', { class: 'muted small', text: `${summary.face_count} sighting${summary.face_count === 1 ? '' : 's'}` })));
+  person(summary.id).then(async (p) => {
+    if (!p) return;
+    badges.append(friendBadge(p.friend));
+    if (p.cam_ids.length) badges.append(h('span', { class: 'muted small', text: p.cam_ids.map(cameraName).join(', ') }));
+    if (p.faces.length) {
+      try {
+        const f = await api('GET', `/v1/face/id/${p.faces[0]}`);
+        face.replaceChildren(img(f.normalized || f.thumbnail, `Face of ${personLabel(p.meta, p.id)}`, 'portrait'));
+      } catch (err) { /* the face was deleted meanwhile */ }
+    }
+  });
+  return card;
+}
+
+async function viewPersons() {
+  const view = setMain();
+  const grid = h('div', { class: 'grid persons', id: 'persons' });
+  const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load more persons');
+  main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Persons')), grid, more);
+  state.persons.clear();
+  try { await loadCameras(); } catch (err) { reportError(err); }
+  let next = `/v1/persons?limit=${PAGE}`;
+  const load = async () => {
+    more.disabled = true;
+    try {
+      const data = await api('GET', next);
+      if (view !== state.view) return;
+      for (const p of data.results) grid.append(personCard(p));
+      next = data.next_page;
+      more.hidden = !next;
+      if (!grid.children.length) {
+        grid.replaceChildren(emptyState('No persons yet',
+          'Persons are made when the backend groups faces: start it with --person-identify 1, then camera events of the same face are joined into one person.',
+          h('span', {}, 'See them arrive on the ', h('a', { href: '#/events' }, 'Events'), ' page.')));
+      }
+    } catch (err) { reportError(err); } finally { more.disabled = false; }
+  };
+  more.addEventListener('click', load);
+  await load();
+}
+
+async function viewPerson(personId) {
+  const view = setMain();
+  state.persons.delete(personId);
+  let p;
+  try {
+    await loadCameras();
+    p = await api('GET', `/v1/person/id/${personId}`);
+  } catch (err) {
+    if (view === state.view) {
+      main().append(emptyState('Person not available', err.message,
+        h('a', { href: '#/persons' }, 'Back to all persons')));
+    }
+    return;
+  }
+  if (view !== state.view) return;
+  const face = h('div', { class: 'face-slot big' }, h('div', { class: 'portrait noimg' }));
+  const title = h('h1', { text: personLabel(p.meta, p.id) });
+  const nameInput = h('input', { name: 'meta', value: p.meta, placeholder: 'Name', 'aria-label': 'Name', maxlength: 1000 });
+  const rename = h('form', { class: 'inline-form' }, nameInput,
+    h('button', { type: 'submit', class: 'primary' }, 'Rename'));
+  rename.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      const updated = await api('PUT', `/v1/person/id/${p.id}`, { meta: nameInput.value });
+      title.textContent = personLabel(updated.meta, updated.id);
+      showBanner('Saved.', 'ok');
+    } catch (err) { reportError(err); }
+  });
+  const cams = p.cam_ids.length ? p.cam_ids.map(cameraName).join(', ') : 'none';
+  const sightings = h('div', { class: 'grid events', id: 'sightings' });
+  const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load older sightings');
+  main().append(
+    h('p', {}, h('a', { href: '#/persons' }, '← All persons')),
+    h('section', { class: 'card person-head' }, face,
+      h('div', {}, title, h('div', { class: 'person-badges' }, friendBadge(p.friend),
+        h('span', { class: 'muted', text: `${p.face_count} face${p.face_count === 1 ? '' : 's'} · cameras: ${cams}` })),
+      h('div', { class: 'muted small', text: `Person ${p.id}, created ${formatTime(p.timestamp)}` }), rename)),
+    h('h2', {}, 'Sightings'), sightings, more);
+  if (p.faces.length) {
+    api('GET', `/v1/face/id/${p.faces[0]}`).then((f) => face.replaceChildren(
+      img(f.normalized || f.thumbnail, 'Face', 'portrait'))).catch(() => {});
+  }
+  let next = `/v1/person/history/id/${p.id}?limit=${PAGE}`;
+  const load = async () => {
+    more.disabled = true;
+    try {
+      const data = await api('GET', next);
+      if (view !== state.view) return;
+      for (const ev of data.results) sightings.append(eventCard({ ...ev, person_meta: p.meta }));
+      next = data.next_page;
+      more.hidden = !next;
+      if (!sightings.children.length) {
+        sightings.replaceChildren(emptyState('No camera sightings',
+          'This person has faces, but none was posted by a camera.'));
+      }
+    } catch (err) { reportError(err); } finally { more.disabled = false; }
+  };
+  more.addEventListener('click', load);
+  await load();
+}
+
+// ---------------------------------------------------------------- cameras
+
+function regionText(value) {
+  if (value === null || value === undefined) return '';
+  return Array.isArray(value) ? `${value[0]}x${value[1]}+${value[2]}+${value[3]}` : String(value);
+}
+
+function cameraForm(onSaved) {
+  const field = (name, label, hint) => h('label', {}, label,
+    h('input', { name, placeholder: hint, autocomplete: 'off' }));
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Add camera');
+  const cancel = h('button', { type: 'button', class: 'ghost', hidden: true }, 'Cancel');
+  const heading = h('h2', {}, 'Add a camera');
+  const form = h('form', { class: 'card camera-form', id: 'camera-form' }, heading,
+    h('div', { class: 'form-grid' },
+      field('meta', 'Name', 'Entrance'),
+      field('url', 'Stream URL', 'rtsp://… or a file path'),
+      field('detector', 'Detector name', 'the --detector-name of fkvideo_detector'),
+      field('roi', 'Region of interest', 'WxH+X+Y, empty = whole frame'),
+      field('rot', 'Region of tracking', 'WxH+X+Y, empty = whole frame'),
+      h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'enabled', checked: true }), 'Enabled')),
+    error, h('div', { class: 'form-actions' }, submit, cancel));
+  let editing = null;
+  const reset = () => {
+    editing = null;
+    form.reset();
+    heading.textContent = 'Add a camera';
+    submit.textContent = 'Add camera';
+    cancel.hidden = true;
+    error.textContent = '';
+  };
+  cancel.addEventListener('click', reset);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const d = new FormData(form);
+    const body = { enabled: d.get('enabled') === 'on' };
+    for (const name of ['meta', 'url', 'detector', 'roi', 'rot']) body[name] = String(d.get(name) || '').trim();
+    for (const name of ['url', 'detector']) if (!body[name]) body[name] = null;
+    error.textContent = '';
+    submit.disabled = true;
+    try {
+      if (editing) await api('PUT', `/v1/camera/${encodeURIComponent(editing)}`, body);
+      else await api('POST', '/v1/camera', body);
+      showBanner(editing ? 'Camera saved.' : 'Camera added.', 'ok');
+      reset();
+      onSaved();
+    } catch (err) {
+      error.textContent = err.message;
+    } finally { submit.disabled = false; }
+  });
+  form.edit = (cam) => {
+    editing = cam.id;
+    heading.textContent = `Edit ${cameraName(cam.id)}`;
+    submit.textContent = 'Save changes';
+    cancel.hidden = false;
+    for (const name of ['meta', 'url', 'detector']) form.elements[name].value = cam[name] || '';
+    form.elements.roi.value = regionText(cam.roi);
+    form.elements.rot.value = regionText(cam.rot);
+    form.elements.enabled.checked = cam.enabled;
+    form.scrollIntoView({ behavior: 'smooth', block: 'start' });
+    form.elements.meta.focus();
+  };
+  return form;
+}
+
+function cameraCard(cam, form, refresh) {
+  const toggle = h('button', { type: 'button', class: 'ghost' }, cam.enabled ? 'Disable' : 'Enable');
+  toggle.addEventListener('click', async () => {
+    try {
+      await api('PUT', `/v1/camera/${encodeURIComponent(cam.id)}`, { enabled: !cam.enabled });
+      refresh();
+    } catch (err) { reportError(err); }
+  });
+  const edit = h('button', { type: 'button', class: 'ghost', onclick: () => form.edit(cam) }, 'Edit');
+  const del = h('button', { type: 'button', class: 'danger' }, 'Delete');
+  del.addEventListener('click', async () => {
+    if (!window.confirm(`Delete the camera "${cameraName(cam.id)}"? Its past events stay in the history.`)) return;
+    try {
+      await api('DELETE', `/v1/camera/${encodeURIComponent(cam.id)}`);
+      showBanner('Camera deleted.', 'ok');
+      refresh();
+    } catch (err) { reportError(err); }
+  });
+  const row = (label, value) => h('div', { class: 'kv' }, h('span', { class: 'muted', text: label }),
+    h('span', { class: 'value', text: value || '—' }));
+  return h('article', { class: `card camera ${cam.enabled ? '' : 'disabled'}`, 'data-id': cam.id },
+    h('div', { class: 'camera-head' }, h('h3', { text: cameraName(cam.id) }),
+      h('span', { class: `badge ${cam.enabled ? 'on' : 'off'}` }, cam.enabled ? 'Enabled' : 'Disabled')),
+    row('Stream', cam.url), row('Detector', cam.detector),
+    row('ROI', regionText(cam.roi)), row('ROT', regionText(cam.rot)),
+    row('Id', cam.id),
+    h('div', { class: 'camera-actions' }, edit, toggle, del));
+}
+
+async function viewCameras() {
+  const view = setMain();
+  const list = h('div', { class: 'grid cameras', id: 'cameras' });
+  const refresh = async () => {
+    try {
+      const cams = await loadCameras();
+      if (view !== state.view) return;
+      list.replaceChildren(...cams.map((cam) => cameraCard(cam, form, refresh)));
+      if (!cams.length) {
+        list.replaceChildren(emptyState('No cameras yet',
+          'Add one with the form: a name, the stream URL, and the detector name that fkvideo_detector runs with (--detector-name).',
+          'The detector picks up enabled cameras within its poll interval.'));
+      }
+    } catch (err) { reportError(err); }
+  };
+  const form = cameraForm(refresh);
+  main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Cameras')), form, list);
+  await refresh();
+}
+
+// ---------------------------------------------------------------- routing
+
+function route() {
+  hideBanner();
+  const hash = window.location.hash || '#/events';
+  const name = hash.split('/')[1] || 'events';
+  for (const a of document.querySelectorAll('#nav a')) {
+    a.classList.toggle('active', a.dataset.route === name || (name === 'person' && a.dataset.route === 'persons'));
+  }
+  const match = /^#\/person\/(\d+)$/.exec(hash);
+  if (match) return viewPerson(Number(match[1]));
+  if (name === 'persons') return viewPersons();
+  if (name === 'cameras') return viewCameras();
+  return viewEvents();
+}
+
+function start() {
+  $('#topbar').hidden = false;
+  route();
+}
+
+async function boot() {
+  $('#logout').addEventListener('click', logout);
+  window.addEventListener('hashchange', () => { if (state.csrf) route(); });
+  try {
+    const session = await api('GET', '/v1/session');
+    state.csrf = session.csrf;
+    start();
+  } catch (err) {
+    showLogin(err.status === 401 || err.status === undefined ? '' : err.message);
+  }
+}
+
+document.addEventListener('DOMContentLoaded', boot);
