@@ -291,7 +291,7 @@ async function viewEvents() {
   let oldest = null;
   const shown = new Set();
   const status = (s) => {
-    live.className = `live ${s}`;
+    live.className = `live is-${s}`;
     live.textContent = s === 'live' ? 'Live' : 'Reconnecting…';
   };
   const add = (ev, atTop) => {
