@@ -250,3 +250,23 @@ def test_stream_accepts_the_session_cookie_and_rejects_bad_ids(server: Any) -> N
         r = api.get("/v1/events/stream", headers={"Last-Event-ID": bad})
         error_of(r, 400, "BAD_PARAM")
         error_of(api.get("/v1/events/stream", params={"after": bad}), 400, "BAD_PARAM")
+
+
+def test_stopping_the_server_ends_open_streams_at_once(tmp_path: Any) -> None:
+    """An open stream must not hold a shutdown for uvicorn's 10 s graceful timeout."""
+    from videodetector.backend.server import BackendServer
+    from videodetector.backend.settings import Settings
+
+    srv = BackendServer(Settings(data_dir=tmp_path, log_level="warning")).start()
+    try:
+        reader = SseReader(srv.url, {"Authorization": f"Token {srv.create_token()}"})
+        assert reader.status == 200
+        time.sleep(0.3)
+    finally:
+        started = time.monotonic()
+        srv.stop()
+        took = time.monotonic() - started
+    reader.thread.join(2)
+    assert not reader.thread.is_alive()  # the server ended the stream
+    reader.close()
+    assert took < 4, f"stopping took {took:.1f} s with a stream open"

@@ -15,10 +15,11 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -42,6 +43,21 @@ _EVENTS_SQL = (
     "LEFT JOIN cameras c ON c.id = f.cam_id AND c.user_id = f.user_id "
     "LEFT JOIN persons p ON p.id = f.person_id AND p.user_id = f.user_id "
     "WHERE f.user_id = ? AND f.cam_id IS NOT NULL AND f.id > ? ORDER BY f.id LIMIT ?")
+
+
+def closing(app: FastAPI) -> threading.Event:
+    """Set when the server begins to shut down: open streams end at their next poll instead
+    of holding the shutdown for uvicorn's whole graceful timeout (clients reconnect)."""
+    event = getattr(app.state, "events_closing", None)
+    if event is None:
+        event = app.state.events_closing = threading.Event()
+    return event
+
+
+def shutting_down(app: object) -> None:
+    """Tell ``app``'s streams that the server is stopping (a no-op for other apps)."""
+    if isinstance(app, FastAPI):
+        closing(app).set()
 
 
 def resume_id(name: str, value: str | None) -> int | None:
@@ -87,9 +103,10 @@ def sse_message(event_id: int, data: dict[str, Any]) -> str:
 async def _stream(request: Request, backend: Backend, user: int, last: int
                   ) -> AsyncIterator[str]:
     urls = urls_of(request)
+    stop = closing(request.app)
     yield f"retry: {RETRY_MS}\n: stream of camera events after id {last}\n\n"
     quiet = 0.0
-    while not await request.is_disconnected():
+    while not stop.is_set() and not await request.is_disconnected():
         rows = await run_in_threadpool(new_events, backend, user, last)
         for row in rows:
             last = int(row["id"])
@@ -118,6 +135,7 @@ async def event_stream(request: Request, user: int = Depends(current_user),
     does this when it reconnects) or as ``?after=<id>``; with neither, the stream starts at the
     next new event. A comment line is sent every 15 s while nothing happens."""
     backend = get_backend(request)
+    closing(request.app)
     last = resume_id("Last-Event-ID", request.headers.get("last-event-id"))
     if last is None:
         last = resume_id("after", after)
