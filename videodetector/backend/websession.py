@@ -80,8 +80,8 @@ class SessionStore:
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:
             return None
-        row = self.db.row("SELECT user_id, csrf, expires FROM web_sessions WHERE id_hash = ?",
-                          (_digest(session_id),))
+        row = self.db.row("SELECT s.user_id, s.csrf, s.expires FROM web_sessions s JOIN users u "
+                          "ON u.id = s.user_id WHERE s.id_hash = ?", (_digest(session_id),))
         if row is None or row["expires"] < time.time():
             return None
         return Session(int(row["user_id"]), row["csrf"], float(row["expires"]))

@@ -52,7 +52,7 @@ function hideBanner() { $('#banner').hidden = true; }
 
 function formatTime(ts) {
   if (!ts) return '';
-  const date = new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(ts) ? ts : `${ts}Z`);
+  const date = eventDate({ timestamp: ts });
   return Number.isNaN(date.getTime()) ? ts : TIME.format(date);
 }
 
@@ -213,6 +213,17 @@ function eventCard(ev) {
         extra.length ? h('div', { class: 'muted small', text: extra.join(', ') }) : null)));
 }
 
+function localTime(value) {
+  // A datetime-local value is in the browser's zone; the API wants an absolute time.
+  if (!value) return undefined;
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? undefined : date;
+}
+
+function eventDate(ev) {
+  return new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(ev.timestamp) ? ev.timestamp : `${ev.timestamp}Z`);
+}
+
 function readFilters(form) {
   const data = new FormData(form);
   const f = {};
@@ -220,6 +231,10 @@ function readFilters(form) {
   const pid = String(data.get('person') || '').trim();
   if (pid) f.person = Number(pid);
   if (data.get('friend')) f.friend = data.get('friend') === 'friend';
+  const from = localTime(String(data.get('from') || ''));
+  const to = localTime(String(data.get('to') || ''));
+  if (from) f.from = from;
+  if (to) f.to = to;
   return f;
 }
 
@@ -228,6 +243,8 @@ function searchBody(f, maxId) {
   if (f.cam) body.cam_ids = [f.cam];
   if (f.person !== undefined) body.person_id = f.person;
   if (f.friend !== undefined) body.friend = f.friend;
+  if (f.from) body.start = f.from.toISOString();
+  if (f.to) body.end = f.to.toISOString();
   if (maxId) body.max_id = maxId;
   return body;
 }
@@ -236,6 +253,8 @@ function matches(f, ev) {
   if (f.cam && ev.cam_id !== f.cam) return false;
   if (f.person !== undefined && ev.person_id !== f.person) return false;
   if (f.friend !== undefined && ev.friend !== f.friend) return false;
+  if (f.from && eventDate(ev) < f.from) return false;
+  if (f.to && eventDate(ev) > f.to) return false;
   return true;
 }
 
@@ -273,6 +292,8 @@ async function viewEvents() {
     h('label', {}, 'Friend or foe', h('select', { name: 'friend' },
       h('option', { value: '' }, 'Both'), h('option', { value: 'friend' }, 'Friends'),
       h('option', { value: 'foe' }, 'Foes'))),
+    h('label', {}, 'From', h('input', { name: 'from', type: 'datetime-local', step: 1 })),
+    h('label', {}, 'To', h('input', { name: 'to', type: 'datetime-local', step: 1 })),
     h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'),
       h('button', { type: 'reset', class: 'ghost' }, 'Clear')));
   const live = h('span', { class: 'live', id: 'live' }, 'Connecting…');
@@ -310,11 +331,15 @@ async function viewEvents() {
         'Add a camera on the ', h('a', { href: '#/cameras' }, 'Cameras'), ' page and run fkvideo_detector with its detector name against this backend.',
         'Faces it posts appear here live, without reloading the page.'));
   };
-  const loadPage = async () => {
+  // Each reload (filters applied) is one run; answers of an older run are dropped, so fast
+  // clicks never mix results of two filter sets.
+  let run = 0;
+  const current = (mine) => mine === run && view === state.view;
+  const loadPage = async (mine = run) => {
     more.disabled = true;
     try {
       const data = await api('POST', '/v1/history/search', searchBody(filters, oldest));
-      if (view !== state.view) return;
+      if (!current(mine)) return;
       for (const ev of data.results) add(ev, false);
       if (data.results.length) oldest = data.results[data.results.length - 1].id;
       more.hidden = !data.next_page;
@@ -322,24 +347,26 @@ async function viewEvents() {
     } catch (err) { reportError(err); } finally { more.disabled = false; }
   };
   const reload = async () => {
+    const mine = ++run;
     closeStream();
     filters = readFilters(form);
     oldest = null;
     shown.clear();
     list.replaceChildren();
+    more.hidden = true;
     try {
       // The newest event id now, before the filtered page: the stream resumes after it.
       const anchor = await api('POST', '/v1/history/search', { limit: 1 });
-      if (view !== state.view) return;
+      if (!current(mine)) return;
       const after = anchor.results.length ? anchor.results[0].id : 0;
-      await loadPage();
-      if (view !== state.view) return;
+      await loadPage(mine);
+      if (!current(mine)) return;
       openStream(after, (ev) => { if (matches(filters, ev)) add(ev, true); }, status);
     } catch (err) { reportError(err); }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); reload(); });
   form.addEventListener('reset', () => setTimeout(reload, 0));
-  more.addEventListener('click', loadPage);
+  more.addEventListener('click', () => loadPage());
   await reload();
 }
 
