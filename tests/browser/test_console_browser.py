@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from tests.backend.conftest import Api, person_photo
 from tests.browser.conftest import PHONE, Site
+from tests.conftest import shared_file
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -238,6 +239,33 @@ def test_phone_layout_and_logout(site: Site, browser: Any, owner: Any, shot: Any
     page.wait_for_selector("#login")
     status = page.evaluate("fetch('/v1/camera').then((r) => r.status)")
     assert status == 401
+    page.close()
+
+
+def test_detector_events_arrive_in_the_open_events_page(site: Site, browser: Any) -> None:
+    """fkvideo_detector (camera-list mode) on a shared clip while the Events page is open."""
+    clip = shared_file("clips_faces/mpf_video_01.mp4")  # 5 people, 3 s
+    token = site.token()
+    api = Api(site.url, token)
+    cam = api.post("/v1/camera", json={"meta": "Lobby", "detector": "console-e2e",
+                                       "url": str(clip)}).json()["id"]
+    page = site.page(browser)
+    site.login(page, token)
+    page.wait_for_selector("#events .empty")
+    page.wait_for_selector("#live.is-live")
+    page.evaluate("window.__marker = 1")
+    det = site.procs.detector("--detector-name", "console-e2e", "--camera-url", "/v1/camera",
+                              "-t", "1", "--single-pass", "-r", "0", "--api-url", site.url,
+                              f"--api-token={token}", "--spool-dir",
+                              str(site.data_dir.parent / "spool"), status=False)
+    assert det.wait(120) == 0, det.tail()
+    events = api.post("/v1/history/search", json={"cam_ids": [cam]}).json()["results"]
+    assert len(events) >= 5
+    expect(page.locator("#events .event")).to_have_count(len(events), timeout=15000)
+    assert page.evaluate("window.__marker") == 1  # no reload
+    shown = [int(c.get_attribute("data-id")) for c in page.locator("#events .event").all()]
+    assert shown == [e["id"] for e in events]  # newest first, each once
+    assert all("Lobby" in t for t in page.locator("#events .event").all_inner_texts())
     page.close()
 
 

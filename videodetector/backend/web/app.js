@@ -202,8 +202,9 @@ function eventCard(ev) {
   if (ev.gender) extra.push(ev.gender);
   if (ev.age !== undefined && ev.age !== null) extra.push(`age ${ev.age}`);
   return h('article', { class: `event ${ev.friend ? 'is-friend' : 'is-foe'}`, 'data-id': ev.id },
-    h('a', { href: ev.photo || '#', target: '_blank', rel: 'noopener', class: 'snap-link',
-      title: 'Open the full frame' }, img(ev.thumbnail, 'Camera snapshot', 'snap')),
+    ev.photo ? h('a', { href: ev.photo, target: '_blank', rel: 'noopener', class: 'snap-link',
+      title: 'Open the full frame' }, img(ev.thumbnail, 'Camera snapshot', 'snap'))
+      : img(ev.thumbnail, 'Camera snapshot', 'snap'),
     h('div', { class: 'event-body' },
       img(ev.normalized, 'Face', 'crop'),
       h('div', { class: 'event-text' },
