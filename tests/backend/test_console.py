@@ -270,3 +270,25 @@ def test_stopping_the_server_ends_open_streams_at_once(tmp_path: Any) -> None:
     assert not reader.thread.is_alive()  # the server ended the stream
     reader.close()
     assert took < 4, f"stopping took {took:.1f} s with a stream open"
+
+
+def test_stream_sees_events_written_through_another_connection(tmp_path: Any) -> None:
+    """Two backends on one data directory (as two processes would be): events posted to the
+    first stream from the second, in order — the catch-up reads the database, not memory."""
+    from videodetector.backend.server import BackendServer
+    from videodetector.backend.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, log_level="warning")
+    with BackendServer(settings) as writer, BackendServer(settings) as streamer:
+        token = writer.create_token()
+        api = Api(writer.url, token)
+        cam = api.post("/v1/camera", json={"meta": "Yard"}).json()["id"]
+        reader = SseReader(streamer.url, {"Authorization": f"Token {token}"})
+        try:
+            time.sleep(0.3)
+            posted = [post_event(api, cam) for _ in range(3)]
+            got = reader.wait(3)
+        finally:
+            reader.close()
+        assert [i for i, _ in got] == posted
+        assert got[0][1]["camera_meta"] == "Yard"
