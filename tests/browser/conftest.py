@@ -114,7 +114,7 @@ def shot() -> Callable[[Any, str], None]:
             if page.evaluate("Array.from(document.images).every((i) => i.complete)"):
                 break
             page.wait_for_timeout(100)
-        page.wait_for_timeout(700)  # the arrival highlight fades
+        page.wait_for_timeout(1700)  # the arrival highlight (1.6 s) fades
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
 
     return take

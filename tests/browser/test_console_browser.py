@@ -50,6 +50,7 @@ def test_login_then_events_arrive_live_without_reload(site: Site, browser: Any, 
     page.wait_for_selector("#login .form-error:text('not known')")
     site.login(page, owner["token"])
     page.wait_for_selector("#events .empty:has-text('No camera events yet')")
+    assert "Add a camera on the Cameras page and run" in page.inner_text("#events .empty")
     page.wait_for_selector("#live.is-live:text('Live')")
     page.evaluate("window.__marker = 1")  # gone if the page reloads
 
@@ -132,12 +133,22 @@ def test_persons_grid_and_person_page(site: Site, browser: Any, owner: Any,
     persons = owner["api"].get("/v1/persons").json()["results"]
     assert page.locator("#persons .person").count() == len(persons) >= 4
     shot(page, "persons")
+    alice = next(p for p in persons if p["meta"] == "Alice")
+    card = page.locator(f"#persons .person[data-id='{alice['id']}']")
+    count = alice["face_count"]
+    assert f"{count} sightings" in card.inner_text()
+    page.evaluate("window.__marker = 1")
+    post_event(owner["api"], "A", owner["cams"]["Entrance"])  # live: her count goes up
+    expect(card).to_contain_text(f"{count + 1} sightings")
     page.click("#persons .person >> text=Alice")
     page.wait_for_selector("#sightings .event")
-    alice = next(p for p in persons if p["meta"] == "Alice")
+    assert page.evaluate("window.__marker") == 1
     assert page.url.endswith(f"#/person/{alice['id']}")
-    assert page.locator("#sightings .event").count() == alice["face_count"]
+    expect(page.locator("#sightings .event")).to_have_count(count + 1)
     assert "Friend" in page.inner_text(".person-head")
+    new = post_event(owner["api"], "A", owner["cams"]["Entrance"])  # live on her page too
+    expect(page.locator("#sightings .event")).to_have_count(count + 2)
+    assert page.locator("#sightings .event").first.get_attribute("data-id") == str(new["id"])
     shot(page, "person")
     page.fill(".person-head input[name=meta]", "Alice Smith")
     page.click(".person-head button[type=submit]")
@@ -192,8 +203,13 @@ def test_meta_with_html_is_shown_as_text(site: Site, browser: Any) -> None:
     page = site.page(browser)
     site.login(page, token)
     page.wait_for_selector("#events .empty")
-    event = post_event(api, "C", cam)
+    page.click("#nav a[data-route=persons]")
+    page.wait_for_selector("#persons .empty:has-text('No persons yet')")
+    page.wait_for_selector("#live.is-live")
+    event = post_event(api, "C", cam)  # a new person's card appears without a reload
+    page.wait_for_selector(f"#persons .person[data-id='{event['person_id']}']")
     api.put(f"/v1/person/id/{event['person_id']}", json={"meta": XSS})
+    page.click("#nav a[data-route=events]")
     page.wait_for_selector("#events .event")
     assert XSS in page.locator("#events .event").inner_text()
     page.click("#nav a[data-route=persons]")

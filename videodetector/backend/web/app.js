@@ -297,7 +297,7 @@ async function viewEvents() {
     h('label', {}, 'To', h('input', { name: 'to', type: 'datetime-local', step: 1 })),
     h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'),
       h('button', { type: 'reset', class: 'ghost' }, 'Clear')));
-  const live = h('span', { class: 'live', id: 'live' }, 'Connecting…');
+  const live = liveBadge();
   const list = h('div', { class: 'grid events', id: 'events' });
   const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load older events');
   main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Events'), live,
@@ -312,10 +312,7 @@ async function viewEvents() {
   let filters = {};
   let oldest = null;
   const shown = new Set();
-  const status = (s) => {
-    live.className = `live is-${s}`;
-    live.textContent = s === 'live' ? 'Live' : 'Reconnecting…';
-  };
+  const status = live.status;
   const add = (ev, atTop) => {
     if (shown.has(ev.id)) return;
     shown.add(ev.id);
@@ -329,7 +326,7 @@ async function viewEvents() {
     list.replaceChildren(filtered
       ? emptyState('No events match these filters', 'Clear the filters to see every event. New matching events appear here as they happen.')
       : emptyState('No camera events yet',
-        'Add a camera on the ', h('a', { href: '#/cameras' }, 'Cameras'), ' page and run fkvideo_detector with its detector name against this backend.',
+        ['Add a camera on the ', h('a', { href: '#/cameras' }, 'Cameras'), ' page and run fkvideo_detector with its detector name against this backend.'],
         'Faces it posts appear here live, without reloading the page.'));
   };
   // Each reload (filters applied) is one run; answers of an older run are dropped, so fast
@@ -357,9 +354,8 @@ async function viewEvents() {
     more.hidden = true;
     try {
       // The newest event id now, before the filtered page: the stream resumes after it.
-      const anchor = await api('POST', '/v1/history/search', { limit: 1 });
+      const after = await latestEventId();
       if (!current(mine)) return;
-      const after = anchor.results.length ? anchor.results[0].id : 0;
       await loadPage(mine);
       if (!current(mine)) return;
       openStream(after, (ev) => { if (matches(filters, ev)) add(ev, true); }, status);
@@ -375,52 +371,98 @@ async function viewEvents() {
 
 function personCard(summary) {
   const face = h('div', { class: 'face-slot' }, h('div', { class: 'portrait noimg', text: '' }));
+  const name = h('div', { class: 'person-name' });
   const badges = h('div', { class: 'person-badges' });
+  const count = h('div', { class: 'muted small' });
   const card = h('a', { class: 'person card', href: `#/person/${summary.id}`, 'data-id': summary.id },
-    face,
-    h('div', { class: 'person-text' },
-      h('div', { class: 'person-name', text: personLabel(summary.meta, summary.id) }),
-      badges,
-      h('div', { class: 'muted small', text: `${summary.face_count} sighting${summary.face_count === 1 ? '' : 's'}` })));
-  person(summary.id).then(async (p) => {
+    face, h('div', { class: 'person-text' }, name, badges, count));
+  const show = (meta, n) => {
+    name.textContent = personLabel(meta, summary.id);
+    count.textContent = `${n} sighting${n === 1 ? '' : 's'}`;
+  };
+  show(summary.meta, summary.face_count);
+  card.refresh = () => person(summary.id).then(async (p) => {
     if (!p) return;
-    badges.append(friendBadge(p.friend));
+    show(p.meta, p.face_count);
+    badges.replaceChildren(friendBadge(p.friend));
     if (p.cam_ids.length) badges.append(h('span', { class: 'muted small', text: p.cam_ids.map(cameraName).join(', ') }));
-    if (p.faces.length) {
+    if (p.faces.length && !face.querySelector('img')) {
       try {
         const f = await api('GET', `/v1/face/id/${p.faces[0]}`);
         face.replaceChildren(img(f.normalized || f.thumbnail, `Face of ${personLabel(p.meta, p.id)}`, 'portrait'));
       } catch (err) { /* the face was deleted meanwhile */ }
     }
   });
+  card.refresh();
   return card;
+}
+
+async function latestEventId() {
+  const anchor = await api('POST', '/v1/history/search', { limit: 1 });
+  return anchor.results.length ? anchor.results[0].id : 0;
+}
+
+function liveBadge() {
+  const live = h('span', { class: 'live', id: 'live' }, 'Connecting…');
+  live.status = (s) => {
+    live.className = `live is-${s}`;
+    live.textContent = s === 'live' ? 'Live' : 'Reconnecting…';
+  };
+  return live;
 }
 
 async function viewPersons() {
   const view = setMain();
   const grid = h('div', { class: 'grid persons', id: 'persons' });
   const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load more persons');
-  main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Persons')), grid, more);
+  const live = liveBadge();
+  main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Persons'), live), grid, more);
   state.persons.clear();
-  try { await loadCameras(); } catch (err) { reportError(err); }
+  const cards = new Map();
+  let newest = 0;
+  let after = 0;
+  try {
+    await loadCameras();
+    after = await latestEventId();
+  } catch (err) { reportError(err); }
   let next = `/v1/persons?limit=${PAGE}`;
   const load = async () => {
     more.disabled = true;
     try {
       const data = await api('GET', next);
       if (view !== state.view) return;
-      for (const p of data.results) grid.append(personCard(p));
+      for (const p of data.results) {
+        const card = personCard(p);
+        cards.set(p.id, card);
+        newest = Math.max(newest, p.id);
+        grid.append(card);
+      }
       next = data.next_page;
       more.hidden = !next;
       if (!grid.children.length) {
         grid.replaceChildren(emptyState('No persons yet',
           'Persons are made when the backend groups faces: start it with --person-identify 1, then camera events of the same face are joined into one person.',
-          h('span', {}, 'See them arrive on the ', h('a', { href: '#/events' }, 'Events'), ' page.')));
+          ['See them arrive on the ', h('a', { href: '#/events' }, 'Events'), ' page.']));
       }
     } catch (err) { reportError(err); } finally { more.disabled = false; }
   };
+  // A new event updates its person's card, or adds the card of a new person at the top.
+  const onEvent = (ev) => {
+    const id = ev.person_id;
+    if (id === null || id === undefined) return;
+    state.persons.delete(id);
+    if (cards.has(id)) { cards.get(id).refresh(); return; }
+    if (id <= newest) return; // an older person on a page not loaded yet
+    newest = id;
+    grid.querySelector('.empty')?.remove();
+    const card = personCard({ id, meta: ev.person_meta || '', face_count: 1 });
+    card.classList.add('new');
+    cards.set(id, card);
+    grid.prepend(card);
+  };
   more.addEventListener('click', load);
   await load();
+  if (view === state.view) openStream(after, onEvent, live.status);
 }
 
 async function viewPerson(personId) {
@@ -452,13 +494,15 @@ async function viewPerson(personId) {
     } catch (err) { reportError(err); }
   });
   const cams = p.cam_ids.length ? p.cam_ids.map(cameraName).join(', ') : 'none';
+  const countText = () => `${p.face_count} face${p.face_count === 1 ? '' : 's'} · cameras: ${cams}`;
+  const counts = h('span', { class: 'muted', text: countText() });
   const sightings = h('div', { class: 'grid events', id: 'sightings' });
   const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load older sightings');
   main().append(
     h('p', {}, h('a', { href: '#/persons' }, '← All persons')),
     h('section', { class: 'card person-head' }, face,
       h('div', {}, title, h('div', { class: 'person-badges' }, friendBadge(p.friend),
-        h('span', { class: 'muted', text: `${p.face_count} face${p.face_count === 1 ? '' : 's'} · cameras: ${cams}` })),
+        counts),
       h('div', { class: 'muted small', text: `Person ${p.id}, created ${formatTime(p.timestamp)}` }), rename)),
     h('h2', {}, 'Sightings'), sightings, more);
   if (p.faces.length) {
@@ -466,12 +510,19 @@ async function viewPerson(personId) {
       img(f.normalized || f.thumbnail, 'Face', 'portrait'))).catch(() => {});
   }
   let next = `/v1/person/history/id/${p.id}?limit=${PAGE}`;
+  const shown = new Set();
+  let after = 0;
+  try { after = await latestEventId(); } catch (err) { reportError(err); }
   const load = async () => {
     more.disabled = true;
     try {
       const data = await api('GET', next);
       if (view !== state.view) return;
-      for (const ev of data.results) sightings.append(eventCard({ ...ev, person_meta: p.meta }));
+      for (const ev of data.results) {
+        if (shown.has(ev.id)) continue;
+        shown.add(ev.id);
+        sightings.append(eventCard({ ...ev, person_meta: p.meta }));
+      }
       next = data.next_page;
       more.hidden = !next;
       if (!sightings.children.length) {
@@ -482,6 +533,17 @@ async function viewPerson(personId) {
   };
   more.addEventListener('click', load);
   await load();
+  if (view !== state.view) return;
+  openStream(after, (ev) => {
+    if (ev.person_id !== p.id || shown.has(ev.id)) return;
+    shown.add(ev.id);
+    sightings.querySelector('.empty')?.remove();
+    const card = eventCard({ ...ev, person_meta: p.meta });
+    card.classList.add('new');
+    sightings.prepend(card);
+    p.face_count += 1;
+    counts.textContent = countText();
+  }, () => {});
 }
 
 // ---------------------------------------------------------------- cameras
