@@ -169,9 +169,10 @@ class SseReader:
         return list(self.events)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, AttributeError):  # (no socket once closed)
             self.conn.sock.shutdown(socket.SHUT_RDWR)
-        self.thread.join(5)
+        if self.thread.is_alive():
+            self.thread.join(5)
         self.conn.close()
 
 
@@ -292,3 +293,34 @@ def test_stream_sees_events_written_through_another_connection(tmp_path: Any) ->
             reader.close()
         assert [i for i, _ in got] == posted
         assert got[0][1]["camera_meta"] == "Yard"
+
+
+def test_open_streams_per_token_are_limited(server: Any) -> None:
+    from videodetector.backend.events import MAX_STREAMS_PER_USER
+
+    token = server.create_token()
+    headers = {"Authorization": f"Token {token}"}
+    readers = [SseReader(server.url, headers) for _ in range(MAX_STREAMS_PER_USER)]
+    try:
+        assert all(r.status == 200 for r in readers)
+        time.sleep(0.3)
+        extra = SseReader(server.url, headers)
+        assert extra.status == 429
+        assert json.loads(extra.resp.read())["code"] == "TOO_MANY_STREAMS"
+        extra.close()
+        other = SseReader(server.url, {"Authorization": f"Token {server.create_token()}"})
+        assert other.status == 200  # another token is not affected
+        other.close()
+        readers.pop().close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the server notices the closed stream
+            again = SseReader(server.url, headers)
+            if again.status == 200:
+                break
+            again.close()
+            time.sleep(0.2)
+        readers.append(again)
+        assert again.status == 200
+    finally:
+        for r in readers:
+            r.close()

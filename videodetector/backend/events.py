@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from videodetector.backend import views
 from videodetector.backend.deps import current_user, get_backend, urls_of
-from videodetector.backend.errors import bad_param
+from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.params import INT64_MAX, exact_int
 from videodetector.backend.service import Backend
 
@@ -35,6 +35,7 @@ POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 BATCH = 200
 RETRY_MS = 2000
+MAX_STREAMS_PER_USER = 16  # open streams of one token in one process (tabs, integrations)
 
 router = APIRouter(tags=["events"])
 
@@ -58,6 +59,14 @@ def shutting_down(app: object) -> None:
     """Tell ``app``'s streams that the server is stopping (a no-op for other apps)."""
     if isinstance(app, FastAPI):
         closing(app).set()
+
+
+def open_streams(app: FastAPI) -> dict[int, int]:
+    """user -> open streams in this process."""
+    counts = getattr(app.state, "open_streams", None)
+    if counts is None:
+        counts = app.state.open_streams = {}
+    return counts
 
 
 def resume_id(name: str, value: str | None) -> int | None:
@@ -104,22 +113,29 @@ async def _stream(request: Request, backend: Backend, user: int, last: int
                   ) -> AsyncIterator[str]:
     urls = urls_of(request)
     stop = closing(request.app)
-    yield f"retry: {RETRY_MS}\n: stream of camera events after id {last}\n\n"
-    quiet = 0.0
-    while not stop.is_set() and not await request.is_disconnected():
-        rows = await run_in_threadpool(new_events, backend, user, last)
-        for row in rows:
-            last = int(row["id"])
-            yield sse_message(last, stream_json(row, urls))
-        if len(rows) == BATCH:
-            continue
-        if rows:
-            quiet = 0.0
-        await asyncio.sleep(POLL_SECONDS)
-        quiet += POLL_SECONDS
-        if quiet >= KEEPALIVE_SECONDS:
-            quiet = 0.0
-            yield ": keepalive\n\n"
+    counts = open_streams(request.app)
+    counts[user] = counts.get(user, 0) + 1
+    try:
+        yield f"retry: {RETRY_MS}\n: stream of camera events after id {last}\n\n"
+        quiet = 0.0
+        while not stop.is_set() and not await request.is_disconnected():
+            rows = await run_in_threadpool(new_events, backend, user, last)
+            for row in rows:
+                last = int(row["id"])
+                yield sse_message(last, stream_json(row, urls))
+            if len(rows) == BATCH:
+                continue
+            if rows:
+                quiet = 0.0
+            await asyncio.sleep(POLL_SECONDS)
+            quiet += POLL_SECONDS
+            if quiet >= KEEPALIVE_SECONDS:
+                quiet = 0.0
+                yield ": keepalive\n\n"
+    finally:
+        counts[user] -= 1
+        if counts[user] <= 0:
+            del counts[user]
 
 
 @router.get("/events/stream", response_class=StreamingResponse, responses={200: {
@@ -133,9 +149,14 @@ async def event_stream(request: Request, user: int = Depends(current_user),
     /v1/history/search plus ``camera_meta``, ``person_meta``, ``gender``, ``age``). Resume
     without gaps by sending the last id you got as the ``Last-Event-ID`` header (EventSource
     does this when it reconnects) or as ``?after=<id>``; with neither, the stream starts at the
-    next new event. A comment line is sent every 15 s while nothing happens."""
+    next new event. A comment line is sent every 15 s while nothing happens. At most 16 open
+    streams per token (429 TOO_MANY_STREAMS)."""
     backend = get_backend(request)
     closing(request.app)
+    busy = open_streams(request.app).get(user, 0)
+    if busy >= MAX_STREAMS_PER_USER:
+        raise ApiError(429, "TOO_MANY_STREAMS", f"this token already has {busy} open event "
+                       f"streams (at most {MAX_STREAMS_PER_USER}); close one first")
     last = resume_id("Last-Event-ID", request.headers.get("last-event-id"))
     if last is None:
         last = resume_id("after", after)

@@ -3,6 +3,7 @@
 'use strict';
 
 const PAGE = 24;
+const MAX_LIVE_CARDS = 300; // a console left open for days keeps only this many in the page
 const state = { csrf: null, cameras: new Map(), persons: new Map(), stream: null, view: 0 };
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
 const TIME = new Intl.DateTimeFormat(undefined, {
@@ -318,7 +319,16 @@ async function viewEvents() {
     shown.add(ev.id);
     list.querySelector('.empty')?.remove();
     const card = eventCard(ev);
-    if (atTop) { card.classList.add('new'); list.prepend(card); } else list.append(card);
+    if (!atTop) { list.append(card); return; }
+    card.classList.add('new');
+    list.prepend(card);
+    while (list.children.length > MAX_LIVE_CARDS) {
+      // the oldest shown cards leave; "Load older events" brings them back from the server
+      shown.delete(Number(list.lastElementChild.dataset.id));
+      list.lastElementChild.remove();
+      oldest = Number(list.lastElementChild.dataset.id);
+      more.hidden = false;
+    }
   };
   const showEmpty = () => {
     if (shown.size) return;
