@@ -5,6 +5,7 @@ is missing (``scripts/setup.sh`` installs Chromium when run as root)."""
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,23 @@ class Site:
     def __init__(self, procs: Procs, data_dir: Path) -> None:
         self.procs = procs
         self.data_dir = data_dir
-        self.backend = procs.backend(
-            data_dir, free_port(), "--person-identify", "1", "--friend-count", "2",
-            "--friend-interval", str(7 * 86400), "--log-level", "info")
+        self.port = free_port()
+        self.args = ["--person-identify", "1", "--friend-count", "2",
+                     "--friend-interval", str(7 * 86400), "--log-level", "info"]
+        self.backend = procs.backend(data_dir, self.port, *self.args)
+        self.backends = [self.backend]
         self.url = self.backend.url
         self.urls: list[str] = []
         self.dialogs: list[str] = []
         self.tokens: list[str] = []
+
+    def restart(self) -> None:
+        """Stop the backend (SIGTERM) and start it again on the same port and data."""
+        code = self.backend.terminate()
+        assert code in (0, -signal.SIGTERM), self.backend.tail()
+        self.backend = self.procs.backend(self.data_dir, self.port, *self.args,
+                                          tag=str(len(self.backends)))
+        self.backends.append(self.backend)
 
     def token(self) -> str:
         token = self.procs.token(self.data_dir)

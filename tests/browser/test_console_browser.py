@@ -285,12 +285,32 @@ def test_detector_events_arrive_in_the_open_events_page(site: Site, browser: Any
     page.close()
 
 
+def test_open_events_page_follows_a_backend_restart(site: Site, browser: Any,
+                                                    owner: Any) -> None:
+    """The backend stops and starts again: the open page reconnects by itself (its session
+    is in the database) and shows the next event without a reload."""
+    page = site.page(browser)
+    site.login(page, owner["token"])
+    page.wait_for_selector("#events .event")
+    page.wait_for_selector("#live.is-live")
+    page.evaluate("window.__marker = 1")
+    site.restart()
+    new = post_event(owner["api"], "D", owner["cams"]["Loading dock"])
+    card = page.locator(f"#events .event[data-id='{new['id']}']")
+    expect(card).to_have_count(1, timeout=20000)
+    expect(page.locator("#events .event").first).to_have_attribute("data-id", str(new["id"]))
+    assert page.evaluate("window.__marker") == 1
+    page.wait_for_selector("#live.is-live")
+    page.close()
+
+
 def test_no_token_in_any_url_or_the_server_log(site: Site, owner: Any) -> None:
     """Runs last: every URL the browser requested in this module, and the backend's log."""
     assert site.urls, "the browser tests above did not run"
     for token in site.tokens:
         assert not [u for u in site.urls if token in u]
-    log = site.backend.log()
-    assert "listening" in log or "ready" in log, log[-2000:]
-    for token in site.tokens:
-        assert token not in log
+    for backend in site.backends:
+        log = backend.log()
+        assert "listening" in log or "ready" in log, log[-2000:]
+        for token in site.tokens:
+            assert token not in log

@@ -270,7 +270,9 @@ function openStream(after, onEvent, status) {
   const source = new EventSource(`/v1/events/stream?after=${after}`);
   state.stream = source;
   source.onopen = () => status('live');
+  let last = after;
   source.onmessage = (msg) => {
+    if (msg.lastEventId) last = Number(msg.lastEventId);
     try { onEvent(JSON.parse(msg.data)); } catch (err) { /* one bad message never stops the feed */ }
   };
   source.onerror = async () => {
@@ -279,7 +281,8 @@ function openStream(after, onEvent, status) {
     if (source.readyState === EventSource.CLOSED) {
       try {
         await api('GET', '/v1/session');
-        setTimeout(() => { if (state.stream === source) openStream(after, onEvent, status); }, 3000);
+        // EventSource gave up (an error status): start again after the last event we got
+        setTimeout(() => { if (state.stream === source) openStream(last, onEvent, status); }, 3000);
       } catch (err) { /* showLogin ran */ }
     }
   };
