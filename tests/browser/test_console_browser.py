@@ -4,8 +4,11 @@ data, no token in any URL or log. Screenshots of the main pages go to docs/scree
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -224,6 +227,35 @@ def test_meta_with_html_is_shown_as_text(site: Site, browser: Any) -> None:
     page.close()
 
 
+def test_export_filtered_history_as_csv(site: Site, browser: Any) -> None:
+    token = site.token()
+    api = Api(site.url, token)
+    formula = '=HYPERLINK("http://example.invalid","x")'
+    door = api.post("/v1/camera", json={"meta": formula}).json()["id"]
+    hall = api.post("/v1/camera", json={"meta": "Hall, east"}).json()["id"]
+    posted = [post_event(api, "A", door), post_event(api, "B", hall),
+              post_event(api, "C", door)]
+    api.put(f"/v1/person/id/{posted[0]['person_id']}", json={"meta": 'Ann "the boss"'})
+    page = site.page(browser)
+    site.login(page, token)
+    expect(page.locator("#events .event")).to_have_count(3)
+    page.select_option("select[name=cam]", door)
+    page.click("#event-filters button[type=submit]")
+    expect(page.locator("#events .event")).to_have_count(2)
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [int(r["event_id"]) for r in rows] == [posted[2]["id"], posted[0]["id"]]
+    assert {r["camera"] for r in rows} == {"'" + formula}  # never run as a formula
+    assert rows[1]["person"] == 'Ann "the boss"' and rows[1]["friend"] == "foe"
+    assert rows[1]["time_utc"].startswith(posted[0]["timestamp"][:19])
+    assert rows[1]["face_url"] == posted[0]["normalized"]
+    assert "time_Europe/Berlin" in rows[0]
+    page.wait_for_selector(".banner.ok:has-text('Exported 2 events')")
+    page.close()
+
+
 def test_a_second_token_sees_none_of_the_first_tokens_data(site: Site, browser: Any,
                                                           owner: Any) -> None:
     page = site.page(browser)
@@ -245,9 +277,18 @@ def test_phone_layout_and_logout(site: Site, browser: Any, owner: Any, shot: Any
     page = site.page(browser, viewport=PHONE)
     site.login(page, owner["token"])
     page.wait_for_selector("#events .event")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width} px)"
     shot(page, "events-phone")
+    for route, ready in (("events", "#events .event"), ("persons", "#persons .person"),
+                         ("cameras", "#cameras .camera")):
+        page.click(f"#nav a[data-route={route}]")
+        page.wait_for_selector(ready)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{route} scrolls sideways on a phone ({width} px)"
+    page.click("#nav a[data-route=persons]")
+    page.click("#persons .person >> nth=0")
+    page.wait_for_selector(".person-head")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"a person page scrolls sideways on a phone ({width} px)"
     page.click("#logout")
     page.wait_for_selector("#login")
     assert not [c for c in page.context.cookies() if c["name"] == "vd_session" and c["value"]]

@@ -288,6 +288,58 @@ function openStream(after, onEvent, status) {
   };
 }
 
+// ---------------------------------------------------------------- CSV export
+
+const CSV_PAGE = 1000;
+
+function csvCell(value) {
+  let text = value === null || value === undefined ? '' : String(value);
+  // a spreadsheet must not run a cell as a formula
+  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+  return `"${text.replace(/"/g, '""')}"`;
+}
+
+async function personNames(ids) {
+  const names = new Map();
+  const queue = [...ids];
+  const worker = async () => {
+    while (queue.length) {
+      const id = queue.shift();
+      const p = await person(id);
+      names.set(id, p ? p.meta : '');
+    }
+  };
+  await Promise.all(Array.from({ length: 6 }, worker));
+  return names;
+}
+
+async function exportCsv(filters, progress) {
+  const events = [];
+  let maxId = null;
+  for (;;) {
+    const body = { ...searchBody(filters, maxId), limit: CSV_PAGE };
+    const data = await api('POST', '/v1/history/search', body);
+    events.push(...data.results);
+    progress(`Exporting… ${events.length} events`);
+    if (!data.next_page || !data.results.length) break;
+    maxId = data.results[data.results.length - 1].id;
+  }
+  const names = await personNames(new Set(events.map((ev) => ev.person_id).filter((id) => id !== null)));
+  const header = ['event_id', 'time_utc', `time_${ZONE}`, 'camera_id', 'camera', 'person_id', 'person',
+    'friend', 'face_meta', 'face_url', 'snapshot_url'];
+  const rows = events.map((ev) => [ev.id, `${eventDate(ev).toISOString()}`, formatTime(ev.timestamp),
+    ev.cam_id, cameraName(ev.cam_id), ev.person_id, names.get(ev.person_id) || '',
+    ev.friend ? 'friend' : 'foe', ev.meta, ev.normalized, ev.photo]);
+  const text = [header, ...rows].map((row) => row.map(csvCell).join(',')).join('\r\n');
+  const link = h('a', { href: URL.createObjectURL(new Blob([`\ufeff${text}\r\n`], { type: 'text/csv' })),
+    download: `events-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}.csv` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  return events.length;
+}
+
 async function viewEvents() {
   const view = setMain();
   const camSelect = h('select', { name: 'cam', 'aria-label': 'Camera' }, h('option', { value: '' }, 'All cameras'));
@@ -300,7 +352,8 @@ async function viewEvents() {
     h('label', {}, 'From', h('input', { name: 'from', type: 'datetime-local', step: 1 })),
     h('label', {}, 'To', h('input', { name: 'to', type: 'datetime-local', step: 1 })),
     h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'),
-      h('button', { type: 'reset', class: 'ghost' }, 'Clear')));
+      h('button', { type: 'reset', class: 'ghost' }, 'Clear'),
+      h('button', { type: 'button', class: 'ghost', id: 'export-csv', title: 'Download the filtered history as CSV' }, 'Export CSV')));
   const live = liveBadge();
   const list = h('div', { class: 'grid events', id: 'events' });
   const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load older events');
@@ -377,6 +430,17 @@ async function viewEvents() {
   form.addEventListener('submit', (ev) => { ev.preventDefault(); reload(); });
   form.addEventListener('reset', () => setTimeout(reload, 0));
   more.addEventListener('click', () => loadPage());
+  const exportButton = form.querySelector('#export-csv');
+  exportButton.addEventListener('click', async () => {
+    exportButton.disabled = true;
+    try {
+      const n = await exportCsv(readFilters(form), (text) => { exportButton.textContent = text; });
+      showBanner(`Exported ${n} event${n === 1 ? '' : 's'} as CSV.`, 'ok');
+    } catch (err) { reportError(err); } finally {
+      exportButton.disabled = false;
+      exportButton.textContent = 'Export CSV';
+    }
+  });
   await reload();
 }
 
