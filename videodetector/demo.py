@@ -10,7 +10,9 @@
 4. runs ``fkvideo_detector`` in camera-list mode (``--detector-name``,
    ``--single-pass``) once per day, with ``--start-ts`` set to that day;
 5. prints the persons found, their friend-or-foe status and the camera history
-   with snapshot URLs; stops the backend and exits 0.
+   with snapshot URLs, and the address of the operator console (log in there with
+   the printed token); stops the backend and exits 0, or with ``--serve`` keeps it
+   up for the browser until Ctrl-C (or SIGTERM).
 """
 
 from __future__ import annotations
@@ -60,9 +62,10 @@ def make_clips(workdir: Path) -> tuple[Path, Path]:
 class Backend:
     """``fkvideo_backend serve`` as a child process."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
         self.data_dir, self.port = data_dir, port
-        self.url = f"http://127.0.0.1:{port}"
+        self.host = host
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.token = ""
 
@@ -72,7 +75,7 @@ class Backend:
         self.token = out.stdout.split()[-1]
         log = open(self.data_dir / "backend.log", "wb")  # noqa: SIM115 (child keeps it)
         self.proc = subprocess.Popen(
-            [bin_path("fkvideo_backend"), "serve", "--host", "127.0.0.1", "--port",
+            [bin_path("fkvideo_backend"), "serve", "--host", self.host, "--port",
              str(self.port), "--data-dir", str(self.data_dir), "--person-identify", "1",
              "--person-identify-threshold", "0.75", "--friend-count", "2",
              "--friend-interval", str(7 * 24 * 3600),
@@ -153,15 +156,54 @@ def report(backend: Backend, cam_id: str) -> int:
     return len(persons)
 
 
+def serve_until_stopped(backend: Backend) -> None:
+    """Keep the backend up for the browser until Ctrl-C or SIGTERM (or until it exits)."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        if backend.proc is not None:
+            backend.proc.wait()
+            print(f"the backend exited ({backend.proc.returncode}); see "
+                  f"{backend.data_dir / 'backend.log'}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nstopping the backend")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def console_lines(backend: Backend, serving: bool) -> list[str]:
+    lines = [f"\nOperator console: {backend.url}/",
+             f"  log in with the demo's API token {backend.token}"]
+    if serving:
+        lines.append("  the backend stays up until you press Ctrl-C")
+    else:
+        lines += ["  (run the demo with --serve to keep the backend up for the console, or "
+                  "serve this data again with", f"   fkvideo_backend serve --port "
+                  f"{backend.port} --data-dir {backend.data_dir})"]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", help="keep clips, database and logs here (default: a temp dir)")
+    ap.add_argument("--serve", action="store_true",
+                    help="keep the backend (and its operator console) up after the demo "
+                         "until Ctrl-C")
+    ap.add_argument("--port", type=int, default=0,
+                    help="the backend's port (default: a free one)")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="the backend's address (default 127.0.0.1; 0.0.0.0 to reach the "
+                         "console from another machine)")
     args = ap.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        ap.error(f"--port must be 0..65535, not {args.port}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="videodetector-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"videodetector demo; working directory {workdir}")
     day1, day2 = make_clips(workdir)
-    backend = Backend(workdir / "backend", free_port())
+    backend = Backend(workdir / "backend", args.port or free_port(), args.host)
     (workdir / "backend").mkdir(exist_ok=True)
     try:
         backend.start()
@@ -179,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"fkvideo_detector failed with exit code {code}", file=sys.stderr)
                 return 1
         found = report(backend, cam["id"])
+        print(f"\ndone: {found} persons.")
+        print("\n".join(console_lines(backend, args.serve)), flush=True)
+        if args.serve:
+            serve_until_stopped(backend)
     finally:
         backend.stop()
-    print(f"\ndone: {found} persons. To browse the snapshot URLs again, run\n"
-          f"  fkvideo_backend serve --port {backend.port} --data-dir {workdir / 'backend'}")
     return 0 if found else 1
 
 

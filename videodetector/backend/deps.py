@@ -7,6 +7,7 @@ import logging
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from videodetector.backend import websession
 from videodetector.backend.errors import bad_param
 from videodetector.backend.fetch import fetch_url, networks
 from videodetector.backend.imaging import PixelBudget
@@ -24,9 +25,14 @@ def get_backend(request: Request) -> Backend:
 
 
 def current_user(request: Request) -> int:
-    """The user (token owner) of the request; 401 AUTH_FAILED otherwise."""
+    """The user (token owner) of the request; 401 AUTH_FAILED otherwise. Without an
+    Authorization header, the console's session cookie (CSRF-checked for writes) counts."""
     backend = get_backend(request)
-    return backend.tokens.user_for_header(request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    sessions = getattr(request.app.state, "sessions", None)
+    if header is None and sessions is not None and websession.COOKIE in request.cookies:
+        return sessions.user_for_request(request)
+    return backend.tokens.user_for_header(header)
 
 
 async def params_of(request: Request) -> Params:

@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from videodetector.backend import events
 from videodetector.backend.app import create_app
 from videodetector.backend.auth import create_token
 from videodetector.backend.service import Backend
@@ -40,12 +41,21 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
                           timeout_graceful_shutdown=10, server_header=False)
 
 
+class Server(uvicorn.Server):
+    """uvicorn that ends the live event streams when shutdown begins (else it waits its
+    graceful timeout for them)."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        events.shutting_down(self.config.app)
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: Settings) -> None:
     """Serve in the foreground until SIGINT/SIGTERM."""
     app = create_app(settings)
     sock = bind_socket(settings.host, settings.port)
     log.info("listening on http://%s:%d", settings.host, sock.getsockname()[1])
-    uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
+    Server(uvicorn_config(app, settings)).run(sockets=[sock])
 
 
 class BackendServer:
@@ -72,7 +82,7 @@ class BackendServer:
         sock = bind_socket(self.settings.host, self.port)
         host, port = sock.getsockname()[:2]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-        self._server = uvicorn.Server(uvicorn_config(app, self.settings))
+        self._server = Server(uvicorn_config(app, self.settings))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"backend-{port}", daemon=True)
         self._thread.start()
@@ -94,6 +104,7 @@ class BackendServer:
 
     def stop(self, timeout: float = 15.0) -> None:
         if self._server is not None:
+            events.shutting_down(self._server.config.app)
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
