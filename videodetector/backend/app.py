@@ -301,7 +301,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
-    app.include_router(events.router, prefix="/v1")
+    app.include_router(events.router, prefix="/v1", responses=openapi.ERRORS)
     console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
     _install_openapi_auth(app)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import websession
+from videodetector.backend import openapi, websession
 from videodetector.backend.deps import current_user, get_backend
 from videodetector.backend.errors import auth_failed, bad_param, not_found
 from videodetector.backend.params import read_params
@@ -66,7 +66,13 @@ def _set_cookie(response: Response, request: Request, value: str, max_age: int) 
                         samesite="strict", secure=request.url.scheme == "https")
 
 
-@router.post("/session")
+LOGIN_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["token"],
+    "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 256}}}}}}}
+
+
+@router.post("/session", openapi_extra=LOGIN_DOC, responses={
+    415: {"description": "BAD_PARAM: the body must be application/json"}})
 async def login(request: Request) -> JSONResponse:
     """Log the console in: a JSON body ``{"token": "<API token>"}`` (JSON only, so a form on
     another site cannot post it). Sets the HttpOnly session cookie; answers ``{"csrf": ...}``,
@@ -115,7 +121,7 @@ async def logout(request: Request, _: int = Depends(current_user)) -> Response:
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the console: ``/`` (the page), ``/static/<file>``, and ``/v1/session``."""
     app.state.sessions = websession.SessionStore(app.state.backend.db)
-    app.include_router(router, prefix="/v1")
+    app.include_router(router, prefix="/v1", responses=openapi.ERRORS)
     headers = security_headers(settings)
 
     @app.get("/", include_in_schema=False)

@@ -19,11 +19,11 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import views
+from videodetector.backend import openapi, views
 from videodetector.backend.deps import current_user, get_backend, urls_of
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.params import INT64_MAX, exact_int
@@ -138,11 +138,13 @@ async def _stream(request: Request, backend: Backend, user: int, last: int
             del counts[user]
 
 
-@router.get("/events/stream", response_class=StreamingResponse, responses={200: {
-    "content": {"text/event-stream": {}},
+@router.get("/events/stream", response_class=StreamingResponse, responses={
+    429: openapi.ERRORS[413] | {"description": "TOO_MANY_STREAMS: this token has 16 open"},
+    200: {"content": {"text/event-stream": {}},
     "description": "Server-Sent Events; each message: id = event id, data = the event JSON"}})
 async def event_stream(request: Request, user: int = Depends(current_user),
-                       after: str | None = None) -> StreamingResponse:
+                       after: str | None = Query(None, pattern=r"^[0-9]{1,18}$")
+                       ) -> StreamingResponse:
     """The token's new camera events as Server-Sent Events (``text/event-stream``).
 
     Each message has ``id:`` = the event id and ``data:`` = the event as JSON (the fields of
