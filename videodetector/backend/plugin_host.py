@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -227,7 +228,7 @@ class PluginHost:
                 if isinstance(result, Response):
                     return result
                 return JSONResponse(result)
-            except ApiError:  # the plugin's own answer (e.g. 404 for its own object)
+            except (ApiError, HTTPException):  # the plugin's own answer (e.g. a 404)
                 raise
             except Exception as exc:  # noqa: BLE001 - 500 on this plugin's route only
                 self.failed(name, "handler", exc)
