@@ -262,6 +262,21 @@ def test_preprocess_reject_stores_nothing_and_says_why(api: Api, server: Backend
     assert_consistent(server.backend)  # no image left behind by the refused requests
 
 
+def test_preprocess_sees_the_video_detectors_normalized_faces(api: Api, server: BackendServer
+                                                              ) -> None:
+    face = api.add_face(person_photo("B"))
+    normalized = api.session.get(face["normalized"], timeout=30).content
+    r = api.post("/v1/face", files={"face0": ("f.png", normalized, "image/png")},
+                 data={"cam_id": "cam-7", "bbox": "[[10, 20, 122, 132]]",
+                       "plugin_test": "reject"})
+    assert "camera cam-7 is closed" in error_of(r, 400, "PLUGIN_REJECTED")["reason"]
+    r = api.post("/v1/face", files={"face0": ("f.png", normalized, "image/png")},
+                 data={"cam_id": "cam-7", "plugin_test": "annotate"})
+    assert r.status_code == 200, r.text
+    assert stored_extra(server, r.json()["results"][0]["id"])["plugins"]["gate"]["side"] == 112
+    assert face_count(api) == 2
+
+
 def test_preprocess_annotation_is_stored_with_each_face(api: Api, server: BackendServer
                                                          ) -> None:
     r = api.post("/v1/face", files={"photo": ("p.jpg", side_by_side(
@@ -353,13 +368,17 @@ def test_handlers_are_mounted_under_the_prefix_with_token_auth(
     assert plugin_errors(server, "missing", "load") == 1
 
 
-def test_a_raising_handler_fails_only_its_own_route(api: Api, server: BackendServer) -> None:
+def test_a_raising_handler_fails_only_its_own_route(
+        api: Api, server: BackendServer, caplog: pytest.LogCaptureFixture) -> None:
     before = plugin_errors(server, "gate", "handler")
-    for _ in range(2):
-        r = api.get("/v1/plugins/gate/boom")
-        assert r.status_code == 500 and r.json() == {
-            "code": "PLUGIN_ERROR", "reason": "plugin 'gate' failed: ValueError",
-            "plugin": "gate"}
+    with caplog.at_level(logging.ERROR, logger="videodetector.backend.plugin_host"):
+        for _ in range(2):
+            r = api.get("/v1/plugins/gate/boom")
+            assert r.status_code == 500 and r.json() == {
+                "code": "PLUGIN_ERROR", "reason": "plugin 'gate' failed: ValueError",
+                "plugin": "gate"}
+    logged = [r for r in caplog.records if "plugin gate failed (handler)" in r.getMessage()]
+    assert len(logged) == (1 if before == 0 else 0)  # logged once, counted always
     assert plugin_errors(server, "gate", "handler") == before + 2
     error_of(api.get("/v1/plugins/gate/gone"), 404, "NOT_FOUND")  # its own answer, not a bug
     assert plugin_errors(server, "gate", "handler") == before + 2
