@@ -9,8 +9,10 @@ import json
 import logging
 import shutil
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -197,14 +199,46 @@ def test_star_loads_every_module_of_the_directories(tmp_path: Path) -> None:
 
 # -- a real backend with plugins -----------------------------------------------------------
 
+class Receiver:
+    """An HTTP endpoint outside the product that the watch-list plugin POSTs alerts to;
+    it answers 500 to an alert from camera ``fail-cam``."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.bodies.append(body)
+                self.send_response(500 if body.get("cam_id") == "fail-cam" else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/alerts"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Path:
     d = tmp_path_factory.mktemp("plugins")
     write(d, "gate.py", GATE)
     write(d, "broken.py", BROKEN)
     shutil.copy(EXAMPLE, d / "watchlist.py")
     (d / "watchlist.json").write_text(json.dumps({
-        "gallery": "watchlist", "threshold": 0.7, "alerts_file": str(d / "alerts.jsonl")}))
+        "gallery": "watchlist", "threshold": 0.7, "alerts_file": str(d / "alerts.jsonl"),
+        "url": receiver.url, "timeout": 2.0}))
     return d
 
 
@@ -407,7 +441,7 @@ def mirrored(jpeg: bytes) -> bytes:
 
 
 def test_watchlist_example_alerts_on_a_match(api: Api, server: BackendServer,
-                                             plugin_dir: Path) -> None:
+                                             plugin_dir: Path, receiver: Receiver) -> None:
     assert api.post("/v1/galleries/watchlist").status_code in (200, 201, 204)
     wanted = api.add_face(person_photo("A"), galleries="watchlist", meta="wanted: A")
     seen = api.add_face(mirrored(person_photo("A")), cam_id="gate-1")  # same person
@@ -425,3 +459,11 @@ def test_watchlist_example_alerts_on_a_match(api: Api, server: BackendServer,
     assert other.get("/v1/plugins/watchlist/alerts").json() == {"alerts": []}
     error_of(api.get("/v1/plugins/watchlist/alerts?limit=0"), 400, "BAD_PARAM")
     error_of(Api(server.url, None).get("/v1/plugins/watchlist/alerts"), 401, "AUTH_FAILED")
+    assert alert in receiver.bodies  # POSTed to the configured URL too
+    # the receiver fails: the alert is still written, the failure counted
+    failures = plugin_errors(server, "watchlist", "face_stored")
+    again = api.add_face(mirrored(person_photo("A")), cam_id="fail-cam")
+    assert server.backend.plugins.drain(10)
+    assert plugin_errors(server, "watchlist", "face_stored") == failures + 1
+    assert [a["face_id"] for a in api.get("/v1/plugins/watchlist/alerts").json()["alerts"]] \
+        == [again["id"], seen["id"]]
