@@ -12,9 +12,11 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -22,6 +24,7 @@ from tests.backend.conftest import SERVER_SETTINGS, Api, error_of, person_photo,
 from tests.backend.faultkit import CommitFault, assert_consistent
 from videodetector.backend.cli import build_parser, settings_from_args
 from videodetector.backend.plugin_host import PluginHost
+from videodetector.backend.plugins import Annotate, CandidateFace, Reject
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings, SettingsError, read_config_file
 
@@ -195,6 +198,21 @@ def test_star_loads_every_module_of_the_directories(tmp_path: Path) -> None:
     write(tmp_path, "notes.txt", "not a plugin")
     host = load((tmp_path,), "*")
     assert [p.name for p in host.plugins] == ["one", "two"] and not host.errors
+
+
+def test_the_documented_example_plugin_loads_and_refuses(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
+    source = doc.split("# /etc/fkvideo/plugins/adults_only.py\n", 1)[1].split("```", 1)[0]
+    write(tmp_path, "adults_only.py", source)
+    write(tmp_path, "adults_only.json", '{"min_age": 21}')
+    host = load((tmp_path,), "adults_only")
+    assert not host.errors and [r.path for r in host.routes["adults_only"]] == ["/stats"]
+    face = CandidateFace(user=1, index=0, bbox={"x1": 0, "y1": 0, "x2": 9, "y2": 9},
+                         facen=np.zeros(128, np.float32), normalized=np.zeros((112, 112, 3)),
+                         meta="", galleries=(), cam_id=None, age=19.6)
+    plugin = host.plugins[0]
+    assert plugin.preprocess(face) == Reject("estimated age 20 is under 21")
+    assert plugin.preprocess(replace(face, age=30.0)) == Annotate({"checked_by": "adults_only"})
 
 
 # -- a real backend with plugins -----------------------------------------------------------
