@@ -23,9 +23,16 @@ from PIL import Image
 from tests.backend.conftest import SERVER_SETTINGS, Api, error_of, person_photo, side_by_side
 from tests.backend.faultkit import CommitFault, assert_consistent
 from videodetector.backend.cli import build_parser, settings_from_args
-from videodetector.backend.plugin_host import PluginHost
-from videodetector.backend.plugins import Annotate, CandidateFace, Reject
+from videodetector.backend.plugin_host import MAX_ABANDONED, PluginHost
+from videodetector.backend.plugins import (
+    Annotate,
+    CandidateFace,
+    Plugin,
+    Reject,
+    StoredFace,
+)
 from videodetector.backend.server import BackendServer
+from videodetector.backend.service import FacePost, NewFace
 from videodetector.backend.settings import Settings, SettingsError, read_config_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "watchlist.py"
@@ -198,6 +205,30 @@ def test_star_loads_every_module_of_the_directories(tmp_path: Path) -> None:
     write(tmp_path, "notes.txt", "not a plugin")
     host = load((tmp_path,), "*")
     assert [p.name for p in host.plugins] == ["one", "two"] and not host.errors
+
+
+def test_stuck_face_stored_calls_are_abandoned_then_events_dropped_and_counted() -> None:
+    release = threading.Event()
+    seen: list[int] = []
+
+    class Stuck(Plugin):
+        def face_stored(self, face: StoredFace) -> None:
+            seen.append(face.id)
+            release.wait(10)
+
+    host = PluginHost(hook_timeout=0.05)
+    host.add(Stuck(None, "stuck", Path("/p/stuck.py"), {}), [])  # type: ignore[arg-type]
+    faces = [NewFace((0, 0, 9, 9), np.zeros((112, 112, 3), np.uint8), np.ones(128, np.float32))
+             for _ in range(MAX_ABANDONED + 3)]
+    t0 = time.monotonic()
+    host.face_stored(7, FacePost(None, [], None), faces, list(range(1, len(faces) + 1)))
+    assert time.monotonic() - t0 < 0.05  # queued, never waited for
+    assert host.drain(10)
+    assert seen == list(range(1, MAX_ABANDONED + 1))  # in order; later ones not started
+    assert host.errors[("stuck", "timeout")] == MAX_ABANDONED
+    assert host.errors[("stuck", "dropped")] == 3
+    release.set()
+    host.close()
 
 
 def test_the_documented_example_plugin_loads_and_refuses(tmp_path: Path) -> None:
