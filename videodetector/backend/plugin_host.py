@@ -139,9 +139,9 @@ class PluginHost:
         """Every plugin's ``preprocess`` on every face: a rejection raises ApiError 400
         PLUGIN_REJECTED; annotations go to ``face.extra["plugins"][<name>]``."""
         hooked = [p for p in self.plugins if overrides(p, "preprocess")]
+        if not hooked:
+            return
         for i, face in enumerate(faces):
-            if not hooked:
-                return
             candidate = CandidateFace(
                 user=user, index=i, bbox=_bbox(face.box), facen=_read(face.embedding),
                 normalized=_read(face.aligned), meta=post.meta,
