@@ -44,6 +44,7 @@ from videodetector.backend.metrics import (
     render_gallery_faces,
     render_gauges,
 )
+from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.retention import RetentionThread
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
@@ -260,6 +261,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     backend = backend or Backend(settings)
     metrics = RequestMetrics()
     stats.add_metrics(metrics, backend)
+    backend.plugins = PluginHost.load(settings, backend)  # 9.2; none unless configured
+    metrics.collectors.append(backend.plugins.metrics_text)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -277,6 +280,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         finally:
             if retention is not None:
                 retention.stop()
+            backend.plugins.close()
             backend.close()
 
     app = FastAPI(
@@ -304,6 +308,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(events.router, prefix="/v1", responses=openapi.ERRORS)
     console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
+    backend.plugins.mount(app, backend)  # /v1/plugins/<name>/...
     _install_openapi_auth(app)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))
     app.add_middleware(MetricsMiddleware, metrics=metrics)

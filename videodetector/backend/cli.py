@@ -53,6 +53,10 @@ FLAG_HELP = {
                        "0 = keep forever (default); at least friend_interval",
     "history_cleanup_interval": "seconds between history retention rounds (default 3600)",
     "preload_models": "load the models at startup (default true)",
+    "plugins_dirs": "comma-separated absolute directories holding backend plugins (9.2)",
+    "plugins_enabled": "comma-separated plugin (module) names to load, or '*' for all "
+                       "(default: none)",
+    "plugin_hook_timeout": "seconds a plugin's face_stored call may take (default 5)",
     "log_level": "debug, info, warning or error",
 }
 

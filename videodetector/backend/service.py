@@ -40,6 +40,7 @@ from videodetector.backend.imaging import (
 )
 from videodetector.backend.index import IndexRegistry
 from videodetector.backend.params import INT64_MAX, exact_int
+from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
 from videodetector.backend.timeutil import iso, now
@@ -60,6 +61,7 @@ class NewFace:
     aligned: np.ndarray
     embedding: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)  # gender, gender_confidence, age
+    extra: dict[str, Any] = field(default_factory=dict)  # plugin annotations: {"plugins": ..}
 
 
 @dataclass
@@ -82,6 +84,12 @@ class FacePost:
 
 def face_box_json(box: Box) -> dict[str, int]:
     return {"x1": round(box[0]), "x2": round(box[2]), "y1": round(box[1]), "y2": round(box[3])}
+
+
+def extra_json(post_extra: dict[str, Any], face_extra: dict[str, Any]) -> str | None:
+    """The stored ``extra`` of a face: the request's extra fields and its annotations."""
+    merged = {**post_extra, **face_extra}
+    return json.dumps(merged) if merged else None
 
 
 def box_key(box: Box) -> str:
@@ -109,6 +117,7 @@ class Backend:
         self._unusable_log = RateLimitedLog(log)
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
         self._keys_since_prune = 0
+        self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
         self._load_index()
         self._prune_idempotency()
 
@@ -250,6 +259,7 @@ class Backend:
         """Store analyzed faces: their images, then their rows in one transaction (with the
         Idempotency-Key); all of it or, on any failure, none of it."""
         galleries = self.check_galleries(user, post.galleries)
+        self.plugins.preprocess(user, post, faces)  # may refuse (ApiError) or annotate
         ts = post.timestamp or now()
         written: dict[str, Any] = {"names": []}
         try:
@@ -268,6 +278,7 @@ class Backend:
         except BaseException:
             self._delete_written(written)
             raise
+        self.plugins.face_stored(user, post, faces, ids)  # committed: queued, never waits
         return ids
 
     def _remember(self, conn: sqlite3.Connection, user: int, key: str, ids: list[int]) -> None:
@@ -329,7 +340,7 @@ class Backend:
                 "age": face.attrs.get("age"),
                 "detector_params": (None if post.detector_params is None
                                     else json.dumps(post.detector_params)),
-                "extra": json.dumps(post.extra) if post.extra else None,
+                "extra": extra_json(post.extra, face.extra),
                 "embedding": np.asarray(face.embedding, np.float32).tobytes(),
             })
             for g in galleries:

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import math
 import operator
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -66,6 +67,11 @@ class Settings:
     history_max_age: float = 0.0
     history_cleanup_interval: float = 3600.0  # seconds between retention rounds
     preload_models: bool = True  # load the models at startup rather than on first use
+    # 9.2 plugins (plugin_host.py): modules <name>.py / <name>/ in these absolute directories,
+    # loaded when named in plugins_enabled ("*" = all of them); none by default
+    plugins_dirs: tuple[Path, ...] = ()
+    plugins_enabled: tuple[str, ...] = ()
+    plugin_hook_timeout: float = 5.0  # seconds a face_stored call may take
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -75,6 +81,8 @@ class Settings:
             object.__setattr__(self, "upload_url", self.upload_url.rstrip("/") or None)
         object.__setattr__(self, "fetch_allow", _as_tuple(self.fetch_allow, str))
         object.__setattr__(self, "camera_file_roots", _as_tuple(self.camera_file_roots, Path))
+        object.__setattr__(self, "plugins_dirs", _as_tuple(self.plugins_dirs, Path))
+        object.__setattr__(self, "plugins_enabled", _as_tuple(self.plugins_enabled, str))
         _check(self)
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -173,6 +181,7 @@ def _check(s: Settings) -> None:
         except ValueError:
             raise SettingsError(f"fetch_allow must be IP networks (CIDR), got {net!r}") from None
     need(s.min_face_size >= 0, "min_face_size", ">= 0")
+    _check_plugins(s)
     need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
     need(s.model_threads >= 1, "model_threads", ">= 1")
     need(1 <= s.page_limit <= 10000, "page_limit", "in 1..10000")
@@ -186,6 +195,25 @@ def _check(s: Settings) -> None:
          "a non-empty URL path")
     need(s.upload_url is None or s.upload_url.startswith(("http://", "https://")),
          "upload_url", "an http(s) URL")
+
+
+_PLUGIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _check_plugins(s: Settings) -> None:
+    for d in s.plugins_dirs:
+        if not d.is_absolute():
+            raise SettingsError(f"plugins_dirs must be absolute directories, got {str(d)!r}")
+    for name in s.plugins_enabled:
+        if name != "*" and not _PLUGIN_NAME.match(name):
+            raise SettingsError(f"plugins_enabled must be module names (Python identifiers) "
+                                f"or *, got {name!r}")
+    if s.plugins_enabled and not s.plugins_dirs:
+        raise SettingsError(f"plugins_enabled {','.join(s.plugins_enabled)!r} needs "
+                            "plugins_dirs (where the plugins are)")
+    if not 0 < s.plugin_hook_timeout <= 600:
+        raise SettingsError(f"plugin_hook_timeout must be in (0, 600] seconds, got "
+                            f"{s.plugin_hook_timeout!r}")
 
 
 # ---------------------------------------------------------------------------
