@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-ruff check videodetector tests bench
+ruff check videodetector tests bench examples
 python -m pytest -q -rs "$@"
