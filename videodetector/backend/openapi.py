@@ -43,7 +43,9 @@ FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): emb
             timestamp="ISO 8601 capture time", detectorParams="JSON from the video detector",
             gender="true (needs --gae)", age="true (needs --gae)",
             idempotency_key="same as the Idempotency-Key header")
-FACE_PUT = body(meta="new meta", person_id="person id (null clears)",
+FACE_PUT = body(meta="new meta",
+                person_id='an existing person of this token, "new" (the server creates a '
+                          'person) or null (clears)',
                 galleries='{"add"|"del"|"set": ["gallery", ...]}')
 CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               url="stream URL", detector="video detector name (GET /camera?detector=)",

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from videodetector.backend import person_store
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.engine import Box, FoundFace, shared_engine
@@ -30,7 +31,6 @@ from videodetector.backend.imaging import (
     thumbnail,
 )
 from videodetector.backend.index import IndexRegistry
-from videodetector.backend.params import INT64_MAX, exact_int
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
 from videodetector.backend.timeutil import iso, now
@@ -96,6 +96,7 @@ class Backend:
         self.index = IndexRegistry()
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
         self._keys_since_prune = 0
+        person_store.migrate(self.db)
         self._load_index()
         self._prune_idempotency()
 
@@ -314,7 +315,7 @@ class Backend:
                     meta = conn.execute("SELECT meta FROM faces WHERE id = ?",
                                         (hits[0][0],)).fetchone()[0]
                 return person, meta
-        person = insert(conn, "persons", {"user_id": user, "meta": meta, "created": iso(now())})
+        person = person_store.create_person(conn, user, meta)
         return person, meta
 
     def _update_friend(self, conn: sqlite3.Connection, user: int, face_id: int, person: int,
@@ -412,33 +413,20 @@ class Backend:
 
     def update_face(self, user: int, face_id: int, meta: str | None, person: Any,
                     galleries: dict[str, list[str]] | None) -> None:
-        """PUT /face/id: meta, person_id (None = leave, "" or null = clear), galleries ops."""
+        """PUT /face/id: meta, person_id (UNSET = leave, "" or null = clear, "new" = a new
+        person, else an existing person of this token), galleries ops."""
         self.face_row(user, face_id)
         with self.db.transaction() as conn:
             values: dict[str, Any] = {}
             if meta is not None:
                 values["meta"] = meta
             if person is not _UNSET:
-                values["person_id"] = self._own_person(conn, user, person)
+                values["person_id"] = person_store.target_person(conn, user, person)
             update(conn, "faces", values, "id = ? AND user_id = ?", (face_id, user))
             if galleries is not None:
                 self._update_galleries(conn, user, face_id, galleries)
             if "person_id" in values:
                 self.index(user).set_person(face_id, values["person_id"])
-
-    def _own_person(self, conn: sqlite3.Connection, user: int, person: Any) -> int | None:
-        if person is None or person == "":
-            return None
-        pid = exact_int(person)
-        if pid is None or not 0 < pid <= INT64_MAX:
-            raise bad_param("person_id", "person_id must be a positive integer", person)
-        owner = conn.execute("SELECT user_id FROM persons WHERE id = ?", (pid,)).fetchone()
-        if owner is None:
-            insert(conn, "persons", {"id": pid, "user_id": user, "meta": "",
-                                     "created": iso(now())})
-        elif owner[0] != user:
-            raise bad_param("person_id", f"person_id {pid} is not available", person)
-        return pid
 
     def _update_galleries(self, conn: sqlite3.Connection, user: int, face_id: int,
                           ops: dict[str, list[str]]) -> None:
