@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from videodetector.backend import person_store
+from videodetector.backend import person_match, person_store
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.engine import Box, FoundFace, shared_engine
@@ -96,6 +96,7 @@ class Backend:
         self.index = IndexRegistry()
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
         self._keys_since_prune = 0
+        self.persons = person_match.Matcher(settings)
         person_store.migrate(self.db)
         self._load_index()
         self._prune_idempotency()
@@ -268,12 +269,17 @@ class Backend:
                       faces: list[NewFace], written: dict[str, Any], galleries: list[str],
                       ts: datetime) -> list[int]:
         index = self.index(user)
+        changes = person_store.IndexLog(index)  # person changes to older faces
         ids: list[int] = []
         try:
             for face, (thumb, norm) in zip(faces, written["faces"], strict=True):
-                meta, person = post.meta, None
+                quality = person_match.face_quality(post.detector_params, face.box)
+                track = person_match.track_key(post.cam_id, post.detector_params)
+                meta, person, assigned = post.meta, None, None
                 if self.settings.person_identify:
-                    person, meta = self._assign_person(conn, user, face, post.cam_id, meta)
+                    assigned = self.persons.assign(conn, index, user, face.embedding, meta,
+                                                   quality, track, post.cam_id, ts.timestamp())
+                    person, meta = assigned.person, assigned.meta
                 face_id = insert(conn, "faces", {
                     "user_id": user, "meta": meta, "person_id": person, "cam_id": post.cam_id,
                     "timestamp": iso(ts), "ts": ts.timestamp(), "day": ts.date().isoformat(),
@@ -286,37 +292,25 @@ class Backend:
                                         else json.dumps(post.detector_params)),
                     "extra": json.dumps(post.extra) if post.extra else None,
                     "embedding": np.asarray(face.embedding, np.float32).tobytes(),
+                    "quality": quality, "track": track,
                 })
                 for g in galleries:
                     insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
                                                     "gallery": g})
-                if person is not None and post.cam_id is not None:
-                    self._update_friend(conn, user, face_id, person, post.cam_id, ts)
                 index.add(face_id, face.embedding, post.cam_id, person)
                 ids.append(face_id)
+                if assigned is not None:
+                    self.persons.settle(conn, changes, user, face_id, assigned, post.cam_id,
+                                        ts.timestamp())
+                    person = index.person_of(face_id)
+                if person is not None and post.cam_id is not None:
+                    self._update_friend(conn, user, face_id, person, post.cam_id, ts)
         except BaseException:
             for face_id in ids:  # the transaction rolls back: so must the index
                 index.remove(face_id)
+            changes.revert()
             raise
         return ids
-
-    def _assign_person(self, conn: sqlite3.Connection, user: int, face: NewFace,
-                       cam_id: str | None, meta: str) -> tuple[int, str]:
-        """8.2: join the person of the most similar face (same camera unless global) at or
-        above person_identify_threshold, inheriting its meta; else start a new person."""
-        s = self.settings
-        index = self.index(user)
-        mask = index.mask(cam_id=cam_id, any_cam=s.person_identify_global, with_person=True)
-        hits = index.search(face.embedding, 1, mask)
-        if hits and float(confidence_from_cosine(hits[0][1])) >= s.person_identify_threshold:
-            person = index.person_of(hits[0][0])
-            if person is not None:
-                if not meta:
-                    meta = conn.execute("SELECT meta FROM faces WHERE id = ?",
-                                        (hits[0][0],)).fetchone()[0]
-                return person, meta
-        person = person_store.create_person(conn, user, meta)
-        return person, meta
 
     def _update_friend(self, conn: sqlite3.Connection, user: int, face_id: int, person: int,
                        cam_id: str, ts: datetime) -> None:
@@ -416,17 +410,14 @@ class Backend:
         """PUT /face/id: meta, person_id (UNSET = leave, "" or null = clear, "new" = a new
         person, else an existing person of this token), galleries ops."""
         self.face_row(user, face_id)
-        with self.db.transaction() as conn:
-            values: dict[str, Any] = {}
+        with person_store.person_transaction(self.db, self.index(user)) as (conn, changes):
             if meta is not None:
-                values["meta"] = meta
-            if person is not _UNSET:
-                values["person_id"] = person_store.target_person(conn, user, person)
-            update(conn, "faces", values, "id = ? AND user_id = ?", (face_id, user))
+                update(conn, "faces", {"meta": meta}, "id = ? AND user_id = ?", (face_id, user))
+            if person is not _UNSET:  # an operator's move: recorded, never undone by matching
+                target = person_store.target_person(conn, user, person)
+                person_store.operator_move(conn, changes, user, face_id, target)
             if galleries is not None:
                 self._update_galleries(conn, user, face_id, galleries)
-            if "person_id" in values:
-                self.index(user).set_person(face_id, values["person_id"])
 
     def _update_galleries(self, conn: sqlite3.Connection, user: int, face_id: int,
                           ops: dict[str, list[str]]) -> None:
