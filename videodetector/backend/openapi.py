@@ -52,3 +52,5 @@ CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               roi="WxH+X+Y or [W, H, X, Y]", rot="WxH+X+Y or [W, H, X, Y]")
 HISTORY = body(person_id="person id", cam_ids="camera ids", start="ISO 8601",
                end="ISO 8601", friend="true or false", limit="per page, 0 = all")
+PERSON_MERGE = body(person_id="the person to merge into this one (its faces move here)")
+NOT_THIS_PERSON = body(face_ids="JSON list of face ids of this person that are someone else")
