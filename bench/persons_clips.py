@@ -30,7 +30,10 @@ import requests
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 CLIPS = ["clips_smallfaces/mpf_five-second-marathon-clip.mkv", "clips_faces/mpf_video_01.mp4",
-         "clips_faces/mpf_ff-region-face-motion.avi", "clips_faces/grid_bbaf2n.mpg"]
+         "clips_faces/mpf_ff-region-face-motion.avi", "clips_faces/grid_bbaf2n.mpg",
+         "clips_faces/grid_brbk7n.mpg", "clips_faces/grid_id2_vcd_swwp2s.mpg",
+         "clips_faces/grid_lbax4n.mpg", "clips_faces/grid_lbbc2a.mpg",
+         "clips_noface/imageio_cockatoo.mp4"]
 
 
 def _free_port() -> int:
@@ -67,7 +70,7 @@ def run(clip: Path, mode: str, backend_args: list[str], tmp: Path) -> dict[str, 
             try:
                 requests.get(url + "/v1/camera", timeout=2)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.2)
         source = f"file@25:{clip}" if mode == "realtime" else str(clip)
         args = [str(BIN / "fkvideo_detector"), "--source", source, "--camid", "cam",

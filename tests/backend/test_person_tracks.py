@@ -126,6 +126,10 @@ def test_identity_switch_inside_a_track(api: Api, faces: Faces):
     (switch,) = events(api, a["person_id"])
     assert switch["kind"] == "identity_switch" and switch["actor"] == "auto"
     assert switch["face_ids"] == [b["id"]] and switch["other_person_id"] == b["person_id"]
+    metrics = requests.get(api.url + "/metrics", timeout=10).text
+    (line,) = [x for x in metrics.splitlines()
+               if x.startswith("backend_person_identity_switches ")]
+    assert float(line.split()[1]) >= 1
 
 
 def test_a_detector_restart_does_not_link_reused_track_ids(api: Api, faces: Faces):
@@ -179,6 +183,15 @@ def test_a_good_face_merges_an_early_split_and_the_merge_can_be_undone(api: Api,
     post(api, faces, "A", track=4, second=40, score=-1.0)
     assert len(api.get("/v1/persons").json()["results"]) == 2
     error_of(api.post(f"/v1/person/event/{merge['id']}/undo"), 400, "BAD_PARAM")
+
+
+def test_a_good_face_of_a_known_track_merges_the_person_it_also_matches(api: Api,
+                                                                       faces: Faces):
+    top = post(api, faces, "A", degrade="top", track=1, score=-4.0)
+    bottom = post(api, faces, "A", degrade="bottom", track=2, score=-4.0, second=10)
+    assert top["person_id"] != bottom["person_id"]
+    good = post(api, faces, "A", track=2, second=12, score=-1.0)  # joins track 2's person
+    assert person_of(api, good) == person_of(api, top) == person_of(api, bottom)
 
 
 def test_persons_seen_together_are_not_merged(api: Api, faces: Faces):

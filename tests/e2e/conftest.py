@@ -149,7 +149,7 @@ class Backend(Proc):
                 pytest.fail(f"backend exited ({self.popen.returncode}):\n{self.tail()}")
             try:
                 requests.get(self.url + "/v1/camera", timeout=2)
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up, or busy starting
                 return False
             return True
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from videodetector.backend import cameras, faces, galleries, persons
+from videodetector.backend import cameras, faces, galleries, person_store, persons
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import MetricsMiddleware, RequestMetrics
@@ -188,6 +188,7 @@ def _gauges(backend: Backend) -> dict[str, tuple[str, float]]:
         "backend_persons": ("Persons (8.2).", float(db.scalar("SELECT COUNT(*) FROM persons"))),
         "backend_cameras": ("Cameras.", float(db.scalar("SELECT COUNT(*) FROM cameras"))),
         "backend_users": ("Tokens.", float(db.scalar("SELECT COUNT(*) FROM users"))),
+        **person_store.gauges(db),
     }
 
 

@@ -22,8 +22,9 @@ Rules, in order, for a face posted with ``--person-identify 1``:
    faces of the track join it.
 4. **Late evidence joins what early evidence split.** A face of at least
    ``person_merge_min_quality`` that matches two persons of its camera at or above the
-   threshold merges them (into the older one) if they never appear at the same time
-   (no faces within ``COOCCURRENCE_S`` on one camera) and no operator has told them apart.
+   threshold (or joins its track's person and matches another) merges them (into the older
+   one) if they never appear at the same time (no faces within ``COOCCURRENCE_S`` on one
+   camera) and no operator has told them apart.
    Each merge is a ``merge`` person event and can be undone (``POST
    /v1/person/event/{id}/undo``). Set ``person_merge = False`` to never merge automatically.
 
@@ -128,6 +129,9 @@ class Matcher:
             conf = self._confidence(conn, index, user, tracked, embedding)
             if conf >= CONF_LOW:
                 a.person, a.confidence = tracked, conf
+                if self._may_merge(a):  # does it also show another person to be this one?
+                    a.also_matched = [p for p, _ in self._matches(
+                        conn, index, user, embedding, cam_id, blocked | {tracked})]
                 return self._with_meta(conn, user, a)
             a.switched_from = tracked
             blocked = blocked | {tracked}

@@ -315,3 +315,17 @@ def forget_deleted_persons(conn: sqlite3.Connection) -> None:
     for table in ("person_events", "person_blocks"):
         conn.execute(f"DELETE FROM {table} WHERE NOT EXISTS "
                      f"(SELECT 1 FROM persons p WHERE p.id = {table}.person_id)")
+
+
+def gauges(db: Database) -> dict[str, tuple[str, float]]:
+    """Metrics: automatic person decisions so far (they survive restarts: counted from the
+    person events)."""
+    counts = dict(db.rows("SELECT kind || ':' || actor, COUNT(*) FROM person_events "
+                          "GROUP BY kind, actor"))
+    return {
+        "backend_person_identity_switches": (
+            "Faces that clearly disagreed with their track's person (tracker identity "
+            "switches).", float(counts.get("identity_switch:auto", 0))),
+        "backend_person_auto_merges": (
+            "Persons merged automatically (late evidence).", float(counts.get("merge:auto", 0))),
+    }
