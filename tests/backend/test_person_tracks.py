@@ -231,3 +231,10 @@ def test_operator_feedback_is_never_undone_automatically(server: BackendServer, 
              "NOT_FOUND")
     error_of(api.post(f"/v1/person/id/{pid}/not_this_person", json={"face_ids": ["x"]}), 400,
              "BAD_PARAM")
+
+
+def test_person_api_is_documented(server: BackendServer):
+    paths = requests.get(server.url + "/v1/openapi.json", timeout=10).json()["paths"]
+    for path in ("/v1/person/id/{person_id}/merge", "/v1/person/id/{person_id}/not_this_person",
+                 "/v1/person/id/{person_id}/events", "/v1/person/event/{event_id}/undo"):
+        assert path in paths, path
