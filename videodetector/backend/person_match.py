@@ -209,7 +209,7 @@ class Matcher:
                                       a.person, [face_id], track=a.track)
         if a.person is None:
             return
-        if a.track is not None:
+        if a.track is not None and a.switched_from is None:  # after a switch: ambiguous
             self._claim_track(conn, changes, user, face_id, a, ts)
         if a.also_matched and self._may_merge(a):
             self._merge(conn, changes, user, face_id, a, cam_id)
