@@ -101,11 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backend-arg", action="append", default=[],
                     help="extra fkvideo_backend flag (repeat), e.g. --person-min-quality=-6")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the backends' data (images, database) in this folder")
     ns = ap.parse_args(argv)
     clips = [ns.data / c for c in CLIPS if ns.clips is None or Path(c).name in ns.clips]
     print("| clip | mode | posts | tracks | persons | unassigned |")
     print("|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(ns.keep) if ns.keep else scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         for clip in clips:
             if not clip.is_file():
                 print(f"| {clip.name} | - | missing | | | |")
