@@ -118,6 +118,16 @@ class Matcher:
     identity_switches: int = 0
     merges: int = 0
 
+    def prepare(self, conn: sqlite3.Connection, index: UserIndex, user: int,
+                embedding: np.ndarray, box: tuple[float, float, float, float], meta: str,
+                cam_id: str | None, detector_params: Any, ts: float) -> Assignment:
+        """The new face's quality, track and (with person_identify) person and meta."""
+        quality = face_quality(detector_params, box)
+        track = track_key(cam_id, detector_params)
+        if not self.settings.person_identify:
+            return Assignment(None, meta, quality, track)
+        return self.assign(conn, index, user, embedding, meta, quality, track, cam_id, ts)
+
     def assign(self, conn: sqlite3.Connection, index: UserIndex, user: int,
                embedding: np.ndarray, meta: str, quality: float, track: str | None,
                cam_id: str | None, ts: float) -> Assignment:
@@ -197,9 +207,15 @@ class Matcher:
     # -- after the face row exists --------------------------------------------------------
 
     def settle(self, conn: sqlite3.Connection, changes: person_store.IndexLog, user: int,
-               face_id: int, a: Assignment, cam_id: str | None, ts: float) -> None:
-        """Rules 1, 3, 4 once the face has its id: log a switch, give the track's
-        unassigned faces the person, merge what this face shows to be one person."""
+               face_id: int, a: Assignment, cam_id: str | None, ts: float) -> int | None:
+        """Rules 1, 3, 4 once the face is stored and indexed: log a switch, give the track's
+        unassigned faces the person, merge what this face shows to be one person. Returns
+        the face's person (a merge may have changed it)."""
+        self._settle(conn, changes, user, face_id, a, cam_id, ts)
+        return changes.index.person_of(face_id)
+
+    def _settle(self, conn: sqlite3.Connection, changes: person_store.IndexLog, user: int,
+                face_id: int, a: Assignment, cam_id: str | None, ts: float) -> None:
         if a.switched_from is not None:
             self.identity_switches += 1
             log.warning("camera %s: track %s: face %d disagrees with the track's person %d "

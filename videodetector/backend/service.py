@@ -273,15 +273,12 @@ class Backend:
         ids: list[int] = []
         try:
             for face, (thumb, norm) in zip(faces, written["faces"], strict=True):
-                quality = person_match.face_quality(post.detector_params, face.box)
-                track = person_match.track_key(post.cam_id, post.detector_params)
-                meta, person, assigned = post.meta, None, None
-                if self.settings.person_identify:
-                    assigned = self.persons.assign(conn, index, user, face.embedding, meta,
-                                                   quality, track, post.cam_id, ts.timestamp())
-                    person, meta = assigned.person, assigned.meta
+                a = self.persons.prepare(conn, index, user, face.embedding, face.box,
+                                         post.meta, post.cam_id, post.detector_params,
+                                         ts.timestamp())
                 face_id = insert(conn, "faces", {
-                    "user_id": user, "meta": meta, "person_id": person, "cam_id": post.cam_id,
+                    "user_id": user, "meta": a.meta, "person_id": a.person,
+                    "cam_id": post.cam_id,
                     "timestamp": iso(ts), "ts": ts.timestamp(), "day": ts.date().isoformat(),
                     **face_box_json(face.box), "photo": written["photo"],
                     "photo_hash": written["photo_hash"], "thumbnail": thumb, "normalized": norm,
@@ -292,17 +289,15 @@ class Backend:
                                         else json.dumps(post.detector_params)),
                     "extra": json.dumps(post.extra) if post.extra else None,
                     "embedding": np.asarray(face.embedding, np.float32).tobytes(),
-                    "quality": quality, "track": track,
+                    "quality": a.quality, "track": a.track,
                 })
                 for g in galleries:
                     insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
                                                     "gallery": g})
-                index.add(face_id, face.embedding, post.cam_id, person)
+                index.add(face_id, face.embedding, post.cam_id, a.person)
                 ids.append(face_id)
-                if assigned is not None:
-                    self.persons.settle(conn, changes, user, face_id, assigned, post.cam_id,
-                                        ts.timestamp())
-                    person = index.person_of(face_id)
+                person = self.persons.settle(conn, changes, user, face_id, a, post.cam_id,
+                                             ts.timestamp())
                 if person is not None and post.cam_id is not None:
                     self._update_friend(conn, user, face_id, person, post.cam_id, ts)
         except BaseException:
