@@ -112,11 +112,11 @@ class Assignment:
     confidence: float | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Matcher:
+    """Person assignment for one backend (state lives in the database and the index)."""
+
     settings: Settings
-    identity_switches: int = 0
-    merges: int = 0
 
     def prepare(self, conn: sqlite3.Connection, index: UserIndex, user: int,
                 embedding: np.ndarray, box: tuple[float, float, float, float], meta: str,
@@ -217,7 +217,6 @@ class Matcher:
     def _settle(self, conn: sqlite3.Connection, changes: person_store.IndexLog, user: int,
                 face_id: int, a: Assignment, cam_id: str | None, ts: float) -> None:
         if a.switched_from is not None:
-            self.identity_switches += 1
             log.warning("camera %s: track %s: face %d disagrees with the track's person %d "
                         "(tracker identity switch); now person %s", cam_id, a.track, face_id,
                         a.switched_from, a.person)
@@ -256,7 +255,6 @@ class Matcher:
             into, away = min(survivor, other), max(survivor, other)
             person_store.merge_persons(conn, changes, user, into, away, "auto",
                                        face_id=face_id, cam_id=cam_id)
-            self.merges += 1
             survivor = into
 
     @staticmethod
