@@ -93,7 +93,7 @@ def run(clip: Path, mode: str, backend_args: list[str], tmp: Path) -> dict[str, 
                        f["person_id"]) for f in faces]}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--clips", nargs="*", default=None, help="file names (default: all)")
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="keep the backends' data (images, database) in this folder")
     ns = ap.parse_args(argv)
     clips = [ns.data / c for c in CLIPS if ns.clips is None or Path(c).name in ns.clips]
+    results: list[dict[str, Any]] = []
     print("| clip | mode | posts | tracks | persons | unassigned |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
@@ -116,10 +117,12 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             for mode in ns.modes:
                 r = run(clip, mode, ns.backend_arg, Path(tmp))
+                results.append(r)
                 print(f"| {r['clip']} | {mode} | {r['posts']} | {r['tracks']} | "
                       f"{r['persons']} | {r['unassigned']} |", flush=True)
                 if ns.verbose:
                     print(json.dumps(r["faces"]), flush=True)
+    return results
 
 
 if __name__ == "__main__":

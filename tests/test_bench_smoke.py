@@ -76,3 +76,12 @@ def test_soak_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert daemon["fkvideo_frames_processed_total"] > 0  # the camera's frames got through
     assert "backend_faces" in backend
     assert "trend" in capsys.readouterr().out
+
+
+def test_persons_clips_smoke(bench, shared_data: Path, capsys: pytest.CaptureFixture[str]
+                             ) -> None:
+    mod = bench("persons_clips")
+    (row,) = mod.main(["--data", str(shared_data), "--clips", "grid_bbaf2n.mpg",
+                       "--modes", "offline"])
+    assert (row["posts"], row["tracks"], row["persons"]) == (1, 1, 1)  # one speaker
+    assert "| grid_bbaf2n.mpg | offline | 1 | 1 | 1 | 0 |" in capsys.readouterr().out
