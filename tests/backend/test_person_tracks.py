@@ -21,7 +21,14 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.backend.conftest import UNKNOWNS, Api, error_of, person_photo, png_bytes
+from tests.backend.conftest import (
+    UNKNOWNS,
+    Api,
+    error_of,
+    person_photo,
+    png_bytes,
+    side_by_side,
+)
 from videodetector.backend.confidence import COS_FAR_1E1, cosine_from_confidence
 from videodetector.backend.engine import shared_engine
 from videodetector.backend.server import BackendServer
@@ -145,6 +152,24 @@ def test_a_detector_restart_does_not_link_reused_track_ids(api: Api, faces: Face
     # the same run's track 7 is linked: weak evidence within a track is accepted
     same_run = post(api, faces, lookalike, track=7, run="run1", second=7)
     assert same_run["person_id"] == a["person_id"]
+
+
+def test_the_faces_of_one_photo_are_not_one_track(api: Api):
+    # B and a man weakly similar to her: by a track link he would join her person
+    photo = side_by_side(person_photo("B"), (UNKNOWNS / "Male_41_2_1_1.jpg").read_bytes())
+    engine = shared_engine(1, 0.6)
+    image = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
+    found = [f for f in engine.detect(image, 0) if f.box[2] - f.box[0] >= 50]
+    assert len(found) == 2
+    va, vb = (engine.embed(image, f)[1] for f in found)
+    assert COS_FAR_1E1 <= float(np.dot(va, vb)) < THRESHOLD_COS
+    params = {"run_id": "r1", "track_id": 1, "score": -1.0}
+    r = api.post("/v1/face", files={"photo": ("p.jpg", photo, "image/jpeg")},
+                 data={"cam_id": "cam", "mf_selector": "all",
+                       "detectorParams": json.dumps(params)})
+    assert r.status_code == 200, r.text
+    persons = [f["person_id"] for f in r.json()["results"] if f["x2"] - f["x1"] >= 50]
+    assert len(persons) == 2 and None not in persons and persons[0] != persons[1]
 
 
 def test_poor_faces_wait_for_their_track(api: Api, faces: Faces):

@@ -270,11 +270,13 @@ class Backend:
                       ts: datetime) -> list[int]:
         index = self.index(user)
         changes = person_store.IndexLog(index)  # person changes to older faces
+        # detectorParams (track, quality) describe one face: not the faces of a group photo
+        stream_params = post.detector_params if len(faces) == 1 else None
         ids: list[int] = []
         try:
             for face, (thumb, norm) in zip(faces, written["faces"], strict=True):
                 a = self.persons.prepare(conn, index, user, face.embedding, face.box,
-                                         post.meta, post.cam_id, post.detector_params,
+                                         post.meta, post.cam_id, stream_params,
                                          ts.timestamp())
                 face_id = insert(conn, "faces", {
                     "user_id": user, "meta": a.meta, "person_id": a.person,
