@@ -66,3 +66,11 @@ def test_a_database_poisoned_by_an_old_version_is_repaired(tmp_path):
         assert api.get(f"/v1/person/id/{moved}").json()["meta"] == "x"
         new = api.add_face(person_photo("B"), cam_id="c1")["person_id"]  # was a 503
         assert 0 < new < 2**53 and new != moved
+    conn = sqlite3.connect(tmp_path / "backend.sqlite3")
+    with conn:  # the rogue person deleted since (retention), its sequence value left behind
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons'", (INT64_MAX,))
+    conn.close()
+    with BackendServer(settings) as srv:
+        api = Api(srv.url, api.token)
+        newer = api.add_face(person_photo("C"), cam_id="c1")["person_id"]
+        assert new < newer < 2**53

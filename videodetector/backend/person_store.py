@@ -74,11 +74,12 @@ def migrate(db: Database) -> None:
     with db.transaction() as conn:
         rogue = conn.execute("SELECT id, user_id, meta, created FROM persons WHERE id > ? "
                              "ORDER BY id", (MAX_SERVER_PERSON_ID,)).fetchall()
-        if not rogue:
-            return
         top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM persons WHERE id <= ?",
                            (MAX_SERVER_PERSON_ID,)).fetchone()[0]
-        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons'", (top,))
+        # also when the rogue person itself is gone (retention): the sequence stays exhausted
+        if conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons' AND seq > ?",
+                        (top, MAX_SERVER_PERSON_ID)).rowcount:
+            log.warning("person id sequence reset to %d (it was pushed up by a client)", top)
         for old in rogue:
             conn.execute("DELETE FROM persons WHERE id = ?", (old["id"],))
             new = insert(conn, "persons", {"user_id": old["user_id"], "meta": old["meta"],
