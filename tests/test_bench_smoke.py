@@ -95,3 +95,12 @@ def test_spool_rate_smoke(bench, tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert all(r["items_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["rows"])
     assert "items_per_s" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_persons_clips_smoke(bench, shared_data: Path, capsys: pytest.CaptureFixture[str]
+                             ) -> None:
+    mod = bench("persons_clips")
+    (row,) = mod.main(["--data", str(shared_data), "--clips", "grid_bbaf2n.mpg",
+                       "--modes", "offline"])
+    assert (row["posts"], row["tracks"], row["persons"]) == (1, 1, 1)  # one speaker
+    assert "| grid_bbaf2n.mpg | offline | 1 | 1 | 1 | 0 |" in capsys.readouterr().out

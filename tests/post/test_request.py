@@ -41,7 +41,7 @@ def test_build_request_fields() -> None:
     assert data["timestamp"] == "2017-08-25T13:09:54.123000"
     assert data["bbox"] == "[[62,38,138,114]]"
     assert json.loads(data["detectorParams"]) == {
-        "score": -0.000911839, "direction_score": -0.568228, "track_id": 7,
+        "score": -0.000911839, "direction_score": -0.568228, "track_id": 7, "run_id": "run1",
     }
     files = dict(req.files)
     assert files["photo"] == ("cam-1_7_3.jpeg", JPEG, "image/jpeg")
@@ -57,6 +57,9 @@ def test_build_request_options() -> None:
     assert params["track"] == [[100.0, 76.0], [101.5, 77.0]]
     assert params["label"] == "realtime"
     assert [f for f, _ in req.files] == ["picture", "face0"]
+    no_run = json.loads(dict(build_request(make_snapshot(run_id=""), cfg()).data)
+                        ["detectorParams"])
+    assert "run_id" not in no_run
     assert [f for f, _ in build_request(snap, cfg(only_norm=True)).files] == ["face0"]
     assert [f for f, _ in build_request(make_snapshot(frame_jpeg=None), cfg()).files] == ["face0"]
 
@@ -90,7 +93,8 @@ def test_request_on_the_wire() -> None:
     assert json.loads(got.part("bbox").text) == [[62, 38, 138, 114]]
     params = json.loads(got.part("detectorParams").text)
     assert params == {"score": -0.000911839, "direction_score": -0.568228, "track_id": 7,
-                      "track": [[100.0, 76.0], [101.5, 77.0]], "label": "offline"}
+                      "run_id": "run1", "track": [[100.0, 76.0], [101.5, 77.0]],
+                      "label": "offline"}
     photo, face = got.part("photo"), got.part("face0")
     assert photo.filename and photo.filename.endswith(".jpeg")
     assert photo.content_type == "image/jpeg"

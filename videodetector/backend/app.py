@@ -32,6 +32,7 @@ from videodetector.backend import (
     faces,
     galleries,
     openapi,
+    person_store,
     persons,
     stats,
 )
@@ -251,6 +252,7 @@ def _gauges(backend: Backend, user: int | None) -> dict[str, tuple[str, float]]:
         "backend_persons": ("Persons (8.2).", float(db.scalar("SELECT COUNT(*) FROM persons"))),
         "backend_cameras": ("Cameras.", float(db.scalar("SELECT COUNT(*) FROM cameras"))),
         "backend_users": ("Tokens.", float(db.scalar("SELECT COUNT(*) FROM users"))),
+        **person_store.gauges(db),
     }
 
 

@@ -45,7 +45,9 @@ FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): emb
             timestamp="ISO 8601 capture time", detectorParams="JSON from the video detector",
             gender="true (needs --gae)", age="true (needs --gae)",
             idempotency_key="same as the Idempotency-Key header")
-FACE_PUT = body(meta="new meta", person_id="person id (null clears)",
+FACE_PUT = body(meta="new meta",
+                person_id='an existing person of this token, "new" (the server creates a '
+                          'person) or null (clears)',
                 galleries='{"add"|"del"|"set": ["gallery", ...]}')
 CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               url="stream URL", detector="video detector name (GET /camera?detector=)",
@@ -80,3 +82,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error("BAD_PARAM: the body, a file or the request's decoded pixels exceed a limit"),
     503: _error("SERVICE_UNAVAILABLE: database, storage or models unavailable"),
 }
+
+
+PERSON_MERGE = body(person_id="the person to merge into this one (its faces move here)")
+NOT_THIS_PERSON = body(face_ids="JSON list of face ids of this person that are someone else")

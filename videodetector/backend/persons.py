@@ -1,6 +1,9 @@
 """Persons (8.2) and camera history (8.2.3, 9.1.2 /history/search).
 
-A history event is a face posted with a ``cam_id``: its id is the face id.
+A history event is a face posted with a ``cam_id``: its id is the face id. How faces are
+given persons is in ``person_match``; the operator's corrections (merge two persons, move a
+face, "not this person", undo a merge) are here and in ``PUT /face/id``, and every change
+of a person -- automatic or not -- is a person event (``GET /person/id/{id}/events``).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import openapi, views
+from videodetector.backend import openapi, person_store, views
 from videodetector.backend.deps import current_user, get_backend, params_of, urls_of
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.params import DbId, Params
+from videodetector.backend.params import DbId, Params, exact_int
+from videodetector.backend.person_match import best_faces
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import PageRequest, page_ids, placeholders, update
 from videodetector.backend.timeutil import parse_time
@@ -38,7 +42,8 @@ async def list_persons(request: Request, user: int = Depends(current_user)) -> d
     page = PageRequest(limit or None, p.integer("max_id"), p.integer("min_id"))
 
     def work() -> dict[str, Any]:
-        result = page_ids(backend.db, "id", "persons WHERE user_id = ?", [user], page)
+        result = page_ids(backend.db, "id", "persons WHERE user_id = ? AND merged_into IS NULL",
+                          [user], page)
         if not result.ids:
             return {**views.page_links(request, result), "results": []}
         marks = placeholders(len(result.ids))
@@ -56,22 +61,27 @@ def person_json(backend: Backend, user: int, person_id: int) -> dict[str, Any]:
     row = _person_row(backend, user, person_id)
     faces = backend.db.rows("SELECT id, cam_id, friend FROM faces WHERE user_id = ? AND "
                             "person_id = ? ORDER BY id", (user, person_id))
+    with backend.db.lock:
+        best = best_faces(backend.db.conn, user, person_id, 1) if faces else []
     return {
         "id": row["id"],
         "meta": row["meta"],
         "timestamp": row["created"],
         "face_count": len(faces),
         "faces": [f["id"] for f in faces],
+        "representative_face": best[0][0] if best else None,
         "cam_ids": sorted({f["cam_id"] for f in faces if f["cam_id"] is not None}),
         "friend": bool(faces and faces[-1]["friend"]),
+        "merged_into": row["merged_into"],
     }
 
 
 @router.get("/person/id/{person_id}")
 async def get_person(person_id: DbId, request: Request,
                      user: int = Depends(current_user)) -> dict[str, Any]:
-    """The person: ``id``, ``meta``, ``faces`` (face ids), ``cam_ids``, ``friend`` (as of the
-    latest face)."""
+    """The person: ``id``, ``meta``, ``faces`` (face ids), ``representative_face`` (its
+    best-quality face), ``cam_ids``, ``friend`` (as of the latest face), ``merged_into`` (the
+    person it was merged into, else null)."""
     return await run_in_threadpool(person_json, get_backend(request), user, person_id)
 
 
@@ -92,6 +102,96 @@ async def put_person(person_id: DbId, request: Request,
         return person_json(backend, user, person_id)
 
     return await run_in_threadpool(work)
+
+
+# -- operator corrections and person events --------------------------------------
+
+@router.get("/person/id/{person_id}/events")
+async def person_events(person_id: DbId, request: Request,
+                        user: int = Depends(current_user)) -> dict[str, Any]:
+    """Changes of the person, oldest first: ``merge`` (``other_person_id``'s faces moved
+    here), ``unmerge``, ``move`` / ``not_this_person`` (an operator took ``face_ids`` away),
+    ``identity_switch`` (a face of this person's track was someone else). ``actor`` is
+    ``auto`` or ``operator``; ``undone_by`` names the event that undid a merge."""
+    backend = get_backend(request)
+
+    def work() -> dict[str, Any]:
+        _person_row(backend, user, person_id)
+        rows = backend.db.rows("SELECT * FROM person_events WHERE user_id = ? AND "
+                               "(person_id = ? OR other_id = ?) ORDER BY id",
+                               (user, person_id, person_id))
+        return {"results": [person_store.event_json(r) for r in rows]}
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/person/id/{person_id}/merge", openapi_extra=openapi.PERSON_MERGE)
+async def merge_person(person_id: DbId, request: Request,
+                       user: int = Depends(current_user)) -> dict[str, Any]:
+    """Merge person ``person_id`` (body) into this person: its faces move here, it keeps its
+    id with ``merged_into`` set. Undo with ``POST /person/event/{id}/undo``."""
+    backend = get_backend(request)
+    p = await params_of(request)
+    other_raw = p.raw("person_id")
+
+    def work() -> dict[str, Any]:
+        index = backend.index(user)
+        with person_store.person_transaction(backend.db, index) as (conn, changes):
+            into = person_store.own_person(conn, user, person_id)
+            away = person_store.own_person(conn, user, other_raw)
+            if away == into:
+                raise bad_param("person_id", "a person cannot be merged into itself", other_raw)
+            person_store.merge_persons(conn, changes, user, into, away, "operator")
+        return person_json(backend, user, person_id)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/person/id/{person_id}/not_this_person",
+             openapi_extra=openapi.NOT_THIS_PERSON)
+async def not_this_person(person_id: DbId, request: Request,
+                          user: int = Depends(current_user)) -> dict[str, Any]:
+    """Negative feedback: ``face_ids`` (faces of this person) are someone else. They become
+    unassigned (give them a person with ``PUT /face/id``), and neither they nor their tracks
+    join this person automatically again."""
+    backend = get_backend(request)
+    face_ids = face_id_list(await params_of(request))
+
+    def work() -> dict[str, Any]:
+        with person_store.person_transaction(backend.db, backend.index(user)) as (conn, ch):
+            person_store.own_person(conn, user, person_id)
+            person_store.not_this_person(conn, ch, user, person_id, face_ids)
+        return person_json(backend, user, person_id)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/person/event/{event_id}/undo")
+async def undo_event(event_id: DbId, request: Request,
+                     user: int = Depends(current_user)) -> dict[str, Any]:
+    """Undo a ``merge`` (automatic or not): the merged faces go back to their person, and the
+    two persons are never merged automatically again. Answers the ``unmerge`` event."""
+    backend = get_backend(request)
+
+    def work() -> dict[str, Any]:
+        with person_store.person_transaction(backend.db, backend.index(user)) as (conn, ch):
+            undo = person_store.undo_merge(conn, ch, user, event_id)
+        row = backend.db.row("SELECT * FROM person_events WHERE id = ?", (undo,))
+        return person_store.event_json(row)
+
+    return await run_in_threadpool(work)
+
+
+def face_id_list(p: Params) -> list[int]:
+    """``face_ids``: a JSON list of face ids (or one id), 1..1000 of them."""
+    raw = p.raw("face_ids")
+    if isinstance(raw, str) and raw.strip().startswith("["):
+        raw = p.json("face_ids")
+    items = raw if isinstance(raw, list) else [raw]
+    ids = [exact_int(i) for i in items]
+    if not 1 <= len(ids) <= 1000 or any(i is None or i <= 0 for i in ids):
+        raise bad_param("face_ids", "face_ids must be a list of 1..1000 face ids", raw)
+    return [int(i) for i in ids if i is not None]
 
 
 # -- history -------------------------------------------------------------------

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import defaultdict
 
+from videodetector.backend import person_store
 from videodetector.backend.service import Backend
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def expire_history(backend: Backend, now: float | None = None) -> tuple[int, int
         persons = conn.execute(
             "DELETE FROM persons WHERE meta = '' AND NOT EXISTS "
             "(SELECT 1 FROM faces f WHERE f.person_id = persons.id)").rowcount
+        if persons:
+            person_store.forget_deleted_persons(conn)
     if faces or persons:
         log.info("history retention: deleted %d camera event(s) older than %g s and %d "
                  "person(s) left without faces", faces, max_age, persons)

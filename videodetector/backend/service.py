@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from videodetector.backend import person_match, person_store
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.engine import Box, FoundFace, shared_engine
@@ -39,7 +40,6 @@ from videodetector.backend.imaging import (
     thumbnail,
 )
 from videodetector.backend.index import IndexRegistry
-from videodetector.backend.params import INT64_MAX, exact_int
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
@@ -118,6 +118,8 @@ class Backend:
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
         self._keys_since_prune = 0
         self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
+        self.persons = person_match.Matcher(settings)
+        person_store.migrate(self.db)
         self._load_index()
         self._prune_idempotency()
 
@@ -325,13 +327,16 @@ class Backend:
     def _insert_faces(self, conn: sqlite3.Connection, user: int, post: FacePost,
                       faces: list[NewFace], written: dict[str, Any], galleries: list[str],
                       ts: datetime) -> list[int]:
+        index = self.index(user)
+        changes = person_store.IndexLog(index, self.db)  # person changes to older faces
+        # detectorParams (track, quality) describe one face: not the faces of a group photo
+        stream_params = post.detector_params if len(faces) == 1 else None
         ids: list[int] = []
         for face, (thumb, norm) in zip(faces, written["faces"], strict=True):
-            meta, person = post.meta, None
-            if self.settings.person_identify:
-                person, meta = self._assign_person(conn, user, face, post.cam_id, meta)
+            a = self.persons.prepare(conn, index, user, face.embedding, face.box, post.meta,
+                                     post.cam_id, stream_params, ts.timestamp())
             face_id = insert(conn, "faces", {
-                "user_id": user, "meta": meta, "person_id": person, "cam_id": post.cam_id,
+                "user_id": user, "meta": a.meta, "person_id": a.person, "cam_id": post.cam_id,
                 "timestamp": iso(ts), "ts": ts.timestamp(), "day": ts.date().isoformat(),
                 **face_box_json(face.box), "photo": written["photo"],
                 "photo_hash": written["photo_hash"], "thumbnail": thumb, "normalized": norm,
@@ -342,14 +347,17 @@ class Backend:
                                     else json.dumps(post.detector_params)),
                 "extra": extra_json(post.extra, face.extra),
                 "embedding": np.asarray(face.embedding, np.float32).tobytes(),
+                "quality": a.quality, "track": a.track,
             })
             for g in galleries:
                 insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
                                                 "gallery": g})
+            self._index_add(user, face_id, face.embedding, post.cam_id, a.person)
+            ids.append(face_id)
+            person = self.persons.settle(conn, changes, user, face_id, a, post.cam_id,
+                                         ts.timestamp())
             if person is not None and post.cam_id is not None:
                 self._update_friend(conn, user, face_id, person, post.cam_id, ts)
-            self._index_add(user, face_id, face.embedding, post.cam_id, person)
-            ids.append(face_id)
         return ids
 
     # -- the index follows the database (see the module docstring) --------------
@@ -370,30 +378,6 @@ class Backend:
             entry = index.entry(face_id)
             index.remove(face_id)
             self.db.on_rollback(partial(index.add, face_id, *entry))
-
-    def _index_set_person(self, user: int, face_id: int, person: int | None) -> None:
-        index = self.index(user)
-        old = index.person_of(face_id)
-        index.set_person(face_id, person)
-        self.db.on_rollback(partial(index.set_person, face_id, old))
-
-    def _assign_person(self, conn: sqlite3.Connection, user: int, face: NewFace,
-                       cam_id: str | None, meta: str) -> tuple[int, str]:
-        """8.2: join the person of the most similar face (same camera unless global) at or
-        above person_identify_threshold, inheriting its meta; else start a new person."""
-        s = self.settings
-        index = self.index(user)
-        mask = index.mask(cam_id=cam_id, any_cam=s.person_identify_global, with_person=True)
-        hits = index.search(face.embedding, 1, mask)
-        if hits and float(confidence_from_cosine(hits[0][1])) >= s.person_identify_threshold:
-            person = index.person_of(hits[0][0])
-            if person is not None:
-                if not meta:
-                    meta = conn.execute("SELECT meta FROM faces WHERE id = ?",
-                                        (hits[0][0],)).fetchone()[0]
-                return person, meta
-        person = insert(conn, "persons", {"user_id": user, "meta": meta, "created": iso(now())})
-        return person, meta
 
     def _update_friend(self, conn: sqlite3.Connection, user: int, face_id: int, person: int,
                        cam_id: str, ts: datetime) -> None:
@@ -491,33 +475,17 @@ class Backend:
 
     def update_face(self, user: int, face_id: int, meta: str | None, person: Any,
                     galleries: dict[str, list[str]] | None) -> None:
-        """PUT /face/id: meta, person_id (None = leave, "" or null = clear), galleries ops."""
+        """PUT /face/id: meta, person_id (UNSET = leave, "" or null = clear, "new" = a new
+        person, else an existing person of this token), galleries ops."""
         self.face_row(user, face_id)
-        with self.db.transaction() as conn:
-            values: dict[str, Any] = {}
+        with person_store.person_transaction(self.db, self.index(user)) as (conn, changes):
             if meta is not None:
-                values["meta"] = meta
-            if person is not _UNSET:
-                values["person_id"] = self._own_person(conn, user, person)
-            update(conn, "faces", values, "id = ? AND user_id = ?", (face_id, user))
+                update(conn, "faces", {"meta": meta}, "id = ? AND user_id = ?", (face_id, user))
+            if person is not _UNSET:  # an operator's move: recorded, never undone by matching
+                target = person_store.target_person(conn, user, person)
+                person_store.operator_move(conn, changes, user, face_id, target)
             if galleries is not None:
                 self._update_galleries(conn, user, face_id, galleries)
-            if "person_id" in values:
-                self._index_set_person(user, face_id, values["person_id"])
-
-    def _own_person(self, conn: sqlite3.Connection, user: int, person: Any) -> int | None:
-        if person is None or person == "":
-            return None
-        pid = exact_int(person)
-        if pid is None or not 0 < pid <= INT64_MAX:
-            raise bad_param("person_id", "person_id must be a positive integer", person)
-        owner = conn.execute("SELECT user_id FROM persons WHERE id = ?", (pid,)).fetchone()
-        if owner is None:
-            insert(conn, "persons", {"id": pid, "user_id": user, "meta": "",
-                                     "created": iso(now())})
-        elif owner[0] != user:
-            raise bad_param("person_id", f"person_id {pid} is not available", person)
-        return pid
 
     def _update_galleries(self, conn: sqlite3.Connection, user: int, face_id: int,
                           ops: dict[str, list[str]]) -> None:

@@ -38,6 +38,11 @@ class Settings:
     person_identify: bool = False
     person_identify_global: bool = False
     person_identify_threshold: float = 0.75
+    # person matching with the detector's tracks and face quality (backend/person_match.py)
+    person_min_quality: float = -6.5  # poorer faces join persons but never create one
+    person_track_ttl: float = 300.0  # seconds a track's person is remembered
+    person_merge: bool = True  # merge two persons a good face shows to be one
+    person_merge_min_quality: float = -5.0  # quality of a face that may merge persons
     # 8.3 friend or foe
     friend_count: int = 5
     friend_interval: float = 3600 * 24 * 7
@@ -160,6 +165,10 @@ def _check(s: Settings) -> None:
 
     need(0 <= s.port <= 65535, "port", "in 0..65535")
     need(0.0 <= s.person_identify_threshold <= 1.0, "person_identify_threshold", "in [0, 1]")
+    need(-20.0 <= s.person_min_quality <= 0.0, "person_min_quality", "in [-20, 0]")
+    need(0 < s.person_track_ttl <= 86400, "person_track_ttl", "in (0, 86400] seconds")
+    need(-20.0 <= s.person_merge_min_quality <= 0.0, "person_merge_min_quality",
+         "in [-20, 0]")
     need(s.friend_count >= 1, "friend_count", ">= 1")
     need(s.friend_interval > 0, "friend_interval", "> 0 seconds")
     need(s.max_identify_limit >= 0, "max_identify_limit", ">= 0")

@@ -13,6 +13,7 @@ A multipart/form-data POST to ``api_url + request_url`` with::
     timestamp=<ISO 8601 capture time>
     bbox=[[x1,y1,x2,y2]]
     detectorParams={"score": .., "direction_score": .., "track_id": ..,
+                    "run_id": ..  (the daemon run: track ids restart with it),
                     "track": [[x, y], ...]  (with --send-track),
                     "label": "realtime"|"offline"  (with --realtime1844)}
     <img-arg>=@<frame>.jpeg                the full frame; omitted with --only-norm
@@ -70,6 +71,8 @@ def detector_params(snap: Snapshot, send_track: bool, realtime1844: bool) -> dic
         "direction_score": snap.direction_score,
         "track_id": snap.track_id,
     }
+    if snap.run_id:  # the backend keys a track's person by (cam_id, run_id, track_id)
+        params["run_id"] = snap.run_id
     if send_track:
         params["track"] = [[x, y] for x, y in snap.track]
     if realtime1844 and snap.label:

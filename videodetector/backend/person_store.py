@@ -1,0 +1,325 @@
+"""Person rows: who may create them, their schema additions, and the repair of old databases.
+
+Only the server creates persons (dynamic person creation, or an operator's explicit
+``"person_id": "new"``). A client never chooses a new person's id: a ``person_id`` it sends
+must name an existing person of its own token, and any other id -- free, or another
+tenant's -- answers the same 404, so ids cannot be probed across tenants.
+
+Older versions created a person with whatever id ``PUT /face/id`` sent; an id near 2**63
+exhausted the AUTOINCREMENT sequence and broke person creation for every tenant.
+:func:`migrate` renumbers such persons (ids above 2**53, the largest integer every JSON
+client reads exactly) and resets the sequence, once, at startup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from videodetector.backend.errors import ApiError, bad_param, not_found
+from videodetector.backend.index import UserIndex
+from videodetector.backend.params import INT64_MAX, exact_int
+from videodetector.backend.storage import Database, insert
+from videodetector.backend.timeutil import iso, now
+
+log = logging.getLogger(__name__)
+
+# Person ids above this were chosen by a client (the server counts up from 1).
+MAX_SERVER_PERSON_ID = 2**53
+NEW_PERSON = "new"
+
+
+def create_person(conn: sqlite3.Connection, user: int, meta: str = "") -> int:
+    """A new person of ``user`` with a server-chosen id."""
+    return insert(conn, "persons", {"user_id": user, "meta": meta, "created": iso(now())})
+
+
+def person_not_found(value: Any) -> ApiError:
+    """The one answer for a person id the token does not own (free or another tenant's)."""
+    return ApiError(404, "NOT_FOUND", f"person {value} not found", param="person_id",
+                    value=value)
+
+
+def own_person(conn: sqlite3.Connection, user: int, value: Any) -> int:
+    """The id of an existing person of ``user``; 404 (the same for every other id) if not."""
+    pid = exact_int(value)
+    if pid is None or not 0 < pid <= INT64_MAX:
+        raise bad_param("person_id", 'person_id must be a positive integer, "new" or null',
+                        value)
+    row = conn.execute("SELECT 1 FROM persons WHERE id = ? AND user_id = ?",
+                       (pid, user)).fetchone()
+    if row is None:
+        raise person_not_found(value)
+    return pid
+
+
+def target_person(conn: sqlite3.Connection, user: int, value: Any) -> int | None:
+    """``person_id`` of ``PUT /face/id``: null or "" clears, "new" creates a person (the
+    server picks the id), an integer must be an existing person of the same token."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().lower() == NEW_PERSON:
+        return create_person(conn, user)
+    return own_person(conn, user, value)
+
+
+def migrate(db: Database) -> None:
+    """Upgrade the schema, and repair a database an older version let clients poison (see
+    the module docstring)."""
+    upgrade_schema(db)
+    with db.transaction() as conn:
+        rogue = conn.execute("SELECT id, user_id, meta, created FROM persons WHERE id > ? "
+                             "ORDER BY id", (MAX_SERVER_PERSON_ID,)).fetchall()
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM persons WHERE id <= ?",
+                           (MAX_SERVER_PERSON_ID,)).fetchone()[0]
+        # also when the rogue person itself is gone (retention): the sequence stays exhausted
+        if conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons' AND seq > ?",
+                        (top, MAX_SERVER_PERSON_ID)).rowcount:
+            log.warning("person id sequence reset to %d (it was pushed up by a client)", top)
+        for old in rogue:
+            conn.execute("DELETE FROM persons WHERE id = ?", (old["id"],))
+            new = insert(conn, "persons", {"user_id": old["user_id"], "meta": old["meta"],
+                                           "created": old["created"]})
+            conn.execute("UPDATE faces SET person_id = ? WHERE person_id = ? AND user_id = ?",
+                         (new, old["id"], old["user_id"]))
+            log.warning("person %d (an id chosen by a client) renumbered to %d", old["id"], new)
+
+
+# -- schema additions (versioned by settings.persons_schema_version) --------------------------
+
+PERSONS_SCHEMA_VERSION = 2
+
+_SCHEMA_V2 = """
+ALTER TABLE faces ADD COLUMN quality REAL;
+ALTER TABLE faces ADD COLUMN track TEXT;
+ALTER TABLE persons ADD COLUMN merged_into INTEGER;
+CREATE INDEX IF NOT EXISTS faces_track ON faces (user_id, track, ts);
+CREATE TABLE IF NOT EXISTS person_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    person_id INTEGER NOT NULL,
+    other_id INTEGER,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    face_ids TEXT NOT NULL DEFAULT '[]',
+    detail TEXT,
+    created TEXT NOT NULL,
+    undone_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS person_events_person ON person_events (user_id, person_id, id);
+CREATE INDEX IF NOT EXISTS person_events_other ON person_events (user_id, other_id, id);
+CREATE TABLE IF NOT EXISTS person_blocks (
+    user_id INTEGER NOT NULL,
+    person_id INTEGER NOT NULL,
+    face_id INTEGER,
+    track TEXT,
+    other_id INTEGER,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS person_blocks_person ON person_blocks (user_id, person_id);
+"""
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM settings WHERE key = 'persons_schema_version'"
+                       ).fetchone()
+    return int(row[0]) if row else 1
+
+
+def upgrade_schema(db: Database) -> None:
+    """Add what person matching needs (faces.quality, faces.track, persons.merged_into,
+    person_events, person_blocks) to a database of version 1, once."""
+    with db.transaction() as conn:
+        if _schema_version(conn) >= PERSONS_SCHEMA_VERSION:
+            return
+        for statement in filter(None, (s.strip() for s in _SCHEMA_V2.split(";"))):
+            conn.execute(statement)
+        conn.execute("INSERT OR REPLACE INTO settings VALUES ('persons_schema_version', ?)",
+                     (str(PERSONS_SCHEMA_VERSION),))
+    log.info("database upgraded to persons schema %d", PERSONS_SCHEMA_VERSION)
+
+
+# -- the in-memory index follows the rows; reverted when the transaction rolls back ----------
+
+class IndexLog:
+    """Person changes made to a UserIndex inside a transaction. Each change registers its
+    undo with the database (``Database.on_rollback``), so a rollback puts the index back."""
+
+    def __init__(self, index: UserIndex, db: Database) -> None:
+        self.index = index
+        self.db = db
+
+    def set_person(self, face_id: int, person: int | None) -> None:
+        old = self.index.person_of(face_id)
+        self.index.set_person(face_id, person)
+        self.db.on_rollback(partial(self.index.set_person, face_id, old))
+
+
+@contextmanager
+def person_transaction(db: Database, index: UserIndex
+                       ) -> Iterator[tuple[sqlite3.Connection, IndexLog]]:
+    """``db.transaction()`` whose index changes are undone if it rolls back."""
+    with db.transaction() as conn:
+        yield conn, IndexLog(index, db)
+
+
+# -- events and operator feedback -------------------------------------------------------------
+
+def record_event(conn: sqlite3.Connection, user: int, kind: str, actor: str, person: int,
+                 other: int | None = None, face_ids: Iterable[int] = (),
+                 **detail: Any) -> int:
+    """A person event (merge, unmerge, move, not_this_person, identity_switch)."""
+    return insert(conn, "person_events", {
+        "user_id": user, "person_id": person, "other_id": other, "kind": kind, "actor": actor,
+        "face_ids": json.dumps(sorted(face_ids)),
+        "detail": json.dumps(detail) if detail else None, "created": iso(now())})
+
+
+def block(conn: sqlite3.Connection, user: int, person: int, *, face_id: int | None = None,
+          track: str | None = None, other: int | None = None) -> None:
+    """Operator feedback: ``face_id`` / ``track`` is not ``person``; ``person`` and ``other``
+    are different people. Automatic joins and merges respect it."""
+    insert(conn, "person_blocks", {"user_id": user, "person_id": person, "face_id": face_id,
+                                   "track": track, "other_id": other, "created": iso(now())})
+
+
+def persons_blocked_for_track(conn: sqlite3.Connection, user: int, track: str | None
+                              ) -> set[int]:
+    if track is None:
+        return set()
+    rows = conn.execute("SELECT person_id FROM person_blocks WHERE user_id = ? AND track = ?",
+                        (user, track)).fetchall()
+    return {r[0] for r in rows}
+
+
+def pair_blocked(conn: sqlite3.Connection, user: int, a: int, b: int) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM person_blocks WHERE user_id = ? AND ((person_id = ? AND other_id = ?) "
+        "OR (person_id = ? AND other_id = ?)) LIMIT 1", (user, a, b, b, a)).fetchone() is not None
+
+
+def face_blocked(conn: sqlite3.Connection, user: int, face_id: int, person: int) -> bool:
+    return conn.execute("SELECT 1 FROM person_blocks WHERE user_id = ? AND person_id = ? AND "
+                        "face_id = ? LIMIT 1", (user, person, face_id)).fetchone() is not None
+
+
+def move_faces(conn: sqlite3.Connection, changes: IndexLog, user: int, face_ids: list[int],
+               person: int | None) -> None:
+    marks = ", ".join("?" * len(face_ids))
+    conn.execute(f"UPDATE faces SET person_id = ? WHERE user_id = ? AND id IN ({marks})",
+                 (person, user, *face_ids))
+    for face_id in face_ids:
+        changes.set_person(face_id, person)
+
+
+def merge_persons(conn: sqlite3.Connection, changes: IndexLog, user: int, into: int,
+                  away: int, actor: str, **detail: Any) -> int:
+    """Move every face of ``away`` to ``into``; ``away`` is kept (``merged_into``) so the merge
+    can be undone. Returns the merge event's id."""
+    faces = [r[0] for r in conn.execute(
+        "SELECT id FROM faces WHERE user_id = ? AND person_id = ?", (user, away))]
+    if faces:
+        move_faces(conn, changes, user, faces, into)
+    conn.execute("UPDATE persons SET merged_into = ? WHERE id = ? AND user_id = ?",
+                 (into, away, user))
+    conn.execute("UPDATE persons SET meta = (SELECT meta FROM persons WHERE id = ?) "
+                 "WHERE id = ? AND meta = ''", (away, into))
+    log.info("person %d merged into %d (%s, %d faces)%s", away, into, actor, len(faces),
+             "".join(f" {k}={v}" for k, v in detail.items()))
+    return record_event(conn, user, "merge", actor, into, away, faces, **detail)
+
+
+def undo_merge(conn: sqlite3.Connection, changes: IndexLog, user: int, event_id: int) -> int:
+    """Undo a merge: its faces (those still in the merged person) go back; the two persons
+    are never merged automatically again. Returns the "unmerge" event's id."""
+    ev = conn.execute("SELECT * FROM person_events WHERE id = ? AND user_id = ?",
+                      (event_id, user)).fetchone()
+    if ev is None:
+        raise not_found("person event", event_id)
+    if ev["kind"] != "merge" or ev["undone_by"] is not None:
+        raise bad_param("event_id", "only a merge that is not undone yet can be undone",
+                        event_id)
+    into, away = ev["person_id"], ev["other_id"]
+    faces = [f for f in json.loads(ev["face_ids"]) if conn.execute(
+        "SELECT 1 FROM faces WHERE id = ? AND user_id = ? AND person_id = ?",
+        (f, user, into)).fetchone()]
+    if conn.execute("SELECT 1 FROM persons WHERE id = ? AND user_id = ?", (away, user)
+                    ).fetchone() is None:  # deleted by retention meanwhile: bring it back
+        conn.execute("INSERT INTO persons (id, user_id, meta, created) VALUES (?, ?, '', ?)",
+                     (away, user, iso(now())))
+    if faces:
+        move_faces(conn, changes, user, faces, away)
+    conn.execute("UPDATE persons SET merged_into = NULL WHERE id = ? AND user_id = ?",
+                 (away, user))
+    block(conn, user, into, other=away)
+    undo = record_event(conn, user, "unmerge", "operator", into, away, faces,
+                        undoes=event_id)
+    conn.execute("UPDATE person_events SET undone_by = ? WHERE id = ?", (undo, event_id))
+    return undo
+
+
+def operator_move(conn: sqlite3.Connection, changes: IndexLog, user: int, face_id: int,
+                  person: int | None) -> None:
+    """An operator moves a face to ``person`` (None: no person). The face and its track
+    never rejoin the old person automatically, nor are the two persons merged."""
+    face = conn.execute("SELECT id, person_id, track FROM faces WHERE id = ? AND user_id = ?",
+                        (face_id, user)).fetchone()
+    if face is None:
+        raise not_found("face", face_id)
+    old = face["person_id"]
+    if old == person:
+        return
+    move_faces(conn, changes, user, [face["id"]], person)
+    if old is not None:
+        block(conn, user, old, face_id=face["id"], track=face["track"])
+        if person is not None:
+            block(conn, user, old, other=person)
+        kind = "not_this_person" if person is None else "move"
+        record_event(conn, user, kind, "operator", old, person, [face["id"]])
+
+
+def not_this_person(conn: sqlite3.Connection, changes: IndexLog, user: int, person: int,
+                    face_ids: list[int]) -> None:
+    """Negative feedback: these faces of ``person`` are someone else (they become
+    unassigned, and neither they nor their tracks rejoin ``person`` automatically)."""
+    for face_id in face_ids:
+        face = conn.execute("SELECT person_id FROM faces WHERE id = ? AND user_id = ?",
+                            (face_id, user)).fetchone()
+        if face is None or face["person_id"] != person:
+            raise bad_param("face_ids", f"face {face_id} is not a face of person {person}",
+                            face_id)
+        operator_move(conn, changes, user, face_id, None)
+
+
+def event_json(row: Any) -> dict[str, Any]:
+    return {"id": row["id"], "kind": row["kind"], "actor": row["actor"],
+            "person_id": row["person_id"], "other_person_id": row["other_id"],
+            "face_ids": json.loads(row["face_ids"]),
+            "detail": json.loads(row["detail"]) if row["detail"] else {},
+            "timestamp": row["created"], "undone_by": row["undone_by"]}
+
+
+def forget_deleted_persons(conn: sqlite3.Connection) -> None:
+    """Drop events and feedback about persons that no longer exist (retention)."""
+    for table in ("person_events", "person_blocks"):
+        conn.execute(f"DELETE FROM {table} WHERE NOT EXISTS "
+                     f"(SELECT 1 FROM persons p WHERE p.id = {table}.person_id)")
+
+
+def gauges(db: Database) -> dict[str, tuple[str, float]]:
+    """Metrics: automatic person decisions so far (they survive restarts: counted from the
+    person events)."""
+    counts = dict(db.rows("SELECT kind || ':' || actor, COUNT(*) FROM person_events "
+                          "GROUP BY kind, actor"))
+    return {
+        "backend_person_identity_switches": (
+            "Faces that clearly disagreed with their track's person (tracker identity "
+            "switches).", float(counts.get("identity_switch:auto", 0))),
+        "backend_person_auto_merges": (
+            "Persons merged automatically (late evidence).", float(counts.get("merge:auto", 0))),
+    }
