@@ -246,7 +246,8 @@ def _gauges(backend: Backend, user: int | None) -> dict[str, tuple[str, float]]:
 
         return {"backend_faces": ("Stored faces of this token.", count("faces")),
                 "backend_persons": ("Persons (8.2) of this token.", count("persons")),
-                "backend_cameras": ("Cameras of this token.", count("cameras"))}
+                "backend_cameras": ("Cameras of this token.", count("cameras")),
+                **person_store.gauges(db, user)}
     return {
         "backend_faces": ("Stored faces.", float(backend.index.total())),
         "backend_persons": ("Persons (8.2).", float(db.scalar("SELECT COUNT(*) FROM persons"))),

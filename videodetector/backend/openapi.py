@@ -84,5 +84,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-PERSON_MERGE = body(person_id="the person to merge into this one (its faces move here)")
-NOT_THIS_PERSON = body(face_ids="JSON list of face ids of this person that are someone else")
+_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+PERSON_MERGE = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "required": ["person_id"], "properties": {
+        "person_id": {**_ID, "description": "the person to merge into this one (its faces "
+                      "move here)"}}}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["person_id"],
+                                       "properties": {"person_id": {
+                                           "type": "string", "pattern": "^[1-9][0-9]{0,17}$"}}}},
+}}}
+NOT_THIS_PERSON = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "required": ["face_ids"], "properties": {
+        "face_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": 1000,
+                     "description": "face ids of this person that are someone else"}}}},
+}}}

@@ -311,11 +311,12 @@ def forget_deleted_persons(conn: sqlite3.Connection) -> None:
                      f"(SELECT 1 FROM persons p WHERE p.id = {table}.person_id)")
 
 
-def gauges(db: Database) -> dict[str, tuple[str, float]]:
-    """Metrics: automatic person decisions so far (they survive restarts: counted from the
-    person events)."""
+def gauges(db: Database, user: int | None = None) -> dict[str, tuple[str, float]]:
+    """Metrics: automatic person decisions so far, of every tenant or of ``user`` (they
+    survive restarts: counted from the person events)."""
+    where, args = ("WHERE user_id = ? ", (user,)) if user is not None else ("", ())
     counts = dict(db.rows("SELECT kind || ':' || actor, COUNT(*) FROM person_events "
-                          "GROUP BY kind, actor"))
+                          f"{where}GROUP BY kind, actor", args))
     return {
         "backend_person_identity_switches": (
             "Faces that clearly disagreed with their track's person (tracker identity "

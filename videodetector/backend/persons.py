@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from videodetector.backend import openapi, person_store, views
 from videodetector.backend.deps import current_user, get_backend, params_of, urls_of
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.params import DbId, Params, exact_int
+from videodetector.backend.params import INT64_MAX, DbId, Params, exact_int
 from videodetector.backend.person_match import best_faces
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import PageRequest, page_ids, placeholders, update
@@ -135,6 +135,7 @@ async def merge_person(person_id: DbId, request: Request,
     other_raw = p.raw("person_id")
 
     def work() -> dict[str, Any]:
+        _person_row(backend, user, person_id)  # 404 for an id that is not this token's
         index = backend.index(user)
         with person_store.person_transaction(backend.db, index) as (conn, changes):
             into = person_store.own_person(conn, user, person_id)
@@ -158,6 +159,7 @@ async def not_this_person(person_id: DbId, request: Request,
     face_ids = face_id_list(await params_of(request))
 
     def work() -> dict[str, Any]:
+        _person_row(backend, user, person_id)  # 404 for an id that is not this token's
         with person_store.person_transaction(backend.db, backend.index(user)) as (conn, ch):
             person_store.own_person(conn, user, person_id)
             person_store.not_this_person(conn, ch, user, person_id, face_ids)
@@ -188,8 +190,10 @@ def face_id_list(p: Params) -> list[int]:
     if isinstance(raw, str) and raw.strip().startswith("["):
         raw = p.json("face_ids")
     items = raw if isinstance(raw, list) else [raw]
-    ids = [exact_int(i) for i in items]
-    if not 1 <= len(ids) <= 1000 or any(i is None or i <= 0 for i in ids):
+    # a JSON number with no fraction (7.0) is an integer too (JSON Schema's reading)
+    ids = [int(i) if isinstance(i, float) and i.is_integer() and abs(i) < 2**63
+           else exact_int(i) for i in items]
+    if not 1 <= len(ids) <= 1000 or any(i is None or not 0 < i <= INT64_MAX for i in ids):
         raise bad_param("face_ids", "face_ids must be a list of 1..1000 face ids", raw)
     return [int(i) for i in ids if i is not None]
 
