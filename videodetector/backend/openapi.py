@@ -23,7 +23,9 @@ def body(files: dict[str, str] | None = None, **fields: str) -> dict[str, Any]:
     }}}
 
 
-PHOTO = "JPEG, PNG or WebP, at most 10 MB (or a URL with --fetch-urls)"
+PHOTO = ("JPEG, PNG or WebP, at most 10 MB; in JSON: base64 or a data: URI (or a URL with "
+         "--fetch-urls)")
+ATTRIBUTES = "JSON object of custom attributes, returned with the face (16 KiB as JSON)"
 THRESHOLD = "strict (0.7834), medium (0.6616), low (0.5690), none, or 0..1; default 0.75"
 MF = "reject, biggest (default) or all"
 BBOX = "JSON list of boxes [[x1, y1, x2, y2], ...]"
@@ -44,9 +46,14 @@ FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): emb
             bbox=BBOX, mf_selector=MF, cam_id="camera id: makes the face a history event",
             timestamp="ISO 8601 capture time", detectorParams="JSON from the video detector",
             gender="true (needs --gae)", age="true (needs --gae)",
-            idempotency_key="same as the Idempotency-Key header")
-FACE_PUT = body(meta="new meta", person_id="person id (null clears)",
-                galleries='{"add"|"del"|"set": ["gallery", ...]}')
+            idempotency_key="same as the Idempotency-Key header", attributes=ATTRIBUTES,
+            unique_args="alias of attributes")
+FACE_PUT = body({"photo": PHOTO + ": replaces the face's image, the id stays",
+                 "face0": "a normalized face replacing the face's image"},
+                meta="new meta", person_id="person id (null clears)",
+                galleries='{"add"|"del"|"set": ["gallery", ...]}',
+                attributes=ATTRIBUTES + "; replaces them, null clears", bbox=BBOX,
+                mf_selector=MF)
 CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               url="stream URL", detector="video detector name (GET /camera?detector=)",
               roi="WxH+X+Y or [W, H, X, Y]", rot="WxH+X+Y or [W, H, X, Y]")
@@ -80,3 +87,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error("BAD_PARAM: the body, a file or the request's decoded pixels exceed a limit"),
     503: _error("SERVICE_UNAVAILABLE: database, storage or models unavailable"),
 }
+
+# /faces/sync's own answer when a cursor cannot be served
+RESYNC = {410: _error("RESYNC_REQUIRED: the cursor is older than the deletions kept "
+                      "(sync_tombstone_ttl) or unknown to this server; clear the mirror and "
+                      "start again without a cursor")}
