@@ -92,3 +92,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 RESYNC = {410: _error("RESYNC_REQUIRED: the cursor is older than the deletions kept "
                       "(sync_tombstone_ttl) or unknown to this server; clear the mirror and "
                       "start again without a cursor")}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+SYNC = {"parameters": [
+    _query("gallery", {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,48}$"},
+           "the gallery to mirror (default: default)"),
+    _query("cursor", {"type": "integer", "minimum": 0},
+           "the cursor of the previous page; none or 0: from the start"),
+    _query("last_updated_at", {"type": "number"},
+           "instead of a cursor: changes after this time (epoch seconds or ISO 8601)"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+           "faces and deletions per page (100)"),
+]}

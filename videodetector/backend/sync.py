@@ -110,7 +110,7 @@ def iso_of(epoch: float) -> str:
     return iso(datetime.fromtimestamp(epoch, UTC))
 
 
-@router.get("/faces/sync", responses=openapi.RESYNC)
+@router.get("/faces/sync", responses=openapi.RESYNC, openapi_extra=openapi.SYNC)
 async def faces_sync(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
     """A gallery's faces added, changed and removed since ``cursor`` (or
     ``last_updated_at``): ``gallery`` (default ``default``), ``cursor``, ``limit``
