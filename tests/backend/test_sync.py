@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from tests.backend.conftest import (
 )
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
+from videodetector.backend.storage import SCHEMA_VERSION
 
 MAX_PHOTO = 400_000  # bytes: the photos used here are under 200 kB
 
@@ -317,3 +319,44 @@ def test_sync_last_updated_at_and_bad_parameters(api: Api) -> None:
     for params in ({"cursor": -1}, {"cursor": "x"}, {"limit": 0}, {"limit": 1001},
                    {"last_updated_at": "yesterday"}, {"gallery": "bad name!"}):
         error_of(api.get("/v1/faces/sync", params=params), 400, "BAD_PARAM")
+
+
+def test_a_database_made_before_versioning_is_upgraded_with_its_faces_in_the_feed(
+        tmp_path) -> None:
+    settings_ = Settings(data_dir=tmp_path, **SERVER_SETTINGS)
+    with BackendServer(settings_) as srv:
+        api = Api(srv.url, srv.create_token())
+        assert api.post("/v1/galleries/wl").status_code in (200, 201, 204)
+        api.add_face(person_photo("A"), galleries="wl")
+        api.add_face(person_photo("B"))
+        srv.backend.close()
+    # what a version 1 database is: no change log, PRAGMA user_version never set
+    conn = sqlite3.connect(tmp_path / "backend.sqlite3")
+    conn.executescript("DROP TABLE face_changes; PRAGMA user_version = 0; "
+                       "UPDATE settings SET value = '1' WHERE key = 'schema_version';")
+    conn.close()
+    with BackendServer(settings_) as srv:
+        api.url = srv.url
+        assert srv.backend.db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 2
+        for gallery, n in (("wl", 1), ("default", 2)):
+            mirror = Mirror(api, gallery)
+            mirror.pull()
+            assert mirror.faces == server_gallery(api, gallery) and len(mirror.faces) == n
+
+
+def test_batch_items_carry_attributes(api: Api) -> None:
+    photo = base64.b64encode(person_photo("A")).decode()
+    r = api.post("/v1/faces/batch", json={"items": [
+        {"id": "u1", "photo": photo, "attributes": {"user_id": "u1", "level": 3}},
+        {"id": "u2", "photo": photo, "unique_args": {"user_id": "u2"}},
+        {"id": "bad", "photo": photo, "attributes": ["not", "an", "object"]},
+        {"id": "big", "photo": photo, "attributes": {"k": "x" * 16400}},
+    ]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["success"] == ["u1", "u2"]
+    assert [f["id"] for f in body["fail"]] == ["bad", "big"]
+    assert body["results"][2]["param"] == "items[2].attributes"
+    got = {f["attributes"]["user_id"]: f["attributes"]
+           for f in api.get("/v1/faces").json()["results"]}
+    assert got == {"u1": {"user_id": "u1", "level": 3}, "u2": {"user_id": "u2"}}
