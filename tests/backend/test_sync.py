@@ -118,6 +118,13 @@ def test_facen_of_a_stored_face_is_the_one_identify_compares(api: Api) -> None:
     (hits,) = r.json()["results"].values()
     assert hits[0]["face"]["id"] == face["id"] and hits[0]["confidence"] > 0.99
     error_of(api.get("/v1/face/id/999999999/facen"), 404, "NOT_FOUND")
+    # the same vector with the face (GET facen=true; POST /face facen=true, as the rival's
+    # face creation returns face_encoding)
+    r = api.get(f"/v1/face/id/{face['id']}", params={"facen": "true"})
+    assert r.json()["facen"] == api.get(f"/v1/face/id/{face['id']}/facen").json()["facen"]
+    assert "facen" not in api.get(f"/v1/face/id/{face['id']}").json()
+    again = api.add_face(person_photo("C"), facen="true")
+    assert float(facen(again["facen"]) @ stored) > 0.9999
 
 
 # -- replacing a face's image -----------------------------------------------------------

@@ -54,6 +54,13 @@ def record(conn: sqlite3.Connection, user: int, face_id: int, before: Iterable[s
         conn.execute(sql, (user, gallery, face_id, 1, at))
 
 
+def touch(conn: sqlite3.Connection, user: int, face_id: int) -> None:
+    """In the transaction of a change that leaves the face's galleries as they are (a new
+    embedding, meta, attributes...): the face changed in each of its galleries."""
+    galleries = galleries_now(conn, face_id)
+    record(conn, user, face_id, galleries, galleries)
+
+
 def record_deleted(conn: sqlite3.Connection, user: int, ids: list[int]) -> None:
     """In the transaction that deletes ``ids`` (before their gallery rows go): a tombstone
     in every gallery each face was in."""

@@ -38,12 +38,21 @@ FACE_FIELDS = {"photo", "bbox", "mf_selector", "meta", "galleries", "cam_id", "t
 ATTRIBUTES = ("attributes", "unique_args")  # unique_args: the name face_recognition_backend uses
 
 
-def render_faces(request: Request, backend: Backend, user: int, ids: list[int]
-                 ) -> list[dict[str, Any]]:
+def render_faces(request: Request, backend: Backend, user: int, ids: list[int],
+                 facen: bool = False) -> list[dict[str, Any]]:
+    """The faces' JSON; with ``facen``, each with its embedding (base64 float32 LE)."""
     rows = backend.face_rows(user, ids)
     galleries = backend.galleries_of([r["id"] for r in rows])
     urls = urls_of(request)
-    return [views.face_json(r, galleries[r["id"]], urls) for r in rows]
+    out = [views.face_json(r, galleries[r["id"]], urls) for r in rows]
+    if facen:
+        for face, row in zip(out, rows, strict=True):
+            face["facen"] = stored_facen(row)
+    return out
+
+
+def stored_facen(row: Any) -> str:
+    return facen_b64(np.frombuffer(row["embedding"], "<f4"))
 
 
 def wanted_attrs(backend: Backend, p: Params) -> frozenset[str]:
@@ -197,7 +206,8 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
                                                        earlier), **unavailable_member(p)}
     post = await face_post(p, backend, key)
     ids = await run_in_threadpool(backend.add_faces, user, post)
-    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids),
+    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids,
+                                               p.flag("facen")),
             **unavailable_member(p)}
 
 
@@ -292,8 +302,10 @@ async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
 @router.get("/face/id/{face_id}")
 async def get_face(face_id: DbId, request: Request,
                    user: int = Depends(current_user)) -> dict[str, Any]:
+    """The face; ``facen=true`` adds its feature vector."""
     backend = get_backend(request)
-    faces = await run_in_threadpool(render_faces, request, backend, user, [face_id])
+    want = Params(dict(request.query_params)).flag("facen")
+    faces = await run_in_threadpool(render_faces, request, backend, user, [face_id], want)
     if not faces:
         raise not_found("face", face_id)
     return faces[0]
@@ -306,7 +318,7 @@ async def get_facen(face_id: DbId, request: Request,
     base64 of the little-endian float32 L2-normalised embedding that /identify compares."""
     backend = get_backend(request)
     row = await run_in_threadpool(backend.face_row, user, face_id)
-    return {"id": row["id"], "facen": facen_b64(np.frombuffer(row["embedding"], "<f4"))}
+    return {"id": row["id"], "facen": stored_facen(row)}
 
 
 @router.put("/face/id/{face_id}", openapi_extra=openapi.FACE_PUT)

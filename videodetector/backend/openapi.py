@@ -47,6 +47,7 @@ FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): emb
             timestamp="ISO 8601 capture time", detectorParams="JSON from the video detector",
             gender="true (needs --gae)", age="true (needs --gae)",
             idempotency_key="same as the Idempotency-Key header", attributes=ATTRIBUTES,
+            facen="true: each face in the answer carries its facen (base64 float32)",
             unique_args="alias of attributes")
 FACE_PUT = body({"photo": PHOTO + ": replaces the face's image, the id stays",
                  "face0": "a normalized face replacing the face's image"},

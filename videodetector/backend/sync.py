@@ -22,14 +22,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from videodetector.backend import changes, openapi, views
 from videodetector.backend.deps import current_user, get_backend, urls_of
 from videodetector.backend.errors import ApiError
-from videodetector.backend.extraction import facen_b64
+from videodetector.backend.faces import stored_facen
 from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
 from videodetector.backend.timeutil import iso, parse_time
@@ -101,7 +100,7 @@ def read_page(request: Request, backend: Backend, user: int, gallery: str, curso
         elif r["face_id"] in faces:
             row = faces[r["face_id"]]
             out_faces.append({**views.face_json(row, galleries[row["id"]], urls), **stamp,
-                              "facen": facen_b64(np.frombuffer(row["embedding"], "<f4"))})
+                              "facen": stored_facen(row)})
     return {"gallery": gallery, "cursor": end, "has_more": has_more, "faces": out_faces,
             "deleted": deleted}
 
