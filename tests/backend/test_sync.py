@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.backend.conftest import (
@@ -262,7 +262,15 @@ def apply(api: Api, op: str, pick: int, photo: str, ids: list[int]) -> None:
     assert r.status_code == 200, r.text
 
 
+# every kind of change to one face, always tried (besides the random sequences)
+LIFE_OF_A_FACE = [("add_wl", 0, "A"), ("add", 0, "B"), ("move_out", 0, "A"),
+                  ("move_in", 0, "C"), ("meta", 0, "A"), ("attrs", 1, "A"),
+                  ("replace", 0, "D"), ("delete", 0, "A"), ("move_in", 0, "A"),
+                  ("delete", 0, "A")]
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@example(ops=LIFE_OF_A_FACE)
 @given(ops=OPS)
 def test_mirror_built_from_the_feed_equals_the_gallery(server: BackendServer, ops) -> None:
     api = Api(server.url, server.create_token())
