@@ -24,6 +24,7 @@ from tests.backend.conftest import (
     png_bytes,
     side_by_side,
 )
+from tests.backend.faultkit import CommitFault, assert_consistent
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import SCHEMA_VERSION
@@ -375,3 +376,26 @@ def test_batch_items_carry_attributes(api: Api) -> None:
     got = {f["attributes"]["user_id"]: f["attributes"]
            for f in api.get("/v1/faces").json()["results"]}
     assert got == {"u1": {"user_id": "u1", "level": 3}, "u2": {"user_id": "u2"}}
+
+
+def test_a_failed_replacement_changes_nothing(server: BackendServer, api: Api) -> None:
+    """SQLite refuses the COMMIT of a replacement: 503, and the face, its embedding in the
+    index, its images and the sync feed stay as they were; afterwards it works."""
+    face = api.add_face(person_photo("A"))
+    mirror = Mirror(api, "default")
+    mirror.pull()
+    before = api.get(f"/v1/face/id/{face['id']}", params={"facen": "true"}).json()
+    new_photo = {"photo": ("d.jpg", person_photo("D"), "image/jpeg")}
+    with CommitFault(server.backend.db):
+        error_of(api.put(f"/v1/face/id/{face['id']}", files=new_photo), 503,
+                 "SERVICE_UNAVAILABLE")
+    assert api.get(f"/v1/face/id/{face['id']}", params={"facen": "true"}).json() == before
+    r = api.post("/v1/identify", files={"photo": ("a.jpg", person_photo("A"), "image/jpeg")})
+    assert [h["face"]["id"] for h in next(iter(r.json()["results"].values()))] == [face["id"]]
+    assert_consistent(server.backend)
+    mirror.pull()
+    assert mirror.faces == server_gallery(api, "default")
+    assert api.put(f"/v1/face/id/{face['id']}", files=new_photo).status_code == 200
+    assert_consistent(server.backend)
+    mirror.pull()
+    assert mirror.faces == server_gallery(api, "default")
