@@ -35,6 +35,7 @@ from videodetector.backend import (
     person_store,
     persons,
     stats,
+    sync,
 )
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
@@ -304,7 +305,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     _install_error_handlers(app)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router,
-                       extract_api.router, stats.router, batch.router):
+                       extract_api.router, stats.router, batch.router, sync.router):
             app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths

@@ -10,7 +10,8 @@ a JSON part ``items`` and file parts an item names as ``"photo": "multipart:PART
 multipart body without ``items`` makes each file part one item, its text parts being the
 defaults. An item: ``photo`` (alias ``image``: base64, a ``data:`` URI, ``multipart:PART`` or
 an http(s) URL with --fetch-urls), ``meta`` (alias ``metadata``), ``galleries``, ``bbox``,
-``mf_selector``, ``idempotency_key``, ``id`` (the client's own id, echoed). Defaults: ``meta``,
+``mf_selector``, ``idempotency_key``, ``id`` (the client's own id, echoed), ``attributes``
+(alias ``unique_args``: custom attributes stored and returned with the face). Defaults: ``meta``,
 ``galleries``, ``mf_selector``, ``gender``, ``age``, ``emotions``, ``idempotency_key``.
 
 Idempotency per item: the item's ``idempotency_key``, else ``<request key>:<index>`` when the
@@ -43,6 +44,7 @@ from videodetector.backend.deps import current_user, get_backend, max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.extract_api import image_bytes
 from videodetector.backend.extraction import attrs_unavailable
+from videodetector.backend.faces import check_attributes
 from videodetector.backend.inline import Parts, read_json_and_parts
 from videodetector.backend.params import GalleryName, Params
 from videodetector.backend.service import DEFAULT_GALLERY, Backend, FacePost
@@ -56,7 +58,7 @@ MAX_ITEMS = 100  # photos per request
 MAX_PIXELS = 400_000_000  # decoded pixels of all photos of one request
 MAX_KEY = 200  # characters of an idempotency key
 ITEM_FIELDS = {"id", "photo", "image", "meta", "metadata", "galleries", "bbox", "mf_selector",
-               "idempotency_key"}
+               "idempotency_key", "attributes", "unique_args"}
 DEFAULT_FIELDS = {"items", "meta", "galleries", "mf_selector", "gender", "age", "emotions",
                   "idempotency_key"}
 
@@ -136,8 +138,21 @@ def item_post(batch: Batch, item: Any, i: int) -> tuple[FacePost, str]:
         raise bad_param(f"{where}.meta", f"{where}.meta must be a string", meta)
     post = FacePost(photo=None, face_images=[], boxes=p.boxes("bbox"),
                     mf_selector=p.mf_selector(), meta=meta, galleries=p.str_list("galleries"),
+                    extra=item_attributes(item, where),
                     want_attrs=batch.want_attrs, idempotency_key=item_key(batch, item, i))
     return post, photo
+
+
+def item_attributes(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """An item's ``attributes`` (or ``unique_args``): a JSON object, bounded as on /face."""
+    names = [n for n in ("attributes", "unique_args") if item.get(n) is not None]
+    if not names:
+        return {}
+    param = f"{where}.{names[0]}"
+    if len(names) > 1 or not isinstance(item[names[0]], dict):
+        raise bad_param(param, f"{param} must be one JSON object (attributes or unique_args)",
+                        item[names[0]])
+    return check_attributes(param, item[names[0]])
 
 
 def take_pixels(batch: Batch, data: bytes, param: str) -> None:
@@ -208,6 +223,7 @@ BATCH_DOC = {"requestBody": {"content": {
                 "photo": {"type": "string", "description": "base64, data: URI, "
                           "multipart:PART or an http(s) URL (--fetch-urls)"},
                 "meta": {"type": "string"}, "id": {"description": "echoed in the answer"},
+                "attributes": {"type": "object", "description": "custom attributes"},
                 "galleries": {"type": "array", "items": {"type": "string"}},
                 "bbox": {"type": "array"}, "mf_selector": {"type": "string"},
                 "idempotency_key": {"type": "string"}}}},

@@ -11,6 +11,7 @@ from videodetector.backend import websession
 from videodetector.backend.errors import bad_param
 from videodetector.backend.fetch import fetch_url, networks
 from videodetector.backend.imaging import PixelBudget
+from videodetector.backend.inline import decode_base64_image
 from videodetector.backend.params import Params, check_text, read_params, read_upload
 from videodetector.backend.service import Backend
 from videodetector.backend.views import Urls
@@ -18,6 +19,7 @@ from videodetector.backend.views import Urls
 log = logging.getLogger(__name__)
 
 MAX_URL = 2048  # characters of a URL parameter
+IMAGE_FORMS = "an uploaded image file, base64 (or a data: URI) or an http(s) URL"
 
 
 def get_backend(request: Request) -> Backend:
@@ -84,7 +86,9 @@ async def _image_param(p: Params, name: str, backend: Backend) -> bytes | None:
                             value)
         check_text(name, value, MAX_URL)
         return await fetch_url(value, name, limit, s.fetch_timeout, networks(s.fetch_allow))
-    raise bad_param(name, f"{name} must be an uploaded image file or an http(s) URL", value)
+    if isinstance(value, str):  # base64 or a data: URI (a JSON body), refused by length first
+        return decode_base64_image(value, name, limit, IMAGE_FORMS)
+    raise bad_param(name, f"{name} must be {IMAGE_FORMS}", value)
 
 
 async def face_images(p: Params, backend: Backend, budget: PixelBudget | None = None

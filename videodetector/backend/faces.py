@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +24,7 @@ from videodetector.backend.deps import (
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.extraction import attrs_unavailable
+from videodetector.backend.extraction import attrs_unavailable, facen_b64
 from videodetector.backend.params import DbId, GalleryName, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
@@ -31,15 +33,26 @@ from videodetector.backend.timeutil import parse_time
 router = APIRouter(tags=["faces"])
 
 FACE_FIELDS = {"photo", "bbox", "mf_selector", "meta", "galleries", "cam_id", "timestamp",
-               "detectorParams", "gender", "age", "emotions", "idempotency_key"}
+               "detectorParams", "gender", "age", "emotions", "idempotency_key",
+               "attributes", "unique_args"}
+ATTRIBUTES = ("attributes", "unique_args")  # unique_args: the name face_recognition_backend uses
 
 
-def render_faces(request: Request, backend: Backend, user: int, ids: list[int]
-                 ) -> list[dict[str, Any]]:
+def render_faces(request: Request, backend: Backend, user: int, ids: list[int],
+                 facen: bool = False) -> list[dict[str, Any]]:
+    """The faces' JSON; with ``facen``, each with its embedding (base64 float32 LE)."""
     rows = backend.face_rows(user, ids)
     galleries = backend.galleries_of([r["id"] for r in rows])
     urls = urls_of(request)
-    return [views.face_json(r, galleries[r["id"]], urls) for r in rows]
+    out = [views.face_json(r, galleries[r["id"]], urls) for r in rows]
+    if facen:
+        for face, row in zip(out, rows, strict=True):
+            face["facen"] = stored_facen(row)
+    return out
+
+
+def stored_facen(row: Any) -> str:
+    return facen_b64(np.frombuffer(row["embedding"], "<f4"))
 
 
 def wanted_attrs(backend: Backend, p: Params) -> frozenset[str]:
@@ -193,7 +206,8 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
                                                        earlier), **unavailable_member(p)}
     post = await face_post(p, backend, key)
     ids = await run_in_threadpool(backend.add_faces, user, post)
-    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids),
+    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids,
+                                               p.flag("facen")),
             **unavailable_member(p)}
 
 
@@ -205,7 +219,8 @@ def unavailable_member(p: Params) -> dict[str, Any]:
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")  # 1..128 printable ASCII, no space
 MAX_CAM_ID = 256  # characters of a cam_id
-MAX_EXTRA = 16384  # characters of all extra (unknown) text fields of a POST /face, as JSON
+MAX_EXTRA = 16384  # characters of a face's custom attributes (and extra fields), as JSON
+MAX_ATTRIBUTE_NAME = 256  # characters of an attribute's name
 
 
 def idempotency_key(request: Request, p: Params) -> str | None:
@@ -222,15 +237,42 @@ def idempotency_key(request: Request, p: Params) -> str | None:
     return key
 
 
-def extra_fields(p: Params) -> dict[str, str]:
-    """Unknown text fields of a POST /face: stored with the face, bounded in total."""
-    extra = {k: v for k, v in p.values.items()
-             if k not in FACE_FIELDS and not k.startswith("face") and isinstance(v, str)}
-    size = len(json.dumps(extra))
+def extra_fields(p: Params) -> dict[str, Any]:
+    """The face's custom attributes: unknown text fields of a POST /face and the members of
+    its ``attributes`` (or ``unique_args``) JSON object, which win; bounded in total."""
+    extra: dict[str, Any] = {
+        k: v for k, v in p.values.items()
+        if k not in FACE_FIELDS and not k.startswith("face") and isinstance(v, str)}
+    given = attributes_param(p)
+    return check_attributes("body", {**extra, **(given or {})})
+
+
+def attributes_param(p: Params) -> dict[str, Any] | None:
+    """``attributes`` (alias ``unique_args``): a JSON object, or null/{} for none."""
+    names = [n for n in ATTRIBUTES if n in p.values]
+    if not names:
+        return None
+    if len(names) > 1:
+        raise bad_param("unique_args", "give attributes or unique_args, not both")
+    name = names[0]
+    value = p.json(name, max_chars=MAX_EXTRA) if p.values[name] is not None else None
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise bad_param(name, f"{name} must be a JSON object of custom attributes", value)
+    return check_attributes(name, value)
+
+
+def check_attributes(param: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    for key in attrs:
+        if not 0 < len(key) <= MAX_ATTRIBUTE_NAME or "\x00" in key:
+            raise bad_param(param, f"attribute names are 1-{MAX_ATTRIBUTE_NAME} characters "
+                            "without NUL", key)
+    size = len(json.dumps(attrs))
     if size > MAX_EXTRA:
-        raise bad_param("body", f"the extra fields ({', '.join(sorted(extra))[:200]}) are "
-                        f"{size} characters as JSON, more than {MAX_EXTRA}", size)
-    return extra
+        raise bad_param(param, f"the custom attributes ({', '.join(sorted(attrs))[:200]}) "
+                        f"are {size} characters as JSON, more than {MAX_EXTRA}", size)
+    return attrs
 
 
 async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
@@ -260,24 +302,54 @@ async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
 @router.get("/face/id/{face_id}")
 async def get_face(face_id: DbId, request: Request,
                    user: int = Depends(current_user)) -> dict[str, Any]:
+    """The face; ``facen=true`` adds its feature vector."""
     backend = get_backend(request)
-    faces = await run_in_threadpool(render_faces, request, backend, user, [face_id])
+    want = Params(dict(request.query_params)).flag("facen")
+    faces = await run_in_threadpool(render_faces, request, backend, user, [face_id], want)
     if not faces:
         raise not_found("face", face_id)
     return faces[0]
 
 
+@router.get("/face/id/{face_id}/facen")
+async def get_facen(face_id: DbId, request: Request,
+                    user: int = Depends(current_user)) -> dict[str, Any]:
+    """The stored face's feature vector (reference 8.7.3 "Get Facen"): ``{id, facen}``,
+    base64 of the little-endian float32 L2-normalised embedding that /identify compares."""
+    backend = get_backend(request)
+    row = await run_in_threadpool(backend.face_row, user, face_id)
+    return {"id": row["id"], "facen": stored_facen(row)}
+
+
 @router.put("/face/id/{face_id}", openapi_extra=openapi.FACE_PUT)
 async def put_face(face_id: DbId, request: Request,
                    user: int = Depends(current_user)) -> dict[str, Any]:
-    """Change ``meta``, ``person_id`` and ``galleries`` (``{"add"|"del"|"set": [...]}``)."""
+    """Change ``meta``, ``person_id``, ``galleries`` (``{"add"|"del"|"set": [...]}``) and
+    ``attributes`` (a JSON object replaces them; null or {} clears them); with ``photo`` (or
+    a normalized ``face0``; ``bbox``, ``mf_selector``) the face's image and embedding are
+    replaced and the face keeps its id."""
     backend = get_backend(request)
     p = await params_of(request)
     meta = p.text("meta")
     person = p.raw("person_id", UNSET) if "person_id" in p.values else UNSET
     galleries = gallery_ops(p)
-    await run_in_threadpool(backend.update_face, user, face_id, meta, person, galleries)
+    given = attributes_param(p)
+    attributes = UNSET if given is None else given
+    image = await image_post(p, backend)
+    await run_in_threadpool(partial(backend.update_face, user, face_id, meta, person,
+                                    galleries, attributes=attributes, image=image))
     return (await run_in_threadpool(render_faces, request, backend, user, [face_id]))[0]
+
+
+async def image_post(p: Params, backend: Backend) -> FacePost | None:
+    """A replacement image of PUT /face/id (``photo`` or ``face0``), or None."""
+    budget = image_budget(backend)
+    photo = await photo_bytes(p, "photo", backend, budget)
+    faces = await face_images(p, backend, budget)
+    if photo is None and not faces:
+        return None
+    return FacePost(photo=photo, face_images=faces, boxes=p.boxes("bbox"),
+                    mf_selector=p.mf_selector(), want_attrs=wanted_attrs(backend, p))
 
 
 def gallery_ops(p: Params) -> dict[str, list[str]] | None:

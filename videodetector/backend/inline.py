@@ -33,8 +33,10 @@ def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
-def decode_base64_image(value: str, param: str, max_bytes: int) -> bytes:
-    """The bytes of a base64 image (``data:image/...;base64,...`` or bare base64)."""
+def decode_base64_image(value: str, param: str, max_bytes: int,
+                        forms: str | None = None) -> bytes:
+    """The bytes of a base64 image (``data:image/...;base64,...`` or bare base64);
+    ``forms``: what the parameter may be, for the error message."""
     text = value.strip()
     match = _DATA_URI.match(text)
     if match:
@@ -48,8 +50,9 @@ def decode_base64_image(value: str, param: str, max_bytes: int) -> bytes:
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise bad_param(param, f"{param} must be an image as base64 (or a data: URI), an "
-                        f"http(s) URL or {MULTIPART_PREFIX}<part name>", value) from None
+        forms = forms or (f"an image as base64 (or a data: URI), an http(s) URL or "
+                          f"{MULTIPART_PREFIX}<part name>")
+        raise bad_param(param, f"{param} must be {forms}", value) from None
     if not data:
         raise bad_param(param, f"{param} is empty")
     if len(data) > max_bytes:

@@ -23,7 +23,9 @@ def body(files: dict[str, str] | None = None, **fields: str) -> dict[str, Any]:
     }}}
 
 
-PHOTO = "JPEG, PNG or WebP, at most 10 MB (or a URL with --fetch-urls)"
+PHOTO = ("JPEG, PNG or WebP, at most 10 MB; in JSON: base64 or a data: URI (or a URL with "
+         "--fetch-urls)")
+ATTRIBUTES = "JSON object of custom attributes, returned with the face (16 KiB as JSON)"
 THRESHOLD = "strict (0.7834), medium (0.6616), low (0.5690), none, or 0..1; default 0.75"
 MF = "reject, biggest (default) or all"
 BBOX = "JSON list of boxes [[x1, y1, x2, y2], ...]"
@@ -44,11 +46,16 @@ FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): emb
             bbox=BBOX, mf_selector=MF, cam_id="camera id: makes the face a history event",
             timestamp="ISO 8601 capture time", detectorParams="JSON from the video detector",
             gender="true (needs --gae)", age="true (needs --gae)",
-            idempotency_key="same as the Idempotency-Key header")
-FACE_PUT = body(meta="new meta",
-                person_id='an existing person of this token, "new" (the server creates a '
+            idempotency_key="same as the Idempotency-Key header", attributes=ATTRIBUTES,
+            facen="true: each face in the answer carries its facen (base64 float32)",
+            unique_args="alias of attributes")
+FACE_PUT = body({"photo": PHOTO + ": replaces the face's image, the id stays",
+                 "face0": "a normalized face replacing the face's image"},
+                meta="new meta", person_id='an existing person of this token, "new" (the server creates a '
                           'person) or null (clears)',
-                galleries='{"add"|"del"|"set": ["gallery", ...]}')
+                galleries='{"add"|"del"|"set": ["gallery", ...]}',
+                attributes=ATTRIBUTES + "; replaces them, null clears", bbox=BBOX,
+                mf_selector=MF)
 CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               url="stream URL", detector="video detector name (GET /camera?detector=)",
               roi="WxH+X+Y or [W, H, X, Y]", rot="WxH+X+Y or [W, H, X, Y]")
@@ -98,3 +105,26 @@ NOT_THIS_PERSON = {"requestBody": {"required": True, "content": {
         "face_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": 1000,
                      "description": "face ids of this person that are someone else"}}}},
 }}}
+
+
+# /faces/sync's own answer when a cursor cannot be served
+RESYNC = {410: _error("RESYNC_REQUIRED: the cursor is older than the deletions kept "
+                      "(sync_tombstone_ttl) or unknown to this server; clear the mirror and "
+                      "start again without a cursor")}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+SYNC = {"parameters": [
+    _query("gallery", {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,48}$"},
+           "the gallery to mirror (default: default)"),
+    _query("cursor", {"type": "integer", "minimum": 0},
+           "the cursor of the previous page; none or 0: from the start"),
+    _query("last_updated_at", {"type": "number"},
+           "instead of a cursor: changes after this time (epoch seconds or ISO 8601)"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+           "faces and deletions per page (100)"),
+]}

@@ -30,7 +30,6 @@ GalleryName = Annotated[str, Path(pattern=r"^[a-zA-Z0-9_-]{1,48}$")]
 
 # Edge limits (every request field is bounded before it reaches the service):
 MAX_JSON_DEPTH = 16  # nesting of any JSON value: a whole JSON body, detectorParams, ...
-MAX_JSON_BODY = 1 << 20  # a JSON body carries no image bytes (images are multipart or URLs)
 MAX_JSON_FIELD = 65536  # characters of a JSON field: detectorParams with a 500-point track fit
 MAX_TEXT = 4096  # characters of any text field (meta, url, cam_id, ...) unless said otherwise
 MAX_LIST_ITEMS = 256  # items of a list field (galleries, bbox, cam_ids)
@@ -311,8 +310,8 @@ async def read_params(request: Request, max_body: int) -> Params:
         values.update(await _read_form(request, max_body))
     else:
         body = await request.body()
-        if len(body) > MAX_JSON_BODY:
-            raise too_large("body", len(body), MAX_JSON_BODY)
+        if len(body) > max_body:  # room for base64 images (decoded and checked per field)
+            raise too_large("body", len(body), max_body)
         if body.strip():
             values.update(_parse_json_body(body, ctype))
     return Params(values)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from videodetector.backend import person_match, person_store
+from videodetector.backend import changes, person_match, person_store
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.engine import Box, FoundFace, shared_engine
@@ -49,7 +49,8 @@ from videodetector.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GALLERY = "default"
+DEFAULT_GALLERY = changes.DEFAULT_GALLERY
+TOMBSTONE_PRUNE_INTERVAL = 3600.0  # seconds between prunes of old sync tombstones
 GALLERY_RE = re.compile(r"^[a-zA-Z0-9_-]{1,48}$")
 
 
@@ -104,6 +105,15 @@ def check_gallery_name(name: str, param: str = "gallery") -> str:
     return name
 
 
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+UNSET = _UNSET
+
+
 class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -122,6 +132,7 @@ class Backend:
         person_store.migrate(self.db)
         self._load_index()
         self._prune_idempotency()
+        self.prune_tombstones()
 
     def close(self) -> None:
         self.db.close()
@@ -145,6 +156,18 @@ class Backend:
                              (time.time() - self.settings.idempotency_ttl,))
         except sqlite3.OperationalError as exc:  # e.g. a full disk: start anyway, prune later
             log.warning("could not forget old idempotency keys: %s", exc)
+
+    def prune_tombstones(self) -> None:
+        """Forget sync tombstones older than ``sync_tombstone_ttl`` (changes.py)."""
+        self._tombstones_pruned = time.monotonic()
+        try:
+            changes.prune_tombstones(self.db, self.settings.sync_tombstone_ttl)
+        except sqlite3.OperationalError as exc:  # e.g. a full disk: serve anyway, prune later
+            log.warning("could not prune sync tombstones: %s", exc)
+
+    def prune_tombstones_hourly(self) -> None:
+        if time.monotonic() - self._tombstones_pruned >= TOMBSTONE_PRUNE_INTERVAL:
+            self.prune_tombstones()
 
     # -- images and faces -----------------------------------------------------
 
@@ -328,7 +351,7 @@ class Backend:
                       faces: list[NewFace], written: dict[str, Any], galleries: list[str],
                       ts: datetime) -> list[int]:
         index = self.index(user)
-        changes = person_store.IndexLog(index, self.db)  # person changes to older faces
+        person_log = person_store.IndexLog(index, self.db)  # person changes to older faces
         # detectorParams (track, quality) describe one face: not the faces of a group photo
         stream_params = post.detector_params if len(faces) == 1 else None
         ids: list[int] = []
@@ -352,9 +375,10 @@ class Backend:
             for g in galleries:
                 insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
                                                 "gallery": g})
+            changes.record(conn, user, face_id, (), [DEFAULT_GALLERY, *galleries])
             self._index_add(user, face_id, face.embedding, post.cam_id, a.person)
             ids.append(face_id)
-            person = self.persons.settle(conn, changes, user, face_id, a, post.cam_id,
+            person = self.persons.settle(conn, person_log, user, face_id, a, post.cam_id,
                                          ts.timestamp())
             if person is not None and post.cam_id is not None:
                 self._update_friend(conn, user, face_id, person, post.cam_id, ts)
@@ -474,18 +498,78 @@ class Backend:
         return out
 
     def update_face(self, user: int, face_id: int, meta: str | None, person: Any,
-                    galleries: dict[str, list[str]] | None) -> None:
+                    galleries: dict[str, list[str]] | None, attributes: Any = _UNSET,
+                    image: FacePost | None = None) -> None:
         """PUT /face/id: meta, person_id (UNSET = leave, "" or null = clear, "new" = a new
-        person, else an existing person of this token), galleries ops."""
-        self.face_row(user, face_id)
-        with person_store.person_transaction(self.db, self.index(user)) as (conn, changes):
-            if meta is not None:
-                update(conn, "faces", {"meta": meta}, "id = ? AND user_id = ?", (face_id, user))
-            if person is not _UNSET:  # an operator's move: recorded, never undone by matching
-                target = person_store.target_person(conn, user, person)
-                person_store.operator_move(conn, changes, user, face_id, target)
-            if galleries is not None:
-                self._update_galleries(conn, user, face_id, galleries)
+        person, else an existing person of this token), galleries ops,
+        ``attributes`` (a dict replaces them, None clears them), ``image``: a new photo
+        (or normalized ``face0``) for the face, which keeps its id."""
+        old = self.face_row(user, face_id)
+        new = self._new_image(user, old, image) if image is not None else None
+        try:
+            with person_store.person_transaction(self.db, self.index(user)) as (conn, log_):
+                before = changes.galleries_now(conn, face_id)
+                self._update_face_row(conn, user, face_id, meta, person, galleries,
+                                      attributes, new, log_)
+                changes.record(conn, user, face_id, before, changes.galleries_now(conn, face_id))
+        except BaseException:
+            if new is not None:
+                self._delete_written(new[1])
+            raise
+        if new is not None:
+            self._delete_face_files([old])
+
+    def _new_image(self, user: int, old: sqlite3.Row, post: FacePost
+                   ) -> tuple[NewFace, dict[str, Any]]:
+        """The one face of a replacement image, analyzed, its images written."""
+        photo, faces = self.faces_of_request(post.photo, post.face_images, post.boxes,
+                                             post.mf_selector, post.want_attrs)
+        if len(faces) != 1:
+            param = "face0" if post.face_images else "photo"
+            raise bad_param(param, f"a face's image is replaced by exactly one face; found "
+                            f"{len(faces)} (use bbox or mf_selector=biggest)", len(faces))
+        written: dict[str, Any] = {"names": []}
+        try:
+            self._write_images(user, post, photo, faces, written)
+        except BaseException:
+            self._delete_written(written)
+            raise
+        return faces[0], written
+
+    def _replace_image(self, conn: sqlite3.Connection, user: int, face_id: int,
+                       face: NewFace, written: dict[str, Any]) -> None:
+        thumb, norm = written["faces"][0]
+        update(conn, "faces", {
+            **face_box_json(face.box), "photo": written["photo"],
+            "photo_hash": written["photo_hash"], "thumbnail": thumb, "normalized": norm,
+            "gender": face.attrs.get("gender"),
+            "gender_confidence": face.attrs.get("gender_confidence"),
+            "age": face.attrs.get("age"),
+            "embedding": np.asarray(face.embedding, np.float32).tobytes(),
+        }, "id = ? AND user_id = ?", (face_id, user))
+        row = conn.execute("SELECT cam_id, person_id FROM faces WHERE id = ?",
+                           (face_id,)).fetchone()
+        self._index_remove(user, face_id)
+        self._index_add(user, face_id, face.embedding, row["cam_id"], row["person_id"])
+
+    def _update_face_row(self, conn: sqlite3.Connection, user: int, face_id: int,
+                         meta: str | None, person: Any, galleries: dict[str, list[str]] | None,
+                         attributes: Any, new: tuple[NewFace, dict[str, Any]] | None,
+                         person_log: person_store.IndexLog) -> None:
+        if new is not None:
+            self._replace_image(conn, user, face_id, *new)
+        values: dict[str, Any] = {}
+        if attributes is not _UNSET:
+            values["extra"] = json.dumps(attributes) if attributes else None
+        if meta is not None:
+            values["meta"] = meta
+        if values:
+            update(conn, "faces", values, "id = ? AND user_id = ?", (face_id, user))
+        if person is not _UNSET:  # an operator's move: recorded, never undone by matching
+            target = person_store.target_person(conn, user, person)
+            person_store.operator_move(conn, person_log, user, face_id, target)
+        if galleries is not None:
+            self._update_galleries(conn, user, face_id, galleries)
 
     def _update_galleries(self, conn: sqlite3.Connection, user: int, face_id: int,
                           ops: dict[str, list[str]]) -> None:
@@ -519,6 +603,7 @@ class Backend:
         """In a transaction: delete the faces (rows and index entries); their rows."""
         rows = self.face_rows(user, ids)
         found = [r["id"] for r in rows]
+        changes.record_deleted(conn, user, found)
         for start in range(0, len(found), 500):
             chunk = found[start:start + 500]
             marks = placeholders(len(chunk))
@@ -556,15 +641,6 @@ class Backend:
                 out.append([(fid, c) for fid, c in conf
                             if threshold is None or c >= threshold])
         return out
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET: Any = _Unset()
-UNSET = _UNSET
 
 
 class _Replayed(Exception):  # noqa: N818 - control flow, not an error

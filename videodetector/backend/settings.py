@@ -71,6 +71,9 @@ class Settings:
     # camera events older than this (seconds) are deleted; 0 = keep forever (retention.py)
     history_max_age: float = 0.0
     history_cleanup_interval: float = 3600.0  # seconds between retention rounds
+    # /v1/faces/sync: deletions are remembered this long (seconds); an older cursor must
+    # resynchronize from scratch (410 RESYNC_REQUIRED)
+    sync_tombstone_ttl: float = 30 * 86400.0
     preload_models: bool = True  # load the models at startup rather than on first use
     # 9.2 plugins (plugin_host.py): modules <name>.py / <name>/ in these absolute directories,
     # loaded when named in plugins_enabled ("*" = all of them); none by default
@@ -198,6 +201,7 @@ def _check(s: Settings) -> None:
     # friend-or-foe counts days within friend_interval: history must reach that far back
     need(s.history_max_age == 0 or s.history_max_age >= s.friend_interval, "history_max_age",
          f"0 (keep forever) or >= friend_interval ({s.friend_interval:g} s)")
+    need(s.sync_tombstone_ttl > 0, "sync_tombstone_ttl", "> 0 seconds")
     need(0 < s.history_cleanup_interval <= 7 * 86400, "history_cleanup_interval",
          "in (0, 604800] seconds")
     need(bool(s.upload_path) and ".." not in s.upload_path.split("/"), "upload_path",

@@ -27,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the last step of MIGRATIONS (PRAGMA user_version once applied)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,6 +107,43 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 
+def _base_schema(conn: sqlite3.Connection) -> None:
+    """Version 1: ``SCHEMA`` (created with IF NOT EXISTS before the steps run)."""
+
+
+def _sync_schema(conn: sqlite3.Connection) -> None:
+    """Version 2: the change feed of ``/v1/faces/sync`` (sync.py). One row per (face,
+    gallery): its last change, ``deleted`` = 1 once the face left the gallery (a tombstone,
+    kept ``sync_tombstone_days``). Existing faces are entered as present."""
+    conn.execute("""CREATE TABLE IF NOT EXISTS face_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL,
+        gallery TEXT NOT NULL,
+        face_id INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        at REAL NOT NULL,
+        UNIQUE (user_id, gallery, face_id)
+    )""")
+    conn.execute("CREATE INDEX IF NOT EXISTS face_changes_feed "
+                 "ON face_changes (user_id, gallery, seq)")
+    conn.execute("CREATE INDEX IF NOT EXISTS face_changes_tombstones "
+                 "ON face_changes (deleted, at)")
+    conn.execute("INSERT OR IGNORE INTO face_changes (user_id, gallery, face_id, at) "
+                 "SELECT user_id, 'default', id, ts FROM faces ORDER BY id")
+    conn.execute("INSERT OR IGNORE INTO face_changes (user_id, gallery, face_id, at) "
+                 "SELECT g.user_id, g.gallery, g.face_id, f.ts FROM face_galleries g "
+                 "JOIN faces f ON f.id = g.face_id ORDER BY g.face_id")
+
+
+# Versioned schema steps, applied in order above ``PRAGMA user_version`` (a database made
+# before versioning has user_version 0 and the version 1 tables). To change the schema,
+# append ``(next version, step)`` here; never edit a step that has shipped.
+MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
+    (1, _base_schema),
+    (2, _sync_schema),
+]
+
+
 class CommitFailed(sqlite3.OperationalError):  # noqa: N818 - it is an OperationalError
     """COMMIT failed (disk full, I/O error, ...); the transaction was rolled back."""
 
@@ -132,9 +169,20 @@ class Database:
         self.conn.execute("PRAGMA busy_timeout=10000")
         with self.lock:
             self.conn.executescript(SCHEMA)
-        with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO settings VALUES ('schema_version', ?)",
-                         (str(SCHEMA_VERSION),))
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Apply the steps of ``MIGRATIONS`` above ``PRAGMA user_version``, each in its own
+        transaction together with the new user_version (a step is applied whole or not)."""
+        for version, step in MIGRATIONS:
+            if self.scalar("PRAGMA user_version") >= version:
+                continue
+            with self.transaction() as conn:
+                step(conn)
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+                conn.execute("INSERT OR REPLACE INTO settings VALUES ('schema_version', ?)",
+                             (str(version),))
+            log.info("database schema upgraded to version %d", version)
 
     def close(self) -> None:
         with self.lock:

@@ -57,6 +57,7 @@ def face_json(row: sqlite3.Row, galleries: list[str], urls: Urls) -> dict[str, A
         out["age"] = row["age"]
     if row["detector_params"]:
         out["detectorParams"] = json.loads(row["detector_params"])
+    out["attributes"] = json.loads(row["extra"]) if row["extra"] else {}
     return out
 
 

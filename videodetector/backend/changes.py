@@ -1,0 +1,107 @@
+"""The change log behind ``/v1/faces/sync`` (sync.py): what changed in which gallery, in order.
+
+``face_changes`` (schema version 2, storage.py) holds one row per (user, gallery, face): the
+face's last change in that gallery, numbered by ``seq``, a counter that only grows
+(SQLite AUTOINCREMENT: never reused, not even after a restart or a deleted row). A change
+replaces the row (``INSERT OR REPLACE``), so the log is as long as the galleries are big plus
+the tombstones, not as long as the history of edits.
+
+* a face stored, edited (meta, attributes, galleries, person, image) or put in a gallery:
+  a row ``deleted = 0`` for every gallery it is in (``default`` included);
+* a face deleted, or taken out of a gallery: a row ``deleted = 1`` (a tombstone) for every
+  gallery it left.
+
+Every write happens inside the transaction that makes the change, so the log and the faces
+never disagree. Tombstones older than ``sync_tombstone_ttl`` are pruned; the largest pruned
+``seq`` is remembered as the *horizon*: a client whose cursor is below it may have missed
+a deletion and must resynchronize from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+
+from videodetector.backend.storage import Database, placeholders
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GALLERY = "default"
+HORIZON_KEY = "sync_horizon"  # settings row: the largest seq of a pruned tombstone
+
+
+def galleries_now(conn: sqlite3.Connection, face_id: int) -> set[str]:
+    """The galleries a face is in now (``default`` included); empty if it does not exist."""
+    if conn.execute("SELECT 1 FROM faces WHERE id = ?", (face_id,)).fetchone() is None:
+        return set()
+    rows = conn.execute("SELECT gallery FROM face_galleries WHERE face_id = ?", (face_id,))
+    return {DEFAULT_GALLERY} | {r[0] for r in rows}
+
+
+def record(conn: sqlite3.Connection, user: int, face_id: int, before: Iterable[str],
+           after: Iterable[str], at: float | None = None) -> None:
+    """In the transaction of a change: the face is (still) in ``after`` and left
+    ``before - after``."""
+    at = time.time() if at is None else at
+    now_in = set(after)
+    sql = ("INSERT OR REPLACE INTO face_changes (user_id, gallery, face_id, deleted, at) "
+           "VALUES (?, ?, ?, ?, ?)")
+    for gallery in sorted(now_in):
+        conn.execute(sql, (user, gallery, face_id, 0, at))
+    for gallery in sorted(set(before) - now_in):
+        conn.execute(sql, (user, gallery, face_id, 1, at))
+
+
+def touch(conn: sqlite3.Connection, user: int, face_id: int) -> None:
+    """In the transaction of a change that leaves the face's galleries as they are (a new
+    embedding, meta, attributes...): the face changed in each of its galleries."""
+    galleries = galleries_now(conn, face_id)
+    record(conn, user, face_id, galleries, galleries)
+
+
+def record_deleted(conn: sqlite3.Connection, user: int, ids: list[int]) -> None:
+    """In the transaction that deletes ``ids`` (before their gallery rows go): a tombstone
+    in every gallery each face was in."""
+    at = time.time()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        left: dict[int, set[str]] = {i: {DEFAULT_GALLERY} for i in chunk}
+        for face_id, gallery in conn.execute(
+                f"SELECT face_id, gallery FROM face_galleries WHERE face_id IN "
+                f"({placeholders(len(chunk))})", chunk):
+            left[face_id].add(gallery)
+        for face_id, galleries in left.items():
+            record(conn, user, face_id, galleries, (), at)
+
+
+def horizon(db: Database) -> int:
+    value = db.scalar("SELECT value FROM settings WHERE key = ?", (HORIZON_KEY,))
+    return int(value) if value is not None else 0
+
+
+def last_seq(db: Database) -> int:
+    """The largest seq ever given out (0 before the first change)."""
+    value = db.scalar("SELECT seq FROM sqlite_sequence WHERE name = 'face_changes'")
+    return int(value) if value is not None else 0
+
+
+def prune_tombstones(db: Database, ttl: float, now: float | None = None) -> int:
+    """Delete tombstones older than ``ttl`` seconds and move the horizon past them;
+    returns how many were deleted."""
+    cutoff = (time.time() if now is None else now) - ttl
+    with db.transaction() as conn:
+        newest = conn.execute("SELECT MAX(seq) FROM face_changes WHERE deleted = 1 AND at < ?",
+                              (cutoff,)).fetchone()[0]
+        if newest is None:
+            return 0
+        n = conn.execute("DELETE FROM face_changes WHERE deleted = 1 AND at < ?",
+                         (cutoff,)).rowcount
+        old = conn.execute("SELECT value FROM settings WHERE key = ?",
+                           (HORIZON_KEY,)).fetchone()
+        value = max(int(newest), int(old[0]) if old else 0)
+        conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (HORIZON_KEY, str(value)))
+    log.info("sync: pruned %d tombstone(s) older than %g s; cursors below %d must resync",
+             n, ttl, value)
+    return n
