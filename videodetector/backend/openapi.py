@@ -51,7 +51,8 @@ FACE = body({"photo": PHOTO, "face0": "the normalized face (video detector): emb
             unique_args="alias of attributes")
 FACE_PUT = body({"photo": PHOTO + ": replaces the face's image, the id stays",
                  "face0": "a normalized face replacing the face's image"},
-                meta="new meta", person_id='an existing person of this token, "new" (the server creates a '
+                meta="new meta",
+                person_id='an existing person of this token, "new" (the server creates a '
                           'person) or null (clears)',
                 galleries='{"add"|"del"|"set": ["gallery", ...]}',
                 attributes=ATTRIBUTES + "; replaces them, null clears", bbox=BBOX,
