@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import Histogram
+from prometheus_client import Histogram, disable_created_metrics
+
+# No *_created series: the exposition stays as it was (one line per figure), and it is
+# process-wide on purpose: each program owns its process.
+disable_created_metrics()
 
 # Per-frame stages: decode (the video decoder), convert (to a BGR array, rotation), motion
 # (grey conversion + frame difference), detect (crop, face detector, box cleaning), track

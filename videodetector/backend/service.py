@@ -39,6 +39,7 @@ from videodetector.backend.imaging import (
     thumbnail,
 )
 from videodetector.backend.index import IndexRegistry
+from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.params import INT64_MAX, exact_int
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
@@ -118,6 +119,7 @@ class Backend:
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
         self._keys_since_prune = 0
         self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
+        self.search_seconds: Observer = NULL_OBSERVER  # /identify's index search (/metrics)
         self._load_index()
         self._prune_idempotency()
 
@@ -583,7 +585,9 @@ class Backend:
                 mask = index.mask(face_ids=self.gallery_face_ids(user, gallery))
             out = []
             for face in faces:
+                t0 = time.perf_counter()
                 hits = index.search(face.embedding, n, mask)
+                self.search_seconds.observe(time.perf_counter() - t0)
                 conf = [(fid, float(confidence_from_cosine(cos))) for fid, cos in hits]
                 out.append([(fid, c) for fid, c in conf
                             if threshold is None or c >= threshold])
