@@ -168,3 +168,20 @@ def test_post_latency_histogram_counts_each_answered_post(tmp_path: Path, monkey
     assert ok >= 1
     assert got[("fkvideo_post_seconds_count", (("cam_id", "door"),))] == ok
     assert got[("fkvideo_post_seconds_sum", (("cam_id", "door"),))] >= 0.02 * ok
+
+
+def test_histograms_of_a_removed_camera_are_not_reported(tmp_path: Path):
+    from videodetector.cli import Daemon
+    from videodetector.metrics import camera_histograms
+
+    cfg = parse_config(["--detector-name", "site", "--api-url", "127.0.0.1:9",
+                        "--api-token", "t", "--spool-dir", str(tmp_path / "spool")])
+    daemon = Daemon(cfg)
+    for cam in ("kept", "gone"):
+        daemon.histograms.for_camera(cam).motion.observe(0.004)
+    got = samples(render_metrics(camera_histograms(daemon, {"kept"})))
+    stage = (("cam_id", "kept"), ("stage", "motion"))
+    assert got[("fkvideo_frame_stage_seconds_count", stage)] == 1
+    assert got[("fkvideo_frame_stage_seconds_bucket", (*stage[:1], ("le", "0.005"),
+                                                       stage[1]))] == 1
+    assert not any(dict(labels).get("cam_id") == "gone" for _, labels in got)

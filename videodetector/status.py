@@ -14,11 +14,13 @@ from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+# generate_latest writes the 0.0.4 text format (whatever CONTENT_TYPE_LATEST says)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Families(Collector):
@@ -48,7 +50,7 @@ class StatusServer:
                         log.exception("collecting metrics failed")
                         self.send_error(500, "collecting metrics failed")
                         return
-                    ctype = CONTENT_TYPE_PLAIN_0_0_4
+                    ctype = CONTENT_TYPE
                 elif self.path.split("?")[0] == "/healthz":
                     body, ctype = b"ok\n", "text/plain"
                 else:
