@@ -41,6 +41,7 @@ from videodetector.pipeline import (
 )
 from videodetector.post.poster import Poster
 from videodetector.snapshot import Snapshot
+from videodetector.timing import CameraTimers
 from videodetector.video.reader import END, FrameReader
 from videodetector.video.sink import VideoSink, annotate
 from videodetector.video.source import SourceError, SourceSpec, parse_source
@@ -147,8 +148,10 @@ class CameraWorker:
         camera: CameraSpec,
         detector_factory: Callable[[], FaceDetector],
         poster: Poster,
+        timers: CameraTimers | None = None,
     ) -> None:
         self.cfg = cfg
+        self.timers = timers if timers is not None else CameraTimers.null()
         self.camera = camera
         self.spec = parse_source(camera.url)
         self.detector_factory = detector_factory
@@ -254,14 +257,14 @@ class CameraWorker:
         # do the run id, the track ids and (for a file) the position in the source
         self.pipeline = pipeline = FacePipeline(
             cfg, self.camera, self.detector_factory(), live=self.spec.live, run_id=self.run_id,
-            stats=self.pipeline_stats, first_track_id=self.next_track_id,
+            stats=self.pipeline_stats, first_track_id=self.next_track_id, timers=self.timers,
         )
         self.sink = sink = self._open_sink()
         realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
         self.reader = reader = FrameReader(
             self.spec, params=dict(cfg.source_params), rotate=cfg.rotate, realtime=realtime,
             disable_drops=cfg.disable_drops, watchdog_timeout=cfg.watchdog_timeout,
-            cam_id=self.camera.cam_id, start_index=self.resume_at,
+            cam_id=self.camera.cam_id, start_index=self.resume_at, timers=self.timers,
         )
         reader.start()
         self._state = "running"

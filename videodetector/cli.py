@@ -23,16 +23,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from videodetector.camera import CameraWorker
 from videodetector.config import ConfigError, DetectorConfig, format_config, parse_config
 from videodetector.manager import CameraManager
-from videodetector.metrics import collect_metrics
+from videodetector.metrics import DaemonCollector
 from videodetector.models import YUNET, ModelError, YuNetDetector, model_path
 from videodetector.naming import path_component
 from videodetector.pipeline import CameraSpec
 from videodetector.post.poster import DROP_REASONS, Poster
 from videodetector.post.spool import REJECTED, Spool, SpoolError, SpoolLockedError
 from videodetector.status import StatusServer
+from videodetector.timing import DetectorHistograms
 
 log = logging.getLogger("fkvideo_detector")
 
@@ -73,6 +76,10 @@ class Daemon:
         self.manager: CameraManager | None = None
         # One camera alone gets both cores for its detector; several share them.
         self.detector_threads = 2 if cfg.source else 1
+        # /metrics: this daemon's own registry (several daemons may share a process in tests)
+        self.histograms = DetectorHistograms()
+        self.registry = CollectorRegistry()
+        self.registry.register(DaemonCollector(self))
 
     def make_detector(self) -> YuNetDetector:
         """With --rescale-height the detector sees frames at that height (the pipeline scales
@@ -81,14 +88,15 @@ class Daemon:
         return YuNetDetector(threads=self.detector_threads, max_side=max_side)
 
     def make_worker(self, camera: CameraSpec) -> CameraWorker:
+        timers = self.histograms.for_camera(camera.cam_id)
         poster = self.posters.get(camera.cam_id)
         if poster is None:
             spool = str(Path(self.cfg.spool_dir) / path_component(camera.cam_id, "camera"))
             poster = Poster(self.cfg, spool=Spool(spool, self.cfg.spool_max_bytes),
-                            cam_id=camera.cam_id)
+                            cam_id=camera.cam_id, post_seconds=timers.post)
             poster.start()
             self.posters[camera.cam_id] = poster
-        worker = CameraWorker(self.cfg, camera, self.make_detector, poster)
+        worker = CameraWorker(self.cfg, camera, self.make_detector, poster, timers)
         self.workers[camera.cam_id] = worker
         return worker
 
@@ -96,7 +104,7 @@ class Daemon:
         status = None
         if self.cfg.status_port:
             status = StatusServer(self.cfg.status_host, self.cfg.status_port,
-                                  lambda: collect_metrics(self)).start()
+                                  self.registry).start()
         try:
             return self._run_single() if self.cfg.source else self._run_list()
         finally:

@@ -1,17 +1,26 @@
-"""Per-camera figures for the status endpoint, gathered from workers, readers and posters."""
+"""Per-camera figures for the status endpoint, gathered from workers, readers and posters
+at scrape time (``DaemonCollector``), plus the daemon's latency histograms (``timing``).
+
+Everything is a prometheus_client metric family; ``status.render_metrics`` renders them."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from videodetector.camera import CAMERA_STATES
 from videodetector.pipeline import SKIP_REASONS
 from videodetector.post.poster import DROP_REASONS
-from videodetector.status import Metric
 
 if TYPE_CHECKING:
     from videodetector.cli import Daemon
+
+_KINDS = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily}
 
 # (metric name, help, kind, how to read it from (worker, reader stats, poster stats))
 _CAMERA_METRICS = (
@@ -75,55 +84,89 @@ _CAMERA_METRICS = (
 )
 
 
+def _family(name: str, help_: str, kind: str, labels: list[str],
+            values: dict[tuple[str, ...], float]) -> Metric:
+    """A gauge or counter family with one sample per label-value tuple (in sorted order)."""
+    if kind not in _KINDS:
+        raise ValueError(f"metric {name}: kind must be gauge or counter, got {kind!r}")
+    family = _KINDS[kind](name, help_, labels=labels)
+    for label_values, value in sorted(values.items()):
+        family.add_metric(list(label_values), float(value))
+    return family
+
+
 def _labelled_metrics(rows: list) -> list[Metric]:
     """The per-camera metrics with a second label: skipped faces by reason, camera state."""
     skipped: dict = {}
     states: dict = {}
-    for labels, w, _, _ in rows:
+    for cam_id, w, _, _ in rows:
         for reason in SKIP_REASONS:
-            skipped[(*labels, ("reason", reason))] = float(
-                w.pipeline_stats.faces_skipped.get(reason, 0))
+            skipped[(cam_id, reason)] = w.pipeline_stats.faces_skipped.get(reason, 0)
         current = w.state
         for state in CAMERA_STATES:
-            states[(*labels, ("state", state))] = float(state == current)
+            states[(cam_id, state)] = state == current
     return [
-        Metric("fkvideo_faces_skipped_total",
-               "Faces skipped because they could not be scored or snapshotted, by reason",
-               "counter", skipped),
-        Metric("fkvideo_camera_state", "1 for the state the camera is in (failed: it stopped "
-               "for good, e.g. a rot/roi outside the frame)", "gauge", states),
+        _family("fkvideo_faces_skipped_total",
+                "Faces skipped because they could not be scored or snapshotted, by reason",
+                "counter", ["cam_id", "reason"], skipped),
+        _family("fkvideo_camera_state", "1 for the state the camera is in (failed: it stopped "
+                "for good, e.g. a rot/roi outside the frame)", "gauge", ["cam_id", "state"],
+                states),
     ]
 
 
 def collect_metrics(daemon: Daemon) -> list[Metric]:
+    """Every metric family of ``daemon``'s /metrics, read now."""
     rows = []
     # In camera-list mode only the cameras the manager still runs are reported: a removed
-    # camera's figures must not linger with stale values.
+    # camera's figures must not linger with stale values (its histograms neither).
     workers = daemon.manager.workers if daemon.manager is not None else daemon.workers
     for cam_id, worker in list(workers.items()):
         reader = worker.reader.stats() if worker.reader is not None else None
         poster = daemon.posters[cam_id].stats() if cam_id in daemon.posters else {}
-        rows.append(((("cam_id", cam_id),), worker, reader, poster))
+        rows.append((cam_id, worker, reader, poster))
     metrics = [
-        Metric(name, help_, kind, {labels: float(get(w, r, p)) for labels, w, r, p in rows})
+        _family(name, help_, kind, ["cam_id"], {(c,): get(w, r, p) for c, w, r, p in rows})
         for name, help_, kind, get in _CAMERA_METRICS
     ]
-    metrics.append(posts_dropped_metric({dict(labels)["cam_id"]: p for labels, _w, _r, p in rows}))
+    metrics.append(posts_dropped_metric({c: p for c, _w, _r, p in rows}))
     metrics += _labelled_metrics(rows)
-    metrics.append(Metric("fkvideo_cameras_running", "Cameras with a live worker", "gauge",
-                          {(): float(sum(w.is_alive() for w in workers.values()))}))
-    metrics.append(Metric("fkvideo_up_seconds", "Seconds since start", "gauge",
-                          {(): time.time() - daemon.started_at}))
+    metrics.append(GaugeMetricFamily("fkvideo_cameras_running", "Cameras with a live worker",
+                                     value=sum(w.is_alive() for w in workers.values())))
+    metrics.append(GaugeMetricFamily("fkvideo_up_seconds", "Seconds since start",
+                                     value=time.time() - daemon.started_at))
+    metrics += camera_histograms(daemon, {c for c, *_ in rows})
     return metrics
+
+
+def camera_histograms(daemon: Daemon, cameras: set[str]) -> list[Metric]:
+    """The daemon's histograms (stage times, detector and post latency), only for
+    ``cameras``."""
+    out = []
+    for histogram in daemon.histograms.all:
+        for family in histogram.collect():
+            family.samples = [s for s in family.samples if s.labels.get("cam_id") in cameras]
+            out.append(family)
+    return out
+
+
+class DaemonCollector(Collector):
+    """Registered in the daemon's own ``CollectorRegistry``; reads the figures per scrape."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        yield from collect_metrics(self.daemon)
 
 
 def posts_dropped_metric(poster_stats: dict[str, dict[str, int]]) -> Metric:
     """``fkvideo_posts_dropped_total{cam_id, reason}`` from each camera's ``Poster.stats()``."""
-    return Metric(
+    return _family(
         "fkvideo_posts_dropped_total",
         "Snapshots lost before they reached the spool, by reason (spool_unwritable: the spool "
         "refused them and the memory queue was full; at_stop: still in memory at stop)",
-        "counter",
-        {(("cam_id", cam_id), ("reason", reason)): float(stats.get(f"dropped_{reason}", 0))
+        "counter", ["cam_id", "reason"],
+        {(cam_id, reason): stats.get(f"dropped_{reason}", 0)
          for cam_id, stats in poster_stats.items() for reason in DROP_REASONS},
     )

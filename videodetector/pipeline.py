@@ -43,6 +43,7 @@ from videodetector.motion.detector import FrameDiffMotion
 from videodetector.quality.score import face_quality
 from videodetector.ratelog import RateLimitedLog
 from videodetector.snapshot import Snapshot
+from videodetector.timing import CameraTimers
 from videodetector.tracker.tracker import Track, Tracker
 from videodetector.uniq import UniqFilter
 from videodetector.video.source import Frame
@@ -203,8 +204,10 @@ class FacePipeline:
         run_id: str = "",
         stats: PipelineStats | None = None,
         first_track_id: int = 1,
+        timers: CameraTimers | None = None,
     ) -> None:
         self.cfg = cfg
+        self.timers = timers if timers is not None else CameraTimers.null()
         self.camera = camera
         self.detector = detector
         self.run_id = run_id
@@ -260,19 +263,30 @@ class FacePipeline:
     def _process(self, frame: Frame) -> list[Snapshot]:
         self.stats.frames += 1
         self._last_t = frame.pts
+        timers = self.timers
         if not self._should_detect(frame.image):
+            t0 = time.perf_counter()
             self._active = self.tracker.update(None, period=1).active
-            return self._to_snapshots(self.selector.tick(frame.pts))
+            t1 = time.perf_counter()
+            ready = self.selector.tick(frame.pts)
+            t2 = time.perf_counter()
+            timers.track.observe(t1 - t0)
+            timers.select.observe(t2 - t1)
+            return self._timed_snapshots(ready)
         dets = self._detect(frame.image)
+        t0 = time.perf_counter()
         update = self.tracker.update(dets)
+        t1 = time.perf_counter()
         self._active = update.active
         self._faces_seen = len(dets) > 0 or bool(update.active)
-        ready: list[Candidate] = []
+        ready = []
         for track in update.ended:
             ready += self.selector.end_track(track.id, frame.pts)
         ready += self._observe(frame, update.active, dets)
         ready += self.selector.tick(frame.pts)
-        snapshots = self._to_snapshots(ready)
+        timers.track.observe(t1 - t0)
+        timers.select.observe(time.perf_counter() - t1)
+        snapshots = self._timed_snapshots(ready)
         for track in update.ended:  # only after their last snapshots took a sequence number
             self._seq.pop(track.id, None)
         return snapshots
@@ -281,7 +295,9 @@ class FacePipeline:
         """Motion gating. Without motion the detector is skipped, but while faces are tracked
         it still looks every RECHECK_FRAMES frames, so a face that stands still keeps its track
         fresh and one that left without motion (e.g. a cut) ends its track."""
+        t0 = time.perf_counter()
         moving = self.motion.detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).moving
+        self.timers.motion.observe(time.perf_counter() - t0)
         if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
             self._skipped += 1
             return False
@@ -322,7 +338,7 @@ class FacePipeline:
         for track in self.tracker.finish():
             ready += self.selector.end_track(track.id, self._last_t)
         ready += self.selector.finish(self._last_t)
-        snapshots = self._to_snapshots(ready)
+        snapshots = self._timed_snapshots(ready)
         self._seq.clear()
         self._active = []
         self._faces_seen = False
@@ -336,10 +352,18 @@ class FacePipeline:
 
     # -- steps -----------------------------------------------------------
     def _detect(self, image: np.ndarray) -> Detections:
+        start = time.perf_counter()
+        dets = self._detect_untimed(image)
+        self.timers.detect.observe(time.perf_counter() - start)
+        return dets
+
+    def _detect_untimed(self, image: np.ndarray) -> Detections:
         crop, dx, dy, factor = crop_for_detection(image, self.camera.rot, self.cfg.rescale_height)
         t0 = time.perf_counter()
         raw = self.detector.detect(crop)
-        self.stats.detect_seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.stats.detect_seconds += seconds
+        self.timers.detector.observe(seconds)
         self.stats.detector_runs += 1
         dets, dropped = clean_detections(raw, crop.shape[1], crop.shape[0])
         if dropped:
@@ -369,6 +393,15 @@ class FacePipeline:
                               tuple(tuple(map(float, c)) for c in track.history))
         return Candidate(track_id=track.id, t=frame.pts, score=q.score,
                          direction_score=q.direction_score, payload=payload)
+
+    def _timed_snapshots(self, ready: list[Candidate]) -> list[Snapshot]:
+        """``_to_snapshots``, timed as the snapshot stage when there is anything to make."""
+        if not ready:
+            return []
+        t0 = time.perf_counter()
+        snapshots = self._to_snapshots(ready)
+        self.timers.snapshot.observe(time.perf_counter() - t0)
+        return snapshots
 
     def _to_snapshots(self, ready: list[Candidate]) -> list[Snapshot]:
         out = []

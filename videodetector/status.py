@@ -1,63 +1,56 @@
-"""The daemon's health endpoint: ``GET /metrics`` in Prometheus text format, ``GET /healthz``.
+"""The daemon's health endpoint: ``GET /metrics`` (Prometheus text, written by
+prometheus_client), ``GET /healthz``.
 
-``StatusServer(port, collect)`` serves whatever ``collect()`` returns: a list of
-``Metric`` (name, help, type, and one value per label set). Rendering is a pure
-function so it is tested without a socket.
+``StatusServer(host, port, registry)`` serves ``generate_latest(registry)``: any object with
+``collect()`` yielding metric families (a ``CollectorRegistry``, a ``Collector``).
+``render_metrics`` is the same rendering without a socket.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    help: str
-    kind: str  # "gauge" or "counter"
-    values: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
+# generate_latest writes the 0.0.4 text format (whatever CONTENT_TYPE_LATEST says)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Families(Collector):
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
 
 
-def render_metrics(metrics: list[Metric]) -> str:
-    """Prometheus exposition format 0.0.4."""
-    lines: list[str] = []
-    for m in metrics:
-        if m.kind not in ("gauge", "counter"):
-            raise ValueError(f"metric {m.name}: kind must be gauge or counter, got {m.kind!r}")
-        lines.append(f"# HELP {m.name} {m.help}")
-        lines.append(f"# TYPE {m.name} {m.kind}")
-        for labels, value in sorted(m.values.items()):
-            lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{m.name}{{{lab}}} {float(value):g}" if lab else f"{m.name} {value:g}")
-    return "\n".join(lines) + "\n"
+def render_metrics(source: Collector | Iterable[Metric]) -> str:
+    """Prometheus text exposition (0.0.4) of a registry, a collector or metric families."""
+    collector = source if hasattr(source, "collect") else _Families(source)  # type: ignore[arg-type]
+    return generate_latest(collector).decode()  # type: ignore[arg-type]
 
 
 class StatusServer:
     """A tiny HTTP server on its own thread. Port 0 picks a free port (see ``.port``)."""
 
-    def __init__(self, host: str, port: int, collect: Callable[[], list[Metric]]) -> None:
-        collect_fn = collect
-
+    def __init__(self, host: str, port: int, registry: Collector) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 if self.path.split("?")[0] == "/metrics":
                     try:
-                        body = render_metrics(collect_fn()).encode()
+                        body = generate_latest(registry)  # type: ignore[arg-type]
                     except Exception:  # a metrics bug must not kill the endpoint
                         log.exception("collecting metrics failed")
                         self.send_error(500, "collecting metrics failed")
                         return
-                    ctype = "text/plain; version=0.0.4; charset=utf-8"
+                    ctype = CONTENT_TYPE
                 elif self.path.split("?")[0] == "/healthz":
                     body, ctype = b"ok\n", "text/plain"
                 else:

@@ -32,7 +32,6 @@ from videodetector.backend import (
     faces,
     galleries,
     openapi,
-    person_store,
     persons,
     stats,
     sync,
@@ -40,11 +39,11 @@ from videodetector.backend import (
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import (
+    GalleryFaces,
     MetricsMiddleware,
     RequestMetrics,
-    gallery_face_counts,
-    render_gallery_faces,
-    render_gauges,
+    StoredObjects,
+    render_collectors,
 )
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.retention import RetentionThread
@@ -214,11 +213,11 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
 
 
 def _metrics_text(backend: Backend, metrics: RequestMetrics, user: int | None) -> str:
-    """Everything for the metrics token (``user`` None); a token's own counts otherwise."""
-    gauges = _gauges(backend, user)
+    """Everything for the metrics token (``user`` None); a token's own counts otherwise,
+    from collectors made for that user alone (not a filter over the full registry)."""
     if user is None:
-        return metrics.render(gauges)
-    return render_gauges(gauges) + render_gallery_faces(gallery_face_counts(backend.db, user))
+        return metrics.render()
+    return render_collectors([StoredObjects(backend, user), GalleryFaces(backend.db, user)])
 
 
 def _install_openapi_auth(app: FastAPI) -> None:
@@ -238,35 +237,17 @@ def _install_openapi_auth(app: FastAPI) -> None:
     app.openapi = openapi_with_auth  # type: ignore[method-assign]
 
 
-def _gauges(backend: Backend, user: int | None) -> dict[str, tuple[str, float]]:
-    """Stored object counts: of every tenant (``user`` None), or of one user."""
-    db = backend.db
-    if user is not None:
-        def count(table: str) -> float:
-            return float(db.scalar(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (user,)))
-
-        return {"backend_faces": ("Stored faces of this token.", count("faces")),
-                "backend_persons": ("Persons (8.2) of this token.", count("persons")),
-                "backend_cameras": ("Cameras of this token.", count("cameras")),
-                **person_store.gauges(db, user)}
-    return {
-        "backend_faces": ("Stored faces.", float(backend.index.total())),
-        "backend_persons": ("Persons (8.2).", float(db.scalar("SELECT COUNT(*) FROM persons"))),
-        "backend_cameras": ("Cameras.", float(db.scalar("SELECT COUNT(*) FROM cameras"))),
-        "backend_users": ("Tokens.", float(db.scalar("SELECT COUNT(*) FROM users"))),
-        **person_store.gauges(db),
-    }
-
-
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
     """The FastAPI app for ``settings`` (opens the data directory now; models load at
     startup with ``preload_models``, else on first use)."""
     settings = settings or Settings()
     backend = backend or Backend(settings)
     metrics = RequestMetrics()
+    metrics.collectors.append(StoredObjects(backend))
     stats.add_metrics(metrics, backend)
     backend.plugins = PluginHost.load(settings, backend)  # 9.2; none unless configured
-    metrics.collectors.append(backend.plugins.metrics_text)
+    metrics.collectors.append(backend.plugins)
+    backend.search_seconds = metrics.search
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,55 +1,160 @@
-"""Prometheus text-format metrics: requests by route and status, latency, stored objects,
-faces per gallery (``backend_gallery_faces{user, gallery}``)."""
+"""/metrics through prometheus_client: requests by route and status, request latency
+(histogram per route), /identify latency (whole request and index search), enroll latency
+(``POST /face``), stored objects, faces per gallery (``backend_gallery_faces{user, gallery}``)
+and the plugin host's counters.
+
+``RequestMetrics.registry`` is this app's own ``CollectorRegistry`` (never the global one:
+tests run several apps in one process); the scrape-time figures are ``Collector`` objects.
+An API token's view (``tenant_text``) is rendered from collectors made for that user only,
+so nothing of another tenant can appear in it.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from videodetector.backend import person_store
+
+# No *_created series: the exposition stays as it was (one line per figure), and it is
+# process-wide on purpose: each program owns its process.
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SEARCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+# the route templates (as MetricsMiddleware records them) timed as identify / enroll
+IDENTIFY_ROUTES = frozenset(f"/{v}{p}" for v in ("v0", "v1")
+                            for p in ("/identify", "/faces/gallery/{gallery}/identify"))
+ENROLL_ROUTES = frozenset(("/v0/face", "/v1/face"))
+
+
+class Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class _Null:
+    def observe(self, amount: float) -> None:
+        pass
+
+
+NULL_OBSERVER: Observer = _Null()
 
 
 class RequestMetrics:
+    """The app's registry and the histograms/counters observed on the request path."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
-        self.latency_count: dict[tuple[str, str], int] = defaultdict(int)
-        # more metric families: each returns its own text-format lines
-        self.collectors: list[Callable[[], str]] = []
+        self.registry = CollectorRegistry()
+        self.requests = Counter("backend_requests", "HTTP requests by method, route and status.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("backend_request_duration_seconds", "Request latency.",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=LATENCY_BUCKETS)
+        self.identify = Histogram(
+            "backend_identify_seconds", "Whole /identify requests answered 2xx (all routes).",
+            registry=self.registry, buckets=LATENCY_BUCKETS)
+        self.search = Histogram(
+            "backend_identify_search_seconds",
+            "Index search per probe face in /identify (inside backend_identify_seconds).",
+            registry=self.registry, buckets=SEARCH_BUCKETS)
+        self.enroll = Histogram(
+            "backend_enroll_seconds", "Whole POST /face (enroll) requests answered 2xx.",
+            registry=self.registry, buckets=LATENCY_BUCKETS)
+        # more metric families, read at scrape time: Collector objects, or (the older
+        # interface, still accepted) callables returning exposition text
+        self.collectors: list[Collector | Callable[[], str]] = []
+        self.registry.register(_Extra(self.collectors))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(method, route, str(status))] += 1
-            self.latency_sum[(method, route)] += seconds
-            self.latency_count[(method, route)] += 1
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+        if 200 <= status < 300:
+            if route in IDENTIFY_ROUTES:
+                self.identify.observe(seconds)
+            elif method == "POST" and route in ENROLL_ROUTES:
+                self.enroll.observe(seconds)
 
-    def render(self, gauges: dict[str, tuple[str, float]]) -> str:
-        lines = ["# HELP backend_requests_total HTTP requests by method, route and status.",
-                 "# TYPE backend_requests_total counter"]
-        with self._lock:
-            for (method, route, status), n in sorted(self.requests.items()):
-                lines.append(f'backend_requests_total{{method="{method}",route="{_esc(route)}",'
-                             f'status="{status}"}} {n}')
-            lines += ["# HELP backend_request_duration_seconds Request latency.",
-                      "# TYPE backend_request_duration_seconds summary"]
-            for (method, route), total in sorted(self.latency_sum.items()):
-                labels = f'method="{method}",route="{_esc(route)}"'
-                count = self.latency_count[(method, route)]
-                lines.append(f"backend_request_duration_seconds_sum{{{labels}}} {total:.6f}")
-                lines.append(f"backend_request_duration_seconds_count{{{labels}}} {count}")
-        return ("\n".join(lines) + "\n" + render_gauges(gauges)
-                + "".join(collect() for collect in self.collectors))
+    def render(self) -> str:
+        """Everything (the metrics token's view)."""
+        return generate_latest(self.registry).decode()
 
 
-def render_gauges(gauges: dict[str, tuple[str, float]]) -> str:
-    lines = []
-    for name, (help_text, value) in gauges.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
-    return "\n".join(lines) + "\n"
+class _Extra(Collector):
+    def __init__(self, collectors: list[Collector | Callable[[], str]]) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for item in list(self._collectors):
+            if hasattr(item, "collect"):
+                yield from item.collect()  # type: ignore[union-attr]
+            else:
+                yield from text_string_to_metric_families(item())  # type: ignore[operator]
+
+
+def render_collectors(collectors: Iterable[Collector]) -> str:
+    """Exposition text of a few collectors (a throw-away registry: one tenant's view)."""
+    registry = CollectorRegistry()
+    for collector in collectors:
+        registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def stored_counts(backend: Any, user: int | None) -> dict[str, tuple[str, float]]:
+    """Stored object counts: of every tenant (``user`` None), or of one user."""
+    db = backend.db
+    if user is not None:
+        def count(table: str) -> float:
+            return float(db.scalar(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (user,)))
+
+        return {"backend_faces": ("Stored faces of this token.", count("faces")),
+                "backend_persons": ("Persons (8.2) of this token.", count("persons")),
+                "backend_cameras": ("Cameras of this token.", count("cameras")),
+                **person_store.gauges(db, user)}
+    return {
+        "backend_faces": ("Stored faces.", float(backend.index.total())),
+        "backend_persons": ("Persons (8.2).", float(db.scalar("SELECT COUNT(*) FROM persons"))),
+        "backend_cameras": ("Cameras.", float(db.scalar("SELECT COUNT(*) FROM cameras"))),
+        "backend_users": ("Tokens.", float(db.scalar("SELECT COUNT(*) FROM users"))),
+        **person_store.gauges(db),
+    }
+
+
+class StoredObjects(Collector):
+    """``backend_faces``, ``backend_persons``, ``backend_cameras`` (+ ``backend_users`` for
+    every tenant): of every tenant, or of ``user`` only."""
+
+    def __init__(self, backend: Any, user: int | None = None) -> None:
+        self.backend = backend
+        self.user = user
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (help_text, value) in stored_counts(self.backend, self.user).items():
+            yield GaugeMetricFamily(name, help_text, value=value)
+
+
+class GalleryFaces(Collector):
+    """``backend_gallery_faces{user, gallery}``: of every user, or of ``user`` only."""
+
+    def __init__(self, db: Any, user: int | None = None) -> None:
+        self.db = db
+        self.user = user
+
+    def collect(self) -> Iterator[Metric]:
+        yield gallery_faces_family(gallery_face_counts(self.db, self.user))
 
 
 def gallery_face_counts(db: Any, user: int | None = None) -> dict[tuple[int, str], int]:
@@ -69,17 +174,14 @@ def gallery_face_counts(db: Any, user: int | None = None) -> dict[tuple[int, str
     return counts
 
 
-def render_gallery_faces(counts: dict[tuple[int, str], int]) -> str:
-    """``backend_gallery_faces{user="3",gallery="default"} 12`` lines (a gauge)."""
-    lines = ["# HELP backend_gallery_faces Faces per gallery and user (token owner id).",
-             "# TYPE backend_gallery_faces gauge"]
+def gallery_faces_family(counts: dict[tuple[int, str], int]) -> Metric:
+    """``backend_gallery_faces{user="3",gallery="default"} 12`` (a gauge)."""
+    family = GaugeMetricFamily("backend_gallery_faces",
+                               "Faces per gallery and user (token owner id).",
+                               labels=["user", "gallery"])
     for (user, gallery), n in sorted(counts.items()):
-        lines.append(f'backend_gallery_faces{{user="{user}",gallery="{_esc(gallery)}"}} {n}')
-    return "\n".join(lines) + "\n"
-
-
-def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+        family.add_metric([str(user), gallery], float(n))
+    return family
 
 
 class MetricsMiddleware:

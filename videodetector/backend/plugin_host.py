@@ -27,12 +27,15 @@ import re
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -238,25 +241,30 @@ class PluginHost:
 
         return endpoint
 
-    def metrics_text(self) -> str:
+    def collect(self) -> Iterator[Metric]:
+        """Metric families for /metrics (a prometheus_client ``Collector``)."""
         with self._lock:
             errors = sorted(self.errors.items())
             rejected = sorted(self.rejected.items())
             calls = sorted(self.stored_calls.items())
-        lines = ["# HELP backend_plugins_loaded Plugins loaded (9.2).",
-                 "# TYPE backend_plugins_loaded gauge",
-                 f"backend_plugins_loaded {len(self.plugins)}",
-                 "# HELP backend_plugin_errors_total Plugin failures by plugin and kind "
-                 f"({', '.join(KINDS)}).", "# TYPE backend_plugin_errors_total counter"]
-        lines += [f'backend_plugin_errors_total{{plugin="{n}",kind="{k}"}} {v}'
-                  for (n, k), v in errors]
-        lines += ["# HELP backend_plugin_rejected_total Faces refused by a plugin's preprocess.",
-                  "# TYPE backend_plugin_rejected_total counter"]
-        lines += [f'backend_plugin_rejected_total{{plugin="{n}"}} {v}' for n, v in rejected]
-        lines += ["# HELP backend_plugin_face_stored_total face_stored calls that returned.",
-                  "# TYPE backend_plugin_face_stored_total counter"]
-        lines += [f'backend_plugin_face_stored_total{{plugin="{n}"}} {v}' for n, v in calls]
-        return "\n".join(lines) + "\n"
+        yield GaugeMetricFamily("backend_plugins_loaded", "Plugins loaded (9.2).",
+                                value=len(self.plugins))
+        family = CounterMetricFamily("backend_plugin_errors_total", "Plugin failures by plugin "
+                                     f"and kind ({', '.join(KINDS)}).", labels=["plugin", "kind"])
+        for (name, kind), n in errors:
+            family.add_metric([name, kind], n)
+        yield family
+        for metric, help_text, counts in (
+                ("backend_plugin_rejected_total", "Faces refused by a plugin's preprocess.",
+                 rejected),
+                ("backend_plugin_face_stored_total", "face_stored calls that returned.", calls)):
+            family = CounterMetricFamily(metric, help_text, labels=["plugin"])
+            for name, n in counts:
+                family.add_metric([name], n)
+            yield family
+
+    def metrics_text(self) -> str:
+        return generate_latest(self).decode()  # type: ignore[arg-type]
 
 
 def find_plugins(dirs: tuple[Path, ...], enabled: tuple[str, ...], host: PluginHost

@@ -40,6 +40,7 @@ from videodetector.backend.imaging import (
     thumbnail,
 )
 from videodetector.backend.index import IndexRegistry
+from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
@@ -130,6 +131,7 @@ class Backend:
         self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
         self.persons = person_match.Matcher(settings)
         person_store.migrate(self.db)
+        self.search_seconds: Observer = NULL_OBSERVER  # /identify's index search (/metrics)
         self._load_index()
         self._prune_idempotency()
         self.prune_tombstones()
@@ -636,7 +638,9 @@ class Backend:
                 mask = index.mask(face_ids=self.gallery_face_ids(user, gallery))
             out = []
             for face in faces:
+                t0 = time.perf_counter()
                 hits = index.search(face.embedding, n, mask)
+                self.search_seconds.observe(time.perf_counter() - t0)
                 conf = [(fid, float(confidence_from_cosine(cos))) for fid, cos in hits]
                 out.append([(fid, c) for fid, c in conf
                             if threshold is None or c >= threshold])

@@ -28,9 +28,8 @@ from videodetector.backend.deps import current_user, get_backend
 from videodetector.backend.errors import ApiError
 from videodetector.backend.index import DIM
 from videodetector.backend.metrics import (
+    GalleryFaces,
     RequestMetrics,
-    gallery_face_counts,
-    render_gallery_faces,
 )
 from videodetector.backend.params import GalleryName
 from videodetector.backend.service import DEFAULT_GALLERY, Backend, check_gallery_name
@@ -129,4 +128,4 @@ async def stat_info(name: GalleryName, request: Request,
 
 def add_metrics(metrics: RequestMetrics, backend: Backend) -> None:
     """Faces per gallery on ``/metrics`` (``backend_gallery_faces{user, gallery}``)."""
-    metrics.collectors.append(lambda: render_gallery_faces(gallery_face_counts(backend.db)))
+    metrics.collectors.append(GalleryFaces(backend.db))

@@ -59,6 +59,7 @@ from videodetector.post.request import PostSettings, build_request
 from videodetector.post.spool import Spool
 from videodetector.post.trouble import LOG_INTERVAL, Trouble
 from videodetector.snapshot import Snapshot
+from videodetector.timing import NULL, Observer
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class Poster:
         backoff_initial: float = BACKOFF_INITIAL,
         cam_id: str = "",
         log_interval: float = LOG_INTERVAL,
+        post_seconds: Observer = NULL,
     ) -> None:
         if cfg.post_queue < 1:
             raise ValueError(f"post_queue must be >= 1, got {cfg.post_queue!r}")
@@ -133,6 +135,7 @@ class Poster:
         self._session = session or requests.Session()
         self._spool = spool if spool is not None else Spool(cfg.spool_dir, cfg.spool_max_bytes)
         self._backoff_initial = backoff_initial
+        self._post_seconds = post_seconds  # a histogram of HTTP round trips
         self._memory: deque[Snapshot] = deque()
         self._cond = threading.Condition()
         self._inflight: _Item | None = None
@@ -357,10 +360,12 @@ class Poster:
                           snap.cam_id, snap.idempotency_key)
             return Outcome.FAILED
         try:
+            t0 = time.perf_counter()
             resp = self._session.post(
                 req.url, headers=dict(req.headers), data=list(req.data), files=list(req.files),
                 timeout=self.cfg.req_timeout, verify=self.cfg.to_verify_cert,
             )
+            self._post_seconds.observe(time.perf_counter() - t0)
             if resp.status_code in (429, 503):
                 self._server_wait = retry_after(resp.headers.get("Retry-After"))
             return _classify(snap, req.url, resp, self._log)

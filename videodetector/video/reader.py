@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from videodetector.backoff import Backoff
+from videodetector.timing import CameraTimers
 from videodetector.video.queues import put_while
 from videodetector.video.source import (
     Frame,
@@ -143,6 +144,7 @@ class FrameReader:
         backoff_max: float | None = None,
         join_timeout: float = 2.0,
         start_index: int = 0,
+        timers: CameraTimers | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
@@ -176,6 +178,7 @@ class FrameReader:
         self._ended = False
         self._log = logging.LoggerAdapter(log, {"cam_id": cam_id})
         self._name = cam_id or spec.display
+        self._timers = timers if timers is not None else CameraTimers.null()
 
     # ---------------------------------------------------------------- consumer API
 
@@ -332,6 +335,8 @@ class FrameReader:
         with stream:
             try:
                 for frame in stream:
+                    self._timers.decode.observe(stream.decode_seconds)
+                    self._timers.convert.observe(stream.convert_seconds)
                     self._stream_errors = stream.decode_errors
                     self._backoff.reset()
                     if self._stats.consecutive_failures:

@@ -268,6 +268,10 @@ class VideoStream:
         self.fps = spec.fps or _stream_fps(self._stream)
         self.decode_errors = 0
         self.frames_decoded = 0
+        # seconds the last yielded frame took to decode / to convert (for the stage timers)
+        self.decode_seconds = 0.0
+        self.convert_seconds = 0.0
+        self._decoding = 0.0  # decoder time since the last yielded frame
         self.gave_up = False
         self.start_index = start_index
         self.expected_frames = None if spec.live else _expected_frames(container, self._stream,
@@ -291,10 +295,14 @@ class VideoStream:
         for index, av_frame in enumerate(self._av_frames()):
             self.frames_decoded = index + 1
             if index < self.start_index:
+                self._decoding = 0.0  # frames decoded only to be skipped are not timed
                 if self._origin is None and av_frame.time is not None:
                     self._origin = av_frame.time
                 continue
+            t0 = time.perf_counter()
             frame = self._to_frame(av_frame, index)
+            self.convert_seconds = time.perf_counter() - t0
+            self.decode_seconds, self._decoding = self._decoding, 0.0
             if clock is not None and not clock.wait(index):
                 return
             yield frame
@@ -349,11 +357,14 @@ class VideoStream:
         return self._container.demux() if self.spec.live else self._container.demux(self._stream)
 
     def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+        t0 = time.perf_counter()
         try:
             return packet.decode()
         except av.FFmpegError as exc:
             self._count_error(exc, "decoder")
             return []
+        finally:
+            self._decoding += time.perf_counter() - t0
 
     def _count_error(self, exc: Exception, where: str) -> None:
         self.decode_errors += 1
