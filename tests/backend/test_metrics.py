@@ -24,8 +24,10 @@ FULL_VIEW = {
     "backend_cameras": "gauge", "backend_users": "gauge", "backend_gallery_faces": "gauge",
     "backend_plugins_loaded": "gauge", "backend_plugin_errors": "counter",
     "backend_plugin_rejected": "counter", "backend_plugin_face_stored": "counter",
+    "backend_person_identity_switches": "gauge", "backend_person_auto_merges": "gauge",
 }
-TOKEN_VIEW = {"backend_faces", "backend_persons", "backend_cameras", "backend_gallery_faces"}
+TOKEN_VIEW = {"backend_faces", "backend_persons", "backend_cameras", "backend_gallery_faces",
+              "backend_person_identity_switches", "backend_person_auto_merges"}
 
 
 @pytest.fixture(scope="module")
