@@ -27,7 +27,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The embedding model of rows stored before version 2 (faces.model's default).
+FIRST_MODEL = "sface-2021dec"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS faces (
     age INTEGER,
     detector_params TEXT,
     extra TEXT,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    model TEXT NOT NULL DEFAULT 'sface-2021dec'
 );
 CREATE INDEX IF NOT EXISTS faces_user ON faces (user_id, id);
 CREATE INDEX IF NOT EXISTS faces_meta ON faces (user_id, meta, id);
@@ -97,6 +100,34 @@ CREATE TABLE IF NOT EXISTS cameras (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cameras_user ON cameras (user_id, detector, seq);
+-- Embeddings made by another model than faces.model (regenerate.py); faces.embedding is
+-- the vector of faces.model. A face's vector for model M: faces.embedding if faces.model = M,
+-- else embeddings.vector of (face_id, M).
+CREATE TABLE IF NOT EXISTS embeddings (
+    face_id INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (face_id, model)
+);
+CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings (model, face_id);
+-- Every vector or face image regenerate.py replaced, in order: a serving backend applies them
+-- to its index (Backend.refresh_regenerated).
+CREATE TABLE IF NOT EXISTS regenerated (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    face_id INTEGER NOT NULL,
+    model TEXT NOT NULL
+);
+-- Faces a regenerate job has done (resume: a job skips them).
+CREATE TABLE IF NOT EXISTS regenerate_done (
+    job TEXT NOT NULL,
+    face_id INTEGER NOT NULL,
+    PRIMARY KEY (job, face_id)
+);
+CREATE TRIGGER IF NOT EXISTS faces_deleted AFTER DELETE ON faces BEGIN
+    DELETE FROM embeddings WHERE face_id = OLD.id;
+    DELETE FROM regenerate_done WHERE face_id = OLD.id;
+END;
 CREATE TABLE IF NOT EXISTS idempotency (
     user_id INTEGER NOT NULL,
     key TEXT NOT NULL,
@@ -133,6 +164,7 @@ class Database:
         with self.lock:
             self.conn.executescript(SCHEMA)
         with self.transaction() as conn:
+            migrate(conn)
             conn.execute("INSERT OR IGNORE INTO settings VALUES ('schema_version', ?)",
                          (str(SCHEMA_VERSION),))
 
@@ -197,6 +229,26 @@ class Database:
     def scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         r = self.row(sql, args)
         return None if r is None else r[0]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older database to SCHEMA_VERSION (inside a transaction, after SCHEMA ran).
+
+    1 -> 2: faces.model (every earlier row was made by FIRST_MODEL); the embeddings,
+    regenerated and regenerate_done tables come from SCHEMA itself."""
+    row = conn.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row is not None else SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema version {version} is newer than this program's "
+                           f"({SCHEMA_VERSION})")
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(faces)")}
+    if "model" not in cols:
+        conn.execute(f"ALTER TABLE faces ADD COLUMN model TEXT NOT NULL DEFAULT '{FIRST_MODEL}'")
+        log.info("database schema %d -> %d: faces.model added (= %s)", version,
+                 SCHEMA_VERSION, FIRST_MODEL)
+    if version < SCHEMA_VERSION:
+        conn.execute("UPDATE settings SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION),))
 
 
 def _run_undo(actions: list[Callable[[], None]]) -> None:
