@@ -11,7 +11,9 @@ linear through
     cos at FAR 1e-5    -> 0.7834  (strict)
     cos = 1            -> 1.0
 
-so a client threshold keeps its FindFace meaning. The anchor cosines were measured with our
+so a client threshold keeps its FindFace meaning. The anchors are per embedding model
+(``ANCHORS``): the backend maps cosines with those of the model that made the vectors it
+searches (docs/thresholds-int8.md for the int8 SFace). The anchor cosines were measured with our
 pipeline (YuNet -> align_face -> SFace) by ``bench/thresholds.py``; the figures, data and method
 are in docs/thresholds.md (1e-1 and 1e-3 measured on 24267 impostor pairs; 1e-5 from a
 Gaussian fit to the impostor tail). The default 0.75 lies between medium and strict
@@ -33,9 +35,9 @@ CONF_STRICT = 0.7834
 
 DEFAULT_MODEL = "sface-2021dec"
 # The same for the int8 quantization of SFace (docs/thresholds-int8.md).
-INT8_1E1 = 0.2026  # measured
-INT8_1E3 = 0.3913  # measured
-INT8_1E5 = 0.5013  # Gaussian tail fit
+INT8_1E1 = 0.2106  # measured
+INT8_1E3 = 0.3983  # measured
+INT8_1E5 = 0.5029  # Gaussian tail fit
 # (cos at FAR 1e-1, 1e-3, 1e-5) per embedding model, each measured the same way:
 # docs/thresholds.md (SFace) and docs/thresholds-int8.md (its int8 quantization).
 ANCHORS = {

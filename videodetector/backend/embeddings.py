@@ -47,11 +47,11 @@ class Coverage:
 
 def coverage(db: Database, model: str, user: int | None = None) -> Coverage:
     """Faces (of ``user``, or all) and how many of them have a ``model`` vector."""
-    where, args = ("WHERE f.user_id = :u", {"m": model, "u": user}) if user is not None \
-        else ("", {"m": model})
+    where, args = ("WHERE f.user_id = ?", [user]) if user is not None else ("", [])
     row = db.row(
-        f"SELECT COUNT(*), COALESCE(SUM(f.model = :m OR EXISTS (SELECT 1 FROM embeddings e "
-        f"WHERE e.face_id = f.id AND e.model = :m)), 0) FROM faces f {where}", args)
+        "SELECT COUNT(*), COALESCE(SUM(f.model = ? OR EXISTS (SELECT 1 FROM embeddings e "
+        f"WHERE e.face_id = f.id AND e.model = ?)), 0) FROM faces f {where}",
+        [model, model, *args])
     return Coverage(model, int(row[0]), int(row[1]))
 
 

@@ -210,7 +210,9 @@ class Regenerator:
 
     # -- the run -------------------------------------------------------------------
 
-    def run(self, out: Any = sys.stderr, interval: float = 5.0) -> Progress:
+    def run(self, out: Any = None, interval: float = 5.0) -> Progress:
+        """Do the job's remaining faces; a progress line every ``interval`` seconds."""
+        out = out or sys.stderr
         total = self._count(False)
         prog = Progress(total=total, skipped=total - self._count(True))
         print(f"regenerate {','.join(sorted(self.opts.kinds))} with {self.opts.model} "
@@ -226,7 +228,10 @@ class Regenerator:
                 if time.monotonic() - last_line >= interval:
                     print(prog.line(), file=out, flush=True)
                     last_line = time.monotonic()
-            wait(pending)
+            while pending:
+                _, pending = wait(pending, timeout=max(interval, 0.1))
+                if pending:
+                    print(prog.line(), file=out, flush=True)
         print(prog.line(), file=out, flush=True)
         if prog.lost:
             print(f"faces no longer found by the detector (kept unchanged): "
@@ -373,6 +378,8 @@ def build_parser(prog: str = "fkvideo_backend regenerate") -> argparse.ArgumentP
     p.add_argument("--detector-threshold", dest="detector_threshold", default=None)
     p.add_argument("--min-face-size", dest="min_face_size", default=None)
     p.add_argument("--model-threads", dest="model_threads", default=None)
+    p.add_argument("--log-level", dest="log_level", default=None,
+                   help="debug, info, warning or error")
     p.add_argument("--min-id", type=int, help="smallest face id (inclusive)")
     p.add_argument("--max-id", type=int, help="largest face id (inclusive)")
     p.add_argument("--every-other", type=int, default=1, help="only ids with id %% N == K")
