@@ -11,6 +11,9 @@ import io
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +267,26 @@ def test_unknown_embedding_model_setting_is_refused():
 
 def test_models_route_needs_a_token(server):
     error_of(Api(server.url, None).get("/v1/models"), 401, "AUTH_FAILED")
+
+
+@pytest.mark.media
+def test_kill_9_mid_run_then_resume_does_each_face_once(data):
+    data_dir, _, ids = data
+    cmd = [sys.executable, "-m", "videodetector.backend.cli", "regenerate", "--data-dir",
+           str(data_dir), "--embedding-model", SFACE_INT8_NAME, "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        done = 0
+        while done == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            done = rows(data_dir, "SELECT COUNT(*) FROM regenerate_done")[0][0]
+    finally:
+        proc.kill()
+        proc.wait()
+    done = rows(data_dir, "SELECT COUNT(*) FROM regenerate_done")[0][0]
+    assert 1 <= done < 10, done  # killed part way
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    per_face = rows(data_dir, "SELECT face_id, COUNT(*) FROM regenerated GROUP BY face_id")
+    assert sorted(per_face) == sorted((i, 1) for i in ids.values())
+    assert rows(data_dir, "SELECT COUNT(*) FROM embeddings")[0][0] == 10
