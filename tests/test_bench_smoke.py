@@ -95,3 +95,12 @@ def test_spool_rate_smoke(bench, tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert all(r["items_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["rows"])
     assert "items_per_s" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_bench_regenerate_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_regenerate")
+    out = mod.main(["--parallel", "1", "--limit", "3"])
+    assert [r["job"] for r in out["rows"]] == ["facens", "facens,normalized,thumbs"]
+    assert all(r["faces"] == out["enrolled"] and r["faces_per_s"] > 0 for r in out["rows"])
+    assert set(out["rank1"]) == {"sface-2021dec", "sface-2021dec-int8"}
+    assert "rank-1 with sface-2021dec-int8" in capsys.readouterr().out

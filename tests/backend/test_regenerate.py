@@ -290,3 +290,13 @@ def test_kill_9_mid_run_then_resume_does_each_face_once(data):
     per_face = rows(data_dir, "SELECT face_id, COUNT(*) FROM regenerated GROUP BY face_id")
     assert sorted(per_face) == sorted((i, 1) for i in ids.values())
     assert rows(data_dir, "SELECT COUNT(*) FROM embeddings")[0][0] == 10
+
+
+def test_serve_refuses_an_incomplete_model_with_a_clear_message(data, capsys):
+    data_dir, _, _ = data
+    code = cli_main(["serve", "--data-dir", str(data_dir), "--port", "0", "--embedding-model",
+                     SFACE_INT8_NAME, "--log-level", "warning"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "10 of 10 faces have no sface-2021dec-int8 embedding" in err
+    assert "fkvideo_backend regenerate --regenerate facens" in err and "--allow-partial" in err

@@ -136,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         serve_extraction(settings)
         return 0
     from videodetector.backend.server import serve
+    from videodetector.backend.service import ModelCoverageError
 
-    serve(settings)
+    try:
+        serve(settings)
+    except ModelCoverageError as exc:  # the embedding model does not cover the gallery yet
+        print(f"fkvideo_backend: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

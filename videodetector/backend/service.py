@@ -144,8 +144,8 @@ class Backend:
         if missing:
             log.warning("embedding model %s: %d of %d faces have no embedding yet and are "
                         "not searched (--allow-partial)", self.model, missing, n + missing)
-        log.info("loaded %d %s face embeddings in %.2f s", n, self.model,
-                 time.monotonic() - t0)
+        log.info("loaded %d face embeddings in %.2f s (model %s)", n, time.monotonic() - t0,
+                 self.model)
 
     def _db_data_version(self) -> int:
         return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
@@ -276,6 +276,7 @@ class Backend:
     def add_faces(self, user: int, post: FacePost) -> list[int]:
         """Detect/embed, then store every face atomically; returns the new face ids."""
         self.check_galleries(user, post.galleries)
+        self.refresh_regenerated()  # person identification searches the index
         photo, faces = self.faces_of_request(post.photo, post.face_images, post.boxes,
                                              post.mf_selector, post.want_attrs)
         return self.store_faces(user, post, photo, faces)
