@@ -23,6 +23,11 @@ from PIL import Image
 from tests.backend.conftest import Api, error_of, person_photo
 from tests.conftest import SHARED_DATA
 from videodetector.backend.cli import main as cli_main
+from videodetector.backend.confidence import (
+    ANCHORS,
+    confidence_from_cosine,
+    cosine_from_confidence,
+)
 from videodetector.backend.regenerate import Options, Regenerator
 from videodetector.backend.server import BackendServer
 from videodetector.backend.service import Backend, ModelCoverageError
@@ -105,6 +110,9 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         api = Api(srv.url, token)
         models = api.get("/v1/models").json()
         assert models["active"] == SFACE_INT8_NAME and models["partial"] is True
+        # the presets follow the active model: its own measured anchors (thresholds-int8.md)
+        assert models["thresholds"]["cosines"] == {"low": 0.2106, "medium": 0.3983,
+                                                   "strict": 0.5029}
         by_model = {m["model"]: m for m in models["models"]}
         assert by_model[SFACE_NAME]["covered"] == 10 and by_model[SFACE_INT8_NAME]["covered"] == 0
         # ... and, served partially, a search with int8 never returns a face that has only
@@ -300,3 +308,13 @@ def test_serve_refuses_an_incomplete_model_with_a_clear_message(data, capsys):
     err = capsys.readouterr().err
     assert "10 of 10 faces have no sface-2021dec-int8 embedding" in err
     assert "fkvideo_backend regenerate --regenerate facens" in err and "--allow-partial" in err
+
+
+def test_presets_follow_the_model():
+    for model, cos in ANCHORS.items():
+        got = [confidence_from_cosine(c, model) for c in cos]
+        assert got == pytest.approx([0.5690, 0.6616, 0.7834])
+        assert cosine_from_confidence(0.6616, model) == pytest.approx(cos[1])
+    assert ANCHORS[SFACE_INT8_NAME] != ANCHORS[SFACE_NAME]
+    with pytest.raises(ValueError, match="no confidence anchors"):
+        confidence_from_cosine(0.5, "dlib")

@@ -365,19 +365,28 @@ class _Gone(Exception):  # noqa: N818 - control flow
 # -- command line ---------------------------------------------------------------------
 
 def build_parser(prog: str = "fkvideo_backend regenerate") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=(
+        "Regenerate the stored faces' facens (embeddings), thumbnails and normalized images "
+        "(findface-regenerate, reference 10.3): --regenerate facens --embedding-model M makes "
+        "model M's embeddings from the normalized faces; --regenerate normalized,thumbs,facens "
+        "re-detects the original photos with the current detector settings. Resumable (run "
+        "the same command again), safe while the backend serves the same data directory."))
     p.add_argument("--regenerate", default="facens",
                    help="what to regenerate: facens, thumbs, normalized (comma-separated; "
                         "default facens). normalized re-detects the original photos")
     p.add_argument("--embedding-model", dest="embedding_model", default=None,
                    help=f"model of the regenerated facens: {', '.join(EMBEDDING_MODELS)} "
                         f"(default: the settings' embedding_model)")
-    p.add_argument("--data-dir", dest="data_dir", default=None)
+    p.add_argument("--data-dir", dest="data_dir", default=None,
+                   help="the backend's data directory (default ./data/backend)")
     p.add_argument("-c", "--config", help="findface-facenapi.ini style settings file "
                    "(data_dir, detector_threshold, min_face_size, embedding_model, ...)")
-    p.add_argument("--detector-threshold", dest="detector_threshold", default=None)
-    p.add_argument("--min-face-size", dest="min_face_size", default=None)
-    p.add_argument("--model-threads", dest="model_threads", default=None)
+    p.add_argument("--detector-threshold", dest="detector_threshold", default=None,
+                   help="face detector score threshold for re-detection (default 0.6)")
+    p.add_argument("--min-face-size", dest="min_face_size", default=None,
+                   help="re-detection ignores faces smaller than this (pixels)")
+    p.add_argument("--model-threads", dest="model_threads", default=None,
+                   help="onnxruntime threads per model (default 1)")
     p.add_argument("--log-level", dest="log_level", default=None,
                    help="debug, info, warning or error")
     p.add_argument("--min-id", type=int, help="smallest face id (inclusive)")
