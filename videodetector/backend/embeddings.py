@@ -45,9 +45,15 @@ class Coverage:
                 "fraction": 1.0 if not self.faces else round(self.covered / self.faces, 6)}
 
 
-def coverage(db: Database, model: str, user: int | None = None) -> Coverage:
-    """Faces (of ``user``, or all) and how many of them have a ``model`` vector."""
+def coverage(db: Database, model: str, user: int | None = None,
+             gallery: str | None = None) -> Coverage:
+    """Faces (of ``user``, or all; of one custom ``gallery`` of the user) and how many of
+    them have a ``model`` vector."""
     where, args = ("WHERE f.user_id = ?", [user]) if user is not None else ("", [])
+    if gallery is not None and user is not None:
+        where += (" AND f.id IN (SELECT g.face_id FROM face_galleries g WHERE g.user_id = ? "
+                  "AND g.gallery = ?)")
+        args += [user, gallery]
     row = db.row(
         "SELECT COUNT(*), COALESCE(SUM(f.model = ? OR EXISTS (SELECT 1 FROM embeddings e "
         f"WHERE e.face_id = f.id AND e.model = ?)), 0) FROM faces f {where}",
