@@ -47,7 +47,7 @@ import numpy as np
 
 from videodetector.backend.embeddings import coverage, store_vector
 from videodetector.backend.engine import FaceEngine, FoundFace, best_match, shared_engine
-from videodetector.backend.imaging import as_aligned_face, thumbnail
+from videodetector.backend.imaging import as_aligned_face, decode_photo, thumbnail
 from videodetector.backend.settings import EMBEDDING_MODELS, Settings
 from videodetector.backend.storage import Database, FileStore
 from videodetector.images import encode
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 
 KINDS = ("facens", "thumbs", "normalized")
 BATCH = 256  # face ids read per query
+# Stored originals passed the backend's limits when they were enrolled; these only guard
+# against a file that was replaced on disk since.
+MAX_STORED_BYTES = 1 << 30
+MAX_STORED_SIDE = 100_000
 
 
 @dataclass(frozen=True)
@@ -293,7 +297,7 @@ class Regenerator:
         """The new box, images (written now, under new names) and vectors of a face."""
         kinds = self.opts.kinds
         if self.opts.redetect or "thumbs" in kinds:
-            photo = self._read_image(row["photo"])
+            photo = self._read_photo(row["photo"])
             box = (row["x1"], row["y1"], row["x2"], row["y2"])
             change: dict[str, Any] = {}
             if self.opts.redetect:
@@ -330,6 +334,14 @@ class Regenerator:
             "SELECT model FROM embeddings WHERE face_id = ?", (row["id"],)))
         return {m: self.engine(m).embed_aligned(aligned) for m in sorted(models)
                 if m in EMBEDDING_MODELS}
+
+    def _read_photo(self, rel: str) -> np.ndarray:
+        """A stored original, decoded as enrollment decoded it (Pillow, EXIF orientation
+        applied), so the stored box refers to the same pixels."""
+        path = self.files.path(rel)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"stored photo {rel!r} is missing")
+        return decode_photo(path.read_bytes(), "photo", MAX_STORED_BYTES, MAX_STORED_SIDE).image
 
     def _read_image(self, rel: str) -> np.ndarray:
         path = self.files.path(rel)
