@@ -325,3 +325,32 @@ def test_presets_follow_the_model():
     assert ANCHORS[SFACE_INT8_NAME] != ANCHORS[SFACE_NAME]
     with pytest.raises(ValueError, match="no confidence anchors"):
         confidence_from_cosine(0.5, "dlib")
+
+
+@pytest.mark.media
+def test_face_deleted_while_regenerated_leaves_nothing_behind(data):
+    data_dir, _, ids = data
+    opts = Options(kinds=frozenset({"normalized", "thumbs", "facens"}), model=SFACE_INT8_NAME)
+    regen = Regenerator(data_dir, opts)
+    real = regen._compute
+    made: list[str] = []
+
+    def compute_then_delete(row):  # the serving backend deletes the face meanwhile
+        change = real(row)
+        made.extend([change["normalized"], change["thumbnail"]])
+        other = Database(data_dir / "backend.sqlite3")
+        with other.transaction() as conn:
+            conn.execute("DELETE FROM faces WHERE id = ?", (row["id"],))
+        other.close()
+        return change
+
+    regen._compute = compute_then_delete  # type: ignore[method-assign]
+    try:
+        assert regen.regenerate_face(ids["S001"]) == "gone"
+        assert regen.regenerate_face(10**9) == "gone"
+    finally:
+        regen.close()
+    assert made and not any((data_dir / "uploads" / rel).exists() for rel in made)
+    assert rows(data_dir, "SELECT COUNT(*) FROM embeddings WHERE face_id = ?",
+                (ids["S001"],)) == [(0,)]
+    assert rows(data_dir, "SELECT COUNT(*) FROM regenerate_done") == [(0,)]

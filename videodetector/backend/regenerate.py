@@ -262,6 +262,8 @@ class Regenerator:
                 prog.lost.append(face_id)
             elif outcome == "done":
                 prog.succeeded += 1
+            else:  # deleted meanwhile: nothing to do
+                prog.skipped += 1
 
     # -- one face ---------------------------------------------------------------
 
