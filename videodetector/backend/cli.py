@@ -1,6 +1,7 @@
 """``fkvideo_backend serve [...]``, ``fkvideo_backend token [--short]``,
 ``fkvideo_backend extraction-api [...]`` (8.5, ``extract_api.py``) and
-``fkvideo_backend mass-enroll ...`` (``videodetector.tools.mass_enroll``).
+``fkvideo_backend mass-enroll ...`` (``videodetector.tools.mass_enroll``) and
+``fkvideo_backend regenerate ...`` (10.3, ``regenerate.py``).
 
 Settings take facenapi's names (10.3.3) both as flags (``--person-identify``) and as
 config file keys (``person_identify = True``); flags win over the file.
@@ -47,6 +48,11 @@ FLAG_HELP = {
     "min_face_size": "ignore detected faces smaller than this (pixels)",
     "detector_threshold": "face detector score threshold (default 0.6)",
     "model_threads": "onnxruntime threads per model",
+    "embedding_model": "embedding model for enrollment and search: sface-2021dec (default) or "
+                       "sface-2021dec-int8; every face needs its embedding (fkvideo_backend "
+                       "regenerate) unless --allow-partial",
+    "allow_partial": "serve although some faces lack an embedding of --embedding-model "
+                     "(they are left out of searches; GET /v1/models shows the coverage)",
     "page_limit": "default page size of paginated lists",
     "idempotency_ttl": "seconds an Idempotency-Key is remembered",
     "history_max_age": "delete camera events older than this many seconds (and their images); "
@@ -87,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "POST / on port 18666, no token, no database")
     extraction.add_argument("-c", "--config", help="settings file (gae, fetch_urls, ...)")
     _add_setting_flags(extraction)
+    sub.add_parser("regenerate", add_help=False, help="regenerate facens, thumbnails and "
+                   "normalized faces of the stored faces: another embedding model or other "
+                   "detector settings (10.3; see: fkvideo_backend regenerate --help)")
     sub.add_parser("mass-enroll", add_help=False, help="bulk face enrollment from image files "
                    "(findface-mass-enroll; see: fkvideo_backend mass-enroll --help)")
     return parser
@@ -109,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         from videodetector.tools.mass_enroll import main as mass_enroll
 
         return mass_enroll(argv[1:], prog="fkvideo_backend mass-enroll")
+    if argv[:1] == ["regenerate"]:  # works on the data directory: its own options
+        from videodetector.backend.regenerate import main as regenerate
+
+        return regenerate(argv[1:], settings_from_args)
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -127,8 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         serve_extraction(settings)
         return 0
     from videodetector.backend.server import serve
+    from videodetector.backend.service import ModelCoverageError
 
-    serve(settings)
+    try:
+        serve(settings)
+    except ModelCoverageError as exc:  # the embedding model does not cover the gallery yet
+        print(f"fkvideo_backend: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

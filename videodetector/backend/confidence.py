@@ -11,7 +11,9 @@ linear through
     cos at FAR 1e-5    -> 0.7834  (strict)
     cos = 1            -> 1.0
 
-so a client threshold keeps its FindFace meaning. The anchor cosines were measured with our
+so a client threshold keeps its FindFace meaning. The anchors are per embedding model
+(``ANCHORS``): the backend maps cosines with those of the model that made the vectors it
+searches (docs/thresholds-int8.md for the int8 SFace). The anchor cosines were measured with our
 pipeline (YuNet -> align_face -> SFace) by ``bench/thresholds.py``; the figures, data and method
 are in docs/thresholds.md (1e-1 and 1e-3 measured on 24267 impostor pairs; 1e-5 from a
 Gaussian fit to the impostor tail). The default 0.75 lies between medium and strict
@@ -31,22 +33,42 @@ CONF_LOW = 0.5690
 CONF_MEDIUM = 0.6616
 CONF_STRICT = 0.7834
 
-_COS = np.array([-1.0, COS_FAR_1E1, COS_FAR_1E3, COS_FAR_1E5, 1.0])
+DEFAULT_MODEL = "sface-2021dec"
+# The same for the int8 quantization of SFace (docs/thresholds-int8.md).
+INT8_1E1 = 0.2106  # measured
+INT8_1E3 = 0.3983  # measured
+INT8_1E5 = 0.5029  # Gaussian tail fit
+# (cos at FAR 1e-1, 1e-3, 1e-5) per embedding model, each measured the same way:
+# docs/thresholds.md (SFace) and docs/thresholds-int8.md (its int8 quantization).
+ANCHORS = {
+    DEFAULT_MODEL: (COS_FAR_1E1, COS_FAR_1E3, COS_FAR_1E5),
+    "sface-2021dec-int8": (INT8_1E1, INT8_1E3, INT8_1E5),
+}
 _CONF = np.array([0.0, CONF_LOW, CONF_MEDIUM, CONF_STRICT, 1.0])
+
+
+def _cos_points(model: str) -> np.ndarray:
+    try:
+        return np.array([-1.0, *ANCHORS[model], 1.0])
+    except KeyError:
+        raise ValueError(f"no confidence anchors for embedding model {model!r}") from None
 
 
 def _out(values: np.ndarray, like: object) -> np.ndarray | float:
     return float(values) if np.ndim(like) == 0 else values
 
 
-def confidence_from_cosine(cos: np.ndarray | float) -> np.ndarray | float:
+def confidence_from_cosine(cos: np.ndarray | float, model: str = DEFAULT_MODEL
+                           ) -> np.ndarray | float:
     """Confidence in [0, 1] for cosine(s) in [-1, 1] (clipped outside). Monotonic increasing.
+    The anchors are those measured for the embedding ``model`` that made the vectors.
 
     A scalar in gives a float out; an array gives an array of the same shape.
     """
-    return _out(np.interp(np.asarray(cos, dtype=np.float64), _COS, _CONF), cos)
+    return _out(np.interp(np.asarray(cos, dtype=np.float64), _cos_points(model), _CONF), cos)
 
 
-def cosine_from_confidence(conf: np.ndarray | float) -> np.ndarray | float:
+def cosine_from_confidence(conf: np.ndarray | float, model: str = DEFAULT_MODEL
+                           ) -> np.ndarray | float:
     """Inverse of :func:`confidence_from_cosine`: the cosine a confidence threshold stands for."""
-    return _out(np.interp(np.asarray(conf, dtype=np.float64), _CONF, _COS), conf)
+    return _out(np.interp(np.asarray(conf, dtype=np.float64), _CONF, _cos_points(model)), conf)

@@ -17,7 +17,7 @@ import numpy as np
 from videodetector.backend.errors import bad_param
 from videodetector.backend.imaging import clamp_box, expand_box
 from videodetector.geometry import box_centre, iou_matrix
-from videodetector.models import TEMPLATE_112, align_face
+from videodetector.models import SFACE_NAME, TEMPLATE_112, align_face
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,11 @@ class FoundFace:
 class FaceEngine:
     """YuNet detection + SFace embedding (+ the optional gender/age estimator)."""
 
-    def __init__(self, threads: int = 1, detector_threshold: float = 0.6) -> None:
+    def __init__(self, threads: int = 1, detector_threshold: float = 0.6,
+                 embedding_model: str = SFACE_NAME) -> None:
         self.threads = threads
         self.detector_threshold = detector_threshold
+        self.embedding_model = embedding_model
         self._lock = threading.Lock()
         self._detector: Any = None
         self._embedder: Any = None
@@ -68,8 +70,8 @@ class FaceEngine:
             if self._embedder is None:
                 from videodetector.models import SFaceEmbedder
 
-                log.info("loading the face embedder")
-                self._embedder = SFaceEmbedder(threads=self.threads)
+                log.info("loading the face embedder %s", self.embedding_model)
+                self._embedder = SFaceEmbedder(threads=self.threads, model=self.embedding_model)
             return self._embedder
 
     def age_gender(self) -> Any:
@@ -159,7 +161,11 @@ def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
     return best
 
 
+best_match = _best_match  # used by regenerate.py to find a stored face again
+
+
 @functools.lru_cache(maxsize=4)
-def shared_engine(threads: int, detector_threshold: float) -> FaceEngine:
+def shared_engine(threads: int, detector_threshold: float,
+                  embedding_model: str = SFACE_NAME) -> FaceEngine:
     """One engine per configuration per process."""
-    return FaceEngine(threads, detector_threshold)
+    return FaceEngine(threads, detector_threshold, embedding_model)

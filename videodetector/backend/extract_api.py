@@ -122,7 +122,8 @@ def create_extraction_app(settings: Settings) -> FastAPI:
     from videodetector.backend.app import BodyLimitMiddleware, TrailingSlashMiddleware
 
     extractor = Extractor(settings, shared_engine(settings.model_threads,
-                                                  settings.detector_threshold))
+                                                  settings.detector_threshold,
+                                                  settings.embedding_model))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -118,7 +118,7 @@ async def verify(request: Request, user: int = Depends(current_user)) -> dict[st
         for i, f1 in enumerate(faces1):
             for f2 in faces2:
                 cos = float(f1.embedding @ f2.embedding)
-                conf = float(confidence_from_cosine(cos))
+                conf = float(confidence_from_cosine(cos, backend.model))
                 item: dict[str, Any] = {"bbox1": face_box_json(f1.box),
                                         "bbox2": face_box_json(f2.box), "confidence": conf}
                 if threshold is not None:

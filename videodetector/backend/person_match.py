@@ -183,8 +183,7 @@ class Matcher:
         scored = [(p, c) for p, c in scored if c >= s.person_identify_threshold]
         return sorted(scored, key=lambda pc: -pc[1])
 
-    @staticmethod
-    def _confidence(conn: sqlite3.Connection, index: UserIndex, user: int, person: int,
+    def _confidence(self, conn: sqlite3.Connection, index: UserIndex, user: int, person: int,
                     embedding: np.ndarray) -> float:
         """Confidence between a face and the quality-weighted centroid of a person's best
         faces."""
@@ -194,7 +193,8 @@ class Matcher:
         vectors = np.stack([index.vector(r[0]) for r in rows])
         centroid = weighted_centroid(vectors, np.array([r[1] for r in rows]))
         cos = float(centroid @ np.asarray(embedding, np.float32).reshape(-1))
-        return float(confidence_from_cosine(cos))
+        # the presets of the model that made the vectors (regenerate.py may switch it)
+        return float(confidence_from_cosine(cos, self.settings.embedding_model))
 
     @staticmethod
     def _with_meta(conn: sqlite3.Connection, user: int, a: Assignment) -> Assignment:

@@ -30,6 +30,7 @@ import numpy as np
 from videodetector.backend import changes, person_match, person_store
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.confidence import confidence_from_cosine
+from videodetector.backend.embeddings import VECTOR_SQL, last_change, vector_of
 from videodetector.backend.engine import Box, FoundFace, shared_engine
 from videodetector.backend.errors import ApiError, bad_param, not_found
 from videodetector.backend.imaging import (
@@ -106,6 +107,10 @@ def check_gallery_name(name: str, param: str = "gallery") -> str:
     return name
 
 
+class ModelCoverageError(RuntimeError):
+    """The active embedding model does not cover every stored face (and no --allow-partial)."""
+
+
 class _Unset:
     def __repr__(self) -> str:
         return "<unset>"
@@ -123,11 +128,15 @@ class Backend:
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
         self.tokens = TokenChecker(self.db)
-        self.index = IndexRegistry()
+        self.index = IndexRegistry()  # vectors of self.model only (embeddings.py)
+        self.model = settings.embedding_model
         self.unusable_faces = 0  # faces whose landmarks could not place a face (skipped)
         self._unusable_log = RateLimitedLog(log)
-        self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
+        self.engine = shared_engine(settings.model_threads, settings.detector_threshold,
+                                    self.model)
         self._keys_since_prune = 0
+        self._regen_seq = 0  # the last ``regenerated`` row applied to the index
+        self._data_version = -1
         self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
         self.persons = person_match.Matcher(settings)
         person_store.migrate(self.db)
@@ -140,16 +149,64 @@ class Backend:
         self.db.close()
 
     def _load_index(self) -> None:
+        """Index every face's vector of ``self.model``. Faces without one (not regenerated
+        yet) stop the start unless ``allow_partial``; then they are left out of searches."""
         t0 = time.monotonic()
-        n = 0
+        n = missing = 0
         with self.db.lock:
+            self._regen_seq = last_change(self.db)
+            self._data_version = self._db_data_version()
             cur = self.db.conn.execute(
-                "SELECT id, user_id, cam_id, person_id, embedding FROM faces ORDER BY id")
+                f"SELECT f.id, f.user_id, f.cam_id, f.person_id, {VECTOR_SQL} AS vec "
+                "FROM faces f ORDER BY f.id", {"m": self.model})
             for row in cur:
-                vec = np.frombuffer(row["embedding"], np.float32)
+                vec = vector_of(row["vec"])
+                if vec is None:
+                    missing += 1
+                    continue
                 self.index(row["user_id"]).add(row["id"], vec, row["cam_id"], row["person_id"])
                 n += 1
-        log.info("loaded %d face embeddings in %.2f s", n, time.monotonic() - t0)
+        if missing and not self.settings.allow_partial:
+            self.db.close()
+            raise ModelCoverageError(
+                f"{missing} of {n + missing} faces have no {self.model} embedding: run "
+                f"'fkvideo_backend regenerate --regenerate facens --embedding-model "
+                f"{self.model}' first, or serve them partially with --allow-partial")
+        if missing:
+            log.warning("embedding model %s: %d of %d faces have no embedding yet and are "
+                        "not searched (--allow-partial)", self.model, missing, n + missing)
+        log.info("loaded %d face embeddings in %.2f s (model %s)", n, time.monotonic() - t0,
+                 self.model)
+
+    def _db_data_version(self) -> int:
+        return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def refresh_regenerated(self) -> int:
+        """Apply the vectors another process (``fkvideo_backend regenerate``) committed since
+        the last call to the index; returns how many faces changed. Cheap when nothing did
+        (one ``PRAGMA data_version``)."""
+        with self.db.lock:
+            if self.db.conn.in_transaction:
+                return 0
+            version = self._db_data_version()
+            if version == self._data_version:
+                return 0
+            self._data_version = version
+            rows = self.db.conn.execute(
+                f"SELECT r.seq, f.id, f.user_id, f.cam_id, f.person_id, {VECTOR_SQL} AS vec "
+                "FROM regenerated r JOIN faces f ON f.id = r.face_id "
+                "WHERE r.seq > :s AND r.model = :m ORDER BY r.seq",
+                {"m": self.model, "s": self._regen_seq}).fetchall()
+            self._regen_seq = max([self._regen_seq, last_change(self.db)])
+            for row in rows:
+                index = self.index(row["user_id"])
+                index.remove(row["id"])
+                vec = vector_of(row["vec"])
+                if vec is not None:
+                    index.add(row["id"], vec, row["cam_id"], row["person_id"])
+        if rows:
+            log.info("applied %d regenerated %s embeddings", len(rows), self.model)
+        return len(rows)
 
     def _prune_idempotency(self) -> None:
         try:
@@ -277,6 +334,7 @@ class Backend:
     def add_faces(self, user: int, post: FacePost) -> list[int]:
         """Detect/embed, then store every face atomically; returns the new face ids."""
         self.check_galleries(user, post.galleries)
+        self.refresh_regenerated()  # person identification searches the index
         photo, faces = self.faces_of_request(post.photo, post.face_images, post.boxes,
                                              post.mf_selector, post.want_attrs)
         return self.store_faces(user, post, photo, faces)
@@ -372,7 +430,7 @@ class Backend:
                                     else json.dumps(post.detector_params)),
                 "extra": extra_json(post.extra, face.extra),
                 "embedding": np.asarray(face.embedding, np.float32).tobytes(),
-                "quality": a.quality, "track": a.track,
+                "quality": a.quality, "track": a.track, "model": self.model,
             })
             for g in galleries:
                 insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
@@ -631,6 +689,7 @@ class Backend:
         limit = self.settings.max_identify_limit
         if limit:
             n = min(n, limit)
+        self.refresh_regenerated()
         with self.db.lock:
             index = self.index(user)
             mask = None
@@ -641,7 +700,8 @@ class Backend:
                 t0 = time.perf_counter()
                 hits = index.search(face.embedding, n, mask)
                 self.search_seconds.observe(time.perf_counter() - t0)
-                conf = [(fid, float(confidence_from_cosine(cos))) for fid, cos in hits]
+                conf = [(fid, float(confidence_from_cosine(cos, self.model)))
+                        for fid, cos in hits]
                 out.append([(fid, c) for fid, c in conf
                             if threshold is None or c >= threshold])
         return out

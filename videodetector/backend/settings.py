@@ -21,6 +21,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# The embedding models models.py can run (kept here so settings stay import-light).
+EMBEDDING_MODELS = ("sface-2021dec", "sface-2021dec-int8")
+
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the setting."""
@@ -65,6 +68,10 @@ class Settings:
     metrics_token: str | None = None
     min_face_size: int = 0  # detections with a smaller shorter side are ignored
     detector_threshold: float = 0.6
+    # the embedding model that serves enrollment and search (regenerate.py fills the others)
+    embedding_model: str = "sface-2021dec"
+    # serve although some faces have no embedding of embedding_model (they are not searched)
+    allow_partial: bool = False
     model_threads: int = 1
     page_limit: int = 100  # default page size of paginated lists
     idempotency_ttl: float = 3600 * 24 * 7  # seconds an Idempotency-Key is remembered
@@ -196,6 +203,8 @@ def _check(s: Settings) -> None:
     _check_plugins(s)
     need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
     need(s.model_threads >= 1, "model_threads", ">= 1")
+    need(s.embedding_model in EMBEDDING_MODELS, "embedding_model",
+         f"one of {', '.join(EMBEDDING_MODELS)}")
     need(1 <= s.page_limit <= 10000, "page_limit", "in 1..10000")
     need(s.idempotency_ttl > 0, "idempotency_ttl", "> 0")
     # friend-or-foe counts days within friend_interval: history must reach that far back

@@ -27,7 +27,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # the last step of MIGRATIONS (PRAGMA user_version once applied)
+SCHEMA_VERSION = 3  # the last step of MIGRATIONS (PRAGMA user_version once applied)
+# The embedding model of rows stored before version 3 (faces.model's default).
+FIRST_MODEL = "sface-2021dec"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS faces (
     age INTEGER,
     detector_params TEXT,
     extra TEXT,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    model TEXT NOT NULL DEFAULT 'sface-2021dec'
 );
 CREATE INDEX IF NOT EXISTS faces_user ON faces (user_id, id);
 CREATE INDEX IF NOT EXISTS faces_meta ON faces (user_id, meta, id);
@@ -97,6 +100,34 @@ CREATE TABLE IF NOT EXISTS cameras (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cameras_user ON cameras (user_id, detector, seq);
+-- Embeddings made by another model than faces.model (regenerate.py); faces.embedding is
+-- the vector of faces.model. A face's vector for model M: faces.embedding if faces.model = M,
+-- else embeddings.vector of (face_id, M).
+CREATE TABLE IF NOT EXISTS embeddings (
+    face_id INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (face_id, model)
+);
+CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings (model, face_id);
+-- Every vector or face image regenerate.py replaced, in order: a serving backend applies them
+-- to its index (Backend.refresh_regenerated).
+CREATE TABLE IF NOT EXISTS regenerated (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    face_id INTEGER NOT NULL,
+    model TEXT NOT NULL
+);
+-- Faces a regenerate job has done (resume: a job skips them).
+CREATE TABLE IF NOT EXISTS regenerate_done (
+    job TEXT NOT NULL,
+    face_id INTEGER NOT NULL,
+    PRIMARY KEY (job, face_id)
+);
+CREATE TRIGGER IF NOT EXISTS faces_deleted AFTER DELETE ON faces BEGIN
+    DELETE FROM embeddings WHERE face_id = OLD.id;
+    DELETE FROM regenerate_done WHERE face_id = OLD.id;
+END;
 CREATE TABLE IF NOT EXISTS idempotency (
     user_id INTEGER NOT NULL,
     key TEXT NOT NULL,
@@ -135,12 +166,22 @@ def _sync_schema(conn: sqlite3.Connection) -> None:
                  "JOIN faces f ON f.id = g.face_id ORDER BY g.face_id")
 
 
+def _model_schema(conn: sqlite3.Connection) -> None:
+    """Version 3: ``faces.model``, the embedding model of ``faces.embedding`` (every earlier
+    row was made by FIRST_MODEL); the embeddings, regenerated and regenerate_done tables of
+    regenerate.py come from ``SCHEMA`` itself."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(faces)")}
+    if "model" not in cols:
+        conn.execute(f"ALTER TABLE faces ADD COLUMN model TEXT NOT NULL DEFAULT '{FIRST_MODEL}'")
+
+
 # Versioned schema steps, applied in order above ``PRAGMA user_version`` (a database made
 # before versioning has user_version 0 and the version 1 tables). To change the schema,
 # append ``(next version, step)`` here; never edit a step that has shipped.
 MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (1, _base_schema),
     (2, _sync_schema),
+    (3, _model_schema),
 ]
 
 

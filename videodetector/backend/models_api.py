@@ -1,0 +1,60 @@
+"""``GET /v1/models``: the embedding model serving searches, and how far each model's
+embeddings cover the caller's faces (``fkvideo_backend regenerate`` fills them).
+
+Answer::
+
+    {"active": "sface-2021dec", "partial": false,
+     "thresholds": {"low": 0.569, "medium": 0.6616, "strict": 0.7834,
+                    "cosines": {"low": 0.2026, "medium": 0.3913, "strict": 0.5013}},
+     "models": [{"model": "sface-2021dec", "faces": 12, "covered": 12, "missing": 0,
+                 "complete": true, "fraction": 1.0, "active": true}, ...],
+     "galleries": {"default": {"faces": 12, "covered": {"sface-2021dec": 12,
+                                                         "sface-2021dec-int8": 5}}, ...}}
+
+``partial`` is true when the active model does not cover every face (the backend was started
+with ``--allow-partial``): faces without its embedding are not searched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from videodetector.backend.confidence import ANCHORS, CONF_LOW, CONF_MEDIUM, CONF_STRICT
+from videodetector.backend.deps import current_user, get_backend
+from videodetector.backend.embeddings import coverage
+from videodetector.backend.service import DEFAULT_GALLERY, Backend
+from videodetector.backend.settings import EMBEDDING_MODELS
+
+router = APIRouter(tags=["models"])
+
+
+def models_info(backend: Backend, user: int) -> dict[str, Any]:
+    backend.refresh_regenerated()
+    rows = []
+    for model in EMBEDDING_MODELS:
+        entry = coverage(backend.db, model, user).as_json()
+        entry["active"] = model == backend.model
+        rows.append(entry)
+    active = next(r for r in rows if r["active"])
+    galleries = {}
+    for name in backend.gallery_names(user):
+        g = None if name == DEFAULT_GALLERY else name
+        per_model = {m: coverage(backend.db, m, user, g) for m in EMBEDDING_MODELS}
+        galleries[name] = {"faces": per_model[backend.model].faces,
+                           "covered": {m: c.covered for m, c in per_model.items()}}
+    cos = ANCHORS[backend.model]
+    return {
+        "active": backend.model, "partial": not active["complete"],
+        "thresholds": {"low": CONF_LOW, "medium": CONF_MEDIUM, "strict": CONF_STRICT,
+                       "cosines": dict(zip(("low", "medium", "strict"), cos, strict=True))},
+        "models": rows, "galleries": galleries,
+    }
+
+
+@router.get("/models", summary="Embedding models and their coverage of the caller's faces")
+async def get_models(user: int = Depends(current_user),
+                     backend: Backend = Depends(get_backend)) -> dict[str, Any]:
+    return await run_in_threadpool(models_info, backend, user)
