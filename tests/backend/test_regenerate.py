@@ -260,18 +260,20 @@ def test_bad_options_are_refused_naming_the_option(tmp_path, capsys):
     assert "no database" in capsys.readouterr().err
 
 
-def test_version_1_database_is_migrated(tmp_path):
+def test_a_database_before_the_model_column_is_migrated(tmp_path):
     db = Database(tmp_path / "backend.sqlite3")
     with db.transaction() as conn:
         conn.execute("INSERT INTO faces (user_id, timestamp, ts, day, x1, y1, x2, y2, photo, "
                      "photo_hash, thumbnail, normalized, embedding) VALUES (1, '', 0, '', 0, 0, "
                      "1, 1, 'p', 'h', 't', 'n', x'00')")
-        conn.execute("ALTER TABLE faces DROP COLUMN model")
-        conn.execute("UPDATE settings SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("ALTER TABLE faces DROP COLUMN model")  # as schema version 2 had it
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute("UPDATE settings SET value = '2' WHERE key = 'schema_version'")
     db.close()
     db = Database(tmp_path / "backend.sqlite3")
     assert db.scalar("SELECT model FROM faces") == SFACE_NAME
-    assert db.scalar("SELECT value FROM settings WHERE key = 'schema_version'") == "2"
+    assert db.scalar("PRAGMA user_version") == 3
+    assert db.scalar("SELECT value FROM settings WHERE key = 'schema_version'") == "3"
     db.close()
 
 
