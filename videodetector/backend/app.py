@@ -302,12 +302,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     _install_error_handlers(app)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router,
-                       extract_api.router, stats.router, batch.router):
+                       extract_api.router, stats.router, batch.router, camhealth.router):
             app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
     app.include_router(events.router, prefix="/v1", responses=openapi.ERRORS)
-    app.include_router(camhealth.router, prefix="/v1", responses=openapi.ERRORS)
     console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
     backend.plugins.mount(app, backend)  # /v1/plugins/<name>/...
