@@ -124,11 +124,15 @@ class Daemon:
                  self.cfg.api_url, self.cfg.camera_url, self.cfg.reload_timeout)
         self.manager = CameraManager(self.cfg, self.make_worker)
         manager = self.manager
-        health = HealthReporter(self.cfg, lambda: dict(manager.workers)).start()
+        health = None
+        if self.cfg.health_interval:
+            health = HealthReporter(self.cfg, lambda: dict(manager.workers),
+                                    self.cfg.health_interval).start()
         try:
             manager.run(self.stop_event)
         finally:
-            health.stop()
+            if health is not None:
+                health.stop()
         return 0
 
     def _shutdown(self) -> None:
