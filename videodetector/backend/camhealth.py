@@ -81,6 +81,9 @@ class HealthReport(BaseModel):
     crashes: int = Field(0, ge=0, le=BIG)
     last_frame_time: float | None = Field(None, ge=0, le=1e11,
                                           description="unix time of the last decoded frame")
+    last_frame_age: float | None = Field(None, ge=0, le=1e9,
+                                         description="s since the last decoded frame, when "
+                                                     "the report was sent (no clock skew)")
     frame_width: int | None = Field(None, ge=1, le=MAX_FRAME_SIDE)
     frame_height: int | None = Field(None, ge=1, le=MAX_FRAME_SIDE)
     error: str | None = Field(None, max_length=500, description="the camera's last error")

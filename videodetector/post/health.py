@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -66,6 +67,8 @@ def health_of(worker: Reporting, detector: str, interval: float) -> dict[str, An
         "reconnects": stats.reconnects if stats else 0,
         "crashes": worker.counters.crashes,
         "last_frame_time": (stats.last_frame_time or None) if stats else None,
+        "last_frame_age": (round(max(0.0, time.time() - stats.last_frame_time), 2)
+                           if stats and stats.last_frame_time else None),
         "error": (worker.error or "")[:500] or None,
     }
     if image is not None:
