@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.backend.conftest import Api
-from tests.browser.conftest import Site
+from tests.browser.conftest import PHONE, Site
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -174,3 +174,42 @@ def test_no_detector_shown_when_none_reports_or_the_reports_stop(site: Site,
     assert "gate-9" in page.inner_text("main")
     assert page.is_hidden("#region-stage")
     page.close()
+
+
+def test_region_drawn_by_touch_on_a_phone(site: Site, browser: Any, shot: Any) -> None:
+    token = site.token()
+    api = Api(site.url, token)
+    cam = api.post("/v1/camera", json={"meta": "Lobby", "url": "rtsp://10.0.0.6/l",
+                                       "detector": "gate-1"}).json()["id"]
+    report(api, cam)
+    api.put(f"/v1/camera/{cam}/preview", data=picture(),
+            params={"frame_width": FRAME[0], "frame_height": FRAME[1]},
+            headers={"Content-Type": "image/jpeg"})
+    context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True,
+                                  timezone_id="Europe/Berlin", locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    site.login(page, token)
+    page.goto(f"{site.url}/#/camera/{cam}/region")
+    page.wait_for_selector("#region-stage:not([hidden])")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    box = page.locator("#region-stage .stage-img").bounding_box()
+    scale = FRAME[0] / box["width"]
+    cdp = context.new_cdp_session(page)
+
+    def touch(kind: str, fx: float, fy: float) -> None:
+        points = [] if kind == "touchEnd" else [
+            {"x": box["x"] + fx * box["width"], "y": box["y"] + fy * box["height"]}]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    touch("touchStart", 0.1, 0.1)
+    for i in range(1, 6):
+        touch("touchMove", 0.1 + 0.1 * i, 0.1 + 0.12 * i)
+    touch("touchEnd", 0.6, 0.7)
+    roi = parse(page.input_value("#region-form input[name=roi]"))
+    assert near(roi, (960, 648, 192, 108), 3 * scale), roi
+    shot(page, "camera-region-phone")
+    page.click("#region-form button[type=submit]")
+    page.wait_for_selector("#banner.ok:has-text('Region saved')")
+    assert parse(api.get(f"/v1/camera/{cam}").json()["roi"]) == roi
+    context.close()
