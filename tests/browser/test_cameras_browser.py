@@ -213,3 +213,36 @@ def test_region_drawn_by_touch_on_a_phone(site: Site, browser: Any, shot: Any) -
     page.wait_for_selector("#banner.ok:has-text('Region saved')")
     assert parse(api.get(f"/v1/camera/{cam}").json()["roi"]) == roi
     context.close()
+
+
+def test_the_detectors_health_and_picture_reach_the_open_cameras_page(site: Site,
+                                                                       browser: Any) -> None:
+    """fkvideo_detector (camera-list mode) on a paced 4 s clip: its health and its picture
+    appear in the open Cameras page and the region editor, without a reload."""
+    from videodetector.democlip import write_clip
+
+    clip = write_clip(site.data_dir.parent / "health-clip.mp4", [], seconds=4.0)  # 640x480
+    token = site.token()
+    api = Api(site.url, token)
+    cam = api.post("/v1/camera", json={"meta": "Yard", "detector": "health-e2e",
+                                       "url": f"file@25:{clip}"}).json()["id"]
+    page = site.page(browser)
+    site.login(page, token)
+    page.click("#nav a[data-route=cameras]")
+    card = f"#cameras .camera[data-id='{cam}']"
+    page.wait_for_selector(f"{card} .health-badge:text('No detector')")
+    det = site.procs.detector("--detector-name", "health-e2e", "--camera-url", "/v1/camera",
+                              "-t", "1", "--single-pass", "--health-interval", "1",
+                              "--api-url", site.url, f"--api-token={token}", "--spool-dir",
+                              str(site.data_dir.parent / "spool-health"), status=False,
+                              tag="-health")
+    page.wait_for_selector(f"{card} img.thumb", timeout=60000)
+    assert "health-e2e" in page.inner_text(f"{card} .health")
+    assert det.wait(120) == 0, det.tail()
+    page.click(f"{card} a:text('Edit region')")
+    page.wait_for_selector("#region-stage:not([hidden])")
+    size = page.evaluate("[document.querySelector('#region-stage .stage-img').naturalWidth, "
+                         "document.querySelector('#region-stage .stage-img').naturalHeight]")
+    assert size == [640, 480]
+    assert "frame 640x480" in page.inner_text("#picture-status")
+    page.close()
