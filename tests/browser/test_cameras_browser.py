@@ -78,7 +78,8 @@ def test_add_a_camera_and_draw_its_roi_on_the_picture(site: Site, browser: Any,
     cam = api.get("/v1/camera").json()[0]
     card = f"#cameras .camera[data-id='{cam['id']}']"
     page.wait_for_selector(f"{card} .health-badge:text('No detector')")
-    assert "No detector reports this camera" in page.inner_text(f"{card} .health")
+    text = page.inner_text(f"{card} .health")
+    assert "No detector reports this camera" in text and "fkvideo_detector -n gate-1" in text
 
     # the detector reports: the open page shows it without a reload
     assert report(api, cam["id"]) == {"preview_wanted": True}

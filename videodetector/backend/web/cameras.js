@@ -45,11 +45,13 @@ function healthBadge(hl) {
   return h('span', { class: `badge state-${STATE_KIND[st] || 'idle'} health-badge` }, STATE_WORDS[st] || st);
 }
 
-function healthBlock(hl, fetchedAt) {
+function healthBlock(hl, fetchedAt, cam) {
   const box = h('div', { class: 'health', 'data-status': hl ? hl.status : 'none' });
   if (!hl || hl.status === 'none') {
-    box.append(h('p', { class: 'muted small no-detector' }, 'No detector reports this camera. Run fkvideo_detector with ',
-      h('code', {}, '--detector-name'), ' set to this camera\u2019s detector (camera-list mode).'));
+    const hint = cam && cam.detector
+      ? ['Start ', h('code', {}, `fkvideo_detector -n ${cam.detector}`), ' against this backend.']
+      : ['Set a detector name, then start fkvideo_detector with it (', h('code', {}, '-n'), ').'];
+    box.append(h('p', { class: 'muted small no-detector' }, 'No detector reports this camera. ', ...hint));
     return box;
   }
   const r = hl.report;
@@ -172,7 +174,7 @@ function cameraCard(cam, form, refresh, hl, fetchedAt) {
       h('span', { class: 'badges' }, healthBadge(hl),
         h('span', { class: `badge ${cam.enabled ? 'on' : 'off'} enabled-badge` }, cam.enabled ? 'Enabled' : 'Disabled'))),
     h('div', { class: 'camera-body' }, previewThumb(cam, hl),
-      h('div', { class: 'camera-info' }, healthBlock(hl, fetchedAt))),
+      h('div', { class: 'camera-info' }, healthBlock(hl, fetchedAt, cam))),
     row('Stream', cam.url), row('Detector', cam.detector),
     row('ROI', regionText(cam.roi)), row('ROT', regionText(cam.rot)),
     row('Id', cam.id),
@@ -184,7 +186,7 @@ function updateHealth(list, healthById, fetchedAt) {
     const cam = state.cameras.get(card.dataset.id);
     const hl = healthById.get(card.dataset.id);
     if (!cam) continue;
-    card.querySelector('.health').replaceWith(healthBlock(hl, fetchedAt));
+    card.querySelector('.health').replaceWith(healthBlock(hl, fetchedAt, cam));
     card.querySelector('.health-badge').replaceWith(healthBadge(hl));
     const thumb = card.querySelector('.thumb-link');
     const img = thumb.querySelector('img');
