@@ -112,7 +112,14 @@ def test_add_a_camera_and_draw_its_roi_on_the_picture(site: Site, browser: Any,
     drag(page, box, (0.05, 0.1), (0.95, 0.9))
     rot = parse(page.input_value("#region-form input[name=rot]"))
     assert near(rot, (1728, 864, 96, 108), 2 * scale), rot
-    drag(page, box, (0.5, 0.5), (0.55, 0.5))  # inside the ROI (drawn above the ROT)
+    # dragging inside the ROI while the ROT is chosen draws a new ROT (inside the old one)
+    drag(page, box, (0.5, 0.5), (0.6, 0.6))
+    inner = parse(page.input_value("#region-form input[name=rot]"))
+    assert near(inner, (192, 108, 960, 540), 2 * scale), inner
+    assert parse(page.input_value("#region-form input[name=roi]")) == roi
+    drag(page, box, (0.05, 0.1), (0.95, 0.9))
+    page.click("#region-form .picker-roi")
+    drag(page, box, (0.5, 0.5), (0.55, 0.5))  # the chosen ROI, by its middle: moved
     moved = parse(page.input_value("#region-form input[name=roi]"))
     assert near(moved, (roi[0], roi[1], roi[2] + 96, roi[3]), 2 * scale), moved
     se = page.locator("#region-stage .region-roi .handle-se").bounding_box()

@@ -323,12 +323,14 @@ function regionEditor(cam, onSaved) {
   };
   stage.addEventListener('pointerdown', (ev) => {
     if (!frame.w || ev.button > 0) return;
+    // a handle resizes its region; the chosen region moves when dragged by its middle;
+    // anywhere else (also inside the other region: an ROI inside the ROT) draws the chosen one
     const handle = ev.target.closest('.handle');
     const box = ev.target.closest('.region');
-    const kind = box ? box.dataset.kind : active;
+    let kind = active;
     let mode = 'draw';
-    if (handle) mode = handle.dataset.handle;
-    else if (box) mode = 'move';
+    if (handle) { kind = box.dataset.kind; mode = handle.dataset.handle; }
+    else if (box && box.dataset.kind === active) mode = 'move';
     pick(kind);
     drag = { mode, kind, start: framePoint(ev), orig: regions[kind] };
     stage.setPointerCapture(ev.pointerId);
@@ -356,7 +358,7 @@ function regionEditor(cam, onSaved) {
       h('button', { type: 'button', class: 'ghost small', onclick: () => setRegion('roi', null) }, 'Whole frame')),
     h('label', {}, h('span', {}, h('span', { class: 'swatch rot' }), 'Region of tracking (ROT): only this part of the frame is searched for faces'), inputs.rot,
       h('button', { type: 'button', class: 'ghost small', onclick: () => setRegion('rot', null) }, 'Whole frame')),
-    h('p', { class: 'muted small' }, 'Drag on the picture to draw the chosen region; drag a region to move it, its corners and edges to resize it. Sizes are WxH+X+Y in frame pixels.'),
+    h('p', { class: 'muted small' }, 'Drag on the picture to draw the chosen region, drag it by its middle to move it, by its corners and edges to resize it. Sizes are WxH+X+Y in frame pixels.'),
     error, h('div', { class: 'form-actions' }, save,
       h('a', { class: 'button ghost', href: '#/cameras' }, 'Back to cameras')));
   form.addEventListener('submit', async (ev) => {
