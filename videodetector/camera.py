@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from videodetector.backoff import Backoff
 from videodetector.config import DetectorConfig
 from videodetector.pipeline import (
@@ -166,6 +168,7 @@ class CameraWorker:
         self.sink: VideoSink | None = None  # --sink-url output of the current run
         self.pipeline: FacePipeline | None = None  # the current run's pipeline
         self.resume_at = 0  # a file: index of the next frame to process
+        self.last_image: np.ndarray | None = None  # the last decoded frame (health previews)
         self.next_track_id = 1
         self._state = "starting"
         self._stop = threading.Event()
@@ -319,6 +322,7 @@ class CameraWorker:
                     flushed = True
                 continue
             flushed = False
+            self.last_image = frame.image  # a reference, no copy: the preview reads it
             self.resume_at = frame.index  # where a crash in this frame resumes
             self._submit(pipeline.process(frame))
             self.resume_at = frame.index + 1

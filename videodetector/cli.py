@@ -32,6 +32,7 @@ from videodetector.metrics import DaemonCollector
 from videodetector.models import YUNET, ModelError, YuNetDetector, model_path
 from videodetector.naming import path_component
 from videodetector.pipeline import CameraSpec
+from videodetector.post.health import HealthReporter
 from videodetector.post.poster import DROP_REASONS, Poster
 from videodetector.post.spool import REJECTED, Spool, SpoolError, SpoolLockedError
 from videodetector.status import StatusServer
@@ -130,7 +131,16 @@ class Daemon:
         log.info("detector %r: polling %s%s every %gs", self.cfg.detector_name,
                  self.cfg.api_url, self.cfg.camera_url, self.cfg.reload_timeout)
         self.manager = CameraManager(self.cfg, self.make_worker)
-        self.manager.run(self.stop_event)
+        manager = self.manager
+        health = None
+        if self.cfg.health_interval:
+            health = HealthReporter(self.cfg, lambda: dict(manager.workers),
+                                    self.cfg.health_interval).start()
+        try:
+            manager.run(self.stop_event)
+        finally:
+            if health is not None:
+                health.stop()
         return 0
 
     def _shutdown(self) -> None:

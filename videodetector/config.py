@@ -83,6 +83,7 @@ class DetectorConfig:
     remote_config: bool = True  # get cameras from the server; forced off when --source is set
     detectors_max: int = 5  # -d: max cameras processed
     reload_timeout: float = 15.0  # -t: seconds between camera list updates
+    health_interval: float = 5.0  # s between camera health reports to the backend (0: off)
     camera_url: str = "/v0/camera"
     single_pass: bool = False  # fetch the camera list once (files)
     start_ts: datetime | None = None  # time stamp of the first frame; None = now
@@ -429,6 +430,8 @@ def _add_stream_options(p: Any) -> None:
     g.add_argument("-d", "--detectors-max", type=int, help="max cameras processed (5)")
     g.add_argument("-t", "--reload-timeout", type=_FLOAT, help="s between list updates (15)")
     g.add_argument("--camera-url", type=_arg_type(_url_path, "path"), help="(/v0/camera)")
+    g.add_argument("--health-interval", type=_FLOAT,
+                   help="s between camera health reports to the backend, 0 = off (5)")
     _flag(g, "--single-pass", help="fetch the camera list once")
     g.add_argument("--start-ts", type=_arg_type(parse_start_ts, "time"),
                    help="time of the first frame, '2016-01-20 12:34:56' (now)")
@@ -624,6 +627,7 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("bbox_scale", lambda v: 0 < v <= 10, "in (0, 10]"),
     ("detectors_max", lambda v: v >= 1, ">= 1"),
     ("reload_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
+    ("health_interval", lambda v: v == 0 or 1 <= v <= 300, "0 (off) or 1..300 seconds"),
     ("req_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
     ("watchdog_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
     ("post_queue", lambda v: v >= 1, ">= 1"),

@@ -39,7 +39,9 @@ STRUCTURED_BODY = {"POST /v1/galleries/{gallery}",
                    "POST /v1/faces/gallery/{gallery}/identify", "POST /v1/face",
                    "PUT /v1/face/id/{face_id}", "POST /v1/camera", "PUT /v1/camera/{cam_id}",
                    "PUT /v1/person/id/{person_id}", "POST /v1/history/search",
-                   "POST /v1/extract", "POST /v1/faces/batch"}
+                   "POST /v1/extract", "POST /v1/faces/batch",
+                   # a camera preview: a JPEG whose shape must match frame_width x frame_height
+                   "PUT /v1/camera/{cam_id}/preview"}
 
 
 # Not fuzzed: an event stream never ends (a generated request would hold the test for ever);

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from videodetector.backend import (
     batch,
     cameras,
+    camhealth,
     console,
     events,
     extract_api,
@@ -288,7 +289,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     for version in API_VERSIONS:
         for router in (faces.router, galleries.router, persons.router, cameras.router,
                        extract_api.router, stats.router, batch.router, sync.router,
-                       models_api.router):
+                       models_api.router, camhealth.router):
             app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import openapi, views
+from videodetector.backend import camhealth, openapi, views
 from videodetector.backend.deps import current_user, get_backend, params_of
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import MAX_TEXT, Params, load_json
@@ -195,6 +195,7 @@ async def delete_camera(cam_id: str, request: Request,
         camera_row(backend, user, cam_id)
         with backend.db.transaction() as conn:
             conn.execute("DELETE FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
+            camhealth.forget(conn, cam_id)
 
     await run_in_threadpool(work)
     return Response(status_code=204)

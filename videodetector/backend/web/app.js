@@ -624,119 +624,7 @@ async function viewPerson(personId) {
 }
 
 // ---------------------------------------------------------------- cameras
-
-function regionText(value) {
-  if (value === null || value === undefined) return '';
-  return Array.isArray(value) ? `${value[0]}x${value[1]}+${value[2]}+${value[3]}` : String(value);
-}
-
-function cameraForm(onSaved) {
-  const field = (name, label, hint) => h('label', {}, label,
-    h('input', { name, placeholder: hint, autocomplete: 'off' }));
-  const error = h('p', { class: 'form-error', role: 'alert' });
-  const submit = h('button', { type: 'submit', class: 'primary' }, 'Add camera');
-  const cancel = h('button', { type: 'button', class: 'ghost', hidden: true }, 'Cancel');
-  const heading = h('h2', {}, 'Add a camera');
-  const form = h('form', { class: 'card camera-form', id: 'camera-form' }, heading,
-    h('div', { class: 'form-grid' },
-      field('meta', 'Name', 'Entrance'),
-      field('url', 'Stream URL', 'rtsp://… or a file path'),
-      field('detector', 'Detector name', 'the --detector-name of fkvideo_detector'),
-      field('roi', 'Region of interest', 'WxH+X+Y, empty = whole frame'),
-      field('rot', 'Region of tracking', 'WxH+X+Y, empty = whole frame'),
-      h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'enabled', checked: true }), 'Enabled')),
-    error, h('div', { class: 'form-actions' }, submit, cancel));
-  let editing = null;
-  const reset = () => {
-    editing = null;
-    form.reset();
-    heading.textContent = 'Add a camera';
-    submit.textContent = 'Add camera';
-    cancel.hidden = true;
-    error.textContent = '';
-  };
-  cancel.addEventListener('click', reset);
-  form.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const d = new FormData(form);
-    const body = { enabled: d.get('enabled') === 'on' };
-    for (const name of ['meta', 'url', 'detector', 'roi', 'rot']) body[name] = String(d.get(name) || '').trim();
-    for (const name of ['url', 'detector']) if (!body[name]) body[name] = null;
-    error.textContent = '';
-    submit.disabled = true;
-    try {
-      if (editing) await api('PUT', `/v1/camera/${encodeURIComponent(editing)}`, body);
-      else await api('POST', '/v1/camera', body);
-      showBanner(editing ? 'Camera saved.' : 'Camera added.', 'ok');
-      reset();
-      onSaved();
-    } catch (err) {
-      error.textContent = err.message;
-    } finally { submit.disabled = false; }
-  });
-  form.edit = (cam) => {
-    editing = cam.id;
-    heading.textContent = `Edit ${cameraName(cam.id)}`;
-    submit.textContent = 'Save changes';
-    cancel.hidden = false;
-    for (const name of ['meta', 'url', 'detector']) form.elements[name].value = cam[name] || '';
-    form.elements.roi.value = regionText(cam.roi);
-    form.elements.rot.value = regionText(cam.rot);
-    form.elements.enabled.checked = cam.enabled;
-    form.scrollIntoView({ behavior: 'smooth', block: 'start' });
-    form.elements.meta.focus();
-  };
-  return form;
-}
-
-function cameraCard(cam, form, refresh) {
-  const toggle = h('button', { type: 'button', class: 'ghost' }, cam.enabled ? 'Disable' : 'Enable');
-  toggle.addEventListener('click', async () => {
-    try {
-      await api('PUT', `/v1/camera/${encodeURIComponent(cam.id)}`, { enabled: !cam.enabled });
-      refresh();
-    } catch (err) { reportError(err); }
-  });
-  const edit = h('button', { type: 'button', class: 'ghost', onclick: () => form.edit(cam) }, 'Edit');
-  const del = h('button', { type: 'button', class: 'danger' }, 'Delete');
-  del.addEventListener('click', async () => {
-    if (!window.confirm(`Delete the camera "${cameraName(cam.id)}"? Its past events stay in the history.`)) return;
-    try {
-      await api('DELETE', `/v1/camera/${encodeURIComponent(cam.id)}`);
-      showBanner('Camera deleted.', 'ok');
-      refresh();
-    } catch (err) { reportError(err); }
-  });
-  const row = (label, value) => h('div', { class: 'kv' }, h('span', { class: 'muted', text: label }),
-    h('span', { class: 'value', text: value || '—' }));
-  return h('article', { class: `card camera ${cam.enabled ? '' : 'disabled'}`, 'data-id': cam.id },
-    h('div', { class: 'camera-head' }, h('h3', { text: cameraName(cam.id) }),
-      h('span', { class: `badge ${cam.enabled ? 'on' : 'off'}` }, cam.enabled ? 'Enabled' : 'Disabled')),
-    row('Stream', cam.url), row('Detector', cam.detector),
-    row('ROI', regionText(cam.roi)), row('ROT', regionText(cam.rot)),
-    row('Id', cam.id),
-    h('div', { class: 'camera-actions' }, edit, toggle, del));
-}
-
-async function viewCameras() {
-  const view = setMain();
-  const list = h('div', { class: 'grid cameras', id: 'cameras' });
-  const refresh = async () => {
-    try {
-      const cams = await loadCameras();
-      if (view !== state.view) return;
-      list.replaceChildren(...cams.map((cam) => cameraCard(cam, form, refresh)));
-      if (!cams.length) {
-        list.replaceChildren(emptyState('No cameras yet',
-          'Add one with the form: a name, the stream URL, and the detector name that fkvideo_detector runs with (--detector-name).',
-          'The detector picks up enabled cameras within its poll interval.'));
-      }
-    } catch (err) { reportError(err); }
-  };
-  const form = cameraForm(refresh);
-  main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Cameras')), form, list);
-  await refresh();
-}
+// viewCameras and viewCameraRegion live in cameras.js.
 
 // ---------------------------------------------------------------- routing
 
@@ -745,10 +633,13 @@ function route() {
   const hash = window.location.hash || '#/events';
   const name = hash.split('/')[1] || 'events';
   for (const a of document.querySelectorAll('#nav a')) {
-    a.classList.toggle('active', a.dataset.route === name || (name === 'person' && a.dataset.route === 'persons'));
+    a.classList.toggle('active', a.dataset.route === name || (name === 'person' && a.dataset.route === 'persons')
+      || (name === 'camera' && a.dataset.route === 'cameras'));
   }
   const match = /^#\/person\/(\d+)$/.exec(hash);
   if (match) return viewPerson(Number(match[1]));
+  const region = /^#\/camera\/([^/]+)\/region$/.exec(hash);
+  if (region) return viewCameraRegion(decodeURIComponent(region[1]));
   if (name === 'persons') return viewPersons();
   if (name === 'cameras') return viewCameras();
   return viewEvents();
