@@ -4,6 +4,8 @@
 
 const PAGE = 24;
 const MAX_LIVE_CARDS = 300; // a console left open for days keeps only this many in the page
+// Pages in other files (galleries.js, ...) register here: PAGES[route name] = (hash) => view.
+const PAGES = {};
 const state = { csrf: null, cameras: new Map(), persons: new Map(), stream: null, view: 0 };
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
 const TIME = new Intl.DateTimeFormat(undefined, {
@@ -751,6 +753,7 @@ function route() {
   if (match) return viewPerson(Number(match[1]));
   if (name === 'persons') return viewPersons();
   if (name === 'cameras') return viewCameras();
+  if (PAGES[name]) return PAGES[name](hash);
   return viewEvents();
 }
 
