@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.backend.conftest import Api
+from tests.backend.conftest import Api, person_photo
 from tests.browser.conftest import PHONE, Site
 from tests.conftest import SHARED_DATA
 
@@ -145,3 +145,42 @@ def test_gallery_pages_through_faces_and_fits_a_phone(site: Site, browser: Any,
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == 30
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], width
+
+
+def test_watch_list_matches_are_highlighted_and_counted(site: Site, browser: Any,
+                                                       shot: Any) -> None:
+    token = site.token()
+    api = Api(site.url, token)
+    assert api.post("/v1/galleries/wanted").status_code == 201
+    api.add_face(person_photo("A"), galleries="wanted", meta="suspect A")
+    cam = api.post("/v1/camera", json={"meta": "Gate"}).json()["id"]
+    page = site.page(browser)
+    site.login(page, token)
+    page.goto(site.url + "/#/galleries/wanted")
+    page.wait_for_selector("#watch-form")
+    expect(page.locator("#watch-on")).not_to_be_checked()
+    page.check("#watch-on")
+    page.fill("#watch-color", "#d97706")
+    page.select_option("#watch-threshold", "strict")
+    page.click("#watch-form button[type=submit]")
+    page.wait_for_selector("#watch-form [role=status]:has-text('confidence 0.7834')")
+    assert api.get("/v1/galleries/wanted/watchlist").json() == {
+        "gallery": "wanted", "watchlist": True, "color": "#d97706", "threshold": "strict",
+        "min_confidence": 0.7834}
+    page.goto(site.url + "/#/galleries")
+    page.wait_for_selector(".gallery[data-name=wanted] .badge.watch:has-text('strict')")
+
+    old = api.add_face(person_photo("A"), cam_id=cam)["id"]  # in the history before
+    page.goto(site.url + "/#/events")
+    page.wait_for_selector("#live.is-live")
+    expect(page.locator("#alerts")).to_have_text("1 alert")
+    live_a = api.add_face(person_photo("A"), cam_id=cam)["id"]
+    live_b = api.add_face(person_photo("B"), cam_id=cam)["id"]
+    expect(page.locator("#events .event")).to_have_count(3)
+    expect(page.locator("#alerts")).to_have_text("2 alerts")
+    alerts = page.locator("#events .event.is-alert")
+    assert sorted(int(c.get_attribute("data-id")) for c in alerts.all()) == sorted([old, live_a])
+    hit = page.inner_text(f"#events .event[data-id='{live_a}'] .watch-hit")
+    assert hit.startswith("wanted: suspect A · ") and float(hit.split("· ")[1]) >= 0.78, hit
+    assert page.locator(f"#events .event[data-id='{live_b}'].is-alert").count() == 0
+    shot(page, "events-alerts")

@@ -34,6 +34,7 @@ from videodetector.backend import (
     openapi,
     persons,
     stats,
+    watchlists,
 )
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
@@ -306,6 +307,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
     app.include_router(events.router, prefix="/v1", responses=openapi.ERRORS)
+    app.include_router(watchlists.router, prefix="/v1", responses=openapi.ERRORS)
     console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
     backend.plugins.mount(app, backend)  # /v1/plugins/<name>/...

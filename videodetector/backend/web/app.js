@@ -6,6 +6,8 @@ const PAGE = 24;
 const MAX_LIVE_CARDS = 300; // a console left open for days keeps only this many in the page
 // Pages in other files (galleries.js, ...) register here: PAGES[route name] = (hash) => view.
 const PAGES = {};
+// Functions (card, event) called for every event card made (watchlists.js marks alerts).
+const EVENT_CARD_HOOKS = [];
 const state = { csrf: null, cameras: new Map(), persons: new Map(), stream: null, view: 0 };
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
 const TIME = new Intl.DateTimeFormat(undefined, {
@@ -204,7 +206,7 @@ function eventCard(ev) {
   const extra = [];
   if (ev.gender) extra.push(ev.gender);
   if (ev.age !== undefined && ev.age !== null) extra.push(`age ${ev.age}`);
-  return h('article', { class: `event ${ev.friend ? 'is-friend' : 'is-foe'}`, 'data-id': ev.id },
+  const card = h('article', { class: `event ${ev.friend ? 'is-friend' : 'is-foe'}`, 'data-id': ev.id },
     ev.photo ? h('a', { href: ev.photo, target: '_blank', rel: 'noopener', class: 'snap-link',
       title: 'Open the full frame' }, img(ev.thumbnail, 'Camera snapshot', 'snap'))
       : img(ev.thumbnail, 'Camera snapshot', 'snap'),
@@ -215,6 +217,8 @@ function eventCard(ev) {
         h('div', { class: 'event-cam', text: camera }),
         h('time', { datetime: ev.timestamp, text: formatTime(ev.timestamp) }),
         extra.length ? h('div', { class: 'muted small', text: extra.join(', ') }) : null)));
+  for (const hook of EVENT_CARD_HOOKS) hook(card, ev);
+  return card;
 }
 
 function localTime(value) {

@@ -36,7 +36,7 @@ function randomKey() {
 
 async function gallerySettings() {
   try {
-    const data = await api('GET', '/v1/gallery-settings');
+    const data = await api('GET', '/v1/watchlists');
     return new Map(data.results.map((s) => [s.gallery, s]));
   } catch (err) {
     if (err.status === 404 || err.status === 405) return new Map();
@@ -57,14 +57,15 @@ function galleryCard(name, settings, refresh) {
     } catch (err) { reportError(err); }
   });
   const watch = settings && settings.watchlist;
-  const style = watch ? `border-left: 6px solid ${settings.color}` : null;
-  return h('article', { class: 'card gallery', 'data-name': name, style },
+  const card = h('article', { class: `card gallery${watch ? ' is-watch' : ''}`, 'data-name': name },
     h('div', { class: 'camera-head' }, h('h3', {}, h('a', { href: `#/galleries/${encodeURIComponent(name)}` }, name)),
       watch ? h('span', { class: 'badge watch', text: `Watch list · ${settings.threshold}` }) : null),
     h('p', { class: 'muted small', text: name === 'default' ? 'Every face of this token is in default.' : ' ' }),
     h('div', { class: 'camera-actions' },
       h('a', { class: 'button ghost', href: `#/galleries/${encodeURIComponent(name)}` }, 'Open'),
       name === 'default' ? null : del));
+  if (watch) card.style.borderLeftColor = settings.color; // CSSOM: allowed by the CSP
+  return card;
 }
 
 async function viewGalleries() {
