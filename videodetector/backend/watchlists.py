@@ -160,18 +160,19 @@ def best_matches(backend: Backend, user: int, event_ids: list[int]
             return {}
         queries = np.stack([index.vector(i) for i in events])
         for watch in lists:
-            faces = [int(f) for f in backend.gallery_face_ids(user, watch.gallery)
-                     if int(f) in index]
-            if not faces:
+            mask = index.mask(face_ids=backend.gallery_face_ids(user, watch.gallery))
+            if mask is None or not mask.any():
                 continue
-            cos = queries @ np.stack([index.vector(f) for f in faces]).T
-            conf = confidence_from_cosine(cos)
+            faces = index.ids[mask]
+            # (the index keeps no public matrix view; this reads its rows in place)
+            cos = queries @ index._vectors[: index.n][mask].T  # noqa: SLF001
+            cos[faces[None, :] == np.array(events)[:, None]] = -1.0  # never the event itself
+            cols = np.argmax(cos, axis=1)
+            conf = confidence_from_cosine(cos[np.arange(len(events)), cols])
             for row, event in enumerate(events):
-                conf[row][np.array(faces) == event] = -1.0  # never the event itself
-                col = int(np.argmax(conf[row]))
-                c = float(conf[row][col])
+                c = float(conf[row])
                 if c >= watch.min_confidence and c > best.get(event, (-1.0,))[0]:
-                    best[event] = (c, watch, faces[col])
+                    best[event] = (c, watch, int(faces[cols[row]]))
     metas = {r["id"]: r["meta"] for r in backend.face_rows(user, [f for _, _, f in
                                                                   best.values()])}
     return {event: {"gallery": w.gallery, "color": w.color, "threshold": w.threshold,
