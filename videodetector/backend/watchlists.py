@@ -165,7 +165,7 @@ def best_matches(backend: Backend, user: int, event_ids: list[int]
                 continue
             faces = index.ids[mask]
             # (the index keeps no public matrix view; this reads its rows in place)
-            cos = queries @ index._vectors[: index.n][mask].T  # noqa: SLF001
+            cos = queries @ index._vectors[: index.n][mask].T
             cos[faces[None, :] == np.array(events)[:, None]] = -1.0  # never the event itself
             cols = np.argmax(cos, axis=1)
             conf = confidence_from_cosine(cos[np.arange(len(events)), cols])
