@@ -1,5 +1,6 @@
-"""Photo processing page in a real browser against the real backend (with --gae): detect with
-boxes drawn on the photo and gender/age, verify two photos, identify in a gallery."""
+"""Photo processing and Webhooks pages in a real browser against the real backend (with --gae
+and --fetch-allow 127.0.0.0/8): detect with boxes drawn on the photo and gender/age, verify
+two photos, identify in a gallery; add a webhook, see it deliver and fail."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.backend.conftest import Api, person_photo, side_by_side
+from tests.backend.test_webhooks import Receiver, wait_for
 from tests.browser.conftest import Site
 from tests.e2e.conftest import Procs
 
@@ -24,7 +26,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     procs = Procs(tmp)
     try:
         (tmp / "data").mkdir()
-        yield Site(procs, tmp / "data", "--gae", "1")
+        yield Site(procs, tmp / "data", "--gae", "1", "--fetch-allow", "127.0.0.0/8")
     finally:
         procs.cleanup()
 
@@ -90,3 +92,45 @@ def test_detect_verify_identify_from_files(site: Site, browser: Any, shot: Any,
     page.click("#detect-form button[type=submit]")
     page.wait_for_selector("#detect-result:has-text('2 faces found')")
     shot(page, "photos")
+
+
+def test_webhooks_page_adds_and_shows_delivery(site: Site, browser: Any, shot: Any) -> None:
+    token = site.token()
+    api = Api(site.url, token)
+    gate = api.post("/v1/camera", json={"meta": "Gate"}).json()["id"]
+    api.post("/v1/camera", json={"meta": "Door"})
+    receiver = Receiver()
+    receiver.start()
+    try:
+        page = site.page(browser)
+        site.login(page, token)
+        page.click("#nav a[data-route=webhooks]")
+        page.wait_for_selector("#webhooks .empty:has-text('No webhooks yet')")
+        page.fill("#hook-url", "http://10.9.8.7/hook")
+        page.click("#hook-form button[type=submit]")
+        page.wait_for_selector("#hook-form .form-error:has-text('non-public address')")
+        page.fill("#hook-url", receiver.url)
+        page.fill("#hook-secret", "s3cret")
+        page.select_option("#hook-cams", label="Gate")
+        page.click("#hook-form button[type=submit]")
+        page.wait_for_selector("#webhooks .camera .badge.on:has-text('Delivering')")
+        hooks = api.get("/v1/webhooks").json()["results"]
+        assert [(h["url"], h["cam_ids"], h["has_secret"]) for h in hooks] == \
+            [(receiver.url, [gate], True)]
+        event = api.add_face(person_photo("A"), cam_id=gate)["id"]
+        wait_for(lambda: receiver.ids() == {event})
+        assert receiver.got[0][2]  # signed with the secret typed into the page
+        page.wait_for_selector(f"#webhooks .camera:has-text('1 (up to event {event})')",
+                               timeout=15000)
+        receiver.kill()
+        api.add_face(person_photo("B"), cam_id=gate)
+        page.wait_for_selector("#webhooks .camera .badge.foe:has-text('Failing')",
+                               timeout=20000)
+        assert "Connect" in page.inner_text("#webhooks .camera")
+        shot(page, "webhooks")
+        page.click("#webhooks .camera button.danger")
+        page.wait_for_selector("#webhooks .empty")
+        assert api.get("/v1/webhooks").json()["results"] == []
+    finally:
+        if receiver.server is not None:
+            receiver.kill()
