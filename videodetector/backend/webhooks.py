@@ -228,7 +228,7 @@ async def check_address(backend: Backend, fields: dict[str, Any]) -> None:
 # -- routes --------------------------------------------------------------------
 
 HOOK_DOC = {"requestBody": {"content": {"application/json": {"schema": {
-    "type": "object", "properties": {
+    "type": "object", "additionalProperties": False, "properties": {
         "url": {"type": "string", "description": "http(s); a public address unless "
                 "fetch_allow lists it"},
         "secret": {"type": "string", "description": "HMAC-SHA256 key: X-Signature header"},
