@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.backend.conftest import Api, person_photo
+from tests.backend.conftest import Api, person_photo, side_by_side
 from tests.browser.conftest import PHONE, Site
 from tests.conftest import SHARED_DATA
 
@@ -184,3 +184,28 @@ def test_watch_list_matches_are_highlighted_and_counted(site: Site, browser: Any
     assert hit.startswith("wanted: suspect A · ") and float(hit.split("· ")[1]) >= 0.78, hit
     assert page.locator(f"#events .event[data-id='{live_b}'].is-alert").count() == 0
     shot(page, "events-alerts")
+
+
+def test_folder_upload_with_reject(site: Site, browser: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "crew"
+    (folder / "night").mkdir(parents=True)
+    (folder / "alice.jpg").write_bytes(person_photo("A"))
+    (folder / "night" / "beth.jpg").write_bytes(person_photo("B"))
+    (folder / "pair.jpg").write_bytes(side_by_side(person_photo("C"), person_photo("D")))
+    (folder / "notes.txt").write_text("not a photo")
+    token = site.token()
+    api = Api(site.url, token)
+    page = site.page(browser)
+    site.login(page, token)
+    page.goto(site.url + "/#/galleries/default")
+    page.wait_for_selector("#faces .empty")
+    page.select_option("#batch-mf", "reject")
+    page.set_input_files("#batch-folder", str(folder))
+    page.click("#batch-start")
+    page.wait_for_selector("#batch-summary:has-text('Done')", timeout=60000)
+    assert "2 stored, 1 failed, of 3 files" in page.inner_text("#batch-summary")
+    failed = page.inner_text("#batch-results tr.is-fail")
+    assert "crew/pair.jpg" in failed and "Too many faces: 2" in failed, failed
+    assert "crew/night/beth.jpg" in page.inner_text("#batch-results")
+    assert gallery_metas(api, "default") == ["alice", "beth"]
+    expect(page.locator("#faces .face")).to_have_count(2)

@@ -36,6 +36,7 @@ import json
 import logging
 import sqlite3
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,15 +86,15 @@ CREATE TABLE IF NOT EXISTS webhooks (
 CREATE INDEX IF NOT EXISTS webhooks_user ON webhooks (user_id);
 """
 
-_schema_ready: set[int] = set()
+_schema_ready: weakref.WeakSet[Any] = weakref.WeakSet()  # databases with the table
 
 
 def ensure_schema(backend: Backend) -> None:
-    if id(backend.db) in _schema_ready:
-        return
     with backend.db.lock:
+        if backend.db in _schema_ready:
+            return
         backend.db.conn.executescript(SCHEMA)
-    _schema_ready.add(id(backend.db))
+        _schema_ready.add(backend.db)
 
 
 def backoff(failures: int) -> float:
