@@ -185,6 +185,20 @@ def test_watch_list_matches_are_highlighted_and_counted(site: Site, browser: Any
     assert page.locator(f"#events .event[data-id='{live_b}'].is-alert").count() == 0
     shot(page, "events-alerts")
 
+    # the watch-list filter: matches only / no match, also for live events
+    page.select_option("#event-filters select[name=watch]", "match")
+    page.click("#event-filters button[type=submit]")
+    expect(page.locator("#events .event")).to_have_count(2)
+    live_a2 = api.add_face(person_photo("A"), cam_id=cam)["id"]
+    api.add_face(person_photo("C"), cam_id=cam)
+    expect(page.locator("#events .event")).to_have_count(3)
+    ids = [int(c.get_attribute("data-id")) for c in page.locator("#events .event").all()]
+    assert ids == [live_a2, live_a, old]
+    page.select_option("#event-filters select[name=watch]", "none")
+    page.click("#event-filters button[type=submit]")
+    expect(page.locator("#events .event")).to_have_count(2)
+    assert page.locator("#events .event.is-alert").count() == 0
+
 
 def test_folder_upload_with_reject(site: Site, browser: Any, tmp_path: Path) -> None:
     folder = tmp_path / "crew"

@@ -239,6 +239,7 @@ function readFilters(form) {
   const pid = String(data.get('person') || '').trim();
   if (pid) f.person = Number(pid);
   if (data.get('friend')) f.friend = data.get('friend') === 'friend';
+  if (data.get('watch')) f.watch = String(data.get('watch'));
   const from = localTime(String(data.get('from') || ''));
   const to = localTime(String(data.get('to') || ''));
   if (from) f.from = from;
@@ -355,6 +356,9 @@ async function viewEvents() {
     h('label', {}, 'Friend or foe', h('select', { name: 'friend' },
       h('option', { value: '' }, 'Both'), h('option', { value: 'friend' }, 'Friends'),
       h('option', { value: 'foe' }, 'Foes'))),
+    h('label', {}, 'Watch lists', h('select', { name: 'watch' },
+      h('option', { value: '' }, 'All events'), h('option', { value: 'match' }, 'Matches only'),
+      h('option', { value: 'none' }, 'No match'))),
     h('label', {}, 'From', h('input', { name: 'from', type: 'datetime-local', step: 1 })),
     h('label', {}, 'To', h('input', { name: 'to', type: 'datetime-local', step: 1 })),
     h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'),
@@ -408,10 +412,13 @@ async function viewEvents() {
   const loadPage = async (mine = run) => {
     more.disabled = true;
     try {
-      const data = await api('POST', '/v1/history/search', searchBody(filters, oldest));
+      // (a watch-list filter pages through the history and keeps the events that pass it)
+      const data = filters.watch ? await watchFilteredPage(searchBody(filters, oldest), filters.watch)
+        : await api('POST', '/v1/history/search', searchBody(filters, oldest));
       if (!current(mine)) return;
       for (const ev of data.results) add(ev, false);
-      if (data.results.length) oldest = data.results[data.results.length - 1].id;
+      if (data.scanned_to) oldest = data.scanned_to;
+      else if (data.results.length) oldest = data.results[data.results.length - 1].id;
       more.hidden = !data.next_page;
       showEmpty();
     } catch (err) { reportError(err); } finally { more.disabled = false; }
@@ -430,7 +437,11 @@ async function viewEvents() {
       if (!current(mine)) return;
       await loadPage(mine);
       if (!current(mine)) return;
-      openStream(after, (ev) => { if (matches(filters, ev)) add(ev, true); }, status);
+      openStream(after, async (ev) => {
+        if (!matches(filters, ev)) return;
+        if (filters.watch && !(await watchPasses(ev.id, filters.watch))) return;
+        add(ev, true);
+      }, status);
     } catch (err) { reportError(err); }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); reload(); });

@@ -8,6 +8,9 @@ const THRESHOLDS = [
   ['strict', 'Strict — confidence 0.78, about 1 in 100,000 strangers pass'],
 ];
 const watchQueue = new Map(); // event id -> cards waiting for their match
+const matchCache = new Map(); // event id -> its best match or null (bounded)
+const WATCH_SCAN_PAGE = 500; // events per history request when filtering by watch lists
+const WATCH_SCAN_PAGES = 6; // history requests per "page" of filtered events
 let watchTimer = null;
 
 function watchListSettingsForm(gallery) {
@@ -63,14 +66,49 @@ function countAlerts() {
   badge.classList.toggle('has-alerts', n > 0);
 }
 
+async function watchMatchesOf(ids) {
+  const missing = ids.filter((id) => !matchCache.has(id));
+  for (let i = 0; i < missing.length; i += 1000) {
+    const data = await api('POST', '/v1/watchlists/matches', { ids: missing.slice(i, i + 1000) });
+    for (const { id, match } of data.results) matchCache.set(id, match);
+  }
+  while (matchCache.size > 20000) matchCache.delete(matchCache.keys().next().value);
+  return new Map(ids.map((id) => [id, matchCache.get(id)]));
+}
+
+async function watchPasses(id, want) {
+  const match = (await watchMatchesOf([id])).get(id);
+  return (match !== null && match !== undefined) === (want === 'match');
+}
+
+// One page of the Events list with a watch-list filter: the history is read (server-side
+// paging, newest first) and only events whose match state is `want` are kept. Returns the
+// kept events, where the scan stopped (the next page starts there) and whether more is left.
+async function watchFilteredPage(body, want) {
+  const out = [];
+  let maxId = body.max_id;
+  let more = true;
+  for (let i = 0; i < WATCH_SCAN_PAGES && out.length < body.limit; i += 1) {
+    const data = await api('POST', '/v1/history/search', { ...body, limit: WATCH_SCAN_PAGE, max_id: maxId });
+    const found = await watchMatchesOf(data.results.map((ev) => ev.id));
+    for (const ev of data.results) {
+      const match = found.get(ev.id);
+      if ((match !== null && match !== undefined) === (want === 'match')) out.push(ev);
+    }
+    if (data.results.length) maxId = data.results[data.results.length - 1].id;
+    if (!data.next_page || !data.results.length) { more = false; break; }
+  }
+  return { results: out, scanned_to: maxId, next_page: more ? 'more' : null };
+}
+
 async function flushWatch() {
   watchTimer = null;
   const batch = new Map([...watchQueue].slice(0, 1000));
   for (const id of batch.keys()) watchQueue.delete(id);
   if (watchQueue.size) watchTimer = setTimeout(flushWatch, 0);
   try {
-    const data = await api('POST', '/v1/watchlists/matches', { ids: [...batch.keys()] });
-    for (const { id, match } of data.results) {
+    const found = await watchMatchesOf([...batch.keys()]);
+    for (const [id, match] of found) {
       if (match) for (const card of batch.get(id) || []) markAlert(card, match);
     }
   } catch (err) { /* the cards stay plain; the next page load asks again */ }
@@ -82,3 +120,6 @@ EVENT_CARD_HOOKS.push((card, ev) => {
   watchQueue.get(ev.id).push(card);
   if (!watchTimer) watchTimer = setTimeout(flushWatch, 30);
 });
+
+// A watch list may change on another page: matches are asked again after navigation.
+window.addEventListener('hashchange', () => matchCache.clear());
