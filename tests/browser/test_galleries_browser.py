@@ -18,6 +18,7 @@ from tests.browser.conftest import PHONE, Site
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.timeout(180)
+expect.set_options(timeout=15000)  # 2 shared cores: a busy machine answers slowly
 
 STILLS = SHARED_DATA / "stills_meds"
 
