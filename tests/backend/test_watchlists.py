@@ -69,3 +69,30 @@ def test_watch_list_settings_are_checked_and_per_token(api: Api, server: Any) ->
     other = Api(server.url, server.create_token())
     assert other.get("/v1/watchlists").json()["results"] == []
     error_of(other.get("/v1/galleries/vip/watchlist"), 404, "NOT_FOUND")
+
+
+def test_unknown_face_alerts_per_camera(api: Api, server: Any) -> None:
+    assert api.post("/v1/galleries/wanted").status_code == 201
+    api.add_face(person_photo("A"), galleries="wanted")
+    api.put("/v1/galleries/wanted/watchlist", json={"threshold": "strict"})
+    gate = api.post("/v1/camera", json={"meta": "Gate"}).json()["id"]
+    door = api.post("/v1/camera", json={"meta": "Door"}).json()["id"]
+    a_gate = api.add_face(person_photo("A"), cam_id=gate)["id"]
+    b_gate = api.add_face(person_photo("B"), cam_id=gate)["id"]
+    b_door = api.add_face(person_photo("B"), cam_id=door)["id"]
+
+    def alerts() -> dict[int, Any]:
+        r = api.post("/v1/watchlists/matches", json={"ids": [a_gate, b_gate, b_door]})
+        return {m["id"]: m["alert"] for m in r.json()["results"]}
+
+    assert alerts() == {a_gate: "watchlist", b_gate: None, b_door: None}
+    r = api.put(f"/v1/watchlists/cameras/{gate}", json={"unknown": True})
+    assert r.json() == {"cam_id": gate, "unknown": True}
+    assert api.get("/v1/watchlists/cameras").json()["results"] == [gate]
+    assert alerts() == {a_gate: "watchlist", b_gate: "unknown", b_door: None}
+    api.put(f"/v1/watchlists/cameras/{gate}", json={"unknown": False})
+    assert alerts() == {a_gate: "watchlist", b_gate: None, b_door: None}
+    other = Api(server.url, server.create_token())
+    error_of(other.put(f"/v1/watchlists/cameras/{gate}", json={"unknown": True}), 404,
+             "NOT_FOUND")
+    error_of(api.put(f"/v1/watchlists/cameras/{gate}", json={"on": True}), 400, "BAD_PARAM")

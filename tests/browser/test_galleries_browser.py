@@ -200,6 +200,18 @@ def test_watch_list_matches_are_highlighted_and_counted(site: Site, browser: Any
     expect(page.locator("#events .event")).to_have_count(2)
     assert page.locator("#events .event.is-alert").count() == 0
 
+    # "unknown face" alerts switched on for the camera: the two others become alerts too
+    page.goto(site.url + "/#/galleries")
+    page.check(f"#unknown-alerts input[data-cam='{cam}']")
+    page.wait_for_selector(".banner.ok:has-text('Unknown-face alerts on for Gate')")
+    assert api.get("/v1/watchlists/cameras").json()["results"] == [cam]
+    page.goto(site.url + "/#/events")
+    expect(page.locator("#events .event")).to_have_count(5)
+    expect(page.locator("#alerts")).to_have_text("5 alerts")
+    unknown = page.locator("#events .event.is-unknown")
+    expect(unknown).to_have_count(2)
+    assert all("Unknown face" in t for t in unknown.all_inner_texts())
+
 
 def test_folder_upload_with_reject(site: Site, browser: Any, tmp_path: Path) -> None:
     folder = tmp_path / "crew"

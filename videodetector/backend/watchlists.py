@@ -31,7 +31,7 @@ from videodetector.backend.confidence import (
     confidence_from_cosine,
 )
 from videodetector.backend.deps import current_user, get_backend, params_of
-from videodetector.backend.errors import bad_param
+from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import GalleryName, Params
 from videodetector.backend.service import DEFAULT_GALLERY, Backend
 
@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS gallery_settings (
     color TEXT NOT NULL,
     threshold TEXT NOT NULL,
     PRIMARY KEY (user_id, gallery)
+);
+CREATE TABLE IF NOT EXISTS camera_alerts (
+    user_id INTEGER NOT NULL,
+    cam_id TEXT NOT NULL,
+    unknown INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, cam_id)
 );
 """
 
@@ -181,6 +187,53 @@ def best_matches(backend: Backend, user: int, event_ids: list[int]
             for event, (c, w, face) in best.items()}
 
 
+def unknown_alert_cameras(backend: Backend, user: int) -> set[str]:
+    """Cameras of the token whose events with no watch-list match are alerts."""
+    ensure_schema(backend)
+    rows = backend.db.rows("SELECT a.cam_id FROM camera_alerts a JOIN cameras c ON "
+                           "c.id = a.cam_id AND c.user_id = a.user_id "
+                           "WHERE a.user_id = ? AND a.unknown = 1", (user,))
+    return {r[0] for r in rows}
+
+
+def set_unknown_alerts(backend: Backend, user: int, cam_id: str, p: Params
+                       ) -> dict[str, Any]:
+    unknown = sorted(set(p.values) - {"unknown"})
+    if unknown:
+        raise bad_param(unknown[0], f"unknown field {unknown[0]!r}; the setting is unknown")
+    if backend.db.row("SELECT 1 FROM cameras WHERE id = ? AND user_id = ?",
+                      (cam_id, user)) is None:
+        raise not_found("camera", cam_id)
+    on = p.flag("unknown")
+    ensure_schema(backend)
+    with backend.db.transaction() as conn:
+        conn.execute("INSERT INTO camera_alerts (user_id, cam_id, unknown) VALUES (?, ?, ?) "
+                     "ON CONFLICT (user_id, cam_id) DO UPDATE SET unknown = excluded.unknown",
+                     (user, cam_id, int(on)))
+    return {"cam_id": cam_id, "unknown": on}
+
+
+def alerts_of(backend: Backend, user: int, ids: list[int]) -> list[dict[str, Any]]:
+    """Per event id: its best watch-list ``match`` and ``alert``: ``"watchlist"``,
+    ``"unknown"`` (no match, on a camera with unknown-face alerts) or null."""
+    found = best_matches(backend, user, ids)
+    cams = unknown_alert_cameras(backend, user)
+    cam_of: dict[int, str] = {}
+    if cams:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            cam_of.update({r[0]: r[1] for r in backend.db.rows(
+                f"SELECT id, cam_id FROM faces WHERE user_id = ? AND id IN ({marks})",
+                (user, *chunk))})
+    out = []
+    for i in ids:
+        match = found.get(i)
+        alert = "watchlist" if match else ("unknown" if cam_of.get(i) in cams else None)
+        out.append({"id": i, "match": match, "alert": alert})
+    return out
+
+
 def event_ids(p: Params) -> list[int]:
     raw = p.raw("ids")
     if not isinstance(raw, list) or len(raw) > MAX_IDS:
@@ -203,6 +256,9 @@ SETTINGS_DOC = {"requestBody": {"content": {"application/json": {"schema": {
         "threshold": {"type": "string", "enum": list(PRESETS),
                       "description": "low 0.5690 (FAR 1e-1), medium 0.6616 (1e-3), "
                       "strict 0.7834 (1e-5)"}}}}}}}
+UNKNOWN_DOC = {"requestBody": {"content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {
+        "unknown": {"type": "boolean"}}}}}}}
 MATCHES_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["ids"], "properties": {
         "ids": {"type": "array", "maxItems": MAX_IDS, "items": {"type": "integer"}}}}}}}}
@@ -235,9 +291,25 @@ async def put_watch_list(gallery: GalleryName, request: Request,
 @router.post("/watchlists/matches", openapi_extra=MATCHES_DOC)
 async def watch_list_matches(request: Request, user: int = Depends(current_user)
                              ) -> dict[str, Any]:
-    """The best watch-list match of each event id (``null`` when none):
+    """The best watch-list match of each event id (``null`` when none) and its alert:
     ``{"results": [{"id", "match": {gallery, color, threshold, face_id, meta,
-    confidence}}]}``."""
+    confidence} | null, "alert": "watchlist" | "unknown" | null}]}``."""
     ids = event_ids(await params_of(request))
-    found = await run_in_threadpool(best_matches, get_backend(request), user, ids)
-    return {"results": [{"id": i, "match": found.get(i)} for i in ids]}
+    return {"results": await run_in_threadpool(alerts_of, get_backend(request), user, ids)}
+
+
+@router.get("/watchlists/cameras")
+async def list_unknown_alerts(request: Request, user: int = Depends(current_user)
+                              ) -> dict[str, Any]:
+    """Cameras with "unknown face" alerts on: ``{"results": [cam_id, ...]}``."""
+    cams = await run_in_threadpool(unknown_alert_cameras, get_backend(request), user)
+    return {"results": sorted(cams)}
+
+
+@router.put("/watchlists/cameras/{cam_id}", openapi_extra=UNKNOWN_DOC)
+async def put_unknown_alerts(cam_id: str, request: Request,
+                             user: int = Depends(current_user)) -> dict[str, Any]:
+    """Switch "unknown face" alerts of a camera on or off (``{"unknown": true}``): its events
+    that match no watch list are then alerts too."""
+    p = await params_of(request)
+    return await run_in_threadpool(set_unknown_alerts, get_backend(request), user, cam_id, p)

@@ -96,7 +96,7 @@ async function viewGalleries() {
   });
   main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Galleries'),
     h('span', { class: 'muted small' }, 'Faces you enroll are searched by identify and matched against camera events.')),
-  form, list);
+  form, list, typeof unknownAlertsSection === 'function' ? unknownAlertsSection() : '');
   await refresh();
 }
 

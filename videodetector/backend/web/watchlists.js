@@ -8,7 +8,7 @@ const THRESHOLDS = [
   ['strict', 'Strict — confidence 0.78, about 1 in 100,000 strangers pass'],
 ];
 const watchQueue = new Map(); // event id -> cards waiting for their match
-const matchCache = new Map(); // event id -> its best match or null (bounded)
+const matchCache = new Map(); // event id -> { match, alert } (bounded)
 const WATCH_SCAN_PAGE = 500; // events per history request when filtering by watch lists
 const WATCH_SCAN_PAGES = 6; // history requests per "page" of filtered events
 let watchTimer = null;
@@ -52,6 +52,34 @@ function markAlert(card, match) {
     h('span', { class: 'watch-dot' }), label));
 }
 
+function markUnknown(card) {
+  card.classList.add('is-alert', 'is-unknown');
+  card.querySelector('.event-text')?.prepend(h('div', { class: 'watch-hit', title: 'No watch list knows this face' },
+    h('span', { class: 'watch-dot' }), 'Unknown face'));
+}
+
+// "Unknown face" alerts per camera (on the Galleries page).
+function unknownAlertsSection() {
+  const list = h('div', { class: 'unknown-cams', id: 'unknown-alerts' });
+  const section = h('section', { class: 'card camera-form' }, h('h2', {}, 'Unknown-face alerts'),
+    h('p', { class: 'muted small' }, 'On these cameras, an event whose face matches no watch list is an alert too.'), list);
+  Promise.all([loadCameras(), api('GET', '/v1/watchlists/cameras')]).then(([cams, on]) => {
+    const enabled = new Set(on.results);
+    if (!cams.length) list.replaceChildren(h('p', { class: 'muted' }, 'No cameras yet.'));
+    for (const cam of cams) {
+      const box = h('input', { type: 'checkbox', 'data-cam': cam.id, checked: enabled.has(cam.id) });
+      box.addEventListener('change', async () => {
+        try {
+          await api('PUT', `/v1/watchlists/cameras/${encodeURIComponent(cam.id)}`, { unknown: box.checked });
+          showBanner(`Unknown-face alerts ${box.checked ? 'on' : 'off'} for ${cameraName(cam.id)}.`, 'ok');
+        } catch (err) { box.checked = !box.checked; reportError(err); }
+      });
+      list.append(h('label', { class: 'check' }, box, cameraName(cam.id)));
+    }
+  }).catch(reportError);
+  return section;
+}
+
 function countAlerts() {
   const list = document.getElementById('events');
   const head = document.querySelector('.page-head');
@@ -70,15 +98,15 @@ async function watchMatchesOf(ids) {
   const missing = ids.filter((id) => !matchCache.has(id));
   for (let i = 0; i < missing.length; i += 1000) {
     const data = await api('POST', '/v1/watchlists/matches', { ids: missing.slice(i, i + 1000) });
-    for (const { id, match } of data.results) matchCache.set(id, match);
+    for (const { id, match, alert } of data.results) matchCache.set(id, { match, alert });
   }
   while (matchCache.size > 20000) matchCache.delete(matchCache.keys().next().value);
   return new Map(ids.map((id) => [id, matchCache.get(id)]));
 }
 
 async function watchPasses(id, want) {
-  const match = (await watchMatchesOf([id])).get(id);
-  return (match !== null && match !== undefined) === (want === 'match');
+  const found = (await watchMatchesOf([id])).get(id);
+  return Boolean(found && found.match) === (want === 'match');
 }
 
 // One page of the Events list with a watch-list filter: the history is read (server-side
@@ -92,8 +120,7 @@ async function watchFilteredPage(body, want) {
     const data = await api('POST', '/v1/history/search', { ...body, limit: WATCH_SCAN_PAGE, max_id: maxId });
     const found = await watchMatchesOf(data.results.map((ev) => ev.id));
     for (const ev of data.results) {
-      const match = found.get(ev.id);
-      if ((match !== null && match !== undefined) === (want === 'match')) out.push(ev);
+      if (Boolean(found.get(ev.id)?.match) === (want === 'match')) out.push(ev);
     }
     if (data.results.length) maxId = data.results[data.results.length - 1].id;
     if (!data.next_page || !data.results.length) { more = false; break; }
@@ -108,8 +135,11 @@ async function flushWatch() {
   if (watchQueue.size) watchTimer = setTimeout(flushWatch, 0);
   try {
     const found = await watchMatchesOf([...batch.keys()]);
-    for (const [id, match] of found) {
-      if (match) for (const card of batch.get(id) || []) markAlert(card, match);
+    for (const [id, result] of found) {
+      if (!result || !result.alert) continue;
+      for (const card of batch.get(id) || []) {
+        if (result.match) markAlert(card, result.match); else markUnknown(card);
+      }
     }
   } catch (err) { /* the cards stay plain; the next page load asks again */ }
   countAlerts();
