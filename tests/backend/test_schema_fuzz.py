@@ -32,6 +32,8 @@ EXCLUDED_EVERYWHERE = ("negative_data_rejection",)
 #   are not a JPEG with a face), JSON carried in a form string (bbox, galleries,
 #   detectorParams) or a camera region / stream URL; plain "string" in the schema cannot
 #   say that, and the server rightly answers 400 BAD_PARAM naming the field.
+# - and on the webhooks: their url must resolve to a public address (or one fetch_allow
+#   lists), which no schema can say; a generated url is rightly 400 BAD_PARAM "url".
 # - and on POST /v1/galleries/{gallery}: creating a gallery that exists is 400 BAD_PARAM
 #   (FindFace's error convention), which a generator repeating a name runs into.
 STRUCTURED_BODY = {"POST /v1/galleries/{gallery}",
@@ -41,7 +43,9 @@ STRUCTURED_BODY = {"POST /v1/galleries/{gallery}",
                    "PUT /v1/person/id/{person_id}", "POST /v1/history/search",
                    "POST /v1/extract", "POST /v1/faces/batch",
                    # a camera preview: a JPEG whose shape must match frame_width x frame_height
-                   "PUT /v1/camera/{cam_id}/preview"}
+                   "PUT /v1/camera/{cam_id}/preview",
+
+                   "POST /v1/webhooks", "PUT /v1/webhooks/{hook_id}"}
 
 
 # Not fuzzed: an event stream never ends (a generated request would hold the test for ever);

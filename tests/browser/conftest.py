@@ -54,12 +54,12 @@ class Site:
     """The backend process and what the tests learned about it (every URL the browser asked
     for, every dialog it opened)."""
 
-    def __init__(self, procs: Procs, data_dir: Path) -> None:
+    def __init__(self, procs: Procs, data_dir: Path, *extra_args: str) -> None:
         self.procs = procs
         self.data_dir = data_dir
         self.port = free_port()
         self.args = ["--person-identify", "1", "--friend-count", "2",
-                     "--friend-interval", str(7 * 86400), "--log-level", "info"]
+                     "--friend-interval", str(7 * 86400), "--log-level", "info", *extra_args]
         self.backend = procs.backend(data_dir, self.port, *self.args)
         self.backends = [self.backend]
         self.url = self.backend.url

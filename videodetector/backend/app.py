@@ -37,6 +37,8 @@ from videodetector.backend import (
     persons,
     stats,
     sync,
+    watchlists,
+    webhooks,
 )
 from videodetector.backend.deps import max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
@@ -261,10 +263,12 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 except ApiError as exc:
                     log.error("gae is enabled but unavailable: %s", exc.reason)
         retention = RetentionThread(backend).start() if settings.history_max_age else None
+        deliverer = webhooks.Deliverer(backend).start()
         log.info("backend ready: data in %s", settings.data_dir.resolve())
         try:
             yield
         finally:
+            await deliverer.stop()
             if retention is not None:
                 retention.stop()
             backend.plugins.close()
@@ -294,6 +298,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
     app.include_router(events.router, prefix="/v1", responses=openapi.ERRORS)
+    app.include_router(watchlists.router, prefix="/v1", responses=openapi.ERRORS)
+    app.include_router(webhooks.router, prefix="/v1", responses=openapi.ERRORS)
     console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
     backend.plugins.mount(app, backend)  # /v1/plugins/<name>/...

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from videodetector.backend import watchlists
 from videodetector.backend.deps import current_user, get_backend
 from videodetector.backend.params import GalleryName
 
@@ -32,5 +33,7 @@ async def create_gallery(gallery: GalleryName, request: Request,
 async def delete_gallery(gallery: GalleryName, request: Request,
                          user: int = Depends(current_user)) -> Response:
     """Delete a gallery and all faces in it."""
-    await run_in_threadpool(get_backend(request).delete_gallery, user, gallery)
+    backend = get_backend(request)
+    await run_in_threadpool(backend.delete_gallery, user, gallery)
+    await run_in_threadpool(watchlists.forget_gallery, backend, user, gallery)
     return Response(status_code=204)

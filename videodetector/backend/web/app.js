@@ -4,6 +4,10 @@
 
 const PAGE = 24;
 const MAX_LIVE_CARDS = 300; // a console left open for days keeps only this many in the page
+// Pages in other files (galleries.js, ...) register here: PAGES[route name] = (hash) => view.
+const PAGES = {};
+// Functions (card, event) called for every event card made (watchlists.js marks alerts).
+const EVENT_CARD_HOOKS = [];
 const state = { csrf: null, cameras: new Map(), persons: new Map(), stream: null, view: 0 };
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
 const TIME = new Intl.DateTimeFormat(undefined, {
@@ -202,7 +206,7 @@ function eventCard(ev) {
   const extra = [];
   if (ev.gender) extra.push(ev.gender);
   if (ev.age !== undefined && ev.age !== null) extra.push(`age ${ev.age}`);
-  return h('article', { class: `event ${ev.friend ? 'is-friend' : 'is-foe'}`, 'data-id': ev.id },
+  const card = h('article', { class: `event ${ev.friend ? 'is-friend' : 'is-foe'}`, 'data-id': ev.id },
     ev.photo ? h('a', { href: ev.photo, target: '_blank', rel: 'noopener', class: 'snap-link',
       title: 'Open the full frame' }, img(ev.thumbnail, 'Camera snapshot', 'snap'))
       : img(ev.thumbnail, 'Camera snapshot', 'snap'),
@@ -213,6 +217,8 @@ function eventCard(ev) {
         h('div', { class: 'event-cam', text: camera }),
         h('time', { datetime: ev.timestamp, text: formatTime(ev.timestamp) }),
         extra.length ? h('div', { class: 'muted small', text: extra.join(', ') }) : null)));
+  for (const hook of EVENT_CARD_HOOKS) hook(card, ev);
+  return card;
 }
 
 function localTime(value) {
@@ -233,6 +239,7 @@ function readFilters(form) {
   const pid = String(data.get('person') || '').trim();
   if (pid) f.person = Number(pid);
   if (data.get('friend')) f.friend = data.get('friend') === 'friend';
+  if (data.get('watch')) f.watch = String(data.get('watch'));
   const from = localTime(String(data.get('from') || ''));
   const to = localTime(String(data.get('to') || ''));
   if (from) f.from = from;
@@ -349,6 +356,9 @@ async function viewEvents() {
     h('label', {}, 'Friend or foe', h('select', { name: 'friend' },
       h('option', { value: '' }, 'Both'), h('option', { value: 'friend' }, 'Friends'),
       h('option', { value: 'foe' }, 'Foes'))),
+    h('label', {}, 'Watch lists', h('select', { name: 'watch' },
+      h('option', { value: '' }, 'All events'), h('option', { value: 'match' }, 'Matches only'),
+      h('option', { value: 'none' }, 'No match'))),
     h('label', {}, 'From', h('input', { name: 'from', type: 'datetime-local', step: 1 })),
     h('label', {}, 'To', h('input', { name: 'to', type: 'datetime-local', step: 1 })),
     h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'),
@@ -402,10 +412,13 @@ async function viewEvents() {
   const loadPage = async (mine = run) => {
     more.disabled = true;
     try {
-      const data = await api('POST', '/v1/history/search', searchBody(filters, oldest));
+      // (a watch-list filter pages through the history and keeps the events that pass it)
+      const data = filters.watch ? await watchFilteredPage(searchBody(filters, oldest), filters.watch)
+        : await api('POST', '/v1/history/search', searchBody(filters, oldest));
       if (!current(mine)) return;
       for (const ev of data.results) add(ev, false);
-      if (data.results.length) oldest = data.results[data.results.length - 1].id;
+      if (data.scanned_to) oldest = data.scanned_to;
+      else if (data.results.length) oldest = data.results[data.results.length - 1].id;
       more.hidden = !data.next_page;
       showEmpty();
     } catch (err) { reportError(err); } finally { more.disabled = false; }
@@ -424,7 +437,11 @@ async function viewEvents() {
       if (!current(mine)) return;
       await loadPage(mine);
       if (!current(mine)) return;
-      openStream(after, (ev) => { if (matches(filters, ev)) add(ev, true); }, status);
+      openStream(after, async (ev) => {
+        if (!matches(filters, ev)) return;
+        if (filters.watch && !(await watchPasses(ev.id, filters.watch))) return;
+        add(ev, true);
+      }, status);
     } catch (err) { reportError(err); }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); reload(); });
@@ -642,6 +659,7 @@ function route() {
   if (region) return viewCameraRegion(decodeURIComponent(region[1]));
   if (name === 'persons') return viewPersons();
   if (name === 'cameras') return viewCameras();
+  if (PAGES[name]) return PAGES[name](hash);
   return viewEvents();
 }
 
