@@ -50,6 +50,8 @@ class FaceEngine:
         self._embedder: Any = None
         self._gae: Any = None
         self._gae_error: str | None = None
+        self._emotions: Any = None
+        self._emotions_error: str | None = None
 
     def load(self) -> None:
         """Load the detector and the embedder now (they are otherwise loaded on first use)."""
@@ -89,6 +91,19 @@ class FaceEngine:
                 raise bad_param("gender", "gender/age recognition is enabled (gae) but its "
                                 f"model could not be loaded: {self._gae_error}")
             return self._gae
+
+    def emotion_classifier(self) -> tuple[Any, str | None]:
+        """(the emotion classifier, None) or (None, why it cannot be loaded); loaded once."""
+        with self._lock:
+            if self._emotions is None and self._emotions_error is None:
+                try:
+                    from videodetector.backend.emotions import EmotionClassifier
+
+                    self._emotions = EmotionClassifier(threads=self.threads)
+                except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+                    log.exception("emotion classifier unavailable")
+                    self._emotions_error = f"{type(exc).__name__}: {exc}"
+            return self._emotions, self._emotions_error
 
     # -- operations ---------------------------------------------------------
 

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import openapi, views
+from videodetector.backend import emotions, openapi, views
 from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.deps import (
     current_user,
@@ -24,7 +24,12 @@ from videodetector.backend.deps import (
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.extraction import attrs_unavailable, facen_b64
+from videodetector.backend.extraction import (
+    EMOTIONS_NOT_STORED,
+    attrs_unavailable,
+    emotions_unavailable,
+    facen_b64,
+)
 from videodetector.backend.params import DbId, GalleryName, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
@@ -68,10 +73,15 @@ def page_request(p: Params, default_limit: int | None) -> PageRequest:
 
 @router.post("/detect", openapi_extra=openapi.DETECT)
 async def detect(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
-    """Detect faces on ``photo`` (``gender``/``age`` with --gae): ``{faces, orientation}``."""
+    """Detect faces on ``photo`` (``gender``/``age``/``emotions`` with --gae):
+    ``{faces, orientation}``."""
     backend = get_backend(request)
     p = await params_of(request)
     want = wanted_attrs(backend, p)
+    emo_reason = (await run_in_threadpool(emotions_unavailable, backend.settings.gae,
+                                          backend.engine) if p.flag("emotions") else None)
+    classifier = (backend.engine.emotion_classifier()[0]
+                  if p.flag("emotions") and emo_reason is None else None)
     data = await photo_bytes(p, "photo", backend)
     if data is None:
         raise bad_param("photo", "photo is required")
@@ -85,9 +95,11 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
             new = backend.analyze_face(photo, face, want) if want else None
             if new is not None:
                 item.update({k: v for k, v in new.attrs.items() if v is not None})
+            if classifier is not None:  # 8.1.2: the top names, by descending score
+                item["emotions"] = emotions.classic(classifier.classify(photo.image, face.box))
             faces.append(item)
         return {"faces": faces, "orientation": photo.orientation,
-                **unavailable_member(p)}
+                **unavailable_member(p, emo_reason)}
 
     return await run_in_threadpool(work)
 
@@ -203,17 +215,24 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
         earlier = await run_in_threadpool(backend.replay, user, key)
         if earlier is not None:
             return {"results": await run_in_threadpool(render_faces, request, backend, user,
-                                                       earlier), **unavailable_member(p)}
+                                                       earlier),
+                    **unavailable_member(p, backend=backend)}
     post = await face_post(p, backend, key)
     ids = await run_in_threadpool(backend.add_faces, user, post)
     return {"results": await run_in_threadpool(render_faces, request, backend, user, ids,
                                                p.flag("facen")),
-            **unavailable_member(p)}
+            **unavailable_member(p, backend=backend)}
 
 
-def unavailable_member(p: Params) -> dict[str, Any]:
-    """``{"unavailable": {"emotions": reason}}`` when emotions were asked, else nothing."""
-    missing = attrs_unavailable(p.flag("emotions"))
+def unavailable_member(p: Params, reason: str | None = None, backend: Backend | None = None
+                       ) -> dict[str, Any]:
+    """``{"unavailable": {"emotions": reason}}`` when emotions were asked and not answered,
+    else nothing. With ``backend`` (the routes that store faces), ``reason`` is why they are
+    not answered there: disabled, not loadable, or not stored with faces."""
+    if backend is not None and p.flag("emotions"):
+        reason = (emotions_unavailable(backend.settings.gae, backend.engine)
+                  or EMOTIONS_NOT_STORED)
+    missing = attrs_unavailable(p.flag("emotions"), reason)
     return {"unavailable": missing} if missing else {}
 
 
