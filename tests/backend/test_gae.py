@@ -1,4 +1,4 @@
-"""Gender and age (8.1) with --gae; emotions are reported unavailable (no model)."""
+"""Gender, age and emotions (8.1) with --gae."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from tests.backend.conftest import Api, person_photo
 from tests.backend.test_idempotency import detector_post
+from videodetector.backend import emotions
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
 
@@ -26,13 +27,26 @@ def test_detect_with_gender_and_age(gae_api: Api):
     assert isinstance(face["age"], int) and 0 < face["age"] < 100
     r = gae_api.post("/v1/detect", files={"photo": person_photo("A")}, data={"age": "1"})
     assert "gender" not in r.json()["faces"][0] and "age" in r.json()["faces"][0]
-    # the manual's request (gender, age and emotions): all but emotions answered
+    # the manual's request (gender, age and emotions): all answered, emotions as 8.1.2's
+    # ["neutral", "sad"] -- the two most likely names, most likely first
     r = gae_api.post("/v1/detect", files={"photo": person_photo("A")},
                      data={"gender": "true", "age": "true", "emotions": "true"})
     assert r.status_code == 200, r.text
     (face,) = r.json()["faces"]
     assert face["gender"] in ("male", "female") and isinstance(face["age"], int)
-    assert set(r.json()["unavailable"]) == {"emotions"}
+    assert "unavailable" not in r.json()
+    assert len(face["emotions"]) == 2 and set(face["emotions"]) <= set(emotions.LABELS)
+    assert face["emotions"][0] != face["emotions"][1]
+    r = gae_api.post("/v1/detect", files={"photo": person_photo("A")}, data={"emotions": "1"})
+    assert set(r.json()["faces"][0]) == {"x1", "y1", "x2", "y2", "emotions"}
+
+
+def test_face_with_emotions_says_they_are_not_stored(gae_api: Api):
+    r = gae_api.post("/v1/face", files={"photo": person_photo("B")},
+                     data={"emotions": "true", "age": "true"})
+    assert r.status_code == 200, r.text
+    assert "age" in r.json()["results"][0]
+    assert "not stored" in r.json()["unavailable"]["emotions"]
 
 
 def test_face_with_gender_and_age_is_stored(gae_api: Api):
