@@ -9,6 +9,7 @@ from tests.backend.test_idempotency import detector_post
 from videodetector.backend import emotions
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
+from videodetector.backend.storage import SCHEMA_VERSION, Database
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +42,36 @@ def test_detect_with_gender_and_age(gae_api: Api):
     assert set(r.json()["faces"][0]) == {"x1", "y1", "x2", "y2", "emotions"}
 
 
-def test_face_with_emotions_says_they_are_not_stored(gae_api: Api):
+def test_face_with_emotions_stores_them(gae_api: Api, tmp_path):
+    """8.1.2 request #2: /v1/face with emotions answers and keeps them with the face."""
     r = gae_api.post("/v1/face", files={"photo": person_photo("B")},
                      data={"emotions": "true", "age": "true"})
     assert r.status_code == 200, r.text
-    assert "age" in r.json()["results"][0]
-    assert "not stored" in r.json()["unavailable"]["emotions"]
+    (face,) = r.json()["results"]
+    assert "age" in face and "unavailable" not in r.json()
+    assert len(face["emotions"]) == 2 and set(face["emotions"]) <= set(emotions.LABELS)
+    assert gae_api.get(f"/v1/face/id/{face['id']}").json()["emotions"] == face["emotions"]
+    # the video detector's normalized face: the whole image is the face
+    bbox, png = detector_post(person_photo("B"))
+    r = gae_api.post("/v1/face", files={"face0": ("n.png", png, "image/png")},
+                     data={"emotions": "true", "bbox": f"[{bbox}]"})
+    assert len(r.json()["results"][0]["emotions"]) == 2
+    assert "emotions" not in gae_api.add_face(person_photo("C"))
+
+
+def test_a_database_before_the_emotions_column_is_migrated(tmp_path):
+    db = Database(tmp_path / "backend.sqlite3")
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO faces (user_id, timestamp, ts, day, x1, y1, x2, y2, photo, "
+                     "photo_hash, thumbnail, normalized, embedding) VALUES (1, '', 0, '', 0, 0, "
+                     "1, 1, 'p', 'h', 't', 'n', x'00')")
+        conn.execute("ALTER TABLE faces DROP COLUMN emotions")  # as schema version 3 had it
+        conn.execute("PRAGMA user_version = 3")
+    db.close()
+    db = Database(tmp_path / "backend.sqlite3")
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 4
+    assert db.scalar("SELECT COUNT(*) FROM faces WHERE emotions IS NULL") == 1
+    db.close()
 
 
 def test_face_with_gender_and_age_is_stored(gae_api: Api):

@@ -144,19 +144,28 @@ class FaceEngine:
 
     def estimate_age_gender(self, image: np.ndarray, landmarks: np.ndarray | None,
                             aligned: np.ndarray, wanted: frozenset[str] = frozenset(
-                                {"gender", "age"})) -> dict[str, Any]:
-        """``{"gender": "male"|"female", "gender_confidence": float, "age": int}``, limited
-        to the ``wanted`` attributes."""
+                                {"gender", "age"}), box: Box | None = None) -> dict[str, Any]:
+        """``{"gender": "male"|"female", "gender_confidence": float, "age": int, "emotions":
+        [name, name]}``, limited to the ``wanted`` attributes. ``box``: the face's box on
+        ``image`` (for emotions; the whole image for an uploaded normalized face)."""
         if landmarks is None:  # an uploaded normalized face: its landmarks are the template
             image, landmarks = aligned, TEMPLATE_112 * (aligned.shape[0] / 112.0)
-        out = self.age_gender().estimate(image, landmarks)
-        gender = out.get("gender") or {}
+            box = None
         attrs: dict[str, Any] = {}
-        if "gender" in wanted:
-            attrs["gender"] = gender.get("gender")
-            attrs["gender_confidence"] = gender.get("confidence")
-        if "age" in wanted:
-            attrs["age"] = out.get("age")
+        if wanted & {"gender", "age"}:
+            out = self.age_gender().estimate(image, landmarks)
+            gender = out.get("gender") or {}
+            if "gender" in wanted:
+                attrs["gender"] = gender.get("gender")
+                attrs["gender_confidence"] = gender.get("confidence")
+            if "age" in wanted:
+                attrs["age"] = out.get("age")
+        classifier = self.emotion_classifier()[0] if "emotions" in wanted else None
+        if classifier is not None:
+            from videodetector.backend.emotions import classic
+
+            h, w = image.shape[:2]
+            attrs["emotions"] = classic(classifier.classify(image, box or (0, 0, w, h)))
         return attrs
 
 

@@ -44,8 +44,6 @@ FLAGS = ("need_facen", "need_gender", "need_age", "need_emotions", "need_normali
          "auto_rotate")
 EMOTIONS_DISABLED = ("emotion recognition is disabled; start the backend (or extraction-api) "
                      "with --gae; the other attributes are answered")
-EMOTIONS_NOT_STORED = ("emotions are not stored with faces; /v1/detect and the Extraction API "
-                       "answer them")
 AUTO_ROTATE_UNAVAILABLE = ("auto-rotation needs a face quality estimator, which this backend "
                            "does not have; faces are detected in the upright image only")
 GAE_UNAVAILABLE = ("gender/age recognition is disabled; start the backend (or extraction-api) "
@@ -167,8 +165,7 @@ def unavailable(req: ExtractRequest, gae: bool, emotions_reason: str | None = EM
     return out
 
 
-def attrs_unavailable(emotions: bool, reason: str | None = EMOTIONS_NOT_STORED
-                      ) -> dict[str, str]:
+def attrs_unavailable(emotions: bool, reason: str | None) -> dict[str, str]:
     """The ``unavailable`` member of a /detect, /face or /faces/batch answer (8.1): emotions
     asked and not answered (``reason``, None when they are answered) are said to be
     unavailable, so the manual's own examples (gender + age + emotions) get everything

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import emotions, openapi, views
+from videodetector.backend import openapi, views
 from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.deps import (
     current_user,
@@ -24,12 +24,7 @@ from videodetector.backend.deps import (
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.extraction import (
-    EMOTIONS_NOT_STORED,
-    attrs_unavailable,
-    emotions_unavailable,
-    facen_b64,
-)
+from videodetector.backend.extraction import attrs_unavailable, facen_b64
 from videodetector.backend.params import DbId, GalleryName, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
@@ -78,10 +73,6 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
     backend = get_backend(request)
     p = await params_of(request)
     want = wanted_attrs(backend, p)
-    emo_reason = (await run_in_threadpool(emotions_unavailable, backend.settings.gae,
-                                          backend.engine) if p.flag("emotions") else None)
-    classifier = (backend.engine.emotion_classifier()[0]
-                  if p.flag("emotions") and emo_reason is None else None)
     data = await photo_bytes(p, "photo", backend)
     if data is None:
         raise bad_param("photo", "photo is required")
@@ -95,11 +86,9 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
             new = backend.analyze_face(photo, face, want) if want else None
             if new is not None:
                 item.update({k: v for k, v in new.attrs.items() if v is not None})
-            if classifier is not None:  # 8.1.2: the top names, by descending score
-                item["emotions"] = emotions.classic(classifier.classify(photo.image, face.box))
             faces.append(item)
         return {"faces": faces, "orientation": photo.orientation,
-                **unavailable_member(p, emo_reason)}
+                **unavailable_member(p, backend)}
 
     return await run_in_threadpool(work)
 
@@ -216,23 +205,19 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
         if earlier is not None:
             return {"results": await run_in_threadpool(render_faces, request, backend, user,
                                                        earlier),
-                    **unavailable_member(p, backend=backend)}
+                    **unavailable_member(p, backend)}
     post = await face_post(p, backend, key)
     ids = await run_in_threadpool(backend.add_faces, user, post)
     return {"results": await run_in_threadpool(render_faces, request, backend, user, ids,
                                                p.flag("facen")),
-            **unavailable_member(p, backend=backend)}
+            **unavailable_member(p, backend)}
 
 
-def unavailable_member(p: Params, reason: str | None = None, backend: Backend | None = None
-                       ) -> dict[str, Any]:
-    """``{"unavailable": {"emotions": reason}}`` when emotions were asked and not answered,
-    else nothing. With ``backend`` (the routes that store faces), ``reason`` is why they are
-    not answered there: disabled, not loadable, or not stored with faces."""
-    if backend is not None and p.flag("emotions"):
-        reason = (emotions_unavailable(backend.settings.gae, backend.engine)
-                  or EMOTIONS_NOT_STORED)
-    missing = attrs_unavailable(p.flag("emotions"), reason)
+def unavailable_member(p: Params, backend: Backend) -> dict[str, Any]:
+    """``{"unavailable": {"emotions": reason}}`` when emotions were asked and cannot be
+    answered (--gae off, model not loadable), else nothing."""
+    asked = p.flag("emotions")
+    missing = attrs_unavailable(asked, backend.emotions_unavailable() if asked else None)
     return {"unavailable": missing} if missing else {}
 
 
