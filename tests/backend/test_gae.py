@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from tests.backend.conftest import Api, person_photo
@@ -57,6 +59,16 @@ def test_face_with_emotions_stores_them(gae_api: Api, tmp_path):
                      data={"emotions": "true", "bbox": f"[{bbox}]"})
     assert len(r.json()["results"][0]["emotions"]) == 2
     assert "emotions" not in gae_api.add_face(person_photo("C"))
+
+
+def test_batch_with_emotions_stores_them(gae_api: Api):
+    r = gae_api.post("/v1/faces/batch", json={"emotions": True, "items": [
+        {"photo": base64.b64encode(person_photo("A")).decode()}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["success"] == [0] and "unavailable" not in r.json()
+    (result,) = r.json()["results"]
+    face = gae_api.get(f"/v1/face/id/{result['face_ids'][0]}").json()
+    assert len(face["emotions"]) == 2
 
 
 def test_a_database_before_the_emotions_column_is_migrated(tmp_path):
