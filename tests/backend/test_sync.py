@@ -353,7 +353,7 @@ def test_a_database_made_before_versioning_is_upgraded_with_its_faces_in_the_fee
     conn.close()
     with BackendServer(settings_) as srv:
         api.url = srv.url
-        assert srv.backend.db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 3
+        assert srv.backend.db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 4
         for gallery, n in (("wl", 1), ("default", 2)):
             mirror = Mirror(api, gallery)
             mirror.pull()

@@ -16,8 +16,10 @@ Where this backend differs from the reference:
   identify-shaped answer printed in 8.2.3 / 8.3.3 is not used.
 - Error ``code`` is always a string (``BAD_PARAM`` for "Too many faces", which the reference
   shows with ``"code": 400``); missing objects are 404 ``NOT_FOUND``.
-- Emotions are not answered (no emotion model): asked, the answer says so in ``unavailable``
-  and everything else is answered. Gender/age need ``--gae``.
+- Gender, age and emotions need ``--gae``. Emotions (FER2013 mini-Xception, 7 classes): the
+  two most likely names on /detect and /face (stored with the face), all seven with scores in
+  the Extraction API. Where asked and not answered, ``unavailable`` says why and everything
+  else is answered.
 - Photos given as URLs are fetched only with ``--fetch-urls``.
 - Faces carry ``cam_id`` and, when posted by the video detector, ``detectorParams``;
   ``gender_confidence`` accompanies ``gender``.

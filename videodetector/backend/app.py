@@ -262,6 +262,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                     await run_in_threadpool(backend.engine.age_gender)
                 except ApiError as exc:
                     log.error("gae is enabled but unavailable: %s", exc.reason)
+                _, error = await run_in_threadpool(backend.engine.emotion_classifier)
+                if error is not None:
+                    log.error("gae is enabled but emotions are unavailable: %s", error)
         retention = RetentionThread(backend).start() if settings.history_max_age else None
         deliverer = webhooks.Deliverer(backend).start()
         log.info("backend ready: data in %s", settings.data_dir.resolve())

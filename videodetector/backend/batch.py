@@ -265,7 +265,8 @@ async def add_faces_batch(request: Request, user: int = Depends(current_user)
         log.warning("batch enrollment of user %d: %d of %d items failed on the server side",
                     user, batch.unexpected, len(batch.items))
     out: dict[str, Any] = {"results": results, "success": success, "fail": fail}
-    missing = attrs_unavailable(batch.defaults.flag("emotions"))
+    asked = batch.defaults.flag("emotions")
+    missing = attrs_unavailable(asked, backend.emotions_unavailable() if asked else None)
     if missing:
         out["unavailable"] = missing
     return out

@@ -30,7 +30,7 @@ FLAG_HELP = {
     "person_identify_threshold": "confidence to join an existing person (default 0.75)",
     "friend_count": "days a person must be seen by one camera to be a friend (default 5)",
     "friend_interval": "seconds looked back for friend days (default 604800)",
-    "gae": "enable gender and age recognition (emotions are not available)",
+    "gae": "enable gender, age and emotion recognition",
     "max_identify_limit": "hard limit on /identify n, 0 = unlimited",
     "fetch_urls": "allow photos given as http(s) URLs to be fetched (off by default)",
     "fetch_timeout": "seconds to fetch a photo URL",

@@ -50,6 +50,8 @@ class FaceEngine:
         self._embedder: Any = None
         self._gae: Any = None
         self._gae_error: str | None = None
+        self._emotions: Any = None
+        self._emotions_error: str | None = None
 
     def load(self) -> None:
         """Load the detector and the embedder now (they are otherwise loaded on first use)."""
@@ -90,6 +92,19 @@ class FaceEngine:
                                 f"model could not be loaded: {self._gae_error}")
             return self._gae
 
+    def emotion_classifier(self) -> tuple[Any, str | None]:
+        """(the emotion classifier, None) or (None, why it cannot be loaded); loaded once."""
+        with self._lock:
+            if self._emotions is None and self._emotions_error is None:
+                try:
+                    from videodetector.backend.emotions import EmotionClassifier
+
+                    self._emotions = EmotionClassifier(threads=self.threads)
+                except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+                    log.exception("emotion classifier unavailable")
+                    self._emotions_error = f"{type(exc).__name__}: {exc}"
+            return self._emotions, self._emotions_error
+
     # -- operations ---------------------------------------------------------
 
     def detect(self, image: np.ndarray, min_face_size: int = 0) -> list[FoundFace]:
@@ -129,19 +144,28 @@ class FaceEngine:
 
     def estimate_age_gender(self, image: np.ndarray, landmarks: np.ndarray | None,
                             aligned: np.ndarray, wanted: frozenset[str] = frozenset(
-                                {"gender", "age"})) -> dict[str, Any]:
-        """``{"gender": "male"|"female", "gender_confidence": float, "age": int}``, limited
-        to the ``wanted`` attributes."""
+                                {"gender", "age"}), box: Box | None = None) -> dict[str, Any]:
+        """``{"gender": "male"|"female", "gender_confidence": float, "age": int, "emotions":
+        [name, name]}``, limited to the ``wanted`` attributes. ``box``: the face's box on
+        ``image`` (for emotions; the whole image for an uploaded normalized face)."""
         if landmarks is None:  # an uploaded normalized face: its landmarks are the template
             image, landmarks = aligned, TEMPLATE_112 * (aligned.shape[0] / 112.0)
-        out = self.age_gender().estimate(image, landmarks)
-        gender = out.get("gender") or {}
+            box = None
         attrs: dict[str, Any] = {}
-        if "gender" in wanted:
-            attrs["gender"] = gender.get("gender")
-            attrs["gender_confidence"] = gender.get("confidence")
-        if "age" in wanted:
-            attrs["age"] = out.get("age")
+        if wanted & {"gender", "age"}:
+            out = self.age_gender().estimate(image, landmarks)
+            gender = out.get("gender") or {}
+            if "gender" in wanted:
+                attrs["gender"] = gender.get("gender")
+                attrs["gender_confidence"] = gender.get("confidence")
+            if "age" in wanted:
+                attrs["age"] = out.get("age")
+        classifier = self.emotion_classifier()[0] if "emotions" in wanted else None
+        if classifier is not None:
+            from videodetector.backend.emotions import classic
+
+            h, w = image.shape[:2]
+            attrs["emotions"] = classic(classifier.classify(image, box or (0, 0, w, h)))
         return attrs
 
 

@@ -42,8 +42,8 @@ MAX_REQUESTS = 64  # requests per call (the multipart parser's file limit is the
 DETECTORS = ("nnd", "legacy", "prenormalized")
 FLAGS = ("need_facen", "need_gender", "need_age", "need_emotions", "need_normalized",
          "auto_rotate")
-EMOTIONS_UNAVAILABLE = ("no emotion model is installed in this backend; the other "
-                        "attributes are answered")
+EMOTIONS_DISABLED = ("emotion recognition is disabled; start the backend (or extraction-api) "
+                     "with --gae; the other attributes are answered")
 AUTO_ROTATE_UNAVAILABLE = ("auto-rotation needs a face quality estimator, which this backend "
                            "does not have; faces are detected in the upright image only")
 GAE_UNAVAILABLE = ("gender/age recognition is disabled; start the backend (or extraction-api) "
@@ -138,11 +138,24 @@ def finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def unavailable(req: ExtractRequest, gae: bool) -> dict[str, str]:
+def emotions_unavailable(gae: bool, engine: FaceEngine) -> str | None:
+    """Why emotions cannot be answered (disabled, or the model/runtime failed to load), or
+    None when they can. Emotions come with gender and age (``--gae``), as in FindFace."""
+    if not gae:
+        return EMOTIONS_DISABLED
+    _, error = engine.emotion_classifier()
+    if error is not None:
+        return (f"the emotion model could not be loaded ({error}); the other attributes are "
+                "answered")
+    return None
+
+
+def unavailable(req: ExtractRequest, gae: bool, emotions_reason: str | None = EMOTIONS_DISABLED
+                ) -> dict[str, str]:
     """What ``req`` asks for that this backend cannot answer (the rest is answered)."""
     out = {}
-    if req.need_emotions:
-        out["emotions"] = EMOTIONS_UNAVAILABLE
+    if req.need_emotions and emotions_reason is not None:
+        out["emotions"] = emotions_reason
     if req.auto_rotate:
         out["auto_rotate"] = AUTO_ROTATE_UNAVAILABLE
     if not gae:
@@ -152,11 +165,12 @@ def unavailable(req: ExtractRequest, gae: bool) -> dict[str, str]:
     return out
 
 
-def attrs_unavailable(emotions: bool) -> dict[str, str]:
+def attrs_unavailable(emotions: bool, reason: str | None) -> dict[str, str]:
     """The ``unavailable`` member of a /detect, /face or /faces/batch answer (8.1): emotions
-    are accepted, not answered, and said to be unavailable, so the manual's own examples
-    (gender + age + emotions) get everything else."""
-    return {"emotions": EMOTIONS_UNAVAILABLE} if emotions else {}
+    asked and not answered (``reason``, None when they are answered) are said to be
+    unavailable, so the manual's own examples (gender + age + emotions) get everything
+    else."""
+    return {"emotions": reason} if emotions and reason is not None else {}
 
 
 def error_json(exc: ApiError) -> dict[str, Any]:
@@ -185,7 +199,9 @@ class Extractor:
     def extract(self, req: ExtractRequest, data: bytes, param: str) -> dict[str, Any]:
         """One response: ``{"faces": [...]}`` (+ ``unavailable``)."""
         photo = self.decode(data, param)
-        missing = unavailable(req, self.settings.gae)
+        emo = (emotions_unavailable(self.settings.gae, self.engine) if req.need_emotions
+               else None)
+        missing = unavailable(req, self.settings.gae, emo)
         want_gae = {n for n in ("gender", "age") if getattr(req, f"need_{n}")} - set(missing)
         if req.detector == "prenormalized":
             faces = [self._prenormalized(photo, req, want_gae)]
@@ -219,7 +235,8 @@ class Extractor:
               want_gae: set[str]) -> dict[str, Any]:
         aligned, embedding = self.engine.embed(image, face)
         out = {"bbox": bbox_json(face.box), "detection_score": round(face.score, 6)}
-        return self._describe(out, image, face.landmarks, aligned, embedding, req, want_gae)
+        return self._describe(out, image, face.landmarks, aligned, embedding, req, want_gae,
+                              face.box)
 
     def _prenormalized(self, photo: Photo, req: ExtractRequest, want_gae: set[str]
                        ) -> dict[str, Any]:
@@ -228,11 +245,13 @@ class Extractor:
         w, h = photo.size
         out: dict[str, Any] = {"bbox": bbox_json((0, 0, w, h))}
         landmarks = TEMPLATE_112 * (aligned.shape[0] / 112.0)
-        return self._describe(out, aligned, landmarks, aligned, embedding, req, want_gae)
+        return self._describe(out, aligned, landmarks, aligned, embedding, req, want_gae,
+                              (0.0, 0.0, float(aligned.shape[1]), float(aligned.shape[0])))
 
     def _describe(self, out: dict[str, Any], image: np.ndarray, landmarks: np.ndarray | None,
                   aligned: np.ndarray, embedding: np.ndarray, req: ExtractRequest,
-                  want_gae: set[str]) -> dict[str, Any]:
+                  want_gae: set[str], box: tuple[float, float, float, float]
+                  ) -> dict[str, Any]:
         if req.need_facen:
             out["facen"] = facen_b64(embedding)
         if want_gae:
@@ -242,9 +261,19 @@ class Extractor:
                                  "score": round(d["gender_confidence"], 6)}
             if "age" in want_gae:
                 out["age"] = round(d["age_exact"], 2)
+        if req.need_emotions and self.settings.gae:
+            out.update(self._emotions(image, box))
         if req.need_normalized:
             out["normalized"] = b64(encode(aligned, "png"))
         return out
+
+
+    def _emotions(self, image: np.ndarray, box: tuple[float, float, float, float]
+                  ) -> dict[str, Any]:
+        """``{"emotions": [{emotion, score}, ...]}`` by descending score (8.5.3); nothing when
+        the classifier is unavailable (``unavailable`` says why)."""
+        classifier, _ = self.engine.emotion_classifier()
+        return {} if classifier is None else {"emotions": classifier.classify(image, box)}
 
 
 def bbox_json(box: tuple[float, float, float, float]) -> dict[str, int]:

@@ -68,7 +68,8 @@ def page_request(p: Params, default_limit: int | None) -> PageRequest:
 
 @router.post("/detect", openapi_extra=openapi.DETECT)
 async def detect(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
-    """Detect faces on ``photo`` (``gender``/``age`` with --gae): ``{faces, orientation}``."""
+    """Detect faces on ``photo`` (``gender``/``age``/``emotions`` with --gae):
+    ``{faces, orientation}``."""
     backend = get_backend(request)
     p = await params_of(request)
     want = wanted_attrs(backend, p)
@@ -87,7 +88,7 @@ async def detect(request: Request, user: int = Depends(current_user)) -> dict[st
                 item.update({k: v for k, v in new.attrs.items() if v is not None})
             faces.append(item)
         return {"faces": faces, "orientation": photo.orientation,
-                **unavailable_member(p)}
+                **unavailable_member(p, backend)}
 
     return await run_in_threadpool(work)
 
@@ -203,17 +204,20 @@ async def add_face(request: Request, user: int = Depends(current_user)) -> dict[
         earlier = await run_in_threadpool(backend.replay, user, key)
         if earlier is not None:
             return {"results": await run_in_threadpool(render_faces, request, backend, user,
-                                                       earlier), **unavailable_member(p)}
+                                                       earlier),
+                    **unavailable_member(p, backend)}
     post = await face_post(p, backend, key)
     ids = await run_in_threadpool(backend.add_faces, user, post)
     return {"results": await run_in_threadpool(render_faces, request, backend, user, ids,
                                                p.flag("facen")),
-            **unavailable_member(p)}
+            **unavailable_member(p, backend)}
 
 
-def unavailable_member(p: Params) -> dict[str, Any]:
-    """``{"unavailable": {"emotions": reason}}`` when emotions were asked, else nothing."""
-    missing = attrs_unavailable(p.flag("emotions"))
+def unavailable_member(p: Params, backend: Backend) -> dict[str, Any]:
+    """``{"unavailable": {"emotions": reason}}`` when emotions were asked and cannot be
+    answered (--gae off, model not loadable), else nothing."""
+    asked = p.flag("emotions")
+    missing = attrs_unavailable(asked, backend.emotions_unavailable() if asked else None)
     return {"unavailable": missing} if missing else {}
 
 

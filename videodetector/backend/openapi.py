@@ -32,8 +32,8 @@ BBOX = "JSON list of boxes [[x1, y1, x2, y2], ...]"
 
 DETECT = body({"photo": PHOTO}, gender="true: return gender (needs --gae)",
               age="true: return age (needs --gae)",
-              emotions="accepted, not answered (no emotion model): unavailable.emotions "
-                       "in the answer says so")
+              emotions="true: the two most likely emotions, most likely first (needs --gae; "
+                       "otherwise unavailable.emotions in the answer says why)")
 VERIFY = body({"photo1": PHOTO, "photo2": PHOTO}, bbox1=BBOX, bbox2=BBOX,
               threshold=THRESHOLD, mf_selector=MF)
 IDENTIFY = body({"photo": PHOTO, "face0": "an already normalized face (video detector)"},

@@ -33,6 +33,7 @@ from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.embeddings import VECTOR_SQL, last_change, vector_of
 from videodetector.backend.engine import Box, FoundFace, shared_engine
 from videodetector.backend.errors import ApiError, bad_param, not_found
+from videodetector.backend.extraction import emotions_unavailable
 from videodetector.backend.imaging import (
     Photo,
     as_aligned_face,
@@ -63,7 +64,8 @@ class NewFace:
     box: Box
     aligned: np.ndarray
     embedding: np.ndarray
-    attrs: dict[str, Any] = field(default_factory=dict)  # gender, gender_confidence, age
+    # gender, gender_confidence, age, emotions (the two most likely names)
+    attrs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # plugin annotations: {"plugins": ..}
 
 
@@ -83,6 +85,12 @@ class FacePost:
     extra: dict[str, Any] = field(default_factory=dict)
     want_attrs: frozenset[str] = frozenset()  # {'gender', 'age'}
     idempotency_key: str | None = None
+
+
+def emotions_json(attrs: dict[str, Any]) -> str | None:
+    """A face's stored ``emotions`` column: the JSON list of names, or None (not asked)."""
+    names = attrs.get("emotions")
+    return None if names is None else json.dumps(list(names))
 
 
 def face_box_json(box: Box) -> dict[str, int]:
@@ -256,12 +264,18 @@ class Backend:
 
     def check_attrs_request(self, gender: bool, age: bool, emotions: bool) -> frozenset[str]:
         """The face attributes wanted; refuse gender/age without --gae. ``emotions`` is
-        accepted and not answered (no emotion model): the routes say so in the response's
-        ``unavailable`` (``extraction.attrs_unavailable``)."""
+        always accepted and wanted when it can be answered; otherwise the routes say why in
+        the response's ``unavailable`` (:meth:`emotions_unavailable`)."""
         if (gender or age) and not self.settings.gae:
             raise bad_param("gender" if gender else "age", "gender/age recognition is "
                             "disabled; start the backend with --gae", True)
-        return frozenset(name for name, on in (("gender", gender), ("age", age)) if on)
+        emotions = emotions and self.emotions_unavailable() is None
+        return frozenset(name for name, on in (("gender", gender), ("age", age),
+                                               ("emotions", emotions)) if on)
+
+    def emotions_unavailable(self) -> str | None:
+        """Why emotions cannot be answered (--gae off, model not loadable), or None."""
+        return emotions_unavailable(self.settings.gae, self.engine)
 
     def analyze_face(self, photo: Photo, face: FoundFace, want_attrs: frozenset[str]
                      ) -> NewFace | None:
@@ -275,7 +289,7 @@ class Backend:
                                    "and was skipped (%d so far): %s", self.unusable_faces, exc)
             return None
         attrs = (self.engine.estimate_age_gender(photo.image, face.landmarks, aligned,
-                                                 want_attrs) if want_attrs else {})
+                                                 want_attrs, face.box) if want_attrs else {})
         return NewFace(face.box, aligned, emb, attrs)
 
     def analyze(self, photo: Photo, found: list[FoundFace], want_attrs: frozenset[str],
@@ -426,6 +440,7 @@ class Backend:
                 "gender": face.attrs.get("gender"),
                 "gender_confidence": face.attrs.get("gender_confidence"),
                 "age": face.attrs.get("age"),
+                "emotions": emotions_json(face.attrs),
                 "detector_params": (None if post.detector_params is None
                                     else json.dumps(post.detector_params)),
                 "extra": extra_json(post.extra, face.extra),
@@ -605,6 +620,7 @@ class Backend:
             "gender": face.attrs.get("gender"),
             "gender_confidence": face.attrs.get("gender_confidence"),
             "age": face.attrs.get("age"),
+            "emotions": emotions_json(face.attrs),
             "embedding": np.asarray(face.embedding, np.float32).tobytes(),
         }, "id = ? AND user_id = ?", (face_id, user))
         row = conn.execute("SELECT cam_id, person_id FROM faces WHERE id = ?",

@@ -49,7 +49,7 @@ class Settings:
     # 8.3 friend or foe
     friend_count: int = 5
     friend_interval: float = 3600 * 24 * 7
-    # 8.1 gender and age (emotions: no model; asked, they are reported unavailable)
+    # 8.1 gender, age and emotions (emotions answered by /detect and the Extraction API)
     gae: bool = False
     max_identify_limit: int = 0  # hard cap on /identify "n"; 0 = unlimited
     fetch_urls: bool = False  # fetch "photo" given as an http(s) URL

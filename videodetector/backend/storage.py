@@ -27,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # the last step of MIGRATIONS (PRAGMA user_version once applied)
+SCHEMA_VERSION = 4  # the last step of MIGRATIONS (PRAGMA user_version once applied)
 # The embedding model of rows stored before version 3 (faces.model's default).
 FIRST_MODEL = "sface-2021dec"
 
@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS faces (
     detector_params TEXT,
     extra TEXT,
     embedding BLOB NOT NULL,
-    model TEXT NOT NULL DEFAULT 'sface-2021dec'
+    model TEXT NOT NULL DEFAULT 'sface-2021dec',
+    emotions TEXT
 );
 CREATE INDEX IF NOT EXISTS faces_user ON faces (user_id, id);
 CREATE INDEX IF NOT EXISTS faces_meta ON faces (user_id, meta, id);
@@ -175,6 +176,14 @@ def _model_schema(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE faces ADD COLUMN model TEXT NOT NULL DEFAULT '{FIRST_MODEL}'")
 
 
+def _emotions_schema(conn: sqlite3.Connection) -> None:
+    """Version 4: ``faces.emotions``, the JSON list of the face's two most likely emotions
+    (8.1.2), NULL when they were not asked."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(faces)")}
+    if "emotions" not in cols:
+        conn.execute("ALTER TABLE faces ADD COLUMN emotions TEXT")
+
+
 # Versioned schema steps, applied in order above ``PRAGMA user_version`` (a database made
 # before versioning has user_version 0 and the version 1 tables). To change the schema,
 # append ``(next version, step)`` here; never edit a step that has shipped.
@@ -182,6 +191,7 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (1, _base_schema),
     (2, _sync_schema),
     (3, _model_schema),
+    (4, _emotions_schema),
 ]
 
 

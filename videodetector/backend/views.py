@@ -55,6 +55,8 @@ def face_json(row: sqlite3.Row, galleries: list[str], urls: Urls) -> dict[str, A
         out["gender_confidence"] = row["gender_confidence"]
     if row["age"] is not None:
         out["age"] = row["age"]
+    if row["emotions"] is not None:
+        out["emotions"] = json.loads(row["emotions"])
     if row["detector_params"]:
         out["detectorParams"] = json.loads(row["detector_params"])
     out["attributes"] = json.loads(row["extra"]) if row["extra"] else {}
