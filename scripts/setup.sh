@@ -31,5 +31,5 @@ if ! command -v chromium >/dev/null 2>&1; then
              "the browser tests will be skipped" >&2
     fi
 fi
-python -c "from videodetector.models import YUNET, SFACE, model_path; model_path(YUNET); model_path(SFACE)"
+python -c "from videodetector.models import EMOTION, SFACE, YUNET, model_path; [model_path(m) for m in (YUNET, SFACE, EMOTION)]"
 echo "setup: ok ($(python --version))"
