@@ -103,26 +103,27 @@ class Backend:
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
         self.tokens = TokenChecker(self.db)
-        self.index = IndexRegistry()
+        self.index = IndexRegistry(
+            ann_min=settings.index_ann_min_faces, catchup=settings.index_ann_catchup,
+            snapshot_dir=settings.data_dir / "index", lock=self.db.lock)
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold)
         self._keys_since_prune = 0
         self._load_index()
         self._prune_idempotency()
 
     def close(self) -> None:
+        self.index.close()
         self.db.close()
 
     def _load_index(self) -> None:
+        """The embeddings from the database, then each large gallery's HNSW graph from its
+        snapshot (caught up with the database) or built in the background (index.py)."""
         t0 = time.monotonic()
-        n = 0
         with self.db.lock:
-            cur = self.db.conn.execute(
-                "SELECT id, user_id, cam_id, person_id, embedding FROM faces ORDER BY id")
-            for row in cur:
-                vec = np.frombuffer(row["embedding"], np.float32)
-                self.index(row["user_id"]).add(row["id"], vec, row["cam_id"], row["person_id"])
-                n += 1
-        log.info("loaded %d face embeddings in %.2f s", n, time.monotonic() - t0)
+            n = self.index.load(self.db.conn)
+            log.info("loaded %d face embeddings in %.2f s", n, time.monotonic() - t0)
+            self.index.open_graphs()
+        log.info("index ready in %.2f s", time.monotonic() - t0)
 
     def _prune_idempotency(self) -> None:
         try:

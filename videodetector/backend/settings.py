@@ -54,6 +54,12 @@ class Settings:
     # camera events older than this (seconds) are deleted; 0 = keep forever (retention.py)
     history_max_age: float = 0.0
     history_cleanup_interval: float = 3600.0  # seconds between retention rounds
+    # faces of one user from which searches ask an HNSW graph for candidates (re-scored
+    # exactly); below it a flat scan is exact and fast. 0 = always the flat scan (index.py)
+    index_ann_min_faces: int = 20000
+    # faces stored after the last graph snapshot that start-up adds to it; more -> the graph
+    # is rebuilt in the background while searches scan exactly
+    index_ann_catchup: int = 50000
     preload_models: bool = True  # load the models at startup rather than on first use
     log_level: str = "info"
 
@@ -137,6 +143,8 @@ def _check(s: Settings) -> None:
     need(s.max_photo_bytes > 0, "max_photo_bytes", "> 0")
     need(s.max_size > 0, "max_size", "> 0")
     need(s.min_face_size >= 0, "min_face_size", ">= 0")
+    need(s.index_ann_min_faces >= 0, "index_ann_min_faces", ">= 0 (0 = exact search only)")
+    need(s.index_ann_catchup >= 0, "index_ann_catchup", ">= 0")
     need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
     need(s.model_threads >= 1, "model_threads", ">= 1")
     need(1 <= s.page_limit <= 10000, "page_limit", "in 1..10000")
