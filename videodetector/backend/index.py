@@ -209,7 +209,7 @@ class UserIndex:
         selected = self.n if mask is None else int(np.count_nonzero(mask))
         if selected < self.ann_min:
             return None
-        want = max(n, ann.params.candidates)
+        want = n + ann.params.candidates
         # over-fetch for the filter's selectivity and the graph's tombstones
         k = math.ceil(want * (self.n / selected) * (len(ann) / self.n))
         if k > MAX_ANN_FETCH:
@@ -232,7 +232,8 @@ class UserIndex:
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the ids and vectors (for a graph built outside the lock)."""
-        return self.ids.copy(), self._vectors[: self.n].copy()
+        n = self.n
+        return self._ids[:n].copy(), self._vectors[:n].copy()
 
     def missing_from(self, graph: AnnGraph) -> np.ndarray:
         """Stored face ids the graph does not hold."""
