@@ -146,17 +146,16 @@ def rss_bytes() -> int:
     return 0
 
 
-def registry_for(data_dir: Path) -> IndexRegistry:
-    s = Settings(data_dir=data_dir)
-    return IndexRegistry(ann_min=s.index_ann_min_faces, catchup=s.index_ann_catchup,
+def registry_for(data_dir: Path, ann_min: int) -> IndexRegistry:
+    return IndexRegistry(ann_min=ann_min, catchup=Settings().index_ann_catchup,
                          snapshot_dir=data_dir / "index")
 
 
-def build_and_load(data_dir: Path) -> tuple[IndexRegistry, UserIndex, dict]:
+def build_and_load(data_dir: Path, ann_min: int) -> tuple[IndexRegistry, UserIndex, dict]:
     """Load the embeddings, build (or read) the graph, write and read its snapshot."""
     row: dict = {}
     rss0 = rss_bytes()
-    registry = registry_for(data_dir)
+    registry = registry_for(data_dir, ann_min)
     db = Database(data_dir / "backend.sqlite3")
     try:
         t0 = time.perf_counter()
@@ -177,7 +176,7 @@ def build_and_load(data_dir: Path) -> tuple[IndexRegistry, UserIndex, dict]:
     t0 = time.perf_counter()
     registry._save(user)  # noqa: SLF001 - what the server does after a build
     row["snapshot_write_s"] = round(time.perf_counter() - t0, 1)
-    fresh = registry_for(data_dir)
+    fresh = registry_for(data_dir, ann_min)
     t0 = time.perf_counter()
     fresh._load_snapshot(user)  # noqa: SLF001 - the read the server does at start
     row["snapshot_read_s"] = round(time.perf_counter() - t0, 2)
@@ -213,6 +212,7 @@ def compare(index: UserIndex, queries: np.ndarray, mask: np.ndarray | None) -> d
 
 
 def search_rows(index: UserIndex, size: int, seed: int, n: int) -> list[dict]:
+    """Exact vs graph on all faces (known and stranger probes) and with camera filters."""
     queries = probes(centres(size // 10, seed), n, seed)
     rows = []
     cases = [("all faces", None), ("camera 12 %", index.mask(cam_id="cam-1", any_cam=False)),
@@ -272,6 +272,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", type=Path, default=None,
                    help="keep the filled stores (and graph snapshots) here and reuse them")
     p.add_argument("--no-server", action="store_true", help="skip the HTTP rows")
+    p.add_argument("--ann-min", type=int, default=Settings().index_ann_min_faces,
+                   help="index_ann_min_faces in this process (the server keeps its default)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -286,7 +288,7 @@ def run_size(size: int, root: Path, args: argparse.Namespace, photo: Path | None
         shutil.rmtree(data_dir, ignore_errors=True)
         print(f"filling {size} faces ...", flush=True)
         print(f"  filled in {fill(data_dir, size, args.seed):.1f} s", flush=True)
-    registry, index, row = build_and_load(data_dir)
+    registry, index, row = build_and_load(data_dir, args.ann_min)
     row = {"faces": size, "load": f"{os.getloadavg()[0]:.1f}", **row}
     print(f"  {size}: {row}", flush=True)
     rows = search_rows(index, size, args.seed, args.probes)
@@ -328,14 +330,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             sizes.append(row)
             search += rows
         cross = crossover(index, [s for s in args.crossover if s <= len(index)], args.seed)
-    settings = Settings()
     size_cols = [c for c in SIZE_COLUMNS if any(c[0] in r for r in sizes)]
     tables = {"sizes": format_table([{k: r.get(k, "") for k, _, _ in size_cols}
                                      for r in sizes], size_cols),
               "search": format_table(search, SEARCH_COLUMNS),
               "crossover": format_table(cross, (("faces", "faces", ">"),
                                                 ("exact_p50_ms", "exact p50 ms", ">")))}
-    print(f"\nindex_ann_min_faces {settings.index_ann_min_faces}; clustered synthetic "
+    print(f"\nindex_ann_min_faces {args.ann_min}; clustered synthetic "
           f"embeddings (sigma {SIGMA}); /identify with {photo.name if photo else '-'}\n")
     for table in tables.values():
         print(table + "\n")
