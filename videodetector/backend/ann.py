@@ -33,9 +33,9 @@ FORMAT_VERSION = 1
 class AnnParams:
     """HNSW shape and effort (measured in bench/bench_index.py)."""
 
-    m: int = 16  # graph degree (2*m links per node on the base layer)
-    ef_construction: int = 64
-    ef_search: int = 64
+    m: int = 32  # graph degree (2*m links per node on the base layer)
+    ef_construction: int = 128
+    ef_search: int = 128
     candidates: int = 16  # graph candidates re-scored exactly for a top-1 search
 
     def __post_init__(self) -> None:
