@@ -466,7 +466,7 @@ class IndexRegistry:
                 return False
         return True
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Stop background builds; snapshot graphs changed since their last snapshot."""
         self._closing.set()
         self.wait(timeout)
