@@ -115,8 +115,10 @@ class UserIndex:
         """Bulk ``add`` of new faces (the start-up load); no graph update."""
         face_ids = np.asarray(face_ids, np.int64)
         vectors = np.asarray(vectors, np.float32).reshape(len(face_ids), self.dim)
-        if len(np.unique(face_ids)) < len(face_ids) or any(
-                f in self._row for f in face_ids.tolist()):
+        ascending = bool((np.diff(face_ids) > 0).all())  # the load reads ORDER BY id
+        if not ascending and len(np.unique(face_ids)) < len(face_ids):
+            raise KeyError("a face id is given twice")
+        if self._row and not self._row.keys().isdisjoint(face_ids.tolist()):
             raise KeyError("some faces are already indexed")
         while self.n + len(face_ids) > len(self._ids):
             self._grow()
