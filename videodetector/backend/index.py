@@ -184,11 +184,10 @@ class UserIndex:
             return []
         q = np.asarray(query, np.float32).reshape(-1)
         rows = self._candidates(q, n, mask)
-        if rows is None and mask is not None:
-            rows = np.flatnonzero(mask)
-        if rows is None:
-            scores = self._vectors[: self.n] @ q
-            rows = np.arange(self.n)
+        if rows is None:  # exact: all rows, or those of the mask
+            rows = np.arange(self.n) if mask is None else np.flatnonzero(mask)
+        if len(rows) > self.n // 4:  # one product over the matrix beats copying most of it
+            scores = (self._vectors[: self.n] @ q)[rows]
         else:
             scores = self._vectors[rows] @ q
         k = min(n, len(rows))
