@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DIM = 128
 MAX_ANN_N = 256  # larger result lists are searched exactly
 MAX_ANN_FETCH = 4096  # a filter that needs more over-fetch than this searches exactly
+FILTER_OVERFETCH = 2.0  # extra candidates asked for a filtered search (bench_index.py)
 REBUILD_DEAD_FRACTION = 0.3  # tombstones beyond this share of the graph -> rebuild
 CHECK_SAMPLE = 64  # snapshot vectors compared with the database's at load
 
@@ -218,8 +219,10 @@ class UserIndex:
         if selected < self.ann_min:
             return None
         want = n + ann.params.candidates
-        # over-fetch for the filter's selectivity and the graph's tombstones
-        k = math.ceil(want * (self.n / selected) * (len(ann) / self.n))
+        # over-fetch for the filter's selectivity (with a margin: the graph's neighbours
+        # of the query are not a random sample of the filter) and the graph's tombstones
+        spread = 1.0 if selected == self.n else FILTER_OVERFETCH * self.n / selected
+        k = math.ceil(want * spread * (len(ann) / self.n))
         if k > MAX_ANN_FETCH:
             return None
         found = ann.search(q, k)
