@@ -113,3 +113,17 @@ def test_bench_regenerate_smoke(bench, capsys: pytest.CaptureFixture[str]) -> No
     assert all(r["faces"] == out["enrolled"] and r["faces_per_s"] > 0 for r in out["rows"])
     assert set(out["rank1"]) == {"sface-2021dec", "sface-2021dec-int8"}
     assert "rank-1 with sface-2021dec-int8" in capsys.readouterr().out
+
+
+def test_bench_index_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_index")
+    out = mod.main(["--sizes", "2000", "--probes", "20", "--crossover", "500,1000",
+                    "--ann-min", "500", "--no-server"])
+    assert set(out) >= {"sizes", "search", "crossover", "tables"}
+    (size,) = out["sizes"]
+    assert size["faces"] == 2000 and size["db_load_s"] >= 0 and size["graph_b_per_face"] > 0
+    assert {r["probes"] for r in out["search"]} == {
+        "known (all faces)", "stranger (all faces)", "known (camera 12 %)", "known (camera 1 %)"}
+    assert all(0 <= r["recall_at_1"] <= 1 for r in out["search"])
+    assert [r["faces"] for r in out["crossover"]] == [500, 1000]
+    assert "recall@1" in capsys.readouterr().out

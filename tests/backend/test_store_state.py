@@ -49,12 +49,15 @@ def embedding(seed: int) -> np.ndarray:
 
 class StoreMachine(RuleBasedStateMachine):
     disk: DiskFull  # set by the test (it needs pytest's monkeypatch)
+    ann_min = 0  # index_ann_min_faces: 0 = exact search only, small = the HNSW path too
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="store-state-", dir=FAST_DIR))
         self.backend = Backend(Settings(data_dir=self.dir, person_identify=True,
-                                        preload_models=False, log_level="critical"))
+                                        preload_models=False, log_level="critical",
+                                        index_ann_min_faces=self.ann_min,
+                                        index_ann_catchup=4))
         self.commit_fault = CommitFault(self.backend.db)
         self.faces: dict[int, dict[int, int | None]] = {u: {} for u in USERS}  # id -> person
         self.in_gallery: dict[int, set[int]] = {u: set() for u in USERS}
@@ -179,11 +182,40 @@ class StoreMachine(RuleBasedStateMachine):
         with self.backend.db.lock:
             assert not self.backend.db.conn.in_transaction
 
+    @invariant()
+    def graph_searches_return_the_stored_faces(self) -> None:
+        """With a graph, a search for all faces returns exactly the stored ones (no deleted
+        or rolled-back face, none twice), with their exact cosines."""
+        if not self.ann_min:
+            return
+        assert self.backend.index.wait(30)
+        for user in USERS:
+            index = self.backend.index(user)
+            if index.ann is None or not len(index):
+                continue
+            assert index.uses_ann() == (len(index) >= self.ann_min)
+            stored = set(self.faces[user])
+            for face_id in sorted(stored)[:3]:
+                hits = index.search(index.vector(face_id), len(index))
+                assert [h[0] for h in hits if h[0] == face_id] == [face_id]
+                assert {h[0] for h in hits} == stored and len(hits) == len(stored)
+
 
 def test_index_and_database_agree_through_random_faults(monkeypatch):
     StoreMachine.disk = DiskFull(monkeypatch)
     run_state_machine_as_test(StoreMachine, settings=settings(
         max_examples=30, stateful_step_count=12, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow]))
+
+
+class GraphStoreMachine(StoreMachine):
+    ann_min = 3  # each user's graph is built (in the background) from its 3rd face
+
+
+def test_index_graph_and_database_agree_through_random_faults(monkeypatch):
+    GraphStoreMachine.disk = DiskFull(monkeypatch)
+    run_state_machine_as_test(GraphStoreMachine, settings=settings(
+        max_examples=25, stateful_step_count=12, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
 
 

@@ -136,8 +136,11 @@ class Backend:
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
         self.tokens = TokenChecker(self.db)
-        self.index = IndexRegistry()  # vectors of self.model only (embeddings.py)
         self.model = settings.embedding_model
+        # vectors of self.model only (embeddings.py); one graph snapshot folder per model
+        self.index = IndexRegistry(
+            ann_min=settings.index_ann_min_faces, catchup=settings.index_ann_catchup,
+            snapshot_dir=settings.data_dir / "index" / self.model, lock=self.db.lock)
         self.unusable_faces = 0  # faces whose landmarks could not place a face (skipped)
         self._unusable_log = RateLimitedLog(log)
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold,
@@ -154,27 +157,19 @@ class Backend:
         self.prune_tombstones()
 
     def close(self) -> None:
+        self.index.close()
         self.db.close()
 
     def _load_index(self) -> None:
         """Index every face's vector of ``self.model``. Faces without one (not regenerated
         yet) stop the start unless ``allow_partial``; then they are left out of searches."""
         t0 = time.monotonic()
-        n = missing = 0
         with self.db.lock:
             self._regen_seq = last_change(self.db)
             self._data_version = self._db_data_version()
-            cur = self.db.conn.execute(
-                f"SELECT f.id, f.user_id, f.cam_id, f.person_id, {VECTOR_SQL} AS vec "
-                "FROM faces f ORDER BY f.id", {"m": self.model})
-            for row in cur:
-                vec = vector_of(row["vec"])
-                if vec is None:
-                    missing += 1
-                    continue
-                self.index(row["user_id"]).add(row["id"], vec, row["cam_id"], row["person_id"])
-                n += 1
+            n, missing = self.index.load(self.db.conn, VECTOR_SQL, {"m": self.model})
         if missing and not self.settings.allow_partial:
+            self.index.close()
             self.db.close()
             raise ModelCoverageError(
                 f"{missing} of {n + missing} faces have no {self.model} embedding: run "
@@ -185,6 +180,9 @@ class Backend:
                         "not searched (--allow-partial)", self.model, missing, n + missing)
         log.info("loaded %d face embeddings in %.2f s (model %s)", n, time.monotonic() - t0,
                  self.model)
+        with self.db.lock:
+            self.index.open_graphs()  # HNSW graphs of large galleries: snapshot or background
+        log.info("index ready in %.2f s", time.monotonic() - t0)
 
     def _db_data_version(self) -> int:
         return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])

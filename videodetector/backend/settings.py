@@ -81,6 +81,12 @@ class Settings:
     # /v1/faces/sync: deletions are remembered this long (seconds); an older cursor must
     # resynchronize from scratch (410 RESYNC_REQUIRED)
     sync_tombstone_ttl: float = 30 * 86400.0
+    # faces of one user from which searches ask an HNSW graph for candidates (re-scored
+    # exactly); below it a flat scan is exact and fast. 0 = always the flat scan (index.py)
+    index_ann_min_faces: int = 20000
+    # faces stored after the last graph snapshot that start-up adds to it; more -> the graph
+    # is rebuilt in the background while searches scan exactly
+    index_ann_catchup: int = 50000
     preload_models: bool = True  # load the models at startup rather than on first use
     # 9.2 plugins (plugin_host.py): modules <name>.py / <name>/ in these absolute directories,
     # loaded when named in plugins_enabled ("*" = all of them); none by default
@@ -201,6 +207,8 @@ def _check(s: Settings) -> None:
             raise SettingsError(f"fetch_allow must be IP networks (CIDR), got {net!r}") from None
     need(s.min_face_size >= 0, "min_face_size", ">= 0")
     _check_plugins(s)
+    need(s.index_ann_min_faces >= 0, "index_ann_min_faces", ">= 0 (0 = exact search only)")
+    need(s.index_ann_catchup >= 0, "index_ann_catchup", ">= 0")
     need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
     need(s.model_threads >= 1, "model_threads", ">= 1")
     need(s.embedding_model in EMBEDDING_MODELS, "embedding_model",
