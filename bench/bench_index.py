@@ -70,6 +70,7 @@ from videodetector.backend.index import DIM, IndexRegistry, UserIndex  # noqa: E
 from videodetector.backend.settings import Settings  # noqa: E402
 from videodetector.backend.storage import Database  # noqa: E402
 from videodetector.backend.timeutil import iso  # noqa: E402
+from videodetector.models import SFACE_NAME  # noqa: E402
 
 SYNTHETIC_META = "bench-synthetic"
 SIGMA = 0.066
@@ -186,7 +187,7 @@ def rss_bytes() -> int:
 
 def registry_for(data_dir: Path, ann_min: int) -> IndexRegistry:
     return IndexRegistry(ann_min=ann_min, catchup=Settings().index_ann_catchup,
-                         snapshot_dir=data_dir / "index")
+                         snapshot_dir=data_dir / "index" / SFACE_NAME)
 
 
 def build_and_load(data_dir: Path, ann_min: int) -> tuple[IndexRegistry, UserIndex, dict]:

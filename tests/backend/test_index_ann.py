@@ -18,6 +18,7 @@ from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings, SettingsError
 from videodetector.backend.storage import Database
 from videodetector.backend.timeutil import iso
+from videodetector.models import SFACE_NAME
 
 N = 3000
 
@@ -178,7 +179,7 @@ def built(data_dir: Path, vectors: np.ndarray) -> list[int]:
         assert b.index.wait(30) and b.index(1).ann is not None
     finally:
         b.close()
-    assert snapshot_paths(data_dir / "index" / "user-1")["meta"].exists()
+    assert snapshot_paths(data_dir / "index" / SFACE_NAME / "user-1")["meta"].exists()
     return ids
 
 
@@ -255,7 +256,7 @@ def test_a_snapshot_of_another_database_is_not_used(tmp_path, caplog):
 def test_a_damaged_snapshot_is_rebuilt(tmp_path, caplog):
     vectors = clustered(1000, 12)
     built(tmp_path, vectors)
-    graph = snapshot_paths(tmp_path / "index" / "user-1")["graph"]
+    graph = snapshot_paths(tmp_path / "index" / SFACE_NAME / "user-1")["graph"]
     graph.write_bytes(graph.read_bytes()[:1000])
     b = backend(tmp_path)
     try:
