@@ -46,7 +46,7 @@ def test_login_then_events_arrive_live_without_reload(site: Site, browser: Any, 
                                                       shot: Any) -> None:
     page = site.page(browser)
     page.goto(site.url + "/")
-    assert page.locator("#login").is_visible()
+    page.wait_for_selector("#login")  # shown once the page has asked for a session
     shot(page, "login")
     page.fill("#token", "wrong-token")
     page.click("#login button[type=submit]")
