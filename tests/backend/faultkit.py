@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from videodetector.backend import storage
+from videodetector import durable
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import TMP_SUFFIX, Database
 
@@ -37,7 +37,7 @@ class DiskFull:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             real(fd)
 
-        monkeypatch.setattr(storage.os, "fsync", fsync)
+        monkeypatch.setattr(durable.os, "fsync", fsync)  # the image store writes through it
 
 
 # Every table a request writes; a write to any of them makes the COMMIT fail.

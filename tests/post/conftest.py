@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import videodetector.post.spool as spool_module
+import videodetector.durable as durable_module
 from tests.post.disks import SeamDisk, TmpfsDisk
 
 
@@ -18,7 +18,7 @@ from tests.post.disks import SeamDisk, TmpfsDisk
 def seam_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SeamDisk:
     disk = SeamDisk(tmp_path / "disk")
     disk.directory.mkdir()
-    monkeypatch.setattr(spool_module, "open", disk.open, raising=False)
+    monkeypatch.setattr(durable_module, "open", disk.open, raising=False)  # the spool's writes
     return disk
 
 

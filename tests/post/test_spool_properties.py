@@ -14,7 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import videodetector.post.spool as spool_module
+import videodetector.durable as durable_module  # where the spool opens its files
 from tests.post.disks import SeamDisk
 from tests.post.receiver import make_snapshot
 from videodetector.post.codec import decode_snapshot, encode_snapshot
@@ -56,12 +56,12 @@ class SpoolMachine(RuleBasedStateMachine):
         """ENOSPC: push raises, the spool is unchanged and no partial file is left."""
         disk = SeamDisk(self.dir)
         disk.fill()
-        spool_module.open = disk.open  # type: ignore[attr-defined]
+        durable_module.open = disk.open  # type: ignore[attr-defined]
         try:
             with pytest.raises(OSError, match="No space left"):
                 self.spool.push(self._snapshot(big), front=front)
         finally:
-            del spool_module.open  # type: ignore[attr-defined]
+            del durable_module.open  # type: ignore[attr-defined]
         assert disk.refused == 1
 
     @rule()

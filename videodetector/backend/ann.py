@@ -24,6 +24,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from videodetector.durable import fsync_path
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -122,10 +124,10 @@ class AnnGraph:
             full = {**meta, "version": FORMAT_VERSION, "dim": self.dim, "nodes": len(self),
                     "m": self.params.m}
         for key in ("graph", "ids"):
-            _fsync(tmp[key])
+            fsync_path(tmp[key])
             os.replace(tmp[key], paths[key])
         tmp["meta"].write_text(json.dumps(full))
-        _fsync(tmp["meta"])
+        fsync_path(tmp["meta"])
         os.replace(tmp["meta"], paths["meta"])
 
     @classmethod
@@ -160,10 +162,3 @@ def remove_snapshot(stem: Path) -> None:
     for p in snapshot_paths(stem).values():
         p.unlink(missing_ok=True)
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

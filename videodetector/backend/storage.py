@@ -14,7 +14,6 @@ at COMMIT in WAL mode). A failed COMMIT is rolled back and raised as ``CommitFai
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import sqlite3
 import threading
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from videodetector.durable import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -413,16 +414,7 @@ class FileStore:
         if path is None:
             raise ValueError(f"bad upload path {rel!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + TMP_SUFFIX)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        write_atomic(path, data, path.with_name(path.name + TMP_SUFFIX))
 
     def remove_temporaries(self) -> int:
         """Delete ``*.tmp`` files left by a crash mid-write (at start, before serving)."""

@@ -36,6 +36,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
+from videodetector.durable import fsync_path, write_atomic
 from videodetector.post.codec import decode_snapshot, encode_snapshot
 from videodetector.snapshot import Snapshot
 
@@ -136,7 +137,7 @@ class Spool:
                 except BaseException:
                     tmp.unlink(missing_ok=True)  # e.g. a full disk: leave nothing behind
                     raise
-            _fsync_dir(folder)
+            fsync_path(folder)
         return target
 
     def requeue_rejected(self) -> int:
@@ -160,7 +161,7 @@ class Spool:
             path.unlink()
             moved += 1
         if moved:
-            _fsync_dir(folder)
+            fsync_path(folder)
         return moved
 
     def __len__(self) -> int:
@@ -206,18 +207,9 @@ class Spool:
         """Durable once this returns: data fsync'ed, renamed, directory fsync'ed. On any
         error (a full disk) nothing is left behind, not even the ``.tmp`` file."""
         final = self._path(seq)
-        tmp = final.with_suffix(".tmp")
+        write_atomic(final, blob, final.with_suffix(".tmp"))
         try:
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        try:
-            _fsync_dir(self.directory)
+            fsync_path(self.directory)
         except BaseException:
             final.unlink(missing_ok=True)  # not known to be durable: not accepted
             raise
@@ -271,10 +263,3 @@ def _acquire_dir_lock(directory: Path) -> TextIO:
     lock_file.flush()
     return lock_file
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
