@@ -157,8 +157,3 @@ def snapshot_paths(stem: Path) -> dict[str, Path]:
     return {"graph": stem.with_suffix(".faiss"), "ids": stem.with_suffix(".ids.npy"),
             "meta": stem.with_suffix(".json")}
 
-
-def remove_snapshot(stem: Path) -> None:
-    for p in snapshot_paths(stem).values():
-        p.unlink(missing_ok=True)
-
