@@ -55,10 +55,10 @@ if str(ROOT) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from videodetector.config import parse_config  # noqa: E402
-from videodetector.models import YuNetDetector  # noqa: E402
-from videodetector.pipeline import CameraSpec, FacePipeline  # noqa: E402
-from videodetector.video.source import open_video, parse_source  # noqa: E402
+from videodetector.core.models import YuNetDetector  # noqa: E402
+from videodetector.detector.config import parse_config  # noqa: E402
+from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
+from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SHARED_CLIPS = {

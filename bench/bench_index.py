@@ -70,7 +70,7 @@ from videodetector.backend.index import DIM, IndexRegistry, UserIndex  # noqa: E
 from videodetector.backend.settings import Settings  # noqa: E402
 from videodetector.backend.storage import Database  # noqa: E402
 from videodetector.backend.timeutil import iso  # noqa: E402
-from videodetector.models import SFACE_NAME  # noqa: E402
+from videodetector.core.models import SFACE_NAME  # noqa: E402
 
 SYNTHETIC_META = "bench-synthetic"
 SIGMA = 0.066

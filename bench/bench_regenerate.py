@@ -43,7 +43,7 @@ from videodetector.backend.auth import create_token  # noqa: E402
 from videodetector.backend.regenerate import Options, Regenerator  # noqa: E402
 from videodetector.backend.service import Backend, FacePost  # noqa: E402
 from videodetector.backend.settings import Settings  # noqa: E402
-from videodetector.models import SFACE_INT8_NAME, SFACE_NAME  # noqa: E402
+from videodetector.core.models import SFACE_INT8_NAME, SFACE_NAME  # noqa: E402
 
 COLUMNS = (
     ("job", "job", "<"), ("parallel", "--parallel", ">"), ("faces", "faces", ">"),

@@ -5,7 +5,7 @@ Run from the project root (about 2-4 minutes):
     python bench/bench_streams.py [--seconds 20] [--max-streams 6]
 
 This is the daemon's realtime path, not a model of it: for N = 1, 2, 3, ... it runs N
-``CameraWorker`` threads at once (``videodetector/camera.py``, one per camera, as
+``CameraWorker`` threads at once (``videodetector/detector/camera.py``, one per camera, as
 ``fkvideo_detector`` does in camera-list mode), each reading a ``file@25:<clip>`` source
 through ``FrameReader`` (paced at 25 fps like a live camera; when the worker falls behind
 and the reader's 8-frame queue is full, the newest frame is dropped and counted) into a
@@ -52,12 +52,12 @@ for _p in (ROOT, ROOT / "bench"):
 import numpy as np  # noqa: E402
 from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
 
-from videodetector.camera import CameraWorker  # noqa: E402
-from videodetector.config import parse_config  # noqa: E402
-from videodetector.models import YuNetDetector  # noqa: E402
-from videodetector.pipeline import CameraSpec  # noqa: E402
-from videodetector.post.poster import Poster  # noqa: E402
-from videodetector.post.spool import Spool  # noqa: E402
+from videodetector.core.models import YuNetDetector  # noqa: E402
+from videodetector.detector.camera import CameraWorker  # noqa: E402
+from videodetector.detector.config import parse_config  # noqa: E402
+from videodetector.detector.pipeline import CameraSpec  # noqa: E402
+from videodetector.detector.post.poster import Poster  # noqa: E402
+from videodetector.detector.post.spool import Spool  # noqa: E402
 
 DROP_LIMIT = 0.5  # percent
 FPS = 25

@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from videodetector.timing import CameraTimers, DetectorHistograms
+from videodetector.detector.timing import CameraTimers, DetectorHistograms
 
 
 def per_frame_seconds(timers: CameraTimers, frames: int, detect_every: int) -> float:
@@ -39,10 +39,10 @@ def per_frame_seconds(timers: CameraTimers, frames: int, detect_every: int) -> f
 
 
 def pipeline_seconds(timers: CameraTimers, clip: str) -> tuple[float, int]:
-    from videodetector.config import parse_config
-    from videodetector.models import YuNetDetector
-    from videodetector.pipeline import CameraSpec, FacePipeline
-    from videodetector.video.source import open_video, parse_source
+    from videodetector.core.models import YuNetDetector
+    from videodetector.detector.config import parse_config
+    from videodetector.detector.pipeline import CameraSpec, FacePipeline
+    from videodetector.detector.video.source import open_video, parse_source
 
     cfg = parse_config(["--source", clip, "--camid", "c", "--api-url", "127.0.0.1:9",
                         "--api-token", "t", "-r", "0"])

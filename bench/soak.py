@@ -5,7 +5,7 @@ Run from the project root (default 10 minutes):
 
     python bench/soak.py [--minutes 10] [--interval 30]
 
-A fake RTSP camera (``tests/video/rtsp_camera.py``: H.264 over RTP in the RTSP connection)
+A fake RTSP camera (``tests/detector/video/rtsp_camera.py``: H.264 over RTP in the RTSP connection)
 plays the synthetic 1280x720 indoor clip of bench_detector.py in a loop at 25 fps (three faces
 walk past every 8 s). ``fkvideo_backend serve`` (dynamic person creation on) and
 ``fkvideo_detector --source rtsp://... -r 0`` run as separate processes, exactly as on a site.
@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from bench_detector import indoor_clip, machine_line  # noqa: E402
 
-from tests.video.rtsp_camera import RtspCamera  # noqa: E402
-from videodetector.video.source import open_video  # noqa: E402
+from tests.detector.video.rtsp_camera import RtspCamera  # noqa: E402
+from videodetector.detector.video.source import open_video  # noqa: E402
 
 BIN = Path(sys.executable).parent
 _METRIC_RE = re.compile(r'^([a-z_]+)(?:\{cam_id="([^"]*)"\})? ([0-9.eE+-]+)$')

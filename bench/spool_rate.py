@@ -33,10 +33,10 @@ from unittest import mock
 import cv2
 import numpy as np
 
-from videodetector.images import encode
-from videodetector.post.codec import encode_snapshot
-from videodetector.post.spool import Spool
-from videodetector.snapshot import Snapshot
+from videodetector.core.images import encode
+from videodetector.detector.post.codec import encode_snapshot
+from videodetector.detector.post.spool import Spool
+from videodetector.detector.snapshot import Snapshot
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -73,7 +73,7 @@ def sample_snapshot(frame: np.ndarray, seq: int) -> Snapshot:
 
 @contextmanager
 def without_fsync() -> Iterator[None]:
-    with mock.patch("videodetector.post.spool.os.fsync", lambda fd: None):
+    with mock.patch("videodetector.detector.post.spool.os.fsync", lambda fd: None):
         yield
 
 

@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from videodetector.models import (  # noqa: E402
+from videodetector.core.models import (  # noqa: E402
     EMBEDDING_MODELS,
     SFACE_NAME,
     SFaceEmbedder,
@@ -242,7 +242,7 @@ def report(r: dict) -> list[str]:
                      f"errors: {', '.join(wrong) or 'none'}")
     lines += [
         "",
-        "Anchors (used by videodetector/backend/confidence.py): measured cosine for FAR 1e-1 and "
+        "Anchors (used by videodetector/core/confidence.py): measured cosine for FAR 1e-1 and "
         "1e-3 (about 2400 and 24 impostor pairs above them); the Gaussian tail fit for FAR 1e-5, "
         "which this data cannot measure (expected count at 1e-5 = N * 1e-5 < 1). Pairs are not "
         "independent (each photo is in many pairs), so the measured 1e-3 point has a wide "

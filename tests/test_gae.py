@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
-from videodetector import models
 from videodetector.backend import gae
+from videodetector.core import models
 
 
 def _ctu_unknowns() -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from videodetector.config import build_parser
+from videodetector.detector.config import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from videodetector.config import parse_config
-from videodetector.models import TEMPLATE_112, SFaceEmbedder, align_face
-from videodetector.pipeline import SKIP_BAD_BOX, CameraSpec, FacePipeline
-from videodetector.quality.score import face_quality
-from videodetector.video.source import Frame
+from videodetector.core.models import TEMPLATE_112, SFaceEmbedder, align_face
+from videodetector.core.quality.score import face_quality
+from videodetector.detector.config import parse_config
+from videodetector.detector.pipeline import SKIP_BAD_BOX, CameraSpec, FacePipeline
+from videodetector.detector.video.source import Frame
 
 W, H = 160, 120
 SETTINGS = settings(max_examples=40, deadline=None,
@@ -229,7 +229,7 @@ def test_yunet_drops_a_face_whose_model_output_is_not_finite():
     import cv2
 
     from tests.conftest import shared_file
-    from videodetector.models import YuNetDetector
+    from videodetector.core.models import YuNetDetector
 
     img = cv2.imread(str(shared_file("stills_meds/S029-02-t10_01.jpg")))
     det = YuNetDetector()

@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from videodetector.models import YuNetDetector
+from videodetector.core.models import YuNetDetector
 
 
 def packaged_photos() -> list[Path]:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from videodetector import durable
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import TMP_SUFFIX, Database
+from videodetector.core import durable
 
 
 class DiskFull:

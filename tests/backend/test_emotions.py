@@ -24,11 +24,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from videodetector import models
 from videodetector.backend import emotions
 from videodetector.backend.engine import FaceEngine, shared_engine
 from videodetector.backend.extraction import Extractor, ExtractRequest
 from videodetector.backend.settings import Settings
+from videodetector.core import models
 
 MEDS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "stills_meds"
 MEDS_MIN_NEUTRAL = 0.55  # measured 29/41 = 0.71

@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 
 from tests.backend.conftest import Api, error_of, person_photo
-from videodetector.models import YuNetDetector, align_face
+from videodetector.core.models import YuNetDetector, align_face
 
 
 @functools.cache

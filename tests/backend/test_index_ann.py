@@ -18,7 +18,7 @@ from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings, SettingsError
 from videodetector.backend.storage import Database
 from videodetector.backend.timeutil import iso
-from videodetector.models import SFACE_NAME
+from videodetector.core.models import SFACE_NAME
 
 N = 3000
 

@@ -29,9 +29,9 @@ from tests.backend.conftest import (
     png_bytes,
     side_by_side,
 )
-from videodetector.backend.confidence import COS_FAR_1E1, cosine_from_confidence
 from videodetector.backend.engine import shared_engine
 from videodetector.backend.server import BackendServer
+from videodetector.core.confidence import COS_FAR_1E1, cosine_from_confidence
 
 THRESHOLD_COS = float(cosine_from_confidence(0.75))  # person_identify_threshold
 

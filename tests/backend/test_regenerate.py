@@ -23,17 +23,17 @@ from PIL import Image
 from tests.backend.conftest import Api, error_of, person_photo
 from tests.conftest import SHARED_DATA
 from videodetector.backend.cli import main as cli_main
-from videodetector.backend.confidence import (
-    ANCHORS,
-    confidence_from_cosine,
-    cosine_from_confidence,
-)
 from videodetector.backend.regenerate import Options, Regenerator
 from videodetector.backend.server import BackendServer
 from videodetector.backend.service import Backend, ModelCoverageError
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database
-from videodetector.models import SFACE_INT8_NAME, SFACE_NAME
+from videodetector.core.confidence import (
+    ANCHORS,
+    confidence_from_cosine,
+    cosine_from_confidence,
+)
+from videodetector.core.models import SFACE_INT8_NAME, SFACE_NAME
 
 SUBJECTS = ("S001", "S006", "S008", "S015", "S023", "S029")
 SETTINGS = dict(log_level="warning")

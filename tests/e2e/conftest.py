@@ -35,7 +35,7 @@ def command(script: str, module: str) -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
 
 
-DETECTOR = command("fkvideo_detector", "videodetector.cli")
+DETECTOR = command("fkvideo_detector", "videodetector.detector.cli")
 BACKEND = command("fkvideo_backend", "videodetector.backend.cli")
 
 

@@ -20,9 +20,9 @@ import requests
 
 from tests.conftest import shared_file
 from tests.e2e.conftest import DETECTOR, HOST, Api, Detector, Procs, free_port, wait_until
-from videodetector.config import DetectorConfig, parse_config
-from videodetector.post.codec import decode_snapshot
-from videodetector.post.request import build_request
+from videodetector.detector.config import DetectorConfig, parse_config
+from videodetector.detector.post.codec import decode_snapshot
+from videodetector.detector.post.request import build_request
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.detector.video.mjpeg_server import MjpegServer
+from tests.detector.video.rtsp_camera import RtspCamera
 from tests.e2e.conftest import Api, Procs, free_port, wait_until
 from tests.e2e.test_daemon_e2e import post_args
-from tests.video.mjpeg_server import MjpegServer
-from tests.video.rtsp_camera import RtspCamera
 from videodetector.democlip import Walker, pick_sprites, write_clip
-from videodetector.video.source import open_video
+from videodetector.detector.video.source import open_video
 
 
 def test_live_stream_drops_and_returns(procs: Procs, tmp_path: Path) -> None:

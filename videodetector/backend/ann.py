@@ -24,7 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from videodetector.durable import fsync_path
+from videodetector.core.durable import fsync_path
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.retention import RetentionThread
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
-from videodetector.models import ModelError
+from videodetector.core.models import ModelError
 
 log = logging.getLogger(__name__)
 

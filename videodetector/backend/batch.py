@@ -48,7 +48,7 @@ from videodetector.backend.faces import check_attributes
 from videodetector.backend.inline import Parts, read_json_and_parts
 from videodetector.backend.params import GalleryName, Params
 from videodetector.backend.service import DEFAULT_GALLERY, Backend, FacePost
-from videodetector.models import ModelError
+from videodetector.core.models import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from videodetector.backend.params import MAX_TEXT, Params, load_json
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import insert, update
 from videodetector.backend.timeutil import iso, now
-from videodetector.geometry import region_rect
-from videodetector.video.source import parse_source
+from videodetector.core.geometry import region_rect
+from videodetector.core.sourcespec import parse_source
 
 router = APIRouter(tags=["cameras"])
 

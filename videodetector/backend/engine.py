@@ -16,8 +16,8 @@ import numpy as np
 
 from videodetector.backend.errors import bad_param
 from videodetector.backend.imaging import clamp_box, expand_box
-from videodetector.geometry import box_centre, iou_matrix
-from videodetector.models import SFACE_NAME, TEMPLATE_112, align_face
+from videodetector.core.geometry import box_centre, iou_matrix
+from videodetector.core.models import SFACE_NAME, TEMPLATE_112, align_face
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class FaceEngine:
     def detector(self) -> Any:
         with self._lock:
             if self._detector is None:
-                from videodetector.models import YuNetDetector
+                from videodetector.core.models import YuNetDetector
 
                 log.info("loading the face detector")
                 self._detector = YuNetDetector(self.detector_threshold, threads=self.threads)
@@ -70,7 +70,7 @@ class FaceEngine:
     def embedder(self) -> Any:
         with self._lock:
             if self._embedder is None:
-                from videodetector.models import SFaceEmbedder
+                from videodetector.core.models import SFaceEmbedder
 
                 log.info("loading the face embedder %s", self.embedding_model)
                 self._embedder = SFaceEmbedder(threads=self.threads, model=self.embedding_model)

@@ -37,7 +37,7 @@ from videodetector.backend.inline import (
     read_json_and_parts,
 )
 from videodetector.backend.settings import Settings
-from videodetector.models import ModelError
+from videodetector.core.models import ModelError
 
 log = logging.getLogger(__name__)
 

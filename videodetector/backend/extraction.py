@@ -33,8 +33,8 @@ from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.imaging import Photo, as_aligned_face, decode_photo
 from videodetector.backend.inline import b64
 from videodetector.backend.settings import Settings
-from videodetector.images import encode
-from videodetector.models import TEMPLATE_112
+from videodetector.core.images import encode
+from videodetector.core.models import TEMPLATE_112
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from videodetector.backend import openapi, views
-from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.deps import (
     current_user,
     face_images,
@@ -29,6 +28,7 @@ from videodetector.backend.params import DbId, GalleryName, Params
 from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
 from videodetector.backend.storage import PageRequest, page_ids
 from videodetector.backend.timeutil import parse_time
+from videodetector.core.confidence import confidence_from_cosine
 
 router = APIRouter(tags=["faces"])
 

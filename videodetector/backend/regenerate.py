@@ -50,7 +50,7 @@ from videodetector.backend.engine import FaceEngine, FoundFace, best_match, shar
 from videodetector.backend.imaging import as_aligned_face, decode_photo, thumbnail
 from videodetector.backend.settings import EMBEDDING_MODELS, Settings
 from videodetector.backend.storage import Database, FileStore
-from videodetector.images import encode
+from videodetector.core.images import encode
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class Regenerator:
         return best_match(found, tuple(float(v) for v in box), (0.0, 0.0))
 
     def _align(self, photo: np.ndarray, face: FoundFace) -> np.ndarray:
-        from videodetector.models import align_face
+        from videodetector.core.models import align_face
 
         return align_face(photo, face.landmarks)
 

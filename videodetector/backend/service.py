@@ -29,7 +29,6 @@ import numpy as np
 
 from videodetector.backend import changes, person_match, person_store
 from videodetector.backend.auth import TokenChecker
-from videodetector.backend.confidence import confidence_from_cosine
 from videodetector.backend.embeddings import VECTOR_SQL, last_change, vector_of
 from videodetector.backend.engine import Box, FoundFace, shared_engine
 from videodetector.backend.errors import ApiError, bad_param, not_found
@@ -47,8 +46,9 @@ from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
 from videodetector.backend.timeutil import iso, now
-from videodetector.images import encode
-from videodetector.ratelog import RateLimitedLog
+from videodetector.core.confidence import confidence_from_cosine
+from videodetector.core.images import encode
+from videodetector.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from videodetector.durable import write_atomic
+from videodetector.core.durable import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend.confidence import (
+from videodetector.backend.deps import current_user, get_backend, params_of
+from videodetector.backend.errors import bad_param, not_found
+from videodetector.backend.params import GalleryName, Params
+from videodetector.backend.service import DEFAULT_GALLERY, Backend
+from videodetector.core.confidence import (
     CONF_LOW,
     CONF_MEDIUM,
     CONF_STRICT,
     confidence_from_cosine,
 )
-from videodetector.backend.deps import current_user, get_backend, params_of
-from videodetector.backend.errors import bad_param, not_found
-from videodetector.backend.params import GalleryName, Params
-from videodetector.backend.service import DEFAULT_GALLERY, Backend
 
 router = APIRouter(tags=["watch lists"])
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from videodetector.backoff import Backoff
+from videodetector.core.backoff import Backoff
 from videodetector.tools.enroll_job import DONE, FAILED, PENDING, Image, JobFile
 
 log = logging.getLogger(__name__)

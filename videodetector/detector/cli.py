@@ -1,0 +1,241 @@
+"""``fkvideo_detector``: the video face detector daemon.
+
+Single camera: ``fkvideo_detector --source PATH|URL --camid ID --api-url ... --api-token ...``.
+Camera list: ``fkvideo_detector -c /etc/fkvideo/site.ini`` with ``detector-name`` and no
+``source``: the cameras registered under that name in the backend are polled and run.
+
+Exit codes: 0 on a clean stop (or when a single file ended), 1 when a single
+source could not be opened/decoded at all, its pipeline kept crashing at one frame, or
+its spool directory cannot be used (e.g. another fkvideo_detector holds it: one ERROR line
+names the directory and that pid), 2 for a bad configuration (also a --rot/--roi outside the
+frame), 3 when a single file was processed but ended early (truncated or damaged; a WARNING
+names it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from videodetector.core.models import YUNET, ModelError, YuNetDetector, model_path
+from videodetector.core.naming import path_component
+from videodetector.detector.camera import CameraWorker
+from videodetector.detector.config import ConfigError, DetectorConfig, format_config, parse_config
+from videodetector.detector.manager import CameraManager
+from videodetector.detector.metrics import DaemonCollector
+from videodetector.detector.pipeline import CameraSpec
+from videodetector.detector.post.health import HealthReporter
+from videodetector.detector.post.poster import DROP_REASONS, Poster
+from videodetector.detector.post.spool import REJECTED, Spool, SpoolError, SpoolLockedError
+from videodetector.detector.status import StatusServer
+from videodetector.detector.timing import DetectorHistograms
+
+log = logging.getLogger("fkvideo_detector")
+
+FLUSH_SECONDS = 10.0  # how long SIGTERM waits for pending posts before spooling them
+
+
+class CamIdFilter(logging.Filter):
+    """Give every record a ``cam_id`` so the format can show it (``-`` when not per camera)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "cam_id"):
+            record.cam_id = "-"
+        return True
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(CamIdFilter())
+    # journald adds its own timestamps; a terminal user still wants them.
+    fmt = "%(levelname)s [%(cam_id)s] %(name)s: %(message)s"
+    if not os.environ.get("INVOCATION_ID"):  # not under systemd
+        fmt = "%(asctime)s " + fmt
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class Daemon:
+    """Owns the workers, their posters and the status endpoint."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.started_at = time.time()
+        self.workers: dict[str, CameraWorker] = {}
+        self.posters: dict[str, Poster] = {}
+        self.manager: CameraManager | None = None
+        # One camera alone gets both cores for its detector; several share them.
+        self.detector_threads = 2 if cfg.source else 1
+        # /metrics: this daemon's own registry (several daemons may share a process in tests)
+        self.histograms = DetectorHistograms()
+        self.registry = CollectorRegistry()
+        self.registry.register(DaemonCollector(self))
+
+    def make_detector(self) -> YuNetDetector:
+        """With --rescale-height the detector sees frames at that height (the pipeline scales
+        them); without it, at 640 px on the longer side, the model's native size."""
+        max_side = None if self.cfg.rescale_height else YuNetDetector.INPUT
+        return YuNetDetector(threads=self.detector_threads, max_side=max_side)
+
+    def make_worker(self, camera: CameraSpec) -> CameraWorker:
+        timers = self.histograms.for_camera(camera.cam_id)
+        poster = self.posters.get(camera.cam_id)
+        if poster is None:
+            spool = str(Path(self.cfg.spool_dir) / path_component(camera.cam_id, "camera"))
+            poster = Poster(self.cfg, spool=Spool(spool, self.cfg.spool_max_bytes),
+                            cam_id=camera.cam_id, post_seconds=timers.post)
+            poster.start()
+            self.posters[camera.cam_id] = poster
+        worker = CameraWorker(self.cfg, camera, self.make_detector, poster, timers)
+        self.workers[camera.cam_id] = worker
+        return worker
+
+    def run(self) -> int:
+        status = None
+        if self.cfg.status_port:
+            status = StatusServer(self.cfg.status_host, self.cfg.status_port,
+                                  self.registry).start()
+        try:
+            return self._run_single() if self.cfg.source else self._run_list()
+        finally:
+            self._shutdown()
+            if status is not None:
+                status.stop()
+
+    def _run_single(self) -> int:
+        cam = CameraSpec(self.cfg.camid, self.cfg.source, self.cfg.roi, self.cfg.rot)
+        try:
+            worker = self.make_worker(cam).start()
+        except SpoolError as exc:  # e.g. a second detector on the same --spool-dir
+            log.error("camera %s: not started: %s", cam.cam_id, exc,
+                      extra={"cam_id": cam.cam_id})
+            return 1
+        while worker.is_alive() and not self.stop_event.wait(0.5):
+            pass
+        worker.stop()
+        worker.join()
+        return single_exit_code(worker)
+
+    def _run_list(self) -> int:
+        log.info("detector %r: polling %s%s every %gs", self.cfg.detector_name,
+                 self.cfg.api_url, self.cfg.camera_url, self.cfg.reload_timeout)
+        self.manager = CameraManager(self.cfg, self.make_worker)
+        manager = self.manager
+        health = None
+        if self.cfg.health_interval:
+            health = HealthReporter(self.cfg, lambda: dict(manager.workers),
+                                    self.cfg.health_interval).start()
+        try:
+            manager.run(self.stop_event)
+        finally:
+            if health is not None:
+                health.stop()
+        return 0
+
+    def _shutdown(self) -> None:
+        for worker in list(self.workers.values()):
+            worker.stop()
+        for worker in list(self.workers.values()):
+            worker.join(10)
+        # All posters flush at once: a stop with the server down takes FLUSH_SECONDS, not
+        # FLUSH_SECONDS per camera.
+        flushers = [threading.Thread(target=poster.stop, kwargs={"timeout": FLUSH_SECONDS},
+                                     name=f"flush-{cam_id}")
+                    for cam_id, poster in self.posters.items()]
+        for thread in flushers:
+            thread.start()
+        for thread in flushers:
+            thread.join()
+        for cam_id, poster in self.posters.items():
+            stats = poster.stats()
+            log.info("camera %s: %d snapshot(s) delivered, %d refused, %d left in the spool",
+                     cam_id, stats["ok"], stats["failed"], stats["spool_len"],
+                     extra={"cam_id": cam_id})
+            lost = {reason: stats[f"dropped_{reason}"] for reason in DROP_REASONS
+                    if stats[f"dropped_{reason}"]}
+            if lost:
+                log.error("camera %s: snapshot(s) lost because the spool could not be "
+                          "written: %s", cam_id, ", ".join(f"{n} ({r})" for r, n in lost.items()),
+                          extra={"cam_id": cam_id})
+
+
+def single_exit_code(worker: CameraWorker) -> int:
+    """The exit code of a single-source run (see the module docstring); the worker has
+    logged why when it is not 0."""
+    if worker.config_error:
+        return 2
+    if worker.error and (worker.pipeline_stats.frames == 0 or worker.state == "failed"):
+        return 1
+    if worker.counters.files_incomplete:
+        return 3
+    return 0
+
+
+def requeue_rejected(spool_root: Path, max_bytes: int) -> int:
+    """``--requeue-rejected``: put every camera's refused snapshots back in its spool.
+
+    Run it with the daemon stopped: a spool in use by a running camera is skipped
+    (exit code 1). The next start posts them, with their original idempotency keys.
+    """
+    total, busy = 0, 0
+    for rejected in sorted(spool_root.glob(f"*/{REJECTED}")):
+        try:
+            spool = Spool(rejected.parent, max_bytes)
+        except SpoolLockedError as exc:
+            log.error("%s: skipped; stop fkvideo_detector before --requeue-rejected", exc)
+            busy += 1
+            continue
+        try:
+            moved = spool.requeue_rejected()
+        finally:
+            spool.close()
+        log.info("spool %s: %d refused snapshot(s) requeued", rejected.parent, moved)
+        total += moved
+    print(f"{total} snapshot(s) requeued under {spool_root}"
+          + (f"; {busy} spool(s) in use were skipped" if busy else ""))
+    return 1 if busy else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+    except ConfigError as exc:
+        print(f"fkvideo_detector: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level)
+    try:
+        model_path(YUNET)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    if cfg.check_config:
+        print(format_config(cfg))
+        print("configuration ok")
+        return 0
+    if cfg.requeue_rejected:
+        return requeue_rejected(Path(cfg.spool_dir), cfg.spool_max_bytes)
+    daemon = Daemon(cfg)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received: stopping (flushing posts for up to %gs)",
+                 signal.Signals(signum).name, FLUSH_SECONDS)
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,457 @@
+"""One camera's face pipeline: frame -> motion -> detect -> track -> best frame -> Snapshot.
+
+``FacePipeline.process(frame)`` is called for every decoded frame of one camera,
+in order, from one thread. It returns the snapshots to post now; the caller
+hands them to the poster. Everything here is synchronous and deterministic for
+a given input, so offline runs on a file are reproducible.
+
+Coordinates: all boxes are full-frame ``xyxy`` (see ``detections.py``). The
+detector sees the ROT crop (``--rot``) scaled to ``--rescale-height``; its
+boxes are mapped back before tracking.
+
+One bad face never stops the camera: a detection whose box is unusable (not finite, empty,
+outside the frame) is dropped, and a face whose quality, alignment, embedding or encoding
+fails (e.g. landmarks with the mouth above the eyes) is skipped; both are counted in
+``stats.faces_skipped`` by reason (the ``fkvideo_faces_skipped_total`` metric) and logged
+once per reason per minute. The face's track goes on, and so do all other tracks.
+
+A ``--rot``/``--roi`` that does not overlap the frame at all raises :class:`RegionError`
+(a configuration error of that camera); one that overlaps it only partly is clipped, with
+one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from videodetector.core.confidence import COS_FAR_1E3
+from videodetector.core.detections import Detections, clean_detections
+from videodetector.core.geometry import Rect, box_centre, scale_box
+from videodetector.core.images import encode
+from videodetector.core.models import SFaceEmbedder, align_face
+from videodetector.core.quality.score import face_quality
+from videodetector.core.ratelog import RateLimitedLog
+from videodetector.detector.bestframe import Candidate, make_selector
+from videodetector.detector.config import DetectorConfig
+from videodetector.detector.motion.detector import FrameDiffMotion
+from videodetector.detector.snapshot import Snapshot
+from videodetector.detector.timing import CameraTimers
+from videodetector.detector.tracker.tracker import Track, Tracker
+from videodetector.detector.uniq import UniqFilter
+from videodetector.detector.video.source import Frame
+
+log = logging.getLogger(__name__)
+
+# --post-uniq: two posted faces are "similar" (the same person) when the cosine of their SFace
+# embeddings reaches the FAR 1e-3 point measured in docs/thresholds.md.
+SAME_FACE_COSINE = COS_FAR_1E3
+
+RECHECK_FRAMES = 5  # without motion, tracked faces are re-detected every this many frames
+
+# Why a face was skipped (the ``reason`` label of fkvideo_faces_skipped_total).
+SKIP_BAD_BOX = "bad_box"  # the detector's box is not finite, empty or outside the frame
+SKIP_UNSCORABLE = "unscorable"  # quality/direction could not be computed (odd landmarks)
+SKIP_SNAPSHOT = "snapshot_failed"  # alignment, embedding or encoding of the chosen face failed
+SKIP_REASONS = (SKIP_BAD_BOX, SKIP_UNSCORABLE, SKIP_SNAPSHOT)
+
+
+class RegionError(ValueError):
+    """A camera's rot or roi does not fit its frames: a configuration error of that camera."""
+
+
+class FaceDetector(Protocol):
+    def detect(self, bgr: np.ndarray) -> Detections: ...
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One camera as the daemon runs it (from --source/--camid or the backend's list)."""
+
+    cam_id: str
+    url: str
+    roi: Rect | None = None
+    rot: Rect | None = None
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    motion_frames: int = 0
+    detector_runs: int = 0
+    faces_detected: int = 0
+    tracks_started: int = 0
+    snapshots: int = 0
+    suppressed_uniq: int = 0
+    detect_seconds: float = 0.0
+    faces_skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.faces_skipped[reason] = self.faces_skipped.get(reason, 0) + n
+
+
+@dataclass(frozen=True)
+class FacePayload:
+    """What a Candidate carries: enough to build a Snapshot later, and nothing more."""
+
+    image: np.ndarray  # the full frame (a reference; frames are never modified in place)
+    xyxy: np.ndarray
+    landmarks: np.ndarray
+    timestamp: datetime
+    index: int  # the frame's position in the source (Frame.index)
+    centres: tuple[tuple[float, float], ...] = field(default=())
+
+
+def region_in_frame(name: str, region: Rect | None, width: int, height: int) -> str | None:
+    """Check a camera region against the frame size.
+
+    Raises RegionError when the region does not overlap the ``width`` x ``height`` frame at
+    all; returns a warning when it overlaps only partly (it is then clipped), else None.
+    """
+    if region is None:
+        return None
+    x2, y2 = region.x + region.w, region.y + region.h
+    if region.x >= width or region.y >= height:
+        raise RegionError(f"{name} {region} lies outside the {width}x{height} frame")
+    if x2 > width or y2 > height:
+        return f"{name} {region} extends beyond the {width}x{height} frame; clipped to it"
+    return None
+
+
+def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int) -> tuple[
+    np.ndarray, float, float, float
+]:
+    """The detector's input: the ROT crop, downscaled to ``rescale_height`` if taller.
+
+    Returns (crop, dx, dy, factor) such that full-frame coords = crop coords * factor + (dx, dy).
+    """
+    h, w = image.shape[:2]
+    dx = dy = 0
+    if rot is not None:
+        x1, y1 = max(0, rot.x), max(0, rot.y)
+        x2, y2 = min(w, rot.x + rot.w), min(h, rot.y + rot.h)
+        if x2 <= x1 or y2 <= y1:
+            raise RegionError(f"--rot {rot} lies outside the {w}x{h} frame")
+        image, dx, dy = image[y1:y2, x1:x2], x1, y1
+    factor = 1.0
+    if rescale_height and image.shape[0] > rescale_height:
+        factor = image.shape[0] / rescale_height
+        new_w = max(1, round(image.shape[1] / factor))
+        # linear, not area: area resampling at a non-integer ratio costs ~7 ms per 720p frame
+        image = cv2.resize(image, (new_w, rescale_height), interpolation=cv2.INTER_LINEAR)
+    return image, float(dx), float(dy), factor
+
+
+def same_face(a: object, b: object) -> bool:
+    """Two L2-normalised SFace embeddings show the same person (see SAME_FACE_COSINE)."""
+    return float(np.dot(a, b)) >= SAME_FACE_COSINE  # type: ignore[arg-type]
+
+
+def size_ok(xyxy: np.ndarray, min_size: float, max_size: float) -> bool:
+    """--min-face-size applies to the box's minor side, --max-face-size to its major side."""
+    w, h = float(xyxy[2] - xyxy[0]), float(xyxy[3] - xyxy[1])
+    if min_size and min(w, h) < min_size:
+        return False
+    return not (max_size and max(w, h) > max_size)
+
+
+def in_roi(xyxy: np.ndarray, roi: Rect | None) -> bool:
+    """A face is inside the ROI when its box centre is (documented in the README)."""
+    if roi is None:
+        return True
+    cx, cy = box_centre(xyxy)
+    return roi.contains_point(float(cx), float(cy))
+
+
+class FrameClock:
+    """Timestamps of frames: --start-ts + pts for files, wall clock for live streams."""
+
+    def __init__(self, start_ts: datetime | None, live: bool) -> None:
+        self.start_ts = start_ts
+        self.live = live
+        self._first_wall: float | None = None
+
+    def timestamp(self, frame: Frame) -> datetime:
+        if self.live:
+            if self.start_ts is None:
+                return datetime.fromtimestamp(frame.wall_time).astimezone()
+            if self._first_wall is None:
+                self._first_wall = frame.wall_time
+            return self.start_ts + timedelta(seconds=frame.wall_time - self._first_wall)
+        base = self.start_ts or datetime.now().astimezone().replace(microsecond=0)
+        if self.start_ts is None:
+            self.start_ts = base  # a file without --start-ts starts "now", fixed once
+        return base + timedelta(seconds=max(0.0, frame.pts))
+
+
+class FacePipeline:
+    """Per-camera processing state. Not thread-safe: one thread drives it."""
+
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        camera: CameraSpec,
+        detector: FaceDetector,
+        *,
+        live: bool,
+        run_id: str = "",
+        stats: PipelineStats | None = None,
+        first_track_id: int = 1,
+        timers: CameraTimers | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.timers = timers if timers is not None else CameraTimers.null()
+        self.camera = camera
+        self.detector = detector
+        self.run_id = run_id
+        self.motion = FrameDiffMotion(threshold=cfg.md_threshold, scale=cfg.scale)
+        self.tracker = Tracker(max_tracks=cfg.max_persons, first_id=first_track_id)
+        self.selector = make_selector(
+            realtime=cfg.realtime, rt_perm=cfg.rt_perm, rt_delay_ms=cfg.rt_delay,
+            realtime1844=cfg.realtime1844, min_score=cfg.min_score,
+            min_dir_score=cfg.min_dir_score,
+        )
+        self.uniq = (
+            UniqFilter(cfg.uc_max_time_diff, cfg.uc_max_dup, cfg.uc_max_avg_shift,
+                       similar=same_face)
+            if cfg.post_uniq else None
+        )
+        self._embedder = SFaceEmbedder() if cfg.post_uniq else None
+        self.clock = FrameClock(cfg.start_ts, live)
+        self.stats = stats if stats is not None else PipelineStats()  # may continue counting
+        self._seq: dict[int, int] = {}
+        self._skipped = 0  # frames since the detector last ran
+        self._active: list[Track] = []
+        self._faces_seen = False  # the last detector run found faces or kept tracks alive
+        self._last_t = 0.0
+        self.last_index = -1  # Frame.index of the last frame fully processed
+        self._frame_size: tuple[int, int] | None = None
+        self.log = logging.LoggerAdapter(log, {"cam_id": camera.cam_id})
+        self._ratelog = RateLimitedLog(self.log)
+
+    # -- per frame -------------------------------------------------------
+    def process(self, frame: Frame) -> list[Snapshot]:
+        """The snapshots to post after this frame. Raises RegionError if the camera's
+        rot/roi does not fit the frame; any other exception is a bug (the camera restarts)."""
+        self._check_frame_size(frame.image)
+        snapshots = self._process(frame)
+        self.last_index = frame.index
+        return snapshots
+
+    @property
+    def next_track_id(self) -> int:
+        """The id the next confirmed track will get (a restarted pipeline continues there)."""
+        return self.tracker.next_id
+
+    def _check_frame_size(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        if self._frame_size == (w, h):
+            return
+        for name, region in (("rot", self.camera.rot), ("roi", self.camera.roi)):
+            warning = region_in_frame(name, region, w, h)
+            if warning:
+                self.log.warning("camera %s: %s", self.camera.cam_id, warning)
+        self._frame_size = (w, h)
+
+    def _process(self, frame: Frame) -> list[Snapshot]:
+        self.stats.frames += 1
+        self._last_t = frame.pts
+        timers = self.timers
+        if not self._should_detect(frame.image):
+            t0 = time.perf_counter()
+            self._active = self.tracker.update(None, period=1).active
+            t1 = time.perf_counter()
+            ready = self.selector.tick(frame.pts)
+            t2 = time.perf_counter()
+            timers.track.observe(t1 - t0)
+            timers.select.observe(t2 - t1)
+            return self._timed_snapshots(ready)
+        dets = self._detect(frame.image)
+        t0 = time.perf_counter()
+        update = self.tracker.update(dets)
+        t1 = time.perf_counter()
+        self._active = update.active
+        self._faces_seen = len(dets) > 0 or bool(update.active)
+        ready = []
+        for track in update.ended:
+            ready += self.selector.end_track(track.id, frame.pts)
+        ready += self._observe(frame, update.active, dets)
+        ready += self.selector.tick(frame.pts)
+        timers.track.observe(t1 - t0)
+        timers.select.observe(time.perf_counter() - t1)
+        snapshots = self._timed_snapshots(ready)
+        for track in update.ended:  # only after their last snapshots took a sequence number
+            self._seq.pop(track.id, None)
+        return snapshots
+
+    def _should_detect(self, image: np.ndarray) -> bool:
+        """Motion gating. Without motion the detector is skipped, but while faces are tracked
+        it still looks every RECHECK_FRAMES frames, so a face that stands still keeps its track
+        fresh and one that left without motion (e.g. a cut) ends its track."""
+        t0 = time.perf_counter()
+        moving = self.motion.detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).moving
+        self.timers.motion.observe(time.perf_counter() - t0)
+        if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
+            self._skipped += 1
+            return False
+        self._skipped = 0
+        self.stats.motion_frames += moving
+        return True
+
+    def _observe(self, frame: Frame, active: list[Track], dets: Detections) -> list[Candidate]:
+        """Offer this frame's face of every matched track to the best-frame selector."""
+        ready: list[Candidate] = []
+        stamp = self.clock.timestamp(frame)
+        for track in active:
+            if track.det_index < 0:
+                continue
+            if track.id not in self._seq:
+                self._seq[track.id] = 0
+                self.stats.tracks_started += 1
+            try:
+                cand = self._candidate(frame, stamp, track, dets, track.det_index)
+                if cand is not None:
+                    ready += self.selector.observe(cand)
+            except Exception as exc:  # one face that cannot be scored never stops the camera
+                self._skip(SKIP_UNSCORABLE, track.id, exc)
+        return ready
+
+    def _skip(self, reason: str, track_id: int, exc: BaseException) -> None:
+        self.stats.skip(reason)
+        self._ratelog.log(
+            logging.WARNING, reason, "camera %s: face of track %d skipped (%s): %s: %s",
+            self.camera.cam_id, track_id, reason, type(exc).__name__, exc,
+            exc_info=None if isinstance(exc, ValueError) else exc,
+        )
+
+    def finish(self) -> list[Snapshot]:
+        """End of stream, or a live stream that went silent: close every track and flush
+        what the selector holds. Processing may go on afterwards (new tracks, new ids)."""
+        ready: list[Candidate] = []
+        for track in self.tracker.finish():
+            ready += self.selector.end_track(track.id, self._last_t)
+        ready += self.selector.finish(self._last_t)
+        snapshots = self._timed_snapshots(ready)
+        self._seq.clear()
+        self._active = []
+        self._faces_seen = False
+        self.motion.reset()  # after a gap the scene may differ: look at the next frame whole
+        return snapshots
+
+    @property
+    def active_tracks(self) -> list[Track]:
+        """Confirmed tracks after the last frame (for drawing)."""
+        return self._active
+
+    # -- steps -----------------------------------------------------------
+    def _detect(self, image: np.ndarray) -> Detections:
+        start = time.perf_counter()
+        dets = self._detect_untimed(image)
+        self.timers.detect.observe(time.perf_counter() - start)
+        return dets
+
+    def _detect_untimed(self, image: np.ndarray) -> Detections:
+        crop, dx, dy, factor = crop_for_detection(image, self.camera.rot, self.cfg.rescale_height)
+        t0 = time.perf_counter()
+        raw = self.detector.detect(crop)
+        seconds = time.perf_counter() - t0
+        self.stats.detect_seconds += seconds
+        self.timers.detector.observe(seconds)
+        self.stats.detector_runs += 1
+        dets, dropped = clean_detections(raw, crop.shape[1], crop.shape[0])
+        if dropped:
+            self.stats.skip(SKIP_BAD_BOX, dropped)
+            self._ratelog.log(logging.WARNING, SKIP_BAD_BOX,
+                              "camera %s: %d detection(s) with an unusable box dropped",
+                              self.camera.cam_id, dropped)
+        self.stats.faces_detected += len(dets)
+        if factor != 1.0:
+            dets = dets.scaled(factor)
+        if dx or dy:
+            dets = dets.shifted(dx, dy)
+        return dets
+
+    def _candidate(
+        self, frame: Frame, stamp: datetime, track: Track, dets: Detections, i: int
+    ) -> Candidate | None:
+        xyxy, lm = dets.xyxy[i], dets.landmarks[i]
+        if not in_roi(xyxy, self.camera.roi):
+            return None
+        if not size_ok(xyxy, self.cfg.min_face_size, self.cfg.max_face_size):
+            return None
+        q = face_quality(frame.image, xyxy, lm, float(dets.score[i]))
+        if not (math.isfinite(q.score) and math.isfinite(q.direction_score)):
+            raise ValueError(f"quality is not finite: {q}")
+        payload = FacePayload(frame.image, xyxy.copy(), lm.copy(), stamp, frame.index,
+                              tuple(tuple(map(float, c)) for c in track.history))
+        return Candidate(track_id=track.id, t=frame.pts, score=q.score,
+                         direction_score=q.direction_score, payload=payload)
+
+    def _timed_snapshots(self, ready: list[Candidate]) -> list[Snapshot]:
+        """``_to_snapshots``, timed as the snapshot stage when there is anything to make."""
+        if not ready:
+            return []
+        t0 = time.perf_counter()
+        snapshots = self._to_snapshots(ready)
+        self.timers.snapshot.observe(time.perf_counter() - t0)
+        return snapshots
+
+    def _to_snapshots(self, ready: list[Candidate]) -> list[Snapshot]:
+        out = []
+        for cand in ready:
+            try:
+                snap = self._make_snapshot(cand)
+            except Exception as exc:  # this face is lost; the others are not
+                self._skip(SKIP_SNAPSHOT, cand.track_id, exc)
+                continue
+            if snap is None:
+                self.stats.suppressed_uniq += 1
+                continue
+            out.append(snap)
+        self.stats.snapshots += len(out)
+        return out
+
+    def _make_snapshot(self, cand: Candidate) -> Snapshot | None:
+        """The snapshot of a chosen candidate; None if --post-uniq suppresses it."""
+        p: FacePayload = cand.payload  # type: ignore[assignment]
+        aligned = align_face(p.image, p.landmarks)
+        if not self._unique(cand.t, p.xyxy, aligned):
+            return None
+        return self._snapshot(cand, p, aligned)
+
+    def _unique(self, t: float, xyxy: np.ndarray, aligned: np.ndarray) -> bool:
+        """--post-uniq: False for a face too similar to too many recent posts nearby."""
+        if self.uniq is None or self._embedder is None:
+            return True
+        cx, cy = box_centre(xyxy)
+        return self.uniq.allow(t, (float(cx), float(cy)), self._embedder.embed(aligned))
+
+    def _snapshot(self, cand: Candidate, p: FacePayload, aligned: np.ndarray) -> Snapshot:
+        seq = self._seq.get(cand.track_id, 0)
+        h, w = p.image.shape[:2]
+        box = scale_box(p.xyxy, self.cfg.bbox_scale, w, h)
+        frame_jpeg = None if self.cfg.only_norm else encode(p.image)
+        face_png = encode(aligned, "png")
+        self._seq[cand.track_id] = seq + 1  # only once nothing can fail any more
+        return Snapshot(
+            cam_id=self.camera.cam_id,
+            track_id=cand.track_id,
+            seq=seq,
+            timestamp=p.timestamp,
+            bbox=tuple(int(round(v)) for v in box),  # type: ignore[arg-type]
+            score=round(float(cand.score), 6),
+            direction_score=round(float(cand.direction_score), 6),
+            frame_jpeg=frame_jpeg,
+            face_png=face_png,
+            track=p.centres if self.cfg.send_track else (),
+            label=getattr(cand, "label", ""),
+            run_id=self.run_id,
+            position=p.index,
+        )

@@ -1,6 +1,0 @@
-"""Snapshot quality on fkvideo_detector's scales: direction (pose) and total face quality."""
-
-from videodetector.quality.direction import direction_score, head_pose
-from videodetector.quality.score import QualityScore, face_quality
-
-__all__ = ["QualityScore", "direction_score", "face_quality", "head_pose"]

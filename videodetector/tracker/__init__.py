@@ -1,5 +1,0 @@
-"""Multi-face tracking: Kalman box filter (filter.py), matching (distances.py), tracker."""
-
-from videodetector.tracker.tracker import Track, Tracker, TrackerUpdate
-
-__all__ = ["Track", "Tracker", "TrackerUpdate"]
