@@ -178,3 +178,18 @@ def test_not_this_person_keeps_the_rejected_face_s_look_alikes_away(loose: Backe
         assert person_store.holds_rejected_face(conn, user, pid, again["person_id"])
         assert person_store.holds_rejected_face(conn, user, again["person_id"], pid)
         assert not person_store.holds_rejected_face(conn, user, pid, pid + 1000)
+
+
+def test_moving_a_rejected_face_back_lifts_the_rejection(loose: BackendServer):
+    """The console's "undo" of "not this person" puts the face back (PUT /face/id): then
+    it and its look-alikes belong to the person again."""
+    api = Api(loose.url, loose.create_token())
+    a = post(api, "A", "door", "2024-03-01T08:00:00")
+    b = post(api, "B", "door", "2024-03-01T08:01:00")
+    pid = a["person_id"]
+    api.post(f"/v1/person/id/{pid}/not_this_person", json={"face_ids": [b["id"]]})
+    r = api.put(f"/v1/face/id/{b['id']}", json={"person_id": pid})
+    assert r.status_code == 200 and r.json()["person_id"] == pid
+    assert post(api, "B", "door", "2024-03-01T08:02:00")["person_id"] == pid
+    kinds = [e["kind"] for e in api.get(f"/v1/person/id/{pid}/events").json()["results"]]
+    assert kinds == ["not_this_person"]

@@ -282,7 +282,8 @@ def undo_merge(conn: sqlite3.Connection, changes: IndexLog, user: int, event_id:
 def operator_move(conn: sqlite3.Connection, changes: IndexLog, user: int, face_id: int,
                   person: int | None) -> None:
     """An operator moves a face to ``person`` (None: no person). The face and its track
-    never rejoin the old person automatically, nor are the two persons merged."""
+    never rejoin the old person automatically, nor are the two persons merged. Moving a face
+    (back) to a person lifts what an earlier move away from it said about the face."""
     face = conn.execute("SELECT id, person_id, track FROM faces WHERE id = ? AND user_id = ?",
                         (face_id, user)).fetchone()
     if face is None:
@@ -291,6 +292,9 @@ def operator_move(conn: sqlite3.Connection, changes: IndexLog, user: int, face_i
     if old == person:
         return
     move_faces(conn, changes, user, [face["id"]], person)
+    if person is not None:
+        conn.execute("DELETE FROM person_blocks WHERE user_id = ? AND person_id = ? AND "
+                     "face_id = ?", (user, person, face["id"]))
     if old is not None:
         block(conn, user, old, face_id=face["id"], track=face["track"])
         if person is not None:
