@@ -232,7 +232,7 @@ function personHead(ctx) {
     try {
       await api('PUT', `/v1/person/id/${p.id}`, { meta: nameInput.value });
       showBanner('Saved.', 'ok');
-      await ctx.refresh({ sightings: false });
+      await ctx.refresh();
     } catch (err) { reportError(err); }
   });
   const cams = p.cam_ids.length ? p.cam_ids.map(cameraName).join(', ') : 'none';
@@ -451,12 +451,14 @@ async function viewPerson(hash) {
     if (view === state.view) history.replaceChildren(historySection(ctx, data.results));
   };
   let next = null;
+  let round = 0; // each reset starts a round; answers of an older round are dropped
   const shown = new Set();
   const loadSightings = async () => {
     more.disabled = true;
+    const mine = round;
     try {
       const data = await api('GET', next);
-      if (view !== state.view) return;
+      if (view !== state.view || mine !== round) return;
       for (const ev of data.results) {
         if (shown.has(ev.id)) continue;
         shown.add(ev.id);
@@ -474,21 +476,22 @@ async function viewPerson(hash) {
     } catch (err) { reportError(err); } finally { more.disabled = false; }
   };
   const resetSightings = () => {
+    round += 1;
     next = `/v1/person/history/id/${ctx.p.id}?limit=${PAGE}`;
     shown.clear();
     ctx.events = [];
     sightings.replaceChildren();
   };
   // After an action: the person, its sightings and its history again from the server.
-  ctx.refresh = async ({ sightings: again = true } = {}) => {
+  ctx.refresh = async () => {
     const p = await api('GET', `/v1/person/id/${ctx.p.id}`);
     if (view !== state.view) return;
     ctx.p = p;
     state.persons.delete(p.id);
-    if (again) resetSightings();
+    resetSightings();
     renderTop();
     merge.replaceChildren(mergeSection(ctx));
-    await Promise.all([again ? loadSightings() : null, loadHistory()]);
+    await Promise.all([loadSightings(), loadHistory()]);
   };
   renderTop();
   merge.replaceChildren(mergeSection(ctx));
