@@ -256,7 +256,7 @@ function mergeSection(ctx) {
     onPick: async (value, otherLabel) => {
       if (!window.confirm(`Merge ${otherLabel} (person ${value}) into ${label}? All its faces move to ${label}. You can undo it in the history below.`)) return;
       try {
-        await api('POST', `/v1/person/id/${p.id}/merge`, { person_id: Number(value) });
+        await api('POST', `/v1/person/id/${p.id}/merge`, { person_id: value });
         showBanner(`${otherLabel} is merged into ${label}. Undo it in the history below if it was a mistake.`, 'ok');
         ctx.pickList = null;
         await ctx.refresh();
@@ -320,7 +320,7 @@ function moveFace(ctx, card, faceId) {
         const target = value === 'new' ? 'a new person' : `${otherLabel} (person ${value})`;
         if (!window.confirm(`Move face ${faceId} from ${label} to ${target}? It never rejoins ${label} automatically.`)) return;
         try {
-          const face = await api('PUT', `/v1/face/id/${faceId}`, { person_id: value === 'new' ? 'new' : Number(value) });
+          const face = await api('PUT', `/v1/face/id/${faceId}`, { person_id: value });
           showBanner(`Face ${faceId} moved to person ${face.person_id}. Undo it in the history below.`, 'ok');
           ctx.pickList = null;
           await ctx.refresh();
