@@ -152,7 +152,6 @@ def test_persons_grid_and_person_page(site: Site, browser: Any, owner: Any,
     new = post_event(owner["api"], "A", owner["cams"]["Entrance"])  # live on her page too
     expect(page.locator("#sightings .event")).to_have_count(count + 2)
     assert page.locator("#sightings .event").first.get_attribute("data-id") == str(new["id"])
-    shot(page, "person")
     page.fill(".person-head input[name=meta]", "Alice Smith")
     page.click(".person-head button[type=submit]")
     page.wait_for_selector("h1:text('Alice Smith')")

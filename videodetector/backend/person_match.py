@@ -29,7 +29,10 @@ Rules, in order, for a face posted with ``--person-identify 1``:
    /v1/person/event/{id}/undo``). Set ``person_merge = False`` to never merge automatically.
 
 Operator feedback (moving a face, "not this person", undoing a merge) is stored in
-``person_blocks`` and rules 1, 3 and 4 never undo it.
+``person_blocks`` and rules 1-4 never undo it: a face taken away from a person never rejoins
+it, nor does its track; a new face at least as close to a face taken away from a person as
+to the person itself is not matched to it (it is that face's someone else); and two persons
+are not merged while one holds a face taken away from the other.
 """
 
 from __future__ import annotations
@@ -180,8 +183,20 @@ class Matcher:
                 if len(candidates) == MAX_CANDIDATES:
                     break
         scored = [(p, self._confidence(conn, index, user, p, embedding)) for p in candidates]
-        scored = [(p, c) for p, c in scored if c >= s.person_identify_threshold]
+        scored = [(p, c) for p, c in scored if c >= s.person_identify_threshold
+                  and not self._rejected_closer(conn, index, user, p, embedding, c)]
         return sorted(scored, key=lambda pc: -pc[1])
+
+    def _rejected_closer(self, conn: sqlite3.Connection, index: UserIndex, user: int,
+                         person: int, embedding: np.ndarray, confidence: float) -> bool:
+        """Whether the face is at least as close to a face an operator took away from
+        ``person`` as to the person itself: then it is that face's someone else."""
+        rejected = [f for f in person_store.rejected_faces(conn, user, person) if f in index]
+        if not rejected:
+            return False
+        vectors = np.stack([index.vector(f) for f in rejected])
+        cos = float(np.max(vectors @ np.asarray(embedding, np.float32).reshape(-1)))
+        return float(confidence_from_cosine(cos, self.settings.embedding_model)) >= confidence
 
     def _confidence(self, conn: sqlite3.Connection, index: UserIndex, user: int, person: int,
                     embedding: np.ndarray) -> float:
@@ -262,6 +277,8 @@ class Matcher:
                    cam_id: str | None) -> bool:
         if a == b or person_store.pair_blocked(conn, user, a, b):
             return False
+        if person_store.holds_rejected_face(conn, user, a, b):
+            return False  # a face the operator took away from one is now the other's
         if cam_id is not None and conn.execute(
                 "SELECT 1 FROM faces WHERE user_id = ? AND person_id = ? AND cam_id = ? LIMIT 1",
                 (user, b, cam_id)).fetchone() is None:

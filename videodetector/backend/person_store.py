@@ -208,6 +208,22 @@ def face_blocked(conn: sqlite3.Connection, user: int, face_id: int, person: int)
                         "face_id = ? LIMIT 1", (user, person, face_id)).fetchone() is not None
 
 
+def rejected_faces(conn: sqlite3.Connection, user: int, person: int) -> list[int]:
+    """Faces an operator took away from ``person`` ("not this person", or moved)."""
+    rows = conn.execute("SELECT DISTINCT face_id FROM person_blocks WHERE user_id = ? AND "
+                        "person_id = ? AND face_id IS NOT NULL", (user, person)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def holds_rejected_face(conn: sqlite3.Connection, user: int, a: int, b: int) -> bool:
+    """Whether either person now holds a face an operator took away from the other."""
+    return conn.execute(
+        "SELECT 1 FROM person_blocks k JOIN faces f ON f.id = k.face_id AND f.user_id = k.user_id "
+        "WHERE k.user_id = ? AND ((k.person_id = ? AND f.person_id = ?) OR "
+        "(k.person_id = ? AND f.person_id = ?)) LIMIT 1",
+        (user, a, b, b, a)).fetchone() is not None
+
+
 def move_faces(conn: sqlite3.Connection, changes: IndexLog, user: int, face_ids: list[int],
                person: int | None) -> None:
     marks = ", ".join("?" * len(face_ids))
@@ -266,7 +282,8 @@ def undo_merge(conn: sqlite3.Connection, changes: IndexLog, user: int, event_id:
 def operator_move(conn: sqlite3.Connection, changes: IndexLog, user: int, face_id: int,
                   person: int | None) -> None:
     """An operator moves a face to ``person`` (None: no person). The face and its track
-    never rejoin the old person automatically, nor are the two persons merged."""
+    never rejoin the old person automatically, nor are the two persons merged. Moving a face
+    (back) to a person lifts what an earlier move away from it said about the face."""
     face = conn.execute("SELECT id, person_id, track FROM faces WHERE id = ? AND user_id = ?",
                         (face_id, user)).fetchone()
     if face is None:
@@ -275,6 +292,9 @@ def operator_move(conn: sqlite3.Connection, changes: IndexLog, user: int, face_i
     if old == person:
         return
     move_faces(conn, changes, user, [face["id"]], person)
+    if person is not None:
+        conn.execute("DELETE FROM person_blocks WHERE user_id = ? AND person_id = ? AND "
+                     "face_id = ?", (user, person, face["id"]))
     if old is not None:
         block(conn, user, old, face_id=face["id"], track=face["track"])
         if person is not None:

@@ -14,14 +14,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import openapi, person_store, views
+from videodetector.backend import openapi, person_store, person_summary, views
 from videodetector.backend.deps import current_user, get_backend, params_of, urls_of
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import INT64_MAX, DbId, Params, exact_int
-from videodetector.backend.person_match import best_faces
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import PageRequest, page_ids, placeholders, update
 from videodetector.backend.timeutil import parse_time
+from videodetector.backend.views import Urls
 
 router = APIRouter(tags=["persons and history"])
 
@@ -33,45 +33,39 @@ def _person_row(backend: Backend, user: int, person_id: int) -> Any:
     return row
 
 
-@router.get("/persons")
+@router.get("/persons", response_model=person_summary.PersonPage)
 async def list_persons(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
-    """``{"results": [{"id", "meta", "face_count"}], next_page, prev_page}``, newest first."""
+    """The token's persons, newest first, each with what a grid shows of it: ``best_face``
+    (id and image URLs), ``sightings`` (camera events), ``first_seen`` / ``last_seen``,
+    ``cam_ids``, ``friend`` -- computed for the whole page in one query. ``limit``,
+    ``max_id`` / ``min_id`` pagination; merged persons are not listed."""
     backend = get_backend(request)
     p = Params(dict(request.query_params))
     limit = p.integer("limit", backend.settings.page_limit, lo=0, hi=100000)
     page = PageRequest(limit or None, p.integer("max_id"), p.integer("min_id"))
+    urls = urls_of(request)
 
     def work() -> dict[str, Any]:
         result = page_ids(backend.db, "id", "persons WHERE user_id = ? AND merged_into IS NULL",
                           [user], page)
-        if not result.ids:
-            return {**views.page_links(request, result), "results": []}
-        marks = placeholders(len(result.ids))
-        rows = {r["id"]: r for r in backend.db.rows(
-            f"SELECT p.id, p.meta, (SELECT COUNT(*) FROM faces f WHERE f.user_id = p.user_id "
-            f"AND f.person_id = p.id) AS n FROM persons p WHERE p.id IN ({marks})", result.ids)}
-        results = [{"id": i, "meta": rows[i]["meta"], "face_count": rows[i]["n"]}
-                   for i in result.ids]
+        found = person_summary.summaries(backend.db, user, result.ids, urls)
+        results = [found[i] for i in result.ids if i in found]
         return {**views.page_links(request, result), "results": results}
 
     return await run_in_threadpool(work)
 
 
-def person_json(backend: Backend, user: int, person_id: int) -> dict[str, Any]:
+def person_json(backend: Backend, user: int, person_id: int, urls: Urls) -> dict[str, Any]:
     row = _person_row(backend, user, person_id)
-    faces = backend.db.rows("SELECT id, cam_id, friend FROM faces WHERE user_id = ? AND "
-                            "person_id = ? ORDER BY id", (user, person_id))
-    with backend.db.lock:
-        best = best_faces(backend.db.conn, user, person_id, 1) if faces else []
+    faces = backend.db.rows("SELECT id FROM faces WHERE user_id = ? AND person_id = ? "
+                            "ORDER BY id", (user, person_id))
+    summary = person_summary.summaries(backend.db, user, [person_id], urls)[person_id]
+    best = summary["best_face"]
     return {
-        "id": row["id"],
-        "meta": row["meta"],
-        "timestamp": row["created"],
-        "face_count": len(faces),
+        **summary,
         "faces": [f["id"] for f in faces],
-        "representative_face": best[0][0] if best else None,
-        "cam_ids": sorted({f["cam_id"] for f in faces if f["cam_id"] is not None}),
-        "friend": bool(faces and faces[-1]["friend"]),
+        "representative_face": best["id"] if best else None,
+        "cameras": person_summary.camera_sightings(backend.db, user, person_id),
         "merged_into": row["merged_into"],
     }
 
@@ -81,8 +75,11 @@ async def get_person(person_id: DbId, request: Request,
                      user: int = Depends(current_user)) -> dict[str, Any]:
     """The person: ``id``, ``meta``, ``faces`` (face ids), ``representative_face`` (its
     best-quality face), ``cam_ids``, ``friend`` (as of the latest face), ``merged_into`` (the
-    person it was merged into, else null)."""
-    return await run_in_threadpool(person_json, get_backend(request), user, person_id)
+    person it was merged into, else null); and as in ``GET /persons``: ``best_face``,
+    ``sightings``, ``first_seen``, ``last_seen``; ``cameras``: per camera its ``sightings``,
+    ``first_seen`` and ``last_seen`` (most sightings first)."""
+    return await run_in_threadpool(person_json, get_backend(request), user, person_id,
+                                   urls_of(request))
 
 
 @router.put("/person/id/{person_id}")
@@ -90,6 +87,7 @@ async def put_person(person_id: DbId, request: Request,
                      user: int = Depends(current_user)) -> dict[str, Any]:
     """Change a person's ``meta``."""
     backend = get_backend(request)
+    urls = urls_of(request)
     p = await params_of(request)
     meta = p.text("meta")
 
@@ -99,7 +97,7 @@ async def put_person(person_id: DbId, request: Request,
             with backend.db.transaction() as conn:
                 update(conn, "persons", {"meta": meta}, "id = ? AND user_id = ?",
                        (person_id, user))
-        return person_json(backend, user, person_id)
+        return person_json(backend, user, person_id, urls)
 
     return await run_in_threadpool(work)
 
@@ -131,6 +129,7 @@ async def merge_person(person_id: DbId, request: Request,
     """Merge person ``person_id`` (body) into this person: its faces move here, it keeps its
     id with ``merged_into`` set. Undo with ``POST /person/event/{id}/undo``."""
     backend = get_backend(request)
+    urls = urls_of(request)
     p = await params_of(request)
     other_raw = p.raw("person_id")
 
@@ -143,7 +142,7 @@ async def merge_person(person_id: DbId, request: Request,
             if away == into:
                 raise bad_param("person_id", "a person cannot be merged into itself", other_raw)
             person_store.merge_persons(conn, changes, user, into, away, "operator")
-        return person_json(backend, user, person_id)
+        return person_json(backend, user, person_id, urls)
 
     return await run_in_threadpool(work)
 
@@ -156,6 +155,7 @@ async def not_this_person(person_id: DbId, request: Request,
     unassigned (give them a person with ``PUT /face/id``), and neither they nor their tracks
     join this person automatically again."""
     backend = get_backend(request)
+    urls = urls_of(request)
     face_ids = face_id_list(await params_of(request))
 
     def work() -> dict[str, Any]:
@@ -163,7 +163,7 @@ async def not_this_person(person_id: DbId, request: Request,
         with person_store.person_transaction(backend.db, backend.index(user)) as (conn, ch):
             person_store.own_person(conn, user, person_id)
             person_store.not_this_person(conn, ch, user, person_id, face_ids)
-        return person_json(backend, user, person_id)
+        return person_json(backend, user, person_id, urls)
 
     return await run_in_threadpool(work)
 

@@ -461,35 +461,8 @@ async function viewEvents() {
   await reload();
 }
 
-// ---------------------------------------------------------------- persons
-
-function personCard(summary) {
-  const face = h('div', { class: 'face-slot' }, h('div', { class: 'portrait noimg', text: '' }));
-  const name = h('div', { class: 'person-name' });
-  const badges = h('div', { class: 'person-badges' });
-  const count = h('div', { class: 'muted small' });
-  const card = h('a', { class: 'person card', href: `#/person/${summary.id}`, 'data-id': summary.id },
-    face, h('div', { class: 'person-text' }, name, badges, count));
-  const show = (meta, n) => {
-    name.textContent = personLabel(meta, summary.id);
-    count.textContent = `${n} sighting${n === 1 ? '' : 's'}`;
-  };
-  show(summary.meta, summary.face_count);
-  card.refresh = () => person(summary.id).then(async (p) => {
-    if (!p) return;
-    show(p.meta, p.face_count);
-    badges.replaceChildren(friendBadge(p.friend));
-    if (p.cam_ids.length) badges.append(h('span', { class: 'muted small', text: p.cam_ids.map(cameraName).join(', ') }));
-    if (p.faces.length && !face.querySelector('img')) {
-      try {
-        const f = await api('GET', `/v1/face/id/${p.faces[0]}`);
-        face.replaceChildren(img(f.normalized || f.thumbnail, `Face of ${personLabel(p.meta, p.id)}`, 'portrait'));
-      } catch (err) { /* the face was deleted meanwhile */ }
-    }
-  });
-  card.refresh();
-  return card;
-}
+// ---------------------------------------------------------------- shared by pages
+// (the persons pages live in persons.js)
 
 async function latestEventId() {
   const anchor = await api('POST', '/v1/history/search', { limit: 1 });
@@ -505,141 +478,6 @@ function liveBadge() {
   return live;
 }
 
-async function viewPersons() {
-  const view = setMain();
-  const grid = h('div', { class: 'grid persons', id: 'persons' });
-  const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load more persons');
-  const live = liveBadge();
-  main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Persons'), live), grid, more);
-  state.persons.clear();
-  const cards = new Map();
-  let newest = 0;
-  let after = 0;
-  try {
-    await loadCameras();
-    after = await latestEventId();
-  } catch (err) { reportError(err); }
-  let next = `/v1/persons?limit=${PAGE}`;
-  const load = async () => {
-    more.disabled = true;
-    try {
-      const data = await api('GET', next);
-      if (view !== state.view) return;
-      for (const p of data.results) {
-        const card = personCard(p);
-        cards.set(p.id, card);
-        newest = Math.max(newest, p.id);
-        grid.append(card);
-      }
-      next = data.next_page;
-      more.hidden = !next;
-      if (!grid.children.length) {
-        grid.replaceChildren(emptyState('No persons yet',
-          'Persons are made when the backend groups faces: start it with --person-identify 1, then camera events of the same face are joined into one person.',
-          ['See them arrive on the ', h('a', { href: '#/events' }, 'Events'), ' page.']));
-      }
-    } catch (err) { reportError(err); } finally { more.disabled = false; }
-  };
-  // A new event updates its person's card, or adds the card of a new person at the top.
-  const onEvent = (ev) => {
-    const id = ev.person_id;
-    if (id === null || id === undefined) return;
-    state.persons.delete(id);
-    if (cards.has(id)) { cards.get(id).refresh(); return; }
-    if (id <= newest) return; // an older person on a page not loaded yet
-    newest = id;
-    grid.querySelector('.empty')?.remove();
-    const card = personCard({ id, meta: ev.person_meta || '', face_count: 1 });
-    card.classList.add('new');
-    cards.set(id, card);
-    grid.prepend(card);
-  };
-  more.addEventListener('click', load);
-  await load();
-  if (view === state.view) openStream(after, onEvent, live.status);
-}
-
-async function viewPerson(personId) {
-  const view = setMain();
-  state.persons.delete(personId);
-  let p;
-  try {
-    await loadCameras();
-    p = await api('GET', `/v1/person/id/${personId}`);
-  } catch (err) {
-    if (view === state.view) {
-      main().append(emptyState('Person not available', err.message,
-        h('a', { href: '#/persons' }, 'Back to all persons')));
-    }
-    return;
-  }
-  if (view !== state.view) return;
-  const face = h('div', { class: 'face-slot big' }, h('div', { class: 'portrait noimg' }));
-  const title = h('h1', { text: personLabel(p.meta, p.id) });
-  const nameInput = h('input', { name: 'meta', value: p.meta, placeholder: 'Name', 'aria-label': 'Name', maxlength: 1000 });
-  const rename = h('form', { class: 'inline-form' }, nameInput,
-    h('button', { type: 'submit', class: 'primary' }, 'Rename'));
-  rename.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    try {
-      const updated = await api('PUT', `/v1/person/id/${p.id}`, { meta: nameInput.value });
-      title.textContent = personLabel(updated.meta, updated.id);
-      showBanner('Saved.', 'ok');
-    } catch (err) { reportError(err); }
-  });
-  const cams = p.cam_ids.length ? p.cam_ids.map(cameraName).join(', ') : 'none';
-  const countText = () => `${p.face_count} face${p.face_count === 1 ? '' : 's'} · cameras: ${cams}`;
-  const counts = h('span', { class: 'muted', text: countText() });
-  const sightings = h('div', { class: 'grid events', id: 'sightings' });
-  const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load older sightings');
-  main().append(
-    h('p', {}, h('a', { href: '#/persons' }, '← All persons')),
-    h('section', { class: 'card person-head' }, face,
-      h('div', {}, title, h('div', { class: 'person-badges' }, friendBadge(p.friend),
-        counts),
-      h('div', { class: 'muted small', text: `Person ${p.id}, created ${formatTime(p.timestamp)}` }), rename)),
-    h('h2', {}, 'Sightings'), sightings, more);
-  if (p.faces.length) {
-    api('GET', `/v1/face/id/${p.faces[0]}`).then((f) => face.replaceChildren(
-      img(f.normalized || f.thumbnail, 'Face', 'portrait'))).catch(() => {});
-  }
-  let next = `/v1/person/history/id/${p.id}?limit=${PAGE}`;
-  const shown = new Set();
-  let after = 0;
-  try { after = await latestEventId(); } catch (err) { reportError(err); }
-  const load = async () => {
-    more.disabled = true;
-    try {
-      const data = await api('GET', next);
-      if (view !== state.view) return;
-      for (const ev of data.results) {
-        if (shown.has(ev.id)) continue;
-        shown.add(ev.id);
-        sightings.append(eventCard({ ...ev, person_meta: p.meta }));
-      }
-      next = data.next_page;
-      more.hidden = !next;
-      if (!sightings.children.length) {
-        sightings.replaceChildren(emptyState('No camera sightings',
-          'This person has faces, but none was posted by a camera.'));
-      }
-    } catch (err) { reportError(err); } finally { more.disabled = false; }
-  };
-  more.addEventListener('click', load);
-  await load();
-  if (view !== state.view) return;
-  openStream(after, (ev) => {
-    if (ev.person_id !== p.id || shown.has(ev.id)) return;
-    shown.add(ev.id);
-    sightings.querySelector('.empty')?.remove();
-    const card = eventCard({ ...ev, person_meta: p.meta });
-    card.classList.add('new');
-    sightings.prepend(card);
-    p.face_count += 1;
-    counts.textContent = countText();
-  }, () => {});
-}
-
 // ---------------------------------------------------------------- cameras
 // viewCameras and viewCameraRegion live in cameras.js.
 
@@ -653,11 +491,8 @@ function route() {
     a.classList.toggle('active', a.dataset.route === name || (name === 'person' && a.dataset.route === 'persons')
       || (name === 'camera' && a.dataset.route === 'cameras'));
   }
-  const match = /^#\/person\/(\d+)$/.exec(hash);
-  if (match) return viewPerson(Number(match[1]));
   const region = /^#\/camera\/([^/]+)\/region$/.exec(hash);
   if (region) return viewCameraRegion(decodeURIComponent(region[1]));
-  if (name === 'persons') return viewPersons();
   if (name === 'cameras') return viewCameras();
   if (PAGES[name]) return PAGES[name](hash);
   return viewEvents();
