@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,13 +17,16 @@ def test_units_verify_without_warnings(tmp_path: Path):
     venv_bin = ROOT / ".venv" / "bin"
     if not (venv_bin / "fkvideo_detector").exists():
         pytest.skip("needs the project's .venv (scripts/setup.sh)")
-    for unit in ("fkvideo_detector@.service", "fkvideo_backend.service"):
+    units = ("fkvideo_detector@.service", "fkvideo_backend.service", "fkvideo_backend-pg@.service")
+    for unit in units:
         text = (ROOT / "systemd" / unit).read_text().replace("/opt/videodetector", str(ROOT))
-        name = unit.replace("@.", "@site1.")  # verify a concrete instance of the template
+        # verify a concrete instance of each template (the backend's instance is its port)
+        name = unit.replace("_detector@.", "_detector@site1.").replace("-pg@.", "-pg@8001.")
         (tmp_path / name).write_text(text)
     out = subprocess.run(["systemd-analyze", "verify", "--man=no",
                           str(tmp_path / "fkvideo_detector@site1.service"),
-                          str(tmp_path / "fkvideo_backend.service")],
+                          str(tmp_path / "fkvideo_backend.service"),
+                          str(tmp_path / "fkvideo_backend-pg@8001.service")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == "", out.stderr
@@ -33,3 +37,13 @@ def test_detector_unit_runs_the_config_of_its_instance():
     assert "-c /etc/fkvideo/%i.ini --check-config" in text  # ExecStartPre validates
     assert "ExecStart=/opt/videodetector/.venv/bin/fkvideo_detector -c /etc/fkvideo/%i.ini" in text
     assert "Restart=on-failure" in text and "User=fkvideo" in text
+
+
+def test_balancer_and_backend_units_agree_on_the_ports():
+    """nginx's upstream lists the ports the documented backend instances listen on."""
+    nginx = (ROOT / "configs" / "nginx-fkvideo.conf").read_text()
+    unit = (ROOT / "systemd" / "fkvideo_backend-pg@.service").read_text()
+    assert "--port %i -c /etc/fkvideo/backend-pg.ini" in unit
+    documented = set(re.findall(r"fkvideo_backend-pg@(\d+)", unit))
+    upstream = set(re.findall(r"server 127\.0\.0\.1:(\d+)", nginx))
+    assert documented and documented == upstream, (documented, upstream)
