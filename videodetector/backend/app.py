@@ -32,9 +32,11 @@ from videodetector.backend import (
     extract_api,
     faces,
     galleries,
+    history,
     models_api,
     openapi,
     persons,
+    report,
     stats,
     sync,
     watchlists,
@@ -266,6 +268,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 if error is not None:
                     log.error("gae is enabled but emotions are unavailable: %s", error)
         retention = RetentionThread(backend).start() if settings.history_max_age else None
+        await run_in_threadpool(history.ensure_schema, backend)  # its indexes, built once
         deliverer = webhooks.Deliverer(backend).start()
         log.info("backend ready: data in %s", settings.data_dir.resolve())
         try:
@@ -301,6 +304,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
     app.include_router(events.router, prefix="/v1", responses=openapi.ERRORS)
+    app.include_router(history.router, prefix="/v1", responses=openapi.ERRORS)
+    app.include_router(report.router, prefix="/v1", responses=openapi.ERRORS)
     app.include_router(watchlists.router, prefix="/v1", responses=openapi.ERRORS)
     app.include_router(webhooks.router, prefix="/v1", responses=openapi.ERRORS)
     console.install(app, settings)

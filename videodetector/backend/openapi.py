@@ -61,7 +61,10 @@ CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               url="stream URL", detector="video detector name (GET /camera?detector=)",
               roi="WxH+X+Y or [W, H, X, Y]", rot="WxH+X+Y or [W, H, X, Y]")
 HISTORY = body(person_id="person id", cam_ids="camera ids", start="ISO 8601",
-               end="ISO 8601", friend="true or false", limit="per page, 0 = all")
+               end="ISO 8601", friend="true or false",
+               matched="true: joined to a person; false: unknown person",
+               watchlist="true: matches a watch list at its threshold; false: matches none",
+               limit="per page, 0 = all")
 
 
 ERROR_BODY = {

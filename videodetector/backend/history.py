@@ -1,0 +1,419 @@
+"""Camera history queries: the filters of ``/v1/history/search``, counted and paged in SQL.
+
+Filters (each optional, all ANDed): ``person_id``, ``cam_ids``, ``start`` / ``end`` (the
+event's capture time), ``friend`` (true / false), ``matched`` (true: the event was joined to
+a person; false: an unknown person) and ``watchlist`` (true: the event matches a face of a
+watch list at that list's threshold; false: it matches none). Pages are keyset pages on the
+event id (``max_id`` / ``min_id``), newest first, so a deep page costs what the first does.
+
+Watch-list matches are kept in the table ``event_matches``: per (event, watch-list gallery)
+the best face of that gallery and its confidence, for every pair at or above the lowest
+threshold preset. The table follows the watch lists: a fingerprint of the token's watch
+lists (their galleries and face ids, and the embedding model) is stored with a cursor (the
+last event id matched); a query that needs matches first matches the events after the cursor
+(a few per query in steady state) and starts over when the fingerprint changed (a face added
+to or removed from a watch list, a list switched on or off). The thresholds are applied when
+read, so changing a list's threshold costs nothing. ``watchlists.best_matches`` (computed
+from the in-memory index for a given list of events) is the reference this table must agree
+with.
+
+Indexes (created here with IF NOT EXISTS; partial, on camera events only): ``events_id``
+(user, id), ``events_ts`` (user, ts), ``events_unmatched`` and ``events_friend`` (user, id)
+for the rarer sides of those filters, and ``event_matches_user`` (user, face_id). A time
+range holding many events is read in id order instead of through ``events_ts`` (a probe
+counts up to ``TS_PROBE`` events in the range first), so no filter sorts more than
+``TS_PROBE`` rows and none scans the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from videodetector.backend import openapi, watchlists
+from videodetector.backend.confidence import confidence_from_cosine
+from videodetector.backend.deps import current_user, get_backend, params_of
+from videodetector.backend.embeddings import VECTOR_SQL
+from videodetector.backend.errors import bad_param
+from videodetector.backend.params import Params
+from videodetector.backend.service import Backend
+from videodetector.backend.storage import placeholders
+from videodetector.backend.timeutil import parse_time
+
+MATCH_CHUNK = 2000  # events matched per transaction
+TS_PROBE = 5000  # a time range with more events than this is read in id order
+MIN_CONFIDENCE = min(watchlists.PRESETS.values())  # pairs below it never match any list
+
+SCHEMA = """
+CREATE INDEX IF NOT EXISTS events_id ON faces (user_id, id) WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_ts ON faces (user_id, ts) WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_unmatched ON faces (user_id, id)
+    WHERE cam_id IS NOT NULL AND person_id IS NULL;
+CREATE INDEX IF NOT EXISTS events_friend ON faces (user_id, id)
+    WHERE cam_id IS NOT NULL AND friend = 1;
+CREATE TABLE IF NOT EXISTS event_matches (
+    face_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    gallery TEXT NOT NULL,
+    match_id INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    PRIMARY KEY (face_id, gallery)
+);
+CREATE INDEX IF NOT EXISTS event_matches_user ON event_matches (user_id, face_id);
+CREATE TABLE IF NOT EXISTS event_match_state (
+    user_id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    cursor INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS event_matches_deleted AFTER DELETE ON faces BEGIN
+    DELETE FROM event_matches WHERE face_id = OLD.id;
+END;
+"""
+
+_ready: weakref.WeakSet[Any] = weakref.WeakSet()
+_ready_lock = threading.Lock()
+_refresh_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def ensure_schema(backend: Backend) -> None:
+    """Create the history indexes and tables once per database (a few seconds on a large
+    existing database, so the app calls this at start-up)."""
+    with _ready_lock:
+        if backend.db in _ready:
+            return
+        watchlists.ensure_schema(backend)
+        with backend.db.lock:
+            backend.db.conn.executescript(SCHEMA)
+        _ready.add(backend.db)
+        _refresh_locks[backend.db] = threading.Lock()
+
+
+# -- filters -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EventFilter:
+    person_id: int | None = None
+    cam_ids: tuple[str, ...] | None = None
+    start: float | None = None  # epoch seconds, inclusive
+    end: float | None = None
+    friend: bool | None = None
+    matched: bool | None = None
+    watchlist: bool | None = None
+
+    @property
+    def needs_matches(self) -> bool:
+        return self.watchlist is not None
+
+
+def camera_ids(p: Params) -> list[str] | None:
+    """``cam_ids``: a JSON list (of strings or numbers), comma-separated text, or repeated."""
+    raw = p.raw("cam_ids")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = p.json("cam_ids") if raw.strip().startswith("[") else [
+            c.strip() for c in raw.split(",") if c.strip()]
+    if not isinstance(raw, list):
+        raw = [raw]
+    if not all(isinstance(c, str | int) and not isinstance(c, bool) for c in raw):
+        raise bad_param("cam_ids", "cam_ids must be a list of camera ids", raw)
+    if len(raw) > 1000:
+        raise bad_param("cam_ids", "at most 1000 camera ids", len(raw))
+    return [str(c) for c in raw]
+
+
+def _flag(p: Params, name: str) -> bool | None:
+    if p.raw(name) in (None, ""):
+        return None
+    return p.flag(name)
+
+
+def parse_filter(p: Params, person_id: int | None = None) -> EventFilter:
+    """The filters of a history request (query or body); ``person_id`` from a path wins."""
+    if person_id is None and p.raw("person_id") not in (None, ""):
+        person_id = p.integer("person_id")
+    cams = camera_ids(p)
+    times = {name: parse_time(name, p.raw(name)).timestamp()
+             for name in ("start", "end") if p.raw(name) not in (None, "")}
+    return EventFilter(person_id, None if cams is None else tuple(cams), times.get("start"),
+                       times.get("end"), _flag(p, "friend"), _flag(p, "matched"),
+                       _flag(p, "watchlist"))
+
+
+def carry_of(f: EventFilter, person_in_path: bool) -> list[tuple[str, str]]:
+    """The filter as query parameters for page links (a POST body's filters would be lost)."""
+    out: list[tuple[str, str]] = []
+    if f.person_id is not None and not person_in_path:
+        out.append(("person_id", str(f.person_id)))
+    if f.cam_ids is not None:
+        out.append(("cam_ids", json.dumps(list(f.cam_ids))))
+    for name, value in (("start", f.start), ("end", f.end)):
+        if value is not None:
+            out.append((name, datetime.fromtimestamp(value, UTC).isoformat()))
+    for name, flag in (("friend", f.friend), ("matched", f.matched),
+                       ("watchlist", f.watchlist)):
+        if flag is not None:
+            out.append((name, json.dumps(flag)))
+    return out
+
+
+@dataclass(frozen=True)
+class Query:
+    """``faces WHERE ...`` and its arguments (for ``storage.page_ids`` and counts)."""
+
+    where: str
+    args: tuple[Any, ...]
+
+    def count(self, db: Any, extra: str = "", extra_args: tuple[Any, ...] = ()) -> int:
+        return int(db.scalar(f"SELECT COUNT(*) FROM {self.where}{extra}",
+                             (*self.args, *extra_args)))
+
+
+def match_subquery(user: int, lists: list[watchlists.WatchList]) -> tuple[str, list[Any]]:
+    """Ids of the user's events with a match at or above its list's threshold."""
+    cond = " OR ".join("(gallery = ? AND confidence >= ?)" for _ in lists)
+    args: list[Any] = [user]
+    for w in lists:
+        args += [w.gallery, w.min_confidence]
+    return (f"SELECT face_id FROM event_matches WHERE user_id = ? AND ({cond})", args)
+
+
+def _time_terms(f: EventFilter, wide: bool) -> tuple[list[str], list[Any]]:
+    col = "+ts" if wide else "ts"  # unary +: not through events_ts (read in id order)
+    terms, args = [], []
+    if f.start is not None:
+        terms.append(f"{col} >= ?")
+        args.append(f.start)
+    if f.end is not None:
+        terms.append(f"{col} <= ?")
+        args.append(f.end)
+    return terms, args
+
+
+def build_query(user: int, f: EventFilter, lists: list[watchlists.WatchList],
+                wide_time: bool = False) -> Query:
+    """SQL of the filter (``lists``: the user's watch lists, for ``watchlist``)."""
+    terms = ["user_id = ?", "cam_id IS NOT NULL"]
+    args: list[Any] = [user]
+    if f.person_id is not None:
+        terms.append("person_id = ?")
+        args.append(f.person_id)
+    if f.cam_ids is not None:
+        terms.append(f"cam_id IN ({placeholders(len(f.cam_ids))})" if f.cam_ids else "0")
+        args.extend(f.cam_ids)
+    t_terms, t_args = _time_terms(f, wide_time)
+    terms += t_terms
+    args += t_args
+    if f.friend is not None:
+        terms.append("friend = 1" if f.friend else "friend = 0")  # literal: partial index
+    if f.matched is not None:
+        terms.append("person_id IS NOT NULL" if f.matched else "person_id IS NULL")
+    if f.watchlist is not None:
+        if lists:
+            sub, sub_args = match_subquery(user, lists)
+            terms.append(f"id {'IN' if f.watchlist else 'NOT IN'} ({sub})")
+            args += sub_args
+        elif f.watchlist:
+            terms.append("0")
+    return Query("faces WHERE " + " AND ".join(terms), tuple(args))
+
+
+def wide_range(backend: Backend, user: int, f: EventFilter) -> bool:
+    """True when the time range holds at least TS_PROBE events (read it in id order)."""
+    if f.start is None and f.end is None:
+        return False
+    terms, args = _time_terms(f, False)
+    n = backend.db.scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM faces INDEXED BY events_ts WHERE user_id = ? "
+        f"AND cam_id IS NOT NULL AND {' AND '.join(terms)} LIMIT {TS_PROBE})", (user, *args))
+    return int(n) >= TS_PROBE
+
+
+def prepare(backend: Backend, user: int, f: EventFilter) -> Query:
+    """The query of ``f`` for ``user``, with the watch-list matches brought up to date when
+    the filter needs them."""
+    ensure_schema(backend)
+    lists = refresh_matches(backend, user) if f.needs_matches else []
+    return build_query(user, f, lists, wide_range(backend, user, f))
+
+
+# -- counts --------------------------------------------------------------------
+
+def counts(backend: Backend, user: int, f: EventFilter) -> dict[str, int]:
+    """Events passing ``f`` and, among them, the alerts: ``watchlist`` (a watch-list match)
+    and ``unknown`` (no match, on a camera with "unknown face" alerts)."""
+    ensure_schema(backend)
+    lists = refresh_matches(backend, user)
+    q = build_query(user, f, lists, wide_range(backend, user, f))
+    total = q.count(backend.db)
+    if lists:
+        sub, sub_args = match_subquery(user, lists)
+        watch = q.count(backend.db, f" AND id IN ({sub})", tuple(sub_args))
+    else:
+        sub, sub_args, watch = "", [], 0
+    cams = sorted(watchlists.unknown_alert_cameras(backend, user))
+    unknown = 0
+    if cams:
+        extra = f" AND cam_id IN ({placeholders(len(cams))})"
+        extra_args: tuple[Any, ...] = tuple(cams)
+        if lists:
+            extra += f" AND id NOT IN ({sub})"
+            extra_args += tuple(sub_args)
+        unknown = q.count(backend.db, extra, extra_args)
+    return {"events": total, "alerts": watch + unknown, "watchlist": watch,
+            "unknown": unknown}
+
+
+# -- watch-list matches ----------------------------------------------------------
+
+def _vectors(conn: sqlite3.Connection, model: str, sql: str, args: dict[str, Any]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of ``sql`` (selecting ``f.id`` and ``VECTOR_SQL``); faces without a
+    vector of ``model`` are left out."""
+    rows = [r for r in conn.execute(sql, {**args, "m": model}).fetchall()
+            if r[1] is not None and len(r[1]) % 4 == 0 and len(r[1])]
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
+    dim = len(rows[0][1]) // 4
+    rows = [r for r in rows if len(r[1]) == 4 * dim]
+    ids = np.array([r[0] for r in rows], np.int64)
+    return ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+
+
+def _list_faces(conn: sqlite3.Connection, user: int, gallery: str) -> list[int]:
+    return [r[0] for r in conn.execute(
+        "SELECT face_id FROM face_galleries WHERE user_id = ? AND gallery = ? ORDER BY face_id",
+        (user, gallery))]
+
+
+def fingerprint(conn: sqlite3.Connection, model: str, user: int,
+                lists: list[watchlists.WatchList]) -> str:
+    """What the stored matches depend on: the model and each list's gallery and faces."""
+    parts = [model, *[[w.gallery, _list_faces(conn, user, w.gallery)] for w in lists]]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def best_per_gallery(event_ids: np.ndarray, events: np.ndarray, face_ids: np.ndarray,
+                     faces: np.ndarray) -> list[tuple[int, int, float]]:
+    """(event, best face, confidence) for events whose best face of the gallery reaches
+    MIN_CONFIDENCE; an event is never its own match (as watchlists.best_matches)."""
+    if not len(event_ids) or not len(face_ids) or events.shape[1] != faces.shape[1]:
+        return []
+    cos = events @ faces.T
+    cos[event_ids[:, None] == face_ids[None, :]] = -1.0
+    cols = np.argmax(cos, axis=1)
+    conf = confidence_from_cosine(cos[np.arange(len(event_ids)), cols])
+    keep = np.flatnonzero(conf >= MIN_CONFIDENCE)
+    return [(int(event_ids[i]), int(face_ids[cols[i]]), float(conf[i])) for i in keep]
+
+
+_EVENT_VECTORS = (f"SELECT f.id, {VECTOR_SQL} FROM faces f WHERE f.user_id = :u AND "
+                  f"f.cam_id IS NOT NULL AND f.id > :c ORDER BY f.id LIMIT {MATCH_CHUNK}")
+_LIST_VECTORS = (f"SELECT f.id, {VECTOR_SQL} FROM face_galleries g JOIN faces f ON "
+                 "f.id = g.face_id WHERE g.user_id = :u AND g.gallery = :g")
+
+
+def _match_chunk(conn: sqlite3.Connection, model: str, user: int,
+                 lists: list[watchlists.WatchList], cursor: int) -> int | None:
+    """Match the next events after ``cursor``; the new cursor, or None when none is left."""
+    ids, vecs = _vectors(conn, model, _EVENT_VECTORS, {"u": user, "c": cursor})
+    last = conn.execute("SELECT MAX(id) FROM (SELECT id FROM faces WHERE user_id = ? AND "
+                        f"cam_id IS NOT NULL AND id > ? ORDER BY id LIMIT {MATCH_CHUNK})",
+                        (user, cursor)).fetchone()[0]
+    if last is None:
+        return None
+    for w in lists:
+        face_ids, faces = _vectors(conn, model, _LIST_VECTORS, {"u": user, "g": w.gallery})
+        conn.executemany(
+            "INSERT OR REPLACE INTO event_matches (face_id, user_id, gallery, match_id, "
+            "confidence) VALUES (?, ?, ?, ?, ?)",
+            [(e, user, w.gallery, m, c) for e, m, c in best_per_gallery(ids, vecs, face_ids,
+                                                                        faces)])
+    conn.execute("UPDATE event_match_state SET cursor = ? WHERE user_id = ?", (last, user))
+    return int(last)
+
+
+def _start_over_if_changed(conn: sqlite3.Connection, model: str, user: int,
+                           lists: list[watchlists.WatchList]) -> int:
+    """The cursor to go on from (0 and no stored matches when the lists changed)."""
+    print_ = fingerprint(conn, model, user, lists)
+    row = conn.execute("SELECT fingerprint, cursor FROM event_match_state WHERE user_id = ?",
+                       (user,)).fetchone()
+    if row is not None and row[0] == print_:
+        return int(row[1])
+    conn.execute("DELETE FROM event_matches WHERE user_id = ?", (user,))
+    conn.execute("INSERT OR REPLACE INTO event_match_state (user_id, fingerprint, cursor) "
+                 "VALUES (?, ?, 0)", (user, print_))
+    return 0
+
+
+def refresh_matches(backend: Backend, user: int) -> list[watchlists.WatchList]:
+    """Bring ``event_matches`` of ``user`` up to date; returns the user's watch lists."""
+    ensure_schema(backend)
+    lists = watchlists.watch_lists(backend, user)
+    if not lists:
+        return lists
+    with _refresh_locks[backend.db]:
+        while True:
+            with backend.db.transaction() as conn:
+                cursor = _start_over_if_changed(conn, backend.model, user, lists)
+                if _match_chunk(conn, backend.model, user, lists, cursor) is None:
+                    return lists
+
+
+def stored_matches(backend: Backend, user: int, ids: list[int],
+                   lists: list[watchlists.WatchList]) -> dict[int, dict[str, Any]]:
+    """The best match of each event (as ``watchlists.best_matches`` has it) from the table;
+    call ``refresh_matches`` first."""
+    if not lists or not ids:
+        return {}
+    by_name = {w.gallery: w for w in lists}
+    best: dict[int, tuple[float, str, int]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for r in backend.db.rows(
+                "SELECT face_id, gallery, match_id, confidence FROM event_matches WHERE "
+                f"user_id = ? AND face_id IN ({placeholders(len(chunk))}) "
+                "ORDER BY face_id, confidence DESC, gallery", (user, *chunk)):
+            w = by_name.get(r["gallery"])
+            if w is None or r["confidence"] < w.min_confidence or r["face_id"] in best:
+                continue
+            best[r["face_id"]] = (r["confidence"], r["gallery"], r["match_id"])
+    metas = {r["id"]: r["meta"] for r in backend.face_rows(user, [m for _, _, m in
+                                                                  best.values()])}
+    return {e: {"gallery": g, "color": by_name[g].color, "threshold": by_name[g].threshold,
+                "face_id": m, "meta": metas.get(m, ""), "confidence": round(c, 4)}
+            for e, (c, g, m) in best.items()}
+
+
+# -- routes --------------------------------------------------------------------
+
+router = APIRouter(tags=["persons and history"])
+
+
+@router.post("/history/counts", openapi_extra=openapi.HISTORY)
+async def history_counts(request: Request, user: int = Depends(current_user)
+                         ) -> dict[str, int]:
+    """How many camera events pass the filters of /history/search (``person_id``,
+    ``cam_ids``, ``start``, ``end``, ``friend``, ``matched``, ``watchlist``) and how many of
+    them are alerts: ``{"events", "alerts", "watchlist", "unknown"}`` (``alerts`` =
+    ``watchlist`` matches + ``unknown`` faces on cameras with unknown-face alerts)."""
+    f = parse_filter(await params_of(request))
+    return await run_in_threadpool(counts, get_backend(request), user, f)
+
+
+@router.get("/history/counts", include_in_schema=False)
+async def history_counts_get(request: Request, user: int = Depends(current_user)
+                             ) -> dict[str, int]:
+    f = parse_filter(Params(dict(request.query_params)))
+    return await run_in_threadpool(counts, get_backend(request), user, f)
