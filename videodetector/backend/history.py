@@ -55,8 +55,12 @@ TS_PROBE = 5000  # a time range with more events than this is read in id order
 MIN_CONFIDENCE = min(watchlists.PRESETS.values())  # pairs below it never match any list
 
 SCHEMA = """
-CREATE INDEX IF NOT EXISTS events_id ON faces (user_id, id) WHERE cam_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_ts ON faces (user_id, ts) WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_id ON faces (user_id, id, ts, cam_id, person_id, friend)
+    WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_cam ON faces (user_id, cam_id, id, ts, person_id, friend)
+    WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_ts ON faces (user_id, ts, cam_id, person_id, friend)
+    WHERE cam_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_unmatched ON faces (user_id, id)
     WHERE cam_id IS NOT NULL AND person_id IS NULL;
 CREATE INDEX IF NOT EXISTS events_friend ON faces (user_id, id)
@@ -69,7 +73,8 @@ CREATE TABLE IF NOT EXISTS event_matches (
     confidence REAL NOT NULL,
     PRIMARY KEY (face_id, gallery)
 );
-CREATE INDEX IF NOT EXISTS event_matches_user ON event_matches (user_id, face_id);
+CREATE INDEX IF NOT EXISTS event_matches_user ON event_matches (user_id, face_id, gallery,
+                                                          confidence);
 CREATE TABLE IF NOT EXISTS event_match_state (
     user_id INTEGER PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -188,21 +193,21 @@ def match_subquery(user: int, lists: list[watchlists.WatchList]) -> tuple[str, l
     return (f"SELECT face_id FROM event_matches WHERE user_id = ? AND ({cond})", args)
 
 
-def _time_terms(f: EventFilter, wide: bool) -> tuple[list[str], list[Any]]:
-    col = "+ts" if wide else "ts"  # unary +: not through events_ts (read in id order)
+def _time_terms(f: EventFilter) -> tuple[list[str], list[Any]]:
     terms, args = [], []
     if f.start is not None:
-        terms.append(f"{col} >= ?")
+        terms.append("ts >= ?")
         args.append(f.start)
     if f.end is not None:
-        terms.append(f"{col} <= ?")
+        terms.append("ts <= ?")
         args.append(f.end)
     return terms, args
 
 
 def build_query(user: int, f: EventFilter, lists: list[watchlists.WatchList],
-                wide_time: bool = False) -> Query:
-    """SQL of the filter (``lists``: the user's watch lists, for ``watchlist``)."""
+                index: str | None = None) -> Query:
+    """SQL of the filter (``lists``: the user's watch lists, for ``watchlist``), read
+    through ``index`` (None: SQLite's choice)."""
     terms = ["user_id = ?", "cam_id IS NOT NULL"]
     args: list[Any] = [user]
     if f.person_id is not None:
@@ -211,7 +216,7 @@ def build_query(user: int, f: EventFilter, lists: list[watchlists.WatchList],
     if f.cam_ids is not None:
         terms.append(f"cam_id IN ({placeholders(len(f.cam_ids))})" if f.cam_ids else "0")
         args.extend(f.cam_ids)
-    t_terms, t_args = _time_terms(f, wide_time)
+    t_terms, t_args = _time_terms(f)
     terms += t_terms
     args += t_args
     if f.friend is not None:
@@ -225,18 +230,44 @@ def build_query(user: int, f: EventFilter, lists: list[watchlists.WatchList],
             args += sub_args
         elif f.watchlist:
             terms.append("0")
-    return Query("faces WHERE " + " AND ".join(terms), tuple(args))
+    hint = f" INDEXED BY {index}" if index else ""
+    return Query(f"faces{hint} WHERE " + " AND ".join(terms), tuple(args))
 
 
-def wide_range(backend: Backend, user: int, f: EventFilter) -> bool:
-    """True when the time range holds at least TS_PROBE events (read it in id order)."""
-    if f.start is None and f.end is None:
-        return False
-    terms, args = _time_terms(f, False)
-    n = backend.db.scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM faces INDEXED BY events_ts WHERE user_id = ? "
-        f"AND cam_id IS NOT NULL AND {' AND '.join(terms)} LIMIT {TS_PROBE})", (user, *args))
-    return int(n) >= TS_PROBE
+def _fewer_than_probe(backend: Backend, user: int, index: str, terms: list[str],
+                      args: list[Any]) -> int:
+    """Events of ``user`` passing ``terms`` through ``index``, counted up to TS_PROBE."""
+    return int(backend.db.scalar(
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM faces INDEXED BY {index} WHERE user_id = ? AND "
+        f"cam_id IS NOT NULL AND {' AND '.join(terms)} LIMIT {TS_PROBE})", (user, *args)))
+
+
+def choose_index(backend: Backend, user: int, f: EventFilter) -> str:
+    """The index a filter's page is read through. SQLite alone prefers the index that gives
+    the id order, and then walks the whole history for a rare person or a short time range;
+    here the narrowest candidate wins: a person's events; the cameras' or the time range's
+    events when a probe finds fewer than TS_PROBE; else the id order (with the rarer side of
+    friend / matched from a partial index), or the watch-list matches themselves."""
+    if f.person_id is not None:
+        return "faces_person"
+    probes: list[tuple[int, str]] = []
+    if f.cam_ids:
+        probes.append((_fewer_than_probe(
+            backend, user, "events_cam", [f"cam_id IN ({placeholders(len(f.cam_ids))})"],
+            list(f.cam_ids)), "events_cam"))
+    if f.start is not None or f.end is not None:
+        probes.append((_fewer_than_probe(backend, user, "events_ts", *_time_terms(f)),
+                       "events_ts"))
+    n, best = min(probes, default=(TS_PROBE, None))
+    if best is not None and n < TS_PROBE:
+        return best
+    if f.watchlist:
+        return "faces_user"  # driven by the list of matching events: (user_id, id = each)
+    if f.friend:
+        return "events_friend"
+    if f.matched is False:
+        return "events_unmatched"
+    return "events_id"
 
 
 def prepare(backend: Backend, user: int, f: EventFilter) -> Query:
@@ -244,7 +275,7 @@ def prepare(backend: Backend, user: int, f: EventFilter) -> Query:
     the filter needs them."""
     ensure_schema(backend)
     lists = refresh_matches(backend, user) if f.needs_matches else []
-    return build_query(user, f, lists, wide_range(backend, user, f))
+    return build_query(user, f, lists, choose_index(backend, user, f))
 
 
 # -- counts --------------------------------------------------------------------
@@ -254,7 +285,7 @@ def counts(backend: Backend, user: int, f: EventFilter) -> dict[str, int]:
     and ``unknown`` (no match, on a camera with "unknown face" alerts)."""
     ensure_schema(backend)
     lists = refresh_matches(backend, user)
-    q = build_query(user, f, lists, wide_range(backend, user, f))
+    q = build_query(user, f, lists, choose_index(backend, user, f))
     total = q.count(backend.db)
     if lists:
         sub, sub_args = match_subquery(user, lists)
