@@ -160,14 +160,15 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
 
 def page(backend: Backend, f: history.EventFilter, max_id: int | None) -> list[Any]:
     q = history.prepare(backend, USER, f)
-    ids = page_ids(backend.db, "id", q.where, q.args, PageRequest(PAGE, max_id)).ids
+    ids = page_ids(backend.db, q.id_col, q.where, q.args, PageRequest(PAGE, max_id)).ids
     return backend.face_rows(USER, ids)
 
 
 def plan(backend: Backend, f: history.EventFilter) -> list[str]:
     q = history.prepare(backend, USER, f)
-    rows = backend.db.rows(f"EXPLAIN QUERY PLAN SELECT id FROM {q.where} AND id < ? "
-                           f"ORDER BY id DESC LIMIT {PAGE}", (*q.args, 1 << 62))
+    rows = backend.db.rows(f"EXPLAIN QUERY PLAN SELECT {q.id_col} FROM {q.where} AND "
+                           f"{q.id_col} < ? ORDER BY {q.id_col} DESC LIMIT {PAGE}",
+                           (*q.args, 1 << 62))
     return [r["detail"] for r in rows]
 
 
@@ -181,7 +182,7 @@ def measure(backend: Backend, repeat: int) -> list[dict[str, Any]]:
     out = []
     for name, f in filters().items():
         q = history.prepare(backend, USER, f)
-        every = page_ids(backend.db, "id", q.where, q.args, PageRequest(None)).ids
+        every = page_ids(backend.db, q.id_col, q.where, q.args, PageRequest(None)).ids
         deep = every[int(len(every) * 0.9)] if len(every) > 2 * PAGE else None
         first = timed(lambda f=f: page(backend, f, None), repeat)
         deeper = timed(lambda f=f, d=deep: page(backend, f, d), repeat) if deep else None

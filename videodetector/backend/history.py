@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,13 +52,11 @@ from videodetector.backend.timeutil import parse_time
 
 MATCH_CHUNK = 2000  # events matched per transaction
 TS_PROBE = 5000  # a time range with more events than this is read in id order
-MIN_CONFIDENCE = min(watchlists.PRESETS.values())  # pairs below it never match any list
 
 SCHEMA = """
 CREATE INDEX IF NOT EXISTS events_id ON faces (user_id, id, ts, cam_id, person_id, friend)
     WHERE cam_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_cam ON faces (user_id, cam_id, id, ts, person_id, friend)
-    WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_cam ON faces (user_id, cam_id, id, ts, person_id, friend);
 CREATE INDEX IF NOT EXISTS events_ts ON faces (user_id, ts, cam_id, person_id, friend)
     WHERE cam_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_unmatched ON faces (user_id, id)
@@ -71,10 +69,9 @@ CREATE TABLE IF NOT EXISTS event_matches (
     gallery TEXT NOT NULL,
     match_id INTEGER NOT NULL,
     confidence REAL NOT NULL,
-    PRIMARY KEY (face_id, gallery)
+    PRIMARY KEY (face_id)
 );
-CREATE INDEX IF NOT EXISTS event_matches_user ON event_matches (user_id, face_id, gallery,
-                                                          confidence);
+CREATE INDEX IF NOT EXISTS event_matches_user ON event_matches (user_id, face_id);
 CREATE TABLE IF NOT EXISTS event_match_state (
     user_id INTEGER PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -174,75 +171,85 @@ def carry_of(f: EventFilter, person_in_path: bool) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class Query:
-    """``faces WHERE ...`` and its arguments (for ``storage.page_ids`` and counts)."""
+    """``<tables> WHERE ...`` (``faces f``, with ``event_matches m`` for watch-list matches),
+    its arguments and the event id column, for ``storage.page_ids`` and counts."""
 
     where: str
     args: tuple[Any, ...]
+    id_col: str = "f.id"
 
     def count(self, db: Any, extra: str = "", extra_args: tuple[Any, ...] = ()) -> int:
         return int(db.scalar(f"SELECT COUNT(*) FROM {self.where}{extra}",
                              (*self.args, *extra_args)))
 
 
-def match_subquery(user: int, lists: list[watchlists.WatchList]) -> tuple[str, list[Any]]:
-    """Ids of the user's events with a match at or above its list's threshold."""
-    cond = " OR ".join("(gallery = ? AND confidence >= ?)" for _ in lists)
-    args: list[Any] = [user]
-    for w in lists:
-        args += [w.gallery, w.min_confidence]
-    return (f"SELECT face_id FROM event_matches WHERE user_id = ? AND ({cond})", args)
+MATCHED_IDS = "SELECT face_id FROM event_matches WHERE user_id = ?"
 
 
-def _time_terms(f: EventFilter) -> tuple[list[str], list[Any]]:
+def _time_terms(f: EventFilter, alias: str = "f.") -> tuple[list[str], list[Any]]:
     terms, args = [], []
     if f.start is not None:
-        terms.append("ts >= ?")
+        terms.append(f"{alias}ts >= ?")
         args.append(f.start)
     if f.end is not None:
-        terms.append("ts <= ?")
+        terms.append(f"{alias}ts <= ?")
         args.append(f.end)
     return terms, args
 
 
-def build_query(user: int, f: EventFilter, lists: list[watchlists.WatchList],
-                index: str | None = None) -> Query:
-    """SQL of the filter (``lists``: the user's watch lists, for ``watchlist``), read
-    through ``index`` (None: SQLite's choice)."""
-    terms = ["user_id = ?", "cam_id IS NOT NULL"]
+def filter_terms(user: int, f: EventFilter, index: str | None = None
+                 ) -> tuple[list[str], list[Any]]:
+    """The terms over ``faces f`` of every filter but ``watchlist``. The partial indexes
+    need the literal ``cam_id IS NOT NULL``; through ``events_cam`` it is left out, as the
+    cameras' ``IN`` implies it and SQLite would read ``cam_id > NULL`` instead of each
+    camera."""
+    terms = ["f.user_id = ?"]
     args: list[Any] = [user]
     if f.person_id is not None:
-        terms.append("person_id = ?")
+        terms.append("f.person_id = ?")
         args.append(f.person_id)
+    if not (f.cam_ids and index == "events_cam"):
+        terms.append("f.cam_id IS NOT NULL")
     if f.cam_ids is not None:
-        terms.append(f"cam_id IN ({placeholders(len(f.cam_ids))})" if f.cam_ids else "0")
+        terms.append(f"f.cam_id IN ({placeholders(len(f.cam_ids))})" if f.cam_ids else "0")
         args.extend(f.cam_ids)
     t_terms, t_args = _time_terms(f)
     terms += t_terms
     args += t_args
     if f.friend is not None:
-        terms.append("friend = 1" if f.friend else "friend = 0")  # literal: partial index
+        terms.append("f.friend = 1" if f.friend else "f.friend = 0")  # literal: partial index
     if f.matched is not None:
-        terms.append("person_id IS NOT NULL" if f.matched else "person_id IS NULL")
-    if f.watchlist is not None:
-        if lists:
-            sub, sub_args = match_subquery(user, lists)
-            terms.append(f"id {'IN' if f.watchlist else 'NOT IN'} ({sub})")
-            args += sub_args
-        elif f.watchlist:
-            terms.append("0")
-    hint = f" INDEXED BY {index}" if index else ""
-    return Query(f"faces{hint} WHERE " + " AND ".join(terms), tuple(args))
+        terms.append("f.person_id IS NOT NULL" if f.matched else "f.person_id IS NULL")
+    return terms, args
+
+
+def build_query(user: int, f: EventFilter, index: str | None = None) -> Query:
+    """SQL of the filter, read through ``index`` (None: SQLite's choice). With
+    ``watchlist: true`` the events are read from the matches (one row per matching event,
+    in id order); ``watchlist: false`` leaves them out."""
+    terms, args = filter_terms(user, f, index)
+    if f.watchlist is False:
+        terms.append(f"f.id NOT IN ({MATCHED_IDS})")
+        args.append(user)
+    where = " AND ".join(terms)
+    if f.watchlist:
+        return Query("event_matches m INDEXED BY event_matches_user CROSS JOIN faces f ON "
+                     f"f.id = m.face_id WHERE m.user_id = ? AND {where}",
+                     (user, *args), "m.face_id")
+    # (a filter that selects nothing has a constant false term: SQLite then takes no index)
+    hint = f" INDEXED BY {index}" if index and "0" not in terms else ""
+    return Query(f"faces f{hint} WHERE {where}", tuple(args))
 
 
 def _fewer_than_probe(backend: Backend, user: int, index: str, terms: list[str],
                       args: list[Any]) -> int:
     """Events of ``user`` passing ``terms`` through ``index``, counted up to TS_PROBE."""
     return int(backend.db.scalar(
-        f"SELECT COUNT(*) FROM (SELECT 1 FROM faces INDEXED BY {index} WHERE user_id = ? AND "
-        f"cam_id IS NOT NULL AND {' AND '.join(terms)} LIMIT {TS_PROBE})", (user, *args)))
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM faces f INDEXED BY {index} WHERE f.user_id = ? "
+        f"AND {' AND '.join(terms)} LIMIT {TS_PROBE})", (user, *args)))
 
 
-def choose_index(backend: Backend, user: int, f: EventFilter) -> str:
+def choose_index(backend: Backend, user: int, f: EventFilter) -> str | None:
     """The index a filter's page is read through. SQLite alone prefers the index that gives
     the id order, and then walks the whole history for a rare person or a short time range;
     here the narrowest candidate wins: a person's events; the cameras' or the time range's
@@ -253,16 +260,17 @@ def choose_index(backend: Backend, user: int, f: EventFilter) -> str:
     probes: list[tuple[int, str]] = []
     if f.cam_ids:
         probes.append((_fewer_than_probe(
-            backend, user, "events_cam", [f"cam_id IN ({placeholders(len(f.cam_ids))})"],
+            backend, user, "events_cam", [f"f.cam_id IN ({placeholders(len(f.cam_ids))})"],
             list(f.cam_ids)), "events_cam"))
     if f.start is not None or f.end is not None:
-        probes.append((_fewer_than_probe(backend, user, "events_ts", *_time_terms(f)),
-                       "events_ts"))
+        terms, args = _time_terms(f)
+        probes.append((_fewer_than_probe(backend, user, "events_ts",
+                                         ["f.cam_id IS NOT NULL", *terms], args), "events_ts"))
     n, best = min(probes, default=(TS_PROBE, None))
     if best is not None and n < TS_PROBE:
         return best
     if f.watchlist:
-        return "faces_user"  # driven by the list of matching events: (user_id, id = each)
+        return None  # read from the matches (build_query)
     if f.friend:
         return "events_friend"
     if f.matched is False:
@@ -274,8 +282,9 @@ def prepare(backend: Backend, user: int, f: EventFilter) -> Query:
     """The query of ``f`` for ``user``, with the watch-list matches brought up to date when
     the filter needs them."""
     ensure_schema(backend)
-    lists = refresh_matches(backend, user) if f.needs_matches else []
-    return build_query(user, f, lists, choose_index(backend, user, f))
+    if f.needs_matches:
+        refresh_matches(backend, user)
+    return build_query(user, f, choose_index(backend, user, f))
 
 
 # -- counts --------------------------------------------------------------------
@@ -284,23 +293,19 @@ def counts(backend: Backend, user: int, f: EventFilter) -> dict[str, int]:
     """Events passing ``f`` and, among them, the alerts: ``watchlist`` (a watch-list match)
     and ``unknown`` (no match, on a camera with "unknown face" alerts)."""
     ensure_schema(backend)
-    lists = refresh_matches(backend, user)
-    q = build_query(user, f, lists, choose_index(backend, user, f))
-    total = q.count(backend.db)
-    if lists:
-        sub, sub_args = match_subquery(user, lists)
-        watch = q.count(backend.db, f" AND id IN ({sub})", tuple(sub_args))
-    else:
-        sub, sub_args, watch = "", [], 0
+    refresh_matches(backend, user)
+    db = backend.db
+    total = build_query(user, f, choose_index(backend, user, f)).count(db)
+    watch = 0 if f.watchlist is False else build_query(user, replace(f, watchlist=True)).count(db)
     cams = sorted(watchlists.unknown_alert_cameras(backend, user))
     unknown = 0
-    if cams:
-        extra = f" AND cam_id IN ({placeholders(len(cams))})"
-        extra_args: tuple[Any, ...] = tuple(cams)
-        if lists:
-            extra += f" AND id NOT IN ({sub})"
-            extra_args += tuple(sub_args)
-        unknown = q.count(backend.db, extra, extra_args)
+    if f.cam_ids is not None:
+        cams = [c for c in cams if c in f.cam_ids]
+    if cams and f.watchlist is not True:
+        # only the alerting cameras' events are read
+        index = "faces_person" if f.person_id is not None else "events_cam"
+        unknown = build_query(user, replace(f, cam_ids=tuple(cams), watchlist=False),
+                              index).count(db)
     return {"events": total, "alerts": watch + unknown, "watchlist": watch,
             "unknown": unknown}
 
@@ -329,23 +334,24 @@ def _list_faces(conn: sqlite3.Connection, user: int, gallery: str) -> list[int]:
 
 def fingerprint(conn: sqlite3.Connection, model: str, user: int,
                 lists: list[watchlists.WatchList]) -> str:
-    """What the stored matches depend on: the model and each list's gallery and faces."""
-    parts = [model, *[[w.gallery, _list_faces(conn, user, w.gallery)] for w in lists]]
+    """What the stored matches depend on: the model and each list's gallery, threshold and
+    faces."""
+    parts = [model, *[[w.gallery, w.threshold, _list_faces(conn, user, w.gallery)]
+                      for w in lists]]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def best_per_gallery(event_ids: np.ndarray, events: np.ndarray, face_ids: np.ndarray,
-                     faces: np.ndarray) -> list[tuple[int, int, float]]:
-    """(event, best face, confidence) for events whose best face of the gallery reaches
-    MIN_CONFIDENCE; an event is never its own match (as watchlists.best_matches)."""
+def best_of_list(event_ids: np.ndarray, events: np.ndarray, face_ids: np.ndarray,
+                 faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per event: the nearest face of a list (its id) and that confidence; an event is never
+    its own match (as watchlists.best_matches)."""
     if not len(event_ids) or not len(face_ids) or events.shape[1] != faces.shape[1]:
-        return []
+        return np.zeros(len(event_ids), np.int64), np.full(len(event_ids), -1.0)
     cos = events @ faces.T
     cos[event_ids[:, None] == face_ids[None, :]] = -1.0
     cols = np.argmax(cos, axis=1)
-    conf = confidence_from_cosine(cos[np.arange(len(event_ids)), cols])
-    keep = np.flatnonzero(conf >= MIN_CONFIDENCE)
-    return [(int(event_ids[i]), int(face_ids[cols[i]]), float(conf[i])) for i in keep]
+    conf = np.asarray(confidence_from_cosine(cos[np.arange(len(event_ids)), cols]))
+    return face_ids[cols], conf
 
 
 _EVENT_VECTORS = (f"SELECT f.id, {VECTOR_SQL} FROM faces f WHERE f.user_id = :u AND "
@@ -354,22 +360,37 @@ _LIST_VECTORS = (f"SELECT f.id, {VECTOR_SQL} FROM face_galleries g JOIN faces f 
                  "f.id = g.face_id WHERE g.user_id = :u AND g.gallery = :g")
 
 
+def _best_matches(conn: sqlite3.Connection, model: str, user: int,
+                  lists: list[watchlists.WatchList], ids: np.ndarray, vecs: np.ndarray
+                  ) -> list[tuple[int, str, int, float]]:
+    """(event, gallery, face, confidence) of the events with a match: the best confidence at
+    or above its list's threshold (ties: the list named first), as best_matches."""
+    best: dict[int, tuple[float, str, int]] = {}
+    for w in lists:  # in gallery name order
+        face_ids, faces = _vectors(conn, model, _LIST_VECTORS, {"u": user, "g": w.gallery})
+        near, conf = best_of_list(ids, vecs, face_ids, faces)
+        for i in np.flatnonzero(conf >= w.min_confidence).tolist():
+            event, c = int(ids[i]), float(conf[i])
+            if c > best.get(event, (-1.0,))[0]:
+                best[event] = (c, w.gallery, int(near[i]))
+    return [(e, g, m, c) for e, (c, g, m) in best.items()]
+
+
 def _match_chunk(conn: sqlite3.Connection, model: str, user: int,
                  lists: list[watchlists.WatchList], cursor: int) -> int | None:
     """Match the next events after ``cursor``; the new cursor, or None when none is left."""
-    ids, vecs = _vectors(conn, model, _EVENT_VECTORS, {"u": user, "c": cursor})
     last = conn.execute("SELECT MAX(id) FROM (SELECT id FROM faces WHERE user_id = ? AND "
                         f"cam_id IS NOT NULL AND id > ? ORDER BY id LIMIT {MATCH_CHUNK})",
                         (user, cursor)).fetchone()[0]
     if last is None:
         return None
-    for w in lists:
-        face_ids, faces = _vectors(conn, model, _LIST_VECTORS, {"u": user, "g": w.gallery})
+    if lists:
+        ids, vecs = _vectors(conn, model, _EVENT_VECTORS, {"u": user, "c": cursor})
         conn.executemany(
             "INSERT OR REPLACE INTO event_matches (face_id, user_id, gallery, match_id, "
             "confidence) VALUES (?, ?, ?, ?, ?)",
-            [(e, user, w.gallery, m, c) for e, m, c in best_per_gallery(ids, vecs, face_ids,
-                                                                        faces)])
+            [(e, user, g, m, c) for e, g, m, c in _best_matches(conn, model, user, lists, ids,
+                                                                vecs)])
     conn.execute("UPDATE event_match_state SET cursor = ? WHERE user_id = ?", (last, user))
     return int(last)
 
@@ -388,11 +409,25 @@ def _start_over_if_changed(conn: sqlite3.Connection, model: str, user: int,
     return 0
 
 
+def _up_to_date(backend: Backend, user: int, lists: list[watchlists.WatchList]) -> bool:
+    """True when the stored matches are those of ``lists`` and no event came since (read
+    only: a query that finds nothing to do never writes)."""
+    with backend.db.lock:
+        conn = backend.db.conn
+        row = conn.execute("SELECT fingerprint, cursor FROM event_match_state WHERE "
+                           "user_id = ?", (user,)).fetchone()
+        if row is None or row[0] != fingerprint(conn, backend.model, user, lists):
+            return False
+        newer = conn.execute("SELECT 1 FROM faces INDEXED BY events_id WHERE user_id = ? AND "
+                             "cam_id IS NOT NULL AND id > ? LIMIT 1", (user, row[1]))
+        return newer.fetchone() is None
+
+
 def refresh_matches(backend: Backend, user: int) -> list[watchlists.WatchList]:
     """Bring ``event_matches`` of ``user`` up to date; returns the user's watch lists."""
     ensure_schema(backend)
     lists = watchlists.watch_lists(backend, user)
-    if not lists:
+    if _up_to_date(backend, user, lists):
         return lists
     with _refresh_locks[backend.db]:
         while True:
@@ -405,26 +440,20 @@ def refresh_matches(backend: Backend, user: int) -> list[watchlists.WatchList]:
 def stored_matches(backend: Backend, user: int, ids: list[int],
                    lists: list[watchlists.WatchList]) -> dict[int, dict[str, Any]]:
     """The best match of each event (as ``watchlists.best_matches`` has it) from the table;
-    call ``refresh_matches`` first."""
-    if not lists or not ids:
-        return {}
+    ``lists``: what ``refresh_matches`` returned."""
     by_name = {w.gallery: w for w in lists}
-    best: dict[int, tuple[float, str, int]] = {}
+    found: dict[int, tuple[str, int, float]] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        for r in backend.db.rows(
-                "SELECT face_id, gallery, match_id, confidence FROM event_matches WHERE "
-                f"user_id = ? AND face_id IN ({placeholders(len(chunk))}) "
-                "ORDER BY face_id, confidence DESC, gallery", (user, *chunk)):
-            w = by_name.get(r["gallery"])
-            if w is None or r["confidence"] < w.min_confidence or r["face_id"] in best:
-                continue
-            best[r["face_id"]] = (r["confidence"], r["gallery"], r["match_id"])
-    metas = {r["id"]: r["meta"] for r in backend.face_rows(user, [m for _, _, m in
-                                                                  best.values()])}
+        found.update({r[0]: (r[1], r[2], r[3]) for r in backend.db.rows(
+            "SELECT face_id, gallery, match_id, confidence FROM event_matches WHERE "
+            f"user_id = ? AND face_id IN ({placeholders(len(chunk))})", (user, *chunk))
+            if r[1] in by_name})
+    metas = {r["id"]: r["meta"] for r in backend.face_rows(user, [m for _, m, _ in
+                                                                  found.values()])}
     return {e: {"gallery": g, "color": by_name[g].color, "threshold": by_name[g].threshold,
                 "face_id": m, "meta": metas.get(m, ""), "confidence": round(c, 4)}
-            for e, (c, g, m) in best.items()}
+            for e, (g, m, c) in found.items()}
 
 
 # -- routes --------------------------------------------------------------------

@@ -221,7 +221,7 @@ async def _history(request: Request, user: int, person_id: int | None) -> dict[s
         if person_id is not None:
             _person_row(backend, user, person_id)
         query = history.prepare(backend, user, filt)
-        result = page_ids(backend.db, "id", query.where, query.args, page)
+        result = page_ids(backend.db, query.id_col, query.where, query.args, page)
         urls = urls_of(request)
         rows = backend.face_rows(user, result.ids)
         return {**views.page_links(request, result, carry),

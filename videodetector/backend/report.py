@@ -115,7 +115,7 @@ def _names(backend: Backend, user: int, table: str, ids: Iterable[Any]) -> dict[
 
 def collect(backend: Backend, user: int, f: history.EventFilter, limit: int) -> ReportData:
     query = history.prepare(backend, user, f)
-    ids = page_ids(backend.db, "id", query.where, query.args, PageRequest(limit)).ids
+    ids = page_ids(backend.db, query.id_col, query.where, query.args, PageRequest(limit)).ids
     rows = backend.face_rows(user, ids)
     lists = history.refresh_matches(backend, user)
     return ReportData(rows, history.counts(backend, user, f),
