@@ -181,7 +181,8 @@ def test_watch_list_filter_follows_list_changes(server: Any) -> None:
 
 
 def test_bad_filter_values_are_rejected(world: World) -> None:
-    for body, param in (({"matched": "maybe"}, "matched"), ({"watchlist": "sometimes"}, "watchlist"),
+    for body, param in (({"matched": "maybe"}, "matched"),
+                        ({"watchlist": "sometimes"}, "watchlist"),
                         ({"start": "yesterday"}, "start"), ({"cam_ids": [True]}, "cam_ids")):
         for path in ("/v1/history/search", "/v1/history/counts"):
             assert error_of(world.api.post(path, json=body), 400, "BAD_PARAM")["param"] == param

@@ -211,7 +211,9 @@ def filter_terms(user: int, f: EventFilter, index: str | None = None
     if not (f.cam_ids and index == "events_cam"):
         terms.append("f.cam_id IS NOT NULL")
     if f.cam_ids is not None:
-        terms.append(f"f.cam_id IN ({placeholders(len(f.cam_ids))})" if f.cam_ids else "0")
+        # (no camera: no event; a false term SQLite still reads through an index)
+        terms.append(f"f.cam_id IN ({placeholders(len(f.cam_ids))})" if f.cam_ids
+                     else "f.id < 0")
         args.extend(f.cam_ids)
     t_terms, t_args = _time_terms(f)
     terms += t_terms
@@ -224,20 +226,21 @@ def filter_terms(user: int, f: EventFilter, index: str | None = None
 
 
 def build_query(user: int, f: EventFilter, index: str | None = None) -> Query:
-    """SQL of the filter, read through ``index`` (None: SQLite's choice). With
-    ``watchlist: true`` the events are read from the matches (one row per matching event,
-    in id order); ``watchlist: false`` leaves them out."""
+    """SQL of the filter, read through ``index``. ``watchlist: true`` with no index: the
+    events are read from the matches (one row per matching event, in id order; each event's
+    columns from the covering ``events_id``), else the matches are a list the events are
+    checked against, as they are for ``watchlist: false``."""
     terms, args = filter_terms(user, f, index)
-    if f.watchlist is False:
-        terms.append(f"f.id NOT IN ({MATCHED_IDS})")
+    if f.watchlist is not None and (index is not None or not f.watchlist):
+        terms.append(f"f.id {'IN' if f.watchlist else 'NOT IN'} ({MATCHED_IDS})")
         args.append(user)
     where = " AND ".join(terms)
-    if f.watchlist:
-        return Query("event_matches m INDEXED BY event_matches_user CROSS JOIN faces f ON "
-                     f"f.id = m.face_id WHERE m.user_id = ? AND {where}",
-                     (user, *args), "m.face_id")
-    # (a filter that selects nothing has a constant false term: SQLite then takes no index)
-    hint = f" INDEXED BY {index}" if index and "0" not in terms else ""
+    if f.watchlist and index is None:
+        # (EXISTS, not a join: a join would move the page's "m.face_id < ?" onto f.id)
+        return Query("event_matches m INDEXED BY event_matches_user WHERE m.user_id = ? AND "
+                     "EXISTS (SELECT 1 FROM faces f INDEXED BY events_id WHERE f.id = "
+                     f"m.face_id AND {where})", (user, *args), "m.face_id")
+    hint = f" INDEXED BY {index}" if index else ""
     return Query(f"faces f{hint} WHERE {where}", tuple(args))
 
 
@@ -249,12 +252,15 @@ def _fewer_than_probe(backend: Backend, user: int, index: str, terms: list[str],
         f"AND {' AND '.join(terms)} LIMIT {TS_PROBE})", (user, *args)))
 
 
-def choose_index(backend: Backend, user: int, f: EventFilter) -> str | None:
-    """The index a filter's page is read through. SQLite alone prefers the index that gives
-    the id order, and then walks the whole history for a rare person or a short time range;
-    here the narrowest candidate wins: a person's events; the cameras' or the time range's
-    events when a probe finds fewer than TS_PROBE; else the id order (with the rarer side of
-    friend / matched from a partial index), or the watch-list matches themselves."""
+def choose_index(backend: Backend, user: int, f: EventFilter, counting: bool = False
+                 ) -> str | None:
+    """The index a filter is read through (None: from the watch-list matches). SQLite alone
+    prefers the index that gives the id order, and then walks the whole history for a rare
+    person or a short time range; here the narrowest candidate wins: a person's events; the
+    cameras' or the time range's events when a probe finds fewer than TS_PROBE (when
+    ``counting``, where order does not matter: always); else the matches for
+    ``watchlist: true``, else the id order (with the rarer side of friend / matched from a
+    partial index)."""
     if f.person_id is not None:
         return "faces_person"
     probes: list[tuple[int, str]] = []
@@ -267,10 +273,10 @@ def choose_index(backend: Backend, user: int, f: EventFilter) -> str | None:
         probes.append((_fewer_than_probe(backend, user, "events_ts",
                                          ["f.cam_id IS NOT NULL", *terms], args), "events_ts"))
     n, best = min(probes, default=(TS_PROBE, None))
-    if best is not None and n < TS_PROBE:
+    if best is not None and (n < TS_PROBE or counting):
         return best
     if f.watchlist:
-        return None  # read from the matches (build_query)
+        return None
     if f.friend:
         return "events_friend"
     if f.matched is False:
@@ -295,8 +301,12 @@ def counts(backend: Backend, user: int, f: EventFilter) -> dict[str, int]:
     ensure_schema(backend)
     refresh_matches(backend, user)
     db = backend.db
-    total = build_query(user, f, choose_index(backend, user, f)).count(db)
-    watch = 0 if f.watchlist is False else build_query(user, replace(f, watchlist=True)).count(db)
+    total = build_query(user, f, choose_index(backend, user, f, counting=True)).count(db)
+    watch = 0
+    if f.watchlist is not False:
+        matching = replace(f, watchlist=True)
+        watch = build_query(user, matching, choose_index(backend, user, matching,
+                                                         counting=True)).count(db)
     cams = sorted(watchlists.unknown_alert_cameras(backend, user))
     unknown = 0
     if f.cam_ids is not None:
