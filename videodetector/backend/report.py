@@ -118,19 +118,20 @@ def collect(backend: Backend, user: int, f: history.EventFilter, limit: int) -> 
     ids = page_ids(backend.db, query.id_col, query.where, query.args, PageRequest(limit)).ids
     rows = backend.face_rows(user, ids)
     lists = history.refresh_matches(backend, user)
+    cams = [*(r["cam_id"] for r in rows), *(f.cam_ids or ())]
     return ReportData(rows, history.counts(backend, user, f),
-                      _names(backend, user, "cameras", (r["cam_id"] for r in rows)),
+                      _names(backend, user, "cameras", cams),
                       _names(backend, user, "persons", (r["person_id"] for r in rows)),
                       history.stored_matches(backend, user, ids, lists),
                       watchlists.unknown_alert_cameras(backend, user))
 
 
-def describe_filter(f: history.EventFilter, zone: tzinfo) -> str:
+def describe_filter(f: history.EventFilter, zone: tzinfo, cameras: dict[str, str]) -> str:
     parts = []
     if f.person_id is not None:
         parts.append(f"person {f.person_id}")
     if f.cam_ids is not None:
-        parts.append("cameras " + ", ".join(f.cam_ids))
+        parts.append("cameras " + ", ".join(cameras.get(c) or c for c in f.cam_ids))
     if f.start is not None:
         parts.append("from " + when(f.start, zone))
     if f.end is not None:
@@ -182,7 +183,7 @@ def render(backend: Backend, d: ReportData, f: history.EventFilter, zone: tzinfo
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Camera events report</title><style>{STYLE}</style></head>
 <body><h1>Camera events report</h1>
-<p>Generated {esc(generated)}. Filters: {esc(describe_filter(f, zone))}.</p>
+<p>Generated {esc(generated)}. Filters: {esc(describe_filter(f, zone, d.cameras))}.</p>
 <div class="summary">{summary}</div>
 <p class="muted">{esc(note)} (a report holds at most {limit} rows, newest first; times in
 {esc(str(zone))}).</p>
