@@ -201,8 +201,24 @@ def build(backend: Backend, user: int, p: Params) -> tuple[str, int]:
     return render(backend, data, f, zone, limit), len(data.rows)
 
 
-@router.get("/history/report.html", response_class=Response, responses={200: {
-    "content": {"text/html": {}}, "description": "one self-contained HTML file"}})
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string"}}
+
+
+REPORT_DOC = {"parameters": [
+    _query("person_id", "person id"), _query("cam_ids", "camera ids: a JSON list or a,b"),
+    _query("start", "ISO 8601 or epoch seconds"), _query("end", "ISO 8601 or epoch seconds"),
+    _query("friend", "true or false"),
+    _query("matched", "true: joined to a person; false: unknown person"),
+    _query("watchlist", "true: matches a watch list; false: matches none"),
+    _query("limit", f"rows, 1..{MAX_ROWS} (default {MAX_ROWS}), newest first"),
+    _query("tz", "IANA time zone of the printed times (default UTC)")]}
+
+
+@router.get("/history/report.html", response_class=Response, openapi_extra=REPORT_DOC,
+            responses={200: {"content": {"text/html": {}},
+                             "description": "one self-contained HTML file"}})
 async def history_report(request: Request, user: int = Depends(current_user)) -> Response:
     """The filtered history as one self-contained HTML file (chapter 7's "Save demo
     report"): the filters of /history/search as query parameters (``person_id``,
