@@ -6,23 +6,26 @@ a person; false: an unknown person) and ``watchlist`` (true: the event matches a
 watch list at that list's threshold; false: it matches none). Pages are keyset pages on the
 event id (``max_id`` / ``min_id``), newest first, so a deep page costs what the first does.
 
-Watch-list matches are kept in the table ``event_matches``: per (event, watch-list gallery)
-the best face of that gallery and its confidence, for every pair at or above the lowest
-threshold preset. The table follows the watch lists: a fingerprint of the token's watch
-lists (their galleries and face ids, and the embedding model) is stored with a cursor (the
-last event id matched); a query that needs matches first matches the events after the cursor
-(a few per query in steady state) and starts over when the fingerprint changed (a face added
-to or removed from a watch list, a list switched on or off). The thresholds are applied when
-read, so changing a list's threshold costs nothing. ``watchlists.best_matches`` (computed
-from the in-memory index for a given list of events) is the reference this table must agree
-with.
+Watch-list matches are kept in the table ``event_matches``: one row per event that matches,
+its best watch-list face at or above that list's threshold (ties: the list named first), as
+``watchlists.best_matches`` computes it from the in-memory index -- the reference this table
+must agree with. The table follows the watch lists: a fingerprint of the token's watch lists
+(gallery, threshold and face ids of each, and the embedding model) is stored with a cursor
+(the last event id matched). A query that needs matches (the ``watchlist`` filter, counts,
+the report) first matches the events after the cursor -- the few new ones in steady state,
+``MATCH_CHUNK`` per write transaction, vectors read from SQLite so events another process
+stored count too -- and starts over from the first event when the fingerprint changed (a
+face added to or removed from a watch list, a threshold changed, a list switched on or off;
+a few seconds for 100k events). A query with nothing to do only reads.
 
-Indexes (created here with IF NOT EXISTS; partial, on camera events only): ``events_id``
-(user, id), ``events_ts`` (user, ts), ``events_unmatched`` and ``events_friend`` (user, id)
-for the rarer sides of those filters, and ``event_matches_user`` (user, face_id). A time
-range holding many events is read in id order instead of through ``events_ts`` (a probe
-counts up to ``TS_PROBE`` events in the range first), so no filter sorts more than
-``TS_PROBE`` rows and none scans the table.
+Indexes (created here with IF NOT EXISTS, partial on camera events except ``events_cam``, and
+covering the filter columns): ``events_id`` (user, id), ``events_cam`` (user, camera, id),
+``events_person`` (user, person, id), ``events_ts`` (user, ts), ``events_unmatched`` and
+``events_friend`` (user, id) for the rarer sides of those filters, and ``event_matches_user``
+(user, event). ``choose_index`` picks the one a page is read through; a time range or a set
+of cameras holding many events is read in id order (a probe counts up to ``TS_PROBE`` events
+first), so no page sorts more than ``TS_PROBE`` rows and none scans the table. Counts read
+the narrowest index whole (up to every event of the token).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ SCHEMA = """
 CREATE INDEX IF NOT EXISTS events_id ON faces (user_id, id, ts, cam_id, person_id, friend)
     WHERE cam_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_cam ON faces (user_id, cam_id, id, ts, person_id, friend);
+CREATE INDEX IF NOT EXISTS events_person ON faces (user_id, person_id, id, ts, cam_id, friend)
+    WHERE cam_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_ts ON faces (user_id, ts, cam_id, person_id, friend)
     WHERE cam_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_unmatched ON faces (user_id, id)
@@ -262,7 +267,7 @@ def choose_index(backend: Backend, user: int, f: EventFilter, counting: bool = F
     ``watchlist: true``, else the id order (with the rarer side of friend / matched from a
     partial index)."""
     if f.person_id is not None:
-        return "faces_person"
+        return "events_person"
     probes: list[tuple[int, str]] = []
     if f.cam_ids:
         probes.append((_fewer_than_probe(
