@@ -65,7 +65,7 @@ def test_report_rows_are_limited_and_follow_every_filter(api: Api) -> None:
     r = api.get("/v1/history/report.html", params={"limit": 1})
     assert r.status_code == 200 and r.headers["x-report-rows"] == "1"
     assert event_ids(r.text) == [h["c"]["id"]]
-    assert "The newest 1 of 3 events" in r.text and "at most 1 rows" in r.text
+    assert "The newest 1 of 3 events" in r.text and "at most 1 row," in r.text
     r = api.get("/v1/history/report.html", params={"watchlist": "true"})
     assert event_ids(r.text) == [h["a"]["id"]]
     r = api.get("/v1/history/report.html", params={"watchlist": "false",

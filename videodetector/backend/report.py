@@ -185,8 +185,8 @@ def render(backend: Backend, d: ReportData, f: history.EventFilter, zone: tzinfo
 <body><h1>Camera events report</h1>
 <p>Generated {esc(generated)}. Filters: {esc(describe_filter(f, zone, d.cameras))}.</p>
 <div class="summary">{summary}</div>
-<p class="muted">{esc(note)} (a report holds at most {limit} rows, newest first; times in
-{esc(str(zone))}).</p>
+<p class="muted">{esc(note)} (this report holds at most {limit} row{"" if limit == 1 else "s"},
+newest first, the server's cap is {MAX_ROWS}; times in {esc(str(zone))}).</p>
 <table><thead>{head}</thead><tbody>
 {body}
 </tbody></table></body></html>
