@@ -302,25 +302,32 @@ def prepare(backend: Backend, user: int, f: EventFilter) -> Query:
 
 def counts(backend: Backend, user: int, f: EventFilter) -> dict[str, int]:
     """Events passing ``f`` and, among them, the alerts: ``watchlist`` (a watch-list match)
-    and ``unknown`` (no match, on a camera with "unknown face" alerts)."""
+    and ``unknown`` (no match, on a camera with "unknown face" alerts). Read in one snapshot;
+    "no match" is counted as all minus the matches (no NOT IN over every event)."""
     ensure_schema(backend)
     refresh_matches(backend, user)
-    db = backend.db
-    total = build_query(user, f, choose_index(backend, user, f, counting=True)).count(db)
-    watch = 0
-    if f.watchlist is not False:
-        matching = replace(f, watchlist=True)
-        watch = build_query(user, matching, choose_index(backend, user, matching,
-                                                         counting=True)).count(db)
     cams = sorted(watchlists.unknown_alert_cameras(backend, user))
-    unknown = 0
     if f.cam_ids is not None:
         cams = [c for c in cams if c in f.cam_ids]
-    if cams and f.watchlist is not True:
-        # only the alerting cameras' events are read
-        index = "faces_person" if f.person_id is not None else "events_cam"
-        unknown = build_query(user, replace(f, cam_ids=tuple(cams), watchlist=False),
-                              index).count(db)
+    every, matching = replace(f, watchlist=None), replace(f, watchlist=True)
+    wanted = {"matching": matching} if f.watchlist else {"all": every, "matching": matching}
+    if cams and f.watchlist is not True:  # only the alerting cameras' events
+        wanted["cams"] = replace(every, cam_ids=tuple(cams))
+        wanted["cams matching"] = replace(matching, cam_ids=tuple(cams))
+    queries = {k: build_query(user, g, choose_index(backend, user, g, counting=True))
+               for k, g in wanted.items()}  # (the probes read before the snapshot)
+    db = backend.db
+    with db.lock:
+        db.conn.execute("BEGIN")  # one snapshot for the differences below
+        try:
+            n = {k: int(db.conn.execute(f"SELECT COUNT(*) FROM {q.where}", q.args).fetchone()[0])
+                 for k, q in queries.items()}
+        finally:
+            db.conn.execute("COMMIT")
+    watch = 0 if f.watchlist is False else n["matching"]
+    total = n["matching"] if f.watchlist else n["all"] - (n["matching"] if f.watchlist is False
+                                                         else 0)
+    unknown = n["cams"] - n["cams matching"] if "cams" in n else 0
     return {"events": total, "alerts": watch + unknown, "watchlist": watch,
             "unknown": unknown}
 
