@@ -263,9 +263,9 @@ def choose_index(backend: Backend, user: int, f: EventFilter, counting: bool = F
     prefers the index that gives the id order, and then walks the whole history for a rare
     person or a short time range; here the narrowest candidate wins: a person's events; the
     cameras' or the time range's events when a probe finds fewer than TS_PROBE (when
-    ``counting``, where order does not matter: always); else the matches for
-    ``watchlist: true``, else the id order (with the rarer side of friend / matched from a
-    partial index)."""
+    ``counting``, where order does not matter: always, but for ``watchlist: true``); else the
+    matches for ``watchlist: true``, else the id order (with the rarer side of friend /
+    matched from a partial index)."""
     if f.person_id is not None:
         return "events_person"
     probes: list[tuple[int, str]] = []
@@ -278,7 +278,7 @@ def choose_index(backend: Backend, user: int, f: EventFilter, counting: bool = F
         probes.append((_fewer_than_probe(backend, user, "events_ts",
                                          ["f.cam_id IS NOT NULL", *terms], args), "events_ts"))
     n, best = min(probes, default=(TS_PROBE, None))
-    if best is not None and (n < TS_PROBE or counting):
+    if best is not None and (n < TS_PROBE or (counting and not f.watchlist)):
         return best
     if f.watchlist:
         return None
