@@ -127,3 +127,10 @@ def test_bench_index_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert all(0 <= r["recall_at_1"] <= 1 for r in out["search"])
     assert [r["faces"] for r in out["crossover"]] == [500, 1000]
     assert "recall@1" in capsys.readouterr().out
+
+
+def test_bench_history_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_history")
+    assert mod.main(["--events", "3000", "--repeat", "2"]) == 0  # 0: no filter scans a table
+    out = capsys.readouterr().out
+    assert "| watch-list match |" in out and "table scans: none" in out

@@ -36,6 +36,7 @@ class Receiver:
             self.port = s.getsockname()[1]
         self.got: list[tuple[int, dict[str, Any], bool]] = []  # (X-Event-Id, body, signed ok)
         self.server: ThreadingHTTPServer | None = None
+        self.delay = 0.0  # seconds each answer takes
 
     @property
     def url(self) -> str:
@@ -43,10 +44,12 @@ class Receiver:
 
     def start(self) -> None:
         got = self.got
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(receiver.delay)
                 want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
                 ok = hmac.compare_digest(self.headers.get("X-Signature", ""), want)
                 got.append((int(self.headers["X-Event-Id"]), json.loads(body), ok))
@@ -202,3 +205,58 @@ def test_filters_and_settings(tmp_path: Path, receiver: Receiver, fast_backoff: 
 def test_backoff_doubles_up_to_its_cap() -> None:
     assert [webhooks.backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert webhooks.backoff(40) == webhooks.BACKOFF_MAX
+
+
+def test_two_backends_on_one_data_dir_deliver_each_event_once(
+        tmp_path: Path, receiver: Receiver, fast_backoff: None) -> None:
+    """Two processes serve one SQLite file: the webhook's lease lets one deliver at a time,
+    so each event arrives once; the one that stops hands over at once (its lease released)."""
+    receiver.delay = 0.2  # slow answers: long rounds, so both processes would overlap
+    first = BackendServer(settings(tmp_path)).start()
+    second = BackendServer(settings(tmp_path)).start()
+    try:
+        token = first.create_token()
+        apis = [Api(first.url, token), Api(second.url, token)]
+        cam = apis[0].post("/v1/camera", json={"meta": "Gate"}).json()["id"]
+        hook = apis[1].post("/v1/webhooks", json={"url": receiver.url, "secret": SECRET})
+        assert hook.status_code == 201, hook.text
+        photo = person_photo("A")
+        posted = [apis[i % 2].add_face(photo, cam_id=cam)["id"] for i in range(8)]
+        wait_for(lambda: receiver.ids() >= set(posted))
+        time.sleep(1.5)  # several more polls of both processes
+        leases = first.backend.db.rows("SELECT owner FROM webhook_leases")  # type: ignore
+        assert len(leases) == 1
+        first.stop()  # a clean stop releases its leases: the other goes on at once
+        posted += [apis[1].add_face(photo, cam_id=cam)["id"] for _ in range(3)]
+        wait_for(lambda: receiver.ids() >= set(posted), timeout=10)
+        time.sleep(1.5)
+    finally:
+        first.stop()
+        second.stop()
+    ids = [i for i, _, _ in receiver.got]
+    assert sorted(ids) == sorted(posted), "each event exactly once"
+    assert all(ok for _, _, ok in receiver.got)
+
+
+def test_a_dead_process_lease_expires(tmp_path: Path, receiver: Receiver, fast_backoff: None,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease held by a process that died blocks delivery only until it expires."""
+    monkeypatch.setattr(webhooks, "LEASE_SECONDS", 2.0)
+    with BackendServer(settings(tmp_path)) as server:
+        api = Api(server.url, server.create_token())
+        cam = api.post("/v1/camera", json={"meta": "Gate"}).json()["id"]
+        hook = api.post("/v1/webhooks", json={"url": receiver.url}).json()
+        db = server.backend.db  # type: ignore[union-attr]
+        taken = time.time()
+        with db.transaction() as conn:  # what a process that died right after claiming left
+            conn.execute("INSERT OR REPLACE INTO webhook_leases VALUES (?, 'dead:1:x', ?)",
+                         (hook["id"], taken + webhooks.LEASE_SECONDS))
+        event = api.add_face(person_photo("A"), cam_id=cam)["id"]
+        time.sleep(1.0)
+        assert receiver.got == []  # not while the dead process's lease holds
+        wait_for(lambda: receiver.ids() == {event}, timeout=10)
+        assert time.time() >= taken + webhooks.LEASE_SECONDS
+        owner = db.scalar("SELECT owner FROM webhook_leases WHERE hook_id = ?", (hook["id"],))
+        assert owner != "dead:1:x"
+        time.sleep(1.0)
+    assert [i for i, _, _ in receiver.got] == [event]

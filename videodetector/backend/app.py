@@ -16,9 +16,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,15 +33,18 @@ from videodetector.backend import (
     extract_api,
     faces,
     galleries,
+    history,
     models_api,
     openapi,
     persons,
+    report,
     stats,
     sync,
     watchlists,
     webhooks,
+    websession,
 )
-from videodetector.backend.deps import max_body_bytes
+from videodetector.backend.deps import current_user, max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import (
     GalleryFaces,
@@ -224,18 +228,25 @@ def _metrics_text(backend: Backend, metrics: RequestMetrics, user: int | None) -
     return render_collectors([StoredObjects(backend, user), GalleryFaces(backend.db, user)])
 
 
-def _install_openapi_auth(app: FastAPI) -> None:
-    """Declare the ``Authorization: Token <key>`` header so /v1/docs can send it."""
+def _needs_user(dependant: Any) -> bool:
+    return any(d.call is current_user or _needs_user(d) for d in dependant.dependencies)
+
+
+def _install_openapi_auth(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Declare how a request authenticates (the ``Authorization: Token <key>`` header, or the
+    console's session cookie with its CSRF header) so /v1/docs can send it and the spec tells
+    which operations need it (those of ``routers``, mounted at /v1, that depend on
+    ``current_user``)."""
     default = app.openapi
 
     def openapi_with_auth() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = default()
-            schema.setdefault("components", {})["securitySchemes"] = {"Token": {
-                "type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "Token <key> (fkvideo_backend token)"}}
-            schema["security"] = [{"Token": []}]
-            app.openapi_schema = schema
+            authenticated = {("/v1" + r.path_format, m.lower()) for router in routers
+                             for r in router.routes
+                             if isinstance(r, APIRoute) and _needs_user(r.dependant)
+                             for m in r.methods}
+            app.openapi_schema = openapi.add_security(default(), authenticated,
+                                                      websession.COOKIE, "X-CSRF-Token")
         return app.openapi_schema
 
     app.openapi = openapi_with_auth  # type: ignore[method-assign]
@@ -266,6 +277,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 if error is not None:
                     log.error("gae is enabled but emotions are unavailable: %s", error)
         retention = RetentionThread(backend).start() if settings.history_max_age else None
+        await run_in_threadpool(history.ensure_schema, backend)  # its indexes, built once
         deliverer = webhooks.Deliverer(backend).start()
         log.info("backend ready: data in %s", settings.data_dir.resolve())
         try:
@@ -293,20 +305,22 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.backend = backend
     app.state.metrics = metrics
     _install_error_handlers(app)
+    versioned = [faces.router, galleries.router, persons.router, cameras.router,
+                 extract_api.router, stats.router, batch.router, sync.router,
+                 models_api.router, camhealth.router]
     for version in API_VERSIONS:
-        for router in (faces.router, galleries.router, persons.router, cameras.router,
-                       extract_api.router, stats.router, batch.router, sync.router,
-                       models_api.router, camhealth.router):
+        for router in versioned:
             app.include_router(router, prefix=f"/{version}", responses=openapi.ERRORS,
                                include_in_schema=version == "v1")
     app.include_router(stats.router, include_in_schema=False)  # 8.6's own /stat/... paths
-    app.include_router(events.router, prefix="/v1", responses=openapi.ERRORS)
-    app.include_router(watchlists.router, prefix="/v1", responses=openapi.ERRORS)
-    app.include_router(webhooks.router, prefix="/v1", responses=openapi.ERRORS)
+    v1_only = [events.router, history.router, report.router, watchlists.router,
+               webhooks.router]
+    for router in v1_only:
+        app.include_router(router, prefix="/v1", responses=openapi.ERRORS)
     console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
     backend.plugins.mount(app, backend)  # /v1/plugins/<name>/...
-    _install_openapi_auth(app)
+    _install_openapi_auth(app, [*versioned, *v1_only, console.router])
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(TrailingSlashMiddleware)

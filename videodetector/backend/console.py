@@ -98,7 +98,7 @@ async def login(request: Request) -> JSONResponse:
     return response
 
 
-@router.get("/session")
+@router.get("/session", openapi_extra={"security": [{"Session": []}]})
 async def session_info(request: Request) -> dict[str, Any]:
     """The console's current session: ``{"csrf": ...}``, or 401 when not logged in."""
     sessions = _sessions(request)

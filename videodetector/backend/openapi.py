@@ -61,7 +61,10 @@ CAMERA = body(meta="user-defined string", enabled="true (default) or false",
               url="stream URL", detector="video detector name (GET /camera?detector=)",
               roi="WxH+X+Y or [W, H, X, Y]", rot="WxH+X+Y or [W, H, X, Y]")
 HISTORY = body(person_id="person id", cam_ids="camera ids", start="ISO 8601",
-               end="ISO 8601", friend="true or false", limit="per page, 0 = all")
+               end="ISO 8601", friend="true or false",
+               matched="true: joined to a person; false: unknown person",
+               watchlist="true: matches a watch list at its threshold; false: matches none",
+               limit="per page, 0 = all")
 
 
 ERROR_BODY = {
@@ -129,3 +132,49 @@ SYNC = {"parameters": [
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
            "faces and deletions per page (100)"),
 ]}
+
+
+# -- authentication ----------------------------------------------------------------
+# An API client sends ``Authorization: Token <key>``; the console sends the HttpOnly session
+# cookie (websession.py) and, with every request that is not GET/HEAD/OPTIONS, the session's
+# CSRF token in a header. Each operation lists both ways (an OR); its own "security" wins.
+
+SAFE_METHODS = frozenset({"get", "head", "options"})
+
+
+def security_schemes(cookie: str, csrf_header: str) -> dict[str, Any]:
+    return {
+        "Token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                  "description": "Token <key> (fkvideo_backend token)"},
+        "Session": {"type": "apiKey", "in": "cookie", "name": cookie,
+                    "description": "the console's session: HttpOnly, SameSite=Strict (Secure "
+                    "over https), set by POST /v1/session, ended by DELETE /v1/session; "
+                    "12 hours at most"},
+        "CSRF": {"type": "apiKey", "in": "header", "name": csrf_header,
+                 "description": "with the session cookie, every request other than GET, HEAD "
+                 "and OPTIONS sends the session's CSRF token (the csrf of POST or GET "
+                 "/v1/session); 403 CSRF_FAILED otherwise"},
+    }
+
+
+def requirement(method: str) -> list[dict[str, list[str]]]:
+    """Token, or the session cookie (plus the CSRF header when the method writes)."""
+    session: dict[str, list[str]] = {"Session": []}
+    if method.lower() not in SAFE_METHODS:
+        session["CSRF"] = []
+    return [{"Token": []}, session]
+
+
+def add_security(schema: dict[str, Any], authenticated: set[tuple[str, str]],
+                 cookie: str, csrf_header: str) -> dict[str, Any]:
+    """Declare the schemes and give each operation its requirement: ``authenticated`` holds
+    the (path, method) pairs that need a user; the others are open (``security: []``)."""
+    schema.setdefault("components", {})["securitySchemes"] = security_schemes(cookie,
+                                                                              csrf_header)
+    schema["security"] = [{"Token": []}, {"Session": []}]
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            if method in ("parameters", "summary", "description") or "security" in op:
+                continue
+            op["security"] = requirement(method) if (path, method) in authenticated else []
+    return schema

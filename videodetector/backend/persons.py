@@ -8,19 +8,17 @@ of a person -- automatic or not -- is a person event (``GET /person/id/{id}/even
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import openapi, person_store, person_summary, views
+from videodetector.backend import history, openapi, person_store, person_summary, views
 from videodetector.backend.deps import current_user, get_backend, params_of, urls_of
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import INT64_MAX, DbId, Params, exact_int
 from videodetector.backend.service import Backend
-from videodetector.backend.storage import PageRequest, page_ids, placeholders, update
-from videodetector.backend.timeutil import parse_time
+from videodetector.backend.storage import PageRequest, page_ids, update
 from videodetector.backend.views import Urls
 
 router = APIRouter(tags=["persons and history"])
@@ -200,63 +198,6 @@ def face_id_list(p: Params) -> list[int]:
 
 # -- history -------------------------------------------------------------------
 
-def history_filter(user: int, p: Params, person_id: int | None) -> tuple[str, list[Any]]:
-    """``faces WHERE ...`` for events matching person_id, cam_ids, start, end, friend."""
-    where = ["user_id = ?", "cam_id IS NOT NULL"]
-    args: list[Any] = [user]
-    if person_id is None and "person_id" in p:
-        person_id = p.integer("person_id")
-    if person_id is not None:
-        where.append("person_id = ?")
-        args.append(person_id)
-    cam_ids = camera_ids(p)
-    if cam_ids is not None:
-        where.append(f"cam_id IN ({placeholders(len(cam_ids))})" if cam_ids else "0")
-        args.extend(cam_ids)
-    for name, op in (("start", ">="), ("end", "<=")):
-        if p.raw(name) not in (None, ""):
-            where.append(f"ts {op} ?")
-            args.append(parse_time(name, p.raw(name)).timestamp())
-    if "friend" in p:
-        where.append("friend = ?")
-        args.append(int(p.flag("friend")))
-    return "faces WHERE " + " AND ".join(where), args
-
-
-def camera_ids(p: Params) -> list[str] | None:
-    """``cam_ids``: a JSON list (of strings or numbers), comma-separated text, or repeated."""
-    raw = p.raw("cam_ids")
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        raw = p.json("cam_ids") if raw.strip().startswith("[") else [
-            c.strip() for c in raw.split(",") if c.strip()]
-    if not isinstance(raw, list):
-        raw = [raw]
-    if not all(isinstance(c, str | int) and not isinstance(c, bool) for c in raw):
-        raise bad_param("cam_ids", "cam_ids must be a list of camera ids", raw)
-    return [str(c) for c in raw]
-
-
-def history_carry(p: Params, person_in_path: bool) -> list[tuple[str, str]]:
-    """The filters of a history search, normalized, as query parameters for its page links:
-    a POST body's filters would otherwise be lost (the next page showed other persons)."""
-    out: list[tuple[str, str]] = []
-    if not person_in_path and p.raw("person_id") not in (None, ""):
-        out.append(("person_id", str(p.integer("person_id"))))
-    cam_ids = camera_ids(p)
-    if cam_ids is not None:
-        out.append(("cam_ids", json.dumps(cam_ids)))
-    for name in ("start", "end"):
-        if p.raw(name) not in (None, ""):
-            out.append((name, parse_time(name, p.raw(name)).isoformat()))
-    if "friend" in p:
-        out.append(("friend", json.dumps(p.flag("friend"))))
-    if p.raw("limit") not in (None, ""):
-        out.append(("limit", str(p.integer("limit"))))
-    return out
-
-
 def history_page(request: Request, p: Params) -> PageRequest:
     """``limit`` and the cursor. A cursor in the URL (a followed ``next_page``) wins over
     one in the body, so re-posting the first request's body still moves on."""
@@ -270,14 +211,17 @@ def history_page(request: Request, p: Params) -> PageRequest:
 async def _history(request: Request, user: int, person_id: int | None) -> dict[str, Any]:
     backend = get_backend(request)
     p = await params_of(request)
-    where, args = history_filter(user, p, person_id)
+    filt = history.parse_filter(p, person_id)
     page = history_page(request, p)
-    carry = history_carry(p, person_in_path=person_id is not None)
+    carry = history.carry_of(filt, person_in_path=person_id is not None)
+    if p.raw("limit") not in (None, ""):
+        carry.append(("limit", str(p.integer("limit"))))
 
     def work() -> dict[str, Any]:
         if person_id is not None:
             _person_row(backend, user, person_id)
-        result = page_ids(backend.db, "id", where, args, page)
+        query = history.prepare(backend, user, filt)
+        result = page_ids(backend.db, query.id_col, query.where, query.args, page)
         urls = urls_of(request)
         rows = backend.face_rows(user, result.ids)
         return {**views.page_links(request, result, carry),
@@ -288,8 +232,10 @@ async def _history(request: Request, user: int, person_id: int | None) -> dict[s
 
 @router.post("/history/search", openapi_extra=openapi.HISTORY)
 async def history_search(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
-    """Camera events filtered by ``person_id``, ``cam_ids``, ``start``, ``end``, ``friend``;
-    ``limit`` per page (0 = all), newest first, ``next_page`` while more exist."""
+    """Camera events filtered by ``person_id``, ``cam_ids``, ``start``, ``end``, ``friend``,
+    ``matched`` (joined to a person or not), ``watchlist`` (a watch-list match or not);
+    ``limit`` per page (0 = all), newest first (keyset pages on the id), ``next_page`` while
+    more exist."""
     return await _history(request, user, None)
 
 

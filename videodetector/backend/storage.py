@@ -365,7 +365,10 @@ def page_ids(db: Database, id_col: str, from_where: str, args: Sequence[Any],
         return PageResult([], False, False)
 
     def exists(op: str, bound: int) -> bool:
-        q = f"SELECT 1 FROM {from_where} AND {id_col} {op} ? LIMIT 1"
+        # ordered away from the bound: an index read in id order starts next to it (unordered,
+        # SQLite may start at the other end and walk the whole history to find a neighbour)
+        away = "DESC" if op == "<" else "ASC"
+        q = f"SELECT 1 FROM {from_where} AND {id_col} {op} ? ORDER BY {id_col} {away} LIMIT 1"
         return db.row(q, [*args, bound]) is not None
 
     return PageResult(ids, exists("<", ids[-1]), exists(">", ids[0]))

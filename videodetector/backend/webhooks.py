@@ -22,8 +22,18 @@ sha256=<hex HMAC-SHA256 of the body with the secret>``.
 Addresses: the URL's host must resolve to a public address unless ``fetch_allow`` lists it
 (the policy of photo URL fetching, fetch.py); checked at configuration time and again before
 each delivery, which goes to the checked address (no DNS rebinding). Redirects are not
-followed. Several backend processes on one data directory each deliver (still at least once;
-receivers de-duplicate).
+followed.
+
+Several backend processes on one data directory: a process delivers a webhook only while it
+holds the webhook's lease, a row of ``webhook_leases`` (owner, expiry) taken in a write
+transaction when the webhook has new events (``claim``: free, expired, or already ours) and
+renewed during a long round. The cursor is read again under the lease, and a round's result
+is recorded only while the lease is still the process's own, so one process delivers each
+event. A process that stops releases its leases; one that dies (or stalls for longer than
+``LEASE_SECONDS``) loses them at their expiry, and another process then delivers again from
+the stored cursor: the events of the dead process's unfinished round arrive a second time.
+So: at least once, duplicates only after a lease expired mid-round (receivers de-duplicate by
+event id).
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import secrets
+import socket
 import sqlite3
 import time
 import weakref
@@ -66,6 +79,7 @@ BATCH = 50  # events read per round
 TIMEOUT = 5.0  # seconds per delivery
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 300.0
+LEASE_SECONDS = 30.0  # a webhook's delivery lease; renewed when half of it is left
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -84,6 +98,11 @@ CREATE TABLE IF NOT EXISTS webhooks (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS webhooks_user ON webhooks (user_id);
+CREATE TABLE IF NOT EXISTS webhook_leases (
+    hook_id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
 
 _schema_ready: weakref.WeakSet[Any] = weakref.WeakSet()  # databases with the table
@@ -289,6 +308,7 @@ async def delete_webhook(hook_id: DbId, request: Request,
         hook_row(backend, user, hook_id)
         with backend.db.transaction() as conn:
             conn.execute("DELETE FROM webhooks WHERE id = ? AND user_id = ?", (hook_id, user))
+            conn.execute("DELETE FROM webhook_leases WHERE hook_id = ?", (hook_id,))
 
     await run_in_threadpool(work)
     return Response(status_code=204)
@@ -306,20 +326,55 @@ def due_hooks(backend: Backend, at: float) -> list[Hook]:
     return [Hook.of(r) for r in rows]
 
 
+def claim(backend: Backend, hook_id: int, owner: str, at: float) -> Hook | None:
+    """Take (or renew) the webhook's lease if it is free, expired or ``owner``'s; the
+    webhook as stored now (its cursor) when ``owner`` holds the lease, else None."""
+    with backend.db.transaction() as conn:
+        conn.execute("INSERT INTO webhook_leases (hook_id, owner, expires) VALUES (?, ?, ?) "
+                     "ON CONFLICT (hook_id) DO UPDATE SET owner = excluded.owner, "
+                     "expires = excluded.expires WHERE webhook_leases.owner = excluded.owner "
+                     "OR webhook_leases.expires <= ?", (hook_id, owner, at + LEASE_SECONDS, at))
+        row = conn.execute("SELECT w.* FROM webhooks w JOIN webhook_leases l ON "
+                           "l.hook_id = w.id AND l.owner = ? WHERE w.id = ? AND w.enabled = 1",
+                           (owner, hook_id)).fetchone()
+    return None if row is None else Hook.of(row)
+
+
+def renew(backend: Backend, hook_id: int, owner: str, at: float) -> bool:
+    """Extend ``owner``'s lease; False when it is no longer ``owner``'s."""
+    with backend.db.transaction() as conn:
+        cur = conn.execute("UPDATE webhook_leases SET expires = ? WHERE hook_id = ? AND "
+                           "owner = ?", (at + LEASE_SECONDS, hook_id, owner))
+        return cur.rowcount == 1
+
+
+def release(backend: Backend, owner: str) -> None:
+    """Give up every lease of ``owner`` (a process that stops)."""
+    with backend.db.transaction() as conn:
+        conn.execute("DELETE FROM webhook_leases WHERE owner = ?", (owner,))
+
+
+_OWNED = "EXISTS (SELECT 1 FROM webhook_leases WHERE hook_id = ? AND owner = ?)"
+
+
 def record(backend: Backend, hook: Hook, cursor: int, delivered: int,
-           error: str | None) -> None:
-    """Persist a round: the new cursor, and the failure state."""
+           error: str | None, owner: str) -> bool:
+    """Persist a round (the new cursor, the failure state) if ``owner`` still holds the
+    lease; False when another process took it meanwhile (the round is then its to redo)."""
     with backend.db.transaction() as conn:
         if error is None:
-            conn.execute("UPDATE webhooks SET cursor = MAX(cursor, ?), delivered = delivered + ?,"
-                         " failures = 0, next_try = 0, last_error = NULL WHERE id = ?",
-                         (cursor, delivered, hook.id))
-            return
+            cur = conn.execute(
+                "UPDATE webhooks SET cursor = MAX(cursor, ?), delivered = delivered + ?, "
+                f"failures = 0, next_try = 0, last_error = NULL WHERE id = ? AND {_OWNED}",
+                (cursor, delivered, hook.id, hook.id, owner))
+            return cur.rowcount == 1
         failures = hook.failures + 1
-        conn.execute("UPDATE webhooks SET cursor = MAX(cursor, ?), delivered = delivered + ?, "
-                     "failures = ?, next_try = ?, last_error = ? WHERE id = ?",
-                     (cursor, delivered, failures, time.time() + backoff(failures),
-                      error[:500], hook.id))
+        cur = conn.execute(
+            "UPDATE webhooks SET cursor = MAX(cursor, ?), delivered = delivered + ?, "
+            f"failures = ?, next_try = ?, last_error = ? WHERE id = ? AND {_OWNED}",
+            (cursor, delivered, failures, time.time() + backoff(failures), error[:500],
+             hook.id, hook.id, owner))
+        return cur.rowcount == 1
 
 
 class Deliverer:
@@ -332,6 +387,8 @@ class Deliverer:
         self.running: dict[int, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.errors = 0
+        # this process's name in webhook_leases
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def start(self) -> Deliverer:
         self.task = asyncio.get_running_loop().create_task(self.run())
@@ -344,6 +401,10 @@ class Deliverer:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        try:
+            await run_in_threadpool(release, self.backend, self.owner)
+        except sqlite3.Error as exc:  # they expire on their own
+            self._log(f"cannot release the webhook leases: {exc}")
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False,
@@ -367,8 +428,15 @@ class Deliverer:
             log.warning("webhooks: %s (%d problems so far)", message, self.errors)
 
     async def deliver(self, client: httpx.AsyncClient, hook: Hook) -> None:
-        """One round for one webhook: its next events, in order, until one fails."""
+        """One round for one webhook: its next events, in order, until one fails; only
+        under the webhook's lease (another process may hold it)."""
         backend = self.backend
+        if not await run_in_threadpool(events.new_events, backend, hook.user, hook.cursor, 1):
+            return  # nothing new: no lease taken, no write
+        leased = await run_in_threadpool(claim, backend, hook.id, self.owner, time.time())
+        if leased is None:
+            return  # another process delivers this webhook
+        hook = leased  # its cursor as stored now
         rows = await run_in_threadpool(events.new_events, backend, hook.user, hook.cursor,
                                        BATCH)
         if not rows:
@@ -376,7 +444,15 @@ class Deliverer:
         found = await run_in_threadpool(watchlists.best_matches, backend, hook.user,
                                         [int(r["id"]) for r in rows])
         cursor, delivered, error = hook.cursor, 0, None
+        renew_at = time.time() + LEASE_SECONDS / 2
         for row in rows:
+            if time.time() >= renew_at:
+                if not await run_in_threadpool(renew, backend, hook.id, self.owner,
+                                               time.time()):
+                    self._log(f"webhook {hook.id}: lease lost mid-round; another process "
+                              "delivers from the stored cursor")
+                    return
+                renew_at = time.time() + LEASE_SECONDS / 2
             match = found.get(int(row["id"]))
             if hook.wants(row, match):
                 error = await self.post(client, hook, row, match)
@@ -386,7 +462,9 @@ class Deliverer:
             cursor = int(row["id"])
         if error is not None:
             self._log(f"webhook {hook.id} of user {hook.user}: {error}")
-        await run_in_threadpool(record, backend, hook, cursor, delivered, error)
+        if not await run_in_threadpool(record, backend, hook, cursor, delivered, error,
+                                       self.owner):
+            self._log(f"webhook {hook.id}: lease lost before the round was recorded")
 
     async def post(self, client: httpx.AsyncClient, hook: Hook, row: sqlite3.Row,
                    match: dict[str, Any] | None) -> str | None:

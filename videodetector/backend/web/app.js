@@ -239,6 +239,7 @@ function readFilters(form) {
   const pid = String(data.get('person') || '').trim();
   if (pid) f.person = Number(pid);
   if (data.get('friend')) f.friend = data.get('friend') === 'friend';
+  if (data.get('matched')) f.matched = data.get('matched') === 'known';
   if (data.get('watch')) f.watch = String(data.get('watch'));
   const from = localTime(String(data.get('from') || ''));
   const to = localTime(String(data.get('to') || ''));
@@ -247,21 +248,41 @@ function readFilters(form) {
   return f;
 }
 
-function searchBody(f, maxId) {
-  const body = { limit: PAGE };
+// The filters as the history API has them (all applied by the server).
+function filterParams(f) {
+  const body = {};
   if (f.cam) body.cam_ids = [f.cam];
   if (f.person !== undefined) body.person_id = f.person;
   if (f.friend !== undefined) body.friend = f.friend;
+  if (f.matched !== undefined) body.matched = f.matched;
+  if (f.watch) body.watchlist = f.watch === 'match';
   if (f.from) body.start = f.from.toISOString();
   if (f.to) body.end = f.to.toISOString();
+  return body;
+}
+
+function searchBody(f, maxId) {
+  const body = { ...filterParams(f), limit: PAGE };
   if (maxId) body.max_id = maxId;
   return body;
+}
+
+// GET /v1/history/report.html with the filters and the browser's zone: the browser
+// downloads it (Content-Disposition: attachment) with the session cookie.
+function reportUrl(f) {
+  const q = new URLSearchParams();
+  for (const [key, value] of Object.entries(filterParams(f))) {
+    q.set(key, Array.isArray(value) ? JSON.stringify(value) : String(value));
+  }
+  if (ZONE !== 'local time') q.set('tz', ZONE);
+  return `/v1/history/report.html?${q}`;
 }
 
 function matches(f, ev) {
   if (f.cam && ev.cam_id !== f.cam) return false;
   if (f.person !== undefined && ev.person_id !== f.person) return false;
   if (f.friend !== undefined && ev.friend !== f.friend) return false;
+  if (f.matched !== undefined && (ev.person_id !== null && ev.person_id !== undefined) !== f.matched) return false;
   if (f.from && eventDate(ev) < f.from) return false;
   if (f.to && eventDate(ev) > f.to) return false;
   return true;
@@ -356,6 +377,9 @@ async function viewEvents() {
     h('label', {}, 'Friend or foe', h('select', { name: 'friend' },
       h('option', { value: '' }, 'Both'), h('option', { value: 'friend' }, 'Friends'),
       h('option', { value: 'foe' }, 'Foes'))),
+    h('label', {}, 'Person known', h('select', { name: 'matched' },
+      h('option', { value: '' }, 'Known or not'), h('option', { value: 'known' }, 'Known persons'),
+      h('option', { value: 'unknown' }, 'Unknown persons'))),
     h('label', {}, 'Watch lists', h('select', { name: 'watch' },
       h('option', { value: '' }, 'All events'), h('option', { value: 'match' }, 'Matches only'),
       h('option', { value: 'none' }, 'No match'))),
@@ -363,12 +387,15 @@ async function viewEvents() {
     h('label', {}, 'To', h('input', { name: 'to', type: 'datetime-local', step: 1 })),
     h('div', { class: 'filter-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'),
       h('button', { type: 'reset', class: 'ghost' }, 'Clear'),
-      h('button', { type: 'button', class: 'ghost', id: 'export-csv', title: 'Download the filtered history as CSV' }, 'Export CSV')));
+      h('button', { type: 'button', class: 'ghost', id: 'export-csv', title: 'Download the filtered history as CSV' }, 'Export CSV'),
+      h('a', { class: 'button ghost', id: 'export-report', href: reportUrl({}), download: '',
+        title: 'Download the filtered history (newest 1000 events) as one HTML file with the face images' }, 'HTML report')));
   const live = liveBadge();
+  const summary = h('p', { class: 'muted small', id: 'event-counts', 'aria-live': 'polite' });
   const list = h('div', { class: 'grid events', id: 'events' });
   const more = h('button', { type: 'button', class: 'ghost more', hidden: true }, 'Load older events');
   main().append(h('div', { class: 'page-head' }, h('h1', {}, 'Events'), live,
-    h('span', { class: 'muted small' }, `Times in ${ZONE}`)), form, list, more);
+    h('span', { class: 'muted small' }, `Times in ${ZONE}`)), form, summary, list, more);
 
   try {
     for (const cam of await loadCameras()) {
@@ -412,16 +439,25 @@ async function viewEvents() {
   const loadPage = async (mine = run) => {
     more.disabled = true;
     try {
-      // (a watch-list filter pages through the history and keeps the events that pass it)
-      const data = filters.watch ? await watchFilteredPage(searchBody(filters, oldest), filters.watch)
-        : await api('POST', '/v1/history/search', searchBody(filters, oldest));
+      const data = await api('POST', '/v1/history/search', searchBody(filters, oldest));
       if (!current(mine)) return;
       for (const ev of data.results) add(ev, false);
-      if (data.scanned_to) oldest = data.scanned_to;
-      else if (data.results.length) oldest = data.results[data.results.length - 1].id;
+      if (data.results.length) oldest = data.results[data.results.length - 1].id;
       more.hidden = !data.next_page;
       showEmpty();
     } catch (err) { reportError(err); } finally { more.disabled = false; }
+  };
+  // "N events, K alerts" of the whole filtered history (counted by the server); refreshed on
+  // each reload and, at most every few seconds, while live events arrive.
+  let countTimer = null;
+  const showCounts = async (mine = run) => {
+    countTimer = null;
+    try {
+      const c = await api('POST', '/v1/history/counts', filterParams(filters));
+      if (!current(mine)) return;
+      summary.textContent = `${c.events} event${c.events === 1 ? '' : 's'} match, ${c.alerts} alert${c.alerts === 1 ? '' : 's'}`
+        + ` (${c.watchlist} watch-list match${c.watchlist === 1 ? '' : 'es'}, ${c.unknown} unknown face${c.unknown === 1 ? '' : 's'})`;
+    } catch (err) { /* the list shows API errors; the summary stays as it was */ }
   };
   const reload = async () => {
     const mine = ++run;
@@ -437,16 +473,24 @@ async function viewEvents() {
       if (!current(mine)) return;
       await loadPage(mine);
       if (!current(mine)) return;
+      showCounts(mine);
       openStream(after, async (ev) => {
         if (!matches(filters, ev)) return;
         if (filters.watch && !(await watchPasses(ev.id, filters.watch))) return;
         add(ev, true);
+        if (!countTimer) countTimer = setTimeout(() => showCounts(mine), 3000);
       }, status);
     } catch (err) { reportError(err); }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); reload(); });
   form.addEventListener('reset', () => setTimeout(reload, 0));
   more.addEventListener('click', () => loadPage());
+  const reportLink = form.querySelector('#export-report');
+  // the link follows the form (the filters as they are now, applied or not)
+  const syncReport = () => { reportLink.href = reportUrl(readFilters(form)); };
+  form.addEventListener('input', syncReport);
+  form.addEventListener('change', syncReport);
+  form.addEventListener('reset', () => setTimeout(syncReport, 0));
   const exportButton = form.querySelector('#export-csv');
   exportButton.addEventListener('click', async () => {
     exportButton.disabled = true;

@@ -9,8 +9,6 @@ const THRESHOLDS = [
 ];
 const watchQueue = new Map(); // event id -> cards waiting for their match
 const matchCache = new Map(); // event id -> { match, alert } (bounded)
-const WATCH_SCAN_PAGE = 500; // events per history request when filtering by watch lists
-const WATCH_SCAN_PAGES = 6; // history requests per "page" of filtered events
 let watchTimer = null;
 
 function watchListSettingsForm(gallery) {
@@ -107,25 +105,6 @@ async function watchMatchesOf(ids) {
 async function watchPasses(id, want) {
   const found = (await watchMatchesOf([id])).get(id);
   return Boolean(found && found.match) === (want === 'match');
-}
-
-// One page of the Events list with a watch-list filter: the history is read (server-side
-// paging, newest first) and only events whose match state is `want` are kept. Returns the
-// kept events, where the scan stopped (the next page starts there) and whether more is left.
-async function watchFilteredPage(body, want) {
-  const out = [];
-  let maxId = body.max_id;
-  let more = true;
-  for (let i = 0; i < WATCH_SCAN_PAGES && out.length < body.limit; i += 1) {
-    const data = await api('POST', '/v1/history/search', { ...body, limit: WATCH_SCAN_PAGE, max_id: maxId });
-    const found = await watchMatchesOf(data.results.map((ev) => ev.id));
-    for (const ev of data.results) {
-      if (Boolean(found.get(ev.id)?.match) === (want === 'match')) out.push(ev);
-    }
-    if (data.results.length) maxId = data.results[data.results.length - 1].id;
-    if (!data.next_page || !data.results.length) { more = false; break; }
-  }
-  return { results: out, scanned_to: maxId, next_page: more ? 'more' : null };
 }
 
 async function flushWatch() {
