@@ -46,6 +46,10 @@ def test_put_person_id_new_and_own(api: Api):
     assert r.status_code == 200 and r.json()["person_id"] == created
     r = api.put(f"/v1/face/id/{b['id']}", json={"person_id": ""})
     assert r.status_code == 200 and r.json()["person_id"] is None
+    r = api.put(f"/v1/face/id/{a['id']}", json={"person_id": None})  # JSON null clears too
+    assert r.status_code == 200 and r.json()["person_id"] is None, r.text
+    r = api.put(f"/v1/face/id/{a['id']}", json={"meta": "x"})  # absent: the person stays
+    assert r.status_code == 200 and r.json()["person_id"] is None
 
 
 def test_a_database_poisoned_by_an_old_version_is_repaired(tmp_path):

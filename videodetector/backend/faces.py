@@ -335,7 +335,8 @@ async def put_face(face_id: DbId, request: Request,
     backend = get_backend(request)
     p = await params_of(request)
     meta = p.text("meta")
-    person = p.raw("person_id", UNSET) if "person_id" in p.values else UNSET
+    # absent: leave it; null or "": clear (so not p.raw, which maps null to the default)
+    person = p.values["person_id"] if "person_id" in p.values else UNSET
     galleries = gallery_ops(p)
     given = attributes_param(p)
     attributes = UNSET if given is None else given
