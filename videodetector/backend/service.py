@@ -45,7 +45,7 @@ from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
-from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
+from videodetector.backend.storage import FileStore, insert, open_database, placeholders, update
 from videodetector.backend.timeutil import iso, now
 from videodetector.images import encode
 from videodetector.ratelog import RateLimitedLog
@@ -132,7 +132,7 @@ class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(settings.data_dir / "backend.sqlite3")
+        self.db = open_database(settings)
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
         self.tokens = TokenChecker(self.db)
@@ -185,6 +185,10 @@ class Backend:
         log.info("index ready in %.2f s", time.monotonic() - t0)
 
     def _db_data_version(self) -> int:
+        """Changes when another process committed (SQLite); on PostgreSQL the last
+        ``regenerated`` seq, the only outside change this looks for."""
+        if self.db.dialect == "postgresql":
+            return last_change(self.db)
         return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def refresh_regenerated(self) -> int:

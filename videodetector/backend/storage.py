@@ -168,20 +168,32 @@ def _sync_schema(conn: sqlite3.Connection) -> None:
                  "JOIN faces f ON f.id = g.face_id ORDER BY g.face_id")
 
 
+def dialect_of(conn: Any) -> str:
+    """``sqlite`` or ``postgresql``: which database a connection (or Database) talks to."""
+    return getattr(conn, "dialect", "sqlite")
+
+
+def columns(conn: Any, table: str) -> set[str]:
+    """The column names of ``table`` (either database)."""
+    if dialect_of(conn) == "postgresql":
+        return {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = ?", (table,))}
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _model_schema(conn: sqlite3.Connection) -> None:
     """Version 3: ``faces.model``, the embedding model of ``faces.embedding`` (every earlier
     row was made by FIRST_MODEL); the embeddings, regenerated and regenerate_done tables of
     regenerate.py come from ``SCHEMA`` itself."""
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(faces)")}
-    if "model" not in cols:
+    if "model" not in columns(conn, "faces"):
         conn.execute(f"ALTER TABLE faces ADD COLUMN model TEXT NOT NULL DEFAULT '{FIRST_MODEL}'")
 
 
 def _emotions_schema(conn: sqlite3.Connection) -> None:
     """Version 4: ``faces.emotions``, the JSON list of the face's two most likely emotions
     (8.1.2), NULL when they were not asked."""
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(faces)")}
-    if "emotions" not in cols:
+    if "emotions" not in columns(conn, "faces"):
         conn.execute("ALTER TABLE faces ADD COLUMN emotions TEXT")
 
 
@@ -206,6 +218,8 @@ def utcnow_iso() -> str:
 
 class Database:
     """One SQLite connection shared by all threads behind ``lock`` (an RLock)."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -232,8 +246,7 @@ class Database:
             with self.transaction() as conn:
                 step(conn)
                 conn.execute(f"PRAGMA user_version = {int(version)}")
-                conn.execute("INSERT OR REPLACE INTO settings VALUES ('schema_version', ?)",
-                             (str(version),))
+                _set_setting(conn, "schema_version", str(version))
             log.info("database schema upgraded to version %d", version)
 
     def close(self) -> None:
@@ -299,6 +312,59 @@ class Database:
         return None if r is None else r[0]
 
 
+# What SQLite's trigger in SCHEMA does, for PostgreSQL (run as they are, not translated).
+PG_EXTRA = (
+    """CREATE OR REPLACE FUNCTION fkvideo_faces_deleted() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN
+        DELETE FROM embeddings WHERE face_id = OLD.id;
+        DELETE FROM regenerate_done WHERE face_id = OLD.id;
+        RETURN OLD;
+    END $$""",
+    """CREATE OR REPLACE TRIGGER faces_deleted AFTER DELETE ON faces
+    FOR EACH ROW EXECUTE FUNCTION fkvideo_faces_deleted()""",
+)
+
+
+def _set_setting(conn: Any, key: str, value: str) -> None:
+    conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _pg_schema(db: Any) -> None:
+    """Create or upgrade the PostgreSQL schema: ``SCHEMA`` (types translated), the trigger
+    of ``PG_EXTRA`` and the steps of ``MIGRATIONS`` above ``settings.schema_version``, in
+    one transaction under the write lock of every process (two processes starting
+    together: the second waits, then finds the schema done)."""
+    with db.transaction() as conn:
+        db.executescript(SCHEMA)
+        for sql in PG_EXTRA:
+            db.execute_raw(sql)
+        row = conn.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        for version, step in MIGRATIONS:
+            if version > current:
+                step(conn)
+                _set_setting(conn, "schema_version", str(version))
+                log.info("database schema upgraded to version %d", version)
+
+
+def is_postgres_url(target: Any) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def open_database(settings: Any) -> Any:
+    """The database of ``settings``: PostgreSQL when ``settings.db`` is a URL, else the
+    SQLite file ``<data_dir>/backend.sqlite3``."""
+    if settings.db is None:
+        return Database(Path(settings.data_dir) / "backend.sqlite3")
+    from videodetector.backend.pgdb import PgDatabase, PgOptions
+
+    options = PgOptions(pool_size=settings.db_pool_size,
+                        connect_timeout=settings.db_connect_timeout,
+                        statement_timeout=settings.db_statement_timeout)
+    return PgDatabase(settings.db, options, schema=_pg_schema)
+
+
 def _run_undo(actions: list[Callable[[], None]]) -> None:
     for action in reversed(actions):
         try:
@@ -311,7 +377,7 @@ def insert(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> int:
     cols = ", ".join(values)
     marks = ", ".join("?" for _ in values)
     cur = conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(values.values()))
-    return int(cur.lastrowid)
+    return int(cur.lastrowid or 0)  # 0: a table without an id column (PostgreSQL)
 
 
 def update(conn: sqlite3.Connection, table: str, values: dict[str, Any], where: str,
