@@ -144,7 +144,7 @@ def _scalar_minmax(sql: str) -> str:
         args, end = _split_args(sql, m.end() - 1)
         if len(args) > 1:
             name = "GREATEST" if m.group(1).upper() == "MAX" else "LEAST"
-            inner = ", ".join(_scalar_minmax(a) for a in args)
+            inner = ", ".join(_scalar_minmax(a.strip()) for a in args)
             sql = f"{sql[:m.start()]}{name}({inner}){sql[end:]}"
         pos = m.start() + 1
     return sql

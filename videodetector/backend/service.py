@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from pgvector import Vector
 
 from videodetector.backend import changes, person_match, person_store
 from videodetector.backend.auth import TokenChecker
@@ -45,7 +46,14 @@ from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
-from videodetector.backend.storage import FileStore, insert, open_database, placeholders, update
+from videodetector.backend.storage import (
+    FileStore,
+    insert,
+    open_database,
+    placeholders,
+    update,
+    vector_index_sql,
+)
 from videodetector.backend.timeutil import iso, now
 from videodetector.images import encode
 from videodetector.ratelog import RateLimitedLog
@@ -151,6 +159,10 @@ class Backend:
         self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
         self.persons = person_match.Matcher(settings)
         person_store.migrate(self.db)
+        if self.db.dialect == "postgresql":
+            with self.db.transaction() as conn:
+                for sql in vector_index_sql(self.model, self.index.dim):
+                    conn.execute(sql)
         self.search_seconds: Observer = NULL_OBSERVER  # /identify's index search (/metrics)
         self._load_index()
         self._prune_idempotency()
@@ -707,6 +719,8 @@ class Backend:
         limit = self.settings.max_identify_limit
         if limit:
             n = min(n, limit)
+        if self.db.dialect == "postgresql":  # in the database: every process sees every face
+            return [self._identify_in_db(user, face, n, threshold, gallery) for face in faces]
         self.refresh_regenerated()
         with self.db.lock:
             index = self.index(user)
@@ -723,6 +737,44 @@ class Backend:
                 out.append([(fid, c) for fid, c in conf
                             if threshold is None or c >= threshold])
         return out
+
+
+    def _identify_in_db(self, user: int, face: NewFace, n: int, threshold: float | None,
+                        gallery: str | None) -> list[tuple[int, float]]:
+        """``identify`` of one face by pgvector (HNSW cosine index of the model, or an exact
+        scan where the planner prefers it): the user's faces whose vector of ``self.model``
+        is in ``faces.vec`` or ``embeddings.vec``."""
+        t0 = time.perf_counter()
+        rows = self.db.rows(*vector_search_sql(user, self.model, self.index.dim,
+                                               face.embedding, n, gallery))
+        self.search_seconds.observe(time.perf_counter() - t0)
+        out = []
+        for face_id, distance in rows:
+            c = float(confidence_from_cosine(1.0 - float(distance), self.model))
+            if threshold is None or c >= threshold:
+                out.append((int(face_id), c))
+        return out
+
+
+def vector_search_sql(user: int, model: str, dim: int, query: np.ndarray, n: int,
+                      gallery: str | None) -> tuple[str, list[Any]]:
+    """The pgvector query of ``_identify_in_db``: (face_id, cosine distance), nearest first.
+    The ORDER BY expression is the one of the model's indexes (``vector_index_sql``)."""
+    q = Vector(np.asarray(query, np.float32).reshape(-1)).to_text()
+    dist = f"(v.vec::vector({int(dim)})) <=> ?::vector({int(dim)})"
+    where, args = "f.user_id = ?", [user]
+    if gallery not in (None, DEFAULT_GALLERY):
+        where += " AND f.id IN (SELECT face_id FROM face_galleries WHERE user_id = ? AND " \
+                 "gallery = ?)"
+        args += [user, gallery]
+    limit = max(int(n), 0)
+    sql = (f"SELECT id, d FROM ("
+           f"(SELECT f.id, {dist.replace('v.', 'f.')} AS d FROM faces f WHERE {where} "
+           f"AND f.model = ? ORDER BY d LIMIT {limit}) UNION ALL "
+           f"(SELECT f.id, {dist.replace('v.', 'e.')} AS d FROM embeddings e JOIN faces f ON "
+           f"f.id = e.face_id WHERE {where} AND e.model = ? AND f.model <> ? ORDER BY d "
+           f"LIMIT {limit})) AS hits ORDER BY d, id LIMIT {limit}")
+    return sql, [q, *args, model, q, *args, model, model]
 
 
 class _Replayed(Exception):  # noqa: N818 - control flow, not an error

@@ -14,6 +14,7 @@ at COMMIT in WAL mode). A failed COMMIT is rolled back and raised as ``CommitFai
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import sqlite3
 import threading
@@ -312,8 +313,29 @@ class Database:
         return None if r is None else r[0]
 
 
-# What SQLite's trigger in SCHEMA does, for PostgreSQL (run as they are, not translated).
+# What SQLite's trigger in SCHEMA does, for PostgreSQL (run as they are, not translated),
+# and the pgvector columns: ``vec``, the float32 ``embedding`` / ``vector`` blob as a pgvector
+# ``vector`` (a stored generated column, so every write of the blob keeps it right; its
+# dimension is the model's, hence one expression index per model: ``vector_index_sql``).
 PG_EXTRA = (
+    "CREATE EXTENSION IF NOT EXISTS vector",
+    # little-endian float32 bytes -> vector, exactly (sign, exponent, mantissa; denormals 0)
+    """CREATE OR REPLACE FUNCTION fkvideo_f32_vector(b bytea) RETURNS vector
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT array_agg(CASE WHEN e = 0 THEN 0::float8 ELSE
+        (1 - 2 * s) * (1 + m / 8388608.0::float8) * power(2::float8, e - 127) END
+        ORDER BY i)::vector
+    FROM (SELECT i, get_byte(b, 4 * i + 3) >> 7 AS s,
+                 ((get_byte(b, 4 * i + 3) & 127) << 1) | (get_byte(b, 4 * i + 2) >> 7) AS e,
+                 ((get_byte(b, 4 * i + 2) & 127) << 16) | (get_byte(b, 4 * i + 1) << 8)
+                 | get_byte(b, 4 * i) AS m
+          FROM generate_series(0, length(b) / 4 - 1) AS i) AS parts
+    $$""",
+    """ALTER TABLE faces ADD COLUMN IF NOT EXISTS vec vector
+    GENERATED ALWAYS AS (fkvideo_f32_vector(embedding)) STORED""",
+    """ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS vec vector
+    GENERATED ALWAYS AS (fkvideo_f32_vector(vector)) STORED""",
+
     """CREATE OR REPLACE FUNCTION fkvideo_faces_deleted() RETURNS trigger LANGUAGE plpgsql AS
     $$ BEGIN
         DELETE FROM embeddings WHERE face_id = OLD.id;
@@ -323,6 +345,18 @@ PG_EXTRA = (
     """CREATE OR REPLACE TRIGGER faces_deleted AFTER DELETE ON faces
     FOR EACH ROW EXECUTE FUNCTION fkvideo_faces_deleted()""",
 )
+
+
+def vector_index_sql(model: str, dim: int) -> list[str]:
+    """The HNSW cosine indexes (PostgreSQL) of one embedding model's vectors: over the
+    faces whose ``faces.model`` it is and over its ``embeddings`` rows."""
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", model) or not 1 <= dim <= 2000:
+        raise ValueError(f"bad embedding model or dimension: {model!r}, {dim!r}")
+    tag = model.replace("-", "_")
+    return [f"CREATE INDEX IF NOT EXISTS faces_vec_{tag} ON faces USING hnsw "
+            f"((vec::vector({dim})) vector_cosine_ops) WHERE model = '{model}'",
+            f"CREATE INDEX IF NOT EXISTS embeddings_vec_{tag} ON embeddings USING hnsw "
+            f"((vec::vector({dim})) vector_cosine_ops) WHERE model = '{model}'"]
 
 
 def _set_setting(conn: Any, key: str, value: str) -> None:
