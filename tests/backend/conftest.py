@@ -144,11 +144,21 @@ def store(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("pg_cluster").new_database()
 
 
+@pytest.fixture(params=STORES)
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """The ``db`` setting for a test's own server(s): None (SQLite in its data_dir) or a fresh
+    PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
 @pytest.fixture(autouse=True)
 def _sqlite_only(request: pytest.FixtureRequest) -> None:
     mark = request.node.get_closest_marker("sqlite_only")
     callspec = getattr(request.node, "callspec", None)
-    if mark and callspec is not None and callspec.params.get("store") == "postgresql":
+    params = callspec.params if callspec is not None else {}
+    if mark and "postgresql" in (params.get("store"), params.get("db_url")):
         pytest.skip(f"SQLite only: {mark.args[0] if mark.args else 'SQLite-specific'}")
 
 

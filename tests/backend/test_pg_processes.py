@@ -1,6 +1,6 @@
 """Two ``fkvideo_backend serve`` processes on one PostgreSQL database and one image folder:
 a face enrolled on A is identified on B at once; one Idempotency-Key posted to both (at the
-same time) stores the face once."""
+same time) stores the face once; one face stream posted to both makes one person."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def _serve(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "videodetector.backend.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), "--db", url, "--log-level", "warning"],
+         "--data-dir", str(data_dir), "--db", url, "--log-level", "warning",
+         "--person-identify", "true"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -106,3 +107,16 @@ def test_one_idempotency_key_to_both_stores_once(two_backends: tuple[Api, Api]) 
     assert [f["id"] for f in post(b).json()["results"]] == ids_a
     listed = a.get("/v1/face/meta/idem").json()
     assert [f["id"] for f in listed["results"]] == ids_a
+
+
+def test_one_face_stream_on_both_processes_is_one_person(two_backends: tuple[Api, Api]
+                                                         ) -> None:
+    """Dynamic person creation on B knows the person A made a moment ago (B's index caught
+    up with A's faces under the shared write lock), and so does A for B's."""
+    a, b = two_backends
+    first = a.add_face(person_photo("D"), cam_id="door")
+    assert first["person_id"] is not None
+    assert b.add_face(person_photo("D"), cam_id="door")["person_id"] == first["person_id"]
+    other = b.add_face(person_photo("B"), cam_id="door")
+    assert other["person_id"] not in (None, first["person_id"])
+    assert a.add_face(person_photo("B"), cam_id="door")["person_id"] == other["person_id"]

@@ -42,6 +42,8 @@ import psycopg
 from psycopg.types.numeric import Int8Dumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from videodetector.backend import storage
+
 log = logging.getLogger(__name__)
 
 WRITE_LOCK = 0x666B7669  # pg_advisory_xact_lock key of the write transactions ("fkvi")
@@ -49,6 +51,10 @@ WRITE_LOCK = 0x666B7669  # pg_advisory_xact_lock key of the write transactions (
 
 class DatabaseUnavailable(sqlite3.OperationalError):  # noqa: N818 - an OperationalError
     """PostgreSQL is unreachable, too slow, or the transaction had to be retried (503)."""
+
+
+class CommitFailed(DatabaseUnavailable, storage.CommitFailed):
+    """COMMIT failed; the transaction was rolled back (a ``storage.CommitFailed``)."""
 
 
 class PgIntegrityError(sqlite3.IntegrityError):
@@ -387,6 +393,9 @@ class PgDatabase:
         self._undo: list[Callable[[], None]] | None = None
         self._local = threading.local()
         self._catalog: Catalog = {}
+        # called with the connection at the start of each write transaction, under the
+        # write lock of every process (Backend.catch_up)
+        self.on_begin: Callable[[Connection], None] | None = None
         self._translated: dict[str, tuple[str, str | None]] = {}  # to_pg of each text
         self.conn = Connection(self)
         kwargs = {"autocommit": True, "cursor_factory": psycopg.ClientCursor,
@@ -496,18 +505,27 @@ class PgDatabase:
                         conn.execute("BEGIN")
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                     self._undo = undo
+                    if self.on_begin is not None:
+                        self.on_begin(self.conn)
                     yield self.conn
-                    with _mapped_errors():
-                        conn.execute("COMMIT")
+                    self._commit(conn)
                 except BaseException:
                     self._rollback(conn)
                     self._undo = None
-                    from videodetector.backend.storage import _run_undo
-                    _run_undo(undo)
+                    storage._run_undo(undo)
                     raise
                 finally:
                     self._local.conn = None
                 self._undo = None
+
+    @staticmethod
+    def _commit(conn: psycopg.Connection) -> None:
+        """COMMIT; any failure (a deferred constraint, the server gone) is a 503, as a
+        failed COMMIT is on SQLite (``storage.CommitFailed``)."""
+        try:
+            conn.execute("COMMIT")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise CommitFailed(f"commit failed: {exc}") from exc
 
     @staticmethod
     def _rollback(conn: psycopg.Connection) -> None:

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GALLERY = changes.DEFAULT_GALLERY
 TOMBSTONE_PRUNE_INTERVAL = 3600.0  # seconds between prunes of old sync tombstones
+FACE_LOG_TTL = 86400.0  # seconds a face_log row is kept (PostgreSQL; see Backend.catch_up)
 GALLERY_RE = re.compile(r"^[a-zA-Z0-9_-]{1,48}$")
 
 
@@ -159,6 +160,7 @@ class Backend:
         self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
         self.persons = person_match.Matcher(settings)
         person_store.migrate(self.db)
+        self._log_seq = 0  # the last face_log row applied to the index (PostgreSQL)
         if self.db.dialect == "postgresql":
             with self.db.transaction() as conn:
                 for sql in vector_index_sql(self.model, self.index.dim):
@@ -177,6 +179,8 @@ class Backend:
         yet) stop the start unless ``allow_partial``; then they are left out of searches."""
         t0 = time.monotonic()
         with self.db.lock:
+            if self.db.dialect == "postgresql":  # before the faces: a later change is applied
+                self._log_seq = int(self.db.scalar("SELECT COALESCE(MAX(seq), 0) FROM face_log"))
             self._regen_seq = last_change(self.db)
             self._data_version = self._db_data_version()
             n, missing = self.index.load(self.db.conn, VECTOR_SQL, {"m": self.model})
@@ -195,6 +199,38 @@ class Backend:
         with self.db.lock:
             self.index.open_graphs()  # HNSW graphs of large galleries: snapshot or background
         log.info("index ready in %.2f s", time.monotonic() - t0)
+        if self.db.dialect == "postgresql":
+            self.db.on_begin = self.catch_up
+
+    def catch_up(self, conn: Any) -> int:
+        """PostgreSQL, at the start of a write transaction (under every process's write
+        lock): apply to the in-memory index the faces any process added, changed or deleted
+        since the last call (``face_log``); returns how many faces were looked at."""
+        rows = conn.execute("SELECT seq, face_id, user_id FROM face_log WHERE seq > ? "
+                            "ORDER BY seq", (self._log_seq,)).fetchall()
+        if not rows:
+            return 0
+        self._log_seq = int(rows[-1][0])
+        changed = {int(r[1]): int(r[2]) for r in rows}
+        now_rows = {r["id"]: r for r in conn.execute(
+            f"SELECT f.id, f.user_id, f.cam_id, f.person_id, {VECTOR_SQL} AS vec FROM faces f "
+            "WHERE f.id = ANY(:ids)", {"m": self.model, "ids": list(changed)})}
+        for face_id, user in changed.items():
+            self._apply_face(face_id, user, now_rows.get(face_id))
+        return len(changed)
+
+    def _apply_face(self, face_id: int, user: int, row: Any) -> None:
+        vec = None if row is None else vector_of(row["vec"])
+        index = self.index(user)
+        if face_id in index:
+            if vec is not None and row["user_id"] == user:
+                old_vec, cam, person = index.entry(face_id)
+                if (cam, person) == (row["cam_id"], row["person_id"]) and \
+                        np.array_equal(old_vec, vec):
+                    return  # as indexed (this process's own change)
+            index.remove(face_id)
+        if vec is not None:
+            self.index(row["user_id"]).add(face_id, vec, row["cam_id"], row["person_id"])
 
     def _db_data_version(self) -> int:
         """Changes when another process committed (SQLite); on PostgreSQL the last
@@ -243,6 +279,9 @@ class Backend:
         self._tombstones_pruned = time.monotonic()
         try:
             changes.prune_tombstones(self.db, self.settings.sync_tombstone_ttl)
+            if self.db.dialect == "postgresql":  # every process applies it within the hour
+                with self.db.transaction() as conn:  # (each write transaction; this one too)
+                    conn.execute("DELETE FROM face_log WHERE at < ?", (time.time() - FACE_LOG_TTL,))
         except sqlite3.OperationalError as exc:  # e.g. a full disk: serve anyway, prune later
             log.warning("could not prune sync tombstones: %s", exc)
 

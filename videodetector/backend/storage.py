@@ -335,6 +335,26 @@ PG_EXTRA = (
     GENERATED ALWAYS AS (fkvideo_f32_vector(embedding)) STORED""",
     """ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS vec vector
     GENERATED ALWAYS AS (fkvideo_f32_vector(vector)) STORED""",
+    # Every change of a face that its in-memory index entry depends on, by any process: each
+    # backend applies the others' at the start of its next write transaction
+    # (Backend.catch_up), so person matching sees the faces another process stored.
+    """CREATE TABLE IF NOT EXISTS face_log (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        face_id BIGINT NOT NULL,
+        user_id BIGINT NOT NULL,
+        at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp()))""",
+    """CREATE OR REPLACE FUNCTION fkvideo_face_log() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN
+        IF TG_OP = 'DELETE' THEN
+            INSERT INTO face_log (face_id, user_id) VALUES (OLD.id, OLD.user_id);
+        ELSE
+            INSERT INTO face_log (face_id, user_id) VALUES (NEW.id, NEW.user_id);
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE OR REPLACE TRIGGER faces_logged
+    AFTER INSERT OR DELETE OR UPDATE OF person_id, cam_id, embedding, model ON faces
+    FOR EACH ROW EXECUTE FUNCTION fkvideo_face_log()""",
 
     """CREATE OR REPLACE FUNCTION fkvideo_faces_deleted() RETURNS trigger LANGUAGE plpgsql AS
     $$ BEGIN
