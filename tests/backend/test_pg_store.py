@@ -50,6 +50,8 @@ def test_sqlite_dialect_rewrites() -> None:
         "created = EXCLUDED.created")
     assert to_pg("UPDATE w SET c = MAX(c, ?), d = MAX(d) WHERE IFNULL(x, 0) = MIN(?, 3)")[0] \
         == "UPDATE w SET c = GREATEST(c, %s), d = MAX(d) WHERE COALESCE(x, 0) = LEAST(%s, 3)"
+    assert to_pg("SELECT a FROM t WHERE a IN () OR b NOT IN ( ) AND c IN (?)")[0] == \
+        "SELECT a FROM t WHERE a = ANY('{}') OR b <> ALL('{}') AND c IN (%s)"
     sql, ret = to_pg("INSERT INTO persons (user_id, meta, created) VALUES (?, ?, ?)", TABLES)
     assert (sql, ret) == ("INSERT INTO persons (user_id, meta, created) VALUES (%s, %s, %s) "
                           "RETURNING id", "id")
@@ -107,6 +109,19 @@ def test_vector_column_is_the_embedding_exactly(pg_db: object, vec: np.ndarray) 
                         (face_id,))
     got = np.array([float(x) for x in text.strip("[]").split(",")], np.float32)
     assert np.array_equal(got, vec)
+
+
+def test_empty_in_lists_mean_what_they_mean_in_sqlite(pg_db: object) -> None:
+    with pg_db.transaction() as conn:  # type: ignore[attr-defined]
+        face_id = _insert_face(conn, b"\0" * 512)
+    ids = ([], [face_id])
+    for wanted in ids:
+        marks = ", ".join("?" * len(wanted))
+        assert [r[0] for r in pg_db.rows(  # type: ignore[attr-defined]
+            f"SELECT id FROM faces WHERE id IN ({marks})", wanted)] == wanted
+        assert [r[0] for r in pg_db.rows(  # type: ignore[attr-defined]
+            f"SELECT id FROM faces WHERE id NOT IN ({marks})", wanted)] == \
+            [i for i in [face_id] if i not in wanted]
 
 
 def test_rows_read_like_sqlite(pg_db: object) -> None:

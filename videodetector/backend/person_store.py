@@ -98,8 +98,9 @@ def _reset_person_sequence(conn: Any, top: int) -> bool:
                                ).fetchone()
         if current is None or current[0] is None or current[0] <= MAX_SERVER_PERSON_ID:
             return False
-        conn.execute("SELECT setval(pg_get_serial_sequence('persons', 'id'), ?, ?)",
-                     (max(top, 1), top > 0))
+        called = "true" if top > 0 else "false"  # top = 0: the next id is 1
+        conn.execute(f"SELECT setval(pg_get_serial_sequence('persons', 'id')::regclass, ?, "
+                     f"{called})", (max(top, 1),))
         return True
     return bool(conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons' AND "
                              "seq > ?", (top, MAX_SERVER_PERSON_ID)).rowcount)

@@ -7,6 +7,7 @@ what differs, once per statement text (cached):
 * placeholders: ``?`` -> ``%s``, ``:name`` -> ``%(name)s`` (a literal ``%`` -> ``%%``);
   statements run through a client-side binding cursor, so an untyped ``?`` is a literal
   as in SQLite (``? IS NULL``, ``text = ?`` with an int);
+* ``IN ()`` -> ``= ANY('{}')``, ``NOT IN ()`` -> ``<> ALL('{}')``;
 * ``INSERT OR IGNORE`` -> ``ON CONFLICT DO NOTHING``; ``INSERT OR REPLACE`` -> ``ON CONFLICT
   (primary key) DO UPDATE`` of the other columns; ``IFNULL`` -> ``COALESCE``; the scalar
   ``MAX(a, b)``/``MIN(a, b)`` -> ``GREATEST``/``LEAST``;
@@ -46,6 +47,7 @@ from videodetector.backend import storage
 
 log = logging.getLogger(__name__)
 
+MAX_CACHED_STATEMENTS = 4096  # translated statement texts kept per database
 WRITE_LOCK = 0x666B7669  # pg_advisory_xact_lock key of the write transactions ("fkvi")
 
 
@@ -140,6 +142,8 @@ def _split_args(text: str, start: int) -> tuple[list[str], int]:
     return [text[start + 1:]], len(text)
 
 
+_NOT_IN_EMPTY = re.compile(r"\bNOT\s+IN\s*\(\s*\)", re.I)
+_IN_EMPTY = re.compile(r"\bIN\s*\(\s*\)", re.I)
 _SCALAR = re.compile(r"\b(MAX|MIN)\s*\(", re.I)
 
 
@@ -204,6 +208,10 @@ def to_pg(sql: str, tables: Catalog | None = None) -> tuple[str, str | None]:
             sql = pattern.sub(repl, sql)
         return _placeholders(sql), None
     sql = re.sub(r"\bIFNULL\s*\(", "COALESCE(", sql, flags=re.I)
+    # an empty IN list (SQLite: false; NOT IN: true) is a syntax error in PostgreSQL; the
+    # untyped '{}' takes the type of the left side
+    sql = _NOT_IN_EMPTY.sub("<> ALL('{}')", sql)
+    sql = _IN_EMPTY.sub("= ANY('{}')", sql)
     sql = _scalar_minmax(sql)
     if m := _INSERT_OR.match(sql):
         sql = _upsert(sql, tables.get(m.group(2).lower()), m.group(1), m.group(2))
@@ -429,6 +437,8 @@ class PgDatabase:
     def run(self, cursor: Cursor, sql: str, params: Sequence[Any] | dict[str, Any]) -> None:
         done = self._translated.get(sql)
         if done is None:
+            if len(self._translated) >= MAX_CACHED_STATEMENTS:  # texts built per call (IN lists)
+                self._translated.clear()
             done = self._translated[sql] = to_pg(sql, self._catalog)
         text, returning = done
         args = dict(params) if isinstance(params, dict) else tuple(params)
