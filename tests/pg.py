@@ -178,6 +178,13 @@ class PgCluster:
         self._dbs.append(name)
         return self.db_url(name)
 
+    def copy_database(self, url: str, prefix: str = "c") -> str:
+        """A new database with the contents of the one at ``url`` (nobody connected to it)."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self._admin(f"CREATE DATABASE {name} TEMPLATE {url.rsplit('/', 1)[1]}")
+        self._dbs.append(name)
+        return self.db_url(name)
+
     def stop(self) -> None:
         if self.datadir is None:  # an outside server: drop what we made
             for name in reversed(self._dbs):

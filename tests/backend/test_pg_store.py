@@ -50,6 +50,8 @@ def test_sqlite_dialect_rewrites() -> None:
         "created = EXCLUDED.created")
     assert to_pg("UPDATE w SET c = MAX(c, ?), d = MAX(d) WHERE IFNULL(x, 0) = MIN(?, 3)")[0] \
         == "UPDATE w SET c = GREATEST(c, %s), d = MAX(d) WHERE COALESCE(x, 0) = LEAST(%s, 3)"
+    assert to_pg("SELECT 1 FROM t WHERE 1 AND a = 1")[0] == "SELECT 1 FROM t WHERE TRUE AND a = 1"
+    assert to_pg("SELECT 1 FROM t WHERE 1 = 1")[0] == "SELECT 1 FROM t WHERE 1 = 1"
     assert to_pg("SELECT a FROM t WHERE a IN () OR b NOT IN ( ) AND c IN (?)")[0] == \
         "SELECT a FROM t WHERE a = ANY('{}') OR b <> ALL('{}') AND c IN (%s)"
     sql, ret = to_pg("INSERT INTO persons (user_id, meta, created) VALUES (?, ?, ?)", TABLES)

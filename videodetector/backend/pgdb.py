@@ -7,7 +7,7 @@ what differs, once per statement text (cached):
 * placeholders: ``?`` -> ``%s``, ``:name`` -> ``%(name)s`` (a literal ``%`` -> ``%%``);
   statements run through a client-side binding cursor, so an untyped ``?`` is a literal
   as in SQLite (``? IS NULL``, ``text = ?`` with an int);
-* ``IN ()`` -> ``= ANY('{}')``, ``NOT IN ()`` -> ``<> ALL('{}')``;
+* ``WHERE 1`` -> ``WHERE TRUE``; ``IN ()`` -> ``= ANY('{}')``, ``NOT IN ()`` -> ``<> ALL('{}')``;
 * ``INSERT OR IGNORE`` -> ``ON CONFLICT DO NOTHING``; ``INSERT OR REPLACE`` -> ``ON CONFLICT
   (primary key) DO UPDATE`` of the other columns; ``IFNULL`` -> ``COALESCE``; the scalar
   ``MAX(a, b)``/``MIN(a, b)`` -> ``GREATEST``/``LEAST``;
@@ -142,6 +142,8 @@ def _split_args(text: str, start: int) -> tuple[list[str], int]:
     return [text[start + 1:]], len(text)
 
 
+_WHERE_1 = re.compile(r"\bWHERE\s+1\b(?!\s*(?:[-+*/%=<>!|.]|IS\b|IN\b|NOT\b|BETWEEN\b|LIKE\b))",
+                      re.I)
 _NOT_IN_EMPTY = re.compile(r"\bNOT\s+IN\s*\(\s*\)", re.I)
 _IN_EMPTY = re.compile(r"\bIN\s*\(\s*\)", re.I)
 _SCALAR = re.compile(r"\b(MAX|MIN)\s*\(", re.I)
@@ -210,6 +212,7 @@ def to_pg(sql: str, tables: Catalog | None = None) -> tuple[str, str | None]:
     sql = re.sub(r"\bIFNULL\s*\(", "COALESCE(", sql, flags=re.I)
     # an empty IN list (SQLite: false; NOT IN: true) is a syntax error in PostgreSQL; the
     # untyped '{}' takes the type of the left side
+    sql = _WHERE_1.sub("WHERE TRUE", sql)  # SQLite's "WHERE 1 [AND ...]"
     sql = _NOT_IN_EMPTY.sub("<> ALL('{}')", sql)
     sql = _IN_EMPTY.sub("= ANY('{}')", sql)
     sql = _scalar_minmax(sql)
