@@ -264,3 +264,15 @@ def test_store_setting_is_checked() -> None:
 def test_unavailable_is_an_operational_error() -> None:
     import sqlite3
     assert issubclass(DatabaseUnavailable, sqlite3.OperationalError)
+
+
+def test_db_from_the_ini_file_and_the_flag(tmp_path: Path) -> None:
+    from videodetector.backend.cli import build_parser, settings_from_args
+
+    cfg = tmp_path / "backend.ini"
+    cfg.write_text("db = 'postgresql://fkvideo@db-host:5432/fkvideo'\ndb_pool_size = 4\n")
+    s = settings_from_args(build_parser().parse_args(["serve", "-c", str(cfg)]))
+    assert (s.db, s.db_pool_size) == ("postgresql://fkvideo@db-host:5432/fkvideo", 4)
+    s = settings_from_args(build_parser().parse_args(
+        ["serve", "-c", str(cfg), "--db", "postgresql://other@h/x"]))
+    assert s.db == "postgresql://other@h/x"
