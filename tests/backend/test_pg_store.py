@@ -276,3 +276,24 @@ def test_db_from_the_ini_file_and_the_flag(tmp_path: Path) -> None:
     s = settings_from_args(build_parser().parse_args(
         ["serve", "-c", str(cfg), "--db", "postgresql://other@h/x"]))
     assert s.db == "postgresql://other@h/x"
+
+
+def test_identify_query_can_use_the_models_hnsw_index(pg_db: object) -> None:
+    """The search's ORDER BY is the index's expression and its model filter implies the
+    partial index's predicate: with sequential scans off, the plan is the HNSW index."""
+    from videodetector.backend.service import vector_search_sql
+    from videodetector.backend.storage import vector_index_sql
+
+    rng = np.random.default_rng(0)
+    with pg_db.transaction() as conn:  # type: ignore[attr-defined]
+        for sql in vector_index_sql("sface-2021dec", 128):
+            conn.execute(sql)
+        for _ in range(20):
+            _insert_face(conn, rng.standard_normal(128).astype(np.float32).tobytes())
+    sql, args = vector_search_sql(1, "sface-2021dec", 128, rng.standard_normal(128), 5, None)
+    with pg_db.transaction() as conn:  # type: ignore[attr-defined]
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, args).fetchall())
+        hits = conn.execute(sql, args).fetchall()
+    assert "Index Scan using faces_vec_sface_2021dec" in plan, plan
+    assert len(hits) == 5 and [h[1] for h in hits] == sorted(h[1] for h in hits)
