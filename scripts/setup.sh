@@ -38,7 +38,7 @@ fi
 if ! python -c "import importlib.util as u, pathlib as p, sys; s = u.find_spec('pgserver'); \
 sys.exit(0 if s and (p.Path(s.submodule_search_locations[0]) / 'pginstall/bin/postgres').is_file() else 1)"
 then
-    if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+    if ! ls /usr/share/postgresql/*/extension/vector.control >/dev/null 2>&1 \
             && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
             && v=$(ls /usr/lib/postgresql | sort -n | tail -1) \
