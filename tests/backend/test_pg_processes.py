@@ -1,6 +1,7 @@
 """Two ``fkvideo_backend serve`` processes on one PostgreSQL database and one image folder:
 a face enrolled on A is identified on B at once; one Idempotency-Key posted to both (at the
-same time) stores the face once; one face stream posted to both makes one person."""
+same time) stores the face once; one face stream posted to both makes one person, and
+friend-or-foe counts the days it was seen through either."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _serve(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "videodetector.backend.cli", "serve", "--port", str(port),
          "--data-dir", str(data_dir), "--db", url, "--log-level", "warning",
-         "--person-identify", "true"],
+         "--person-identify", "true", "--friend-count", "2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -120,3 +121,20 @@ def test_one_face_stream_on_both_processes_is_one_person(two_backends: tuple[Api
     other = b.add_face(person_photo("B"), cam_id="door")
     assert other["person_id"] not in (None, first["person_id"])
     assert a.add_face(person_photo("B"), cam_id="door")["person_id"] == other["person_id"]
+
+
+def test_friend_or_foe_counts_days_seen_through_either_process(two_backends: tuple[Api, Api]
+                                                              ) -> None:
+    """friend_count=2 days on one camera: day 1 through A, day 2 through B makes a friend,
+    whichever process answers."""
+    a, b = two_backends
+
+    def post(api: Api, day: int) -> dict:
+        return api.add_face(person_photo("A"), cam_id="lobby",
+                            timestamp=f"2024-03-{day:02d}T12:00:00")
+
+    first = post(a, 1)
+    assert first["friend"] is False
+    second = post(b, 2)
+    assert second["person_id"] == first["person_id"] and second["friend"] is True
+    assert post(a, 3)["friend"] is True
