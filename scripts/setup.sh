@@ -31,5 +31,20 @@ if ! command -v chromium >/dev/null 2>&1; then
              "the browser tests will be skipped" >&2
     fi
 fi
+# The PostgreSQL tests start a throwaway server themselves (tests/pg.py) from the pgserver
+# wheel's PostgreSQL 16 + pgvector (installed above). Where that wheel has no binaries for the
+# platform, Debian's packages stand in (pgvector >= 0.5 for the HNSW index); without either the
+# PostgreSQL tests skip and say why.
+if ! python -c "import importlib.util as u, pathlib as p, sys; s = u.find_spec('pgserver'); \
+sys.exit(0 if s and (p.Path(s.submodule_search_locations[0]) / 'pginstall/bin/postgres').is_file() else 1)"
+then
+    if ! ls /usr/share/postgresql/*/extension/vector.control >/dev/null 2>&1 \
+            && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
+            && v=$(ls /usr/lib/postgresql | sort -n | tail -1) \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$v-pgvector") \
+            >/dev/null 2>&1 || echo "setup: could not install PostgreSQL; its tests will be skipped" >&2
+    fi
+fi
 python -c "from videodetector.core.models import EMOTION, SFACE, YUNET, model_path; [model_path(m) for m in (YUNET, SFACE, EMOTION)]"
 echo "setup: ok ($(python --version))"

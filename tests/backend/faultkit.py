@@ -1,10 +1,11 @@
 """Fault injection for the backend's storage tests, and the consistency check they share.
 
 The faults are outside the product: the kernel reporting a full disk to the image writes
-(``DiskFull``), and SQLite itself refusing a COMMIT (``CommitFault``: a trigger violates a
-deferred foreign key, which SQLite checks at COMMIT, the point where a full disk shows up in
-WAL mode). ``assert_consistent`` checks what the fix promises: the in-memory index is the
-database, and the image files on disk are exactly those the database refers to.
+(``DiskFull``), and the database itself refusing a COMMIT (``CommitFault``: a trigger violates
+a deferred foreign key, which SQLite and PostgreSQL check at COMMIT, the point where a full
+disk shows up in SQLite's WAL mode). ``assert_consistent`` checks what the fix promises: the
+in-memory index is the database, and the image files on disk are exactly those the database
+refers to.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ _WATCHED = {"faces": ("INSERT", "UPDATE", "DELETE"), "face_galleries": ("INSERT"
             "idempotency": ("INSERT",)}
 
 
+_PG_FAULT = (
+    "CREATE TABLE IF NOT EXISTS fault_parent (id BIGINT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS fault_child (ref BIGINT REFERENCES fault_parent (id) "
+    "DEFERRABLE INITIALLY DEFERRED)",
+    "CREATE OR REPLACE FUNCTION fault_fire() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN INSERT INTO fault_child VALUES (1); RETURN NULL; END $$",
+)
+
+
 class CommitFault:
     """While on (``with CommitFault(db):`` or ``set(True)``), every COMMIT of a transaction
     that wrote a face, gallery, person or idempotency row fails in SQLite itself
@@ -54,6 +64,10 @@ class CommitFault:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.active = False
+        if db.dialect == "postgresql":
+            for sql in _PG_FAULT:
+                db.execute_raw(sql)
+            return
         with db.lock:
             db.conn.executescript(
                 "CREATE TABLE IF NOT EXISTS fault_parent (id INTEGER PRIMARY KEY);"
@@ -62,6 +76,16 @@ class CommitFault:
 
     def set(self, on: bool) -> None:
         if on == self.active:
+            return
+        if self.db.dialect == "postgresql":
+            for table, events in _WATCHED.items():
+                for event in events:
+                    name = f"fault_{table}_{event.lower()}"
+                    self.db.execute_raw(
+                        f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH STATEMENT "
+                        "EXECUTE FUNCTION fault_fire()" if on
+                        else f"DROP TRIGGER {name} ON {table}")
+            self.active = on
             return
         script = []
         for table, events in _WATCHED.items():

@@ -253,12 +253,12 @@ def test_stream_accepts_the_session_cookie_and_rejects_bad_ids(server: Any) -> N
         error_of(api.get("/v1/events/stream", params={"after": bad}), 400, "BAD_PARAM")
 
 
-def test_stopping_the_server_ends_open_streams_at_once(tmp_path: Any) -> None:
+def test_stopping_the_server_ends_open_streams_at_once(db_url, tmp_path: Any) -> None:
     """An open stream must not hold a shutdown for uvicorn's 10 s graceful timeout."""
     from videodetector.backend.server import BackendServer
     from videodetector.backend.settings import Settings
 
-    srv = BackendServer(Settings(data_dir=tmp_path, log_level="warning")).start()
+    srv = BackendServer(Settings(data_dir=tmp_path, db=db_url, log_level="warning")).start()
     try:
         reader = SseReader(srv.url, {"Authorization": f"Token {srv.create_token()}"})
         assert reader.status == 200
@@ -273,13 +273,13 @@ def test_stopping_the_server_ends_open_streams_at_once(tmp_path: Any) -> None:
     assert took < 4, f"stopping took {took:.1f} s with a stream open"
 
 
-def test_stream_sees_events_written_through_another_connection(tmp_path: Any) -> None:
+def test_stream_sees_events_written_through_another_connection(db_url, tmp_path: Any) -> None:
     """Two backends on one data directory (as two processes would be): events posted to the
     first stream from the second, in order — the catch-up reads the database, not memory."""
     from videodetector.backend.server import BackendServer
     from videodetector.backend.settings import Settings
 
-    settings = Settings(data_dir=tmp_path, log_level="warning")
+    settings = Settings(data_dir=tmp_path, db=db_url, log_level="warning")
     with BackendServer(settings) as writer, BackendServer(settings) as streamer:
         token = writer.create_token()
         api = Api(writer.url, token)

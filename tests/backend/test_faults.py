@@ -91,8 +91,9 @@ def check_after_fault(srv: BackendServer, api: Api, acked: dict[str, list[int]])
     assert_consistent(srv.backend)
 
 
-def test_full_disk_answers_503_and_recovers_without_restart(tmp_path, monkeypatch):
-    with BackendServer(settings(tmp_path)) as srv:
+@pytest.mark.sqlite_only("fills the database itself with PRAGMA max_page_count (SQLITE_FULL)")
+def test_full_disk_answers_503_and_recovers_without_restart(db_url, tmp_path, monkeypatch):
+    with BackendServer(settings(tmp_path, db=db_url)) as srv:
         api = Api(srv.url, srv.create_token())
         acked = {f"ok-{i}": ids_of(post(api, who, f"ok-{i}")) for i, who in enumerate("ABC")}
         disk = DiskFull(monkeypatch)
@@ -137,11 +138,12 @@ def test_full_disk_answers_503_and_recovers_without_restart(tmp_path, monkeypatc
         check_after_fault(srv, api, acked)
 
 
-def test_failed_commit_changes_nothing_on_any_write_path(tmp_path):
+def test_failed_commit_changes_nothing_on_any_write_path(db_url, tmp_path):
     """SQLite refuses the COMMIT: face add, delete, person change, gallery delete and
     history retention all answer 503 (or raise) and leave the index, the database and the
     files as they were; afterwards they all work, without a restart."""
-    with BackendServer(settings(tmp_path, friend_interval=DAY, history_max_age=DAY)) as srv:
+    with BackendServer(settings(tmp_path, db=db_url, friend_interval=DAY,
+                                history_max_age=DAY)) as srv:
         api = Api(srv.url, srv.create_token())
         backend = srv.backend
         assert api.post("/v1/galleries/watch").status_code == 201

@@ -15,8 +15,9 @@ from videodetector.backend.storage import SCHEMA_VERSION, Database
 
 
 @pytest.fixture(scope="module")
-def gae_api(tmp_path_factory) -> Api:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("gae"), gae=True, log_level="warning")
+def gae_api(tmp_path_factory, store) -> Api:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("gae"), db=store, gae=True,
+                        log_level="warning")
     with BackendServer(settings) as srv:
         yield Api(srv.url, srv.create_token())
 

@@ -30,9 +30,10 @@ VIDEO_ROOT = "/srv/videos"
 
 
 @pytest.fixture(scope="module")
-def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+def hostile_server(tmp_path_factory: pytest.TempPathFactory, store: str | None
+                   ) -> Iterator[BackendServer]:
     """A server with the settings the exposure items are about."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("hostile"), **SERVER_SETTINGS,
+    settings = Settings(data_dir=tmp_path_factory.mktemp("hostile"), db=store, **SERVER_SETTINGS,
                         metrics_token=METRICS_TOKEN, camera_file_roots=(Path(VIDEO_ROOT),),
                         fetch_urls=True, fetch_timeout=5)
     with BackendServer(settings) as srv:
@@ -71,8 +72,8 @@ def test_large_normalized_faces_are_refused_before_decoding(api: Api):
     assert elapsed < 5, f"refusing took {elapsed:.1f} s: the pixels were decoded"
 
 
-def test_pixels_per_request_are_bounded(tmp_path):
-    settings = Settings(data_dir=tmp_path, log_level="warning", max_size=1000,
+def test_pixels_per_request_are_bounded(db_url, tmp_path):
+    settings = Settings(data_dir=tmp_path, db=db_url, log_level="warning", max_size=1000,
                         max_normalized_size=1000, max_request_pixels=1_000_000)
     face = blank_png(600, 600)  # 360,000 pixels each: the third one exceeds the budget
     with BackendServer(settings) as srv:
@@ -307,8 +308,8 @@ def test_fetch_urls_refuses_non_public_addresses(hapi: Api, local_http, host):
     assert _Handler.hits == []
 
 
-def test_fetch_allow_lets_an_operator_reach_a_private_network(tmp_path, local_http):
-    settings = Settings(data_dir=tmp_path, log_level="warning", fetch_urls=True,
+def test_fetch_allow_lets_an_operator_reach_a_private_network(db_url, tmp_path, local_http):
+    settings = Settings(data_dir=tmp_path, db=db_url, log_level="warning", fetch_urls=True,
                         fetch_allow=("127.0.0.0/8",))
     with BackendServer(settings) as srv:
         api = Api(srv.url, srv.create_token())

@@ -31,8 +31,9 @@ TOKEN_VIEW = {"backend_faces", "backend_persons", "backend_cameras", "backend_ga
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("metrics"), **SERVER_SETTINGS,
+def server(tmp_path_factory: pytest.TempPathFactory, store: str | None
+           ) -> Iterator[BackendServer]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("metrics"), db=store, **SERVER_SETTINGS,
                         metrics_token=METRICS_TOKEN)
     with BackendServer(settings) as srv:
         yield srv

@@ -23,8 +23,8 @@ from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database
 
 
-def test_restart_keeps_everything(tmp_path):
-    settings = Settings(data_dir=tmp_path, person_identify=True, friend_count=2,
+def test_restart_keeps_everything(db_url, tmp_path):
+    settings = Settings(data_dir=tmp_path, db=db_url, person_identify=True, friend_count=2,
                         log_level="warning")
     with BackendServer(settings) as srv:
         token = srv.create_token()

@@ -7,12 +7,11 @@ exhausted), and the answer told a free id (200) from another tenant's (400).
 
 from __future__ import annotations
 
-import sqlite3
-
 from tests.backend.conftest import Api, error_of, person_photo
 from videodetector.backend.params import INT64_MAX
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
+from videodetector.backend.storage import open_database
 
 
 def test_put_person_id_must_be_an_own_existing_person(server: BackendServer, api: Api):
@@ -52,17 +51,17 @@ def test_put_person_id_new_and_own(api: Api):
     assert r.status_code == 200 and r.json()["person_id"] is None
 
 
-def test_a_database_poisoned_by_an_old_version_is_repaired(tmp_path):
-    settings = Settings(data_dir=tmp_path, person_identify=True, log_level="warning")
+def test_a_database_poisoned_by_an_old_version_is_repaired(db_url, tmp_path):
+    settings = Settings(data_dir=tmp_path, db=db_url, person_identify=True, log_level="warning")
     with BackendServer(settings) as srv:
         api = Api(srv.url, srv.create_token())
         face = api.add_face(person_photo("A"), cam_id="c1")
-    conn = sqlite3.connect(tmp_path / "backend.sqlite3")
-    with conn:  # what the old PUT /face/id {"person_id": 2**63 - 1} left behind
+    db = open_database(settings)
+    with db.transaction() as conn:  # what the old PUT /face/id {"person_id": 2**63 - 1} left
         conn.execute("INSERT INTO persons (id, user_id, meta, created) VALUES (?, 1, 'x', '')",
                      (INT64_MAX,))
         conn.execute("UPDATE faces SET person_id = ? WHERE id = ?", (INT64_MAX, face["id"]))
-    conn.close()
+    db.close()
     with BackendServer(settings) as srv:
         api = Api(srv.url, api.token)
         moved = api.get(f"/v1/face/id/{face['id']}").json()["person_id"]
@@ -70,10 +69,14 @@ def test_a_database_poisoned_by_an_old_version_is_repaired(tmp_path):
         assert api.get(f"/v1/person/id/{moved}").json()["meta"] == "x"
         new = api.add_face(person_photo("B"), cam_id="c1")["person_id"]  # was a 503
         assert 0 < new < 2**53 and new != moved
-    conn = sqlite3.connect(tmp_path / "backend.sqlite3")
-    with conn:  # the rogue person deleted since (retention), its sequence value left behind
-        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons'", (INT64_MAX,))
-    conn.close()
+    db = open_database(settings)
+    with db.transaction() as conn:  # the rogue person deleted since (retention), its sequence
+        if db_url is None:  # value left behind
+            conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons'",
+                         (INT64_MAX,))
+        else:
+            conn.execute("SELECT setval('persons_id_seq', ?)", (INT64_MAX,))
+    db.close()
     with BackendServer(settings) as srv:
         api = Api(srv.url, api.token)
         newer = api.add_face(person_photo("C"), cam_id="c1")["person_id"]

@@ -120,12 +120,12 @@ def test_put_face_person_id(api: Api):
     assert body["param"] == "person_id"
 
 
-def test_person_identify_off_and_global(tmp_path):
-    with BackendServer(Settings(data_dir=tmp_path / "off", log_level="warning")) as srv:
+def test_person_identify_off_and_global(db_url, tmp_path):
+    with BackendServer(Settings(data_dir=tmp_path / "off", db=db_url, log_level="warning")) as srv:
         api = Api(srv.url, srv.create_token())
         face = post(api, "A", "c1", 1)
         assert face["person_id"] is None and face["friend"] is False
-    settings = Settings(data_dir=tmp_path / "global", person_identify=True,
+    settings = Settings(data_dir=tmp_path / "global", db=db_url, person_identify=True,
                         person_identify_global=True, log_level="warning")
     with BackendServer(settings) as srv:
         api = Api(srv.url, srv.create_token())

@@ -299,9 +299,9 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, plugin_dir: Path
+def server(tmp_path_factory: pytest.TempPathFactory, plugin_dir: Path, store: str | None
            ) -> Iterator[BackendServer]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("backend"), **SERVER_SETTINGS,
+    settings = Settings(data_dir=tmp_path_factory.mktemp("backend"), db=store, **SERVER_SETTINGS,
                         metrics_token=METRICS_TOKEN, plugins_dirs=(plugin_dir,),
                         plugins_enabled=("gate", "broken", "watchlist", "missing"),
                         plugin_hook_timeout=0.5)

@@ -27,7 +27,7 @@ from videodetector.backend.regenerate import Options, Regenerator
 from videodetector.backend.server import BackendServer
 from videodetector.backend.service import Backend, ModelCoverageError
 from videodetector.backend.settings import Settings
-from videodetector.backend.storage import Database
+from videodetector.backend.storage import Database, open_database
 from videodetector.core.confidence import (
     ANCHORS,
     confidence_from_cosine,
@@ -58,12 +58,24 @@ def rank1(api: Api) -> int:
     return sum(identify_meta(api, meds(f"{s}-02-t10_01.jpg"))[0] == s for s in SUBJECTS)
 
 
+# data directory -> its PostgreSQL database (None: SQLite in the directory)
+_DBS: dict[Path, str | None] = {}
+
+
+def db_of(data_dir: Path) -> str | None:
+    return _DBS.get(data_dir)
+
+
 @pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, int]]:
-    """A data directory with the gallery enrolled by SFace; (dir, token, meta -> face id)."""
+def gallery(tmp_path_factory: pytest.TempPathFactory, store: str | None,
+            request: pytest.FixtureRequest) -> tuple[Path, str, dict[str, int]]:
+    """A data directory with the gallery enrolled by SFace; (dir, token, meta -> face id).
+    On PostgreSQL a database of its own (copied per test: nobody else may use it)."""
     data_dir = tmp_path_factory.mktemp("regen-gallery")
+    store = store and request.getfixturevalue("pg_cluster").new_database()
+    _DBS[data_dir] = store
     ids: dict[str, int] = {}
-    with BackendServer(Settings(data_dir=data_dir, **SETTINGS)) as srv:
+    with BackendServer(Settings(data_dir=data_dir, db=store, **SETTINGS)) as srv:
         token = srv.create_token()
         api = Api(srv.url, token)
         for s in SUBJECTS:
@@ -76,21 +88,32 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[s
 
 
 @pytest.fixture
-def data(gallery: tuple[Path, str, dict[str, int]], tmp_path: Path
-         ) -> tuple[Path, str, dict[str, int]]:
-    """A private copy of the gallery's data directory."""
+def data(gallery: tuple[Path, str, dict[str, int]], tmp_path: Path,
+         request: pytest.FixtureRequest) -> tuple[Path, str, dict[str, int]]:
+    """A private copy of the gallery's data directory (and of its PostgreSQL database)."""
     src, token, ids = gallery
     dst = tmp_path / "data"
     shutil.copytree(src, dst)
+    _DBS[dst] = db_of(src) and request.getfixturevalue("pg_cluster").copy_database(db_of(src))
     return dst, token, ids
+
+
+def db_args(data_dir: Path) -> list[str]:
+    return ["--db", db_of(data_dir)] if db_of(data_dir) else []  # type: ignore[list-item]
 
 
 def regenerate(data_dir: Path, *args: str) -> int:
     return cli_main(["regenerate", "--data-dir", str(data_dir), "--stats-interval", "0",
-                     "--log-level", "warning", *args])
+                     "--log-level", "warning", *db_args(data_dir), *args])
 
 
 def rows(data_dir: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    if db_of(data_dir):
+        db = open_database(Settings(data_dir=data_dir, db=db_of(data_dir)))
+        try:
+            return [tuple(r) for r in db.rows(sql, args)]
+        finally:
+            db.close()
     conn = sqlite3.connect(data_dir / "backend.sqlite3")
     try:
         return conn.execute(sql, args).fetchall()
@@ -103,9 +126,10 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
     data_dir, token, ids = data
     # every face has only an SFace vector: the int8 model refuses to serve them ...
     with pytest.raises(ModelCoverageError, match=f"10 of 10 faces have no {SFACE_INT8_NAME}"):
-        Backend(Settings(data_dir=data_dir, embedding_model=SFACE_INT8_NAME, **SETTINGS))
-    settings = Settings(data_dir=data_dir, embedding_model=SFACE_INT8_NAME, allow_partial=True,
-                        **SETTINGS)
+        Backend(Settings(data_dir=data_dir, db=db_of(data_dir), embedding_model=SFACE_INT8_NAME,
+                         **SETTINGS))
+    settings = Settings(data_dir=data_dir, db=db_of(data_dir), embedding_model=SFACE_INT8_NAME,
+                        allow_partial=True, **SETTINGS)
     with BackendServer(settings) as srv:
         api = Api(srv.url, token)
         models = api.get("/v1/models").json()
@@ -143,8 +167,8 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         srv.backend.db.close()
 
     # restarted on int8 without --allow-partial: complete, identification works
-    with BackendServer(Settings(data_dir=data_dir, embedding_model=SFACE_INT8_NAME,
-                                **SETTINGS)) as srv:
+    with BackendServer(Settings(data_dir=data_dir, db=db_of(data_dir),
+                                embedding_model=SFACE_INT8_NAME, **SETTINGS)) as srv:
         api = Api(srv.url, token)
         assert rank1(api) == len(SUBJECTS)
         meta, conf = identify_meta(api, person_photo("B"))
@@ -166,7 +190,7 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
 def test_interrupted_run_resumes_and_does_each_face_once(data, capsys):
     data_dir, _, ids = data
     opts = Options(kinds=frozenset({"facens"}), model=SFACE_INT8_NAME, parallel=2)
-    regen = Regenerator(data_dir, opts)
+    regen = Regenerator(data_dir, opts, db=db_of(data_dir))
     done = 0
     real = regen.regenerate_face
 
@@ -242,7 +266,7 @@ def test_redetect_regenerates_images_and_keeps_faces_not_found(data, capsys):
         assert Image.open(io.BytesIO((uploads / after[i][0]).read_bytes())).size == (112, 112)
         old, new = (np.frombuffer(v[2], np.float32) for v in (before[i], after[i]))
         assert float(old @ new) > 0.9  # the same face found again
-    with BackendServer(Settings(data_dir=data_dir, **SETTINGS)) as srv:
+    with BackendServer(Settings(data_dir=data_dir, db=db_of(data_dir), **SETTINGS)) as srv:
         assert rank1(Api(srv.url, token)) == len(SUBJECTS)
         srv.backend.db.close()
 
@@ -290,7 +314,8 @@ def test_models_route_needs_a_token(server):
 def test_kill_9_mid_run_then_resume_does_each_face_once(data):
     data_dir, _, ids = data
     cmd = [sys.executable, "-m", "videodetector.backend.cli", "regenerate", "--data-dir",
-           str(data_dir), "--embedding-model", SFACE_INT8_NAME, "--log-level", "warning"]
+           str(data_dir), "--embedding-model", SFACE_INT8_NAME, "--log-level", "warning",
+           *db_args(data_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -312,7 +337,7 @@ def test_kill_9_mid_run_then_resume_does_each_face_once(data):
 def test_serve_refuses_an_incomplete_model_with_a_clear_message(data, capsys):
     data_dir, _, _ = data
     code = cli_main(["serve", "--data-dir", str(data_dir), "--port", "0", "--embedding-model",
-                     SFACE_INT8_NAME, "--log-level", "warning"])
+                     SFACE_INT8_NAME, "--log-level", "warning", *db_args(data_dir)])
     assert code == 2
     err = capsys.readouterr().err
     assert "10 of 10 faces have no sface-2021dec-int8 embedding" in err
@@ -333,14 +358,14 @@ def test_presets_follow_the_model():
 def test_face_deleted_while_regenerated_leaves_nothing_behind(data):
     data_dir, _, ids = data
     opts = Options(kinds=frozenset({"normalized", "thumbs", "facens"}), model=SFACE_INT8_NAME)
-    regen = Regenerator(data_dir, opts)
+    regen = Regenerator(data_dir, opts, db=db_of(data_dir))
     real = regen._compute
     made: list[str] = []
 
     def compute_then_delete(row):  # the serving backend deletes the face meanwhile
         change = real(row)
         made.extend([change["normalized"], change["thumbnail"]])
-        other = Database(data_dir / "backend.sqlite3")
+        other = open_database(Settings(data_dir=data_dir, db=db_of(data_dir)))
         with other.transaction() as conn:
             conn.execute("DELETE FROM faces WHERE id = ?", (row["id"],))
         other.close()

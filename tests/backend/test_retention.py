@@ -20,8 +20,8 @@ def stamp(days_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(days=days_ago)).isoformat()
 
 
-def test_old_camera_events_are_deleted_and_the_rest_kept(tmp_path):
-    settings = Settings(data_dir=tmp_path, person_identify=True, friend_interval=DAY,
+def test_old_camera_events_are_deleted_and_the_rest_kept(db_url, tmp_path):
+    settings = Settings(data_dir=tmp_path, db=db_url, person_identify=True, friend_interval=DAY,
                         history_max_age=2 * DAY, history_cleanup_interval=0.2,
                         log_level="warning")
     with BackendServer(settings) as srv:

@@ -64,8 +64,9 @@ def excluded_checks(label: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
-    with BackendServer(Settings(data_dir=tmp_path_factory.mktemp("fuzz"),
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory, store: str | None
+                ) -> Iterator[BackendServer]:
+    with BackendServer(Settings(data_dir=tmp_path_factory.mktemp("fuzz"), db=store,
                                 **SERVER_SETTINGS)) as srv:
         yield srv
 

@@ -33,8 +33,9 @@ MAX_PHOTO = 400_000  # bytes: the photos used here are under 200 kB
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
-    with BackendServer(Settings(data_dir=tmp_path_factory.mktemp("sync"),
+def server(tmp_path_factory: pytest.TempPathFactory, store: str | None
+           ) -> Iterator[BackendServer]:
+    with BackendServer(Settings(data_dir=tmp_path_factory.mktemp("sync"), db=store,
                                 max_photo_bytes=MAX_PHOTO, **SERVER_SETTINGS)) as srv:
         yield srv
 
@@ -288,8 +289,8 @@ def test_mirror_built_from_the_feed_equals_the_gallery(server: BackendServer, op
     assert lagging.faces == server_gallery(api, "wl")
 
 
-def test_sync_cursor_survives_restart_and_expires_with_the_tombstones(tmp_path) -> None:
-    settings_ = Settings(data_dir=tmp_path, sync_tombstone_ttl=1.0, **SERVER_SETTINGS)
+def test_sync_cursor_survives_restart_and_expires_with_the_tombstones(db_url, tmp_path) -> None:
+    settings_ = Settings(data_dir=tmp_path, db=db_url, sync_tombstone_ttl=1.0, **SERVER_SETTINGS)
     with BackendServer(settings_) as srv:
         api = Api(srv.url, srv.create_token())
         a = api.add_face(person_photo("A"))["id"]

@@ -98,7 +98,7 @@ def test_timestamps():
         parse_time("t", "noon")
 
 
-def test_a_face_whose_landmarks_cannot_place_it_is_skipped_not_a_500(tmp_path) -> None:
+def test_a_face_whose_landmarks_cannot_place_it_is_skipped_not_a_500(db_url, tmp_path) -> None:
     """Degenerate landmarks (all at one point) on one face: that face is skipped and counted;
     when it is the only face, the answer is BAD_PARAM naming the photo (was a 500)."""
     import numpy as np
@@ -111,7 +111,7 @@ def test_a_face_whose_landmarks_cannot_place_it_is_skipped_not_a_500(tmp_path) -
 
     from .conftest import person_photo
 
-    backend = Backend(Settings(data_dir=tmp_path))
+    backend = Backend(Settings(data_dir=tmp_path, db=db_url))
     try:
         photo = decode_photo(person_photo("A"), "photo", 10 << 20, 8000)
         good = backend.engine.detect(photo.image, 0)[0]

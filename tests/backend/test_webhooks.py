@@ -94,14 +94,14 @@ def receiver() -> Iterator[Receiver]:
         r.kill()
 
 
-def settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, fetch_allow=("127.0.0.0/8",), log_level="warning")
+def settings(data_dir: Path, db: str | None = None) -> Settings:
+    return Settings(data_dir=data_dir, db=db, fetch_allow=("127.0.0.0/8",), log_level="warning")
 
 
 def test_every_event_arrives_across_receiver_kills_and_a_backend_restart(
-        tmp_path: Path, receiver: Receiver, fast_backoff: None) -> None:
+        db_url: str | None, tmp_path: Path, receiver: Receiver, fast_backoff: None) -> None:
     photo = person_photo("A")
-    server = BackendServer(settings(tmp_path)).start()
+    server = BackendServer(settings(tmp_path, db_url)).start()
     port = int(server.url.rsplit(":", 1)[1])
     token = server.create_token()
     api = Api(server.url, token)
@@ -130,7 +130,7 @@ def test_every_event_arrives_across_receiver_kills_and_a_backend_restart(
         receiver.kill()  # down while events keep coming
         post(3)
         server.stop()  # and the backend restarts once, with undelivered events
-        server = BackendServer(settings(tmp_path), port=port).start()
+        server = BackendServer(settings(tmp_path, db_url), port=port).start()
         api = Api(server.url, token)
         post(2)
         time.sleep(1.0)  # delivery fails meanwhile (connection refused), with backoff
@@ -157,8 +157,9 @@ def test_every_event_arrives_across_receiver_kills_and_a_backend_restart(
     assert body["event"]["camera_meta"] == "Gate" and body["webhook_id"] == hook["id"]
 
 
-def test_filters_and_settings(tmp_path: Path, receiver: Receiver, fast_backoff: None) -> None:
-    with BackendServer(settings(tmp_path)) as server:
+def test_filters_and_settings(db_url: str | None, tmp_path: Path, receiver: Receiver,
+                              fast_backoff: None) -> None:
+    with BackendServer(settings(tmp_path, db_url)) as server:
         api = Api(server.url, server.create_token())
         gate = api.post("/v1/camera", json={"meta": "Gate"}).json()["id"]
         door = api.post("/v1/camera", json={"meta": "Door"}).json()["id"]

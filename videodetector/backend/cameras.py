@@ -193,6 +193,9 @@ async def delete_camera(cam_id: str, request: Request,
 
     def work() -> None:
         camera_row(backend, user, cam_id)
+        # the table is made on first use; a failed statement would end a PostgreSQL
+        # transaction, so it must exist before the delete's
+        camhealth.ensure_schema(backend)
         with backend.db.transaction() as conn:
             conn.execute("DELETE FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
             camhealth.forget(conn, cam_id)

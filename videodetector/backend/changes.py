@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-from videodetector.backend.storage import Database, placeholders
+from videodetector.backend.storage import Database, dialect_of, placeholders
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def record(conn: sqlite3.Connection, user: int, face_id: int, before: Iterable[s
     ``before - after``."""
     at = time.time() if at is None else at
     now_in = set(after)
-    sql = ("INSERT OR REPLACE INTO face_changes (user_id, gallery, face_id, deleted, at) "
-           "VALUES (?, ?, ?, ?, ?)")
+    sql = _RECORD_SQL[dialect_of(conn)]
     for gallery in sorted(now_in):
         conn.execute(sql, (user, gallery, face_id, 0, at))
     for gallery in sorted(set(before) - now_in):
@@ -76,6 +75,18 @@ def record_deleted(conn: sqlite3.Connection, user: int, ids: list[int]) -> None:
             record(conn, user, face_id, galleries, (), at)
 
 
+# A (face, gallery) change gets a new seq (the feed is ordered by it): SQLite's REPLACE
+# deletes and inserts the row (AUTOINCREMENT); PostgreSQL takes the identity's next value.
+_RECORD_SQL = {
+    "sqlite": "INSERT OR REPLACE INTO face_changes (user_id, gallery, face_id, deleted, at) "
+              "VALUES (?, ?, ?, ?, ?)",
+    "postgresql": "INSERT INTO face_changes (user_id, gallery, face_id, deleted, at) "
+                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, gallery, face_id) DO UPDATE "
+                  "SET seq = nextval(pg_get_serial_sequence('face_changes', 'seq')), "
+                  "deleted = excluded.deleted, at = excluded.at",
+}
+
+
 def horizon(db: Database) -> int:
     value = db.scalar("SELECT value FROM settings WHERE key = ?", (HORIZON_KEY,))
     return int(value) if value is not None else 0
@@ -83,7 +94,11 @@ def horizon(db: Database) -> int:
 
 def last_seq(db: Database) -> int:
     """The largest seq ever given out (0 before the first change)."""
-    value = db.scalar("SELECT seq FROM sqlite_sequence WHERE name = 'face_changes'")
+    if db.dialect == "postgresql":
+        value = db.scalar("SELECT last_value FROM pg_sequences WHERE schemaname = "
+                          "current_schema() AND sequencename = 'face_changes_seq_seq'")
+    else:
+        value = db.scalar("SELECT seq FROM sqlite_sequence WHERE name = 'face_changes'")
     return int(value) if value is not None else 0
 
 

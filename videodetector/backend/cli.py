@@ -22,6 +22,8 @@ FLAG_HELP = {
     "host": "address to listen on (default 127.0.0.1)",
     "port": "TCP port (default 8000)",
     "data_dir": "where the database and images are kept (default ./data/backend)",
+    "db": "postgresql://USER@HOST:PORT/DB: keep the database in PostgreSQL (with pgvector), "
+          "shared by any number of backend processes; default: SQLite in --data-dir",
     "upload_path": "URL path of stored images (default uploads)",
     "upload_url": "public base URL for image links (facenapi's ffupload_url); default: "
                   "http://<the server's own address>:<port> (never the client's Host header)",
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="create an API token (printed as the last word)")
     token.add_argument("--short", action="store_true", help="short token, e.g. A0B1-C2D3")
     token.add_argument("--data-dir", dest="data_dir", default=None)
+    token.add_argument("--db", dest="db", default=None, help=FLAG_HELP["db"])
     token.add_argument("-c", "--config", help="settings file (for data_dir)")
     extraction = sub.add_parser("extraction-api", help="run the Extraction API (8.5) alone: "
                                 "POST / on port 18666, no token, no database")
@@ -152,15 +155,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _token(settings: Settings, short: bool) -> int:
     from videodetector.backend.auth import create_token
-    from videodetector.backend.storage import Database
+    from videodetector.backend.storage import open_database
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    db = Database(settings.data_dir / "backend.sqlite3")
+    db = open_database(settings)
     try:
         token = create_token(db, short)
     finally:
         db.close()
-    print(f"new {'short' if short else 'long'} token for {settings.data_dir}: {token}")
+    where = settings.data_dir if settings.db is None else "the PostgreSQL database"
+    print(f"new {'short' if short else 'long'} token for {where}: {token}")
     return 0
 
 

@@ -55,8 +55,8 @@ def coverage(db: Database, model: str, user: int | None = None,
                   "AND g.gallery = ?)")
         args += [user, gallery]
     row = db.row(
-        "SELECT COUNT(*), COALESCE(SUM(f.model = ? OR EXISTS (SELECT 1 FROM embeddings e "
-        f"WHERE e.face_id = f.id AND e.model = ?)), 0) FROM faces f {where}",
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN f.model = ? OR EXISTS (SELECT 1 FROM embeddings "
+        f"e WHERE e.face_id = f.id AND e.model = ?) THEN 1 ELSE 0 END), 0) FROM faces f {where}",
         [model, model, *args])
     return Coverage(model, int(row[0]), int(row[1]))
 

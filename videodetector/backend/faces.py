@@ -450,7 +450,7 @@ async def _meta_list(request: Request, user: int, gallery: str | None) -> dict[s
     page = page_request(p, backend.settings.page_limit)
     extra, args = _gallery_filter(gallery, user)
     groups = (f"(SELECT meta, MIN(id) AS first_id, COUNT(*) AS n FROM faces WHERE user_id = ? "
-              f"AND meta != ''{extra} GROUP BY meta) WHERE 1")
+              f"AND meta != ''{extra} GROUP BY meta) AS g WHERE 1 = 1")
 
     def work() -> dict[str, Any]:
         result = page_ids(backend.db, "first_id", groups, [user, *args], page)

@@ -24,7 +24,7 @@ from typing import Any
 from videodetector.backend.errors import ApiError, bad_param, not_found
 from videodetector.backend.index import UserIndex
 from videodetector.backend.params import INT64_MAX, exact_int
-from videodetector.backend.storage import Database, insert
+from videodetector.backend.storage import Database, dialect_of, insert
 from videodetector.backend.timeutil import iso, now
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ def migrate(db: Database) -> None:
         top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM persons WHERE id <= ?",
                            (MAX_SERVER_PERSON_ID,)).fetchone()[0]
         # also when the rogue person itself is gone (retention): the sequence stays exhausted
-        if conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons' AND seq > ?",
-                        (top, MAX_SERVER_PERSON_ID)).rowcount:
+        if _reset_person_sequence(conn, top):
             log.warning("person id sequence reset to %d (it was pushed up by a client)", top)
         for old in rogue:
             conn.execute("DELETE FROM persons WHERE id = ?", (old["id"],))
@@ -88,6 +87,23 @@ def migrate(db: Database) -> None:
             conn.execute("UPDATE faces SET person_id = ? WHERE person_id = ? AND user_id = ?",
                          (new, old["id"], old["user_id"]))
             log.warning("person %d (an id chosen by a client) renumbered to %d", old["id"], new)
+
+
+def _reset_person_sequence(conn: Any, top: int) -> bool:
+    """Put the person id sequence back to ``top`` if a client pushed it past
+    MAX_SERVER_PERSON_ID; True if it was."""
+    if dialect_of(conn) == "postgresql":
+        current = conn.execute("SELECT last_value FROM pg_sequences WHERE schemaname = "
+                               "current_schema() AND sequencename = 'persons_id_seq'"
+                               ).fetchone()
+        if current is None or current[0] is None or current[0] <= MAX_SERVER_PERSON_ID:
+            return False
+        called = "true" if top > 0 else "false"  # top = 0: the next id is 1
+        conn.execute(f"SELECT setval(pg_get_serial_sequence('persons', 'id')::regclass, ?, "
+                     f"{called})", (max(top, 1),))
+        return True
+    return bool(conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons' AND "
+                             "seq > ?", (top, MAX_SERVER_PERSON_ID)).rowcount)
 
 
 # -- schema additions (versioned by settings.persons_schema_version) --------------------------

@@ -49,7 +49,7 @@ from videodetector.backend.embeddings import coverage, store_vector
 from videodetector.backend.engine import FaceEngine, FoundFace, best_match, shared_engine
 from videodetector.backend.imaging import as_aligned_face, decode_photo, thumbnail
 from videodetector.backend.settings import EMBEDDING_MODELS, Settings
-from videodetector.backend.storage import Database, FileStore
+from videodetector.backend.storage import FileStore, open_database
 from videodetector.core.images import encode
 
 log = logging.getLogger(__name__)
@@ -161,11 +161,13 @@ def _hms(seconds: float | None) -> str:
 
 
 class Regenerator:
-    """Runs a job over a data directory (``backend.sqlite3`` + ``uploads``)."""
+    """Runs a job over a data directory (``backend.sqlite3`` + ``uploads``), or over a
+    PostgreSQL database (``db``, a URL) and the data directory's ``uploads``."""
 
-    def __init__(self, data_dir: Path, opts: Options, threads: int = 1) -> None:
+    def __init__(self, data_dir: Path, opts: Options, threads: int = 1,
+                 db: str | None = None) -> None:
         self.opts = opts
-        self.db = Database(Path(data_dir) / "backend.sqlite3")
+        self.db = open_database(Settings(data_dir=Path(data_dir), db=db))
         self.files = FileStore(Path(data_dir) / "uploads")
         self.threads = threads
         self._engines: dict[str, FaceEngine] = {}
@@ -393,6 +395,9 @@ def build_parser(prog: str = "fkvideo_backend regenerate") -> argparse.ArgumentP
                         f"(default: the settings' embedding_model)")
     p.add_argument("--data-dir", dest="data_dir", default=None,
                    help="the backend's data directory (default ./data/backend)")
+    p.add_argument("--db", dest="db", default=None,
+                   help="postgresql://USER@HOST:PORT/DB when the backend keeps its database "
+                        "in PostgreSQL (default: SQLite in --data-dir)")
     p.add_argument("-c", "--config", help="findface-facenapi.ini style settings file "
                    "(data_dir, detector_threshold, min_face_size, embedding_model, ...)")
     p.add_argument("--detector-threshold", dest="detector_threshold", default=None,
@@ -437,10 +442,10 @@ def main(argv: list[str], settings_from: Any) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not (settings.data_dir / "backend.sqlite3").is_file():
+    if settings.db is None and not (settings.data_dir / "backend.sqlite3").is_file():
         print(f"fkvideo_backend regenerate: no database in {settings.data_dir}", file=sys.stderr)
         return 2
-    regen = Regenerator(settings.data_dir, opts, settings.model_threads)
+    regen = Regenerator(settings.data_dir, opts, settings.model_threads, settings.db)
     previous = signal.signal(signal.SIGTERM, lambda *_: regen.stop.set())
     try:
         if args.restart:

@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from pgvector import Vector
 
 from videodetector.backend import changes, person_match, person_store
 from videodetector.backend.auth import TokenChecker
@@ -44,7 +45,14 @@ from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
-from videodetector.backend.storage import Database, FileStore, insert, placeholders, update
+from videodetector.backend.storage import (
+    FileStore,
+    insert,
+    open_database,
+    placeholders,
+    update,
+    vector_index_sql,
+)
 from videodetector.backend.timeutil import iso, now
 from videodetector.core.confidence import confidence_from_cosine
 from videodetector.core.images import encode
@@ -54,6 +62,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GALLERY = changes.DEFAULT_GALLERY
 TOMBSTONE_PRUNE_INTERVAL = 3600.0  # seconds between prunes of old sync tombstones
+FACE_LOG_TTL = 86400.0  # seconds a face_log row is kept (PostgreSQL; see Backend.catch_up)
 GALLERY_RE = re.compile(r"^[a-zA-Z0-9_-]{1,48}$")
 
 
@@ -132,7 +141,7 @@ class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(settings.data_dir / "backend.sqlite3")
+        self.db = open_database(settings)
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
         self.tokens = TokenChecker(self.db)
@@ -151,6 +160,11 @@ class Backend:
         self.plugins = PluginHost()  # none; create_app loads the configured plugins (9.2)
         self.persons = person_match.Matcher(settings)
         person_store.migrate(self.db)
+        self._log_seq = 0  # the last face_log row applied to the index (PostgreSQL)
+        if self.db.dialect == "postgresql":
+            with self.db.transaction() as conn:
+                for sql in vector_index_sql(self.model, self.index.dim):
+                    conn.execute(sql)
         self.search_seconds: Observer = NULL_OBSERVER  # /identify's index search (/metrics)
         self._load_index()
         self._prune_idempotency()
@@ -165,6 +179,8 @@ class Backend:
         yet) stop the start unless ``allow_partial``; then they are left out of searches."""
         t0 = time.monotonic()
         with self.db.lock:
+            if self.db.dialect == "postgresql":  # before the faces: a later change is applied
+                self._log_seq = int(self.db.scalar("SELECT COALESCE(MAX(seq), 0) FROM face_log"))
             self._regen_seq = last_change(self.db)
             self._data_version = self._db_data_version()
             n, missing = self.index.load(self.db.conn, VECTOR_SQL, {"m": self.model})
@@ -183,8 +199,44 @@ class Backend:
         with self.db.lock:
             self.index.open_graphs()  # HNSW graphs of large galleries: snapshot or background
         log.info("index ready in %.2f s", time.monotonic() - t0)
+        if self.db.dialect == "postgresql":
+            self.db.on_begin = self.catch_up
+
+    def catch_up(self, conn: Any) -> int:
+        """PostgreSQL, at the start of a write transaction (under every process's write
+        lock): apply to the in-memory index the faces any process added, changed or deleted
+        since the last call (``face_log``); returns how many faces were looked at."""
+        rows = conn.execute("SELECT seq, face_id, user_id FROM face_log WHERE seq > ? "
+                            "ORDER BY seq", (self._log_seq,)).fetchall()
+        if not rows:
+            return 0
+        self._log_seq = int(rows[-1][0])
+        changed = {int(r[1]): int(r[2]) for r in rows}
+        now_rows = {r["id"]: r for r in conn.execute(
+            f"SELECT f.id, f.user_id, f.cam_id, f.person_id, {VECTOR_SQL} AS vec FROM faces f "
+            "WHERE f.id = ANY(:ids)", {"m": self.model, "ids": list(changed)})}
+        for face_id, user in changed.items():
+            self._apply_face(face_id, user, now_rows.get(face_id))
+        return len(changed)
+
+    def _apply_face(self, face_id: int, user: int, row: Any) -> None:
+        vec = None if row is None else vector_of(row["vec"])
+        index = self.index(user)
+        if face_id in index:
+            if vec is not None and row["user_id"] == user:
+                old_vec, cam, person = index.entry(face_id)
+                if (cam, person) == (row["cam_id"], row["person_id"]) and \
+                        np.array_equal(old_vec, vec):
+                    return  # as indexed (this process's own change)
+            index.remove(face_id)
+        if vec is not None:
+            self.index(row["user_id"]).add(face_id, vec, row["cam_id"], row["person_id"])
 
     def _db_data_version(self) -> int:
+        """Changes when another process committed (SQLite); on PostgreSQL the last
+        ``regenerated`` seq, the only outside change this looks for."""
+        if self.db.dialect == "postgresql":
+            return last_change(self.db)
         return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def refresh_regenerated(self) -> int:
@@ -227,6 +279,9 @@ class Backend:
         self._tombstones_pruned = time.monotonic()
         try:
             changes.prune_tombstones(self.db, self.settings.sync_tombstone_ttl)
+            if self.db.dialect == "postgresql":  # every process applies it within the hour
+                with self.db.transaction() as conn:  # (each write transaction; this one too)
+                    conn.execute("DELETE FROM face_log WHERE at < ?", (time.time() - FACE_LOG_TTL,))
         except sqlite3.OperationalError as exc:  # e.g. a full disk: serve anyway, prune later
             log.warning("could not prune sync tombstones: %s", exc)
 
@@ -703,6 +758,8 @@ class Backend:
         limit = self.settings.max_identify_limit
         if limit:
             n = min(n, limit)
+        if self.db.dialect == "postgresql":  # in the database: every process sees every face
+            return [self._identify_in_db(user, face, n, threshold, gallery) for face in faces]
         self.refresh_regenerated()
         with self.db.lock:
             index = self.index(user)
@@ -719,6 +776,44 @@ class Backend:
                 out.append([(fid, c) for fid, c in conf
                             if threshold is None or c >= threshold])
         return out
+
+
+    def _identify_in_db(self, user: int, face: NewFace, n: int, threshold: float | None,
+                        gallery: str | None) -> list[tuple[int, float]]:
+        """``identify`` of one face by pgvector (HNSW cosine index of the model, or an exact
+        scan where the planner prefers it): the user's faces whose vector of ``self.model``
+        is in ``faces.vec`` or ``embeddings.vec``."""
+        t0 = time.perf_counter()
+        rows = self.db.rows(*vector_search_sql(user, self.model, self.index.dim,
+                                               face.embedding, n, gallery))
+        self.search_seconds.observe(time.perf_counter() - t0)
+        out = []
+        for face_id, distance in rows:
+            c = float(confidence_from_cosine(1.0 - float(distance), self.model))
+            if threshold is None or c >= threshold:
+                out.append((int(face_id), c))
+        return out
+
+
+def vector_search_sql(user: int, model: str, dim: int, query: np.ndarray, n: int,
+                      gallery: str | None) -> tuple[str, list[Any]]:
+    """The pgvector query of ``_identify_in_db``: (face_id, cosine distance), nearest first.
+    The ORDER BY expression is the one of the model's indexes (``vector_index_sql``)."""
+    q = Vector(np.asarray(query, np.float32).reshape(-1)).to_text()
+    dist = f"(v.vec::vector({int(dim)})) <=> ?::vector({int(dim)})"
+    where, args = "f.user_id = ?", [user]
+    if gallery not in (None, DEFAULT_GALLERY):
+        where += " AND f.id IN (SELECT face_id FROM face_galleries WHERE user_id = ? AND " \
+                 "gallery = ?)"
+        args += [user, gallery]
+    limit = max(int(n), 0)
+    sql = (f"SELECT id, d FROM ("
+           f"(SELECT f.id, {dist.replace('v.', 'f.')} AS d FROM faces f WHERE {where} "
+           f"AND f.model = ? ORDER BY d LIMIT {limit}) UNION ALL "
+           f"(SELECT f.id, {dist.replace('v.', 'e.')} AS d FROM embeddings e JOIN faces f ON "
+           f"f.id = e.face_id WHERE {where} AND e.model = ? AND f.model <> ? ORDER BY d "
+           f"LIMIT {limit})) AS hits ORDER BY d, id LIMIT {limit}")
+    return sql, [q, *args, model, q, *args, model, model]
 
 
 class _Replayed(Exception):  # noqa: N818 - control flow, not an error

@@ -34,6 +34,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path("data/backend")
+    # the shared store of any number of backend processes: postgresql://USER@HOST:PORT/DB
+    # (with pgvector); None = the embedded SQLite file <data_dir>/backend.sqlite3.
+    # Images stay under data_dir/uploads either way (shared by every process: mount it)
+    db: str | None = None
+    db_pool_size: int = 10  # PostgreSQL connections per backend process
+    db_connect_timeout: float = 3.0  # seconds; the API answers 503 when it runs out
+    db_statement_timeout: float = 15.0  # seconds one statement may take (PostgreSQL)
     # Images are served at <upload_url or request base URL>/<upload_path>/...
     upload_path: str = "uploads"
     upload_url: str | None = None
@@ -180,6 +187,11 @@ def _check(s: Settings) -> None:
             need(math.isfinite(value), f.name, "a finite number")
 
     need(0 <= s.port <= 65535, "port", "in 0..65535")
+    need(s.db is None or s.db.startswith(("postgresql://", "postgres://")), "db",
+         "a postgresql://USER@HOST:PORT/DB URL (or unset for SQLite)")
+    need(1 <= s.db_pool_size <= 1000, "db_pool_size", "in 1..1000")
+    need(0 < s.db_connect_timeout <= 300, "db_connect_timeout", "in (0, 300] seconds")
+    need(0 < s.db_statement_timeout <= 3600, "db_statement_timeout", "in (0, 3600] seconds")
     need(0.0 <= s.person_identify_threshold <= 1.0, "person_identify_threshold", "in [0, 1]")
     need(-20.0 <= s.person_min_quality <= 0.0, "person_min_quality", "in [-20, 0]")
     need(0 < s.person_track_ttl <= 86400, "person_track_ttl", "in (0, 86400] seconds")

@@ -14,6 +14,7 @@ at COMMIT in WAL mode). A failed COMMIT is rolled back and raised as ``CommitFai
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import sqlite3
 import threading
@@ -168,20 +169,32 @@ def _sync_schema(conn: sqlite3.Connection) -> None:
                  "JOIN faces f ON f.id = g.face_id ORDER BY g.face_id")
 
 
+def dialect_of(conn: Any) -> str:
+    """``sqlite`` or ``postgresql``: which database a connection (or Database) talks to."""
+    return getattr(conn, "dialect", "sqlite")
+
+
+def columns(conn: Any, table: str) -> set[str]:
+    """The column names of ``table`` (either database)."""
+    if dialect_of(conn) == "postgresql":
+        return {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = ?", (table,))}
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _model_schema(conn: sqlite3.Connection) -> None:
     """Version 3: ``faces.model``, the embedding model of ``faces.embedding`` (every earlier
     row was made by FIRST_MODEL); the embeddings, regenerated and regenerate_done tables of
     regenerate.py come from ``SCHEMA`` itself."""
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(faces)")}
-    if "model" not in cols:
+    if "model" not in columns(conn, "faces"):
         conn.execute(f"ALTER TABLE faces ADD COLUMN model TEXT NOT NULL DEFAULT '{FIRST_MODEL}'")
 
 
 def _emotions_schema(conn: sqlite3.Connection) -> None:
     """Version 4: ``faces.emotions``, the JSON list of the face's two most likely emotions
     (8.1.2), NULL when they were not asked."""
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(faces)")}
-    if "emotions" not in cols:
+    if "emotions" not in columns(conn, "faces"):
         conn.execute("ALTER TABLE faces ADD COLUMN emotions TEXT")
 
 
@@ -206,6 +219,8 @@ def utcnow_iso() -> str:
 
 class Database:
     """One SQLite connection shared by all threads behind ``lock`` (an RLock)."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -232,8 +247,7 @@ class Database:
             with self.transaction() as conn:
                 step(conn)
                 conn.execute(f"PRAGMA user_version = {int(version)}")
-                conn.execute("INSERT OR REPLACE INTO settings VALUES ('schema_version', ?)",
-                             (str(version),))
+                _set_setting(conn, "schema_version", str(version))
             log.info("database schema upgraded to version %d", version)
 
     def close(self) -> None:
@@ -299,6 +313,112 @@ class Database:
         return None if r is None else r[0]
 
 
+# What SQLite's trigger in SCHEMA does, for PostgreSQL (run as they are, not translated),
+# and the pgvector columns: ``vec``, the float32 ``embedding`` / ``vector`` blob as a pgvector
+# ``vector`` (a stored generated column, so every write of the blob keeps it right; its
+# dimension is the model's, hence one expression index per model: ``vector_index_sql``).
+PG_EXTRA = (
+    "CREATE EXTENSION IF NOT EXISTS vector",
+    # little-endian float32 bytes -> vector, exactly (sign, exponent, mantissa; denormals 0)
+    """CREATE OR REPLACE FUNCTION fkvideo_f32_vector(b bytea) RETURNS vector
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT array_agg(CASE WHEN e = 0 THEN 0::float8 ELSE
+        (1 - 2 * s) * (1 + m / 8388608.0::float8) * power(2::float8, e - 127) END
+        ORDER BY i)::vector
+    FROM (SELECT i, get_byte(b, 4 * i + 3) >> 7 AS s,
+                 ((get_byte(b, 4 * i + 3) & 127) << 1) | (get_byte(b, 4 * i + 2) >> 7) AS e,
+                 ((get_byte(b, 4 * i + 2) & 127) << 16) | (get_byte(b, 4 * i + 1) << 8)
+                 | get_byte(b, 4 * i) AS m
+          FROM generate_series(0, length(b) / 4 - 1) AS i) AS parts
+    $$""",
+    """ALTER TABLE faces ADD COLUMN IF NOT EXISTS vec vector
+    GENERATED ALWAYS AS (fkvideo_f32_vector(embedding)) STORED""",
+    """ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS vec vector
+    GENERATED ALWAYS AS (fkvideo_f32_vector(vector)) STORED""",
+    # Every change of a face that its in-memory index entry depends on, by any process: each
+    # backend applies the others' at the start of its next write transaction
+    # (Backend.catch_up), so person matching sees the faces another process stored.
+    """CREATE TABLE IF NOT EXISTS face_log (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        face_id BIGINT NOT NULL,
+        user_id BIGINT NOT NULL,
+        at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp()))""",
+    """CREATE OR REPLACE FUNCTION fkvideo_face_log() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN
+        IF TG_OP = 'DELETE' THEN
+            INSERT INTO face_log (face_id, user_id) VALUES (OLD.id, OLD.user_id);
+        ELSE
+            INSERT INTO face_log (face_id, user_id) VALUES (NEW.id, NEW.user_id);
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE OR REPLACE TRIGGER faces_logged
+    AFTER INSERT OR DELETE OR UPDATE OF person_id, cam_id, embedding, model ON faces
+    FOR EACH ROW EXECUTE FUNCTION fkvideo_face_log()""",
+
+    """CREATE OR REPLACE FUNCTION fkvideo_faces_deleted() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN
+        DELETE FROM embeddings WHERE face_id = OLD.id;
+        DELETE FROM regenerate_done WHERE face_id = OLD.id;
+        RETURN OLD;
+    END $$""",
+    """CREATE OR REPLACE TRIGGER faces_deleted AFTER DELETE ON faces
+    FOR EACH ROW EXECUTE FUNCTION fkvideo_faces_deleted()""",
+)
+
+
+def vector_index_sql(model: str, dim: int) -> list[str]:
+    """The HNSW cosine indexes (PostgreSQL) of one embedding model's vectors: over the
+    faces whose ``faces.model`` it is and over its ``embeddings`` rows."""
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", model) or not 1 <= dim <= 2000:
+        raise ValueError(f"bad embedding model or dimension: {model!r}, {dim!r}")
+    tag = model.replace("-", "_")
+    return [f"CREATE INDEX IF NOT EXISTS faces_vec_{tag} ON faces USING hnsw "
+            f"((vec::vector({dim})) vector_cosine_ops) WHERE model = '{model}'",
+            f"CREATE INDEX IF NOT EXISTS embeddings_vec_{tag} ON embeddings USING hnsw "
+            f"((vec::vector({dim})) vector_cosine_ops) WHERE model = '{model}'"]
+
+
+def _set_setting(conn: Any, key: str, value: str) -> None:
+    conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _pg_schema(db: Any) -> None:
+    """Create or upgrade the PostgreSQL schema: ``SCHEMA`` (types translated), the trigger
+    of ``PG_EXTRA`` and the steps of ``MIGRATIONS`` above ``settings.schema_version``, in
+    one transaction under the write lock of every process (two processes starting
+    together: the second waits, then finds the schema done)."""
+    with db.transaction() as conn:
+        db.executescript(SCHEMA)
+        for sql in PG_EXTRA:
+            db.execute_raw(sql)
+        row = conn.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        for version, step in MIGRATIONS:
+            if version > current:
+                step(conn)
+                _set_setting(conn, "schema_version", str(version))
+                log.info("database schema upgraded to version %d", version)
+
+
+def is_postgres_url(target: Any) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def open_database(settings: Any) -> Any:
+    """The database of ``settings``: PostgreSQL when ``settings.db`` is a URL, else the
+    SQLite file ``<data_dir>/backend.sqlite3``."""
+    if settings.db is None:
+        return Database(Path(settings.data_dir) / "backend.sqlite3")
+    from videodetector.backend.pgdb import PgDatabase, PgOptions
+
+    options = PgOptions(pool_size=settings.db_pool_size,
+                        connect_timeout=settings.db_connect_timeout,
+                        statement_timeout=settings.db_statement_timeout)
+    return PgDatabase(settings.db, options, schema=_pg_schema)
+
+
 def _run_undo(actions: list[Callable[[], None]]) -> None:
     for action in reversed(actions):
         try:
@@ -311,7 +431,7 @@ def insert(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> int:
     cols = ", ".join(values)
     marks = ", ".join("?" for _ in values)
     cur = conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(values.values()))
-    return int(cur.lastrowid)
+    return int(cur.lastrowid or 0)  # 0: a table without an id column (PostgreSQL)
 
 
 def update(conn: sqlite3.Connection, table: str, values: dict[str, Any], where: str,

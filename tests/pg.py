@@ -1,0 +1,201 @@
+"""A real PostgreSQL 16 with pgvector for the tests, started and stopped by the tests themselves.
+
+Where the server comes from, first found wins:
+
+1. ``FKVIDEO_TEST_PG`` = a ``postgresql://`` URL of a running server whose user may create
+   databases (and the ``vector`` extension); nothing is started.
+2. The binaries of the ``pgserver`` wheel (PyPI: PostgreSQL 16 + pgvector, a test
+   dependency), else Debian's ``/usr/lib/postgresql/<version>/bin`` (``apt-get install
+   postgresql postgresql-<version>-pgvector``).
+
+PostgreSQL refuses to run as root (CI runs as root): then initdb and the server run as the
+unprivileged system user ``pgserver`` (created with ``useradd`` when missing, as the pgserver
+package itself does), the data directory is a fresh ``/tmp/fkvideo-pg-*`` owned by it, and the
+folders leading to the binaries are made traversable. The server listens on 127.0.0.1 on a free
+port with ``fsync=off`` (test data, speed). Each test database is ``CREATE DATABASE ...
+TEMPLATE`` of one that has the extension already (a few ms).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYSTEM_USER = "pgserver"
+TEMPLATE_DB = "fkvideo_template"
+
+
+class PgUnavailable(RuntimeError):
+    """PostgreSQL could not be started here (the message says why)."""
+
+
+def _bin_dir() -> Path:
+    spec = importlib.util.find_spec("pgserver")  # not imported: it only brings the binaries
+    if spec is not None and spec.submodule_search_locations:
+        bindir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+        if (bindir / "postgres").is_file():
+            return bindir
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if found:
+        return Path(found[-1]).parent
+    raise PgUnavailable("no PostgreSQL binaries: neither the pgserver wheel nor Debian's "
+                        "postgresql package is installed (scripts/setup.sh installs them)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_user(name: str) -> int:
+    import pwd
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
+                        name], check=True, capture_output=True)
+        return pwd.getpwnam(name).pw_uid
+
+
+def _traversable(path: Path) -> None:
+    """o+rx on ``path``'s folders up to / and on everything below ``path`` (the binaries and
+    their libraries, for the unprivileged server user)."""
+    for p in [path, *path.parents]:
+        p.chmod(p.stat().st_mode | 0o055)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = Path(root) / name
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode | 0o055)
+
+
+@dataclass
+class PgCluster:
+    """One throwaway PostgreSQL server (``start``/``stop``), or an outside one (``url``)."""
+
+    url: str = ""  # of the maintenance database, as the superuser
+    datadir: Path | None = None
+    bindir: Path | None = None
+    user: str | None = None  # the system user the server runs as (root: SYSTEM_USER)
+    port: int = 0
+    _dbs: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls) -> PgCluster:
+        outside = os.environ.get("FKVIDEO_TEST_PG")
+        if outside:
+            cluster = cls(url=outside)
+        else:
+            cluster = cls(bindir=_bin_dir())
+            cluster._launch()
+        cluster._make_template()
+        return cluster
+
+    def _run(self, *args: str) -> None:
+        assert self.bindir is not None
+        kw = {"user": self.user} if self.user else {}
+        r = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True,
+                           text=True, timeout=60, **kw)
+        if r.returncode:
+            raise PgUnavailable(f"{args[0]} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
+
+    def _launch(self) -> None:
+        assert self.bindir is not None
+        self.datadir = Path(tempfile.mkdtemp(prefix="fkvideo-pg-"))
+        if os.geteuid() == 0:  # postgres will not run as root
+            self.user = SYSTEM_USER
+            try:
+                uid = _ensure_user(SYSTEM_USER)
+                _traversable(self.bindir.parent)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise PgUnavailable(f"running as root, and no unprivileged user "
+                                    f"{SYSTEM_USER!r} could be set up: {exc}") from exc
+            os.chown(self.datadir, uid, -1)
+            self.datadir.chmod(0o700)
+        pgdata = self.datadir / "data"
+        self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                  "--encoding=UTF8", "--locale=C")
+        self.port = _free_port()
+        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -F -c max_connections=300 "
+                "-c shared_buffers=32MB -c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "-D", str(pgdata), "-w", "-t", "60", "-o", opts,
+                  "-l", str(self.datadir / "log"), "start")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def server_stop(self) -> None:
+        """Stop the server now (fault tests: the database goes away)."""
+        assert self.datadir is not None
+        self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-m", "fast", "stop")
+
+    def server_start(self) -> None:
+        assert self.datadir is not None
+        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -F -c max_connections=300 "
+                "-c shared_buffers=32MB -c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-t", "60", "-o", opts,
+                  "-l", str(self.datadir / "log"), "start")
+
+    def _admin(self, *statements: str, db: str | None = None) -> None:
+        import psycopg
+        url = self.url if db is None else self.db_url(db)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                    for sql in statements:
+                        conn.execute(sql)
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise PgUnavailable(f"cannot connect to {url}: {exc}") from exc
+                time.sleep(0.2)
+
+    def _make_template(self) -> None:
+        self._admin(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}", f"CREATE DATABASE {TEMPLATE_DB}")
+        try:
+            self._admin("CREATE EXTENSION IF NOT EXISTS vector", db=TEMPLATE_DB)
+        except Exception as exc:
+            raise PgUnavailable(f"the pgvector extension is not available: {exc}") from exc
+        self._dbs.append(TEMPLATE_DB)
+
+    def db_url(self, name: str) -> str:
+        base, _, _ = self.url.rpartition("/")
+        return f"{base}/{name}"
+
+    def new_database(self, prefix: str = "t") -> str:
+        """A fresh, empty database (with the vector extension); returns its URL."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self._admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+        self._dbs.append(name)
+        return self.db_url(name)
+
+    def copy_database(self, url: str, prefix: str = "c") -> str:
+        """A new database with the contents of the one at ``url`` (nobody connected to it)."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self._admin(f"CREATE DATABASE {name} TEMPLATE {url.rsplit('/', 1)[1]}")
+        self._dbs.append(name)
+        return self.db_url(name)
+
+    def stop(self) -> None:
+        if self.datadir is None:  # an outside server: drop what we made
+            for name in reversed(self._dbs):
+                try:
+                    self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                except PgUnavailable:
+                    pass
+            return
+        try:
+            self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-m", "immediate",
+                      "stop")
+        except PgUnavailable:
+            pass
+        shutil.rmtree(self.datadir, ignore_errors=True)
