@@ -9,7 +9,8 @@
    have (PostgreSQL's generated vector columns fill themselves). Tables with a primary key are
    copied in batches, each committed, as upserts: an interrupted run is simply run again, and
    rows copied before are overwritten with their current value. A table without one is
-   replaced whole in one transaction. Identity sequences then continue after the copied ids.
+   replaced whole in one transaction. The HNSW vector indexes are dropped during the copy and
+   built once at the end. Identity sequences then continue after the copied ids.
 3. Images: ``<from>/uploads`` is copied to ``<to-data-dir>/uploads`` (files already there with
    the same size are skipped; each file is written to a temporary name and renamed), and the
    file system is synced before the run says it is done. Same directory: nothing to copy.
@@ -27,7 +28,6 @@ import argparse
 import hashlib
 import logging
 import os
-import random
 import shutil
 import sqlite3
 import sys
@@ -189,6 +189,22 @@ def copy_table(src: sqlite3.Connection, pg: Any, plan: TablePlan, batch: int,
     return written
 
 
+def drop_vector_indexes(pg: Any) -> list[str]:
+    """Drop the HNSW indexes (the backend makes them again at start, and ``restore`` below):
+    one graph insert per copied row costs far more than one build over all of them."""
+    rows = pg.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
+                      "current_schema() AND indexdef ILIKE '%USING hnsw%'").fetchall()
+    for name, _ in rows:
+        pg.execute(f'DROP INDEX IF EXISTS "{name}"')
+    return [definition for _, definition in rows]
+
+
+def restore_indexes(pg: Any, definitions: list[str]) -> None:
+    pg.execute("SET maintenance_work_mem = '512MB'")
+    for definition in definitions:
+        pg.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+
+
 def reset_identities(pg: Any) -> None:
     """Identity sequences continue after the highest copied id of their table."""
     rows = pg.execute(
@@ -244,7 +260,6 @@ def _same(a: Any, b: Any) -> bool:
 
 def check_tables(src: sqlite3.Connection, pg: Any, plans: list[TablePlan], sample: int,
                  report: Report) -> None:
-    rng = random.Random(0)
     for plan in plans:
         n_src = src.execute(f'SELECT COUNT(*) FROM "{plan.name}"').fetchone()[0]
         n_dst = pg.execute(f'SELECT COUNT(*) FROM "{plan.name}"').fetchone()[0]
@@ -252,8 +267,8 @@ def check_tables(src: sqlite3.Connection, pg: Any, plans: list[TablePlan], sampl
         if not plan.key or not n_src or not sample:
             continue
         cols = _quoted(plan.columns)
-        rows = src.execute(f'SELECT {cols} FROM "{plan.name}"').fetchall()
-        picked = rng.sample(rows, min(sample, len(rows)))
+        picked = src.execute(f'SELECT {cols} FROM "{plan.name}" ORDER BY random() LIMIT ?',
+                             (sample,)).fetchall()
         where = " AND ".join(f'"{k}" = %s' for k in plan.key)
         keys = [plan.columns.index(k) for k in plan.key]
         bad = 0
@@ -330,9 +345,12 @@ def migrate(options: MigrateOptions, settings_for: Callable[..., Any],
     try:
         with psycopg.connect(options.target_url, autocommit=True) as pg:
             plans = [p for p in (plan_table(src, pg, t) for t in source_tables(src)) if p]
+            indexes = drop_vector_indexes(pg)
             for plan in plans:
                 report.copied[plan.name] = copy_table(src, pg, plan, options.batch, lock)
                 echo(f"copied {plan.name}: {report.copied[plan.name]} rows")
+            echo(f"building {len(indexes)} vector index(es)")
+            restore_indexes(pg, indexes)
             reset_identities(pg)
             report.images = copy_images(options.source / "uploads",
                                         options.target_dir / "uploads")
