@@ -88,16 +88,19 @@ class PgCluster:
     bindir: Path | None = None
     user: str | None = None  # the system user the server runs as (root: SYSTEM_USER)
     port: int = 0
+    durable: bool = False  # fsync and synchronous commit on (benchmarks), off for tests
     _dbs: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls) -> PgCluster:
+    def start(cls, durable: bool = False) -> PgCluster:
+        """``durable``: fsync and synchronous commit on, as a site runs it (benchmarks);
+        tests run without them."""
         outside = os.environ.get("FKVIDEO_TEST_PG")
         if outside:
             cluster = cls(url=outside)
         else:
             cluster = cls(bindir=_bin_dir())
-            cluster._launch()
+            cluster._launch(durable)
         cluster._make_template()
         return cluster
 
@@ -109,8 +112,9 @@ class PgCluster:
         if r.returncode:
             raise PgUnavailable(f"{args[0]} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
 
-    def _launch(self) -> None:
+    def _launch(self, durable: bool = False) -> None:
         assert self.bindir is not None
+        self.durable = durable
         self.datadir = Path(tempfile.mkdtemp(prefix="fkvideo-pg-"))
         if os.geteuid() == 0:  # postgres will not run as root
             self.user = SYSTEM_USER
@@ -126,11 +130,15 @@ class PgCluster:
         self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                   "--encoding=UTF8", "--locale=C")
         self.port = _free_port()
-        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -F -c max_connections=300 "
-                "-c shared_buffers=32MB -c synchronous_commit=off -c full_page_writes=off")
+        opts = self._server_options()
         self._run("pg_ctl", "-D", str(pgdata), "-w", "-t", "60", "-o", opts,
                   "-l", str(self.datadir / "log"), "start")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _server_options(self) -> str:
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -c max_connections=300 "
+        return opts + ("-c shared_buffers=256MB" if self.durable else "-F -c shared_buffers=32MB "
+                       "-c synchronous_commit=off -c full_page_writes=off")
 
     def server_stop(self) -> None:
         """Stop the server now (fault tests: the database goes away)."""
@@ -139,8 +147,7 @@ class PgCluster:
 
     def server_start(self) -> None:
         assert self.datadir is not None
-        opts = (f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -F -c max_connections=300 "
-                "-c shared_buffers=32MB -c synchronous_commit=off -c full_page_writes=off")
+        opts = self._server_options()
         self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-t", "60", "-o", opts,
                   "-l", str(self.datadir / "log"), "start")
 

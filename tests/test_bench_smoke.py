@@ -134,3 +134,15 @@ def test_bench_history_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert mod.main(["--events", "3000", "--repeat", "2"]) == 0  # 0: no filter scans a table
     out = capsys.readouterr().out
     assert "| watch-list match |" in out and "table scans: none" in out
+def test_bench_pg_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pgserver", reason="bench_pg starts PostgreSQL from the pgserver wheel")
+    mod = bench("bench_pg")
+    out = mod.main(["--size", "300", "--seconds", "2", "--clients", "2", "--processes", "2"])
+    (migrated,) = out["migrate"]
+    assert migrated["faces"] == 300 and migrated["verified"] is True
+    assert {r["store"] for r in out["search"]} == {"pgvector HNSW", "embedded (SQLite)"}
+    assert all(0 <= r["recall"] <= 1 and r["p50_ms"] > 0 for r in out["search"])
+    if out["enroll"]:  # needs the models' photos
+        (row,) = out["enroll"]
+        assert row["processes"] == 2 and row["faces"] + row["errors"] > 0
+    assert "s per 100k" in capsys.readouterr().out

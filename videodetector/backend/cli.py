@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("regenerate", add_help=False, help="regenerate facens, thumbnails and "
                    "normalized faces of the stored faces: another embedding model or other "
                    "detector settings (10.3; see: fkvideo_backend regenerate --help)")
+    sub.add_parser("migrate-db", add_help=False, help="copy a SQLite site to PostgreSQL and "
+                   "compare both (see: fkvideo_backend migrate-db --help)")
     sub.add_parser("mass-enroll", add_help=False, help="bulk face enrollment from image files "
                    "(findface-mass-enroll; see: fkvideo_backend mass-enroll --help)")
     return parser
@@ -115,6 +117,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.from_mapping(values)
 
 
+def _settings_for(**values: Any) -> Settings:
+    """Settings of one store for a tool (the defaults plus the given data_dir / db)."""
+    return Settings.from_mapping({k: v for k, v in values.items() if v is not None})
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["mass-enroll"]:  # a client of the API: its own options
@@ -125,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         from videodetector.backend.regenerate import main as regenerate
 
         return regenerate(argv[1:], settings_from_args)
+    if argv[:1] == ["migrate-db"]:  # SQLite data directory -> PostgreSQL: its own options
+        from videodetector.backend.migrate_db import main as migrate_db
+
+        return migrate_db(argv[1:], _settings_for)
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
