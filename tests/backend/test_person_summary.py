@@ -117,6 +117,7 @@ def statements(server: BackendServer) -> Iterator[list[str]]:
         conn.set_trace_callback(None)
 
 
+@pytest.mark.sqlite_only("counts the statements with sqlite3's trace callback")
 def test_a_page_of_2_or_of_12_persons_costs_the_same_queries(server: BackendServer, api: Api):
     who = ["A", "B", "C", "D"]
     for i in range(13):  # 13 persons: one camera each keeps the same photo apart

@@ -18,7 +18,6 @@ Definitions (the same in ``GET /person/id``):
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from videodetector.backend.person_match import DEFAULT_QUALITY
-from videodetector.backend.storage import Database, placeholders
+from videodetector.backend.storage import Database, json_list, placeholders
 
 Urls = Callable[[str | None], str | None]
 
@@ -105,7 +104,7 @@ def summary_json(row: sqlite3.Row, urls: Urls) -> dict[str, Any]:
         "id": row["id"], "meta": row["meta"], "face_count": row["face_count"],
         "timestamp": row["created"], "best_face": best, "sightings": row["sightings"],
         "first_seen": row["first_seen"], "last_seen": row["last_seen"],
-        "cam_ids": sorted(json.loads(row["cam_ids"])), "friend": bool(row["friend"]),
+        "cam_ids": sorted(json_list(row["cam_ids"])), "friend": bool(row["friend"]),
     }
 
 

@@ -146,6 +146,9 @@ _WHERE_1 = re.compile(r"\bWHERE\s+1\b(?!\s*(?:[-+*/%=<>!|.]|IS\b|IN\b|NOT\b|BETW
                       re.I)
 _NOT_IN_EMPTY = re.compile(r"\bNOT\s+IN\s*\(\s*\)", re.I)
 _IN_EMPTY = re.compile(r"\bIN\s*\(\s*\)", re.I)
+# SQLite's index hints (PostgreSQL's planner chooses by itself) and its JSON aggregate
+_INDEXED_BY = re.compile(r"\s+(?:INDEXED\s+BY\s+\w+|NOT\s+INDEXED)\b", re.I)
+_JSON_GROUP_ARRAY = re.compile(r"\bjson_group_array\s*\(", re.I)
 _SCALAR = re.compile(r"\b(MAX|MIN)\s*\(", re.I)
 
 
@@ -210,6 +213,8 @@ def to_pg(sql: str, tables: Catalog | None = None) -> tuple[str, str | None]:
             sql = pattern.sub(repl, sql)
         return _placeholders(sql), None
     sql = re.sub(r"\bIFNULL\s*\(", "COALESCE(", sql, flags=re.I)
+    sql = _INDEXED_BY.sub("", sql)
+    sql = _JSON_GROUP_ARRAY.sub("json_agg(", sql)  # a json value, NULL when no row: see json_list
     # an empty IN list (SQLite: false; NOT IN: true) is a syntax error in PostgreSQL; the
     # untyped '{}' takes the type of the left side
     sql = _WHERE_1.sub("WHERE TRUE", sql)  # SQLite's "WHERE 1 [AND ...]"

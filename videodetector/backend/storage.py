@@ -13,6 +13,7 @@ at COMMIT in WAL mode). A failed COMMIT is rolled back and raised as ``CommitFai
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -425,6 +426,14 @@ def _run_undo(actions: list[Callable[[], None]]) -> None:
             action()
         except Exception:  # one failed undo must not skip the others
             log.exception("undo after a rolled back transaction failed")
+
+
+def json_list(value: Any) -> list[Any]:
+    """A ``json_group_array`` column: JSON text on SQLite; on PostgreSQL (``json_agg``) the
+    decoded list, or NULL when no row was aggregated."""
+    if value is None:
+        return []
+    return json.loads(value) if isinstance(value, str | bytes) else list(value)
 
 
 def insert(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> int:
