@@ -11,16 +11,19 @@ Per clip, in one run:
   same decoder without the YUV->BGR conversion.
 * **naive** -- what one would write first with OpenCV alone: ``cv2.VideoCapture`` decoding,
   ``cv2.FaceDetectorYN`` (YuNet) on every frame at full size, ``cv2.FaceRecognizerSF``
-  (align + SFace) on every face, ``cv2.setNumThreads(2)``. Run in its own process (this
-  script with ``--naive-child``): ``naive s`` is the loop alone, ``naive proc s`` the whole
-  process (interpreter, imports, model loading included). Same model files as ours
+  (align + SFace) on every face, ``cv2.setNumThreads(2)``. Run in its own process
+  (``bench/naive_loop.py``, which imports only OpenCV and the model paths): ``naive s`` is
+  the loop alone, ``naive proc s`` the whole process (interpreter, imports, model loading
+  included). Same model files as ours
   (``videodetector.core.models.model_path``: the pinned packages).
 * **ours** -- ``FacePipeline`` in this process with 2 threads as the daemon runs one camera
   (decode + ``process()`` per frame + ``finish()``; start-up and posting excluded), and
   **ours proc s** -- ``fkvideo_detector -r 0`` as a whole process on the file, posting to a
   local receiver that answers 200 (start-up, posting and the exit included). ``start-up s``
   is the daemon's own log line: process start to its first frame processed, with the CPU
-  seconds spent by then (``start-up CPU s``).
+  seconds spent by then (``start-up CPU s``); a last line gives their median. The measured
+  processes keep compiled bytecode (under the bench cache, as an installed program has it),
+  also when the caller sets PYTHONDONTWRITEBYTECODE.
 
 Ratios: ``naive/ours f`` = naive ms per frame / ours ms per frame; ``naive/ours proc`` =
 naive whole process / ours whole process (> 1: ours is faster); ``ours/decode`` = ours /
@@ -53,8 +56,8 @@ for _p in (str(ROOT), str(Path(__file__).resolve().parent)):
         sys.path.insert(0, _p)
 
 import av  # noqa: E402
-import cv2  # noqa: E402
 from bench_detector import (  # noqa: E402
+    CACHE,
     DEFAULT_DATA,
     clip_plan,
     format_table,
@@ -63,10 +66,10 @@ from bench_detector import (  # noqa: E402
 )
 from bench_streams import Receiver  # noqa: E402
 
-from videodetector.core.models import SFACE, YUNET, model_path  # noqa: E402
 from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
 
 THREADS = 2  # the daemon gives one camera both cores (cli.Daemon.detector_threads)
+PYCACHE = CACHE / "pycache"
 FIRST_FRAME = re.compile(r"first frame processed, ([\d.]+) s after the process started "
                          r"\(([\d.]+) s of CPU\)")
 
@@ -102,42 +105,16 @@ def decode_raw(clip: Path, max_frames: int = 0) -> tuple[int, float]:
 
 
 # ---------------------------------------------------------------------------
-# the naive OpenCV loop (run in a child process)
+# the naive OpenCV loop (bench/naive_loop.py, in its own process)
 # ---------------------------------------------------------------------------
-
-def naive_loop(clip: Path, threads: int = THREADS, max_frames: int = 0) -> dict:
-    """cv2 decode, YuNet on every frame at full size, align + SFace on every face."""
-    cv2.setNumThreads(threads)
-    cap = cv2.VideoCapture(str(clip))
-    if not cap.isOpened():
-        raise RuntimeError(f"OpenCV cannot open {clip}")
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    detector = cv2.FaceDetectorYN.create(str(model_path(YUNET)), "", (w, h), 0.6, 0.3, 5000)
-    recognizer = cv2.FaceRecognizerSF.create(str(model_path(SFACE)), "")
-    frames = faces = 0
-    t0 = time.perf_counter()
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames += 1
-        _, found = detector.detect(frame)
-        for face in found if found is not None else ():
-            recognizer.feature(recognizer.alignCrop(frame, face))
-            faces += 1
-        if max_frames and frames >= max_frames:
-            break
-    seconds = time.perf_counter() - t0
-    cap.release()
-    return {"frames": frames, "faces": faces, "seconds": seconds}
-
 
 def run_naive_process(clip: Path, max_frames: int) -> dict:
     """The naive loop in a fresh interpreter; adds ``process_s`` (launch to exit)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--naive-child", str(clip),
-           "--max-frames", str(max_frames)]
+    cmd = [sys.executable, str(Path(__file__).resolve().with_name("naive_loop.py")), str(clip),
+           "--threads", str(THREADS), "--max-frames", str(max_frames)]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800,
+                          env=child_env())
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"naive loop failed on {clip}: {done.stderr.strip()[-500:]}")
@@ -150,14 +127,31 @@ def run_naive_process(clip: Path, max_frames: int) -> dict:
 # fkvideo_detector as a whole process
 # ---------------------------------------------------------------------------
 
+def child_env() -> dict[str, str]:
+    """The environment of the measured processes: this tree first on the path, and compiled
+    bytecode kept (under the bench cache) as an installed program has it, even where the
+    caller sets PYTHONDONTWRITEBYTECODE (compiling the project's ~45 modules at every start
+    would be counted as start-up)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
+
+
+def warm_bytecode() -> None:
+    """Compile what the daemon and the naive loop import into PYCACHE, once."""
+    code = "import videodetector.detector.cli, cv2, av, onnxruntime"
+    subprocess.run([sys.executable, "-c", code], env=child_env(), check=True,
+                   capture_output=True, timeout=600)
+
+
 def run_daemon(clip: Path, receiver: Receiver, spool: Path) -> dict:
     """``fkvideo_detector -r 0`` on ``clip``: wall time launch to exit, and its start-up
     (process start to first frame processed) from its own log line."""
     cmd = [sys.executable, "-m", "videodetector.detector.cli", "--source", str(clip),
            "--camid", "bench", "--api-url", receiver.url, "--api-token", "bench", "-r", "0",
            "--spool-dir", str(spool), "--log-level", "INFO"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = child_env()
     posts0 = receiver.posts
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env,
@@ -235,7 +229,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=0,
                    help="stop the in-process runs after N frames (the daemon runs whole clips)")
     p.add_argument("--repeat", type=int, default=1, help="runs per figure, fastest kept (1)")
-    p.add_argument("--naive-child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.clips = [c.strip() for c in args.clips.split(",") if c.strip()]
     return args
@@ -244,12 +237,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the comparison; print and return {"machine", "rows", "table"}."""
     args = parse_args(argv)
-    if args.naive_child is not None:
-        out = naive_loop(args.naive_child, THREADS, args.max_frames)
-        print(json.dumps(out), flush=True)
-        return out
     print(f"# bench_naive: {machine_line()}; best of {args.repeat} run(s)", flush=True)
     rows = []
+    warm_bytecode()
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-naive-") as tmp:
         for label, clip in clip_plan(args.clips, args.data, args.seconds):
             row = bench_clip(label, clip, args, receiver, Path(tmp))
@@ -260,6 +250,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     table = format_table(rows, COLUMNS)
     print()
     print(table)
+    startups = sorted(r["startup_s"] for r in rows)
+    cpus = sorted(r["startup_cpu_s"] for r in rows)
+    if startups:
+        print(f"\nstart-up (fkvideo_detector: process start to first frame processed), "
+              f"{len(rows)} run(s): median {startups[len(rows) // 2]:.2f} s wall "
+              f"(min {startups[0]:.2f}), {cpus[len(rows) // 2]:.2f} s of CPU", flush=True)
     print(f"\n# load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
     return {"machine": machine_line(), "rows": rows, "table": table}
 
