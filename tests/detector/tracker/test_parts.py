@@ -101,15 +101,15 @@ def test_assignment_keeps_small_cost_differences():
     assert _hungarian(cost, allowed) == [(1, 0)]
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**32 - 1), st.booleans())
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**32 - 1), st.booleans())
 def test_assignment_matches_scipy_optimum(rows, cols, seed, ties):
     """As many allowed pairs as scipy's linear_sum_assignment finds, at the same total cost."""
     scipy_optimize = pytest.importorskip("scipy.optimize")
     from videodetector.detector.tracker.distances import _hungarian
 
     rng = np.random.default_rng(seed)
-    cost = rng.uniform(-1, 3, (rows, cols))
+    cost = rng.uniform(-1, 3, (rows, cols)) * rng.choice([0.01, 1.0, 50.0])
     if ties:
         cost = np.round(cost, 1)
     allowed = rng.random((rows, cols)) < 0.6
@@ -122,7 +122,7 @@ def test_assignment_matches_scipy_optimum(rows, cols, seed, ties):
     assert len(ours) == len(ref)
     assert len({r for r, _ in ours}) == len(ours) == len({c for _, c in ours})
     assert all(allowed[r, c] for r, c in ours)
-    assert sum(cost[p] for p in ours) == pytest.approx(sum(cost[p] for p in ref), abs=1e-9)
+    assert sum(cost[p] for p in ours) == pytest.approx(sum(cost[p] for p in ref), abs=1e-7)
 
 
 @settings(max_examples=40, deadline=None)

@@ -4,8 +4,7 @@
 
 1. Minimum-cost assignment (``lap.lapjv``, Jonker-Volgenant; it replaced scipy's
    ``linear_sum_assignment``, whose import cost a quarter of the daemon's start-up) maximising
-   total IoU; a pair is
-   accepted only if its IoU is at least ``iou_threshold``.
+   total IoU; a pair is accepted only if its IoU is at least ``iou_threshold``.
 2. For what is left, Hungarian assignment on the centre distance normalised by the boxes'
    size (``centre_distance_matrix``). This catches small or fast faces whose predicted and
    detected boxes do not overlap at all. Pairs farther apart than ``max_centre_distance``
@@ -48,15 +47,16 @@ def _hungarian(cost: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]]:
     possible, and among those the least total cost (what scipy's ``linear_sum_assignment``
     gives with a large cost on the forbidden pairs).
 
-    Every row or column is assigned (``extend_cost`` pads a rectangular matrix); forbidden
-    pairs cost more than any set of allowed pairs together, so one more allowed pair always
-    wins, and are dropped from the answer. That cost is kept just large enough (not 1e6:
-    lapjv's tolerance is absolute, so a huge cost hides the differences between allowed ones).
+    Every row or column is assigned (``extend_cost`` pads a rectangular matrix) and the
+    forbidden pairs are dropped from the answer. A forbidden pair costs more than any
+    difference between the allowed costs of two assignments of up to n = min(rows, cols)
+    pairs (at most (2n - 1) * max|cost|), so one more allowed pair always wins; and no more
+    than that (not 1e6: lapjv's tolerance is absolute, so a huge cost hides the differences
+    between allowed ones).
     """
     if cost.size == 0 or not allowed.any():
         return []
-    span = float(np.abs(cost[allowed]).max()) + 1.0
-    big = (min(cost.shape) + 1) * span
+    big = (2 * min(cost.shape) + 1) * (float(np.abs(cost[allowed]).max()) + 1.0)
     _, row_to_col, _ = lap.lapjv(np.where(allowed, cost, big), extend_cost=True)
     return [(r, int(c)) for r, c in enumerate(row_to_col) if c >= 0 and allowed[r, c]]
 
