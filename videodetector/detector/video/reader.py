@@ -15,14 +15,20 @@
     reader.stop()
 
 Drop policy. Sources that run on a clock -- live streams, webcams and files paced in realtime
-mode -- never wait for the consumer: when the queue is full the *oldest* queued frame is
-dropped to make room for the new one, and counted (``stats().dropped``), unless
-``disable_drops=True``, in which case the reader waits and every frame is delivered. A
-consumer that fell behind so gets the freshest frames: a frame waits at most ``queue_size``
-frame intervals of the source in the queue, whatever the load (dropping the newest instead
-kept frames that had waited ``queue_size`` *processing* times, over a second on a loaded
-host, and delayed realtime posts by as much). A file in offline mode is never dropped from:
-the reader waits.
+mode -- never wait for the consumer, unless ``disable_drops=True`` (then the reader waits and
+every frame is delivered). When the queue is full:
+
+* a **live** source drops the *oldest* queued frame to make room for the new one: a consumer
+  that fell behind gets the freshest frames, and a frame waits at most ``queue_size`` frame
+  intervals of the camera in the queue, whatever the load. (Dropping the newest kept frames
+  that had waited ``queue_size`` *processing* times -- over a second on a loaded host -- and
+  delayed realtime posts by as much.)
+* a **file paced in realtime** (``file@FPS:PATH``) drops the *newest* frame: the queue keeps
+  runs of consecutive frames (the first ``queue_size`` of the clip among them), which the
+  tracker needs to confirm faces on short test clips; latency is not at stake for a file.
+
+Both are counted in ``stats().dropped``. A file in offline mode is never dropped from: the
+reader waits.
 
 Live sources reconnect when they end or fail, after 0.5 s doubling up to 30 s (reset once
 frames flow again). One WARNING line per outage (its first failed attempt), one more after
@@ -361,10 +367,15 @@ class FrameReader:
     def _publish(self, frame: Frame, first_of_connection: bool) -> None:
         frame = self._renumber(frame, first_of_connection)
         self._count_frame(frame.wall_time)
-        if self._may_drop:
+        if self._may_drop and self.spec.live:
             self._put_latest(frame)
-            return
-        self._put_blocking(frame)
+        elif self._may_drop:
+            try:
+                self._queue.put_nowait(frame)
+            except queue.Full:
+                self._bump(dropped=1)
+        else:
+            self._put_blocking(frame)
 
     def _put_latest(self, frame: Frame) -> None:
         """Queue ``frame`` without waiting; when the queue is full its oldest frame is dropped
