@@ -43,6 +43,29 @@ def test_bench_detector_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None
     assert "fps/core" in capsys.readouterr().out
 
 
+def test_bench_naive_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_naive")
+    out = mod.main(["--clips", "synthetic", "--seconds", "1", "--max-frames", "6"])
+    (row,) = out["rows"]
+    assert row["frames"] == 6
+    for key in ("decode_bgr_ms", "decode_raw_ms", "naive_ms", "naive_proc_s", "ours_ms",
+                "ours_proc_s", "startup_s", "startup_cpu_s"):
+        assert row[key] > 0, key  # a figure came out (NaN fails too)
+    for key in ("naive_over_ours_f", "naive_over_ours_proc", "ours_over_decode"):
+        assert row[key] > 0, key
+    assert "naive/ours proc" in capsys.readouterr().out
+
+
+def test_bench_latency_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_latency")
+    out = mod.main(["--seconds", "5"])  # the synthetic clip: a face from 0.5 s on
+    assert out["frames_sent"] == 125 and out["processed"] > 0
+    assert out["posts"] >= 1 and out["tracks"] >= 1
+    for key in ("first_p50_s", "first_p95_s", "all_p50_s", "all_p95_s"):
+        assert out[key] >= 0, key  # a figure came out (NaN fails)
+    assert "first post p50 s" in capsys.readouterr().out
+
+
 def test_bench_streams_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     mod = bench("bench_streams")
     out = mod.main(["--seconds", "2", "--max-streams", "1"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from videodetector.core.detections import Detections
+from videodetector.core.durable import write_atomic
 from videodetector.core.geometry import iou_matrix
 
 log = logging.getLogger(__name__)
@@ -111,14 +113,54 @@ def onnx_session(model: ModelFile, threads: int = 1, *, dynamic_hw: bool = False
 
     ``dynamic_hw``: declare the first input's height and width (and the outputs' second
     dimension) symbolic, for fully convolutional graphs exported with a fixed size. The
-    file's bytes are verified first; only the in-memory shape declaration changes.
+    file's bytes are verified first; only the shape declaration changes (see
+    :func:`dynamic_hw_source`: a pinned, cached copy, so a start-up does not import onnx).
     """
     import onnxruntime as ort
 
     opts = _session_options(threads)
-    path = model_path(model)
-    source: str | bytes = with_dynamic_hw(path.read_bytes()) if dynamic_hw else str(path)
+    source: str | bytes = dynamic_hw_source(model) if dynamic_hw else str(model_path(model))
     return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+# sha256 of ``with_dynamic_hw`` of a pinned file (checked with onnx 1.23.2; applying it twice
+# gives the same bytes). The daemon loads the copy cached under
+# model_cache_dir() when it has this digest, and so never imports onnx (~0.1 s of CPU at
+# start-up, more on a loaded host).
+DYNAMIC_HW_SHA256 = {
+    YUNET: "c52098bae6f202cfdd09f637005d86c017c0a9f60ca3fcbc914f7af6fc640ad5",
+}
+
+
+def dynamic_hw_source(model: ModelFile) -> str | bytes:
+    """``model`` with a symbolic input size, for onnxruntime: the path of the cached copy
+    when it has the pinned digest (``DYNAMIC_HW_SHA256``), else the bytes made now from the
+    verified file with onnx, cached for the next start when they have the pinned digest
+    (a cache folder that cannot be written only costs that next start the onnx import)."""
+    pinned = DYNAMIC_HW_SHA256.get(model)
+    cached = model_cache_dir() / f"{Path(model.relpath).stem}.dynamic-hw.onnx"
+    if pinned is not None and cached.is_file():
+        try:
+            if _sha256(cached) == pinned:
+                return str(cached)
+        except OSError:
+            pass
+        log.warning("%s does not have the pinned sha256; making it again", cached)
+    data = with_dynamic_hw(model_path(model).read_bytes())
+    digest = hashlib.sha256(data).hexdigest()
+    if pinned is None:
+        return data
+    if digest != pinned:
+        log.warning("%s with a symbolic input size has sha256 %s, not the pinned %s (another "
+                    "onnx version?); used from memory, not cached", model.relpath, digest,
+                    pinned)
+        return data
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cached, data, tmp=cached.with_name(f"{cached.name}.{os.getpid()}.tmp"))
+    except OSError as exc:
+        log.info("cannot cache %s (%s); the next start makes it again", cached, exc)
+    return data
 
 
 def with_dynamic_hw(model_bytes: bytes) -> bytes:
@@ -328,8 +370,6 @@ CACHE_ENV = "VIDEODETECTOR_MODEL_CACHE"
 def model_cache_dir() -> Path:
     """Where derived model files are kept: $VIDEODETECTOR_MODEL_CACHE or
     ~/.cache/videodetector/models."""
-    import os
-
     env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "videodetector" / "models"
 

@@ -44,7 +44,7 @@ from videodetector.detector.pipeline import (
 )
 from videodetector.detector.post.poster import Poster
 from videodetector.detector.snapshot import Snapshot
-from videodetector.detector.timing import CameraTimers
+from videodetector.detector.timing import CameraTimers, process_age
 from videodetector.detector.video.reader import END, FrameReader
 from videodetector.detector.video.sink import VideoSink, annotate
 from videodetector.detector.video.source import SourceError
@@ -172,6 +172,7 @@ class CameraWorker:
         self.last_image: np.ndarray | None = None  # the last decoded frame (health previews)
         self.next_track_id = 1
         self._state = "starting"
+        self._first_frame_logged = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cam-{camera.cam_id}",
                                         daemon=True)
@@ -327,6 +328,8 @@ class CameraWorker:
             self.resume_at = frame.index  # where a crash in this frame resumes
             self._submit(pipeline.process(frame))
             self.resume_at = frame.index + 1
+            if not self._first_frame_logged:
+                self._log_first_frame()
             if sink is not None:
                 tracks = pipeline.active_tracks
                 sink.write(annotate(frame.image, [t.xyxy for t in tracks], [t.id for t in tracks],
@@ -335,6 +338,15 @@ class CameraWorker:
             inst = 1.0 / max(now - last, 1e-6)
             self.counters.fps_processed = 0.9 * self.counters.fps_processed + 0.1 * inst
             last = now
+
+    def _log_first_frame(self) -> None:
+        """One INFO line when the worker's first frame went through the pipeline, with the
+        process's age then: the daemon's start-up as an operator (or bench/) sees it."""
+        self._first_frame_logged = True
+        age = process_age()
+        self.log.info("camera %s: first frame processed%s (%.2f s of CPU)", self.camera.cam_id,
+                      "" if age is None else f", {age:.2f} s after the process started",
+                      time.process_time())
 
     def _open_sink(self) -> VideoSink | None:
         """The annotated output of --sink-url, if set."""

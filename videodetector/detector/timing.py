@@ -9,6 +9,8 @@ Code that runs without a daemon (tests, tools) gets ``CameraTimers.null()``: no-
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,3 +83,17 @@ class DetectorHistograms:
         stages = {name: self.stage.labels(cam_id, name) for name in STAGES}
         return CameraTimers(**stages, detector=self.detector.labels(cam_id),
                             post=self.post.labels(cam_id))
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: its start time in /proc against the boot
+    clock, so the interpreter's own start and the imports count); None where unknown."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        # field 22 (starttime, clock ticks after boot); fields are counted after the
+        # parenthesised command name, which may itself contain spaces
+        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None

@@ -126,6 +126,7 @@ class RtspCamera(FakeCamera):
         encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "25"}
         seq = 0
         step = 90000 / self.fps
+        start = time.monotonic()
         for i in range(count):
             if self._stop.is_set():
                 return
@@ -140,4 +141,6 @@ class RtspCamera(FakeCamera):
                                       int(packet.pts or 0) & 0xFFFFFFFF, 0x1234ABCD) + payload
                     conn.sendall(b"$\x00" + struct.pack("!H", len(rtp)) + rtp)
                     seq += 1
-            time.sleep(1 / self.fps)
+            # frame i+1 is due at start + (i+1)/fps: the encoding time is not added to the
+            # period (the stream keeps its nominal rate while the host keeps up)
+            time.sleep(max(0.0, start + (i + 1) / self.fps - time.monotonic()))

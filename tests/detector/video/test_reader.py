@@ -58,7 +58,7 @@ def test_offline_file_never_drops(clip: Path) -> None:
     assert reader.error is None
 
 
-def test_realtime_slow_consumer_drops_newest(clip: Path) -> None:
+def test_realtime_file_slow_consumer_drops_newest(clip: Path) -> None:
     reader = FrameReader(parse_source(f"file@100:{clip}"), realtime=True, queue_size=2)
     with reader:
         frames = drain(reader, delay=0.05)
@@ -69,6 +69,30 @@ def test_realtime_slow_consumer_drops_newest(clip: Path) -> None:
     indices = [f.index for f in frames]
     assert indices == sorted(indices) and indices[:2] == [0, 1]  # oldest kept, newest dropped
     assert [read_index(f.image) for f in frames] == indices
+
+
+def test_live_slow_consumer_drops_oldest() -> None:
+    """A consumer of a live camera that falls behind gets the freshest frames: the queue drops
+    its oldest frame for a new one, so the camera's last frames are delivered and a frame
+    waits in the queue about queue_size camera intervals (2 x 20 ms), not queue_size
+    consumer periods (2 x 100 ms, what dropping the newest gave)."""
+    waits, frames = [], []
+    with MjpegServer([("stall", 40)], fps=50) as server, live_reader(
+            server.url, queue_size=2) as reader:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.5:
+            item = reader.get(timeout=0.2)
+            assert item is not END
+            if item is not None:
+                waits.append(time.time() - item.wall_time)
+                frames.append(item)
+                quiet_since = time.monotonic()
+                time.sleep(0.1)
+        stats = reader.stats()
+    assert stats.dropped > 0 and len(frames) + stats.dropped == stats.frames_in == 40
+    seen = [read_index(f.image) for f in frames]
+    assert seen == sorted(seen) and seen[-1] == 39  # the newest frame was kept
+    assert sorted(waits)[len(waits) // 2] < 0.1
 
 
 def test_disable_drops_delivers_every_frame(clip: Path) -> None:

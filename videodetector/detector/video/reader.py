@@ -15,9 +15,20 @@
     reader.stop()
 
 Drop policy. Sources that run on a clock -- live streams, webcams and files paced in realtime
-mode -- never wait for the consumer: when the queue is full the *newest* frame is dropped and
-counted (``stats().dropped``), unless ``disable_drops=True``, in which case the reader waits
-and every frame is delivered. A file in offline mode is never dropped from: the reader waits.
+mode -- never wait for the consumer, unless ``disable_drops=True`` (then the reader waits and
+every frame is delivered). When the queue is full:
+
+* a **live** source drops the *oldest* queued frame to make room for the new one: a consumer
+  that fell behind gets the freshest frames, and a frame waits at most ``queue_size`` frame
+  intervals of the camera in the queue, whatever the load. (Dropping the newest kept frames
+  that had waited ``queue_size`` *processing* times -- over a second on a loaded host -- and
+  delayed realtime posts by as much.)
+* a **file paced in realtime** (``file@FPS:PATH``) drops the *newest* frame: the queue keeps
+  runs of consecutive frames (the first ``queue_size`` of the clip among them), which the
+  tracker needs to confirm faces on short test clips; latency is not at stake for a file.
+
+Both are counted in ``stats().dropped``. A file in offline mode is never dropped from: the
+reader waits.
 
 Live sources reconnect when they end or fail, after 0.5 s doubling up to 30 s (reset once
 frames flow again). One WARNING line per outage (its first failed attempt), one more after
@@ -356,13 +367,29 @@ class FrameReader:
     def _publish(self, frame: Frame, first_of_connection: bool) -> None:
         frame = self._renumber(frame, first_of_connection)
         self._count_frame(frame.wall_time)
-        if self._may_drop:
+        if self._may_drop and self.spec.live:
+            self._put_latest(frame)
+        elif self._may_drop:
             try:
                 self._queue.put_nowait(frame)
             except queue.Full:
                 self._bump(dropped=1)
-            return
-        self._put_blocking(frame)
+        else:
+            self._put_blocking(frame)
+
+    def _put_latest(self, frame: Frame) -> None:
+        """Queue ``frame`` without waiting; when the queue is full its oldest frame is dropped
+        (and counted) instead. Only this thread puts, so room made here stays free."""
+        while True:
+            try:
+                self._queue.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:  # the consumer took one meanwhile: there is room now
+                    continue
+                self._bump(dropped=1)
 
     def _renumber(self, frame: Frame, first_of_connection: bool) -> Frame:
         """Reader-wide index, and pts that never go back after a reconnect."""
