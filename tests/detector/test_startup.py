@@ -18,9 +18,10 @@ from videodetector.detector.timing import process_age
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Modules the daemon never runs: the backend's web stack, scipy (once the tracker's filter and
-# assignment, about 0.9 s of CPU to import), onnx (YuNet's symbolic input size is cached).
-NOT_IN_THE_DAEMON = ("scipy", "filterpy", "onnx", "fastapi", "starlette", "uvicorn", "faiss",
+# Modules the daemon never runs: the backend's web stack, onnx (YuNet's symbolic input size is
+# cached). filterpy (the tracker's Kalman filters) and the scipy it imports stay: about 0.9 s of
+# start-up CPU, the price of the library the product names for tracking (README, start-up).
+NOT_IN_THE_DAEMON = ("onnx", "fastapi", "starlette", "uvicorn", "faiss",
                      "PIL", "ai_edge_litert", "videodetector.backend")
 
 

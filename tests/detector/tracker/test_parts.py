@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from videodetector.detector.tracker.distances import associate, centre_distance_matrix, iou_matrix
 from videodetector.detector.tracker.filter import BoxKalmanFilter, process_noise, transition_matrix
@@ -83,85 +81,3 @@ def test_filter_rejects_bad_input():
     kf = BoxKalmanFilter(np.array([0, 0, 5, 5], float))
     with pytest.raises(ValueError, match="0"):
         kf.predict(0)
-
-
-# --- the tracker's libraries against the references they replaced (scipy, filterpy) --------
-
-def _allowed_pairs(pairs, allowed):
-    return [(r, c) for r, c in pairs if allowed[r, c]]
-
-
-def test_assignment_keeps_small_cost_differences():
-    """lapjv's tolerance is absolute: with 1e6 on the forbidden pairs it took the 1.22 pair
-    instead of the 0.25 one here (the matrix a random comparison with scipy found)."""
-    from videodetector.detector.tracker.distances import _hungarian
-
-    cost = np.array([[9.0, 9.0, 9.0], [0.2526, 1.2203, 9.0]])
-    allowed = np.array([[False, False, False], [True, True, False]])
-    assert _hungarian(cost, allowed) == [(1, 0)]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**32 - 1), st.booleans())
-def test_assignment_matches_scipy_optimum(rows, cols, seed, ties):
-    """As many allowed pairs as scipy's linear_sum_assignment finds, at the same total cost."""
-    scipy_optimize = pytest.importorskip("scipy.optimize")
-    from videodetector.detector.tracker.distances import _hungarian
-
-    rng = np.random.default_rng(seed)
-    cost = rng.uniform(-1, 3, (rows, cols)) * rng.choice([0.01, 1.0, 50.0])
-    if ties:
-        cost = np.round(cost, 1)
-    allowed = rng.random((rows, cols)) < 0.6
-    ours = _hungarian(cost, allowed)
-    if not allowed.any():
-        assert ours == []
-        return
-    ref_r, ref_c = scipy_optimize.linear_sum_assignment(np.where(allowed, cost, 1e6))
-    ref = _allowed_pairs(zip(ref_r.tolist(), ref_c.tolist(), strict=True), allowed)
-    assert len(ours) == len(ref)
-    assert len({r for r, _ in ours}) == len(ours) == len({c for _, c in ours})
-    assert all(allowed[r, c] for r, c in ours)
-    assert sum(cost[p] for p in ours) == pytest.approx(sum(cost[p] for p in ref), abs=1e-7)
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1))
-def test_box_filter_matches_filterpy(seed):
-    """The OpenCV-based filter gives filterpy's KalmanFilter results (same F, H, Q, R, P),
-    including a shrinking box clamped at MIN_SIDE and an update right after creation."""
-    kalman = pytest.importorskip("filterpy.kalman")
-    from videodetector.detector.tracker import filter as bf
-
-    rng = np.random.default_rng(seed)
-    box = np.r_[rng.uniform(0, 500, 2), 0, 0]
-    box[2:] = box[:2] + rng.uniform(2, 200, 2)
-    ours = bf.BoxKalmanFilter(box)
-    z = bf.xyxy_to_z(box)
-    side = ours._side(z)
-    ref = kalman.KalmanFilter(dim_x=8, dim_z=4)
-    ref.x = np.r_[z, np.zeros(4)].reshape(8, 1)
-    ref.H = np.hstack([np.eye(4), np.zeros((4, 4))])
-    ref.P = np.diag([(bf.INITIAL_POSITION_STD * side) ** 2] * 4
-                    + [(bf.INITIAL_VELOCITY_STD * side) ** 2] * 4)
-    shrink = rng.random() < 0.3
-    for step in range(25):
-        if step or rng.random() < 0.5:
-            dt = int(rng.integers(1, 6))
-            ref.predict(F=bf.transition_matrix(dt),
-                        Q=bf.process_noise(dt, ours._side(ref.x[:, 0])))
-            for i in (2, 3):
-                if ref.x[i, 0] < bf.MIN_SIDE:
-                    ref.x[i, 0], ref.x[i + 4, 0] = bf.MIN_SIDE, 0.0
-            np.testing.assert_allclose(ours.predict(dt), bf.z_to_xyxy(ref.x[:4, 0]),
-                                       rtol=1e-7, atol=1e-6)
-        if rng.random() < 0.7:
-            seen = box + rng.normal(0, 3, 4)
-            seen[2:] = np.maximum(seen[2:], seen[:2] + 0.5)
-            zs = bf.xyxy_to_z(seen)
-            ref.update(zs.reshape(4, 1), R=np.eye(4) * (bf.MEASUREMENT_STD * ours._side(zs)) ** 2)
-            np.testing.assert_allclose(ours.update(seen), bf.z_to_xyxy(ref.x[:4, 0]),
-                                       rtol=1e-7, atol=1e-6)
-        if shrink:
-            box = np.r_[box[:2], box[:2] + (box[2:] - box[:2]) * 0.7 + 0.01]
-    np.testing.assert_allclose(ours.velocity, ref.x[4:, 0], rtol=1e-6, atol=1e-6)

@@ -2,9 +2,8 @@
 
 ``associate`` runs in two rounds:
 
-1. Minimum-cost assignment (``lap.lapjv``, Jonker-Volgenant; it replaced scipy's
-   ``linear_sum_assignment``, whose import cost a quarter of the daemon's start-up) maximising
-   total IoU; a pair is accepted only if its IoU is at least ``iou_threshold``.
+1. Hungarian assignment (scipy ``linear_sum_assignment``) maximising total IoU; a pair is
+   accepted only if its IoU is at least ``iou_threshold``.
 2. For what is left, Hungarian assignment on the centre distance normalised by the boxes'
    size (``centre_distance_matrix``). This catches small or fast faces whose predicted and
    detected boxes do not overlap at all. Pairs farther apart than ``max_centre_distance``
@@ -13,12 +12,13 @@
 
 from __future__ import annotations
 
-import lap
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from videodetector.core.geometry import as_boxes, iou_matrix
 
 MAX_SIZE_RATIO = 2.0  # the distance fallback never matches boxes whose sides differ more
+_BIG = 1e6  # cost of a forbidden pair
 
 
 def _mean_side(xyxy: np.ndarray) -> np.ndarray:
@@ -43,22 +43,11 @@ def centre_distance_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray
 
 
 def _hungarian(cost: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]]:
-    """Minimum-cost assignment restricted to ``allowed`` pairs: as many allowed pairs as
-    possible, and among those the least total cost (what scipy's ``linear_sum_assignment``
-    gives with a large cost on the forbidden pairs).
-
-    Every row or column is assigned (``extend_cost`` pads a rectangular matrix) and the
-    forbidden pairs are dropped from the answer. A forbidden pair costs more than any
-    difference between the allowed costs of two assignments of up to n = min(rows, cols)
-    pairs (at most (2n - 1) * max|cost|), so one more allowed pair always wins; and no more
-    than that (not 1e6: lapjv's tolerance is absolute, so a huge cost hides the differences
-    between allowed ones).
-    """
+    """Minimum-cost assignment restricted to ``allowed`` pairs."""
     if cost.size == 0 or not allowed.any():
         return []
-    big = (2 * min(cost.shape) + 1) * (float(np.abs(cost[allowed]).max()) + 1.0)
-    _, row_to_col, _ = lap.lapjv(np.where(allowed, cost, big), extend_cost=True)
-    return [(r, int(c)) for r, c in enumerate(row_to_col) if c >= 0 and allowed[r, c]]
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, _BIG))
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
 
 
 def associate(

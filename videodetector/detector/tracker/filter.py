@@ -1,6 +1,4 @@
-"""A constant-velocity Kalman filter for one face box, built on OpenCV's ``cv2.KalmanFilter``
-(float64; the same equations as filterpy's, which this used before: filterpy imports
-scipy.stats, about half a second of the daemon's start-up).
+"""A constant-velocity Kalman filter for one face box, built on filterpy.
 
 State vector (8 numbers, pixels and pixels per frame)::
 
@@ -17,8 +15,8 @@ All noise levels are proportional to the box size (as in DeepSORT), so a 20 px f
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+from filterpy.kalman import KalmanFilter
 
 # Standard deviation of the detector's box jitter, as a fraction of the box side.
 MEASUREMENT_STD = 0.05
@@ -67,25 +65,19 @@ def process_noise(dt: float, side: float) -> np.ndarray:
 class BoxKalmanFilter:
     """Kalman filter of one face box. ``predict(dt_frames)`` then ``update(xyxy)``.
 
-    The matrices (OpenCV's names in brackets):
+    The matrices, in filterpy's names:
 
-    * F (8x8, transition, ``transitionMatrix``): constant velocity.
-      ``[cx, cy, w, h] += dt * [vcx, vcy, vw, vh]``; velocities are carried over. Rebuilt for
-      every predict because dt varies (the detector may run only every ``period`` frames).
-    * H (4x8, measurement, ``measurementMatrix``): the detector sees the first four state
-      entries, not velocities: ``H = [I4 | 0]``.
-    * Q (8x8, process noise, ``processNoiseCov``): how far reality may drift from constant
-      velocity in dt frames; see ``process_noise``. Grows with dt (as dt^3 for position), so
-      after a long skip the filter trusts the next detection more than its own prediction.
-    * R (4x4, measurement noise, ``measurementNoiseCov``): detector jitter, diagonal, std
-      MEASUREMENT_STD * side.
-    * P (8x8, state covariance, ``errorCovPost``): starts diagonal with
-      INITIAL_POSITION_STD * side for the box and INITIAL_VELOCITY_STD * side for the
-      (unknown) velocities.
-
-    The state is kept in ``statePost`` / ``errorCovPost``: ``update`` corrects the current
-    state (copied to the ``*Pre`` fields OpenCV's ``correct`` reads), so an update right
-    after creation or after the size clamp of ``predict`` sees what ``xyxy`` shows.
+    * F (8x8, transition): constant velocity. ``[cx, cy, w, h] += dt * [vcx, vcy, vw, vh]``;
+      velocities are carried over. Rebuilt for every predict because dt varies (the
+      detector may run only every ``period`` frames).
+    * H (4x8, measurement): the detector sees the first four state entries, not velocities:
+      ``H = [I4 | 0]``.
+    * Q (8x8, process noise): how far reality may drift from constant velocity in dt frames;
+      see ``process_noise``. Grows with dt (as dt^3 for position), so after a long skip
+      the filter trusts the next detection more than its own prediction.
+    * R (4x4, measurement noise): detector jitter, diagonal, std MEASUREMENT_STD * side.
+    * P (8x8, state covariance): starts diagonal with INITIAL_POSITION_STD * side for the box
+      and INITIAL_VELOCITY_STD * side for the (unknown) velocities; filterpy updates it.
     """
 
     def __init__(self, xyxy: np.ndarray) -> None:
@@ -93,14 +85,15 @@ class BoxKalmanFilter:
         if z[2] <= 0 or z[3] <= 0:
             raise ValueError(f"box must have x2 > x1 and y2 > y1, got {list(xyxy)}")
         side = self._side(z)
-        kf = cv2.KalmanFilter(8, 4, 0, cv2.CV_64F)
-        kf.statePost = np.concatenate([z, np.zeros(4)]).reshape(8, 1)
-        kf.transitionMatrix = transition_matrix(1.0)
-        kf.measurementMatrix = np.hstack([np.eye(4), np.zeros((4, 4))])
-        kf.errorCovPost = np.diag(
+        kf = KalmanFilter(dim_x=8, dim_z=4)
+        kf.x = np.concatenate([z, np.zeros(4)]).reshape(8, 1)
+        kf.F = transition_matrix(1.0)
+        kf.H = np.hstack([np.eye(4), np.zeros((4, 4))])
+        kf.P = np.diag(
             [(INITIAL_POSITION_STD * side) ** 2] * 4 + [(INITIAL_VELOCITY_STD * side) ** 2] * 4
         )
-        kf.processNoiseCov = process_noise(1.0, side)
+        kf.Q = process_noise(1.0, side)
+        kf.R = np.eye(4) * (MEASUREMENT_STD * side) ** 2
         self._kf = kf
 
     @staticmethod
@@ -111,38 +104,29 @@ class BoxKalmanFilter:
     @property
     def xyxy(self) -> np.ndarray:
         """The current box estimate as [x1, y1, x2, y2]."""
-        return z_to_xyxy(self._kf.statePost[:4, 0])
+        return z_to_xyxy(self._kf.x[:4, 0])
 
     @property
     def velocity(self) -> np.ndarray:
         """[vcx, vcy, vw, vh] in pixels per frame."""
-        return self._kf.statePost[4:, 0].copy()
+        return self._kf.x[4:, 0].copy()
 
     def predict(self, dt_frames: float = 1) -> np.ndarray:
         """Advance the state by ``dt_frames`` frames and return the predicted box."""
         if not dt_frames > 0:
             raise ValueError(f"dt_frames must be positive, got {dt_frames}")
-        kf = self._kf
-        x = kf.statePost
-        side = self._side(x[:, 0])
-        kf.transitionMatrix = transition_matrix(dt_frames)
-        kf.processNoiseCov = process_noise(dt_frames, side)
-        x = kf.predict()  # also sets statePost / errorCovPost to the prediction
+        side = self._side(self._kf.x[:, 0])
+        self._kf.predict(F=transition_matrix(dt_frames), Q=process_noise(dt_frames, side))
         # A shrinking box must not turn inside out while coasting without detections.
         for i in (2, 3):
-            if x[i, 0] < MIN_SIDE:
-                x[i, 0] = MIN_SIDE
-                x[i + 4, 0] = 0.0
-        kf.statePost = x
+            if self._kf.x[i, 0] < MIN_SIDE:
+                self._kf.x[i, 0] = MIN_SIDE
+                self._kf.x[i + 4, 0] = 0.0
         return self.xyxy
 
     def update(self, xyxy: np.ndarray) -> np.ndarray:
         """Correct the state with a detected box and return the filtered box."""
         z = xyxy_to_z(xyxy)
         side = self._side(z)
-        kf = self._kf
-        kf.measurementNoiseCov = np.eye(4) * (MEASUREMENT_STD * side) ** 2
-        kf.statePre = kf.statePost  # correct() starts from the *Pre fields
-        kf.errorCovPre = kf.errorCovPost
-        kf.correct(z.reshape(4, 1))
+        self._kf.update(z.reshape(4, 1), R=np.eye(4) * (MEASUREMENT_STD * side) ** 2)
         return self.xyxy
