@@ -89,9 +89,10 @@ def new_token(data_dir: Path) -> str:
 class Server:
     """``fkvideo_backend serve`` on a free port; stderr goes to a log file we can read."""
 
-    def __init__(self, data_dir: Path, threads: int) -> None:
+    def __init__(self, data_dir: Path, threads: int, extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.threads = threads
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{self.port}.log"
@@ -104,7 +105,7 @@ class Server:
             self.proc = subprocess.Popen(
                 backend_cli("serve", "--host", "127.0.0.1", "--port", str(self.port),
                             "--data-dir", str(self.data_dir), "--model-threads",
-                            str(self.threads), "--log-level", "info"),
+                            str(self.threads), "--log-level", "info", *self.extra_args),
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
