@@ -28,6 +28,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -178,6 +180,23 @@ COLUMNS = (
 )
 
 
+def start_profile(base: Path | None, clients: int, pid: int) -> subprocess.Popen | None:
+    if base is None:
+        return None
+    out = base.with_name(f"{base.name}.{clients}.txt")
+    proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw",
+                             "--rate", "200", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first post
+    return proc
+
+
+def stop_profile(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test media folder")
@@ -188,6 +207,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="post only face0, without the full frame (--only-norm)")
     p.add_argument("--model-threads", type=int, default=1, help="backend --model-threads")
     p.add_argument("--server-args", default="", help="extra fkvideo_backend serve options")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="record the server with py-spy during each run into "
+                        "PROFILE.<clients>.txt (collapsed stacks; needs py-spy)")
     args = p.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
     return args
@@ -210,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             if args.warmup:
                 run_clients(server, token, snaps, 1, args.warmup, args.only_norm)
             for clients in args.clients:
+                spy = start_profile(args.profile, clients, server.proc.pid)
                 row = run_clients(server, token, snaps, clients, args.posts, args.only_norm)
+                stop_profile(spy)
                 print(f"  {clients} client(s): {row['faces_per_s']} faces/s, p50 "
                       f"{row['p50_ms']} ms, p95 {row['p95_ms']} ms", flush=True)
                 rows.append(row)

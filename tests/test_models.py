@@ -79,3 +79,22 @@ def test_same_subject_closer_than_different_subject():
     a, b, c = embed("S029-02-t10_01.jpg"), embed("S029-03-t10_01.jpg"), embed("S008-01-t10_01.jpg")
     assert abs(np.linalg.norm(a) - 1) < 1e-4
     assert float(a @ b) > 0.4 > float(a @ c)
+
+
+def test_sface_weights_are_constants_and_embedding_unchanged():
+    """SFace's export lists its 174 weights as graph inputs, which kept onnxruntime from
+    folding BatchNorm into the convolutions; the session sees them as constants now (one
+    input) and embeds a real face as the file as shipped does (float rounding only)."""
+    import onnxruntime as ort
+
+    emb = SFaceEmbedder()
+    assert emb._session.get_overridable_initializers() == []  # noqa: SLF001
+    img = cv2.imread(str(shared_file("stills_meds/S029-02-t10_01.jpg")))
+    faces = YuNetDetector().detect(img)
+    aligned = align_face(img, faces.landmarks[int(np.argmax(faces.score))])
+    shipped = ort.InferenceSession(str(model_path(models.SFACE)),
+                                   providers=["CPUExecutionProvider"])
+    blob = aligned[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+    ref = shipped.run(None, {"data": blob})[0][0]
+    ref = ref / np.linalg.norm(ref)
+    np.testing.assert_allclose(emb.embed(aligned), ref, atol=1e-5)

@@ -95,14 +95,16 @@ def _session_options(threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(threads))
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # SFace's graph warns about initializers at every load
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return opts
 
 
 def _session_from_path(path: Path, threads: int):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), sess_options=_session_options(threads),
+    return ort.InferenceSession(without_initializer_inputs(path.read_bytes()),
+                                sess_options=_session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 
@@ -116,9 +118,27 @@ def onnx_session(model: ModelFile, threads: int = 1, *, dynamic_hw: bool = False
     import onnxruntime as ort
 
     opts = _session_options(threads)
-    path = model_path(model)
-    source: str | bytes = with_dynamic_hw(path.read_bytes()) if dynamic_hw else str(path)
+    data = without_initializer_inputs(model_path(model).read_bytes())
+    source = with_dynamic_hw(data) if dynamic_hw else data
     return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def without_initializer_inputs(model_bytes: bytes) -> bytes:
+    """The ONNX model without its weights listed as graph inputs (the SFace 2021dec export
+    lists all 174): onnxruntime must then treat every weight as a value the caller may
+    override, so it cannot fold the BatchNormalization into the convolutions nor fuse
+    the activations; as constants it does, and the embedding is the same (float rounding)
+    for about 30 % less CPU. Models without such inputs are returned unchanged."""
+    import onnx
+
+    graph = onnx.load_from_string(model_bytes)
+    weights = {init.name for init in graph.graph.initializer}
+    inputs = [i for i in graph.graph.input if i.name not in weights]
+    if len(inputs) == len(graph.graph.input):
+        return model_bytes
+    del graph.graph.input[:]
+    graph.graph.input.extend(inputs)
+    return graph.SerializeToString()
 
 
 def with_dynamic_hw(model_bytes: bytes) -> bytes:
