@@ -5,15 +5,24 @@ group commit of concurrent requests."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
+import os
 import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from videodetector import durable
 from videodetector.backend.imaging import decode_photo
 from videodetector.backend.server import bind_socket
+from videodetector.backend.storage import Database, FileStore, SyncFailed
 
 
 def test_accepted_connections_have_nagle_off() -> None:
@@ -73,3 +82,118 @@ def test_decoded_pixels_are_those_of_before(mode: str, fmt: str, orientation: in
     assert photo.orientation == orientation
     assert photo.image.flags["C_CONTIGUOUS"] and photo.image.dtype == np.uint8
     np.testing.assert_array_equal(photo.image, _old_decode(data))
+
+
+class FsyncSpy:
+    """Records every fsync made through videodetector.durable (what it synced, when it
+    started and ended); ``delay`` makes each one slow, like a real disk under load;
+    ``fail`` (a path suffix) makes the fsync of matching paths fail with EIO."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.fail: str | None = None
+        self.calls: list[tuple[str, float, float]] = []
+        self.lock = threading.Lock()
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            start = time.monotonic()
+            if self.fail and path.endswith(self.fail):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            time.sleep(self.delay)
+            real(fd)
+            with self.lock:
+                self.calls.append((path, start, time.monotonic()))
+
+        monkeypatch.setattr(durable.os, "fsync", fsync)
+
+    def of(self, suffix: str) -> list[tuple[str, float, float]]:
+        return [c for c in self.calls if c[0].endswith(suffix)]
+
+
+def _concurrently(n: int, work: Callable[[int], None]) -> list[tuple[float, float]]:
+    """Run work(0..n-1) in n threads started together; (call, return) times of each."""
+    spans: list[tuple[float, float]] = [(0.0, 0.0)] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        t0 = time.monotonic()
+        work(i)
+        spans[i] = (t0, time.monotonic())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return spans
+
+
+def _covered(spans: list[tuple[float, float]], fsyncs: list[tuple[str, float, float]]) -> bool:
+    """Every call returned after an fsync that started after the call's change."""
+    return all(any(t0 <= start and end <= t1 for _, start, end in fsyncs) for t0, t1 in spans)
+
+
+def test_group_fsync_shares_one_fsync_between_concurrent_callers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = FsyncSpy(monkeypatch, delay=0.05)
+    target = tmp_path / "f"
+    target.write_bytes(b"x")
+    group = durable.GroupFsync(target)
+    spans = _concurrently(8, lambda i: group.sync())
+    assert _covered(spans, spy.calls)
+    assert 1 <= len(spy.calls) <= 4 < 8  # one per caller before
+
+
+def test_concurrent_transactions_share_the_wal_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: 8 threads committing at once fsync the WAL far fewer than 8 times, and
+    each transaction returns only after a WAL fsync begun after its COMMIT (as durable as
+    synchronous=FULL, where SQLite fsynced once per COMMIT under the write lock)."""
+    db = Database(tmp_path / "b.sqlite3")
+    spy = FsyncSpy(monkeypatch, delay=0.05)
+
+    def commit(i: int) -> None:
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO settings VALUES (?, 'v')", (f"k{i}",))
+
+    spans = _concurrently(8, commit)
+    wal = spy.of("b.sqlite3-wal")
+    assert _covered(spans, wal)
+    assert 1 <= len(wal) < 8
+    assert db.scalar("SELECT COUNT(*) FROM settings WHERE key LIKE 'k%'") == 8
+    assert db.scalar("PRAGMA synchronous") == 2  # FULL for anything outside transaction()
+    db.close()
+
+
+def test_a_failed_wal_fsync_is_not_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Database(tmp_path / "b.sqlite3")
+    spy = FsyncSpy(monkeypatch)
+    spy.fail = "-wal"
+    with pytest.raises(SyncFailed, match="durable"), db.transaction() as conn:
+        conn.execute("INSERT INTO settings VALUES ('k', 'v')")
+    assert isinstance(SyncFailed("x"), sqlite3.OperationalError)  # the API answers 503
+    spy.fail = None
+    with db.transaction() as conn:  # the next transaction is served normally
+        conn.execute("INSERT INTO settings VALUES ('k2', 'v')")
+    db.close()
+
+
+def test_image_writes_fsync_their_directory(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rename of an image into place is durable (its directory fsynced) before the row
+    that refers to it is committed; a new day directory is made durable in its parent."""
+    store = FileStore(tmp_path / "uploads")
+    spy = FsyncSpy(monkeypatch)
+    store.write_all([("1/20260101/a_photo.jpeg", b"a"), ("1/20260101/a_thumb.jpeg", b"b")])
+    synced = [p for p, _, _ in spy.calls]
+    day = str(tmp_path / "uploads" / "1" / "20260101")
+    assert synced.count(day) == 1  # once for both files
+    assert str(tmp_path / "uploads" / "1") in synced  # the new day directory's entry
+    assert str(tmp_path / "uploads") in synced  # the new user directory's entry
+    assert synced.index(day) > max(synced.index(p) for p in synced if p.endswith(".tmp"))
+    store.write("1/20260101/b_norm.png", b"c")
+    assert [p for p, _, _ in spy.calls].count(day) == 2
