@@ -136,6 +136,25 @@ class Server:
         self.proc = None
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def per_100k(rows: list[dict]) -> None:
+    """``rss_per_100k_mb``: server RSS growth per 100k stored faces against the smallest
+    store of ``rows`` (whose RSS is the models, the code and the few enrolled faces)."""
+    base = min(rows, key=lambda r: r["faces"])
+    for row in rows:
+        extra = row["faces"] - base["faces"]
+        row["rss_per_100k_mb"] = (round((row["rss_mb"] - base["rss_mb"]) * 100_000 / extra, 1)
+                                  if extra > 0 else "")
+
+
 # ---------------------------------------------------------------------------
 # measurements
 # ---------------------------------------------------------------------------
@@ -337,7 +356,7 @@ def size_row(size: int, server: Server, token: str, photo: Path, args: argparse.
     lat = http_latency(server.url, token, photo, args.requests)
     loaded = server.index_load()
     row = {"faces": size, **lat, "startup_s": round(server.startup_seconds, 1),
-           "index_load_s": loaded[1] if loaded else None,
+           "index_load_s": loaded[1] if loaded else None, "rss_mb": rss_mb(server.proc.pid),
            **index_search(size, rng)}
     print(f"  {size} faces: identify p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms, "
           f"p99 {row['p99_ms']} ms; search p50 {row['search_p50_ms']} ms", flush=True)
@@ -350,7 +369,8 @@ COLUMNS = (
     ("detect_p50_ms", "detect p50 ms", ">"), ("search_p50_ms", "search p50 ms", ">"),
     ("search_p99_ms", "search p99 ms", ">"), ("matmul_p50_ms", "matmul p50 ms", ">"),
     ("index_mb", "index MB", ">"), ("index_load_s", "index load s", ">"),
-    ("startup_s", "startup s", ">"), ("top_meta", "top hit", "<"),
+    ("startup_s", "startup s", ">"), ("rss_mb", "server RSS MB", ">"),
+    ("rss_per_100k_mb", "RSS MB per 100k faces", ">"), ("top_meta", "top hit", "<"),
     ("top_confidence", "top conf", ">"),
 )
 
@@ -360,6 +380,7 @@ def report(enrolled: dict, rows: list[dict], photo: Path) -> dict:
         ("requests", "photos posted", ">"), ("faces", "faces stored", ">"),
         ("rejected", "rejected", ">"), ("seconds", "seconds", ">"),
         ("faces_per_s", "faces/s", ">"), ("p50_ms", "p50 ms", ">"), ("p95_ms", "p95 ms", ">")))
+    per_100k(rows)
     table = format_table(rows, COLUMNS)
     print("\nPOST /v1/face (one client, sequential):\n")
     print(enroll_table)

@@ -44,7 +44,7 @@ for _p in (ROOT, ROOT / "bench"):
 
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
-from bench_backend import Server, new_token  # noqa: E402
+from bench_backend import Server, new_token, rss_mb  # noqa: E402
 from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
 
 from videodetector.snapshot import Snapshot  # noqa: E402
@@ -88,14 +88,6 @@ def make_snapshots(data: Path, limit: int = 32) -> list[Snapshot]:
     if not snaps:
         raise SystemExit("the detector made no snapshot of the bench clips")
     return snaps
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 def cpu_seconds(pid: int) -> float:
