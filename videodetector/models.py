@@ -406,6 +406,47 @@ def _quantize_sface(dest: Path) -> None:
     tmp.replace(dest)
 
 
+class NetPool:
+    """``cv2.dnn.Net`` s of one model file, one per concurrent caller (a Net is not
+    thread-safe): a caller takes a free net, or makes one while fewer than ``size`` exist,
+    or waits for one."""
+
+    def __init__(self, path: Path, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError(f"a net pool needs size >= 1, got {size}")
+        self.path = path
+        self.size = size
+        self._free: list = [self._new()]  # the first one now: a bad file fails at load
+        self._made = 1
+        self._cond = threading.Condition()
+
+    def _new(self):
+        return cv2.dnn.readNetFromONNX(str(self.path))
+
+    def forward(self, blob: np.ndarray) -> np.ndarray:
+        with self._cond:
+            while not self._free and self._made >= self.size:
+                self._cond.wait()
+            net = self._free.pop() if self._free else None
+            if net is None:
+                self._made += 1
+        if net is None:
+            try:
+                net = self._new()
+            except BaseException:
+                with self._cond:
+                    self._made -= 1
+                    self._cond.notify()
+                raise
+        try:
+            net.setInput(blob)
+            return np.array(net.forward(), np.float32)
+        finally:
+            with self._cond:
+                self._free.append(net)
+                self._cond.notify()
+
+
 class SFaceEmbedder:
     """SFace 2021dec: a 112x112 aligned BGR face -> L2-normalised 128-d embedding (cosine).
 
@@ -414,17 +455,37 @@ class SFaceEmbedder:
     two are never compared with each other (the backend keeps them apart by model name)."""
 
     DIM = 128
+    RUNTIMES = ("onnxruntime", "opencv")
 
-    def __init__(self, threads: int = 1, model: str = SFACE_NAME) -> None:
+    def __init__(self, threads: int = 1, model: str = SFACE_NAME,
+                 runtime: str = "onnxruntime", workers: int = 1) -> None:
+        """``runtime="opencv"`` (float model only): the same graph through OpenCV's DNN
+        module, ~35 % less CPU per face than onnxruntime on this graph (measured on AVX-512
+        Xeons), same vectors within float rounding; a ``cv2.dnn.Net`` is not thread-safe,
+        so up to ``workers`` nets are made, one per concurrent caller (~37 MB each)."""
         if model not in EMBEDDING_MODELS:
             raise ValueError(f"unknown embedding model {model!r}; known: "
                              f"{', '.join(EMBEDDING_MODELS)}")
+        if runtime not in self.RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(self.RUNTIMES)}, got "
+                             f"{runtime!r}")
+        if runtime == "opencv" and model != SFACE_NAME:
+            raise ValueError(f"runtime opencv runs {SFACE_NAME} only, not {model!r}")
         self.model = model
-        if model == SFACE_NAME:
+        self.runtime = runtime
+        self._session = self._nets = None
+        if runtime == "opencv":
+            self._nets = NetPool(model_path(SFACE), workers)
+        elif model == SFACE_NAME:
             self._session = onnx_session(SFACE, threads)
         else:
             self._session = _session_from_path(sface_int8_path(), threads)
-        self._input = self._session.get_inputs()[0].name
+        self._input = None if self._session is None else self._session.get_inputs()[0].name
+
+    def _run(self, blob: np.ndarray) -> np.ndarray:
+        if self._nets is not None:
+            return self._nets.forward(blob)[0]
+        return self._session.run(None, {self._input: blob})[0][0]
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
         return self.embed_batch([aligned_bgr])[0]
@@ -438,7 +499,7 @@ class SFaceEmbedder:
                                  f"{getattr(face, 'shape', None)} {getattr(face, 'dtype', '')}")
             # SFace takes RGB in 0..255 (OpenCV's FaceRecognizerSF: swapRB, no scaling).
             blob = face[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
-            vec = self._session.run(None, {self._input: blob})[0][0]
+            vec = self._run(blob)
             out[i] = vec / (np.linalg.norm(vec) + 1e-12)
         return out
 

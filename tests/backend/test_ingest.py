@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tests.backend.conftest import Api, person_photo
 from videodetector import durable
 from videodetector.backend.imaging import decode_photo
 from videodetector.backend.server import bind_socket
@@ -197,3 +198,42 @@ def test_image_writes_fsync_their_directory(tmp_path: Path,
     assert synced.index(day) > max(synced.index(p) for p in synced if p.endswith(".tmp"))
     store.write("1/20260101/b_norm.png", b"c")
     assert [p for p, _, _ in spy.calls].count(day) == 2
+
+
+def test_detector_snapshot_stored_with_the_embedding_of_before(api: Api) -> None:
+    """A snapshot as fkvideo_detector posts it (photo, bbox, face0, detectorParams, an
+    Idempotency-Key; post.request.build_request) is stored with face0's SFace embedding as
+    the onnxruntime session of the shipped file computes it (the backend now runs the graph
+    through OpenCV, its weights folded), its box, and a thumbnail and normalized image
+    that can be read back; posting it again stores nothing new."""
+    import cv2
+
+    from tests.post.receiver import make_snapshot
+    from videodetector.backend.extraction import facen_from_b64
+    from videodetector.config import DetectorConfig
+    from videodetector.models import SFaceEmbedder, YuNetDetector, align_face
+    from videodetector.post.request import build_request
+
+    photo = person_photo("A")
+    image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    found = YuNetDetector().detect(image)
+    best = int(np.argmax(found.score))
+    aligned = align_face(image, found.landmarks[best])
+    face_png = cv2.imencode(".png", aligned)[1].tobytes()
+    box = tuple(int(v) for v in found.xyxy[best])
+    snap = make_snapshot(frame_jpeg=photo, face_png=face_png, bbox=box)
+    req = build_request(snap, DetectorConfig(api_url=api.url, api_token=api.token or ""))
+    first = api.session.post(req.url, headers=dict(req.headers), data=list(req.data),
+                             files=list(req.files), timeout=60)
+    assert first.status_code == 200, first.text
+    (face,) = first.json()["results"]
+    assert [face["x1"], face["y1"], face["x2"], face["y2"]] == list(box)
+    stored = facen_from_b64(api.get(f"/v1/face/id/{face['id']}/facen").json()["facen"])
+    before = SFaceEmbedder().embed(cv2.imdecode(np.frombuffer(face_png, np.uint8),
+                                                cv2.IMREAD_COLOR))
+    np.testing.assert_allclose(stored, before, atol=1e-5)
+    for url in (face["thumbnail"], face["normalized"]):
+        assert api.session.get(url, timeout=30).status_code == 200
+    again = api.session.post(req.url, headers=dict(req.headers), data=list(req.data),
+                             files=list(req.files), timeout=60)
+    assert [f["id"] for f in again.json()["results"]] == [face["id"]]
