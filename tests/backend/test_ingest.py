@@ -237,3 +237,19 @@ def test_detector_snapshot_stored_with_the_embedding_of_before(api: Api) -> None
     again = api.session.post(req.url, headers=dict(req.headers), data=list(req.data),
                              files=list(req.files), timeout=60)
     assert [f["id"] for f in again.json()["results"]] == [face["id"]]
+
+
+def test_a_post_fsyncs_its_files_then_their_directory_once_then_the_wal(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /face: photo, thumbnail and normalized image each fsynced, their directory
+    once for the three, then the WAL (the row committed after the images are durable)."""
+    spy = FsyncSpy(monkeypatch)
+    api.add_face(person_photo("B"))
+    paths = [p for p, _, _ in spy.calls]
+    tmp_files = [i for i, p in enumerate(paths) if p.endswith(".tmp")]
+    assert len(tmp_files) == 3
+    day_dirs = [i for i, p in enumerate(paths) if os.path.isdir(p)
+                and os.path.basename(p).isdigit() and len(os.path.basename(p)) == 8]
+    assert len(day_dirs) == 1 and day_dirs[0] > max(tmp_files)
+    wal = [i for i, p in enumerate(paths) if p.endswith("-wal")]
+    assert wal and wal[-1] > day_dirs[0]
