@@ -147,12 +147,18 @@ def rss_mb(pid: int) -> float:
 
 def per_100k(rows: list[dict]) -> None:
     """``rss_per_100k_mb``: server RSS growth per 100k stored faces against the smallest
-    store of ``rows`` (whose RSS is the models, the code and the few enrolled faces)."""
-    base = min(rows, key=lambda r: r["faces"])
+    store among ``rows`` whose server was started on the filled store (the first row's
+    server also enrolled photos over HTTP: its RSS holds their decoding's allocations)."""
     for row in rows:
+        row["rss_per_100k_mb"] = ""
+    fresh = rows[1:]
+    if len(fresh) < 2:
+        return
+    base = min(fresh, key=lambda r: r["faces"])
+    for row in fresh:
         extra = row["faces"] - base["faces"]
-        row["rss_per_100k_mb"] = (round((row["rss_mb"] - base["rss_mb"]) * 100_000 / extra, 1)
-                                  if extra > 0 else "")
+        if extra > 0:
+            row["rss_per_100k_mb"] = round((row["rss_mb"] - base["rss_mb"]) * 1e5 / extra, 1)
 
 
 # ---------------------------------------------------------------------------
