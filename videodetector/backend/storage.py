@@ -277,8 +277,16 @@ class Database:
                     raise
                 self._undo = None
             finally:
-                self.conn.execute("PRAGMA synchronous=FULL")
+                self._synchronous_full()
         self._sync_wal()
+
+    def _synchronous_full(self) -> None:
+        """Back to synchronous=FULL for writes outside ``transaction()``; an error here is
+        logged, never raised over the transaction's own outcome."""
+        try:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            log.warning("could not set synchronous=FULL again", exc_info=True)
 
     def _sync_wal(self) -> None:
         try:
