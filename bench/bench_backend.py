@@ -89,9 +89,10 @@ def new_token(data_dir: Path) -> str:
 class Server:
     """``fkvideo_backend serve`` on a free port; stderr goes to a log file we can read."""
 
-    def __init__(self, data_dir: Path, threads: int) -> None:
+    def __init__(self, data_dir: Path, threads: int, extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.threads = threads
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{self.port}.log"
@@ -104,7 +105,7 @@ class Server:
             self.proc = subprocess.Popen(
                 backend_cli("serve", "--host", "127.0.0.1", "--port", str(self.port),
                             "--data-dir", str(self.data_dir), "--model-threads",
-                            str(self.threads), "--log-level", "info"),
+                            str(self.threads), "--log-level", "info", *self.extra_args),
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
@@ -133,6 +134,31 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def per_100k(rows: list[dict]) -> None:
+    """``rss_per_100k_mb``: server RSS growth per 100k stored faces against the smallest
+    store among ``rows`` whose server was started on the filled store (the first row's
+    server also enrolled photos over HTTP: its RSS holds their decoding's allocations)."""
+    for row in rows:
+        row["rss_per_100k_mb"] = ""
+    fresh = rows[1:]
+    if len(fresh) < 2:
+        return
+    base = min(fresh, key=lambda r: r["faces"])
+    for row in fresh:
+        extra = row["faces"] - base["faces"]
+        if extra > 0:
+            row["rss_per_100k_mb"] = round((row["rss_mb"] - base["rss_mb"]) * 1e5 / extra, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -336,7 +362,7 @@ def size_row(size: int, server: Server, token: str, photo: Path, args: argparse.
     lat = http_latency(server.url, token, photo, args.requests)
     loaded = server.index_load()
     row = {"faces": size, **lat, "startup_s": round(server.startup_seconds, 1),
-           "index_load_s": loaded[1] if loaded else None,
+           "index_load_s": loaded[1] if loaded else None, "rss_mb": rss_mb(server.proc.pid),
            **index_search(size, rng)}
     print(f"  {size} faces: identify p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms, "
           f"p99 {row['p99_ms']} ms; search p50 {row['search_p50_ms']} ms", flush=True)
@@ -349,7 +375,8 @@ COLUMNS = (
     ("detect_p50_ms", "detect p50 ms", ">"), ("search_p50_ms", "search p50 ms", ">"),
     ("search_p99_ms", "search p99 ms", ">"), ("matmul_p50_ms", "matmul p50 ms", ">"),
     ("index_mb", "index MB", ">"), ("index_load_s", "index load s", ">"),
-    ("startup_s", "startup s", ">"), ("top_meta", "top hit", "<"),
+    ("startup_s", "startup s", ">"), ("rss_mb", "server RSS MB", ">"),
+    ("rss_per_100k_mb", "RSS MB per 100k faces", ">"), ("top_meta", "top hit", "<"),
     ("top_confidence", "top conf", ">"),
 )
 
@@ -359,6 +386,7 @@ def report(enrolled: dict, rows: list[dict], photo: Path) -> dict:
         ("requests", "photos posted", ">"), ("faces", "faces stored", ">"),
         ("rejected", "rejected", ">"), ("seconds", "seconds", ">"),
         ("faces_per_s", "faces/s", ">"), ("p50_ms", "p50 ms", ">"), ("p95_ms", "p95 ms", ">")))
+    per_100k(rows)
     table = format_table(rows, COLUMNS)
     print("\nPOST /v1/face (one client, sequential):\n")
     print(enroll_table)

@@ -61,6 +61,7 @@ from bench_backend import (  # noqa: E402
     http_latency,
     new_token,
     query_photo,
+    rss_mb,
     time_requests,
 )
 from bench_detector import format_table  # noqa: E402
@@ -307,6 +308,23 @@ def face0_latency(url: str, token: str, face0: bytes, n: int) -> dict:
                          n)
 
 
+def empty_server_rss(root: Path, photo: Path) -> float:
+    """RSS (MB) of a server with no face after a few /identify requests (models loaded):
+    the base the per-face memory is counted from."""
+    data_dir = root / "empty"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    token = new_token(data_dir)
+    server = Server(data_dir, 1).start(timeout=600)
+    try:
+        session = requests.Session()
+        for _ in range(3):
+            session.post(server.url + "/v1/identify", headers={"Authorization": f"Token {token}"},
+                         files={"photo": (photo.name, photo.read_bytes(), "image/jpeg")})
+        return rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+
+
 def server_row(data_dir: Path, photo: Path, requests_n: int) -> dict:
     token = (data_dir / "bench-token").read_text().strip()
     face0 = normalized_face(photo)
@@ -314,12 +332,14 @@ def server_row(data_dir: Path, photo: Path, requests_n: int) -> dict:
     try:
         lat = http_latency(server.url, token, photo, requests_n)
         lat0 = face0_latency(server.url, token, face0, requests_n)
+        rss = rss_mb(server.proc.pid)
     finally:
         server.stop()
     log = server.log_path.read_text()
     return {"startup_s": round(server.startup_seconds, 1), "identify_p50_ms": lat["p50_ms"],
             "identify_p95_ms": lat["p95_ms"], "detect_p50_ms": lat["detect_p50_ms"],
             "face0_p50_ms": lat0["p50_ms"], "face0_p95_ms": lat0["p95_ms"],
+            "server_rss_mb": rss,
             "graph_from_snapshot": "index snapshot of user" in log and "read in" in log}
 
 
@@ -375,6 +395,7 @@ SIZE_COLUMNS = (
     ("startup_s", "server start s", ">"), ("identify_p50_ms", "/identify p50 ms", ">"),
     ("identify_p95_ms", "p95 ms", ">"), ("detect_p50_ms", "/detect p50 ms", ">"),
     ("face0_p50_ms", "/identify face0 p50 ms", ">"), ("face0_p95_ms", "face0 p95 ms", ">"),
+    ("server_rss_mb", "server RSS MB", ">"), ("rss_per_100k_mb", "server MB per 100k", ">"),
 )
 SEARCH_COLUMNS = (
     ("faces", "faces", ">"), ("probes", "probes", "<"), ("exact_p50_ms", "exact p50 ms", ">"),
@@ -407,6 +428,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             sizes.append(row)
             search += rows
         cross = crossover(index, [s for s in args.crossover if s <= len(index)], args.seed)
+        if photo is not None and not args.no_server:
+            base = empty_server_rss(root, photo)
+            print(f"server without faces: RSS {base} MB", flush=True)
+            for row in sizes:
+                row["rss_per_100k_mb"] = round((row["server_rss_mb"] - base) * 1e5
+                                               / row["faces"], 1)
     size_cols = [c for c in SIZE_COLUMNS if any(c[0] in r for r in sizes)]
     tables = {"sizes": format_table([{k: r.get(k, "") for k, _, _ in size_cols}
                                      for r in sizes], size_cols),

@@ -86,8 +86,18 @@ def test_bench_backend_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["faces"] for r in out["rows"]][-1] == 200
     for row in out["rows"]:
         assert {"p50_ms", "p95_ms", "p99_ms", "search_p50_ms", "matmul_p50_ms"} <= set(row)
-        assert row["p50_ms"] > 0
+        assert row["p50_ms"] > 0 and row["rss_mb"] > 0
     assert "identify p50 ms" in capsys.readouterr().out
+
+
+def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_ingest")
+    out = mod.main(["--clients", "1,2", "--posts", "4", "--warmup", "1"])
+    assert out["snapshots"] >= 1
+    assert [r["clients"] for r in out["rows"]] == [1, 2]
+    for row in out["rows"]:
+        assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["rss_mb"] > 0
+    assert "faces/s" in capsys.readouterr().out
 
 
 def test_soak_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:

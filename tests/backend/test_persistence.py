@@ -111,7 +111,7 @@ def _start_backend(data_dir, log) -> tuple[subprocess.Popen, str]:
         try:
             requests.get(url + "/v1/galleries", timeout=2)
             return proc, url
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still loading
             time.sleep(0.1)
     proc.kill()
     raise TimeoutError("the backend did not start")

@@ -79,3 +79,58 @@ def test_same_subject_closer_than_different_subject():
     a, b, c = embed("S029-02-t10_01.jpg"), embed("S029-03-t10_01.jpg"), embed("S008-01-t10_01.jpg")
     assert abs(np.linalg.norm(a) - 1) < 1e-4
     assert float(a @ b) > 0.4 > float(a @ c)
+
+
+def test_sface_weights_are_constants_and_embedding_unchanged():
+    """SFace's export lists its 174 weights as graph inputs, which kept onnxruntime from
+    folding BatchNorm into the convolutions; the session sees them as constants now (one
+    input) and embeds a real face as the file as shipped does (float rounding only)."""
+    import onnxruntime as ort
+
+    emb = SFaceEmbedder()
+    assert emb._session.get_overridable_initializers() == []  # noqa: SLF001
+    img = cv2.imread(str(shared_file("stills_meds/S029-02-t10_01.jpg")))
+    faces = YuNetDetector().detect(img)
+    aligned = align_face(img, faces.landmarks[int(np.argmax(faces.score))])
+    shipped = ort.InferenceSession(str(model_path(models.SFACE)),
+                                   providers=["CPUExecutionProvider"])
+    blob = aligned[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+    ref = shipped.run(None, {"data": blob})[0][0]
+    ref = ref / np.linalg.norm(ref)
+    np.testing.assert_allclose(emb.embed(aligned), ref, atol=1e-5)
+
+
+def _real_faces() -> list[np.ndarray]:
+    det = YuNetDetector()
+    out = []
+    for name in ("S029-02-t10_01.jpg", "S029-03-t10_01.jpg", "S008-01-t10_01.jpg"):
+        img = cv2.imread(str(shared_file(f"stills_meds/{name}")))
+        faces = det.detect(img)
+        out.append(align_face(img, faces.landmarks[int(np.argmax(faces.score))]))
+    return out
+
+
+def test_opencv_runtime_embeds_as_onnxruntime_does_from_many_threads():
+    """The backend embeds through OpenCV's DNN (cheaper on this graph), one net per
+    concurrent caller: the vectors are onnxruntime's (float rounding), also when several
+    threads embed at once through a pool smaller than the thread count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    faces = _real_faces()
+    ref = SFaceEmbedder().embed_batch(faces)
+    emb = SFaceEmbedder(runtime="opencv", workers=2)
+    assert emb.runtime == "opencv"
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(emb.embed, faces * 6))
+    for i, vec in enumerate(got):
+        np.testing.assert_allclose(vec, ref[i % len(faces)], atol=1e-5)
+    assert emb._nets._made <= 2  # noqa: SLF001
+
+
+def test_embedder_runtime_is_validated():
+    with pytest.raises(ValueError, match="runtime"):
+        SFaceEmbedder(runtime="tensorflow")
+    with pytest.raises(ValueError, match="opencv runs"):
+        SFaceEmbedder(model=models.SFACE_INT8_NAME, runtime="opencv")
+    with pytest.raises(ValueError, match="size"):
+        models.NetPool(model_path(models.SFACE), 0)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from videodetector.backend.errors import bad_param
@@ -70,11 +72,21 @@ class FaceEngine:
     def embedder(self) -> Any:
         with self._lock:
             if self._embedder is None:
-                from videodetector.core.models import SFaceEmbedder
-
-                log.info("loading the face embedder %s", self.embedding_model)
-                self._embedder = SFaceEmbedder(threads=self.threads, model=self.embedding_model)
+                self._embedder = self._load_embedder()
             return self._embedder
+
+    def _load_embedder(self) -> Any:
+        """SFace through OpenCV's DNN module (one net per core, so concurrent requests
+        embed in parallel; ~35 % less CPU than onnxruntime on this graph, same vectors);
+        the int8 variant, which OpenCV cannot run, through onnxruntime."""
+        from videodetector.core.models import SFaceEmbedder
+
+        log.info("loading the face embedder %s", self.embedding_model)
+        if self.embedding_model != SFACE_NAME:
+            return SFaceEmbedder(threads=self.threads, model=self.embedding_model)
+        cv2.setNumThreads(self.threads)  # like onnxruntime's intra-op threads per call
+        return SFaceEmbedder(model=self.embedding_model, runtime="opencv",
+                             workers=embed_workers())
 
     def age_gender(self) -> Any:
         """The gender/age estimator, or BAD_PARAM if it cannot be loaded."""
@@ -186,6 +198,12 @@ def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
 
 
 best_match = _best_match  # used by regenerate.py to find a stored face again
+
+
+def embed_workers() -> int:
+    """Concurrent embeddings a backend process runs: one per core it may use (2-4)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(4, cores or 1))
 
 
 @functools.lru_cache(maxsize=4)

@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (``port`` 0 = any free port)."""
+    """A listening TCP socket (``port`` 0 = any free port).
+
+    Created with ``proto=IPPROTO_TCP`` explicitly: asyncio turns Nagle's algorithm off
+    (TCP_NODELAY) only on accepted sockets whose ``proto`` says TCP, and an accepted socket
+    inherits the listener's. With ``proto=0`` every response on a kept-alive connection
+    (headers and body are two writes) waited ~40 ms for the client's delayed ACK."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)

@@ -447,13 +447,15 @@ class Backend:
                       faces: list[NewFace], written: dict[str, Any]) -> None:
         """Store the photo once and each face's thumbnail and normalized image. Every file
         is listed in ``written["names"]`` before it is written, so a failure part way
-        (a full disk) leaves nothing behind once ``_delete_written`` ran."""
+        (a full disk) leaves nothing behind once ``_delete_written`` ran. The files are
+        written together (``FileStore.write_all``: their directory fsynced once)."""
         names: list[str] = written["names"]
+        files: list[tuple[str, bytes]] = []
 
         def write(kind: str, ext: str, data: bytes) -> str:
             rel = self.files.new_name(user, kind, ext)
             names.append(rel)
-            self.files.write(rel, data)
+            files.append((rel, data))
             return rel
 
         if photo is not None:
@@ -469,6 +471,7 @@ class Backend:
             thumb_rel = write("thumb", "jpeg", encode(thumbnail(source, box), "jpeg", 85))
             norm_rel = write("norm", "png", encode(face.aligned, "png"))
             per_face.append((thumb_rel, norm_rel))
+        self.files.write_all(files)
 
     def _delete_written(self, written: dict[str, Any]) -> None:
         for rel in written["names"]:

@@ -1,4 +1,5 @@
-"""Embedded storage: SQLite (WAL, synchronous=FULL) for metadata and embeddings, files for images.
+"""Embedded storage: SQLite (WAL, fsynced at every commit) for metadata and embeddings, files
+for images.
 
 Every write runs in ``Database.transaction()``, which holds the one write lock and
 commits before returning, so an acknowledged request survives a restart. Images are
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from videodetector.core.durable import write_atomic
+from videodetector.core.durable import DirectorySync, GroupFsync, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,11 @@ class CommitFailed(sqlite3.OperationalError):  # noqa: N818 - it is an Operation
     """COMMIT failed (disk full, I/O error, ...); the transaction was rolled back."""
 
 
+class SyncFailed(sqlite3.OperationalError):  # noqa: N818 - it is an OperationalError
+    """A transaction committed but its WAL could not be fsynced (I/O error, full disk):
+    not acknowledged; it may or may not survive a power loss."""
+
+
 def utcnow_iso() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
@@ -235,6 +241,7 @@ class Database:
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA busy_timeout=10000")
+        self._wal = GroupFsync(self.path.with_name(self.path.name + "-wal"))
         with self.lock:
             self.conn.executescript(SCHEMA)
         self.migrate()
@@ -258,22 +265,52 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Hold the write lock; BEGIN IMMEDIATE ... COMMIT. On any exception, including a
-        failed COMMIT, roll back and run the undo actions registered with ``on_rollback``."""
+        failed COMMIT, roll back and run the undo actions registered with ``on_rollback``.
+
+        Group commit: the COMMIT writes the WAL without fsync (synchronous=NORMAL for this
+        transaction only) and the write lock is released; then the WAL file is fsynced
+        (``GroupFsync``: transactions committed by other threads meanwhile share that
+        fsync) before this returns, so a returned transaction is as durable as with
+        synchronous=FULL while concurrent writers no longer fsync one after the other
+        under the lock. Should that fsync fail, ``SyncFailed`` is raised: the transaction
+        is committed but was not acknowledged (a retry with an Idempotency-Key replays)."""
         with self.lock:
             if self._undo is not None:
                 raise RuntimeError("transactions do not nest")
             self._end_open_transaction()
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._undo = undo = []
+            self.conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self.conn
-                self._commit()
-            except BaseException:
-                self._end_open_transaction()
+                self.conn.execute("BEGIN IMMEDIATE")
+                self._undo = undo = []
+                try:
+                    yield self.conn
+                    self._commit()
+                except BaseException:
+                    self._end_open_transaction()
+                    self._undo = None
+                    _run_undo(undo)
+                    raise
                 self._undo = None
-                _run_undo(undo)
-                raise
-            self._undo = None
+            finally:
+                self._synchronous_full()
+        self._sync_wal()
+
+    def _synchronous_full(self) -> None:
+        """Back to synchronous=FULL for writes outside ``transaction()``; an error here is
+        logged, never raised over the transaction's own outcome."""
+        try:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            log.warning("could not set synchronous=FULL again", exc_info=True)
+
+    def _sync_wal(self) -> None:
+        try:
+            self._wal.sync()
+        except FileNotFoundError:  # no WAL yet: nothing was written that needs an fsync
+            pass
+        except OSError as exc:
+            raise SyncFailed(f"the committed transaction could not be made durable "
+                             f"(fsync of {self._wal.path.name}): {exc}") from exc
 
     def on_rollback(self, action: Callable[[], None]) -> None:
         """Run ``action`` if the current transaction does not commit (undo actions run in
@@ -527,6 +564,7 @@ class FileStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._dirs = DirectorySync()
 
     def new_name(self, user_id: int, kind: str, ext: str) -> str:
         day = datetime.now(UTC).strftime("%Y%m%d")
@@ -540,13 +578,34 @@ class FileStore:
         return p
 
     def write(self, rel: str, data: bytes) -> None:
-        """Write ``rel`` whole or not at all: a ``.tmp`` file, fsynced, renamed into place.
-        On failure (ENOSPC, EIO, ...) the ``.tmp`` file is removed and the error raised."""
-        path = self.path(rel)
-        if path is None:
-            raise ValueError(f"bad upload path {rel!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data, path.with_name(path.name + TMP_SUFFIX))
+        """Write ``rel`` whole or not at all: a ``.tmp`` file, fsynced, renamed into place,
+        the directory fsynced (so the rename survives a power loss). On failure (ENOSPC,
+        EIO, ...) the ``.tmp`` file is removed and the error raised."""
+        self.write_all([(rel, data)])
+
+    def write_all(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """:meth:`write` for several files: each written whole, then each directory they
+        went into fsynced once (shared with concurrent writers to the same directory)."""
+        folders: list[Path] = []
+        for rel, data in files:
+            path = self.path(rel)
+            if path is None:
+                raise ValueError(f"bad upload path {rel!r}")
+            if path.parent not in folders:
+                self._make_dir(path.parent)
+                folders.append(path.parent)
+            write_atomic(path, data, path.with_name(path.name + TMP_SUFFIX))
+        for folder in folders:
+            self._dirs.sync(folder)
+
+    def _make_dir(self, folder: Path) -> None:
+        """``folder`` and its missing parents, each new one made durable in its parent."""
+        if folder.is_dir():
+            return
+        if folder.parent != self.root:
+            self._make_dir(folder.parent)
+        folder.mkdir(exist_ok=True)
+        self._dirs.sync(folder.parent)
 
     def remove_temporaries(self) -> int:
         """Delete ``*.tmp`` files left by a crash mid-write (at start, before serving)."""

@@ -1,0 +1,243 @@
+"""Ingestion: detector snapshots posted to ``/v1/face`` by 1 and 8 clients.
+
+Run from the project root (about 1 minute):
+
+    python bench/bench_ingest.py [--clients 1,8] [--posts 400] [--only-norm]
+
+Snapshots are made the way ``fkvideo_detector -r 0`` makes them: the real ``FacePipeline``
+runs over the synthetic 1280x720 indoor clip (``bench_detector.indoor_clip``) and, when
+``../shared/data`` is present, ``mpf_video_01.mp4`` (640x480); each ``Snapshot`` becomes the
+daemon's own multipart request (``post.request.build_request``: the full frame as
+``photo`` (JPEG), ``bbox``, ``face0`` (the 112x112 normalized PNG), ``cam_id``,
+``timestamp``, ``detectorParams`` and an ``Idempotency-Key``). The snapshots are posted
+round robin, each post with its own key (a new ``seq``), so every post stores a face.
+
+The backend is the real ``fkvideo_backend serve`` in a subprocess (``bench_backend.Server``)
+with a fresh data folder; the clients are threads of this process (``requests``, one
+session each), so the client's CPU shares the machine with the server's. Per client count:
+posts, faces stored, faces/s (faces / wall time), latency p50/p95, the server's CPU time per
+face and its RSS after the run.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+from bench_backend import Server, new_token, rss_mb  # noqa: E402
+from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
+
+from videodetector.detector.snapshot import Snapshot  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+def detector_config(clip: Path, token: str, url: str, only_norm: bool = False):
+    from videodetector.detector.config import parse_config
+
+    args = ["--source", str(clip), "--camid", "bench", "--api-url", url,
+            "--api-token", token, "-r", "0"]
+    return parse_config(args + (["--only-norm"] if only_norm else []))
+
+
+def clip_snapshots(clip: Path, limit: int) -> list[Snapshot]:
+    """The snapshots ``fkvideo_detector -r 0`` makes of ``clip`` (at most ``limit``)."""
+    from videodetector.core.models import YuNetDetector
+    from videodetector.detector.pipeline import CameraSpec, FacePipeline
+    from videodetector.detector.video.source import open_video, parse_source
+
+    cfg = detector_config(clip, "t", "http://127.0.0.1:9")
+    pipe = FacePipeline(cfg, CameraSpec("bench", str(clip)), YuNetDetector(), live=False)
+    snaps: list[Snapshot] = []
+    with open_video(parse_source(str(clip)), {}, 0, realtime=False) as video:
+        for frame in video:
+            snaps += pipe.process(frame)
+            if len(snaps) >= limit:
+                return snaps[:limit]
+    return (snaps + pipe.finish())[:limit]
+
+
+def make_snapshots(data: Path, limit: int = 32) -> list[Snapshot]:
+    clips = [indoor_clip(16.0)]
+    shared = data / "clips_faces" / "mpf_video_01.mp4"
+    if shared.is_file():
+        clips.append(shared)
+    snaps: list[Snapshot] = []
+    for clip in clips:
+        snaps += clip_snapshots(clip, limit)
+    if not snaps:
+        raise SystemExit("the detector made no snapshot of the bench clips")
+    return snaps
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Poster:
+    """``posts`` detector requests spread over ``clients`` threads."""
+
+    def __init__(self, url: str, token: str, snaps: Sequence[Snapshot], only_norm: bool,
+                 run: str) -> None:
+        from videodetector.detector.post.request import build_request
+
+        cfg = detector_config(Path("x.mp4"), token, url, only_norm)
+        self.requests = [build_request(s, cfg) for s in snaps]
+        self.snaps = snaps
+        self.cfg = cfg
+        self.run = run
+        self.lock = threading.Lock()
+        self.next = 0
+        self.latencies: list[float] = []
+        self.faces = 0
+        self.errors: list[str] = []
+
+    def _take(self, total: int) -> int | None:
+        with self.lock:
+            if self.next >= total:
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def client(self, total: int) -> None:
+        from videodetector.detector.post.request import build_request
+
+        session = requests.Session()
+        while (i := self._take(total)) is not None:
+            snap = self.snaps[i % len(self.snaps)]
+            req = build_request(dataclasses.replace(snap, seq=i, run_id=self.run), self.cfg)
+            t0 = time.perf_counter()
+            resp = session.post(req.url, headers=dict(req.headers), data=list(req.data),
+                                files=list(req.files), timeout=120)
+            dt = time.perf_counter() - t0
+            with self.lock:
+                self.latencies.append(dt)
+                if resp.status_code == 200:
+                    self.faces += len(resp.json()["results"])
+                elif len(self.errors) < 5:
+                    self.errors.append(f"{resp.status_code} {resp.text[:200]}")
+
+
+def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: int,
+                posts: int, only_norm: bool) -> dict:
+    poster = Poster(server.url, token, snaps, only_norm, f"run{clients}-{time.time()}")
+    pid = server.proc.pid
+    cpu0 = cpu_seconds(pid)
+    threads = [threading.Thread(target=poster.client, args=(posts,)) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    ms = 1000 * np.array(poster.latencies)
+    for err in poster.errors:
+        print(f"  error: {err}", flush=True)
+    return {"clients": clients, "posts": posts, "faces": poster.faces,
+            "seconds": round(wall, 2), "faces_per_s": round(poster.faces / wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p95_ms": round(float(np.percentile(ms, 95)), 1),
+            "cpu_ms_per_face": round(1000 * cpu / max(1, poster.faces), 1),
+            "rss_mb": rss_mb(pid), "load": round(os.getloadavg()[0], 2)}
+
+
+COLUMNS = (
+    ("clients", "clients", ">"), ("posts", "posts", ">"), ("faces", "faces stored", ">"),
+    ("seconds", "seconds", ">"), ("faces_per_s", "faces/s", ">"), ("p50_ms", "p50 ms", ">"),
+    ("p95_ms", "p95 ms", ">"), ("cpu_ms_per_face", "server CPU ms/face", ">"),
+    ("rss_mb", "server RSS MB", ">"), ("load", "load after", ">"),
+)
+
+
+def start_profile(base: Path | None, clients: int, pid: int) -> subprocess.Popen | None:
+    if base is None:
+        return None
+    out = base.with_name(f"{base.name}.{clients}.txt")
+    proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw",
+                             "--rate", "200", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first post
+    return proc
+
+
+def stop_profile(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test media folder")
+    p.add_argument("--clients", default="1,8", help="client counts, one run each")
+    p.add_argument("--posts", type=int, default=400, help="posts per run")
+    p.add_argument("--warmup", type=int, default=8, help="untimed posts before the runs")
+    p.add_argument("--only-norm", action="store_true",
+                   help="post only face0, without the full frame (--only-norm)")
+    p.add_argument("--model-threads", type=int, default=1, help="backend --model-threads")
+    p.add_argument("--server-args", default="", help="extra fkvideo_backend serve options")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="record the server with py-spy during each run into "
+                        "PROFILE.<clients>.txt (collapsed stacks; needs py-spy)")
+    args = p.parse_args(argv)
+    args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark; print and return {"machine", "snapshots", "rows", "table"}."""
+    args = parse_args(argv)
+    print(f"# bench_ingest: {machine_line()}", flush=True)
+    snaps = make_snapshots(args.data)
+    sizes = sorted({(len(s.frame_jpeg or b""), len(s.face_png)) for s in snaps})
+    print(f"{len(snaps)} detector snapshots (photo JPEG {sizes[0][0]}-{sizes[-1][0]} bytes, "
+          f"face0 PNG ~{sizes[0][1]} bytes)", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        data_dir = Path(tmp) / "data"
+        token = new_token(data_dir)
+        server = Server(data_dir, args.model_threads, args.server_args.split()).start()
+        try:
+            if args.warmup:
+                run_clients(server, token, snaps, 1, args.warmup, args.only_norm)
+            for clients in args.clients:
+                spy = start_profile(args.profile, clients, server.proc.pid)
+                row = run_clients(server, token, snaps, clients, args.posts, args.only_norm)
+                stop_profile(spy)
+                print(f"  {clients} client(s): {row['faces_per_s']} faces/s, p50 "
+                      f"{row['p50_ms']} ms, p95 {row['p95_ms']} ms", flush=True)
+                rows.append(row)
+        finally:
+            server.stop()
+    table = format_table(rows, COLUMNS)
+    what = "face0 only" if args.only_norm else "photo + bbox + face0"
+    print(f"\nPOST /v1/face, detector snapshots ({what}):\n")
+    print(table)
+    return {"machine": machine_line(), "snapshots": len(snaps), "rows": rows, "table": table}
+
+
+if __name__ == "__main__":
+    main()
