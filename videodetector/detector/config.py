@@ -93,6 +93,8 @@ class DetectorConfig:
     # --- motion detection ---
     md_threshold: float = 0.002  # 0 = motion detector disabled
     scale: float = 1.0  # frame scale for the motion detector
+    # run the face detector only on the part of the frame with motion or tracked faces
+    detect_regions: bool = True
     # --- face tracking ---
     rescale_height: int = 0  # frame height for the tracker; 0 = no rescale
     max_persons: int = 10
@@ -445,6 +447,8 @@ def _add_face_options(p: Any) -> None:
     g = p.add_argument_group("motion detection and face tracking")
     g.add_argument("--md-threshold", type=_FLOAT, help="motion threshold, 0 = off (0.002)")
     g.add_argument("--scale", type=_FLOAT, help="frame scale for motion detection (1)")
+    _flag(g, "--detect-regions",
+          help="detect faces only where there is motion or a tracked face (1)")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
