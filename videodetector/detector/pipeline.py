@@ -40,6 +40,7 @@ from videodetector.core.models import SFaceEmbedder, align_face
 from videodetector.core.quality.score import face_quality
 from videodetector.core.ratelog import RateLimitedLog
 from videodetector.detector.bestframe import Candidate, make_selector
+from videodetector.detector.cadence import may_skip_detection, motion_off_faces
 from videodetector.detector.config import DetectorConfig
 from videodetector.detector.motion.detector import FrameDiffMotion
 from videodetector.detector.regions import Region, detection_regions, input_regions
@@ -101,6 +102,7 @@ class PipelineStats:
     motion_frames: int = 0
     detector_runs: int = 0
     region_runs: int = 0  # detector runs on a crop of the frame (--detect-regions)
+    tracked_skips: int = 0  # moving frames left to the tracker (--detect-period)
     faces_detected: int = 0
     tracks_started: int = 0
     snapshots: int = 0
@@ -324,9 +326,22 @@ class FacePipeline:
         if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
             self._skipped += 1
             return False
-        self._skipped = 0
         self.stats.motion_frames += moving
+        if moving and self._tracked_only():
+            self._skipped += 1
+            self.stats.tracked_skips += 1
+            return False
+        self._skipped = 0
         return True
+
+    def _tracked_only(self) -> bool:
+        """--detect-period: this frame's motion is all on faces tracked steadily and the
+        detector ran less than the period ago (see cadence.py)."""
+        period = self.cfg.detect_period
+        if period <= 1 or not self.tracker.steady:
+            return False
+        new_motion = motion_off_faces(self._motion_boxes, self.tracker.boxes)
+        return may_skip_detection(self._skipped, period, True, new_motion)
 
     def _observe(self, frame: Frame, active: list[Track], dets: Detections) -> list[Candidate]:
         """Offer this frame's face of every matched track to the best-frame selector."""

@@ -1,0 +1,54 @@
+"""When the face detector may skip a frame that has motion: while every face is tracked.
+
+With ``--detect-period N`` (N > 1) the detector runs on every N-th frame only while every
+face in view is tracked steadily (each live track is confirmed and was matched by the last
+detection) and every motion box touches one of those faces (their boxes grown by a
+margin): the Kalman filters carry the boxes in between, as norfair's ``period`` does. A
+motion box is a connected blob of change, so a walking person's body and the trail the
+running-average background leaves behind a moving face belong to that face's blob. A blob
+that touches no tracked face may be a new face: then the detector runs on that very frame,
+so such faces are found as fast as with N = 1. (A new face inside the blob of a tracked one,
+e.g. someone walking in touching a tracked person, waits at most N - 1 frames.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from videodetector.detector.regions import grow_boxes
+
+GROW = 0.5  # a tracked face's box grows by this fraction of its longer side on each side ...
+PAD = 16.0  # ... plus this many pixels before motion counts as "on" that face
+# A blob smaller than this on both sides (pixels) is noise, not a new face: the motion mask
+# is dilated by 4 px, so it is at most an 8 px change, below what the detector can find.
+MIN_BLOB = 16.0
+
+
+def motion_off_faces(motion: np.ndarray, faces: np.ndarray, grow: float = GROW,
+                     pad: float = PAD, min_blob: float = MIN_BLOB) -> bool:
+    """True when some ``motion`` box of ``min_blob`` pixels or more on a side touches none
+    of the ``faces`` boxes grown by ``grow`` x its longer side + ``pad`` (xyxy, one image)."""
+    motion = np.asarray(motion, np.float64).reshape(-1, 4)
+    sides = motion[:, 2:] - motion[:, :2]
+    motion = motion[np.any(sides >= min_blob, axis=1)]
+    if not len(motion):
+        return False
+    zones = grow_boxes(faces, grow, pad)
+    if not len(zones):
+        return True
+    m, z = motion[:, None, :], zones[None, :, :]
+    touch = np.all(m[..., :2] < z[..., 2:], axis=2) & np.all(z[..., :2] < m[..., 2:], axis=2)
+    return not bool(touch.any(axis=1).all())
+
+
+def may_skip_detection(frames_since_detection: int, period: int, steady: bool,
+                       new_motion: bool) -> bool:
+    """Whether the detector may skip this moving frame: only while every face is tracked
+    steadily (``steady``), no motion lies off them (``new_motion`` False) and the detector
+    ran fewer than ``period`` frames ago (``frames_since_detection`` counts the frames it
+    skipped since its last run)."""
+    if period < 1:
+        raise ValueError(f"period must be >= 1, got {period!r}")
+    if frames_since_detection < 0:
+        raise ValueError(f"frames_since_detection must be >= 0, got {frames_since_detection!r}")
+    return steady and not new_motion and frames_since_detection + 1 < period
