@@ -338,8 +338,8 @@ class FacePipeline:
         """--detect-period: this frame's motion is all on faces tracked steadily and the
         detector ran less than the period ago (see cadence.py)."""
         period = self.cfg.detect_period
-        if period <= 1 or not self.tracker.steady:
-            return False
+        if period <= 1 or self.cfg.md_threshold <= 0 or not self.tracker.steady:
+            return False  # (without the motion gate nothing tells where the motion is)
         new_motion = motion_off_faces(self._motion_boxes, self.tracker.boxes)
         return may_skip_detection(self._skipped, period, True, new_motion)
 
