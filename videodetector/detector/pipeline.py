@@ -317,7 +317,8 @@ class FacePipeline:
     def _should_detect(self, gray: np.ndarray) -> bool:
         """Motion gating. Without motion the detector is skipped, but while faces are tracked
         it still looks every RECHECK_FRAMES frames, so a face that stands still keeps its track
-        fresh and one that left without motion (e.g. a cut) ends its track."""
+        fresh and one that left without motion (e.g. a cut) ends its track. With motion it
+        may still skip while the tracker follows every face (--detect-period)."""
         t0 = time.perf_counter()
         motion = self.motion.detect(gray)
         moving = motion.moving
