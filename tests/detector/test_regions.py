@@ -183,3 +183,18 @@ def test_crops_find_the_same_people_as_whole_frames(walkers_clip):
         assert abs(a.score - b.score) <= 0.3
         size = np.subtract(a.bbox[2:], a.bbox[:2]), np.subtract(b.bbox[2:], b.bbox[:2])
         assert np.abs(size[0] - size[1]).max() <= 6
+
+
+def test_crops_inside_rot_and_rescale_height_find_the_same_faces(walkers_clip):
+    """With --rot (an offset) and --rescale-height (a factor) the crops are mapped into the
+    detector's input and back: the same people, boxes of the same size."""
+    extra = ("--rot", "1100x700+100+10", "--rescale-height", "540")
+    whole, whole_snaps = run(walkers_clip, "--detect-regions", "0", *extra)
+    crops, crop_snaps = run(walkers_clip, *extra)
+    assert crops.stats.region_runs > crops.stats.detector_runs // 2
+    assert len(crop_snaps) == len(whole_snaps) == 2
+    for a, b in zip(sorted(whole_snaps, key=lambda s: s.track_id),
+                    sorted(crop_snaps, key=lambda s: s.track_id), strict=True):
+        assert abs(a.score - b.score) <= 0.3
+        size = np.subtract(a.bbox[2:], a.bbox[:2]), np.subtract(b.bbox[2:], b.bbox[:2])
+        assert np.abs(size[0] - size[1]).max() <= 6
