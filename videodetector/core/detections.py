@@ -64,6 +64,15 @@ class Detections:
         return Detections(self.xyxy * factor, self.score, self.landmarks * factor)
 
 
+def concat_detections(parts: list[Detections]) -> Detections:
+    """The faces of all ``parts``, in order."""
+    if not parts:
+        return Detections.empty()
+    return Detections(np.concatenate([p.xyxy for p in parts]),
+                      np.concatenate([p.score for p in parts]),
+                      np.concatenate([p.landmarks for p in parts]))
+
+
 def clean_detections(raw: object, width: int, height: int) -> tuple[Detections, int]:
     """The usable faces of a detector's raw output, and how many were dropped.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -259,11 +260,20 @@ class YuNetDetector:
             self._grids[key] = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float32)
         return self._grids[key]
 
-    def detect(self, bgr: np.ndarray) -> Detections:
+    def input_scale(self, height: int, width: int) -> float:
+        """The factor ``detect`` resizes a ``height`` x ``width`` image by (max_side)."""
+        return 1.0 if self.max_side is None else self.max_side / max(height, width)
+
+    def detect(self, bgr: np.ndarray, scale: float | None = None) -> Detections:
+        """Faces in ``bgr``; ``scale``: resize factor to use instead of ``input_scale``
+        (a crop of a frame is detected at the frame's scale, so its faces look the same)."""
         if bgr.ndim != 3 or bgr.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 BGR image, got shape {bgr.shape}")
         h, w = bgr.shape[:2]
-        scale = 1.0 if self.max_side is None else self.max_side / max(h, w)
+        if scale is None:
+            scale = self.input_scale(h, w)
+        elif not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
         rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
         ch, cw = -(-rh // 32) * 32, -(-rw // 32) * 32  # padded up to a multiple of 32
         canvas = np.zeros((ch, cw, 3), np.uint8)

@@ -93,6 +93,10 @@ class DetectorConfig:
     # --- motion detection ---
     md_threshold: float = 0.002  # 0 = motion detector disabled
     scale: float = 1.0  # frame scale for the motion detector
+    # run the face detector only on the part of the frame with motion or tracked faces
+    detect_regions: bool = True
+    # while every face is tracked and nothing moves elsewhere, detect every n-th frame only
+    detect_period: int = 2
     # --- face tracking ---
     rescale_height: int = 0  # frame height for the tracker; 0 = no rescale
     max_persons: int = 10
@@ -445,6 +449,11 @@ def _add_face_options(p: Any) -> None:
     g = p.add_argument_group("motion detection and face tracking")
     g.add_argument("--md-threshold", type=_FLOAT, help="motion threshold, 0 = off (0.002)")
     g.add_argument("--scale", type=_FLOAT, help="frame scale for motion detection (1)")
+    _flag(g, "--detect-regions",
+          help="detect faces only where there is motion or a tracked face (1)")
+    g.add_argument("--detect-period", type=int,
+                   help="while every face is tracked and nothing else moves, detect every "
+                        "n-th frame (2); 1 = every frame with motion")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
@@ -613,6 +622,7 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("md_threshold", lambda v: v >= 0, ">= 0"),
     ("scale", lambda v: 0 < v <= 1, "in (0, 1] (it scales frames down)"),
     ("rescale_height", lambda v: 0 <= v <= 8192, "between 0 and 8192"),
+    ("detect_period", lambda v: 1 <= v <= 25, "between 1 and 25"),
     ("max_persons", lambda v: v >= 1, ">= 1"),
     ("tracker_threads", lambda v: v >= 1, ">= 1"),
     ("min_face_size", lambda v: v >= 0, ">= 0"),

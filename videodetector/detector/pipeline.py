@@ -27,21 +27,23 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
 from videodetector.core.confidence import COS_FAR_1E3
-from videodetector.core.detections import Detections, clean_detections
+from videodetector.core.detections import Detections, clean_detections, concat_detections
 from videodetector.core.geometry import Rect, box_centre, scale_box
 from videodetector.core.images import encode
 from videodetector.core.models import SFaceEmbedder, align_face
 from videodetector.core.quality.score import face_quality
 from videodetector.core.ratelog import RateLimitedLog
 from videodetector.detector.bestframe import Candidate, make_selector
+from videodetector.detector.cadence import may_skip_detection, motion_off_faces
 from videodetector.detector.config import DetectorConfig
 from videodetector.detector.motion.detector import FrameDiffMotion
+from videodetector.detector.regions import Region, detection_regions, input_regions
 from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers
 from videodetector.detector.tracker.tracker import Track, Tracker
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 SAME_FACE_COSINE = COS_FAR_1E3
 
 RECHECK_FRAMES = 5  # without motion, tracked faces are re-detected every this many frames
+# --detect-regions: while the detector runs on crops, the whole frame is looked at again after
+# this many frames (a face that stands still outside the motion is found within a second)
+FULL_FRAME_EVERY = 25
 
 # Why a face was skipped (the ``reason`` label of fkvideo_faces_skipped_total).
 SKIP_BAD_BOX = "bad_box"  # the detector's box is not finite, empty or outside the frame
@@ -69,6 +74,16 @@ class RegionError(ValueError):
 
 class FaceDetector(Protocol):
     def detect(self, bgr: np.ndarray) -> Detections: ...
+
+
+@runtime_checkable
+class ScalableDetector(Protocol):
+    """A detector that can look at a crop at the scale it would use for the whole image
+    (needed for --detect-regions; YuNetDetector is one)."""
+
+    def detect(self, bgr: np.ndarray, scale: float | None = None) -> Detections: ...
+
+    def input_scale(self, height: int, width: int) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,8 @@ class PipelineStats:
     frames: int = 0
     motion_frames: int = 0
     detector_runs: int = 0
+    region_runs: int = 0  # detector runs on a crop of the frame (--detect-regions)
+    tracked_skips: int = 0  # moving frames left to the tracker (--detect-period)
     faces_detected: int = 0
     tracks_started: int = 0
     snapshots: int = 0
@@ -228,6 +245,9 @@ class FacePipeline:
         self.stats = stats if stats is not None else PipelineStats()  # may continue counting
         self._seq: dict[int, int] = {}
         self._skipped = 0  # frames since the detector last ran
+        self._use_regions = cfg.detect_regions and isinstance(detector, ScalableDetector)
+        self._motion_boxes = np.zeros((0, 4), np.float32)  # this frame's, full-frame pixels
+        self._since_full = FULL_FRAME_EVERY  # frames since the detector saw a whole frame
         self._active: list[Track] = []
         self._faces_seen = False  # the last detector run found faces or kept tracks alive
         self._last_t = 0.0
@@ -240,9 +260,11 @@ class FacePipeline:
     def process(self, frame: Frame) -> list[Snapshot]:
         """The snapshots to post after this frame. Raises RegionError if the camera's
         rot/roi does not fit the frame; any other exception is a bug (the camera restarts)."""
-        self._check_frame_size(frame.image)
+        self._check_frame_size(frame.gray)
         snapshots = self._process(frame)
         self.last_index = frame.index
+        if frame.pixels.convert_seconds:  # the BGR image was needed (and made) for this frame
+            self.timers.convert.observe(frame.pixels.convert_seconds)
         return snapshots
 
     @property
@@ -263,8 +285,9 @@ class FacePipeline:
     def _process(self, frame: Frame) -> list[Snapshot]:
         self.stats.frames += 1
         self._last_t = frame.pts
+        self._since_full += 1
         timers = self.timers
-        if not self._should_detect(frame.image):
+        if not self._should_detect(frame.gray):
             t0 = time.perf_counter()
             self._active = self.tracker.update(None, period=1).active
             t1 = time.perf_counter()
@@ -273,7 +296,7 @@ class FacePipeline:
             timers.track.observe(t1 - t0)
             timers.select.observe(t2 - t1)
             return self._timed_snapshots(ready)
-        dets = self._detect(frame.image)
+        dets = self._detect(frame.image, self._regions(frame.image))
         t0 = time.perf_counter()
         update = self.tracker.update(dets)
         t1 = time.perf_counter()
@@ -291,19 +314,35 @@ class FacePipeline:
             self._seq.pop(track.id, None)
         return snapshots
 
-    def _should_detect(self, image: np.ndarray) -> bool:
+    def _should_detect(self, gray: np.ndarray) -> bool:
         """Motion gating. Without motion the detector is skipped, but while faces are tracked
         it still looks every RECHECK_FRAMES frames, so a face that stands still keeps its track
-        fresh and one that left without motion (e.g. a cut) ends its track."""
+        fresh and one that left without motion (e.g. a cut) ends its track. With motion it
+        may still skip while the tracker follows every face (--detect-period)."""
         t0 = time.perf_counter()
-        moving = self.motion.detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).moving
+        motion = self.motion.detect(gray)
+        moving = motion.moving
+        self._motion_boxes = motion.boxes
         self.timers.motion.observe(time.perf_counter() - t0)
         if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
             self._skipped += 1
             return False
-        self._skipped = 0
         self.stats.motion_frames += moving
+        if moving and self._tracked_only():
+            self._skipped += 1
+            self.stats.tracked_skips += 1
+            return False
+        self._skipped = 0
         return True
+
+    def _tracked_only(self) -> bool:
+        """--detect-period: this frame's motion is all on faces tracked steadily and the
+        detector ran less than the period ago (see cadence.py)."""
+        period = self.cfg.detect_period
+        if period <= 1 or self.cfg.md_threshold <= 0 or not self.tracker.steady:
+            return False  # (without the motion gate nothing tells where the motion is)
+        new_motion = motion_off_faces(self._motion_boxes, self.tracker.boxes)
+        return may_skip_detection(self._skipped, period, True, new_motion)
 
     def _observe(self, frame: Frame, active: list[Track], dets: Detections) -> list[Candidate]:
         """Offer this frame's face of every matched track to the best-frame selector."""
@@ -343,6 +382,7 @@ class FacePipeline:
         self._active = []
         self._faces_seen = False
         self.motion.reset()  # after a gap the scene may differ: look at the next frame whole
+        self._since_full = FULL_FRAME_EVERY
         return snapshots
 
     @property
@@ -351,21 +391,47 @@ class FacePipeline:
         return self._active
 
     # -- steps -----------------------------------------------------------
-    def _detect(self, image: np.ndarray) -> Detections:
+    def _regions(self, image: np.ndarray) -> list[Region] | None:
+        """--detect-regions: the parts of the frame to detect in (None: all of it), from this
+        frame's motion and the faces being tracked; the whole frame every FULL_FRAME_EVERY."""
+        if not self._use_regions or self._since_full >= FULL_FRAME_EVERY:
+            return None
+        h, w = image.shape[:2]
+        return detection_regions(self._motion_boxes, self.tracker.boxes, w, h)
+
+    def _detect(self, image: np.ndarray, regions: list[Region] | None = None) -> Detections:
         start = time.perf_counter()
-        dets = self._detect_untimed(image)
+        dets = self._detect_untimed(image, regions)
         self.timers.detect.observe(time.perf_counter() - start)
         return dets
 
-    def _detect_untimed(self, image: np.ndarray) -> Detections:
+    def _run_detector(self, image: np.ndarray, subs: list[Region] | None
+                      ) -> tuple[Detections, int]:
+        """(faces, unusable boxes dropped) of the detector on ``image``, or on each of its
+        regions ``subs`` at the scale of the whole image."""
+        if subs is None:
+            self._since_full = 0
+            return clean_detections(self.detector.detect(image), image.shape[1], image.shape[0])
+        scale = self.detector.input_scale(*image.shape[:2])  # type: ignore[attr-defined]
+        found, dropped = [], 0
+        for x1, y1, x2, y2 in subs:
+            raw = self.detector.detect(image[y1:y2, x1:x2], scale=scale)  # type: ignore[call-arg]
+            dets, bad = clean_detections(raw, x2 - x1, y2 - y1)
+            found.append(dets.shifted(x1, y1))
+            dropped += bad
+        self.stats.region_runs += 1
+        return concat_detections(found), dropped
+
+    def _detect_untimed(self, image: np.ndarray, regions: list[Region] | None) -> Detections:
         crop, dx, dy, factor = crop_for_detection(image, self.camera.rot, self.cfg.rescale_height)
+        subs = None if regions is None else input_regions(
+            regions, dx, dy, factor, crop.shape[1], crop.shape[0]) or None
         t0 = time.perf_counter()
-        raw = self.detector.detect(crop)
+        dets, dropped = self._run_detector(crop, subs)
         seconds = time.perf_counter() - t0
         self.stats.detect_seconds += seconds
         self.timers.detector.observe(seconds)
         self.stats.detector_runs += 1
-        dets, dropped = clean_detections(raw, crop.shape[1], crop.shape[0])
         if dropped:
             self.stats.skip(SKIP_BAD_BOX, dropped)
             self._ratelog.log(logging.WARNING, SKIP_BAD_BOX,

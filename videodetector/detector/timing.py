@@ -20,7 +20,8 @@ from prometheus_client import Histogram, disable_created_metrics
 # process-wide on purpose: each program owns its process.
 disable_created_metrics()
 
-# Per-frame stages: decode (the video decoder), convert (to a BGR array, rotation), motion
+# Per-frame stages: decode (the video decoder), convert (to a BGR array, rotation; only frames the
+# detector or a snapshot needs are converted, observed by the pipeline), motion
 # (grey conversion + frame difference), detect (crop, face detector, box cleaning), track
 # (Kalman tracker update), select (quality scoring, best-frame selection), snapshot (align,
 # uniqueness filter, JPEG/PNG encoding of the chosen faces; only on frames that post).

@@ -125,6 +125,17 @@ class Tracker:
         """The id the next confirmed track will get."""
         return self._next_id
 
+    @property
+    def boxes(self) -> np.ndarray:
+        """(N, 4) Kalman boxes of every live track, tentative ones included."""
+        return np.array([t.kf.xyxy for t in self._tracks], np.float32).reshape(-1, 4)
+
+    @property
+    def steady(self) -> bool:
+        """Every live track is confirmed and was matched by the last detections (and there
+        is at least one): the faces in view are all known."""
+        return bool(self._tracks) and all(t.id > 0 and t.missed == 0 for t in self._tracks)
+
     def update(self, detections: Detections | None, period: int = 1) -> TrackerUpdate:
         """Advance all tracks by ``period`` frames and match them to ``detections``."""
         _check_int("period", period, 1)

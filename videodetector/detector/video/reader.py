@@ -347,7 +347,6 @@ class FrameReader:
             try:
                 for frame in stream:
                     self._timers.decode.observe(stream.decode_seconds)
-                    self._timers.convert.observe(stream.convert_seconds)
                     self._stream_errors = stream.decode_errors
                     self._backoff.reset()
                     if self._stats.consecutive_failures:
@@ -397,7 +396,7 @@ class FrameReader:
         if first_of_connection and last is not None:
             gap = max(frame.wall_time - last.wall_time, 1e-3)
             self._pts_offset = last.pts + gap - frame.pts
-        frame = dataclasses.replace(frame, index=self._next_index, pts=frame.pts + self._pts_offset)
+        frame = frame.replace(index=self._next_index, pts=frame.pts + self._pts_offset)
         self._next_index += 1
         self._last_frame = frame
         return frame

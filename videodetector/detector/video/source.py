@@ -8,7 +8,8 @@ The pseudo-option ``f=`` / ``format=`` picks the demuxer (FFmpeg's ``-f``), e.g.
 
 Decoding (:class:`VideoStream`, from :func:`open_video`) reads only the first video stream,
 applies the file's rotation metadata and ``--rotate``, skips packets the decoder rejects
-(counting them in ``decode_errors``), and yields :class:`Frame` objects with BGR images.
+(counting them in ``decode_errors``), and yields :class:`Frame` objects whose BGR image is
+converted on first use (see :mod:`videodetector.detector.video.pixels`).
 
 Threaded reading with drop policy, reconnects and a watchdog is in
 :mod:`videodetector.detector.video.reader`.
@@ -20,10 +21,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 import av
-import cv2
 import numpy as np
 
 from videodetector.core.sourcespec import (  # noqa: F401  (re-used names of this module's API)
@@ -33,6 +32,7 @@ from videodetector.core.sourcespec import (  # noqa: F401  (re-used names of thi
     parse_source,
     redact_url,
 )
+from videodetector.detector.video.pixels import ArrayPixels, DecodedPixels, Pixels, rotate
 
 log = logging.getLogger(__name__)
 
@@ -96,39 +96,62 @@ def display_rotation_to_clockwise(rotation: float | None) -> int:
     return int(round(-float(rotation) / 90.0)) * 90 % 360
 
 
-_CV2_ROTATE = {
-    90: cv2.ROTATE_90_CLOCKWISE,
-    180: cv2.ROTATE_180,
-    270: cv2.ROTATE_90_COUNTERCLOCKWISE,
-}
-
-
 def rotate_image(image: np.ndarray, clockwise: int) -> np.ndarray:
     """Rotate by a multiple of 90 degrees clockwise (0 returns the same array)."""
-    angle = normalize_rotation(clockwise)
-    return image if angle == 0 else cv2.rotate(image, _CV2_ROTATE[angle])
+    return rotate(image, normalize_rotation(clockwise))
 
 
 # --------------------------------------------------------------------------- decoding
 
 
-@dataclass(frozen=True, eq=False)
 class Frame:
     """One decoded frame.
 
-    image: HxWx3 uint8 BGR, after file rotation metadata and ``--rotate``.
+    image: HxWx3 uint8 BGR, after file rotation metadata and ``--rotate``; converted from the
+        decoded picture on first use (see :mod:`.pixels`), so a frame that only goes through
+        the motion gate is never converted.
+    gray: HxW uint8 brightness of the same picture (for a planar YUV source, its luma plane).
     index: 0-based decode order (a :class:`FrameReader` keeps counting across reconnects,
         so dropped frames leave gaps).
     pts: seconds from the start of the stream, from the frame's pts and time base, or
         ``index / fps`` when the frame has no pts. A :class:`FrameReader` keeps it
         non-decreasing across reconnects (the outage counts in wall-clock time).
     wall_time: ``time.time()`` when the frame was decoded.
+
+    ``Frame(image, index, pts, wall_time)`` wraps a BGR array; the decoder passes
+    ``pixels=`` instead. Immutable: ``replace`` gives a renumbered copy (same pixels).
     """
 
-    image: np.ndarray
-    index: int
-    pts: float
-    wall_time: float
+    __slots__ = ("pixels", "index", "pts", "wall_time")
+
+    def __init__(self, image: np.ndarray | None = None, index: int = 0, pts: float = 0.0,
+                 wall_time: float = 0.0, *, pixels: Pixels | None = None) -> None:
+        if (image is None) == (pixels is None):
+            raise ValueError("a Frame needs exactly one of image and pixels")
+        set_ = object.__setattr__
+        set_(self, "pixels", pixels if pixels is not None else ArrayPixels(image))
+        set_(self, "index", index)
+        set_(self, "pts", pts)
+        set_(self, "wall_time", wall_time)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Frame is immutable (use replace): cannot set {name}")
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.pixels.bgr()
+
+    @property
+    def gray(self) -> np.ndarray:
+        return self.pixels.gray()
+
+    def replace(self, *, index: int | None = None, pts: float | None = None) -> Frame:
+        return Frame(index=self.index if index is None else index,
+                     pts=self.pts if pts is None else pts, wall_time=self.wall_time,
+                     pixels=self.pixels)
+
+    def __repr__(self) -> str:
+        return f"Frame(index={self.index}, pts={self.pts:.3f}, wall_time={self.wall_time:.3f})"
 
 
 class VideoStream:
@@ -175,9 +198,9 @@ class VideoStream:
         self.fps = spec.fps or _stream_fps(self._stream)
         self.decode_errors = 0
         self.frames_decoded = 0
-        # seconds the last yielded frame took to decode / to convert (for the stage timers)
+        # seconds the last yielded frame took to decode (for the stage timers; its conversion
+        # to BGR happens later, on first use: see Frame.image)
         self.decode_seconds = 0.0
-        self.convert_seconds = 0.0
         self._decoding = 0.0  # decoder time since the last yielded frame
         self.gave_up = False
         self.start_index = start_index
@@ -206,9 +229,7 @@ class VideoStream:
                 if self._origin is None and av_frame.time is not None:
                     self._origin = av_frame.time
                 continue
-            t0 = time.perf_counter()
             frame = self._to_frame(av_frame, index)
-            self.convert_seconds = time.perf_counter() - t0
             self.decode_seconds, self._decoding = self._decoding, 0.0
             if clock is not None and not clock.wait(index):
                 return
@@ -217,10 +238,10 @@ class VideoStream:
                 return
 
     def _to_frame(self, av_frame: av.VideoFrame, index: int) -> Frame:
-        image = av_frame.to_ndarray(format="bgr24")
         angle = (self._rotate + display_rotation_to_clockwise(av_frame.rotation)) % 360
-        image = rotate_image(image, angle)
-        return Frame(image, index, self._frame_seconds(av_frame, index), time.time())
+        pixels = DecodedPixels(av_frame, angle)
+        return Frame(index=index, pts=self._frame_seconds(av_frame, index),
+                     wall_time=time.time(), pixels=pixels)
 
     def _frame_seconds(self, av_frame: av.VideoFrame, index: int) -> float:
         seconds = av_frame.time

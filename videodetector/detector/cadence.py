@@ -1,0 +1,64 @@
+"""When the face detector may skip a frame that has motion: while every face is tracked.
+
+With ``--detect-period N`` (N > 1) the detector runs on every N-th frame only while every
+face in view is tracked steadily (each live track is confirmed and was matched by the last
+detection) and every motion box belongs to one of those faces: it touches the face's box
+grown by a margin and is at most MAX_BLOB_RATIO times as large. The Kalman filters carry
+the boxes in between, as norfair's ``period`` does. A motion box is a connected blob of
+change, so a walking person's body and the trail the running-average background leaves
+behind a moving face belong to that face's blob. Any other blob (one that touches no
+tracked face, or motion all over the frame) may hold a new face: then the detector runs on
+that very frame, so such faces are found as fast as with N = 1. A new face inside the blob
+of a tracked one (someone walking in touching a tracked person) waits at most N - 1 frames.
+Without the motion gate (``--md-threshold 0``) the detector runs on every frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from videodetector.detector.regions import grow_boxes
+
+GROW = 0.5  # a tracked face's box grows by this fraction of its longer side on each side ...
+PAD = 16.0  # ... plus this many pixels before motion counts as "on" that face
+# A blob smaller than this on both sides (pixels) is noise, not a new face: the motion mask
+# is dilated by 4 px, so it is at most an 8 px change, below what the detector can find.
+MIN_BLOB = 16.0
+# A blob larger than this many times the grown face box is not that face's (a camera that
+# shakes, a light switched on, a crowd): it counts as new motion.
+MAX_BLOB_RATIO = 4.0
+
+
+def motion_off_faces(motion: np.ndarray, faces: np.ndarray, grow: float = GROW,
+                     pad: float = PAD, min_blob: float = MIN_BLOB,
+                     max_ratio: float = MAX_BLOB_RATIO) -> bool:
+    """True when some ``motion`` box of ``min_blob`` pixels or more on a side touches none
+    of the ``faces`` boxes grown by ``grow`` x its longer side + ``pad``, or only ones whose
+    area is less than 1 / ``max_ratio`` of its own (xyxy, one image)."""
+    motion = np.asarray(motion, np.float64).reshape(-1, 4)
+    sides = motion[:, 2:] - motion[:, :2]
+    motion = motion[np.any(sides >= min_blob, axis=1)]
+    if not len(motion):
+        return False
+    zones = grow_boxes(faces, grow, pad)
+    if not len(zones):
+        return True
+    m, z = motion[:, None, :], zones[None, :, :]
+    touch = np.all(m[..., :2] < z[..., 2:], axis=2) & np.all(z[..., :2] < m[..., 2:], axis=2)
+    m_area = np.prod(m[..., 2:] - m[..., :2], axis=2)
+    z_area = np.prod(z[..., 2:] - z[..., :2], axis=2)
+    owned = touch & (m_area <= max_ratio * z_area)
+    return not bool(owned.any(axis=1).all())
+
+
+def may_skip_detection(frames_since_detection: int, period: int, steady: bool,
+                       new_motion: bool) -> bool:
+    """Whether the detector may skip this moving frame: only while every face is tracked
+    steadily (``steady``), no motion lies off them (``new_motion`` False) and the detector
+    ran fewer than ``period`` frames ago (``frames_since_detection`` counts the frames it
+    skipped since its last run)."""
+    if period < 1:
+        raise ValueError(f"period must be >= 1, got {period!r}")
+    if frames_since_detection < 0:
+        raise ValueError(f"frames_since_detection must be >= 0, got {frames_since_detection!r}")
+    return steady and not new_motion and frames_since_detection + 1 < period

@@ -1,0 +1,132 @@
+"""The pixels of one decoded frame, converted only when someone looks at them.
+
+Most frames of a quiet camera only go through the motion gate, which needs the brightness
+alone: for the usual planar YUV formats that is the decoder's own luma plane (a view, no
+copy, no conversion). The BGR image that the face detector, the quality score and the
+snapshots need is converted from the decoded frame on first use and kept.
+
+``DecodedPixels`` wraps a PyAV frame (after the rotation the source asks for); ``ArrayPixels``
+wraps a BGR array someone already has (tests, tools). Both give ``bgr()`` (HxWx3 uint8) and
+``gray()`` (HxW uint8, full range 0..255 like ``cv2.cvtColor(bgr, COLOR_BGR2GRAY)`` up to
+rounding). Not thread-safe: one thread (the camera's worker) converts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import av
+import cv2
+import numpy as np
+
+# 8-bit formats whose first plane is the luma (Y) plane.
+LUMA_FIRST = frozenset({
+    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
+    "yuvj440p", "yuv411p", "yuvj411p", "yuv410p", "nv12", "nv21", "gray",
+})
+FULL_RANGE_FORMATS = frozenset({"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "yuvj411p",
+                                "gray"})
+JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: luma uses 0..255 (else 16..235, "MPEG" or unspecified)
+
+# Limited-range luma (16..235) stretched to 0..255, as the BGR conversion does.
+_LIMITED_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+class Pixels(Protocol):
+    convert_seconds: float  # time the BGR conversion took (0: none, or not yet)
+
+    def bgr(self) -> np.ndarray: ...
+
+    def gray(self) -> np.ndarray: ...
+
+
+class ArrayPixels:
+    """Pixels of a BGR array; grey is converted from it on first use."""
+
+    __slots__ = ("_bgr", "_gray", "convert_seconds")
+
+    def __init__(self, bgr: np.ndarray) -> None:
+        self._bgr = bgr
+        self._gray: np.ndarray | None = None
+        self.convert_seconds = 0.0
+
+    def bgr(self) -> np.ndarray:
+        return self._bgr
+
+    def gray(self) -> np.ndarray:
+        if self._gray is None:
+            image = self._bgr
+            self._gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return self._gray
+
+
+def luma_plane(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's Y plane as an HxW uint8 view (full range 0..255), or None when its
+    format has no 8-bit luma plane first (then convert)."""
+    name = frame.format.name
+    if name not in LUMA_FIRST:
+        return None
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    y = rows[:frame.height, :frame.width]
+    full = name in FULL_RANGE_FORMATS or frame.color_range == JPEG_RANGE
+    return y if full else cv2.LUT(y, _LIMITED_TO_FULL)
+
+
+def rotate(image: np.ndarray, clockwise: int) -> np.ndarray:
+    """``image`` turned by 0, 90, 180 or 270 degrees clockwise (0: the same array)."""
+    if clockwise == 0:
+        return image
+    codes = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180,
+             270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+    return cv2.rotate(image, codes[clockwise])
+
+
+class DecodedPixels:
+    """Pixels of a decoded PyAV frame, turned ``clockwise`` degrees (0/90/180/270).
+
+    ``convert_seconds``: time the BGR conversion took (0 until it happened).
+    """
+
+    __slots__ = ("_frame", "_clockwise", "_bgr", "_gray", "convert_seconds")
+
+    def __init__(self, frame: av.VideoFrame, clockwise: int = 0) -> None:
+        if clockwise not in (0, 90, 180, 270):
+            raise ValueError(f"clockwise must be 0, 90, 180 or 270, got {clockwise!r}")
+        self._frame: av.VideoFrame | None = frame
+        self._clockwise = clockwise
+        self._bgr: np.ndarray | None = None
+        self._gray: np.ndarray | None = None
+        self.convert_seconds = 0.0
+
+    @property
+    def converted(self) -> bool:
+        """Whether the BGR image exists yet."""
+        return self._bgr is not None
+
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            frame = self._frame
+            if frame is None:  # cannot happen: the frame is released only after both exist
+                raise RuntimeError("decoded frame released before its BGR conversion")
+            t0 = time.perf_counter()
+            self._bgr = rotate(frame.to_ndarray(format="bgr24"), self._clockwise)
+            self.convert_seconds = time.perf_counter() - t0
+            self._release()
+        return self._bgr
+
+    def gray(self) -> np.ndarray:
+        if self._gray is None:
+            y = None if self._frame is None else luma_plane(self._frame)
+            if y is None:
+                self._gray = cv2.cvtColor(self.bgr(), cv2.COLOR_BGR2GRAY)
+            else:
+                self._gray = rotate(y, self._clockwise)
+            self._release()
+        return self._gray
+
+    def _release(self) -> None:
+        """Drop the decoded frame (and its buffer) once nothing more needs it."""
+        if self._bgr is not None and self._gray is not None:
+            self._frame = None
