@@ -188,7 +188,7 @@ def run_pipeline(clip: Path, label: str, threads: int, extra: Sequence[str] = ()
                 snaps += len(pipe.process(frame))
                 in_pipeline += time.perf_counter() - t1
                 frames += 1
-                size = frame.image.shape[1], frame.image.shape[0]
+                size = frame.gray.shape[1], frame.gray.shape[0]  # gray: no BGR conversion
                 if max_frames and frames >= max_frames:
                     break
         t1 = time.perf_counter()
