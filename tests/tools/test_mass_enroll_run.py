@@ -211,7 +211,9 @@ def test_interrupted_run_stops_cleanly_and_resumes(api: Api, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]):
     """Ctrl-C (SIGINT) and kill (SIGTERM): the posts in flight are recorded, the summary says
     what is left, exit status 130; the next run finishes the job."""
-    images = linked(tmp_path / "photos", ctu_photos(10))
+    # enough photos that a run is still posting when it is signalled (a fast backend finished
+    # 10 before the signal: exit 0, nothing to interrupt)
+    images = linked(tmp_path / "photos", ctu_photos(40))
     job = tmp_path / "i.job"
     assert main(["--job", str(job), "prepare", "--meta-filename",
                  str(tmp_path / "photos/*.jpg")]) == 0
@@ -220,7 +222,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(api: Api, tmp_path: Path,
         target = states(job)["done"] + 2  # signalled once it is running and posting
         proc = start_run(job, api, log, "--parallel", "2")
         wait_until(lambda t=target, p=proc: states(job)["done"] >= t or p.poll() is not None,
-                   60, f"{target} images done")
+                   60, f"{target} images done", interval=0.02)
         proc.send_signal(signum)
         assert proc.wait(30) == 130, log.read_text()
         text = log.read_text()
