@@ -60,13 +60,12 @@ from bench_detector import (  # noqa: E402
     CACHE,
     DEFAULT_DATA,
     clip_plan,
+    decode_only,
     format_table,
     machine_line,
     run_pipeline,
 )
 from bench_streams import Receiver  # noqa: E402
-
-from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
 
 THREADS = 2  # the daemon gives one camera both cores (cli.Daemon.detector_threads)
 PYCACHE = CACHE / "pycache"
@@ -77,18 +76,6 @@ FIRST_FRAME = re.compile(r"first frame processed, ([\d.]+) s after the process s
 # ---------------------------------------------------------------------------
 # decode only
 # ---------------------------------------------------------------------------
-
-def decode_bgr(clip: Path, max_frames: int = 0) -> tuple[int, float]:
-    """(frames, seconds): the daemon's reader path (PyAV, thread_type AUTO, to BGR)."""
-    t0 = time.perf_counter()
-    n = 0
-    with open_video(parse_source(str(clip))) as stream:
-        for _ in stream:
-            n += 1
-            if max_frames and n >= max_frames:
-                break
-    return n, time.perf_counter() - t0
-
 
 def decode_raw(clip: Path, max_frames: int = 0) -> tuple[int, float]:
     """(frames, seconds): PyAV decoding alone (same threading), frames left in YUV."""
@@ -183,7 +170,7 @@ def bench_clip(label: str, clip: Path, args: argparse.Namespace, receiver: Recei
     def best(fn, key):
         return min((fn() for _ in range(args.repeat)), key=key)
 
-    n_bgr, s_bgr = best(lambda: decode_bgr(clip, args.max_frames), key=lambda r: r[1])
+    n_bgr, s_bgr = best(lambda: decode_only(clip, 2, args.max_frames), key=lambda r: r[1])
     n_raw, s_raw = best(lambda: decode_raw(clip, args.max_frames), key=lambda r: r[1])
     naive = best(lambda: run_naive_process(clip, args.max_frames),
                  key=lambda r: r["process_s"])

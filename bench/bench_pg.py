@@ -41,7 +41,7 @@ for _p in (ROOT, ROOT / "bench"):
 
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
-from bench_backend import DEFAULT_DATA, backend_cli, enrollment_photos, free_port  # noqa: E402
+from bench_backend import DEFAULT_DATA, Server, backend_cli, enrollment_photos  # noqa: E402
 from bench_detector import format_table  # noqa: E402
 from bench_index import centres, fill, probes  # noqa: E402
 
@@ -137,41 +137,25 @@ SEARCH_COLUMNS = [("store", "store", "<"), ("faces", "faces", ">"), ("probes", "
 # ------------------------------------------------------------------------------ 3. enroll
 
 
-def _serve(data_dir: Path, url: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(backend_cli("serve", "--port", str(port), "--data-dir",
-                                        str(data_dir), "--db", url, "--log-level", "warning"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            requests.get(base + "/v1/docs", timeout=2)
-            return proc, base
-        except requests.RequestException:
-            time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError("fkvideo_backend serve did not start")
-
-
 def enroll_row(cluster: PgCluster, root: Path, processes: int, clients: int,
                seconds: float, photos: list[bytes]) -> dict:
     url, data_dir = cluster.new_database("enroll"), root / f"enroll-{processes}"
     data_dir.mkdir()
-    servers = [_serve(data_dir, url) for _ in range(processes)]
+    servers = [Server(data_dir, threads=1, extra_args=["--db", url])
+               for _ in range(processes)]
     try:
+        for server in servers:
+            server.start()
         out = subprocess.run(backend_cli("token", "--data-dir", str(data_dir), "--db", url),
                              check=True, capture_output=True, text=True, cwd=ROOT).stdout
         token = out.split()[-1]
-        for _, base in servers:  # models loaded before the clock starts
+        for base in (server.url for server in servers):  # models loaded before the clock
             requests.post(base + "/v1/face", headers={"Authorization": f"Token {token}"},
                           files={"photo": ("w.jpg", photos[0], "image/jpeg")}, timeout=120)
         stats = _post_for(servers, token, clients, seconds, photos)
     finally:
-        for proc, _ in servers:
-            proc.terminate()
-        for proc, _ in servers:
-            proc.wait(30)
+        for server in servers:
+            server.stop()
     p50, p95 = percentiles(stats["latencies"] or [0.0])
     return {"processes": processes, "clients": clients, "faces": stats["faces"],
             "errors": stats["errors"], "faces_per_s": round(stats["faces"] / seconds, 1),
@@ -187,7 +171,7 @@ def _post_for(servers: list, token: str, clients: int, seconds: float,
         session, i = requests.Session(), k
         headers = {"Authorization": f"Token {token}"}
         while time.monotonic() < stop:
-            base = servers[i % len(servers)][1]
+            base = servers[i % len(servers)].url
             t0 = time.perf_counter()
             r = session.post(base + "/v1/face", headers=headers, timeout=60,
                              files={"photo": ("p.jpg", photos[i % len(photos)], "image/jpeg")})
