@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
 from videodetector.backend import websession
@@ -49,6 +50,15 @@ def max_body_bytes(backend: Backend) -> int:
 
 def urls_of(request: Request) -> Urls:
     return Urls(get_backend(request).settings, request)
+
+
+# Dependency aliases for the routers: handlers are plain ``def`` functions (FastAPI runs them
+# in its threadpool) that name what they need, e.g. ``def f(backend: BackendDep, user: UserDep)``.
+# The request body is read by the async dependency ``ParamsDep`` before the handler runs.
+BackendDep = Annotated[Backend, Depends(get_backend)]
+UserDep = Annotated[int, Depends(current_user)]
+ParamsDep = Annotated[Params, Depends(params_of)]
+UrlsDep = Annotated[Urls, Depends(urls_of)]
 
 
 MAX_FACE_PARTS = 64  # face0..face63: normalized faces in one request
