@@ -9,21 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend import camhealth, openapi, views
-from videodetector.backend.deps import current_user, get_backend, params_of
+from videodetector.backend import openapi, views
+from videodetector.backend.deps import BackendDep, CamerasDep, ParamsDep, UserDep
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import MAX_TEXT, Params, load_json
-from videodetector.backend.service import Backend
-from videodetector.backend.storage import insert, update
-from videodetector.backend.timeutil import iso, now
+from videodetector.backend.stores.cameras import CameraStore
 from videodetector.core.geometry import region_rect
 from videodetector.core.sourcespec import parse_source
 
@@ -125,80 +121,47 @@ def camera_fields(p: Params, roots: tuple[Path, ...] = ()) -> dict[str, Any]:
     return out
 
 
-def camera_row(backend: Backend, user: int, cam_id: str) -> Any:
-    row = backend.db.row("SELECT * FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
+def camera_row(cams: CameraStore, user: int, cam_id: str) -> Any:
+    row = cams.get(user, cam_id)
     if row is None:
         raise not_found("camera", cam_id)
     return row
 
 
 @router.post("/camera", status_code=201, openapi_extra=openapi.CAMERA)
-async def create_camera(request: Request, user: int = Depends(current_user)) -> JSONResponse:
+def create_camera(user: UserDep, p: ParamsDep, backend: BackendDep,
+                  cams: CamerasDep) -> JSONResponse:
     """Create a camera: ``meta``, ``enabled`` (default true), ``url``, ``detector``, ``roi``,
     ``rot``. 201 with the camera."""
-    backend = get_backend(request)
-    fields = camera_fields(await params_of(request), backend.settings.camera_file_roots)
-
-    def work() -> dict[str, Any]:
-        cam_id = str(uuid.uuid4())
-        with backend.db.transaction() as conn:
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM cameras").fetchone()[0]
-            insert(conn, "cameras", {"id": cam_id, "user_id": user, "seq": seq, "meta": "",
-                                     "enabled": 1, "created": iso(now()), **fields})
-        return views.camera_json(camera_row(backend, user, cam_id))
-
-    return JSONResponse(await run_in_threadpool(work), status_code=201)
+    fields = camera_fields(p, backend.settings.camera_file_roots)
+    cam_id = cams.create(user, fields)
+    return JSONResponse(views.camera_json(camera_row(cams, user, cam_id)), status_code=201)
 
 
 @router.get("/camera")
-async def list_cameras(request: Request, user: int = Depends(current_user),
-                       detector: str | None = None) -> list[dict[str, Any]]:
+def list_cameras(user: UserDep, cams: CamerasDep,
+                 detector: str | None = None) -> list[dict[str, Any]]:
     """All cameras (a JSON list), or only those of ``?detector=NAME``."""
-    backend = get_backend(request)
-    sql, args = "SELECT * FROM cameras WHERE user_id = ?", [user]
-    if detector is not None:
-        sql += " AND detector = ?"
-        args.append(detector)
-    rows = await run_in_threadpool(backend.db.rows, sql + " ORDER BY seq", args)
-    return [views.camera_json(r) for r in rows]
+    return [views.camera_json(r) for r in cams.list(user, detector)]
 
 
 @router.get("/camera/{cam_id}")
-async def get_camera(cam_id: str, request: Request,
-                     user: int = Depends(current_user)) -> dict[str, Any]:
-    row = await run_in_threadpool(camera_row, get_backend(request), user, cam_id)
-    return views.camera_json(row)
+def get_camera(cam_id: str, user: UserDep, cams: CamerasDep) -> dict[str, Any]:
+    return views.camera_json(camera_row(cams, user, cam_id))
 
 
 @router.put("/camera/{cam_id}", openapi_extra=openapi.CAMERA)
-async def put_camera(cam_id: str, request: Request,
-                     user: int = Depends(current_user)) -> dict[str, Any]:
+def put_camera(cam_id: str, user: UserDep, p: ParamsDep, backend: BackendDep,
+               cams: CamerasDep) -> dict[str, Any]:
     """Change ``meta``, ``url``, ``detector``, ``enabled``, ``roi``, ``rot``."""
-    backend = get_backend(request)
-    fields = camera_fields(await params_of(request), backend.settings.camera_file_roots)
-
-    def work() -> dict[str, Any]:
-        camera_row(backend, user, cam_id)
-        with backend.db.transaction() as conn:
-            update(conn, "cameras", fields, "id = ? AND user_id = ?", (cam_id, user))
-        return views.camera_json(camera_row(backend, user, cam_id))
-
-    return await run_in_threadpool(work)
+    fields = camera_fields(p, backend.settings.camera_file_roots)
+    camera_row(cams, user, cam_id)
+    cams.update(user, cam_id, fields)
+    return views.camera_json(camera_row(cams, user, cam_id))
 
 
 @router.delete("/camera/{cam_id}", status_code=204)
-async def delete_camera(cam_id: str, request: Request,
-                        user: int = Depends(current_user)) -> Response:
-    backend = get_backend(request)
-
-    def work() -> None:
-        camera_row(backend, user, cam_id)
-        # the table is made on first use; a failed statement would end a PostgreSQL
-        # transaction, so it must exist before the delete's
-        camhealth.ensure_schema(backend)
-        with backend.db.transaction() as conn:
-            conn.execute("DELETE FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
-            camhealth.forget(conn, cam_id)
-
-    await run_in_threadpool(work)
+def delete_camera(cam_id: str, user: UserDep, cams: CamerasDep) -> Response:
+    camera_row(cams, user, cam_id)
+    cams.delete(user, cam_id)
     return Response(status_code=204)

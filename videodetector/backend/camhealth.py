@@ -9,9 +9,9 @@ backend to reach into the network (SSRF), and it works when only the detector ca
 camera (NAT, firewalls). The console reads ``GET /v1/camera/<id>/health`` (or all cameras at
 once with ``GET /v1/cameras/health``) and ``GET /v1/camera/<id>/preview.jpg``.
 
-Both live in the database (one row per camera, bounded: the newest report and one preview), so
-every backend process sharing it answers the same and a restart keeps the last picture. A
-report older than ``STALE_INTERVALS`` of its own interval shows as ``stale``.
+Both live in the database (one row per camera, bounded: the newest report and one preview;
+``stores/cameras.py`` owns them), so every backend process sharing it answers the same and a
+restart keeps the last picture. A report older than ``STALE_INTERVALS`` of its own interval shows as ``stale``.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend.deps import current_user, get_backend
+from videodetector.backend.deps import CamerasDep, UserDep
 from videodetector.backend.errors import bad_param, malformed_json, not_found, too_large
 from videodetector.backend.params import load_json
 from videodetector.backend.service import Backend
+from videodetector.backend.stores.cameras import CameraStore, camera_store
 from videodetector.backend.timeutil import iso
 
 router = APIRouter(tags=["cameras"])
@@ -44,23 +44,6 @@ PREVIEW_MAX_AGE = 300.0  # s: an older preview is asked for again
 STATES = ("starting", "running", "reconnecting", "source_down", "restarting", "ended",
           "failed", "stopped")
 BIG = 2 ** 53
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS camera_health (
-    cam_id TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL,
-    report TEXT,
-    received REAL,
-    preview BLOB,
-    preview_width INTEGER,
-    preview_height INTEGER,
-    frame_width INTEGER,
-    frame_height INTEGER,
-    preview_received REAL,
-    preview_requested REAL
-);
-"""
-
 
 class HealthReport(BaseModel):
     """What a detector says about one of its cameras (unknown fields are ignored)."""
@@ -98,15 +81,12 @@ PREVIEW_DOC = {"requestBody": {"required": True, "content": {"image/jpeg": {"sch
 
 
 def ensure_schema(backend: Backend) -> None:
-    if not getattr(backend, "_camhealth_schema", False):
-        with backend.db.transaction() as conn:
-            conn.execute(SCHEMA)
-        backend._camhealth_schema = True  # type: ignore[attr-defined]
+    """The ``camera_health`` table (made by its store on first use)."""
+    camera_store(backend.db)
 
 
-def own_camera(backend: Backend, user: int, cam_id: str) -> None:
-    if backend.db.row("SELECT 1 FROM cameras WHERE id = ? AND user_id = ?",
-                      (cam_id, user)) is None:
+def own_camera(cams: CameraStore, user: int, cam_id: str) -> None:
+    if not cams.exists(user, cam_id):
         raise not_found("camera", cam_id)
 
 
@@ -170,36 +150,29 @@ def health_json(cam_id: str, row: Any, now: float) -> dict[str, Any]:
     return out
 
 
-def _upsert(backend: Backend, cam_id: str, user: int, values: dict[str, Any]) -> None:
-    cols = ", ".join(values)
-    sets = ", ".join(f"{c} = excluded.{c}" for c in values)
-    with backend.db.transaction() as conn:
-        conn.execute(f"INSERT INTO camera_health (cam_id, user_id, {cols}) VALUES "
-                     f"(?, ?, {', '.join('?' * len(values))}) "
-                     f"ON CONFLICT(cam_id) DO UPDATE SET {sets}",
-                     (cam_id, user, *values.values()))
+async def health_body(request: Request) -> HealthReport:
+    """The request's health report (read before the handler runs)."""
+    return parse_report(await read_body(request, "body", MAX_HEALTH_BYTES))
 
 
-def _health_row(backend: Backend, cam_id: str) -> Any:
-    return backend.db.row("SELECT * FROM camera_health WHERE cam_id = ?", (cam_id,))
+async def preview_body(request: Request) -> bytes:
+    """The request's preview JPEG, at most MAX_PREVIEW_BYTES (checked by the handler)."""
+    return await read_body(request, "preview", MAX_PREVIEW_BYTES)
+
+
+HealthDep = Annotated[HealthReport, Depends(health_body)]
+PreviewDep = Annotated[bytes, Depends(preview_body)]
 
 
 @router.post("/camera/{cam_id}/health", openapi_extra=HEALTH_DOC)
-async def post_health(cam_id: str, request: Request,
-                      user: int = Depends(current_user)) -> dict[str, Any]:
+def post_health(cam_id: str, user: UserDep, report: HealthDep,
+                cams: CamerasDep) -> dict[str, Any]:
     """A detector's health report for one of its cameras (JSON, at most 4096 bytes). Answers
     ``{"preview_wanted": true}`` when the backend wants a new picture (``PUT .../preview``)."""
-    backend = get_backend(request)
-    report = parse_report(await read_body(request, "body", MAX_HEALTH_BYTES))
-
-    def work() -> dict[str, Any]:
-        ensure_schema(backend)
-        own_camera(backend, user, cam_id)
-        now = time.time()
-        _upsert(backend, cam_id, user, {"report": report.model_dump_json(), "received": now})
-        return {"preview_wanted": preview_wanted(_health_row(backend, cam_id), now)}
-
-    return await run_in_threadpool(work)
+    own_camera(cams, user, cam_id)
+    now = time.time()
+    cams.set_health(user, cam_id, {"report": report.model_dump_json(), "received": now})
+    return {"preview_wanted": preview_wanted(cams.health(cam_id), now)}
 
 
 def decode_preview(data: bytes) -> tuple[int, int]:
@@ -263,96 +236,50 @@ FRAME_QUERY = [{"name": n, "in": "query", "required": False,
 
 @router.put("/camera/{cam_id}/preview", status_code=204,
             openapi_extra={**PREVIEW_DOC, "parameters": FRAME_QUERY})
-async def put_preview(cam_id: str, request: Request,
-                      user: int = Depends(current_user)) -> Response:
+def put_preview(cam_id: str, request: Request, user: UserDep, data: PreviewDep,
+                cams: CamerasDep) -> Response:
     """A detector's current picture of the camera: a JPEG (body, ``image/jpeg``) of at most
     1 MiB and 1280 px on its longer side, scaled from a ``frame_width`` x ``frame_height``
     frame."""
-    backend = get_backend(request)
-    data = await read_body(request, "preview", MAX_PREVIEW_BYTES)
     width, height = decode_preview(data)
     fw, fh = frame_size(request, width, height)
-
-    def work() -> None:
-        ensure_schema(backend)
-        own_camera(backend, user, cam_id)
-        _upsert(backend, cam_id, user, {
-            "preview": data, "preview_width": width, "preview_height": height,
-            "frame_width": fw, "frame_height": fh, "preview_received": time.time()})
-
-    await run_in_threadpool(work)
+    own_camera(cams, user, cam_id)
+    cams.set_health(user, cam_id, {
+        "preview": data, "preview_width": width, "preview_height": height,
+        "frame_width": fw, "frame_height": fh, "preview_received": time.time()})
     return Response(status_code=204)
 
 
 @router.post("/camera/{cam_id}/preview/request", status_code=202)
-async def request_preview(cam_id: str, request: Request,
-                          user: int = Depends(current_user)) -> dict[str, Any]:
+def request_preview(cam_id: str, user: UserDep, cams: CamerasDep) -> dict[str, Any]:
     """Ask the camera's detector for a new picture: it sends one after its next health
     report (within its interval, 5 s by default)."""
-    backend = get_backend(request)
-
-    def work() -> dict[str, Any]:
-        ensure_schema(backend)
-        own_camera(backend, user, cam_id)
-        _upsert(backend, cam_id, user, {"preview_requested": time.time()})
-        return {"requested": True}
-
-    return await run_in_threadpool(work)
+    own_camera(cams, user, cam_id)
+    cams.set_health(user, cam_id, {"preview_requested": time.time()})
+    return {"requested": True}
 
 
 @router.get("/camera/{cam_id}/health")
-async def get_health(cam_id: str, request: Request,
-                     user: int = Depends(current_user)) -> dict[str, Any]:
+def get_health(cam_id: str, user: UserDep, cams: CamerasDep) -> dict[str, Any]:
     """The camera's latest health report and preview (``status``: ok, stale or none)."""
-    backend = get_backend(request)
-
-    def work() -> dict[str, Any]:
-        ensure_schema(backend)
-        own_camera(backend, user, cam_id)
-        return health_json(cam_id, _health_row(backend, cam_id), time.time())
-
-    return await run_in_threadpool(work)
+    own_camera(cams, user, cam_id)
+    return health_json(cam_id, cams.health(cam_id), time.time())
 
 
 @router.get("/cameras/health")
-async def all_health(request: Request, user: int = Depends(current_user)) -> list[dict[str, Any]]:
+def all_health(user: UserDep, cams: CamerasDep) -> list[dict[str, Any]]:
     """``GET /camera/<id>/health`` of every camera of the token, in camera order."""
-    backend = get_backend(request)
-
-    def work() -> list[dict[str, Any]]:
-        ensure_schema(backend)
-        rows = backend.db.rows(
-            "SELECT c.id AS cam, h.* FROM cameras c LEFT JOIN camera_health h "
-            "ON h.cam_id = c.id WHERE c.user_id = ? ORDER BY c.seq", (user,))
-        now = time.time()
-        return [health_json(r["cam"], r if r["cam_id"] is not None else None, now)
-                for r in rows]
-
-    return await run_in_threadpool(work)
+    now = time.time()
+    return [health_json(r["cam"], r if r["cam_id"] is not None else None, now)
+            for r in cams.all_health(user)]
 
 
 @router.get("/camera/{cam_id}/preview.jpg", response_class=Response, responses={
     200: {"content": {"image/jpeg": {}}, "description": "the latest preview"}})
-async def get_preview(cam_id: str, request: Request, user: int = Depends(current_user)) -> Response:
+def get_preview(cam_id: str, user: UserDep, cams: CamerasDep) -> Response:
     """The latest picture the camera's detector sent (404 NOT_FOUND when none yet)."""
-    backend = get_backend(request)
-
-    def work() -> bytes:
-        ensure_schema(backend)
-        own_camera(backend, user, cam_id)
-        row = backend.db.row("SELECT preview FROM camera_health WHERE cam_id = ?", (cam_id,))
-        if row is None or row["preview"] is None:
-            raise not_found("preview of camera", cam_id)
-        return bytes(row["preview"])
-
-    data = await run_in_threadpool(work)
+    own_camera(cams, user, cam_id)
+    data = cams.preview(cam_id)
+    if data is None:
+        raise not_found("preview of camera", cam_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
-
-
-def forget(conn: Any, cam_id: str) -> None:
-    """Drop a deleted camera's health and preview (inside its delete transaction)."""
-    try:
-        conn.execute("DELETE FROM camera_health WHERE cam_id = ?", (cam_id,))
-    except Exception as exc:  # the table does not exist yet: nothing to forget
-        if "no such table" not in str(exc):
-            raise

@@ -15,6 +15,7 @@ from videodetector.backend.imaging import PixelBudget
 from videodetector.backend.inline import decode_base64_image
 from videodetector.backend.params import Params, check_text, read_params, read_upload
 from videodetector.backend.service import Backend
+from videodetector.backend.stores.cameras import CameraStore, camera_store
 from videodetector.backend.views import Urls
 
 log = logging.getLogger(__name__)
@@ -120,3 +121,13 @@ async def face_images(p: Params, backend: Backend, budget: PixelBudget | None = 
         out.append(data)
         i += 1
     return out
+
+
+# stores-b: the storage owners of cameras (and their health), history, webhooks, watch lists
+
+
+def cameras_of(backend: BackendDep) -> CameraStore:
+    return camera_store(backend.db)
+
+
+CamerasDep = Annotated[CameraStore, Depends(cameras_of)]
