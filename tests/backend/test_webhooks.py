@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.backend.conftest import Api, error_of, person_photo
-from videodetector.backend import webhooks
+from videodetector.backend import webhook_delivery as webhooks
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
 

@@ -11,7 +11,8 @@ once with ``GET /v1/cameras/health``) and ``GET /v1/camera/<id>/preview.jpg``.
 
 Both live in the database (one row per camera, bounded: the newest report and one preview;
 ``stores/cameras.py`` owns them), so every backend process sharing it answers the same and a
-restart keeps the last picture. A report older than ``STALE_INTERVALS`` of its own interval shows as ``stale``.
+restart keeps the last picture. A report older than ``STALE_INTERVALS`` of its own interval
+shows as ``stale``.
 """
 
 from __future__ import annotations

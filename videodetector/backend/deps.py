@@ -16,6 +16,7 @@ from videodetector.backend.inline import decode_base64_image
 from videodetector.backend.params import Params, check_text, read_params, read_upload
 from videodetector.backend.service import Backend
 from videodetector.backend.stores.cameras import CameraStore, camera_store
+from videodetector.backend.stores.webhooks import WebhookStore, webhook_store
 from videodetector.backend.views import Urls
 
 log = logging.getLogger(__name__)
@@ -131,3 +132,10 @@ def cameras_of(backend: BackendDep) -> CameraStore:
 
 
 CamerasDep = Annotated[CameraStore, Depends(cameras_of)]
+
+
+def webhooks_of(backend: BackendDep) -> WebhookStore:
+    return webhook_store(backend.db)
+
+
+WebhooksDep = Annotated[WebhookStore, Depends(webhooks_of)]
