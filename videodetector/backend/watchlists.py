@@ -2,8 +2,8 @@
 
 A gallery is marked as a watch list with a colour and a threshold preset (``low``,
 ``medium``, ``strict``: the confidence thresholds of reference 9.1, see confidence.py). The
-settings live in the table ``gallery_settings`` (created here with ``CREATE TABLE IF NOT
-EXISTS``, like web_sessions; storage.py's schema is untouched).
+settings live in the table ``gallery_settings``, owned by ``stores/watchlists.py`` (created
+there on first use, like web_sessions; storage.py's schema is untouched).
 
 Matches are computed when read (``POST /v1/watchlists/matches``): each event's stored
 embedding is compared with the faces of every watch list of the token, so the answer is right
@@ -15,19 +15,19 @@ watch-list faces) per request.
 from __future__ import annotations
 
 import re
-import threading
-import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends
 
-from videodetector.backend.deps import current_user, get_backend, params_of
+from videodetector.backend.deps import BackendDep, ParamsDep, UserDep
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import GalleryName, Params
 from videodetector.backend.service import DEFAULT_GALLERY, Backend
+from videodetector.backend.stores.cameras import camera_store
+from videodetector.backend.stores.history import history_store
+from videodetector.backend.stores.watchlists import watch_list_store
 from videodetector.core.confidence import (
     CONF_LOW,
     CONF_MEDIUM,
@@ -41,27 +41,6 @@ PRESETS = {"low": CONF_LOW, "medium": CONF_MEDIUM, "strict": CONF_STRICT}
 DEFAULT_COLOR = "#dc2626"
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MAX_IDS = 1000  # events per matches request
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS gallery_settings (
-    user_id INTEGER NOT NULL,
-    gallery TEXT NOT NULL,
-    watchlist INTEGER NOT NULL DEFAULT 0,
-    color TEXT NOT NULL,
-    threshold TEXT NOT NULL,
-    PRIMARY KEY (user_id, gallery)
-);
-CREATE TABLE IF NOT EXISTS camera_alerts (
-    user_id INTEGER NOT NULL,
-    cam_id TEXT NOT NULL,
-    unknown INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (user_id, cam_id)
-);
-"""
-
-_ready: weakref.WeakSet[Any] = weakref.WeakSet()
-_ready_lock = threading.Lock()
-
 
 @dataclass(frozen=True)
 class WatchList:
@@ -79,21 +58,13 @@ class WatchList:
 
 
 def ensure_schema(backend: Backend) -> None:
-    with _ready_lock:
-        if backend.db in _ready:
-            return
-        with backend.db.lock:
-            backend.db.conn.executescript(SCHEMA)
-        _ready.add(backend.db)
+    """The watch-list tables (made by their store on first use)."""
+    watch_list_store(backend.db)
 
 
 def all_settings(backend: Backend, user: int) -> list[tuple[WatchList, bool]]:
     """Settings of the token's existing galleries (a deleted gallery's row is ignored)."""
-    ensure_schema(backend)
-    rows = backend.db.rows(
-        "SELECT s.gallery, s.watchlist, s.color, s.threshold FROM gallery_settings s "
-        "JOIN galleries g ON g.user_id = s.user_id AND g.name = s.gallery "
-        "WHERE s.user_id = ? ORDER BY s.gallery", (user,))
+    rows = watch_list_store(backend.db).settings(user)
     return [(WatchList(r["gallery"], r["color"], r["threshold"]), bool(r["watchlist"]))
             for r in rows]
 
@@ -123,13 +94,7 @@ def put_settings(backend: Backend, user: int, gallery: str, p: Params) -> dict[s
                         "cannot be a watch list; make a gallery for it", gallery)
     backend.require_gallery(user, gallery)
     watch, on = parse_settings(gallery, p)
-    ensure_schema(backend)
-    with backend.db.transaction() as conn:
-        conn.execute("INSERT INTO gallery_settings (user_id, gallery, watchlist, color, "
-                     "threshold) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, gallery) DO "
-                     "UPDATE SET watchlist = excluded.watchlist, color = excluded.color, "
-                     "threshold = excluded.threshold",
-                     (user, gallery, int(on), watch.color, watch.threshold))
+    watch_list_store(backend.db).put(user, gallery, on, watch.color, watch.threshold)
     return watch.json(on)
 
 
@@ -143,10 +108,7 @@ def get_settings(backend: Backend, user: int, gallery: str) -> dict[str, Any]:
 
 def forget_gallery(backend: Backend, user: int, gallery: str) -> None:
     """Drop a deleted gallery's settings (a new gallery of that name starts plain)."""
-    ensure_schema(backend)
-    with backend.db.transaction() as conn:
-        conn.execute("DELETE FROM gallery_settings WHERE user_id = ? AND gallery = ?",
-                     (user, gallery))
+    watch_list_store(backend.db).forget(user, gallery)
 
 
 # -- matching ------------------------------------------------------------------
@@ -189,11 +151,7 @@ def best_matches(backend: Backend, user: int, event_ids: list[int]
 
 def unknown_alert_cameras(backend: Backend, user: int) -> set[str]:
     """Cameras of the token whose events with no watch-list match are alerts."""
-    ensure_schema(backend)
-    rows = backend.db.rows("SELECT a.cam_id FROM camera_alerts a JOIN cameras c ON "
-                           "c.id = a.cam_id AND c.user_id = a.user_id "
-                           "WHERE a.user_id = ? AND a.unknown = 1", (user,))
-    return {r[0] for r in rows}
+    return watch_list_store(backend.db).unknown_alert_cameras(user)
 
 
 def set_unknown_alerts(backend: Backend, user: int, cam_id: str, p: Params
@@ -201,15 +159,10 @@ def set_unknown_alerts(backend: Backend, user: int, cam_id: str, p: Params
     unknown = sorted(set(p.values) - {"unknown"})
     if unknown:
         raise bad_param(unknown[0], f"unknown field {unknown[0]!r}; the setting is unknown")
-    if backend.db.row("SELECT 1 FROM cameras WHERE id = ? AND user_id = ?",
-                      (cam_id, user)) is None:
+    if not camera_store(backend.db).exists(user, cam_id):
         raise not_found("camera", cam_id)
     on = p.flag("unknown")
-    ensure_schema(backend)
-    with backend.db.transaction() as conn:
-        conn.execute("INSERT INTO camera_alerts (user_id, cam_id, unknown) VALUES (?, ?, ?) "
-                     "ON CONFLICT (user_id, cam_id) DO UPDATE SET unknown = excluded.unknown",
-                     (user, cam_id, int(on)))
+    watch_list_store(backend.db).set_unknown_alerts(user, cam_id, on)
     return {"cam_id": cam_id, "unknown": on}
 
 
@@ -218,14 +171,7 @@ def alerts_of(backend: Backend, user: int, ids: list[int]) -> list[dict[str, Any
     ``"unknown"`` (no match, on a camera with unknown-face alerts) or null."""
     found = best_matches(backend, user, ids)
     cams = unknown_alert_cameras(backend, user)
-    cam_of: dict[int, str] = {}
-    if cams:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            cam_of.update({r[0]: r[1] for r in backend.db.rows(
-                f"SELECT id, cam_id FROM faces WHERE user_id = ? AND id IN ({marks})",
-                (user, *chunk))})
+    cam_of = history_store(backend.db).event_cameras(user, ids) if cams else {}
     out = []
     for i in ids:
         match = found.get(i)
@@ -264,52 +210,50 @@ MATCHES_DOC = {"requestBody": {"required": True, "content": {"application/json":
         "ids": {"type": "array", "maxItems": MAX_IDS, "items": {"type": "integer"}}}}}}}}
 
 
+async def matches_body(p: ParamsDep) -> list[int]:
+    return event_ids(p)
+
+
+EventIdsDep = Annotated[list[int], Depends(matches_body)]
+
+
 @router.get("/watchlists")
-async def list_watch_lists(request: Request, user: int = Depends(current_user)
-                           ) -> dict[str, Any]:
+def list_watch_lists(user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """Settings of every gallery that has some (``watchlist`` true or false)."""
-    rows = await run_in_threadpool(all_settings, get_backend(request), user)
-    return {"results": [w.json(on) for w, on in rows]}
+    return {"results": [w.json(on) for w, on in all_settings(backend, user)]}
 
 
 @router.get("/galleries/{gallery}/watchlist")
-async def get_watch_list(gallery: GalleryName, request: Request,
-                         user: int = Depends(current_user)) -> dict[str, Any]:
+def get_watch_list(gallery: GalleryName, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """The gallery's watch-list settings (``watchlist: false`` when never set)."""
-    return await run_in_threadpool(get_settings, get_backend(request), user, gallery)
+    return get_settings(backend, user, gallery)
 
 
 @router.put("/galleries/{gallery}/watchlist", openapi_extra=SETTINGS_DOC)
-async def put_watch_list(gallery: GalleryName, request: Request,
-                         user: int = Depends(current_user)) -> dict[str, Any]:
+def put_watch_list(gallery: GalleryName, user: UserDep, p: ParamsDep,
+                   backend: BackendDep) -> dict[str, Any]:
     """Mark a gallery as a watch list (or not): ``watchlist``, ``color`` (#rrggbb),
     ``threshold`` (low / medium / strict)."""
-    p = await params_of(request)
-    return await run_in_threadpool(put_settings, get_backend(request), user, gallery, p)
+    return put_settings(backend, user, gallery, p)
 
 
 @router.post("/watchlists/matches", openapi_extra=MATCHES_DOC)
-async def watch_list_matches(request: Request, user: int = Depends(current_user)
-                             ) -> dict[str, Any]:
+def watch_list_matches(user: UserDep, ids: EventIdsDep, backend: BackendDep) -> dict[str, Any]:
     """The best watch-list match of each event id (``null`` when none) and its alert:
     ``{"results": [{"id", "match": {gallery, color, threshold, face_id, meta,
     confidence} | null, "alert": "watchlist" | "unknown" | null}]}``."""
-    ids = event_ids(await params_of(request))
-    return {"results": await run_in_threadpool(alerts_of, get_backend(request), user, ids)}
+    return {"results": alerts_of(backend, user, ids)}
 
 
 @router.get("/watchlists/cameras")
-async def list_unknown_alerts(request: Request, user: int = Depends(current_user)
-                              ) -> dict[str, Any]:
+def list_unknown_alerts(user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """Cameras with "unknown face" alerts on: ``{"results": [cam_id, ...]}``."""
-    cams = await run_in_threadpool(unknown_alert_cameras, get_backend(request), user)
-    return {"results": sorted(cams)}
+    return {"results": sorted(unknown_alert_cameras(backend, user))}
 
 
 @router.put("/watchlists/cameras/{cam_id}", openapi_extra=UNKNOWN_DOC)
-async def put_unknown_alerts(cam_id: str, request: Request,
-                             user: int = Depends(current_user)) -> dict[str, Any]:
+def put_unknown_alerts(cam_id: str, user: UserDep, p: ParamsDep,
+                       backend: BackendDep) -> dict[str, Any]:
     """Switch "unknown face" alerts of a camera on or off (``{"unknown": true}``): its events
     that match no watch list are then alerts too."""
-    p = await params_of(request)
-    return await run_in_threadpool(set_unknown_alerts, get_backend(request), user, cam_id, p)
+    return set_unknown_alerts(backend, user, cam_id, p)
