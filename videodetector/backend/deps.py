@@ -16,6 +16,7 @@ from videodetector.backend.inline import decode_base64_image
 from videodetector.backend.params import Params, check_text, read_params, read_upload
 from videodetector.backend.service import Backend
 from videodetector.backend.stores.cameras import CameraStore, camera_store
+from videodetector.backend.stores.stats import StatsStore, stats_store
 from videodetector.backend.stores.webhooks import WebhookStore, webhook_store
 from videodetector.backend.views import Urls
 
@@ -139,3 +140,10 @@ def webhooks_of(backend: BackendDep) -> WebhookStore:
 
 
 WebhooksDep = Annotated[WebhookStore, Depends(webhooks_of)]
+
+
+def stats_of(backend: BackendDep) -> StatsStore:
+    return stats_store(backend.db)
+
+
+StatsDep = Annotated[StatsStore, Depends(stats_of)]

@@ -22,16 +22,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 
 from videodetector.backend import changes, openapi, views
-from videodetector.backend.deps import current_user, get_backend, urls_of
+from videodetector.backend.deps import BackendDep, UrlsDep, UserDep
 from videodetector.backend.errors import ApiError
 from videodetector.backend.faces import stored_facen
 from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
+from videodetector.backend.stores.sync import sync_store
 from videodetector.backend.timeutil import iso, parse_time
+from videodetector.backend.views import Urls
 
 router = APIRouter(tags=["faces"])
 
@@ -51,8 +52,8 @@ def start_cursor(backend: Backend, p: Params) -> int:
     raw = p.raw("last_updated_at")
     number = p.number("last_updated_at") if _is_number(raw) else None
     ts = number if number is not None else parse_time("last_updated_at", raw).timestamp()
-    first = backend.db.scalar("SELECT MIN(seq) FROM face_changes WHERE at > ?", (ts,))
-    return changes.last_seq(backend.db) if first is None else int(first) - 1
+    first = sync_store(backend.db).first_seq_after(ts)
+    return changes.last_seq(backend.db) if first is None else first - 1
 
 
 def _is_number(value: Any) -> bool:
@@ -75,14 +76,12 @@ def check_cursor(backend: Backend, cursor: int) -> None:
         raise resync_required(f"cursor {cursor} was not given by this server", cursor)
 
 
-def read_page(request: Request, backend: Backend, user: int, gallery: str, cursor: int,
+def read_page(urls: Urls, backend: Backend, user: int, gallery: str, cursor: int,
               limit: int) -> dict[str, Any]:
     """One page after ``cursor``, read under the database lock (no write in between)."""
     with backend.db.lock:
         check_cursor(backend, cursor)
-        rows = backend.db.rows(
-            "SELECT seq, face_id, deleted, at FROM face_changes WHERE user_id = ? AND "
-            "gallery = ? AND seq > ? ORDER BY seq LIMIT ?", (user, gallery, cursor, limit + 1))
+        rows = list(sync_store(backend.db).changes(user, gallery, cursor, limit + 1))
         has_more = len(rows) > limit
         rows = rows[:limit]
         present = [r["face_id"] for r in rows if not r["deleted"]]
@@ -91,7 +90,6 @@ def read_page(request: Request, backend: Backend, user: int, gallery: str, curso
         # the last page moves the cursor to the newest change anywhere, so that a quiet
         # gallery's cursor never falls behind the tombstone horizon
         end = rows[-1]["seq"] if has_more else max(cursor, changes.last_seq(backend.db))
-    urls = urls_of(request)
     out_faces, deleted = [], []
     for r in rows:
         stamp = {"updated_at": iso_of(r["at"]), "seq": r["seq"]}
@@ -110,19 +108,15 @@ def iso_of(epoch: float) -> str:
 
 
 @router.get("/faces/sync", responses=openapi.RESYNC, openapi_extra=openapi.SYNC)
-async def faces_sync(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+def faces_sync(request: Request, user: UserDep, backend: BackendDep,
+               urls: UrlsDep) -> dict[str, Any]:
     """A gallery's faces added, changed and removed since ``cursor`` (or
     ``last_updated_at``): ``gallery`` (default ``default``), ``cursor``, ``limit``
     (1..1000, default 100). Answers ``{gallery, cursor, has_more, faces, deleted}``."""
-    backend = get_backend(request)
     p = Params(dict(request.query_params))
     gallery = p.text("gallery") or changes.DEFAULT_GALLERY
     limit = p.integer("limit", 100, lo=1, hi=MAX_SYNC_LIMIT) or 100
-
-    def work() -> dict[str, Any]:
-        backend.require_gallery(user, gallery)
-        backend.prune_tombstones_hourly()
-        cursor = start_cursor(backend, p)
-        return read_page(request, backend, user, gallery, cursor, limit)
-
-    return await run_in_threadpool(work)
+    backend.require_gallery(user, gallery)
+    backend.prune_tombstones_hourly()
+    cursor = start_cursor(backend, p)
+    return read_page(urls, backend, user, gallery, cursor, limit)
