@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 BACKEND = Path(__file__).resolve().parents[2] / "videodetector" / "backend"
-CONVERTED = ["cameras", "camhealth", "webhooks", "watchlists", "stats", "sync"]
+CONVERTED = ["cameras", "camhealth", "webhooks", "watchlists", "stats", "sync", "history",
+             "report"]
 SQL = re.compile(r"\b(SELECT\s+\S|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
                  r"CREATE\s+(TABLE|INDEX|TRIGGER|UNIQUE)|DROP\s+(TABLE|INDEX)|"
                  r"ON\s+CONFLICT|PRAGMA\s)")

@@ -15,22 +15,22 @@ from __future__ import annotations
 import base64
 import html
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request, Response
 
 from videodetector.backend import history, watchlists
-from videodetector.backend.deps import current_user, get_backend
+from videodetector.backend.deps import BackendDep, UserDep
 from videodetector.backend.errors import bad_param
 from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
-from videodetector.backend.storage import PageRequest, page_ids, placeholders
+from videodetector.backend.storage import PageRequest
+from videodetector.backend.stores.history import history_store
+from videodetector.backend.stores.report import report_store
 
 MAX_ROWS = 1000
 MAX_IMAGE_BYTES = 256 * 1024  # a larger face crop is left out of the report
@@ -102,26 +102,16 @@ class ReportData:
     unknown_cams: set[str]
 
 
-def _names(backend: Backend, user: int, table: str, ids: Iterable[Any]) -> dict[Any, str]:
-    ids = list(dict.fromkeys(i for i in ids if i is not None))
-    out: dict[Any, str] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        out.update({r[0]: r[1] for r in backend.db.rows(
-            f"SELECT id, meta FROM {table} WHERE user_id = ? AND id IN "
-            f"({placeholders(len(chunk))})", (user, *chunk))})
-    return out
-
-
 def collect(backend: Backend, user: int, f: history.EventFilter, limit: int) -> ReportData:
     query = history.prepare(backend, user, f)
-    ids = page_ids(backend.db, query.id_col, query.where, query.args, PageRequest(limit)).ids
+    ids = history_store(backend.db).page(query, PageRequest(limit)).ids
     rows = backend.face_rows(user, ids)
     lists = history.refresh_matches(backend, user)
     cams = [*(r["cam_id"] for r in rows), *(f.cam_ids or ())]
+    names = report_store(backend.db)
     return ReportData(rows, history.counts(backend, user, f),
-                      _names(backend, user, "cameras", cams),
-                      _names(backend, user, "persons", (r["person_id"] for r in rows)),
+                      names.camera_names(user, cams),
+                      names.person_names(user, (r["person_id"] for r in rows)),
                       history.stored_matches(backend, user, ids, lists),
                       watchlists.unknown_alert_cameras(backend, user))
 
@@ -219,7 +209,7 @@ REPORT_DOC = {"parameters": [
 @router.get("/history/report.html", response_class=Response, openapi_extra=REPORT_DOC,
             responses={200: {"content": {"text/html": {}},
                              "description": "one self-contained HTML file"}})
-async def history_report(request: Request, user: int = Depends(current_user)) -> Response:
+def history_report(request: Request, user: UserDep, backend: BackendDep) -> Response:
     """The filtered history as one self-contained HTML file (chapter 7's "Save demo
     report"): the filters of /history/search as query parameters (``person_id``,
     ``cam_ids``, ``start``, ``end``, ``friend``, ``matched``, ``watchlist``), ``limit`` rows
@@ -227,7 +217,7 @@ async def history_report(request: Request, user: int = Depends(current_user)) ->
     UTC). Face crops are inlined as data: URIs; nothing is loaded from elsewhere; every text
     is escaped. The header counts the whole filtered history."""
     p = Params(dict(request.query_params))
-    text, rows = await run_in_threadpool(build, get_backend(request), user, p)
+    text, rows = build(backend, user, p)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(text, media_type="text/html; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="events-report-{stamp}.html"',

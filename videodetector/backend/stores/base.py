@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T", bound="PerDatabase")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # a store's setup may make another store (history: watch lists)
 
 
 class PerDatabase:

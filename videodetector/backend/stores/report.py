@@ -1,0 +1,46 @@
+"""What the history report needs beyond the history store: the names (``meta``) of the
+cameras and persons its events show. Read only. (The persons' names could move to the person
+store once there is one; the cameras' could be the camera store's.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from videodetector.backend.storage import placeholders
+from videodetector.backend.stores.base import PerDatabase
+
+CHUNK = 500  # ids per IN (...) list
+
+
+class ReportStore(Protocol):
+    def camera_names(self, user: int, ids: Iterable[str | None]) -> dict[str, str]:
+        """``meta`` of each of the user's cameras among ``ids`` (None ignored)."""
+
+    def person_names(self, user: int, ids: Iterable[int | None]) -> dict[int, str]:
+        """``meta`` of each of the user's persons among ``ids`` (None ignored)."""
+
+
+class SqlReportStore(PerDatabase):
+    """``ReportStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
+
+    def camera_names(self, user: int, ids: Iterable[str | None]) -> dict[str, str]:
+        return self._names("SELECT id, meta FROM cameras", user, ids)
+
+    def person_names(self, user: int, ids: Iterable[int | None]) -> dict[int, str]:
+        return self._names("SELECT id, meta FROM persons", user, ids)
+
+    def _names(self, select: str, user: int, ids: Iterable[Any]) -> dict[Any, str]:
+        wanted = list(dict.fromkeys(i for i in ids if i is not None))
+        out: dict[Any, str] = {}
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start:start + CHUNK]
+            out.update({r[0]: r[1] for r in self.db.rows(
+                f"{select} WHERE user_id = ? AND id IN ({placeholders(len(chunk))})",
+                (user, *chunk))})
+        return out
+
+
+def report_store(db: Any) -> ReportStore:
+    """The report's name lookups of ``db`` (one per database)."""
+    return SqlReportStore.of(db)
