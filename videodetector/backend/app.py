@@ -196,17 +196,16 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     upload_path = backend.settings.upload_path
 
     @app.get(f"/{upload_path}/{{rel:path}}", include_in_schema=False)
-    async def upload(rel: str) -> FileResponse:
-        path = await run_in_threadpool(stored_file, backend, rel)
+    def upload(rel: str) -> FileResponse:
+        path = stored_file(backend, rel)
         if path is None:
             raise not_found("file", rel)
         return FileResponse(path)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_route(request: Request) -> PlainTextResponse:
-        user = await run_in_threadpool(metrics_user, backend.settings, backend,
-                                       request.headers.get("authorization"))
-        text = await run_in_threadpool(_metrics_text, backend, metrics, user)
+    def metrics_route(request: Request) -> PlainTextResponse:
+        user = metrics_user(backend.settings, backend, request.headers.get("authorization"))
+        text = _metrics_text(backend, metrics, user)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/docs", include_in_schema=False)
