@@ -47,11 +47,10 @@ from videodetector.backend import (
 from videodetector.backend.deps import current_user, max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import (
-    GalleryFaces,
     MetricsMiddleware,
     RequestMetrics,
     StoredObjects,
-    render_collectors,
+    user_metrics_text,
 )
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.retention import RetentionThread
@@ -224,7 +223,7 @@ def _metrics_text(backend: Backend, metrics: RequestMetrics, user: int | None) -
     from collectors made for that user alone (not a filter over the full registry)."""
     if user is None:
         return metrics.render()
-    return render_collectors([StoredObjects(backend, user), GalleryFaces(backend.db, user)])
+    return user_metrics_text(backend, user)
 
 
 def _needs_user(dependant: Any) -> bool:

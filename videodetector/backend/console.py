@@ -118,7 +118,7 @@ def logout(request: Request, _: UserDep) -> Response:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the console: ``/`` (the page), ``/static/<file>``, and ``/v1/session``."""
-    app.state.sessions = websession.SessionStore(app.state.backend.db)
+    app.state.sessions = websession.session_store(app.state.backend)
     app.include_router(router, prefix="/v1", responses=openapi.ERRORS)
     headers = security_headers(settings)
 
