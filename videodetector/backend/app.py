@@ -47,11 +47,10 @@ from videodetector.backend import (
 from videodetector.backend.deps import current_user, max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param, not_found, too_large
 from videodetector.backend.metrics import (
-    GalleryFaces,
     MetricsMiddleware,
     RequestMetrics,
     StoredObjects,
-    render_collectors,
+    user_metrics_text,
 )
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.retention import RetentionThread
@@ -196,17 +195,16 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     upload_path = backend.settings.upload_path
 
     @app.get(f"/{upload_path}/{{rel:path}}", include_in_schema=False)
-    async def upload(rel: str) -> FileResponse:
-        path = await run_in_threadpool(stored_file, backend, rel)
+    def upload(rel: str) -> FileResponse:
+        path = stored_file(backend, rel)
         if path is None:
             raise not_found("file", rel)
         return FileResponse(path)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_route(request: Request) -> PlainTextResponse:
-        user = await run_in_threadpool(metrics_user, backend.settings, backend,
-                                       request.headers.get("authorization"))
-        text = await run_in_threadpool(_metrics_text, backend, metrics, user)
+    def metrics_route(request: Request) -> PlainTextResponse:
+        user = metrics_user(backend.settings, backend, request.headers.get("authorization"))
+        text = _metrics_text(backend, metrics, user)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/docs", include_in_schema=False)
@@ -225,7 +223,7 @@ def _metrics_text(backend: Backend, metrics: RequestMetrics, user: int | None) -
     from collectors made for that user alone (not a filter over the full registry)."""
     if user is None:
         return metrics.render()
-    return render_collectors([StoredObjects(backend, user), GalleryFaces(backend.db, user)])
+    return user_metrics_text(backend, user)
 
 
 def _needs_user(dependant: Any) -> bool:

@@ -12,7 +12,8 @@ import string
 import threading
 
 from videodetector.backend.errors import auth_failed
-from videodetector.backend.storage import Database, insert, utcnow_iso
+from videodetector.backend.stores import Db
+from videodetector.backend.stores.tokens import SqlTokenStore, TokenStore
 
 _SHORT_ALPHABET = string.ascii_uppercase + string.digits
 # Letters and digits only: a token that began with "-" would read as an option
@@ -32,21 +33,18 @@ def new_token_text(short: bool = False) -> str:
     return "".join(secrets.choice(_LONG_ALPHABET) for _ in range(_LONG_LENGTH))
 
 
-def create_token(db: Database, short: bool = False) -> str:
+def create_token(db: Db, short: bool = False) -> str:
     """Create a user and return its token (shown once; only its hash is kept)."""
     token = new_token_text(short)
-    with db.transaction() as conn:
-        insert(conn, "users", {"token_hash": token_hash(token),
-                               "kind": "short" if short else "long",
-                               "created": utcnow_iso()})
+    SqlTokenStore(db).create_user(token_hash(token), "short" if short else "long")
     return token
 
 
 class TokenChecker:
     """``Authorization: Token <key>`` -> user id. Known tokens are cached in memory."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
         self._cache: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -61,7 +59,7 @@ class TokenChecker:
         with self._lock:
             user = self._cache.get(digest)
         if user is None:
-            user = self.db.scalar("SELECT id FROM users WHERE token_hash = ?", (digest,))
+            user = self.store.user_of(digest)
             if user is None:
                 raise auth_failed("unknown token")
             with self._lock:

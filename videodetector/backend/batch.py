@@ -34,13 +34,13 @@ import io
 import logging
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Depends, Request
 from PIL import Image, UnidentifiedImageError
-from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend.deps import current_user, get_backend, max_body_bytes
+from videodetector.backend.deps import BackendDep, UserDep, max_body_bytes
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.extract_api import image_bytes
 from videodetector.backend.extraction import attrs_unavailable
@@ -169,20 +169,27 @@ def take_pixels(batch: Batch, data: bytes, param: str) -> None:
     batch.pixels += w * h
 
 
-async def enroll_item(request: Request, backend: Backend, user: int, batch: Batch,
-                      item: Any, i: int) -> dict[str, Any]:
+async def item_photo(batch: Batch, photo: str, param: str, backend: Backend) -> bytes:
+    """An item's photo bytes: a multipart part, or base64 / a data: URI / a fetched URL."""
+    if photo.startswith("multipart-index:"):
+        return await batch.parts.read_index(int(photo.split(":")[1]), param)
+    return await image_bytes(photo, param, batch.parts, backend.settings)
+
+
+def enroll_item(backend: Backend, user: int, batch: Batch, item: Any, i: int
+                ) -> dict[str, Any]:
+    """One item, in the handler's worker thread. Its photo is read (a part, or fetched) only
+    when the item is not a replay, on the event loop (``anyio.from_thread.run``), one item
+    at a time, so a batch never holds more than one fetched photo."""
     post, photo = item_post(batch, item, i)
     if post.idempotency_key is not None:
-        earlier = await run_in_threadpool(backend.replay, user, post.idempotency_key)
+        earlier = backend.replay(user, post.idempotency_key)
         if earlier is not None:
             return {"status": "success", "face_ids": earlier, "replayed": True}
     param = f"items[{i}].photo"
-    if photo.startswith("multipart-index:"):
-        post.photo = await batch.parts.read_index(int(photo.split(":")[1]), param)
-    else:
-        post.photo = await image_bytes(photo, param, batch.parts, backend.settings)
+    post.photo = anyio.from_thread.run(item_photo, batch, photo, param, backend)
     take_pixels(batch, post.photo, param)
-    ids = await run_in_threadpool(backend.add_faces, user, post)
+    ids = backend.add_faces(user, post)
     return {"status": "success", "face_ids": ids, "replayed": False}
 
 
@@ -201,7 +208,8 @@ def failure(exc: Exception, i: int, batch: Batch) -> dict[str, Any]:
             "reason": f"internal error: {type(exc).__name__}", "param": None}
 
 
-async def read_batch(request: Request, backend: Backend, user: int) -> Batch:
+async def read_batch(request: Request, backend: BackendDep) -> Batch:
+    """The parsed request (its items' photos are read one by one as they are enrolled)."""
     s = backend.settings
     body, parts = await read_json_and_parts(request, "items", MAX_ITEMS,
                                             max_body_bytes(backend), s.max_photo_bytes)
@@ -212,7 +220,6 @@ async def read_batch(request: Request, backend: Backend, user: int) -> Batch:
     want = backend.check_attrs_request(p.flag("gender"), p.flag("age"), p.flag("emotions"))
     p.mf_selector()  # the defaults are checked once, for the whole request
     p.boxes("bbox")
-    await run_in_threadpool(backend.check_galleries, user, p.str_list("galleries"))
     return Batch(check_items(items), p, parts, key, want)
 
 
@@ -241,18 +248,17 @@ BATCH_DOC = {"requestBody": {"content": {
 
 
 @router.post("/faces/batch", openapi_extra=BATCH_DOC)
-async def add_faces_batch(request: Request, user: int = Depends(current_user)
-                          ) -> dict[str, Any]:
+def add_faces_batch(user: UserDep, batch: Annotated[Batch, Depends(read_batch)],
+                    backend: BackendDep) -> dict[str, Any]:
     """Enroll up to 100 photos in one request; one result per item (``results``), plus
     ``success`` (item ids) and ``fail`` (item ids with the reason). One bad item never fails
     the others. Per-item idempotency keys (or ``<Idempotency-Key>:<index>``)."""
-    backend = get_backend(request)
-    batch = await read_batch(request, backend, user)
+    backend.check_galleries(user, batch.defaults.str_list("galleries"))
     results, success, fail = [], [], []
     for i, item in enumerate(batch.items):
         client_id = item.get("id", i) if isinstance(item, dict) else i
         try:
-            result = await enroll_item(request, backend, user, batch, item, i)
+            result = enroll_item(backend, user, batch, item, i)
         except Exception as exc:  # noqa: BLE001 - one item's failure is its own result
             result = failure(exc, i, batch)
         results.append({"index": i, "id": client_id, **result})
@@ -279,7 +285,7 @@ def delete_gallery_faces(backend: Backend, user: int, gallery: str) -> int:
     stays. Faces added while this runs may stay too."""
     backend.require_gallery(user, gallery)
     if gallery == DEFAULT_GALLERY:
-        ids = [r[0] for r in backend.db.rows("SELECT id FROM faces WHERE user_id = ?", (user,))]
+        ids = backend.faces_store.ids(user)
     else:
         ids = [int(i) for i in backend.gallery_face_ids(user, gallery)]
     deleted = 0
@@ -289,10 +295,8 @@ def delete_gallery_faces(backend: Backend, user: int, gallery: str) -> int:
 
 
 @router.delete("/faces/gallery/{gallery}")
-async def clear_gallery(gallery: GalleryName, request: Request,
-                        user: int = Depends(current_user)) -> dict[str, Any]:
+def clear_gallery(gallery: GalleryName, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """Delete all faces of a gallery and keep the (now empty) gallery: ``{"deleted": n}``.
     A face in several galleries is deleted (not only taken out of this one); on ``default``
     this deletes all of the token's faces."""
-    n = await run_in_threadpool(delete_gallery_faces, get_backend(request), user, gallery)
-    return {"deleted": n}
+    return {"deleted": delete_gallery_faces(backend, user, gallery)}

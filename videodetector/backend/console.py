@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from videodetector.backend import openapi, websession
-from videodetector.backend.deps import current_user, get_backend
+from videodetector.backend.deps import BackendDep, UserDep
 from videodetector.backend.errors import auth_failed, bad_param, not_found
 from videodetector.backend.params import read_params
 from videodetector.backend.settings import Settings
@@ -71,12 +70,8 @@ LOGIN_DOC = {"requestBody": {"required": True, "content": {"application/json": {
     "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 256}}}}}}}
 
 
-@router.post("/session", openapi_extra=LOGIN_DOC, responses={
-    415: {"description": "BAD_PARAM: the body must be application/json"}})
-async def login(request: Request) -> JSONResponse:
-    """Log the console in: a JSON body ``{"token": "<API token>"}`` (JSON only, so a form on
-    another site cannot post it). Sets the HttpOnly session cookie; answers ``{"csrf": ...}``,
-    the value to send as ``X-CSRF-Token`` with every write."""
+async def login_token(request: Request) -> str:
+    """The token of a login: a JSON body ``{"token": ...}`` sent as application/json."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise bad_param("Content-Type", "log in with a JSON body {\"token\": ...} sent as "
@@ -85,34 +80,37 @@ async def login(request: Request) -> JSONResponse:
     token = p.raw("token")
     if not isinstance(token, str) or not token.strip():
         raise bad_param("token", "token must be the API token as a string")
-    backend = get_backend(request)
+    return token.strip()
+
+
+@router.post("/session", openapi_extra=LOGIN_DOC, responses={
+    415: {"description": "BAD_PARAM: the body must be application/json"}})
+def login(request: Request, token: Annotated[str, Depends(login_token)],
+          backend: BackendDep) -> JSONResponse:
+    """Log the console in: a JSON body ``{"token": "<API token>"}`` (JSON only, so a form on
+    another site cannot post it). Sets the HttpOnly session cookie; answers ``{"csrf": ...}``,
+    the value to send as ``X-CSRF-Token`` with every write."""
     sessions = _sessions(request)
-
-    def work() -> tuple[str, websession.Session]:
-        user = backend.tokens.user_for_header(f"Token {token.strip()}")
-        return sessions.create(user)
-
-    session_id, session = await run_in_threadpool(work)
+    user = backend.tokens.user_for_header(f"Token {token}")
+    session_id, session = sessions.create(user)
     response = JSONResponse({"csrf": session.csrf, "expires_in": int(sessions.lifetime)})
     _set_cookie(response, request, session_id, int(sessions.lifetime))
     return response
 
 
 @router.get("/session", openapi_extra={"security": [{"Session": []}]})
-async def session_info(request: Request) -> dict[str, Any]:
+def session_info(request: Request) -> dict[str, Any]:
     """The console's current session: ``{"csrf": ...}``, or 401 when not logged in."""
-    sessions = _sessions(request)
-    session = await run_in_threadpool(sessions.get, request.cookies.get(websession.COOKIE))
+    session = _sessions(request).get(request.cookies.get(websession.COOKIE))
     if session is None:
         raise auth_failed("not logged in")
     return {"csrf": session.csrf}
 
 
 @router.delete("/session", status_code=204)
-async def logout(request: Request, _: int = Depends(current_user)) -> Response:
+def logout(request: Request, _: UserDep) -> Response:
     """Log out: the session ends (for every process) and the cookie is cleared."""
-    sessions = _sessions(request)
-    await run_in_threadpool(sessions.delete, request.cookies.get(websession.COOKIE))
+    _sessions(request).delete(request.cookies.get(websession.COOKIE))
     response = Response(status_code=204)
     _set_cookie(response, request, "", 0)
     return response
@@ -120,7 +118,7 @@ async def logout(request: Request, _: int = Depends(current_user)) -> Response:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the console: ``/`` (the page), ``/static/<file>``, and ``/v1/session``."""
-    app.state.sessions = websession.SessionStore(app.state.backend.db)
+    app.state.sessions = websession.session_store(app.state.backend)
     app.include_router(router, prefix="/v1", responses=openapi.ERRORS)
     headers = security_headers(settings)
 
@@ -130,7 +128,7 @@ def install(app: FastAPI, settings: Settings) -> None:
                             headers=headers)
 
     @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str) -> FileResponse:
+    def static(name: str) -> FileResponse:
         path = static_file(name)
         if path is None:
             raise not_found("file", name)

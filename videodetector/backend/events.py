@@ -19,12 +19,12 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from videodetector.backend import openapi, views
-from videodetector.backend.deps import current_user, get_backend, urls_of
+from videodetector.backend.deps import BackendDep, UserDep, urls_of
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.params import INT64_MAX, exact_int
 from videodetector.backend.service import Backend
@@ -38,13 +38,6 @@ RETRY_MS = 2000
 MAX_STREAMS_PER_USER = 16  # open streams of one token in one process (tabs, integrations)
 
 router = APIRouter(tags=["events"])
-
-_EVENTS_SQL = (
-    "SELECT f.*, c.meta AS camera_meta, p.meta AS person_meta FROM faces f "
-    "LEFT JOIN cameras c ON c.id = f.cam_id AND c.user_id = f.user_id "
-    "LEFT JOIN persons p ON p.id = f.person_id AND p.user_id = f.user_id "
-    "WHERE f.user_id = ? AND f.cam_id IS NOT NULL AND f.id > ? ORDER BY f.id LIMIT ?")
-
 
 def closing(app: FastAPI) -> threading.Event:
     """Set when the server begins to shut down: open streams end at their next poll instead
@@ -81,14 +74,12 @@ def resume_id(name: str, value: str | None) -> int | None:
 
 def latest_id(backend: Backend, user: int) -> int:
     """The newest event id of ``user`` now (0 when there is none)."""
-    value = backend.db.scalar("SELECT MAX(id) FROM faces WHERE user_id = ? AND "
-                              "cam_id IS NOT NULL", (user,))
-    return int(value or 0)
+    return backend.faces_store.latest_camera_event(user)
 
 
 def new_events(backend: Backend, user: int, after: int, limit: int = BATCH
                ) -> list[sqlite3.Row]:
-    return backend.db.rows(_EVENTS_SQL, (user, after, limit))
+    return backend.faces_store.camera_events(user, after, limit)
 
 
 def stream_json(row: sqlite3.Row, urls: views.Urls) -> dict[str, Any]:
@@ -142,9 +133,9 @@ async def _stream(request: Request, backend: Backend, user: int, last: int
     429: openapi.ERRORS[413] | {"description": "TOO_MANY_STREAMS: this token has 16 open"},
     200: {"content": {"text/event-stream": {}},
     "description": "Server-Sent Events; each message: id = event id, data = the event JSON"}})
-async def event_stream(request: Request, user: int = Depends(current_user),
-                       after: str | None = Query(None, pattern=r"^[0-9]{1,18}$")
-                       ) -> StreamingResponse:
+def event_stream(request: Request, user: UserDep, backend: BackendDep,
+                 after: str | None = Query(None, pattern=r"^[0-9]{1,18}$")
+                 ) -> StreamingResponse:
     """The token's new camera events as Server-Sent Events (``text/event-stream``).
 
     Each message has ``id:`` = the event id and ``data:`` = the event as JSON (the fields of
@@ -153,7 +144,6 @@ async def event_stream(request: Request, user: int = Depends(current_user),
     does this when it reconnects) or as ``?after=<id>``; with neither, the stream starts at the
     next new event. A comment line is sent every 15 s while nothing happens. At most 16 open
     streams per token (429 TOO_MANY_STREAMS)."""
-    backend = get_backend(request)
     closing(request.app)
     busy = open_streams(request.app).get(user, 0)
     if busy >= MAX_STREAMS_PER_USER:
@@ -163,7 +153,7 @@ async def event_stream(request: Request, user: int = Depends(current_user),
     if last is None:
         last = resume_id("after", after)
     if last is None:
-        last = await run_in_threadpool(latest_id, backend, user)
+        last = latest_id(backend, user)
     return StreamingResponse(_stream(request, backend, user, last),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from videodetector.backend.deps import current_user, fetch_url
+from videodetector.backend.deps import UserDep, fetch_url
 from videodetector.backend.engine import shared_engine
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.extraction import (
@@ -83,17 +85,36 @@ async def image_bytes(value: str, param: str, parts: Parts, settings: Settings) 
     return decode_base64_image(value, param, settings.max_photo_bytes)
 
 
-async def run_extraction(request: Request, extractor: Extractor) -> dict[str, Any]:
-    settings = extractor.settings
+@dataclass(frozen=True)
+class ExtractionBody:
+    """The JSON of an extraction request and its multipart parts (images read later)."""
+
+    body: Any
+    parts: Parts
+
+
+async def extraction_body(request: Request) -> ExtractionBody:
+    settings = extractor_of(request).settings
     body, parts = await read_json_and_parts(request, "request", MAX_REQUESTS,
                                             max_body(settings), settings.max_photo_bytes)
+    return ExtractionBody(body, parts)
+
+
+ExtractionBodyDep = Annotated[ExtractionBody, Depends(extraction_body)]
+
+
+def run_extraction(extractor: Extractor, request: ExtractionBody) -> dict[str, Any]:
+    """Each request in turn (in the handler's worker thread); an image is read (a part, or
+    fetched) on the event loop (``anyio.from_thread.run``) just before it is analysed."""
+    settings = extractor.settings
     responses = []
-    for i, item in enumerate(parse_requests(body)):
+    for i, item in enumerate(parse_requests(request.body)):
         param = f"requests[{i}].image"
         try:
             req = parse_request(item, i)
-            data = await image_bytes(req.image, param, parts, settings)
-            responses.append(await run_in_threadpool(extractor.extract, req, data, param))
+            data = anyio.from_thread.run(image_bytes, req.image, param, request.parts,
+                                         settings)
+            responses.append(extractor.extract(req, data, param))
         except ApiError as exc:
             responses.append({"faces": [], "error": error_json(exc)})
         except ModelError as exc:
@@ -111,10 +132,10 @@ def extractor_of(request: Request) -> Extractor:
 
 
 @router.post("/extract", openapi_extra=EXTRACT_DOC)
-async def extract(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+def extract(request: Request, user: UserDep, body: ExtractionBodyDep) -> dict[str, Any]:
     """Extraction API (8.5): ``{"requests": [...]}`` -> ``{"responses": [...]}``; no
     database. ``image`` is ``multipart:PART``, a URL (--fetch-urls) or base64."""
-    return await run_extraction(request, extractor_of(request))
+    return run_extraction(extractor_of(request), body)
 
 
 def create_extraction_app(settings: Settings) -> FastAPI:
@@ -142,8 +163,8 @@ def create_extraction_app(settings: Settings) -> FastAPI:
         return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.post("/", openapi_extra=EXTRACT_DOC)
-    async def root(request: Request) -> dict[str, Any]:
-        return await run_extraction(request, extractor)
+    def root(body: ExtractionBodyDep) -> dict[str, Any]:
+        return run_extraction(extractor, body)
 
     app.add_middleware(BodyLimitMiddleware, limit=max_body(settings))
     app.add_middleware(TrailingSlashMiddleware)

@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import json
 import re
-from functools import partial
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from videodetector.backend import openapi, views
 from videodetector.backend.deps import (
-    current_user,
+    BackendDep,
+    ParamsDep,
+    UserDep,
     face_images,
-    get_backend,
     image_budget,
-    params_of,
     photo_bytes,
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.extraction import attrs_unavailable, facen_b64
 from videodetector.backend.params import DbId, GalleryName, Params
-from videodetector.backend.service import UNSET, Backend, FacePost, box_key, face_box_json
-from videodetector.backend.storage import PageRequest, page_ids
+from videodetector.backend.service import (
+    UNSET,
+    Backend,
+    FacePost,
+    NewFace,
+    box_key,
+    face_box_json,
+)
+from videodetector.backend.storage import PageRequest
 from videodetector.backend.timeutil import parse_time
 from videodetector.core.confidence import confidence_from_cosine
 
@@ -65,73 +71,88 @@ def page_request(p: Params, default_limit: int | None) -> PageRequest:
 
 
 # -- detect / verify / identify ---------------------------------------------
+# Each request is parsed by an async dependency (its images read, fetched and header-checked
+# there); the handler itself is a plain ``def`` that FastAPI runs in its threadpool.
 
-@router.post("/detect", openapi_extra=openapi.DETECT)
-async def detect(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
-    """Detect faces on ``photo`` (``gender``/``age``/``emotions`` with --gae):
-    ``{faces, orientation}``."""
-    backend = get_backend(request)
-    p = await params_of(request)
+@dataclass(frozen=True)
+class DetectRequest:
+    want: frozenset[str]
+    data: bytes
+
+
+async def detect_request(p: ParamsDep, backend: BackendDep) -> DetectRequest:
     want = wanted_attrs(backend, p)
     data = await photo_bytes(p, "photo", backend)
     if data is None:
         raise bad_param("photo", "photo is required")
-
-    def work() -> dict[str, Any]:
-        photo = backend.decode(data, "photo")
-        found = backend.engine.detect(photo.image, backend.settings.min_face_size)
-        faces = []
-        for face in sorted(found, key=lambda f: f.area, reverse=True):
-            item: dict[str, Any] = face_box_json(face.box)
-            new = backend.analyze_face(photo, face, want) if want else None
-            if new is not None:
-                item.update({k: v for k, v in new.attrs.items() if v is not None})
-            faces.append(item)
-        return {"faces": faces, "orientation": photo.orientation,
-                **unavailable_member(p, backend)}
-
-    return await run_in_threadpool(work)
+    return DetectRequest(want, data)
 
 
-@router.post("/verify", openapi_extra=openapi.VERIFY)
-async def verify(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
-    """Compare the faces on ``photo1`` and ``photo2`` (``bbox1``, ``bbox2``, ``threshold``,
-    ``mf_selector``)."""
-    backend = get_backend(request)
-    p = await params_of(request)
+@router.post("/detect", openapi_extra=openapi.DETECT)
+def detect(user: UserDep, req: Annotated[DetectRequest, Depends(detect_request)],
+           p: ParamsDep, backend: BackendDep) -> dict[str, Any]:
+    """Detect faces on ``photo`` (``gender``/``age``/``emotions`` with --gae):
+    ``{faces, orientation}``."""
+    photo = backend.decode(req.data, "photo")
+    found = backend.engine.detect(photo.image, backend.settings.min_face_size)
+    faces = []
+    for face in sorted(found, key=lambda f: f.area, reverse=True):
+        item: dict[str, Any] = face_box_json(face.box)
+        new = backend.analyze_face(photo, face, req.want) if req.want else None
+        if new is not None:
+            item.update({k: v for k, v in new.attrs.items() if v is not None})
+        faces.append(item)
+    return {"faces": faces, "orientation": photo.orientation, **unavailable_member(p, backend)}
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    threshold: float | None
+    selector: str
+    photos: tuple[bytes | None, bytes | None]
+    boxes: tuple[Any, Any]
+
+
+async def verify_request(p: ParamsDep, backend: BackendDep) -> VerifyRequest:
     threshold = p.threshold()
     selector = p.mf_selector()
     budget = image_budget(backend)
     data1 = await photo_bytes(p, "photo1", backend, budget)
     data2 = await photo_bytes(p, "photo2", backend, budget)
-    boxes1, boxes2 = p.boxes("bbox1"), p.boxes("bbox2")
+    return VerifyRequest(threshold, selector, (data1, data2), (p.boxes("bbox1"), p.boxes("bbox2")))
 
-    def faces(data: bytes | None, boxes: Any, n: int) -> list:
-        if data is None:
-            raise bad_param(f"photo{n}", f"photo{n} is required")
-        photo = backend.decode(data, f"photo{n}")
-        found = backend.find_faces(photo, boxes, selector, f"photo{n}", f"bbox{n}")
-        return backend.analyze(photo, found, frozenset(), f"photo{n}")
 
-    def work() -> dict[str, Any]:
-        faces1, faces2 = faces(data1, boxes1, 1), faces(data2, boxes2, 2)
-        results, matched = [], {i: False for i in range(len(faces1))}
-        for i, f1 in enumerate(faces1):
-            for f2 in faces2:
-                cos = float(f1.embedding @ f2.embedding)
-                conf = float(confidence_from_cosine(cos, backend.model))
-                item: dict[str, Any] = {"bbox1": face_box_json(f1.box),
-                                        "bbox2": face_box_json(f2.box), "confidence": conf}
-                if threshold is not None:
-                    item["verified"] = conf >= threshold
-                    matched[i] = matched[i] or item["verified"]
-                results.append(item)
-        out: dict[str, Any] = {"results": results}
-        if threshold is not None:
-            out["verified"] = all(matched.values())
-        return out
+def _verify_faces(backend: Backend, req: VerifyRequest, n: int) -> list[NewFace]:
+    data, boxes = req.photos[n - 1], req.boxes[n - 1]
+    if data is None:
+        raise bad_param(f"photo{n}", f"photo{n} is required")
+    photo = backend.decode(data, f"photo{n}")
+    found = backend.find_faces(photo, boxes, req.selector, f"photo{n}", f"bbox{n}")
+    return backend.analyze(photo, found, frozenset(), f"photo{n}")
 
-    return await run_in_threadpool(work)
+
+@router.post("/verify", openapi_extra=openapi.VERIFY)
+def verify(user: UserDep, req: Annotated[VerifyRequest, Depends(verify_request)],
+           backend: BackendDep) -> dict[str, Any]:
+    """Compare the faces on ``photo1`` and ``photo2`` (``bbox1``, ``bbox2``, ``threshold``,
+    ``mf_selector``)."""
+    threshold = req.threshold
+    faces1, faces2 = _verify_faces(backend, req, 1), _verify_faces(backend, req, 2)
+    results, matched = [], {i: False for i in range(len(faces1))}
+    for i, f1 in enumerate(faces1):
+        for f2 in faces2:
+            cos = float(f1.embedding @ f2.embedding)
+            conf = float(confidence_from_cosine(cos, backend.model))
+            item: dict[str, Any] = {"bbox1": face_box_json(f1.box),
+                                    "bbox2": face_box_json(f2.box), "confidence": conf}
+            if threshold is not None:
+                item["verified"] = conf >= threshold
+                matched[i] = matched[i] or item["verified"]
+            results.append(item)
+    out: dict[str, Any] = {"results": results}
+    if threshold is not None:
+        out["verified"] = all(matched.values())
+    return out
 
 
 # The face index is one in-process shard, always live: ``strict`` (9.1: fail when a
@@ -139,12 +160,18 @@ async def verify(request: Request, user: int = Depends(current_user)) -> dict[st
 LIVE_SERVERS = "1/1"
 
 
-async def _identify(request: Request, response: Response, user: int,
-                    gallery: str | None) -> dict[str, Any]:
-    backend = get_backend(request)
-    p = await params_of(request)
+@dataclass(frozen=True)
+class IdentifyRequest:
+    threshold: float | None
+    n: int
+    selector: str
+    boxes: Any
+    data: bytes | None
+    uploads: list[bytes]
+
+
+async def identify_request(p: ParamsDep, backend: BackendDep) -> IdentifyRequest:
     p.flag("strict")
-    response.headers["X-Live-Servers"] = LIVE_SERVERS
     threshold = p.threshold()
     n = p.integer("n", 1, lo=1, hi=100000)
     selector = p.mf_selector()
@@ -155,62 +182,93 @@ async def _identify(request: Request, response: Response, user: int,
     budget = image_budget(backend)
     data = await photo_bytes(p, "photo", backend, budget)
     uploads = await face_images(p, backend, budget)
+    return IdentifyRequest(threshold, n, selector, boxes, data, uploads)
+
+
+IdentifyDep = Annotated[IdentifyRequest, Depends(identify_request)]
+
+
+def _identify(request: Request, response: Response, backend: Backend, user: int,
+              req: IdentifyRequest, gallery: str | None) -> dict[str, Any]:
+    response.headers["X-Live-Servers"] = LIVE_SERVERS
     if gallery is not None:
-        await run_in_threadpool(backend.require_gallery, user, gallery)
-
-    def work() -> dict[str, Any]:
-        _, faces = backend.faces_of_request(data, uploads, boxes, selector,
-                                               frozenset())
-        hits = backend.identify(user, faces, n, threshold, gallery)
-        results: dict[str, list[dict[str, Any]]] = {}
-        all_ids = sorted({fid for h in hits for fid, _ in h})
-        rendered = {f["id"]: f for f in render_faces(request, backend, user, all_ids)}
-        for face, face_hits in zip(faces, hits, strict=True):
-            results[box_key(face.box)] = [
-                {"confidence": conf, "face": rendered[fid]}
-                for fid, conf in face_hits if fid in rendered
-            ]
-        return {"results": results}
-
-    return await run_in_threadpool(work)
+        backend.require_gallery(user, gallery)
+    _, faces = backend.faces_of_request(req.data, req.uploads, req.boxes, req.selector,
+                                        frozenset())
+    hits = backend.identify(user, faces, req.n, req.threshold, gallery)
+    results: dict[str, list[dict[str, Any]]] = {}
+    all_ids = sorted({fid for h in hits for fid, _ in h})
+    rendered = {f["id"]: f for f in render_faces(request, backend, user, all_ids)}
+    for face, face_hits in zip(faces, hits, strict=True):
+        results[box_key(face.box)] = [
+            {"confidence": conf, "face": rendered[fid]}
+            for fid, conf in face_hits if fid in rendered
+        ]
+    return {"results": results}
 
 
 @router.post("/identify", openapi_extra=openapi.IDENTIFY)
-async def identify(request: Request, response: Response,
-                   user: int = Depends(current_user)) -> dict[str, Any]:
+def identify(request: Request, response: Response, user: UserDep, req: IdentifyDep,
+             backend: BackendDep) -> dict[str, Any]:
     """Search the faces on ``photo`` (or in ``x1,y1,x2,y2`` / ``bbox``, or the normalized
     ``face0``) among the stored faces; ``n``, ``threshold``, ``mf_selector``, ``strict``."""
-    return await _identify(request, response, user, None)
+    return _identify(request, response, backend, user, req, None)
 
 
 @router.post("/faces/gallery/{gallery}/identify", openapi_extra=openapi.IDENTIFY)
-async def identify_in_gallery(gallery: GalleryName, request: Request, response: Response,
-                              user: int = Depends(current_user)) -> dict[str, Any]:
+def identify_in_gallery(gallery: GalleryName, request: Request, response: Response,
+                        user: UserDep, req: IdentifyDep, backend: BackendDep
+                        ) -> dict[str, Any]:
     """/identify restricted to one gallery."""
-    return await _identify(request, response, user, gallery)
+    return _identify(request, response, backend, user, req, gallery)
 
 
 # -- POST /face ----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Earlier:
+    """The Idempotency-Key of a POST /face and the face ids an earlier request with it
+    stored (None: not seen yet)."""
+
+    key: str | None
+    ids: list[int] | None
+
+
+def earlier_of(request: Request, user: UserDep, p: ParamsDep, backend: BackendDep
+               ) -> Earlier:
+    key = idempotency_key(request, p)
+    return Earlier(key, backend.replay(user, key) if key else None)
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """A POST /face: the ids of its earlier run (a replay), or the parsed post."""
+
+    earlier: list[int] | None
+    post: FacePost | None
+
+
+async def enrollment_of(p: ParamsDep, backend: BackendDep,
+                        earlier: Annotated[Earlier, Depends(earlier_of)]) -> Enrollment:
+    """A replayed request is answered from its earlier run: its images are not read again."""
+    if earlier.ids is not None:
+        return Enrollment(earlier.ids, None)
+    return Enrollment(None, await face_post(p, backend, earlier.key))
+
+
 @router.post("/face", openapi_extra=openapi.FACE)
-async def add_face(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+def add_face(request: Request, user: UserDep,
+             enrollment: Annotated[Enrollment, Depends(enrollment_of)], p: ParamsDep,
+             backend: BackendDep) -> dict[str, Any]:
     """Add the faces on ``photo`` (``bbox``, ``mf_selector``, ``meta``, ``galleries``,
     ``cam_id``) or the video detector's normalized ``face0`` with ``bbox``, ``timestamp``
     and ``detectorParams``. Honours the ``Idempotency-Key`` header."""
-    backend = get_backend(request)
-    p = await params_of(request)
-    key = idempotency_key(request, p)
-    if key:
-        earlier = await run_in_threadpool(backend.replay, user, key)
-        if earlier is not None:
-            return {"results": await run_in_threadpool(render_faces, request, backend, user,
-                                                       earlier),
-                    **unavailable_member(p, backend)}
-    post = await face_post(p, backend, key)
-    ids = await run_in_threadpool(backend.add_faces, user, post)
-    return {"results": await run_in_threadpool(render_faces, request, backend, user, ids,
-                                               p.flag("facen")),
-            **unavailable_member(p, backend)}
+    if enrollment.post is None:  # a replay
+        results = render_faces(request, backend, user, enrollment.earlier or [])
+    else:
+        ids = backend.add_faces(user, enrollment.post)
+        results = render_faces(request, backend, user, ids, p.flag("facen"))
+    return {"results": results, **unavailable_member(p, backend)}
 
 
 def unavailable_member(p: Params, backend: Backend) -> dict[str, Any]:
@@ -304,46 +362,56 @@ async def face_post(p: Params, backend: Backend, key: str | None) -> FacePost:
 # -- /face/id/<id> -------------------------------------------------------------
 
 @router.get("/face/id/{face_id}")
-async def get_face(face_id: DbId, request: Request,
-                   user: int = Depends(current_user)) -> dict[str, Any]:
+def get_face(face_id: DbId, request: Request, user: UserDep, backend: BackendDep
+             ) -> dict[str, Any]:
     """The face; ``facen=true`` adds its feature vector."""
-    backend = get_backend(request)
     want = Params(dict(request.query_params)).flag("facen")
-    faces = await run_in_threadpool(render_faces, request, backend, user, [face_id], want)
+    faces = render_faces(request, backend, user, [face_id], want)
     if not faces:
         raise not_found("face", face_id)
     return faces[0]
 
 
 @router.get("/face/id/{face_id}/facen")
-async def get_facen(face_id: DbId, request: Request,
-                    user: int = Depends(current_user)) -> dict[str, Any]:
+def get_facen(face_id: DbId, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """The stored face's feature vector (reference 8.7.3 "Get Facen"): ``{id, facen}``,
     base64 of the little-endian float32 L2-normalised embedding that /identify compares."""
-    backend = get_backend(request)
-    row = await run_in_threadpool(backend.face_row, user, face_id)
+    row = backend.face_row(user, face_id)
     return {"id": row["id"], "facen": stored_facen(row)}
 
 
-@router.put("/face/id/{face_id}", openapi_extra=openapi.FACE_PUT)
-async def put_face(face_id: DbId, request: Request,
-                   user: int = Depends(current_user)) -> dict[str, Any]:
-    """Change ``meta``, ``person_id``, ``galleries`` (``{"add"|"del"|"set": [...]}``) and
-    ``attributes`` (a JSON object replaces them; null or {} clears them); with ``photo`` (or
-    a normalized ``face0``; ``bbox``, ``mf_selector``) the face's image and embedding are
-    replaced and the face keeps its id."""
-    backend = get_backend(request)
-    p = await params_of(request)
+@dataclass(frozen=True)
+class FaceUpdate:
+    """A parsed PUT /face/id (UNSET: leave as it is)."""
+
+    meta: str | None
+    person: Any
+    galleries: dict[str, list[str]] | None
+    attributes: Any
+    image: FacePost | None
+
+
+async def face_update_of(p: ParamsDep, backend: BackendDep) -> FaceUpdate:
     meta = p.text("meta")
     # absent: leave it; null or "": clear (so not p.raw, which maps null to the default)
     person = p.values["person_id"] if "person_id" in p.values else UNSET
     galleries = gallery_ops(p)
     given = attributes_param(p)
     attributes = UNSET if given is None else given
-    image = await image_post(p, backend)
-    await run_in_threadpool(partial(backend.update_face, user, face_id, meta, person,
-                                    galleries, attributes=attributes, image=image))
-    return (await run_in_threadpool(render_faces, request, backend, user, [face_id]))[0]
+    return FaceUpdate(meta, person, galleries, attributes, await image_post(p, backend))
+
+
+@router.put("/face/id/{face_id}", openapi_extra=openapi.FACE_PUT)
+def put_face(face_id: DbId, request: Request, user: UserDep,
+             change: Annotated[FaceUpdate, Depends(face_update_of)], backend: BackendDep
+             ) -> dict[str, Any]:
+    """Change ``meta``, ``person_id``, ``galleries`` (``{"add"|"del"|"set": [...]}``) and
+    ``attributes`` (a JSON object replaces them; null or {} clears them); with ``photo`` (or
+    a normalized ``face0``; ``bbox``, ``mf_selector``) the face's image and embedding are
+    replaced and the face keeps its id."""
+    backend.update_face(user, face_id, change.meta, change.person, change.galleries,
+                        attributes=change.attributes, image=change.image)
+    return render_faces(request, backend, user, [face_id])[0]
 
 
 async def image_post(p: Params, backend: Backend) -> FacePost | None:
@@ -374,105 +442,68 @@ def gallery_ops(p: Params) -> dict[str, list[str]] | None:
 
 
 @router.delete("/face/id/{face_id}", status_code=204)
-async def delete_face(face_id: DbId, request: Request,
-                      user: int = Depends(current_user)) -> Response:
-    backend = get_backend(request)
-    if not await run_in_threadpool(backend.delete_faces, user, [face_id]):
+def delete_face(face_id: DbId, user: UserDep, backend: BackendDep) -> Response:
+    if not backend.delete_faces(user, [face_id]):
         raise not_found("face", face_id)
     return Response(status_code=204)
 
 
 # -- lists ---------------------------------------------------------------------
 
-async def _face_list(request: Request, user: int, where: str, args: list[Any],
-                     id_col: str = "id") -> dict[str, Any]:
-    backend = get_backend(request)
-    p = Params(dict(request.query_params))
-    page = page_request(p, backend.settings.page_limit)
-
-    def work() -> dict[str, Any]:
-        result = page_ids(backend.db, id_col, where, args, page)
-        return {**views.page_links(request, result),
-                "results": render_faces(request, backend, user, result.ids)}
-
-    return await run_in_threadpool(work)
+def _face_list(request: Request, backend: Backend, user: int, meta: str | None = None,
+               gallery: str | None = None) -> dict[str, Any]:
+    page = page_request(Params(dict(request.query_params)), backend.settings.page_limit)
+    result = backend.faces_store.page(user, page, meta, gallery)
+    return {**views.page_links(request, result),
+            "results": render_faces(request, backend, user, result.ids)}
 
 
 @router.get("/faces")
-async def list_faces(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+def list_faces(request: Request, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """All faces, newest first; ``limit``, ``max_id`` / ``min_id`` pagination."""
-    return await _face_list(request, user, "faces WHERE user_id = ?", [user])
+    return _face_list(request, backend, user)
 
 
 @router.get("/faces/gallery/{gallery}")
-async def list_gallery_faces(gallery: GalleryName, request: Request,
-                             user: int = Depends(current_user)) -> dict[str, Any]:
+def list_gallery_faces(gallery: GalleryName, request: Request, user: UserDep,
+                       backend: BackendDep) -> dict[str, Any]:
     """The faces of one gallery, newest first, paginated."""
-    backend = get_backend(request)
-    await run_in_threadpool(backend.require_gallery, user, gallery)
-    if gallery == "default":
-        return await _face_list(request, user, "faces WHERE user_id = ?", [user])
-    return await _face_list(request, user, "face_galleries WHERE user_id = ? AND gallery = ?",
-                            [user, gallery], id_col="face_id")
-
-
-def _gallery_filter(gallery: str | None, user: int) -> tuple[str, list[Any]]:
-    if gallery in (None, "default"):
-        return "", []
-    return (" AND id IN (SELECT face_id FROM face_galleries WHERE user_id = ? AND gallery = ?)",
-            [user, gallery])
-
-
-async def _faces_by_meta(request: Request, user: int, meta: str, gallery: str | None
-                         ) -> dict[str, Any]:
-    extra, args = _gallery_filter(gallery, user)
-    return await _face_list(request, user, f"faces WHERE user_id = ? AND meta = ?{extra}",
-                            [user, meta, *args])
+    backend.require_gallery(user, gallery)
+    return _face_list(request, backend, user, gallery=gallery)
 
 
 @router.get("/face/meta/{meta:path}")
-async def faces_by_meta(meta: str, request: Request,
-                        user: int = Depends(current_user)) -> dict[str, Any]:
+def faces_by_meta(meta: str, request: Request, user: UserDep, backend: BackendDep
+                  ) -> dict[str, Any]:
     """Faces whose meta is exactly ``meta`` (case-sensitive, URL-encoded)."""
-    return await _faces_by_meta(request, user, meta, None)
+    return _face_list(request, backend, user, meta)
 
 
 @router.get("/face/gallery/{gallery}/meta/{meta:path}")
-async def gallery_faces_by_meta(gallery: GalleryName, meta: str, request: Request,
-                                user: int = Depends(current_user)) -> dict[str, Any]:
-    await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
-    return await _faces_by_meta(request, user, meta, gallery)
+def gallery_faces_by_meta(gallery: GalleryName, meta: str, request: Request, user: UserDep,
+                          backend: BackendDep) -> dict[str, Any]:
+    backend.require_gallery(user, gallery)
+    return _face_list(request, backend, user, meta, gallery)
 
 
-async def _meta_list(request: Request, user: int, gallery: str | None) -> dict[str, Any]:
-    backend = get_backend(request)
-    p = Params(dict(request.query_params))
-    page = page_request(p, backend.settings.page_limit)
-    extra, args = _gallery_filter(gallery, user)
-    groups = (f"(SELECT meta, MIN(id) AS first_id, COUNT(*) AS n FROM faces WHERE user_id = ? "
-              f"AND meta != ''{extra} GROUP BY meta) AS g WHERE 1 = 1")
-
-    def work() -> dict[str, Any]:
-        result = page_ids(backend.db, "first_id", groups, [user, *args], page)
-        marks = ", ".join("?" * len(result.ids))
-        rows = {r["first_id"]: r for r in backend.db.rows(
-            f"SELECT * FROM {groups} AND first_id IN ({marks})", [user, *args, *result.ids])}
-        faces = {f["id"]: f for f in render_faces(request, backend, user, result.ids)}
-        results = [{"meta": rows[i]["meta"], "count": rows[i]["n"], "face": faces[i]}
-                   for i in result.ids if i in rows and i in faces]
-        return {**views.page_links(request, result), "results": results}
-
-    return await run_in_threadpool(work)
+def _meta_list(request: Request, backend: Backend, user: int, gallery: str | None
+               ) -> dict[str, Any]:
+    page = page_request(Params(dict(request.query_params)), backend.settings.page_limit)
+    result, rows = backend.faces_store.meta_page(user, page, gallery)
+    faces = {f["id"]: f for f in render_faces(request, backend, user, result.ids)}
+    results = [{"meta": rows[i]["meta"], "count": rows[i]["n"], "face": faces[i]}
+               for i in result.ids if i in rows and i in faces]
+    return {**views.page_links(request, result), "results": results}
 
 
 @router.get("/meta")
-async def list_meta(request: Request, user: int = Depends(current_user)) -> dict[str, Any]:
+def list_meta(request: Request, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """Each meta string with its face count and first face, paginated."""
-    return await _meta_list(request, user, None)
+    return _meta_list(request, backend, user, None)
 
 
 @router.get("/meta/gallery/{gallery}")
-async def list_gallery_meta(gallery: GalleryName, request: Request,
-                            user: int = Depends(current_user)) -> dict[str, Any]:
-    await run_in_threadpool(get_backend(request).require_gallery, user, gallery)
-    return await _meta_list(request, user, gallery)
+def list_gallery_meta(gallery: GalleryName, request: Request, user: UserDep,
+                      backend: BackendDep) -> dict[str, Any]:
+    backend.require_gallery(user, gallery)
+    return _meta_list(request, backend, user, gallery)

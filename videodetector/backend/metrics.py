@@ -157,6 +157,12 @@ class GalleryFaces(Collector):
         yield gallery_faces_family(gallery_face_counts(self.db, self.user))
 
 
+def user_metrics_text(backend: Any, user: int) -> str:
+    """The metrics a token sees of its own: collectors made for that user alone (not a
+    filter over the full registry)."""
+    return render_collectors([StoredObjects(backend, user), GalleryFaces(backend.db, user)])
+
+
 def gallery_face_counts(db: Any, user: int | None = None) -> dict[tuple[int, str], int]:
     """(user id, gallery) -> faces, for every gallery (``default`` = all of a user's faces)
     of every user, or of ``user`` only. ``db`` is a ``storage.Database``."""

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter
 
-from videodetector.backend.deps import current_user, get_backend
-from videodetector.backend.embeddings import coverage
+from videodetector.backend.deps import BackendDep, UserDep
 from videodetector.backend.service import DEFAULT_GALLERY, Backend
 from videodetector.backend.settings import EMBEDDING_MODELS
 from videodetector.core.confidence import ANCHORS, CONF_LOW, CONF_MEDIUM, CONF_STRICT
@@ -35,14 +33,14 @@ def models_info(backend: Backend, user: int) -> dict[str, Any]:
     backend.refresh_regenerated()
     rows = []
     for model in EMBEDDING_MODELS:
-        entry = coverage(backend.db, model, user).as_json()
+        entry = backend.faces_store.coverage(model, user).as_json()
         entry["active"] = model == backend.model
         rows.append(entry)
     active = next(r for r in rows if r["active"])
     galleries = {}
     for name in backend.gallery_names(user):
         g = None if name == DEFAULT_GALLERY else name
-        per_model = {m: coverage(backend.db, m, user, g) for m in EMBEDDING_MODELS}
+        per_model = {m: backend.faces_store.coverage(m, user, g) for m in EMBEDDING_MODELS}
         galleries[name] = {"faces": per_model[backend.model].faces,
                            "covered": {m: c.covered for m, c in per_model.items()}}
     cos = ANCHORS[backend.model]
@@ -55,6 +53,5 @@ def models_info(backend: Backend, user: int) -> dict[str, Any]:
 
 
 @router.get("/models", summary="Embedding models and their coverage of the caller's faces")
-async def get_models(user: int = Depends(current_user),
-                     backend: Backend = Depends(get_backend)) -> dict[str, Any]:
-    return await run_in_threadpool(models_info, backend, user)
+def get_models(user: UserDep, backend: BackendDep) -> dict[str, Any]:
+    return models_info(backend, user)

@@ -157,6 +157,9 @@ def upgrade_schema(db: Database) -> None:
             conn.execute(statement)
         conn.execute("INSERT OR REPLACE INTO settings VALUES ('persons_schema_version', ?)",
                      (str(PERSONS_SCHEMA_VERSION),))
+    refresh = getattr(db, "refresh_catalog", None)  # PostgreSQL: the new tables' id columns
+    if refresh is not None:  # (else an insert into person_events answers id 0)
+        refresh()
     log.info("database upgraded to persons schema %d", PERSONS_SCHEMA_VERSION)
 
 

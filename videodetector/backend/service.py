@@ -26,7 +26,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from pgvector import Vector
 
 from videodetector.backend import changes, person_match, person_store
 from videodetector.backend.auth import TokenChecker
@@ -45,14 +44,11 @@ from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
-from videodetector.backend.storage import (
-    FileStore,
-    insert,
-    open_database,
-    placeholders,
-    update,
-    vector_index_sql,
-)
+from videodetector.backend.storage import FileStore, open_database
+from videodetector.backend.stores.faces import SqlIdempotencyStore, face_store, index_feed
+from videodetector.backend.stores.galleries import SqlGalleryStore
+from videodetector.backend.stores.persons import SqlPersonStore
+from videodetector.backend.stores.tokens import SqlTokenStore
 from videodetector.backend.timeutil import iso, now
 from videodetector.core.confidence import confidence_from_cosine
 from videodetector.core.images import encode
@@ -144,7 +140,14 @@ class Backend:
         self.db = open_database(settings)
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
-        self.tokens = TokenChecker(self.db)
+        # the storage owners (stores/): all SQL of their resource
+        self.faces_store = face_store(self.db)
+        self.idempotency_store = SqlIdempotencyStore(self.db)
+        self.galleries_store = SqlGalleryStore(self.db)
+        self.persons_store = SqlPersonStore(self.db)
+        self.tokens_store = SqlTokenStore(self.db)
+        self.index_feed = index_feed(self.db)
+        self.tokens = TokenChecker(self.tokens_store)
         self.model = settings.embedding_model
         # vectors of self.model only (embeddings.py); one graph snapshot folder per model
         self.index = IndexRegistry(
@@ -162,9 +165,7 @@ class Backend:
         person_store.migrate(self.db)
         self._log_seq = 0  # the last face_log row applied to the index (PostgreSQL)
         if self.db.dialect == "postgresql":
-            with self.db.transaction() as conn:
-                for sql in vector_index_sql(self.model, self.index.dim):
-                    conn.execute(sql)
+            self.faces_store.ensure_vector_index(self.model, self.index.dim)
         self.search_seconds: Observer = NULL_OBSERVER  # /identify's index search (/metrics)
         self._load_index()
         self._prune_idempotency()
@@ -180,7 +181,7 @@ class Backend:
         t0 = time.monotonic()
         with self.db.lock:
             if self.db.dialect == "postgresql":  # before the faces: a later change is applied
-                self._log_seq = int(self.db.scalar("SELECT COALESCE(MAX(seq), 0) FROM face_log"))
+                self._log_seq = self.index_feed.last_logged(self.db)
             self._regen_seq = last_change(self.db)
             self._data_version = self._db_data_version()
             n, missing = self.index.load(self.db.conn, VECTOR_SQL, {"m": self.model})
@@ -206,15 +207,13 @@ class Backend:
         """PostgreSQL, at the start of a write transaction (under every process's write
         lock): apply to the in-memory index the faces any process added, changed or deleted
         since the last call (``face_log``); returns how many faces were looked at."""
-        rows = conn.execute("SELECT seq, face_id, user_id FROM face_log WHERE seq > ? "
-                            "ORDER BY seq", (self._log_seq,)).fetchall()
+        rows = self.index_feed.logged_since(conn, self._log_seq)
         if not rows:
             return 0
         self._log_seq = int(rows[-1][0])
         changed = {int(r[1]): int(r[2]) for r in rows}
-        now_rows = {r["id"]: r for r in conn.execute(
-            f"SELECT f.id, f.user_id, f.cam_id, f.person_id, {VECTOR_SQL} AS vec FROM faces f "
-            "WHERE f.id = ANY(:ids)", {"m": self.model, "ids": list(changed)})}
+        now_rows = {r["id"]: r for r in
+                    self.index_feed.vectors(conn, self.model, list(changed))}
         for face_id, user in changed.items():
             self._apply_face(face_id, user, now_rows.get(face_id))
         return len(changed)
@@ -235,9 +234,7 @@ class Backend:
     def _db_data_version(self) -> int:
         """Changes when another process committed (SQLite); on PostgreSQL the last
         ``regenerated`` seq, the only outside change this looks for."""
-        if self.db.dialect == "postgresql":
-            return last_change(self.db)
-        return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+        return self.index_feed.data_version(self.db)
 
     def refresh_regenerated(self) -> int:
         """Apply the vectors another process (``fkvideo_backend regenerate``) committed since
@@ -250,11 +247,8 @@ class Backend:
             if version == self._data_version:
                 return 0
             self._data_version = version
-            rows = self.db.conn.execute(
-                f"SELECT r.seq, f.id, f.user_id, f.cam_id, f.person_id, {VECTOR_SQL} AS vec "
-                "FROM regenerated r JOIN faces f ON f.id = r.face_id "
-                "WHERE r.seq > :s AND r.model = :m ORDER BY r.seq",
-                {"m": self.model, "s": self._regen_seq}).fetchall()
+            rows = self.index_feed.regenerated_since(self.db.conn, self.model,
+                                                     self._regen_seq)
             self._regen_seq = max([self._regen_seq, last_change(self.db)])
             for row in rows:
                 index = self.index(row["user_id"])
@@ -269,8 +263,8 @@ class Backend:
     def _prune_idempotency(self) -> None:
         try:
             with self.db.transaction() as conn:
-                conn.execute("DELETE FROM idempotency WHERE created < ?",
-                             (time.time() - self.settings.idempotency_ttl,))
+                self.idempotency_store.forget_before(
+                    conn, time.time() - self.settings.idempotency_ttl)
         except sqlite3.OperationalError as exc:  # e.g. a full disk: start anyway, prune later
             log.warning("could not forget old idempotency keys: %s", exc)
 
@@ -281,7 +275,7 @@ class Backend:
             changes.prune_tombstones(self.db, self.settings.sync_tombstone_ttl)
             if self.db.dialect == "postgresql":  # every process applies it within the hour
                 with self.db.transaction() as conn:  # (each write transaction; this one too)
-                    conn.execute("DELETE FROM face_log WHERE at < ?", (time.time() - FACE_LOG_TTL,))
+                    self.index_feed.forget_logged(conn, time.time() - FACE_LOG_TTL)
         except sqlite3.OperationalError as exc:  # e.g. a full disk: serve anyway, prune later
             log.warning("could not prune sync tombstones: %s", exc)
 
@@ -394,9 +388,7 @@ class Backend:
 
     def replay(self, user: int, key: str) -> list[int] | None:
         """The face ids stored by an earlier request with this Idempotency-Key, if any."""
-        text = self.db.scalar("SELECT face_ids FROM idempotency WHERE user_id = ? AND key = ?",
-                              (user, key))
-        return None if text is None else json.loads(text)
+        return self.idempotency_store.earlier(user, key)
 
     def add_faces(self, user: int, post: FacePost) -> list[int]:
         """Detect/embed, then store every face atomically; returns the new face ids."""
@@ -434,13 +426,12 @@ class Backend:
         return ids
 
     def _remember(self, conn: sqlite3.Connection, user: int, key: str, ids: list[int]) -> None:
-        insert(conn, "idempotency", {"user_id": user, "key": key, "face_ids": json.dumps(ids),
-                                     "created": time.time()})
+        self.idempotency_store.remember(conn, user, key, ids, time.time())
         self.db.on_rollback(partial(setattr, self, "_keys_since_prune", self._keys_since_prune))
         self._keys_since_prune += 1
         if self._keys_since_prune >= 1000:  # forget keys older than idempotency_ttl
-            conn.execute("DELETE FROM idempotency WHERE created < ?",
-                         (time.time() - self.settings.idempotency_ttl,))
+            self.idempotency_store.forget_before(conn,
+                                                 time.time() - self.settings.idempotency_ttl)
             self._keys_since_prune = 0
 
     def _write_images(self, user: int, post: FacePost, photo: Photo | None,
@@ -488,7 +479,7 @@ class Backend:
         for face, (thumb, norm) in zip(faces, written["faces"], strict=True):
             a = self.persons.prepare(conn, index, user, face.embedding, face.box, post.meta,
                                      post.cam_id, stream_params, ts.timestamp())
-            face_id = insert(conn, "faces", {
+            face_id = self.faces_store.insert(conn, {
                 "user_id": user, "meta": a.meta, "person_id": a.person, "cam_id": post.cam_id,
                 "timestamp": iso(ts), "ts": ts.timestamp(), "day": ts.date().isoformat(),
                 **face_box_json(face.box), "photo": written["photo"],
@@ -503,9 +494,7 @@ class Backend:
                 "embedding": np.asarray(face.embedding, np.float32).tobytes(),
                 "quality": a.quality, "track": a.track, "model": self.model,
             })
-            for g in galleries:
-                insert(conn, "face_galleries", {"face_id": face_id, "user_id": user,
-                                                "gallery": g})
+            self.faces_store.link(conn, user, face_id, galleries)
             changes.record(conn, user, face_id, (), [DEFAULT_GALLERY, *galleries])
             self._index_add(user, face_id, face.embedding, post.cam_id, a.person)
             ids.append(face_id)
@@ -539,19 +528,15 @@ class Backend:
         """8.3: a friend has been seen on >= friend_count distinct days by this camera within
         [ts - friend_interval, ts] (ts: the event's own timestamp)."""
         s = self.settings
-        days = conn.execute(
-            "SELECT COUNT(DISTINCT day) FROM faces WHERE user_id = ? AND person_id = ? "
-            "AND cam_id = ? AND ts BETWEEN ? AND ?",
-            (user, person, cam_id, ts.timestamp() - s.friend_interval, ts.timestamp()),
-        ).fetchone()[0]
+        days = self.faces_store.camera_days(conn, user, person, cam_id,
+                                            ts.timestamp() - s.friend_interval, ts.timestamp())
         if days >= s.friend_count:
-            conn.execute("UPDATE faces SET friend = 1 WHERE id = ?", (face_id,))
+            self.faces_store.mark_friend(conn, face_id)
 
     # -- galleries ------------------------------------------------------------
 
     def gallery_names(self, user: int) -> list[str]:
-        rows = self.db.rows("SELECT name FROM galleries WHERE user_id = ? ORDER BY name", (user,))
-        return [DEFAULT_GALLERY] + [r[0] for r in rows]
+        return [DEFAULT_GALLERY, *self.galleries_store.names(user)]
 
     def check_galleries(self, user: int, names: list[str], param: str = "galleries"
                         ) -> list[str]:
@@ -569,19 +554,16 @@ class Backend:
 
     def require_gallery(self, user: int, name: str) -> None:
         check_gallery_name(name)
-        if name != DEFAULT_GALLERY and self.db.row(
-                "SELECT 1 FROM galleries WHERE user_id = ? AND name = ?", (user, name)) is None:
+        if name != DEFAULT_GALLERY and not self.galleries_store.exists(user, name):
             raise ApiError(404, "NOT_FOUND", f"gallery {name!r} not found", param="gallery",
                            value=name)
 
     def create_gallery(self, user: int, name: str) -> None:
         check_gallery_name(name)
         with self.db.transaction() as conn:
-            if name == DEFAULT_GALLERY or conn.execute(
-                    "SELECT 1 FROM galleries WHERE user_id = ? AND name = ?",
-                    (user, name)).fetchone():
+            if name == DEFAULT_GALLERY or self.galleries_store.exists(user, name, conn):
                 raise bad_param("gallery", f"gallery {name!r} already exists", name)
-            insert(conn, "galleries", {"user_id": user, "name": name, "created": iso(now())})
+            self.galleries_store.add(conn, user, name)
 
     def delete_gallery(self, user: int, name: str) -> None:
         """Delete a custom gallery and all faces in it."""
@@ -591,27 +573,17 @@ class Backend:
         with self.db.transaction() as conn:  # the faces and the gallery, or neither
             ids = [int(i) for i in self.gallery_face_ids(user, name)]
             rows = self._delete_face_rows(conn, user, ids)
-            conn.execute("DELETE FROM galleries WHERE user_id = ? AND name = ?", (user, name))
+            self.galleries_store.remove(conn, user, name)
         self._delete_face_files(rows)
 
     def gallery_face_ids(self, user: int, name: str) -> np.ndarray:
-        rows = self.db.rows("SELECT face_id FROM face_galleries WHERE user_id = ? AND "
-                            "gallery = ?", (user, name))
-        return np.array([r[0] for r in rows], np.int64)
+        return self.galleries_store.face_ids(user, name)
 
     # -- reading, updating and deleting faces -------------------------------
 
     def face_rows(self, user: int, ids: list[int]) -> list[sqlite3.Row]:
         """Rows for ``ids`` in the given order (missing ids are skipped)."""
-        if not ids:
-            return []
-        rows = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            for r in self.db.rows(f"SELECT * FROM faces WHERE user_id = ? AND id IN "
-                                  f"({placeholders(len(chunk))})", (user, *chunk)):
-                rows[r["id"]] = r
-        return [rows[i] for i in ids if i in rows]
+        return self.faces_store.rows(user, ids) if ids else []
 
     def face_row(self, user: int, face_id: int) -> sqlite3.Row:
         rows = self.face_rows(user, [face_id])
@@ -620,13 +592,7 @@ class Backend:
         return rows[0]
 
     def galleries_of(self, ids: list[int]) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {i: [DEFAULT_GALLERY] for i in ids}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            for r in self.db.rows(f"SELECT face_id, gallery FROM face_galleries WHERE face_id "
-                                  f"IN ({placeholders(len(chunk))}) ORDER BY gallery", chunk):
-                out[r[0]].append(r[1])
-        return out
+        return self.faces_store.galleries_of(ids)
 
     def update_face(self, user: int, face_id: int, meta: str | None, person: Any,
                     galleries: dict[str, list[str]] | None, attributes: Any = _UNSET,
@@ -670,7 +636,7 @@ class Backend:
     def _replace_image(self, conn: sqlite3.Connection, user: int, face_id: int,
                        face: NewFace, written: dict[str, Any]) -> None:
         thumb, norm = written["faces"][0]
-        update(conn, "faces", {
+        self.faces_store.update(conn, user, face_id, {
             **face_box_json(face.box), "photo": written["photo"],
             "photo_hash": written["photo_hash"], "thumbnail": thumb, "normalized": norm,
             "gender": face.attrs.get("gender"),
@@ -678,9 +644,8 @@ class Backend:
             "age": face.attrs.get("age"),
             "emotions": emotions_json(face.attrs),
             "embedding": np.asarray(face.embedding, np.float32).tobytes(),
-        }, "id = ? AND user_id = ?", (face_id, user))
-        row = conn.execute("SELECT cam_id, person_id FROM faces WHERE id = ?",
-                           (face_id,)).fetchone()
+        })
+        row = self.faces_store.place(conn, face_id)
         self._index_remove(user, face_id)
         self._index_add(user, face_id, face.embedding, row["cam_id"], row["person_id"])
 
@@ -696,7 +661,7 @@ class Backend:
         if meta is not None:
             values["meta"] = meta
         if values:
-            update(conn, "faces", values, "id = ? AND user_id = ?", (face_id, user))
+            self.faces_store.update(conn, user, face_id, values)
         if person is not _UNSET:  # an operator's move: recorded, never undone by matching
             target = person_store.target_person(conn, user, person)
             person_store.operator_move(conn, person_log, user, face_id, target)
@@ -710,16 +675,12 @@ class Backend:
                 if DEFAULT_GALLERY in names:
                     raise bad_param("galleries", "faces cannot be removed from the default "
                                     "gallery", names)
-                for g in names:
-                    conn.execute("DELETE FROM face_galleries WHERE face_id = ? AND gallery = ?",
-                                 (face_id, g))
+                self.faces_store.unlink(conn, face_id, names)
                 continue
             valid = self.check_galleries(user, names)
             if op == "set":
-                conn.execute("DELETE FROM face_galleries WHERE face_id = ?", (face_id,))
-            for g in valid:
-                conn.execute("INSERT OR IGNORE INTO face_galleries VALUES (?, ?, ?)",
-                             (face_id, user, g))
+                self.faces_store.unlink(conn, face_id)
+            self.faces_store.link(conn, user, face_id, valid, keep_existing=True)
 
     def delete_faces(self, user: int, ids: list[int]) -> int:
         """Delete the user's faces among ``ids``; returns how many there were."""
@@ -736,11 +697,7 @@ class Backend:
         rows = self.face_rows(user, ids)
         found = [r["id"] for r in rows]
         changes.record_deleted(conn, user, found)
-        for start in range(0, len(found), 500):
-            chunk = found[start:start + 500]
-            marks = placeholders(len(chunk))
-            conn.execute(f"DELETE FROM faces WHERE id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM face_galleries WHERE face_id IN ({marks})", chunk)
+        self.faces_store.delete(conn, found)
         for face_id in found:
             self._index_remove(user, face_id)
         return rows
@@ -750,7 +707,7 @@ class Backend:
         for r in rows:
             self.files.delete(r["thumbnail"])
             self.files.delete(r["normalized"])
-            if self.db.row("SELECT 1 FROM faces WHERE photo = ?", (r["photo"],)) is None:
+            if not self.faces_store.photo_in_use(r["photo"]):
                 self.files.delete(r["photo"])
 
     # -- search ---------------------------------------------------------------
@@ -787,36 +744,15 @@ class Backend:
         scan where the planner prefers it): the user's faces whose vector of ``self.model``
         is in ``faces.vec`` or ``embeddings.vec``."""
         t0 = time.perf_counter()
-        rows = self.db.rows(*vector_search_sql(user, self.model, self.index.dim,
-                                               face.embedding, n, gallery))
+        rows = self.faces_store.nearest(user, self.model, self.index.dim, face.embedding,
+                                        n, gallery)
         self.search_seconds.observe(time.perf_counter() - t0)
         out = []
         for face_id, distance in rows:
-            c = float(confidence_from_cosine(1.0 - float(distance), self.model))
+            c = float(confidence_from_cosine(1.0 - distance, self.model))
             if threshold is None or c >= threshold:
-                out.append((int(face_id), c))
+                out.append((face_id, c))
         return out
-
-
-def vector_search_sql(user: int, model: str, dim: int, query: np.ndarray, n: int,
-                      gallery: str | None) -> tuple[str, list[Any]]:
-    """The pgvector query of ``_identify_in_db``: (face_id, cosine distance), nearest first.
-    The ORDER BY expression is the one of the model's indexes (``vector_index_sql``)."""
-    q = Vector(np.asarray(query, np.float32).reshape(-1)).to_text()
-    dist = f"(v.vec::vector({int(dim)})) <=> ?::vector({int(dim)})"
-    where, args = "f.user_id = ?", [user]
-    if gallery not in (None, DEFAULT_GALLERY):
-        where += " AND f.id IN (SELECT face_id FROM face_galleries WHERE user_id = ? AND " \
-                 "gallery = ?)"
-        args += [user, gallery]
-    limit = max(int(n), 0)
-    sql = (f"SELECT id, d FROM ("
-           f"(SELECT f.id, {dist.replace('v.', 'f.')} AS d FROM faces f WHERE {where} "
-           f"AND f.model = ? ORDER BY d LIMIT {limit}) UNION ALL "
-           f"(SELECT f.id, {dist.replace('v.', 'e.')} AS d FROM embeddings e JOIN faces f ON "
-           f"f.id = e.face_id WHERE {where} AND e.model = ? AND f.model <> ? ORDER BY d "
-           f"LIMIT {limit})) AS hits ORDER BY d, id LIMIT {limit}")
-    return sql, [q, *args, model, q, *args, model, model]
 
 
 class _Replayed(Exception):  # noqa: N818 - control flow, not an error

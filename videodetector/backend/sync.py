@@ -52,8 +52,9 @@ def start_cursor(backend: Backend, p: Params) -> int:
     raw = p.raw("last_updated_at")
     number = p.number("last_updated_at") if _is_number(raw) else None
     ts = number if number is not None else parse_time("last_updated_at", raw).timestamp()
-    first = sync_store(backend.db).first_seq_after(ts)
-    return changes.last_seq(backend.db) if first is None else first - 1
+    store = sync_store(backend.db)
+    first = store.first_seq_after(ts)
+    return store.last_seq() if first is None else first - 1
 
 
 def _is_number(value: Any) -> bool:
@@ -69,19 +70,21 @@ def _is_number(value: Any) -> bool:
 def check_cursor(backend: Backend, cursor: int) -> None:
     if cursor == 0:
         return  # an empty mirror misses no deletion
-    if cursor < changes.horizon(backend.db):
+    store = sync_store(backend.db)
+    if cursor < store.horizon():
         raise resync_required(f"cursor {cursor} is older than the deletions kept "
                               f"({backend.settings.sync_tombstone_ttl:g} s)", cursor)
-    if cursor > changes.last_seq(backend.db):
+    if cursor > store.last_seq():
         raise resync_required(f"cursor {cursor} was not given by this server", cursor)
 
 
 def read_page(urls: Urls, backend: Backend, user: int, gallery: str, cursor: int,
               limit: int) -> dict[str, Any]:
     """One page after ``cursor``, read under the database lock (no write in between)."""
-    with backend.db.lock:
+    store = sync_store(backend.db)
+    with store.snapshot():
         check_cursor(backend, cursor)
-        rows = list(sync_store(backend.db).changes(user, gallery, cursor, limit + 1))
+        rows = list(store.changes(user, gallery, cursor, limit + 1))
         has_more = len(rows) > limit
         rows = rows[:limit]
         present = [r["face_id"] for r in rows if not r["deleted"]]
@@ -89,7 +92,7 @@ def read_page(urls: Urls, backend: Backend, user: int, gallery: str, cursor: int
         galleries = backend.galleries_of(list(faces))
         # the last page moves the cursor to the newest change anywhere, so that a quiet
         # gallery's cursor never falls behind the tombstone horizon
-        end = rows[-1]["seq"] if has_more else max(cursor, changes.last_seq(backend.db))
+        end = rows[-1]["seq"] if has_more else max(cursor, store.last_seq())
     out_faces, deleted = [], []
     for r in rows:
         stamp = {"updated_at": iso_of(r["at"]), "seq": r["seq"]}

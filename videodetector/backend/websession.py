@@ -16,6 +16,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 
@@ -52,6 +53,11 @@ class Session:
     user: int
     csrf: str
     expires: float
+
+
+def session_store(backend: Any) -> SessionStore:
+    """The console's sessions in ``backend``'s database."""
+    return SessionStore(backend.db)
 
 
 class SessionStore:

@@ -1,2 +1,36 @@
-"""Storage owners: one per resource, each a small Protocol and its SQL implementation over
-``storage.Database`` (SQLite) or ``pgdb.PgDatabase`` (PostgreSQL)."""
+"""Storage owners: one module per resource, each a small ``typing.Protocol`` naming its
+operations and the implementation over the database.
+
+The layers of the backend: routers (HTTP, no SQL) -> ``service.Backend`` (the domain:
+detection, embedding, identify, the in-memory index, persons) -> these stores (all SQL of
+their resource) -> ``storage.Database`` (SQLite) or ``pgdb.PgDatabase`` (PostgreSQL).
+``PgDatabase`` translates the SQLite-style SQL, so one implementation serves both; where
+PostgreSQL needs its own statement (pgvector search) a subclass holds it.
+
+A store's write methods take the open transaction's connection (``conn``): the domain
+decides what one transaction holds (the faces, their index entries and images or none of
+them); reads go through the database itself.
+
+Two ways to reach a store: the domain's own (faces, galleries, persons, tokens) are attributes
+of ``Backend``; the others (cameras, history, webhooks, watch lists, stats, sync) are one
+instance per database, ``CameraStore.of(db)`` (``stores/base.PerDatabase``), because they
+create their tables on first use. Routers get either through a dependency alias in ``deps.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Db(Protocol):
+    """What the stores use of ``storage.Database`` and ``pgdb.PgDatabase``."""
+
+    dialect: str
+
+    def rows(self, sql: str, args: Any = ()) -> list[Any]: ...
+
+    def row(self, sql: str, args: Any = ()) -> Any: ...
+
+    def scalar(self, sql: str, args: Any = ()) -> Any: ...
+
+    def transaction(self) -> Any: ...

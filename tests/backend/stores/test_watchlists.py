@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.backend.stores.sb_fixtures import database, user  # noqa: F401
 from videodetector.backend.stores.cameras import camera_store
 from videodetector.backend.stores.history import history_store
 from videodetector.backend.stores.watchlists import watch_list_store

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from tests.backend.stores.sb_fixtures import database, user  # noqa: F401
 from videodetector.backend.stores.cameras import CameraStore, SqlCameraStore, camera_store
 
 

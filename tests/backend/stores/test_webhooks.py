@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from tests.backend.stores.sb_fixtures import database, user  # noqa: F401
 from videodetector.backend.stores.webhooks import TooManyWebhooks, webhook_store
 
 HOOK = {"url": "http://example.org/hook", "secret": "s", "cam_ids": "[]", "match": "all",

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from tests.backend.stores.sb_fixtures import database, user  # noqa: F401
 from videodetector.backend.history_query import EventFilter, build_query
 from videodetector.backend.storage import Database, PageRequest
 from videodetector.backend.stores.history import history_store

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.backend.stores.sb_fixtures import database, user  # noqa: F401
 from videodetector.backend.stores.stats import stats_store
 from videodetector.backend.stores.sync import sync_store
 
