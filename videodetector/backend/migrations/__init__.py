@@ -95,6 +95,9 @@ def ensure_schema(db: Any) -> SchemaChange:
 def _upgrade(db: Any) -> SchemaChange:
     import sqlalchemy as sa
 
+    # Alembic lists its autogenerate plugins at INFO on first use: noise for a server log
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
     engine = _engine(db)
     try:
         with engine.connect() as conn, conn.begin():
@@ -131,6 +134,53 @@ def run_upgrade(conn: Connection, target: str = "heads") -> SchemaChange:
                           "(was it made by a newer program?)") from exc
     before = " ".join(sorted(seen[0])) if seen and seen[0] else None
     return SchemaChange(before, " ".join(sorted(after)))
+
+
+def describe(settings: Any) -> str:
+    """What ``fkvideo_backend db current`` prints: the revision of the database of
+    ``settings`` (read only, nothing is created or upgraded)."""
+    if settings.db is None:
+        path = Path(settings.data_dir) / "backend.sqlite3"
+        if not path.is_file():
+            return f"no database at {path}"
+        conn: Any = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        where = str(path)
+    else:
+        import psycopg
+
+        conn, where = psycopg.connect(settings.db, autocommit=True), "PostgreSQL"
+    try:
+        revision, legacy = _read_versions(conn)
+    finally:
+        conn.close()
+    if revision is not None:
+        state = "up to date" if revision == HEAD else f"this program's head is {HEAD}"
+        return f"{where}: revision {revision} ({state})"
+    if legacy is not None:
+        return (f"{where}: made before Alembic (schema version {legacy}); the next start "
+                f"or 'fkvideo_backend db upgrade' takes it over (revision {HEAD})")
+    return f"{where}: empty; the next start creates revision {HEAD}"
+
+
+def _read_versions(conn: Any) -> tuple[str | None, str | None]:
+    """(the Alembic revision, the pre-Alembic settings.schema_version) of a DB-API
+    connection; None for what it lacks."""
+    found: list[str | None] = []
+    for sql in ("SELECT version_num FROM alembic_version",
+                "SELECT value FROM settings WHERE key = 'schema_version'"):
+        try:
+            rows = conn.execute(sql).fetchall()
+        except Exception as exc:
+            if not _no_such_table(exc):
+                raise
+            rows = []
+        found.append(" ".join(sorted(str(r[0]) for r in rows)) or None)
+    return found[0], found[1]
+
+
+def history() -> list[str]:
+    """The shipped revisions, newest first: ``<revision>: <first line of its doc>``."""
+    return [f"{sc.revision}: {sc.doc}" for sc in script_directory().walk_revisions()]
 
 
 @cache

@@ -18,6 +18,7 @@ Revises:
 from __future__ import annotations
 
 import logging
+import warnings
 
 import sqlalchemy as sa
 from alembic import op
@@ -212,7 +213,9 @@ def _complete(bind: Connection, table: sa.Table) -> list[str]:
     """Add the columns and indexes ``table`` lacks (a database made before Alembic); the
     names of what was added."""
     inspector = sa.inspect(bind)
-    have = {c["name"] for c in inspector.get_columns(table.name)}
+    with warnings.catch_warnings():  # SQLAlchemy does not know pgvector's type: only names
+        warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+        have = {c["name"] for c in inspector.get_columns(table.name)}
     added = []
     for column in table.columns:
         if column.name not in have:
