@@ -125,7 +125,7 @@ def run_upgrade(conn: Connection, target: str = "heads") -> SchemaChange:
         return script._upgrade_revs(target, rev)  # what alembic.command.upgrade runs
 
     try:
-        with EnvironmentContext(_config(), script, fn=steps, destination_rev=target) as env:
+        with EnvironmentContext(alembic_config(), script, fn=steps, destination_rev=target) as env:
             env.configure(connection=conn, transactional_ddl=True)
             env.run_migrations()
             after = env.get_context().get_current_heads()
@@ -184,7 +184,11 @@ def history() -> list[str]:
 
 
 @cache
-def _config() -> Any:
+def alembic_config() -> Any:
+    """Alembic's configuration of the shipped revisions, e.g. to write a new one::
+
+        alembic.command.revision(alembic_config(), "add x", rev_id="0002")
+    """
     from alembic.config import Config
 
     config = Config()
@@ -197,7 +201,7 @@ def script_directory() -> ScriptDirectory:
     """The revisions shipped in the package (loaded once per process)."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_config())
+    return ScriptDirectory.from_config(alembic_config())
 
 
 def _engine(db: Any) -> Engine:
