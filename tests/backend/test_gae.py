@@ -80,6 +80,7 @@ def test_a_database_before_the_emotions_column_is_migrated(tmp_path):
                      "1, 1, 'p', 'h', 't', 'n', x'00')")
         conn.execute("ALTER TABLE faces DROP COLUMN emotions")  # as schema version 3 had it
         conn.execute("PRAGMA user_version = 3")
+        conn.execute("DROP TABLE alembic_version")  # made before Alembic
     db.close()
     db = Database(tmp_path / "backend.sqlite3")
     assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 4

@@ -293,6 +293,7 @@ def test_a_database_before_the_model_column_is_migrated(tmp_path):
         conn.execute("ALTER TABLE faces DROP COLUMN model")  # as schema version 2 had it
         conn.execute("PRAGMA user_version = 2")
         conn.execute("UPDATE settings SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("DROP TABLE alembic_version")  # made before Alembic
     db.close()
     db = Database(tmp_path / "backend.sqlite3")
     assert db.scalar("SELECT model FROM faces") == SFACE_NAME

@@ -350,7 +350,8 @@ def test_a_database_made_before_versioning_is_upgraded_with_its_faces_in_the_fee
     # what a version 1 database is: no change log, PRAGMA user_version never set
     conn = sqlite3.connect(tmp_path / "backend.sqlite3")
     conn.executescript("DROP TABLE face_changes; PRAGMA user_version = 0; "
-                       "UPDATE settings SET value = '1' WHERE key = 'schema_version';")
+                       "UPDATE settings SET value = '1' WHERE key = 'schema_version'; "
+                       "DROP TABLE alembic_version;")  # made before Alembic
     conn.close()
     with BackendServer(settings_) as srv:
         api.url = srv.url

@@ -1,7 +1,8 @@
 """``fkvideo_backend serve [...]``, ``fkvideo_backend token [--short]``,
 ``fkvideo_backend extraction-api [...]`` (8.5, ``extract_api.py``) and
 ``fkvideo_backend mass-enroll ...`` (``videodetector.tools.mass_enroll``) and
-``fkvideo_backend regenerate ...`` (10.3, ``regenerate.py``).
+``fkvideo_backend regenerate ...`` (10.3, ``regenerate.py``) and
+``fkvideo_backend db current|upgrade|history`` (the schema's Alembic revision, ``migrations``).
 
 Settings take facenapi's names (10.3.3) both as flags (``--person-identify``) and as
 config file keys (``person_identify = True``); flags win over the file.
@@ -101,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "detector settings (10.3; see: fkvideo_backend regenerate --help)")
     sub.add_parser("migrate-db", add_help=False, help="copy a SQLite site to PostgreSQL and "
                    "compare both (see: fkvideo_backend migrate-db --help)")
+    db = sub.add_parser("db", help="the database schema (Alembic revisions): 'current' shows "
+                        "the database's revision, 'upgrade' brings it to this program's "
+                        "(as every start does), 'history' lists the revisions")
+    db.add_argument("action", choices=["current", "upgrade", "history"])
+    db.add_argument("--data-dir", dest="data_dir", default=None)
+    db.add_argument("--db", dest="db", default=None, help=FLAG_HELP["db"])
+    db.add_argument("-c", "--config", help="settings file (for data_dir / db)")
     sub.add_parser("mass-enroll", add_help=False, help="bulk face enrollment from image files "
                    "(findface-mass-enroll; see: fkvideo_backend mass-enroll --help)")
     return parser
@@ -146,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "token":
         return _token(settings, args.short)
+    if args.command == "db":
+        return _db(settings, args.action)
     if args.command == "extraction-api":
         from videodetector.backend.extract_api import DEFAULT_PORT, serve_extraction
 
@@ -161,6 +171,21 @@ def main(argv: list[str] | None = None) -> int:
     except ModelCoverageError as exc:  # the embedding model does not cover the gallery yet
         print(f"fkvideo_backend: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _db(settings: Settings, action: str) -> int:
+    from videodetector.backend import migrations
+
+    if action == "history":
+        print("\n".join(migrations.history()))
+        return 0
+    if action == "upgrade":
+        from videodetector.backend.storage import open_database
+
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        open_database(settings).close()
+    print(migrations.describe(settings))
     return 0
 
 

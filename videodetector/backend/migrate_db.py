@@ -41,7 +41,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "backend.sqlite3"
-SKIP_TABLES = {"sqlite_sequence"}  # SQLite's own bookkeeping
+SKIP_TABLES = {"sqlite_sequence",  # SQLite's own bookkeeping
+               "alembic_version"}  # each store's schema revision, set by prepare_store
 IDENTIFY_TOP = 5
 
 

@@ -13,7 +13,7 @@ what differs, once per statement text (cached):
   ``MAX(a, b)``/``MIN(a, b)`` -> ``GREATEST``/``LEAST``;
 * DDL: ``INTEGER PRIMARY KEY [AUTOINCREMENT]`` -> identity, ``INTEGER`` -> ``BIGINT``,
   ``REAL`` -> ``DOUBLE PRECISION``, ``BLOB`` -> ``BYTEA``; SQLite triggers are left out
-  (their PostgreSQL twins are in ``storage.PG_EXTRA``);
+  (their PostgreSQL twins are in the baseline revision, ``migrations/versions``);
 * ``cursor.lastrowid``: an INSERT into a table with an identity column gets ``RETURNING``.
 
 A transaction takes one pooled connection for its thread and the advisory lock

@@ -27,148 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from videodetector.backend import migrations
 from videodetector.core.durable import DirectorySync, GroupFsync, write_atomic
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # the last step of MIGRATIONS (PRAGMA user_version once applied)
+# The schema (tables, indexes, triggers) is made and upgraded by the Alembic revisions of
+# ``migrations/`` when a database is opened (``migrations.ensure_schema``).
+# The last version of the hand-written scheme before Alembic, which the baseline revision
+# stands for: PRAGMA user_version (SQLite) and settings.schema_version stay at it.
+SCHEMA_VERSION = 4
 # The embedding model of rows stored before version 3 (faces.model's default).
 FIRST_MODEL = "sface-2021dec"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    token_hash TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS galleries (
-    user_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (user_id, name)
-);
-CREATE TABLE IF NOT EXISTS persons (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER NOT NULL,
-    meta TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS persons_user ON persons (user_id, id);
-CREATE TABLE IF NOT EXISTS faces (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER NOT NULL,
-    meta TEXT NOT NULL DEFAULT '',
-    person_id INTEGER,
-    cam_id TEXT,
-    timestamp TEXT NOT NULL,
-    ts REAL NOT NULL,
-    day TEXT NOT NULL,
-    friend INTEGER NOT NULL DEFAULT 0,
-    x1 INTEGER NOT NULL, y1 INTEGER NOT NULL, x2 INTEGER NOT NULL, y2 INTEGER NOT NULL,
-    photo TEXT NOT NULL,
-    photo_hash TEXT NOT NULL,
-    thumbnail TEXT NOT NULL,
-    normalized TEXT NOT NULL,
-    gender TEXT,
-    gender_confidence REAL,
-    age INTEGER,
-    detector_params TEXT,
-    extra TEXT,
-    embedding BLOB NOT NULL,
-    model TEXT NOT NULL DEFAULT 'sface-2021dec',
-    emotions TEXT
-);
-CREATE INDEX IF NOT EXISTS faces_user ON faces (user_id, id);
-CREATE INDEX IF NOT EXISTS faces_meta ON faces (user_id, meta, id);
-CREATE INDEX IF NOT EXISTS faces_person ON faces (user_id, person_id, cam_id, ts);
-CREATE INDEX IF NOT EXISTS faces_cam ON faces (user_id, cam_id, id);
-CREATE INDEX IF NOT EXISTS faces_photo ON faces (photo);
-CREATE TABLE IF NOT EXISTS face_galleries (
-    face_id INTEGER NOT NULL,
-    user_id INTEGER NOT NULL,
-    gallery TEXT NOT NULL,
-    PRIMARY KEY (face_id, gallery)
-);
-CREATE INDEX IF NOT EXISTS face_galleries_gallery ON face_galleries (user_id, gallery, face_id);
-CREATE TABLE IF NOT EXISTS cameras (
-    id TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    meta TEXT NOT NULL DEFAULT '',
-    enabled INTEGER NOT NULL DEFAULT 1,
-    url TEXT,
-    detector TEXT,
-    roi TEXT,
-    rot TEXT,
-    created TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cameras_user ON cameras (user_id, detector, seq);
--- Embeddings made by another model than faces.model (regenerate.py); faces.embedding is
--- the vector of faces.model. A face's vector for model M: faces.embedding if faces.model = M,
--- else embeddings.vector of (face_id, M).
-CREATE TABLE IF NOT EXISTS embeddings (
-    face_id INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (face_id, model)
-);
-CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings (model, face_id);
--- Every vector or face image regenerate.py replaced, in order: a serving backend applies them
--- to its index (Backend.refresh_regenerated).
-CREATE TABLE IF NOT EXISTS regenerated (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    face_id INTEGER NOT NULL,
-    model TEXT NOT NULL
-);
--- Faces a regenerate job has done (resume: a job skips them).
-CREATE TABLE IF NOT EXISTS regenerate_done (
-    job TEXT NOT NULL,
-    face_id INTEGER NOT NULL,
-    PRIMARY KEY (job, face_id)
-);
-CREATE TRIGGER IF NOT EXISTS faces_deleted AFTER DELETE ON faces BEGIN
-    DELETE FROM embeddings WHERE face_id = OLD.id;
-    DELETE FROM regenerate_done WHERE face_id = OLD.id;
-END;
-CREATE TABLE IF NOT EXISTS idempotency (
-    user_id INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    face_ids TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (user_id, key)
-);
-"""
-
-
-def _base_schema(conn: sqlite3.Connection) -> None:
-    """Version 1: ``SCHEMA`` (created with IF NOT EXISTS before the steps run)."""
-
-
-def _sync_schema(conn: sqlite3.Connection) -> None:
-    """Version 2: the change feed of ``/v1/faces/sync`` (sync.py). One row per (face,
-    gallery): its last change, ``deleted`` = 1 once the face left the gallery (a tombstone,
-    kept ``sync_tombstone_days``). Existing faces are entered as present."""
-    conn.execute("""CREATE TABLE IF NOT EXISTS face_changes (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        user_id INTEGER NOT NULL,
-        gallery TEXT NOT NULL,
-        face_id INTEGER NOT NULL,
-        deleted INTEGER NOT NULL DEFAULT 0,
-        at REAL NOT NULL,
-        UNIQUE (user_id, gallery, face_id)
-    )""")
-    conn.execute("CREATE INDEX IF NOT EXISTS face_changes_feed "
-                 "ON face_changes (user_id, gallery, seq)")
-    conn.execute("CREATE INDEX IF NOT EXISTS face_changes_tombstones "
-                 "ON face_changes (deleted, at)")
-    conn.execute("INSERT OR IGNORE INTO face_changes (user_id, gallery, face_id, at) "
-                 "SELECT user_id, 'default', id, ts FROM faces ORDER BY id")
-    conn.execute("INSERT OR IGNORE INTO face_changes (user_id, gallery, face_id, at) "
-                 "SELECT g.user_id, g.gallery, g.face_id, f.ts FROM face_galleries g "
-                 "JOIN faces f ON f.id = g.face_id ORDER BY g.face_id")
 
 
 def dialect_of(conn: Any) -> str:
@@ -183,32 +53,6 @@ def columns(conn: Any, table: str) -> set[str]:
             "SELECT column_name FROM information_schema.columns WHERE table_schema = "
             "current_schema() AND table_name = ?", (table,))}
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def _model_schema(conn: sqlite3.Connection) -> None:
-    """Version 3: ``faces.model``, the embedding model of ``faces.embedding`` (every earlier
-    row was made by FIRST_MODEL); the embeddings, regenerated and regenerate_done tables of
-    regenerate.py come from ``SCHEMA`` itself."""
-    if "model" not in columns(conn, "faces"):
-        conn.execute(f"ALTER TABLE faces ADD COLUMN model TEXT NOT NULL DEFAULT '{FIRST_MODEL}'")
-
-
-def _emotions_schema(conn: sqlite3.Connection) -> None:
-    """Version 4: ``faces.emotions``, the JSON list of the face's two most likely emotions
-    (8.1.2), NULL when they were not asked."""
-    if "emotions" not in columns(conn, "faces"):
-        conn.execute("ALTER TABLE faces ADD COLUMN emotions TEXT")
-
-
-# Versioned schema steps, applied in order above ``PRAGMA user_version`` (a database made
-# before versioning has user_version 0 and the version 1 tables). To change the schema,
-# append ``(next version, step)`` here; never edit a step that has shipped.
-MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
-    (1, _base_schema),
-    (2, _sync_schema),
-    (3, _model_schema),
-    (4, _emotions_schema),
-]
 
 
 class CommitFailed(sqlite3.OperationalError):  # noqa: N818 - it is an OperationalError
@@ -242,21 +86,7 @@ class Database:
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA busy_timeout=10000")
         self._wal = GroupFsync(self.path.with_name(self.path.name + "-wal"))
-        with self.lock:
-            self.conn.executescript(SCHEMA)
-        self.migrate()
-
-    def migrate(self) -> None:
-        """Apply the steps of ``MIGRATIONS`` above ``PRAGMA user_version``, each in its own
-        transaction together with the new user_version (a step is applied whole or not)."""
-        for version, step in MIGRATIONS:
-            if self.scalar("PRAGMA user_version") >= version:
-                continue
-            with self.transaction() as conn:
-                step(conn)
-                conn.execute(f"PRAGMA user_version = {int(version)}")
-                _set_setting(conn, "schema_version", str(version))
-            log.info("database schema upgraded to version %d", version)
+        migrations.ensure_schema(self)
 
     def close(self) -> None:
         with self.lock:
@@ -351,60 +181,6 @@ class Database:
         return None if r is None else r[0]
 
 
-# What SQLite's trigger in SCHEMA does, for PostgreSQL (run as they are, not translated),
-# and the pgvector columns: ``vec``, the float32 ``embedding`` / ``vector`` blob as a pgvector
-# ``vector`` (a stored generated column, so every write of the blob keeps it right; its
-# dimension is the model's, hence one expression index per model: ``vector_index_sql``).
-PG_EXTRA = (
-    "CREATE EXTENSION IF NOT EXISTS vector",
-    # little-endian float32 bytes -> vector, exactly (sign, exponent, mantissa; denormals 0)
-    """CREATE OR REPLACE FUNCTION fkvideo_f32_vector(b bytea) RETURNS vector
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT array_agg(CASE WHEN e = 0 THEN 0::float8 ELSE
-        (1 - 2 * s) * (1 + m / 8388608.0::float8) * power(2::float8, e - 127) END
-        ORDER BY i)::vector
-    FROM (SELECT i, get_byte(b, 4 * i + 3) >> 7 AS s,
-                 ((get_byte(b, 4 * i + 3) & 127) << 1) | (get_byte(b, 4 * i + 2) >> 7) AS e,
-                 ((get_byte(b, 4 * i + 2) & 127) << 16) | (get_byte(b, 4 * i + 1) << 8)
-                 | get_byte(b, 4 * i) AS m
-          FROM generate_series(0, length(b) / 4 - 1) AS i) AS parts
-    $$""",
-    """ALTER TABLE faces ADD COLUMN IF NOT EXISTS vec vector
-    GENERATED ALWAYS AS (fkvideo_f32_vector(embedding)) STORED""",
-    """ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS vec vector
-    GENERATED ALWAYS AS (fkvideo_f32_vector(vector)) STORED""",
-    # Every change of a face that its in-memory index entry depends on, by any process: each
-    # backend applies the others' at the start of its next write transaction
-    # (Backend.catch_up), so person matching sees the faces another process stored.
-    """CREATE TABLE IF NOT EXISTS face_log (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        face_id BIGINT NOT NULL,
-        user_id BIGINT NOT NULL,
-        at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp()))""",
-    """CREATE OR REPLACE FUNCTION fkvideo_face_log() RETURNS trigger LANGUAGE plpgsql AS
-    $$ BEGIN
-        IF TG_OP = 'DELETE' THEN
-            INSERT INTO face_log (face_id, user_id) VALUES (OLD.id, OLD.user_id);
-        ELSE
-            INSERT INTO face_log (face_id, user_id) VALUES (NEW.id, NEW.user_id);
-        END IF;
-        RETURN NULL;
-    END $$""",
-    """CREATE OR REPLACE TRIGGER faces_logged
-    AFTER INSERT OR DELETE OR UPDATE OF person_id, cam_id, embedding, model ON faces
-    FOR EACH ROW EXECUTE FUNCTION fkvideo_face_log()""",
-
-    """CREATE OR REPLACE FUNCTION fkvideo_faces_deleted() RETURNS trigger LANGUAGE plpgsql AS
-    $$ BEGIN
-        DELETE FROM embeddings WHERE face_id = OLD.id;
-        DELETE FROM regenerate_done WHERE face_id = OLD.id;
-        RETURN OLD;
-    END $$""",
-    """CREATE OR REPLACE TRIGGER faces_deleted AFTER DELETE ON faces
-    FOR EACH ROW EXECUTE FUNCTION fkvideo_faces_deleted()""",
-)
-
-
 def vector_index_sql(model: str, dim: int) -> list[str]:
     """The HNSW cosine indexes (PostgreSQL) of one embedding model's vectors: over the
     faces whose ``faces.model`` it is and over its ``embeddings`` rows."""
@@ -415,29 +191,6 @@ def vector_index_sql(model: str, dim: int) -> list[str]:
             f"((vec::vector({dim})) vector_cosine_ops) WHERE model = '{model}'",
             f"CREATE INDEX IF NOT EXISTS embeddings_vec_{tag} ON embeddings USING hnsw "
             f"((vec::vector({dim})) vector_cosine_ops) WHERE model = '{model}'"]
-
-
-def _set_setting(conn: Any, key: str, value: str) -> None:
-    conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
-
-
-def _pg_schema(db: Any) -> None:
-    """Create or upgrade the PostgreSQL schema: ``SCHEMA`` (types translated), the trigger
-    of ``PG_EXTRA`` and the steps of ``MIGRATIONS`` above ``settings.schema_version``, in
-    one transaction under the write lock of every process (two processes starting
-    together: the second waits, then finds the schema done)."""
-    with db.transaction() as conn:
-        db.executescript(SCHEMA)
-        for sql in PG_EXTRA:
-            db.execute_raw(sql)
-        row = conn.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
-        current = int(row[0]) if row else 0
-        for version, step in MIGRATIONS:
-            if version > current:
-                step(conn)
-                _set_setting(conn, "schema_version", str(version))
-                log.info("database schema upgraded to version %d", version)
 
 
 def is_postgres_url(target: Any) -> bool:
@@ -454,7 +207,7 @@ def open_database(settings: Any) -> Any:
     options = PgOptions(pool_size=settings.db_pool_size,
                         connect_timeout=settings.db_connect_timeout,
                         statement_timeout=settings.db_statement_timeout)
-    return PgDatabase(settings.db, options, schema=_pg_schema)
+    return PgDatabase(settings.db, options, schema=migrations.ensure_schema)
 
 
 def _run_undo(actions: list[Callable[[], None]]) -> None:
