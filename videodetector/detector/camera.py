@@ -43,6 +43,7 @@ from videodetector.detector.pipeline import (
     RegionError,
 )
 from videodetector.detector.post.poster import Poster
+from videodetector.detector.preload import import_tracker_modules
 from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers, process_age
 from videodetector.detector.video.reader import END, FrameReader
@@ -347,6 +348,7 @@ class CameraWorker:
         self.log.info("camera %s: first frame processed%s (%.2f s of CPU)", self.camera.cam_id,
                       "" if age is None else f", {age:.2f} s after the process started",
                       time.process_time())
+        import_tracker_modules()  # the tracker's scipy, now that the camera runs (preload.py)
 
     def _open_sink(self) -> VideoSink | None:
         """The annotated output of --sink-url, if set."""
