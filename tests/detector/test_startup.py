@@ -172,3 +172,21 @@ def test_the_background_import_is_never_a_daemon_thread():
     starter.join(30)
     assert got and not got[0].daemon
     got[0].join(30)
+
+
+def test_a_camera_read_in_real_time_has_the_trackers_modules_before_it_opens(tmp_path: Path):
+    """A paced file (or a live source) drops frames while the pipeline is busy: the import is
+    done before the source opens, so no frame of its first second is dropped for it."""
+    from tests.detector.video.test_reader import write_mp4
+
+    clip = write_mp4(tmp_path / "blank.mp4", 12)
+    done = subprocess.run(
+        [sys.executable, "-m", "videodetector.detector.cli", "--source", f"file@25:{clip}",
+         "--camid", "c1", "--api-url", "http://127.0.0.1:9", "--api-token", "t", "-r", "1",
+         "--spool-dir", str(tmp_path / "spool"), "--log-level", "DEBUG"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    log = done.stderr
+    assert log.index("imported filterpy.kalman in the background") < log.index(
+        "first frame processed")

@@ -4,12 +4,17 @@ filterpy's ``KalmanFilter`` (the tracker) pulls in scipy (``scipy.stats``, ``sci
 about 0.9 s of CPU, two thirds of the daemon's start-up, and nothing of it is needed before the
 tracker has a track to predict (the second frame with a face; see ``tracker/filter.py``).
 
-A camera worker calls :func:`import_tracker_modules` once its first frame is processed: the
-import then runs on the other core while the pipeline decodes and detects (work that releases
-the GIL). Started earlier it would only slow the start: creating the detector's onnxruntime
-session holds the GIL, and the two threads would share it (measured: session creation 0.08 s
-alone, 0.29 s next to the import, under load). The first frame never waits for scipy; a face
-in it is tracked from the second frame on, which waits for the import if it is not done yet.
+A camera worker reading a file offline calls :func:`import_tracker_modules` once its first
+frame is processed: the import then runs on the other core while the pipeline decodes and
+detects (work that releases the GIL). Started earlier it would only slow the start: creating
+the detector's onnxruntime session holds the GIL, and the two threads would share it
+(measured: session creation 0.08 s alone, 0.29 s next to the import, under load). The first
+frame never waits for scipy; a face in it is tracked from the second frame on, which waits for
+the import if it is not done yet (the reader waits too: an offline file loses no frame).
+
+A live source, or a file paced in real time, drops the frames that come while the pipeline is
+busy: its worker starts the import before it creates its detector and waits for it before it
+opens the source, as the daemon did before (no start-up gain there, and no frame lost).
 
 An import that fails here is only logged at DEBUG: the module's real import, where it is used,
 raises the error again.
