@@ -174,6 +174,30 @@ def test_without_faces_the_detector_sleeps_while_nothing_moves():
     assert pipe.stats.detector_runs == 1
 
 
+@pytest.mark.media
+def test_a_quiet_camera_never_traces_motion_boxes(monkeypatch):
+    """Sensor noise (changed pixels under --md-threshold) leaves the detector asleep and the
+    motion mask untraced: its boxes are only for --detect-regions/--detect-period, on frames
+    the detector looks at (issue 10, the gate's cost per quiet frame)."""
+    from videodetector.detector.motion.detector import FrameDiffMotion
+
+    traced = []
+    real = FrameDiffMotion._boxes
+    monkeypatch.setattr(FrameDiffMotion, "_boxes",
+                        lambda self, *a: traced.append(1) or real(self, *a))
+    cfg = parse_config(["--source", "x.mp4", *BASE])
+    pipe = FacePipeline(cfg, CameraSpec("c1", "x.mp4"), YuNetDetector(), live=False)
+    rng = np.random.default_rng(1)
+    base = np.full((480, 640, 3), 120, np.uint8)
+    for i in range(30):
+        noisy = base.copy()
+        ys, xs = rng.integers(0, 480, 200), rng.integers(0, 640, 200)
+        noisy[ys, xs] = 250  # 200 hot pixels: 0.07 % of the picture, under the 0.2 % gate
+        pipe.process(Frame(image=noisy, index=i, pts=i / 25, wall_time=0.0))
+    assert pipe.stats.detector_runs == 1 and pipe.stats.motion_frames == 1
+    assert traced == []
+
+
 @pytest.fixture(scope="module")
 def two_walkers_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Two different people crossing the frame together, one above the other (200 px apart)."""

@@ -43,6 +43,7 @@ from videodetector.detector.pipeline import (
     RegionError,
 )
 from videodetector.detector.post.poster import Poster
+from videodetector.detector.preload import import_tracker_modules
 from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers, process_age
 from videodetector.detector.video.reader import END, FrameReader
@@ -258,6 +259,11 @@ class CameraWorker:
 
     def _run_once(self) -> None:
         cfg = self.cfg
+        realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
+        # A source read in real time drops the frames that come while the pipeline is busy:
+        # the tracker's modules are imported before it opens, not during its first second
+        # (an offline file loses nothing: they are imported after its first frame).
+        tracker_modules = import_tracker_modules() if realtime else None
         # the counters go on across crash restarts (they feed the camera's metrics), and so
         # do the run id, the track ids and (for a file) the position in the source
         self.pipeline = pipeline = FacePipeline(
@@ -265,7 +271,8 @@ class CameraWorker:
             stats=self.pipeline_stats, first_track_id=self.next_track_id, timers=self.timers,
         )
         self.sink = sink = self._open_sink()
-        realtime = self.spec.live or (self.spec.fps is not None and cfg.realtime_pacing)
+        if tracker_modules is not None:
+            tracker_modules.join()
         self.reader = reader = FrameReader(
             self.spec, params=dict(cfg.source_params), rotate=cfg.rotate, realtime=realtime,
             disable_drops=cfg.disable_drops, watchdog_timeout=cfg.watchdog_timeout,
@@ -347,6 +354,7 @@ class CameraWorker:
         self.log.info("camera %s: first frame processed%s (%.2f s of CPU)", self.camera.cam_id,
                       "" if age is None else f", {age:.2f} s after the process started",
                       time.process_time())
+        import_tracker_modules()  # the tracker's scipy, now that the camera runs (preload.py)
 
     def _open_sink(self) -> VideoSink | None:
         """The annotated output of --sink-url, if set."""

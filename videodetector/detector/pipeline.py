@@ -42,7 +42,7 @@ from videodetector.core.ratelog import RateLimitedLog
 from videodetector.detector.bestframe import Candidate, make_selector
 from videodetector.detector.cadence import may_skip_detection, motion_off_faces
 from videodetector.detector.config import DetectorConfig
-from videodetector.detector.motion.detector import FrameDiffMotion
+from videodetector.detector.motion.detector import FrameDiffMotion, MotionResult
 from videodetector.detector.regions import Region, detection_regions, input_regions
 from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers
@@ -246,7 +246,7 @@ class FacePipeline:
         self._seq: dict[int, int] = {}
         self._skipped = 0  # frames since the detector last ran
         self._use_regions = cfg.detect_regions and isinstance(detector, ScalableDetector)
-        self._motion_boxes = np.zeros((0, 4), np.float32)  # this frame's, full-frame pixels
+        self._motion: MotionResult | None = None  # this frame's (boxes: full-frame pixels)
         self._since_full = FULL_FRAME_EVERY  # frames since the detector saw a whole frame
         self._active: list[Track] = []
         self._faces_seen = False  # the last detector run found faces or kept tracks alive
@@ -322,7 +322,7 @@ class FacePipeline:
         t0 = time.perf_counter()
         motion = self.motion.detect(gray)
         moving = motion.moving
-        self._motion_boxes = motion.boxes
+        self._motion = motion  # its boxes are made only if --detect-regions/-period ask
         self.timers.motion.observe(time.perf_counter() - t0)
         if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
             self._skipped += 1
@@ -384,6 +384,13 @@ class FacePipeline:
         self.motion.reset()  # after a gap the scene may differ: look at the next frame whole
         self._since_full = FULL_FRAME_EVERY
         return snapshots
+
+    @property
+    def _motion_boxes(self) -> np.ndarray:
+        """This frame's motion boxes (full-frame pixels), traced from the mask on first use."""
+        if self._motion is None:
+            return np.zeros((0, 4), np.float32)
+        return self._motion.boxes
 
     @property
     def active_tracks(self) -> list[Track]:

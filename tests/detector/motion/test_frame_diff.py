@@ -118,3 +118,36 @@ def test_invalid_images() -> None:
         md.detect(np.zeros((10, 10), np.float32))
     with pytest.raises(ValueError, match="shape"):
         md.detect(np.zeros((10, 10, 4), np.uint8))
+
+
+def test_boxes_are_traced_only_when_asked_for_and_are_those_of_the_mask(monkeypatch) -> None:
+    """Tracing the mask (dilate + contours) is half the gate's cost and most frames never use
+    the boxes (issue 10): detect() leaves it to the first access of ``boxes``, which gives
+    what tracing the same mask at once gives."""
+    traced = []
+    real = FrameDiffMotion._boxes
+
+    def spy(self, mask, shape):
+        traced.append(mask.copy())
+        return real(self, mask, shape)
+
+    monkeypatch.setattr(FrameDiffMotion, "_boxes", spy)
+    md = FrameDiffMotion()
+    md.detect(scene(50))
+    result = md.detect(scene(150))
+    assert result.moving and traced == []
+    boxes = result.boxes
+    assert len(traced) == 1 and result.boxes is boxes  # traced once, kept
+    md.detect(scene(160))  # the next frame does not disturb the first one's mask
+    assert np.array_equal(real(md, traced[0], (H, W)), boxes)
+    assert len(boxes) >= 1
+
+
+def test_noise_below_the_threshold_costs_no_tracing(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(FrameDiffMotion, "_boxes", lambda *a: calls.append(1) or np.zeros((0, 4)))
+    md = FrameDiffMotion(threshold=0.05)
+    md.detect(scene(50))
+    result = md.detect(scene(60, size=20))  # some change, well under 5 % of the picture
+    assert 0 < result.intensity < 0.05 and not result.moving
+    assert calls == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from videodetector.detector.tracker.distances import associate, centre_distance_matrix, iou_matrix
 from videodetector.detector.tracker.filter import BoxKalmanFilter, process_noise, transition_matrix
@@ -81,3 +83,57 @@ def test_filter_rejects_bad_input():
     kf = BoxKalmanFilter(np.array([0, 0, 5, 5], float))
     with pytest.raises(ValueError, match="0"):
         kf.predict(0)
+
+
+def _eager_filterpy(xyxy: np.ndarray):
+    """The filter as BoxKalmanFilter made it before it was made lazily: filterpy's
+    KalmanFilter built at once from the first box (the same numbers as filter._make)."""
+    from filterpy.kalman import KalmanFilter
+
+    from videodetector.detector.tracker import filter as box_filter
+
+    z = box_filter.xyxy_to_z(xyxy)
+    side = max((z[2] + z[3]) / 2, box_filter.MIN_SIDE)
+    kf = KalmanFilter(dim_x=8, dim_z=4)
+    kf.x = np.concatenate([z, np.zeros(4)]).reshape(8, 1)
+    kf.F = transition_matrix(1.0)
+    kf.H = np.hstack([np.eye(4), np.zeros((4, 4))])
+    kf.P = np.diag([(box_filter.INITIAL_POSITION_STD * side) ** 2] * 4
+                   + [(box_filter.INITIAL_VELOCITY_STD * side) ** 2] * 4)
+    kf.Q = process_noise(1.0, side)
+    kf.R = np.eye(4) * (box_filter.MEASUREMENT_STD * side) ** 2
+    return kf
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.booleans(),
+                          st.floats(-30, 30), st.floats(-30, 30), st.floats(0.8, 1.25)),
+                max_size=12))
+def test_a_filter_made_on_first_use_is_filterpys_filter_made_at_once(steps):
+    """BoxKalmanFilter makes filterpy's KalmanFilter when first predicted or updated (start-up,
+    issue 10); its boxes are those of a KalmanFilter made with the track (unchanged output)."""
+    from videodetector.detector.tracker import filter as box_filter
+
+    first = np.array([100.0, 80.0, 160.0, 150.0])
+    lazy, eager = BoxKalmanFilter(first), _eager_filterpy(first)
+    assert np.array_equal(lazy.xyxy, box_filter.z_to_xyxy(eager.x[:4, 0]))
+    box = first
+    for dt, seen, dx, dy, grow in steps:
+        got = lazy.predict(dt)
+        side = max((eager.x[2, 0] + eager.x[3, 0]) / 2, box_filter.MIN_SIDE)
+        eager.predict(F=transition_matrix(dt), Q=process_noise(dt, side))
+        for i in (2, 3):
+            if eager.x[i, 0] < box_filter.MIN_SIDE:
+                eager.x[i, 0], eager.x[i + 4, 0] = box_filter.MIN_SIDE, 0.0
+        np.testing.assert_allclose(got, box_filter.z_to_xyxy(eager.x[:4, 0]), rtol=0, atol=1e-9)
+        if seen:
+            cx, cy = (box[0] + box[2]) / 2 + dx, (box[1] + box[3]) / 2 + dy
+            w, h = (box[2] - box[0]) * grow, (box[3] - box[1]) * grow
+            box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            got = lazy.update(box)
+            z = box_filter.xyxy_to_z(box)
+            r = np.eye(4) * (box_filter.MEASUREMENT_STD * max((z[2] + z[3]) / 2, 1.0)) ** 2
+            eager.update(z.reshape(4, 1), R=r)
+            np.testing.assert_allclose(got, box_filter.z_to_xyxy(eager.x[:4, 0]),
+                                       rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lazy.velocity, eager.x[4:, 0], rtol=0, atol=1e-9)

@@ -9,7 +9,9 @@ walking by. ``--scale`` shrinks the frame before the comparison to save CPU.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 import cv2
@@ -22,14 +24,21 @@ DEFAULT_THRESHOLD = 0.002
 class MotionResult:
     """intensity: fraction of changed pixels (0..1), the unit of ``--md-threshold``; 1.0 when
     nothing was measured (first frame after a reset, gate disabled).
+    moving: whether the face detector should run on this frame.
     boxes: (N, 4) float32 xyxy regions with motion, in the *input* image's pixels (the full
     frame box when the answer is "moving" without a measurement: first frame, gate disabled).
-    moving: whether the face detector should run on this frame.
+    Computed by ``make_boxes`` on first access, then kept: most frames never need them (a
+    quiet frame's noise, or motion while no face is tracked and the detector sees the whole
+    frame), and dilating and tracing the mask is half of the gate's cost.
     """
 
     intensity: float
-    boxes: np.ndarray
     moving: bool
+    make_boxes: Callable[[], np.ndarray] = field(repr=False)
+
+    @cached_property
+    def boxes(self) -> np.ndarray:
+        return self.make_boxes()
 
 
 class MotionDetector(Protocol):
@@ -85,8 +94,9 @@ class FrameDiffMotion:
         _, mask = cv2.threshold(diff, self.pixel_threshold, 255, cv2.THRESH_BINARY)
         intensity = cv2.countNonZero(mask) / mask.size
         moving = intensity >= self.threshold
-        boxes = self._boxes(mask, gray.shape) if intensity > 0 else _no_boxes()
-        return MotionResult(float(intensity), boxes, bool(moving))
+        shape = gray.shape
+        make = (lambda: self._boxes(mask, shape)) if intensity > 0 else _no_boxes
+        return MotionResult(float(intensity), bool(moving), make)
 
     def _prepare(self, gray: np.ndarray) -> np.ndarray:
         if self.scale != 1.0:
@@ -133,7 +143,7 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
 
 def _everything(shape: tuple[int, ...]) -> MotionResult:
     h, w = shape[:2]
-    return MotionResult(1.0, np.array([[0, 0, w, h]], np.float32), True)
+    return MotionResult(1.0, True, lambda: np.array([[0, 0, w, h]], np.float32))
 
 
 def _no_boxes() -> np.ndarray:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from videodetector.core.geometry import as_boxes, iou_matrix
 
@@ -46,6 +45,10 @@ def _hungarian(cost: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]]:
     """Minimum-cost assignment restricted to ``allowed`` pairs."""
     if cost.size == 0 or not allowed.any():
         return []
+    # imported here: scipy costs ~0.4 s of start-up and is not needed before two boxes are
+    # compared (detector/preload.py imports it in the background)
+    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
+
     rows, cols = linear_sum_assignment(np.where(allowed, cost, _BIG))
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
 

@@ -15,8 +15,12 @@ All noise levels are proportional to the box size (as in DeepSORT), so a 20 px f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from filterpy.kalman import KalmanFilter
+
+if TYPE_CHECKING:
+    from filterpy.kalman import KalmanFilter
 
 # Standard deviation of the detector's box jitter, as a fraction of the box side.
 MEASUREMENT_STD = 0.05
@@ -84,7 +88,24 @@ class BoxKalmanFilter:
         z = xyxy_to_z(xyxy)
         if z[2] <= 0 or z[3] <= 0:
             raise ValueError(f"box must have x2 > x1 and y2 > y1, got {list(xyxy)}")
-        side = self._side(z)
+        self._z0 = z
+        self._kf_made: KalmanFilter | None = None
+
+    @property
+    def _kf(self) -> KalmanFilter:
+        """filterpy's filter, made on first use: a new track's box is its first detection,
+        so a filter never predicted nor updated needs no KalmanFilter (nor the scipy that
+        filterpy imports, ~0.9 s: see detector/preload.py). Made from the same numbers, at
+        any time, it is the same filter."""
+        if self._kf_made is None:
+            self._kf_made = self._make(self._z0)
+        return self._kf_made
+
+    @classmethod
+    def _make(cls, z: np.ndarray) -> KalmanFilter:
+        from filterpy.kalman import KalmanFilter  # noqa: PLC0415 - lazy: see _kf
+
+        side = cls._side(z)
         kf = KalmanFilter(dim_x=8, dim_z=4)
         kf.x = np.concatenate([z, np.zeros(4)]).reshape(8, 1)
         kf.F = transition_matrix(1.0)
@@ -94,7 +115,7 @@ class BoxKalmanFilter:
         )
         kf.Q = process_noise(1.0, side)
         kf.R = np.eye(4) * (MEASUREMENT_STD * side) ** 2
-        self._kf = kf
+        return kf
 
     @staticmethod
     def _side(z: np.ndarray) -> float:
@@ -104,11 +125,15 @@ class BoxKalmanFilter:
     @property
     def xyxy(self) -> np.ndarray:
         """The current box estimate as [x1, y1, x2, y2]."""
+        if self._kf_made is None:  # the first detection, as the new filter's state has it
+            return z_to_xyxy(self._z0)
         return z_to_xyxy(self._kf.x[:4, 0])
 
     @property
     def velocity(self) -> np.ndarray:
         """[vcx, vcy, vw, vh] in pixels per frame."""
+        if self._kf_made is None:
+            return np.zeros(4)
         return self._kf.x[4:, 0].copy()
 
     def predict(self, dt_frames: float = 1) -> np.ndarray:
