@@ -58,6 +58,7 @@ from videodetector.detector.config import parse_config  # noqa: E402
 from videodetector.detector.pipeline import CameraSpec  # noqa: E402
 from videodetector.detector.post.poster import Poster  # noqa: E402
 from videodetector.detector.post.spool import Spool  # noqa: E402
+from videodetector.detector.timing import STAGES, DetectorHistograms  # noqa: E402
 
 DROP_LIMIT = 0.5  # percent
 FPS = 25
@@ -109,6 +110,78 @@ class Receiver:
 
 
 # ---------------------------------------------------------------------------
+# CPU accounting (--profile)
+# ---------------------------------------------------------------------------
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + sys) of every thread of this process, by native thread id
+    (Linux /proc; empty elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(b")") + 2:].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_group(name: str) -> str:
+    """The accounting group of a Python thread name: reader (decode, pacing, queue), camera
+    (the pipeline: motion, detection, tracking, best frame, snapshots), poster, other."""
+    for prefix, group in (("reader-", "reader"), ("cam-", "camera"), ("poster", "poster")):
+        if name.startswith(prefix):
+            return group
+    return "other Python"
+
+
+def cpu_by_group(before: dict[int, float], after: dict[int, float],
+                 names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds per group between two :func:`thread_cpu` snapshots; threads without a
+    Python name are native pools (FFmpeg decoder threads, onnxruntime)."""
+    groups: dict[str, float] = {}
+    for tid, cpu in after.items():
+        group = thread_group(names[tid]) if tid in names else "native pools"
+        groups[group] = groups.get(group, 0.0) + cpu - before.get(tid, 0.0)
+    return groups
+
+
+def stage_seconds(histograms: DetectorHistograms) -> dict[str, float]:
+    """Seconds observed per pipeline stage (summed over cameras) plus the detector call."""
+    out: dict[str, float] = {}
+    for metric in histograms.stage.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_sum"):
+                stage = sample.labels["stage"]
+                out[stage] = out.get(stage, 0.0) + sample.value
+    for metric in histograms.detector.collect():
+        out["detector call"] = sum(s.value for s in metric.samples if s.name.endswith("_sum"))
+    return out
+
+
+def print_profile(n: int, processed: int, frames_in: int, groups: dict[str, float],
+                  stages: dict[str, float]) -> None:
+    """ms of CPU per camera-frame by thread group, and ms of wall time per processed frame by
+    stage (inflated by a loaded machine: compare them with each other, not across machines)."""
+    per = 1000.0 / max(processed, 1)
+    total = sum(groups.values())
+    print(f"  N={n} CPU per processed camera-frame: {total * per:.2f} ms "
+          f"({1000 * total / max(frames_in, 1):.2f} ms per decoded frame)", flush=True)
+    for group, cpu in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"    {group:<14} {cpu * per:6.2f} ms CPU/frame", flush=True)
+    print("    stages (wall ms per processed frame, incl. waits for the CPU/GIL):", flush=True)
+    for stage in (*STAGES, "detector call"):
+        print(f"      {stage:<14} {stages.get(stage, 0.0) * per:6.2f}", flush=True)
+
+
+# ---------------------------------------------------------------------------
 # one N
 # ---------------------------------------------------------------------------
 
@@ -125,12 +198,15 @@ class StreamsRow:
     detector_runs: int
     posted: int
     load: float
+    cpu_ms_per_frame: float  # process CPU (user + sys) per processed camera-frame
 
 
 def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,
-                extra: Sequence[str], spool_root: Path) -> StreamsRow:
-    """Run ``n`` cameras for ``seconds``; count frames decoded, processed and dropped."""
+                extra: Sequence[str], spool_root: Path, profile: bool = False) -> StreamsRow:
+    """Run ``n`` cameras for ``seconds``; count frames decoded, processed and dropped.
+    ``profile``: also print CPU per camera-frame by thread group and time by stage."""
     load = os.getloadavg()[0]
+    histograms = DetectorHistograms()
     workers: list[CameraWorker] = []
     posters: list[Poster] = []
     for i in range(n):
@@ -145,13 +221,17 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         poster.start()
         posters.append(poster)
         camera = CameraSpec(cam_id, source, cfg.roi, cfg.rot)
-        workers.append(CameraWorker(cfg, camera, lambda d=detector: d, poster))
+        workers.append(CameraWorker(cfg, camera, lambda d=detector: d, poster,
+                                    timers=histograms.for_camera(cam_id)))
     posts0 = receiver.posts
     t = os.times()
+    threads0 = thread_cpu()
     cpu0, t0 = t.user + t.system, time.monotonic()
     for w in workers:
         w.start()
     time.sleep(seconds)
+    threads1 = thread_cpu()
+    names = {th.native_id: th.name for th in threading.enumerate() if th.native_id}
     for w in workers:
         w.stop()
     for w in workers:
@@ -170,6 +250,9 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         dropped += stats.dropped if stats else 0
         processed += w.pipeline_stats.frames
         runs += w.pipeline_stats.detector_runs
+    if profile:
+        print_profile(n, processed, frames_in, cpu_by_group(threads0, threads1, names),
+                      stage_seconds(histograms))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return StreamsRow(
         streams=n, seconds=round(wall, 1), frames_in=frames_in, processed=processed,
@@ -177,6 +260,7 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         cpu_pct=round(100 * cpu / wall / (cores or 1), 1),
         fps_per_stream=round(processed / wall / n, 1), detector_runs=runs,
         posted=receiver.posts - posts0, load=round(load, 2),
+        cpu_ms_per_frame=round(1000 * cpu / max(processed, 1), 2),
     )
 
 
@@ -185,7 +269,7 @@ COLUMNS = (
     ("processed", "processed", ">"), ("dropped", "dropped", ">"), ("drop_pct", "drop %", ">"),
     ("cpu_pct", "CPU %", ">"), ("fps_per_stream", "fps/stream", ">"),
     ("detector_runs", "detector runs", ">"), ("posted", "posts", ">"),
-    ("load", "load before", ">"),
+    ("cpu_ms_per_frame", "CPU ms/frame", ">"), ("load", "load before", ">"),
 )
 
 
@@ -198,6 +282,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="extra fkvideo_detector options, e.g. '-r 1 --rescale-height 480'")
     p.add_argument("--keep-going", action="store_true",
                    help="try every N up to --max-streams even after drops")
+    p.add_argument("--profile", action="store_true",
+                   help="print CPU per camera-frame by thread group and time by stage")
     return p.parse_args(argv)
 
 
@@ -215,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     answer = 0
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
         for n in range(args.min_streams, args.max_streams + 1):
-            row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool))
+            row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
+                              args.profile)
             rows.append(row)
             print(f"  N={n}: {row.frames_in} in, {row.processed} processed, {row.dropped} "
                   f"dropped ({row.drop_pct} %), CPU {row.cpu_pct} %", flush=True)

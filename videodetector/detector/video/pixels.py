@@ -36,6 +36,9 @@ _LIMITED_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).
 class Pixels(Protocol):
     convert_seconds: float  # time the BGR conversion took (0: none, or not yet)
 
+    @property
+    def converted(self) -> bool: ...
+
     def bgr(self) -> np.ndarray: ...
 
     def gray(self) -> np.ndarray: ...
@@ -50,6 +53,11 @@ class ArrayPixels:
         self._bgr = bgr
         self._gray: np.ndarray | None = None
         self.convert_seconds = 0.0
+
+    @property
+    def converted(self) -> bool:
+        """Always: the BGR image is what this wraps."""
+        return True
 
     def bgr(self) -> np.ndarray:
         return self._bgr
