@@ -39,7 +39,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -133,6 +133,20 @@ def thread_cpu() -> dict[int, float]:
     return out
 
 
+def watch_threads(busy: Callable[[], bool], every: float = 0.2
+                  ) -> tuple[dict[int, float], dict[int, str]]:
+    """Poll :func:`thread_cpu` while ``busy()``: the last CPU seen of every thread (threads
+    that ended keep theirs, less at most ``every`` s) and the Python threads' names."""
+    seen: dict[int, float] = {}
+    names: dict[int, str] = {}
+    while True:
+        names.update({th.native_id: th.name for th in threading.enumerate() if th.native_id})
+        seen.update(thread_cpu())
+        if not busy():
+            return seen, names
+        time.sleep(every)
+
+
 def thread_group(name: str) -> str:
     """The accounting group of a Python thread name: reader (decode, pacing, queue), camera
     (the pipeline: motion, detection, tracking, best frame, snapshots), poster, other."""
@@ -153,6 +167,26 @@ def cpu_by_group(before: dict[int, float], after: dict[int, float],
     return groups
 
 
+class ThreadClock:
+    """The ``time`` module, except that ``perf_counter`` is the calling thread's CPU time:
+    set as the pipeline's and the pixels' ``time`` (``--profile``), their stage timers
+    measure CPU, not wall time stretched by waits for a loaded CPU or for the GIL."""
+
+    perf_counter = staticmethod(time.thread_time)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def time_stages_in_cpu() -> None:
+    """Make the per-frame stage timers measure thread CPU time (see :class:`ThreadClock`).
+    The decode stage stays wall time: FFmpeg's own threads do most of that work."""
+    from videodetector.detector import pipeline
+    from videodetector.detector.video import pixels
+
+    pipeline.time = pixels.time = ThreadClock()  # type: ignore[assignment]
+
+
 def stage_seconds(histograms: DetectorHistograms) -> dict[str, float]:
     """Seconds observed per pipeline stage (summed over cameras) plus the detector call."""
     out: dict[str, float] = {}
@@ -168,15 +202,14 @@ def stage_seconds(histograms: DetectorHistograms) -> dict[str, float]:
 
 def print_profile(n: int, processed: int, frames_in: int, groups: dict[str, float],
                   stages: dict[str, float]) -> None:
-    """ms of CPU per camera-frame by thread group, and ms of wall time per processed frame by
-    stage (inflated by a loaded machine: compare them with each other, not across machines)."""
+    """ms of CPU per camera-frame by thread group and by stage (see time_stages_in_cpu)."""
     per = 1000.0 / max(processed, 1)
     total = sum(groups.values())
     print(f"  N={n} CPU per processed camera-frame: {total * per:.2f} ms "
           f"({1000 * total / max(frames_in, 1):.2f} ms per decoded frame)", flush=True)
     for group, cpu in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"    {group:<14} {cpu * per:6.2f} ms CPU/frame", flush=True)
-    print("    stages (wall ms per processed frame, incl. waits for the CPU/GIL):", flush=True)
+    print("    stages (camera thread CPU ms per processed frame; decode: wall ms):", flush=True)
     for stage in (*STAGES, "detector call"):
         print(f"      {stage:<14} {stages.get(stage, 0.0) * per:6.2f}", flush=True)
 
@@ -202,10 +235,15 @@ class StreamsRow:
 
 
 def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,
-                extra: Sequence[str], spool_root: Path, profile: bool = False) -> StreamsRow:
+                extra: Sequence[str], spool_root: Path, profile: bool = False,
+                offline: bool = False) -> StreamsRow:
     """Run ``n`` cameras for ``seconds``; count frames decoded, processed and dropped.
-    ``profile``: also print CPU per camera-frame by thread group and time by stage."""
+    ``profile``: also print CPU per camera-frame by thread group and time by stage.
+    ``offline``: read the clips unpaced to their end instead (no drops, every frame
+    processed whatever the load: the CPU per camera-frame of the same frames every run)."""
     load = os.getloadavg()[0]
+    if offline:
+        extra = [*extra, "--realtime-pacing", "0"]
     histograms = DetectorHistograms()
     workers: list[CameraWorker] = []
     posters: list[Poster] = []
@@ -229,9 +267,11 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
     cpu0, t0 = t.user + t.system, time.monotonic()
     for w in workers:
         w.start()
-    time.sleep(seconds)
-    threads1 = thread_cpu()
-    names = {th.native_id: th.name for th in threading.enumerate() if th.native_id}
+    if offline:
+        threads1, names = watch_threads(lambda: any(w.is_alive() for w in workers))
+    else:
+        time.sleep(seconds)
+        threads1, names = watch_threads(lambda: False)
     for w in workers:
         w.stop()
     for w in workers:
@@ -284,6 +324,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="try every N up to --max-streams even after drops")
     p.add_argument("--profile", action="store_true",
                    help="print CPU per camera-frame by thread group and time by stage")
+    p.add_argument("--offline", action="store_true",
+                   help="CPU per camera-frame: each camera reads its whole clip unpaced, so "
+                        "the same frames are processed whatever the load (implies --profile)")
     return p.parse_args(argv)
 
 
@@ -292,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     extra = args.detector_args.split()
+    if args.profile or args.offline:
+        time_stages_in_cpu()
     print(f"# bench_streams: {machine_line()}", flush=True)
     print(f"# input: synthetic 1280x720 {FPS} fps indoor clips (faces half of the time), "
           f"motion gating on; fkvideo options: defaults {' '.join(extra)}".rstrip(), flush=True)
@@ -302,10 +347,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
         for n in range(args.min_streams, args.max_streams + 1):
             row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
-                              args.profile)
+                              args.profile or args.offline, args.offline)
             rows.append(row)
             print(f"  N={n}: {row.frames_in} in, {row.processed} processed, {row.dropped} "
                   f"dropped ({row.drop_pct} %), CPU {row.cpu_pct} %", flush=True)
+            if args.offline:
+                continue
             if row.drop_pct < DROP_LIMIT:
                 answer = max(answer, n)
             elif not args.keep_going:
