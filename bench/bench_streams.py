@@ -242,8 +242,9 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
     ``offline``: read the clips unpaced to their end instead (no drops, every frame
     processed whatever the load: the CPU per camera-frame of the same frames every run)."""
     load = os.getloadavg()[0]
-    if offline:
-        extra = [*extra, "--realtime-pacing", "0"]
+    if offline:  # unpaced, but decoded as a paced source is (one thread) unless told
+        threads = [] if "--decoder-threads" in extra else ["--decoder-threads", "1"]
+        extra = [*extra, "--realtime-pacing", "0", *threads]
     histograms = DetectorHistograms()
     workers: list[CameraWorker] = []
     posters: list[Poster] = []
