@@ -13,7 +13,7 @@ from videodetector.core.detections import Detections
 from videodetector.core.models import YuNetDetector
 from videodetector.democlip import Walker, pick_sprites, write_clip
 from videodetector.detector.camera import CameraWorker
-from videodetector.detector.config import parse_config
+from videodetector.detector.config import ConfigError, parse_config
 from videodetector.detector.pipeline import CameraSpec, FacePipeline
 from videodetector.detector.post.poster import Poster
 from videodetector.detector.post.spool import Spool
@@ -272,3 +272,38 @@ def test_a_quiet_camera_converts_few_frames_to_bgr_and_still_has_a_preview(tmp_p
     finally:
         poster.stop(timeout=5)
         rx.stop()
+
+
+def test_the_frame_queue_option_sizes_the_readers_queue(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """--frame-queue: a camera whose pipeline is slower than its paced source holds at most
+    that many frames, and drops the rest (counted)."""
+    real = FacePipeline.process
+
+    def slow(self: FacePipeline, frame):
+        time.sleep(0.05)
+        return real(self, frame)
+
+    monkeypatch.setattr(FacePipeline, "process", slow)
+    rx = Receiver().start()
+    source = f"file@100:{clip}"
+    cfg = parse_config(["--source", source, "--api-url", rx.url, "--api-token", "t",
+                        "--spool-dir", str(tmp_path / "spool"), "--frame-queue", "3"])
+    poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+    poster.start()
+    worker = CameraWorker(cfg, CameraSpec("cam", source), YuNetDetector, poster).start()
+    try:
+        queued = []
+        while worker.is_alive():
+            if worker.reader is not None:
+                queued.append(worker.reader.stats().queued)
+            time.sleep(0.01)
+        stats = worker.reader.stats()
+        assert 0 < max(queued) <= 3 and stats.dropped > 0
+        assert worker.pipeline_stats.frames + stats.dropped == stats.frames_in
+    finally:
+        poster.stop(timeout=5)
+        rx.stop()
+    with pytest.raises(ConfigError, match="--frame-queue"):
+        parse_config(["--source", source, "--api-url", rx.url, "--frame-queue", "0"])

@@ -276,7 +276,7 @@ class CameraWorker:
             self.spec, params=dict(cfg.source_params), rotate=cfg.rotate, realtime=realtime,
             disable_drops=cfg.disable_drops, watchdog_timeout=cfg.watchdog_timeout,
             cam_id=self.camera.cam_id, start_index=self.resume_at, timers=self.timers,
-            decoder_threads=cfg.decoder_threads,
+            decoder_threads=cfg.decoder_threads, queue_size=cfg.frame_queue,
         )
         reader.start()
         self._state = "running"
