@@ -350,9 +350,12 @@ class CameraWorker:
         """``last_image`` = this frame's BGR image (a reference, no copy) when the pipeline
         converted it anyway, or when the preview is PREVIEW_EVERY seconds old."""
         now = time.monotonic()
-        if frame.pixels.converted or now - self._preview_at >= PREVIEW_EVERY:
+        converted = frame.pixels.converted
+        if converted or now - self._preview_at >= PREVIEW_EVERY:
             self.last_image = frame.image
             self._preview_at = now
+            if not converted:  # made for the preview: counted in the convert stage too
+                self.timers.convert.observe(frame.pixels.convert_seconds)
 
     def _log_first_frame(self) -> None:
         """One INFO line when the worker's first frame went through the pipeline, with the
