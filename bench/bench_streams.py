@@ -22,8 +22,16 @@ lockstep.
 
 Per N: frames in (decoded by the readers), processed (went through the pipeline), dropped
 (discarded by the readers), drop %, CPU % (process CPU time / wall time / cores, so 100 %
-is the whole machine). The answer is the largest N whose drop rate is below 0.5 %;
-the run stops at the first N above it.
+is the whole machine), CPU ms per processed camera-frame. The answer is the largest N whose
+drop rate is below 0.5 %; the run stops at the first N above it.
+
+``--profile`` also prints, per N, the CPU per camera-frame by thread group (camera threads:
+the pipeline; reader threads: decoding; native pools: FFmpeg/onnxruntime threads; poster)
+from /proc/self/task, and per pipeline stage in the camera threads' own CPU time. On a
+loaded machine use ``--offline``: every camera reads its whole clip unpaced (decoded in one
+thread, as a paced camera is), so the same frames are processed whatever the load and the
+CPU per camera-frame compares between runs; drops mean nothing there. See also
+``streams_capacity.py`` (cameras per host from those CPU costs).
 """
 
 from __future__ import annotations
