@@ -22,8 +22,16 @@ lockstep.
 
 Per N: frames in (decoded by the readers), processed (went through the pipeline), dropped
 (discarded by the readers), drop %, CPU % (process CPU time / wall time / cores, so 100 %
-is the whole machine). The answer is the largest N whose drop rate is below 0.5 %;
-the run stops at the first N above it.
+is the whole machine), CPU ms per processed camera-frame. The answer is the largest N whose
+drop rate is below 0.5 %; the run stops at the first N above it.
+
+``--profile`` also prints, per N, the CPU per camera-frame by thread group (camera threads:
+the pipeline; reader threads: decoding; native pools: FFmpeg/onnxruntime threads; poster)
+from /proc/self/task, and per pipeline stage in the camera threads' own CPU time. On a
+loaded machine use ``--offline``: every camera reads its whole clip unpaced (decoded in one
+thread, as a paced camera is), so the same frames are processed whatever the load and the
+CPU per camera-frame compares between runs; drops mean nothing there. See also
+``streams_capacity.py`` (cameras per host from those CPU costs).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -58,6 +66,7 @@ from videodetector.detector.config import parse_config  # noqa: E402
 from videodetector.detector.pipeline import CameraSpec  # noqa: E402
 from videodetector.detector.post.poster import Poster  # noqa: E402
 from videodetector.detector.post.spool import Spool  # noqa: E402
+from videodetector.detector.timing import STAGES, DetectorHistograms  # noqa: E402
 
 DROP_LIMIT = 0.5  # percent
 FPS = 25
@@ -109,6 +118,111 @@ class Receiver:
 
 
 # ---------------------------------------------------------------------------
+# CPU accounting (--profile)
+# ---------------------------------------------------------------------------
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + sys) of every thread of this process, by native thread id
+    (Linux /proc; empty elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(b")") + 2:].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def watch_threads(busy: Callable[[], bool], every: float = 0.2
+                  ) -> tuple[dict[int, float], dict[int, str]]:
+    """Poll :func:`thread_cpu` while ``busy()``: the last CPU seen of every thread (threads
+    that ended keep theirs, less at most ``every`` s) and the Python threads' names."""
+    seen: dict[int, float] = {}
+    names: dict[int, str] = {}
+    while True:
+        names.update({th.native_id: th.name for th in threading.enumerate() if th.native_id})
+        seen.update(thread_cpu())
+        if not busy():
+            return seen, names
+        time.sleep(every)
+
+
+def thread_group(name: str) -> str:
+    """The accounting group of a Python thread name: reader (decode, pacing, queue), camera
+    (the pipeline: motion, detection, tracking, best frame, snapshots), poster, other."""
+    for prefix, group in (("reader-", "reader"), ("cam-", "camera"), ("poster", "poster")):
+        if name.startswith(prefix):
+            return group
+    return "other Python"
+
+
+def cpu_by_group(before: dict[int, float], after: dict[int, float],
+                 names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds per group between two :func:`thread_cpu` snapshots; threads without a
+    Python name are native pools (FFmpeg decoder threads, onnxruntime)."""
+    groups: dict[str, float] = {}
+    for tid, cpu in after.items():
+        group = thread_group(names[tid]) if tid in names else "native pools"
+        groups[group] = groups.get(group, 0.0) + cpu - before.get(tid, 0.0)
+    return groups
+
+
+class ThreadClock:
+    """The ``time`` module, except that ``perf_counter`` is the calling thread's CPU time:
+    set as the pipeline's and the pixels' ``time`` (``--profile``), their stage timers
+    measure CPU, not wall time stretched by waits for a loaded CPU or for the GIL."""
+
+    perf_counter = staticmethod(time.thread_time)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def time_stages_in_cpu() -> None:
+    """Make the per-frame stage timers measure thread CPU time (see :class:`ThreadClock`).
+    The decode stage stays wall time: FFmpeg's own threads do most of that work."""
+    from videodetector.detector import pipeline
+    from videodetector.detector.video import pixels
+
+    pipeline.time = pixels.time = ThreadClock()  # type: ignore[assignment]
+
+
+def stage_seconds(histograms: DetectorHistograms) -> dict[str, float]:
+    """Seconds observed per pipeline stage (summed over cameras) plus the detector call."""
+    out: dict[str, float] = {}
+    for metric in histograms.stage.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_sum"):
+                stage = sample.labels["stage"]
+                out[stage] = out.get(stage, 0.0) + sample.value
+    for metric in histograms.detector.collect():
+        out["detector call"] = sum(s.value for s in metric.samples if s.name.endswith("_sum"))
+    return out
+
+
+def print_profile(n: int, processed: int, frames_in: int, groups: dict[str, float],
+                  stages: dict[str, float]) -> None:
+    """ms of CPU per camera-frame by thread group and by stage (see time_stages_in_cpu)."""
+    per = 1000.0 / max(processed, 1)
+    total = sum(groups.values())
+    print(f"  N={n} CPU per processed camera-frame: {total * per:.2f} ms "
+          f"({1000 * total / max(frames_in, 1):.2f} ms per decoded frame)", flush=True)
+    for group, cpu in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"    {group:<14} {cpu * per:6.2f} ms CPU/frame", flush=True)
+    print("    stages (camera thread CPU ms per processed frame; decode: wall ms):", flush=True)
+    for stage in (*STAGES, "detector call"):
+        print(f"      {stage:<14} {stages.get(stage, 0.0) * per:6.2f}", flush=True)
+
+
+# ---------------------------------------------------------------------------
 # one N
 # ---------------------------------------------------------------------------
 
@@ -125,12 +239,21 @@ class StreamsRow:
     detector_runs: int
     posted: int
     load: float
+    cpu_ms_per_frame: float  # process CPU (user + sys) per processed camera-frame
 
 
 def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,
-                extra: Sequence[str], spool_root: Path) -> StreamsRow:
-    """Run ``n`` cameras for ``seconds``; count frames decoded, processed and dropped."""
+                extra: Sequence[str], spool_root: Path, profile: bool = False,
+                offline: bool = False) -> StreamsRow:
+    """Run ``n`` cameras for ``seconds``; count frames decoded, processed and dropped.
+    ``profile``: also print CPU per camera-frame by thread group and time by stage.
+    ``offline``: read the clips unpaced to their end instead (no drops, every frame
+    processed whatever the load: the CPU per camera-frame of the same frames every run)."""
     load = os.getloadavg()[0]
+    if offline:  # unpaced, but decoded as a paced source is (one thread) unless told
+        threads = [] if "--decoder-threads" in extra else ["--decoder-threads", "1"]
+        extra = [*extra, "--realtime-pacing", "0", *threads]
+    histograms = DetectorHistograms()
     workers: list[CameraWorker] = []
     posters: list[Poster] = []
     for i in range(n):
@@ -145,13 +268,19 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         poster.start()
         posters.append(poster)
         camera = CameraSpec(cam_id, source, cfg.roi, cfg.rot)
-        workers.append(CameraWorker(cfg, camera, lambda d=detector: d, poster))
+        workers.append(CameraWorker(cfg, camera, lambda d=detector: d, poster,
+                                    timers=histograms.for_camera(cam_id)))
     posts0 = receiver.posts
     t = os.times()
+    threads0 = thread_cpu()
     cpu0, t0 = t.user + t.system, time.monotonic()
     for w in workers:
         w.start()
-    time.sleep(seconds)
+    if offline:
+        threads1, names = watch_threads(lambda: any(w.is_alive() for w in workers))
+    else:
+        time.sleep(seconds)
+        threads1, names = watch_threads(lambda: False)
     for w in workers:
         w.stop()
     for w in workers:
@@ -170,6 +299,9 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         dropped += stats.dropped if stats else 0
         processed += w.pipeline_stats.frames
         runs += w.pipeline_stats.detector_runs
+    if profile:
+        print_profile(n, processed, frames_in, cpu_by_group(threads0, threads1, names),
+                      stage_seconds(histograms))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return StreamsRow(
         streams=n, seconds=round(wall, 1), frames_in=frames_in, processed=processed,
@@ -177,6 +309,7 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         cpu_pct=round(100 * cpu / wall / (cores or 1), 1),
         fps_per_stream=round(processed / wall / n, 1), detector_runs=runs,
         posted=receiver.posts - posts0, load=round(load, 2),
+        cpu_ms_per_frame=round(1000 * cpu / max(processed, 1), 2),
     )
 
 
@@ -185,7 +318,7 @@ COLUMNS = (
     ("processed", "processed", ">"), ("dropped", "dropped", ">"), ("drop_pct", "drop %", ">"),
     ("cpu_pct", "CPU %", ">"), ("fps_per_stream", "fps/stream", ">"),
     ("detector_runs", "detector runs", ">"), ("posted", "posts", ">"),
-    ("load", "load before", ">"),
+    ("cpu_ms_per_frame", "CPU ms/frame", ">"), ("load", "load before", ">"),
 )
 
 
@@ -198,6 +331,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="extra fkvideo_detector options, e.g. '-r 1 --rescale-height 480'")
     p.add_argument("--keep-going", action="store_true",
                    help="try every N up to --max-streams even after drops")
+    p.add_argument("--profile", action="store_true",
+                   help="print CPU per camera-frame by thread group and time by stage")
+    p.add_argument("--offline", action="store_true",
+                   help="CPU per camera-frame: each camera reads its whole clip unpaced, so "
+                        "the same frames are processed whatever the load (implies --profile)")
     return p.parse_args(argv)
 
 
@@ -206,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     extra = args.detector_args.split()
+    if args.profile or args.offline:
+        time_stages_in_cpu()
     print(f"# bench_streams: {machine_line()}", flush=True)
     print(f"# input: synthetic 1280x720 {FPS} fps indoor clips (faces half of the time), "
           f"motion gating on; fkvideo options: defaults {' '.join(extra)}".rstrip(), flush=True)
@@ -215,10 +355,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     answer = 0
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
         for n in range(args.min_streams, args.max_streams + 1):
-            row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool))
+            row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
+                              args.profile or args.offline, args.offline)
             rows.append(row)
             print(f"  N={n}: {row.frames_in} in, {row.processed} processed, {row.dropped} "
                   f"dropped ({row.drop_pct} %), CPU {row.cpu_pct} %", flush=True)
+            if args.offline:
+                continue
             if row.drop_pct < DROP_LIMIT:
                 answer = max(answer, n)
             elif not args.keep_going:

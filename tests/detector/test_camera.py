@@ -13,7 +13,7 @@ from videodetector.core.detections import Detections
 from videodetector.core.models import YuNetDetector
 from videodetector.democlip import Walker, pick_sprites, write_clip
 from videodetector.detector.camera import CameraWorker
-from videodetector.detector.config import parse_config
+from videodetector.detector.config import ConfigError, parse_config
 from videodetector.detector.pipeline import CameraSpec, FacePipeline
 from videodetector.detector.post.poster import Poster
 from videodetector.detector.post.spool import Spool
@@ -33,7 +33,7 @@ class FailsOnce:
 
     def detect(self, bgr: np.ndarray) -> Detections:
         self.calls += 1
-        if self.first and self.calls == 40:
+        if self.first and self.calls == 20:  # mid-clip (the clip has ~40 detector runs)
             raise RuntimeError("simulated bug in a pipeline stage")
         return self.real.detect(bgr)
 
@@ -233,3 +233,77 @@ def test_a_spooled_snapshot_keeps_its_key_with_the_frame_position():
     assert decode_snapshot(encode_snapshot(snap)).idempotency_key == snap.idempotency_key
     old = Snapshot("cam", 7, 0, snap.timestamp, (1, 2, 3, 4), -1.0, 0.0, None, b"p", run_id="r")
     assert old.idempotency_key == "cam:r:7:0"  # snapshots spooled before keep their keys
+
+
+class Count:
+    """An Observer that counts its observations."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def observe(self, amount: float) -> None:
+        self.n += 1
+
+
+def test_a_quiet_camera_converts_few_frames_to_bgr_and_still_has_a_preview(tmp_path: Path):
+    """Issue 10: the worker kept every frame's BGR image for the health preview, which
+    converted every frame (about 1 ms of CPU per 720p frame) although the motion gate reads
+    the luma plane; now only frames the pipeline needs, plus one per PREVIEW_EVERY."""
+    from videodetector.detector.timing import NULL, CameraTimers
+
+    still = write_clip(tmp_path / "still.mp4", [], seconds=2.0)  # 50 frames, nothing moves
+    rx = Receiver().start()
+    cfg = parse_config(["--source", str(still), "--api-url", rx.url, "--api-token", "t",
+                        "--spool-dir", str(tmp_path / "spool")])
+    convert = Count()
+    timers = CameraTimers(NULL, convert, *([NULL] * 7))
+    poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+    poster.start()
+    worker = CameraWorker(cfg, CameraSpec("cam", str(still)), YuNetDetector, poster,
+                          timers=timers).start()
+    try:
+        worker.join(60)
+        assert not worker.is_alive() and worker.error is None
+        assert worker.pipeline_stats.frames == 50
+        # the first frame is detected in (no background yet); the rest only pass the gate
+        assert worker.pipeline_stats.detector_runs <= 2
+        assert convert.n <= 10, convert.n
+        assert worker.last_image is not None and worker.last_image.shape == (480, 640, 3)
+    finally:
+        poster.stop(timeout=5)
+        rx.stop()
+
+
+def test_the_frame_queue_option_sizes_the_readers_queue(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """--frame-queue: a camera whose pipeline is slower than its paced source holds at most
+    that many frames, and drops the rest (counted)."""
+    real = FacePipeline.process
+
+    def slow(self: FacePipeline, frame):
+        time.sleep(0.05)
+        return real(self, frame)
+
+    monkeypatch.setattr(FacePipeline, "process", slow)
+    rx = Receiver().start()
+    source = f"file@100:{clip}"
+    cfg = parse_config(["--source", source, "--api-url", rx.url, "--api-token", "t",
+                        "--spool-dir", str(tmp_path / "spool"), "--frame-queue", "3"])
+    poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+    poster.start()
+    worker = CameraWorker(cfg, CameraSpec("cam", source), YuNetDetector, poster).start()
+    try:
+        queued = []
+        while worker.is_alive():
+            if worker.reader is not None:
+                queued.append(worker.reader.stats().queued)
+            time.sleep(0.01)
+        stats = worker.reader.stats()
+        assert 0 < max(queued) <= 3 and stats.dropped > 0
+        assert worker.pipeline_stats.frames + stats.dropped == stats.frames_in
+    finally:
+        poster.stop(timeout=5)
+        rx.stop()
+    with pytest.raises(ConfigError, match="--frame-queue"):
+        parse_config(["--source", source, "--api-url", rx.url, "--frame-queue", "0"])

@@ -117,10 +117,13 @@ def test_daemon_metrics_parse_keep_every_name_and_fill_the_histograms(tmp_path: 
     assert stage.type == "histogram"
     counts = {s.labels["stage"]: s.value for s in stage.samples if s.name.endswith("_count")}
     assert set(counts) == set(STAGES)
-    for name in ("decode", "convert", "motion", "track", "select"):
+    for name in ("decode", "motion", "track", "select"):
         assert counts[name] == frames, (name, counts)
     runs = daemon.workers["door"].pipeline_stats.detector_runs
     assert 0 < runs and counts["detect"] == runs
+    # only frames made into BGR count: those the detector saw, plus the preview's (one a
+    # second at most); converting all 50 was the bug of issue 10
+    assert runs <= counts["convert"] < frames, counts
     assert got[("fkvideo_detect_seconds_count", (("cam_id", "door"),))] == runs
     assert counts["snapshot"] >= 1  # a face was chosen at least once
     # the detector's latency histogram agrees with the pipeline's own total

@@ -90,6 +90,8 @@ class DetectorConfig:
     rotate: int = 0  # clockwise degrees, 0..360
     realtime_pacing: bool = True  # read file@FPS:PATH sources at FPS (0 = as fast as possible)
     watchdog_timeout: float = 10.0  # s without a frame before a live stream is reopened
+    decoder_threads: int = 0  # per stream; 0 = auto (1 for live/paced sources, else FFmpeg's)
+    frame_queue: int = 8  # decoded frames a camera's reader holds for its pipeline
     # --- motion detection ---
     md_threshold: float = 0.002  # 0 = motion detector disabled
     scale: float = 1.0  # frame scale for the motion detector
@@ -458,6 +460,13 @@ def _add_face_options(p: Any) -> None:
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
     _flag(g, "--disable-drops", help="never drop frames")
+    g.add_argument("--frame-queue", type=int,
+                   help="decoded frames a camera holds while its pipeline is busy (8); more "
+                        "absorbs longer bursts, at 1.4 MB per 720p frame and, for a live "
+                        "camera, up to that many frame intervals of latency")
+    g.add_argument("--decoder-threads", type=int,
+                   help="decoder threads per stream; 0 = auto: 1 for live and paced sources, "
+                        "FFmpeg's choice for files read offline (0)")
     g.add_argument("--rot", type=_arg_type(parse_geometry, "geometry"), help="track in WxH+X+Y")
     g.add_argument("--roi", type=_arg_type(parse_geometry, "geometry"), help="post in WxH+X+Y")
     g.add_argument("--min-face-size", type=int, help="px, 0 = no limit")
@@ -640,6 +649,8 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("health_interval", lambda v: v == 0 or 1 <= v <= 300, "0 (off) or 1..300 seconds"),
     ("req_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
     ("watchdog_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
+    ("decoder_threads", lambda v: 0 <= v <= 16, "between 0 and 16"),
+    ("frame_queue", lambda v: 1 <= v <= 250, "between 1 and 250"),
     ("post_queue", lambda v: v >= 1, ">= 1"),
     ("spool_max_bytes", lambda v: v > 0, "> 0"),
     ("retry_max_delay", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),

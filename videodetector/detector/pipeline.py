@@ -260,7 +260,7 @@ class FacePipeline:
     def process(self, frame: Frame) -> list[Snapshot]:
         """The snapshots to post after this frame. Raises RegionError if the camera's
         rot/roi does not fit the frame; any other exception is a bug (the camera restarts)."""
-        self._check_frame_size(frame.gray)
+        self._check_frame_size(frame.pixels.luma()[0])
         snapshots = self._process(frame)
         self.last_index = frame.index
         if frame.pixels.convert_seconds:  # the BGR image was needed (and made) for this frame
@@ -287,7 +287,7 @@ class FacePipeline:
         self._last_t = frame.pts
         self._since_full += 1
         timers = self.timers
-        if not self._should_detect(frame.gray):
+        if not self._should_detect(*frame.pixels.luma()):
             t0 = time.perf_counter()
             self._active = self.tracker.update(None, period=1).active
             t1 = time.perf_counter()
@@ -314,13 +314,13 @@ class FacePipeline:
             self._seq.pop(track.id, None)
         return snapshots
 
-    def _should_detect(self, gray: np.ndarray) -> bool:
+    def _should_detect(self, gray: np.ndarray, full_range: bool = True) -> bool:
         """Motion gating. Without motion the detector is skipped, but while faces are tracked
         it still looks every RECHECK_FRAMES frames, so a face that stands still keeps its track
         fresh and one that left without motion (e.g. a cut) ends its track. With motion it
         may still skip while the tracker follows every face (--detect-period)."""
         t0 = time.perf_counter()
-        motion = self.motion.detect(gray)
+        motion = self.motion.detect(gray, full_range=full_range)
         moving = motion.moving
         self._motion = motion  # its boxes are made only if --detect-regions/-period ask
         self.timers.motion.observe(time.perf_counter() - t0)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from videodetector.detector.motion import FrameDiffMotion, MotionDetector, MotionResult
+from videodetector.detector.motion.detector import MAX_HEIGHT, analysis_scale
+from videodetector.detector.video.pixels import stretch_luma
 
 H, W = 240, 320
 
@@ -151,3 +155,47 @@ def test_noise_below_the_threshold_costs_no_tracing(monkeypatch) -> None:
     result = md.detect(scene(60, size=20))  # some change, well under 5 % of the picture
     assert 0 < result.intensity < 0.05 and not result.moving
     assert calls == []
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 4320), scale=st.floats(0.01, 1.0),
+       max_height=st.one_of(st.none(), st.integers(16, 2000)))
+def test_analysis_scale_never_exceeds_scale_nor_max_height(height, scale, max_height):
+    got = analysis_scale(height, scale, max_height)
+    assert 0 < got <= scale
+    if max_height is None or height * scale <= max_height:
+        assert got == scale
+    else:
+        assert height * got == pytest.approx(max_height)
+
+
+def test_a_720p_frame_is_compared_at_360_rows_and_its_boxes_are_full_size() -> None:
+    """Issue 10: at full 720p the gate cost ~2.5 ms of CPU per frame; the picture compared
+    has MAX_HEIGHT rows at most, the boxes stay in the frame's own pixels."""
+    big = np.full((720, 1280), 60, np.uint8)
+    md = FrameDiffMotion()
+    md.detect(big)
+    assert MAX_HEIGHT == 360 and md._background is not None
+    assert md._background.shape == (360, 640)
+    moved = big.copy()
+    moved[300:400, 600:700] = 230
+    result = md.detect(moved)
+    assert result.moving
+    x1, y1, x2, y2 = result.boxes[0]
+    assert 590 <= x1 <= 600 and 290 <= y1 <= 300 and 700 <= x2 <= 712 and 400 <= y2 <= 412
+    unlimited = FrameDiffMotion(max_height=None)
+    unlimited.detect(big)
+    assert unlimited._background.shape == (720, 1280)
+    with pytest.raises(ValueError, match="max_height"):
+        FrameDiffMotion(max_height=8)
+
+
+def test_limited_range_luma_is_stretched_like_the_grey() -> None:
+    """The gate stretches its small copy of limited-range luma: same answer as on the grey."""
+    limited = (16 + scene(50).astype(np.float32) * 219 / 255).round().astype(np.uint8)
+    moved = (16 + scene(150).astype(np.float32) * 219 / 255).round().astype(np.uint8)
+    a, b = FrameDiffMotion(), FrameDiffMotion()
+    a.detect(limited, full_range=False)
+    b.detect(stretch_luma(limited))
+    ra, rb = a.detect(moved, full_range=False), b.detect(stretch_luma(moved))
+    assert ra.moving and rb.moving
+    assert ra.intensity == pytest.approx(rb.intensity, rel=0.05)
+    np.testing.assert_allclose(ra.boxes, rb.boxes, atol=2)

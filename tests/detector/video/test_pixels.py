@@ -12,7 +12,12 @@ from videodetector.core.models import YuNetDetector
 from videodetector.democlip import Walker, pick_sprites, write_clip
 from videodetector.detector.config import parse_config
 from videodetector.detector.pipeline import CameraSpec, FacePipeline
-from videodetector.detector.video.pixels import ArrayPixels, DecodedPixels, luma_plane
+from videodetector.detector.video.pixels import (
+    ArrayPixels,
+    DecodedPixels,
+    luma_plane,
+    stretch_luma,
+)
 from videodetector.detector.video.source import Frame, open_video, parse_source
 
 
@@ -47,12 +52,30 @@ def test_luma_of_a_full_range_frame_is_the_plane_itself():
     assert np.array_equal(luma, frame.to_ndarray(format="gray"))
 
 
+def test_luma_is_the_decoded_plane_unstretched_and_converts_nothing(late_walker_clip):
+    """Issue 10: the motion gate gets the plane as decoded (a view, no 720p LUT pass) and
+    whether it is full range; stretched, it is ``gray()``."""
+    frame = first_frame(late_walker_clip)
+    pixels = DecodedPixels(frame)
+    luma, full = pixels.luma()
+    assert not full and luma.shape == (720, 1280) and not pixels.converted
+    assert np.shares_memory(luma, np.frombuffer(frame.planes[0], np.uint8))  # no copy
+    assert np.array_equal(stretch_luma(luma), pixels.gray())
+    grey, full = pixels.luma()
+    assert full and grey is pixels.gray()  # once grey exists it is the answer
+    turned = DecodedPixels(frame, 270).luma()[0]
+    assert turned.shape == (1280, 720) and np.array_equal(turned, np.rot90(luma))
+    assert ArrayPixels(np.zeros((4, 6, 3), np.uint8)).luma()[1] is True
+
+
 def test_formats_without_a_luma_plane_fall_back_to_the_bgr_grey():
     bgr = np.random.default_rng(1).integers(0, 255, (48, 64, 3), np.uint8)
     frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
     assert luma_plane(frame) is None
     pixels = DecodedPixels(frame)
     assert np.array_equal(pixels.gray(), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    luma, full = DecodedPixels(frame).luma()
+    assert full and np.array_equal(luma, pixels.gray())
 
 
 def test_decoded_pixels_convert_once_on_first_use_and_rotate_both_images(late_walker_clip):

@@ -148,7 +148,10 @@ CAMERAS = pytest.mark.parametrize("camera", [MjpegServer, RtspCamera], ids=["mjp
 def test_live_stream_reconnects_after_disconnect(
     camera: type[MjpegServer | RtspCamera], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with camera([("serve", 10)]) as server, live_reader(server.url) as reader:
+    # a connection's 10 frames fit in the queue: RTSP probing buffers the first packets, and a
+    # one-thread decoder (live sources) hands them over in a burst that an 8-frame queue
+    # would cut by its oldest (the drop policy is tested below; this is about reconnecting)
+    with camera([("serve", 10)]) as server, live_reader(server.url, queue_size=16) as reader:
         frames = collect(reader, lambda got: len(got) >= 25, limit=8)
         stats = reader.stats()
     assert len(frames) >= 25  # frames resumed after the server hung up

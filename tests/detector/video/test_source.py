@@ -14,6 +14,7 @@ from videodetector.detector.video.source import (
     SourceError,
     SourceKind,
     SourceSpec,
+    decoder_threads,
     default_params,
     display_rotation_to_clockwise,
     normalize_rotation,
@@ -244,3 +245,32 @@ def test_chopped_real_file_decodes_what_it_can(tmp_path: Path) -> None:
         frames = list(stream)
     assert 10 <= len(frames) < 90
     assert stream.decode_errors > 0
+
+
+# ----------------------------------------------------------------------------- decoder threads
+
+
+@pytest.mark.parametrize(("paced", "threads", "expected"), [
+    (True, 0, ("SLICE", 1)), (False, 0, ("AUTO", 0)), (True, 3, ("AUTO", 3)),
+    (False, 2, ("AUTO", 2)),
+])
+def test_decoder_threads_policy(paced: bool, threads: int, expected: tuple[str, int]) -> None:
+    assert decoder_threads(paced, threads) == expected
+
+
+@pytest.mark.parametrize("bad", [-1, 17])
+def test_decoder_threads_out_of_range(bad: int) -> None:
+    with pytest.raises(ValueError, match=str(bad)):
+        decoder_threads(True, bad)
+
+
+def test_a_paced_file_decodes_in_one_thread_and_an_offline_file_in_ffmpegs(tmp_path: Path):
+    """Issue 10: every stream used FFmpeg's frame threads (cores + 1 each): ~40 % more CPU per
+    frame and 3 decoder threads per camera; a source on a clock needs one."""
+    path = make_video(tmp_path / "v.mp4", 8, codec="libx264")
+    for source, realtime, threads, count in (
+        (f"file@25:{path}", True, 0, 1), (str(path), False, 0, 0), (str(path), True, 2, 2),
+    ):
+        with open_video(source, realtime=realtime, threads=threads) as video:
+            assert video._stream.codec_context.thread_count == count
+            assert len(list(video)) == 8

@@ -3,7 +3,12 @@
 ``--md-threshold`` is the fraction of (downscaled) pixels whose brightness differs from a running
 background by more than ``pixel_threshold`` grey levels: 0 disables the gate (every frame is
 "moving"), 0.002 is the default (0.2 % of the picture), 0.05 is already too high to catch a face
-walking by. ``--scale`` shrinks the frame before the comparison to save CPU.
+walking by. ``--scale`` shrinks the frame before the comparison to save CPU, and the picture
+compared is never taller than MAX_HEIGHT rows whatever ``--scale`` says (a 720p frame is
+compared at 640x360): the work per frame grows with the pixels (blur, background update), and
+at full 720p it was the largest cost of a frame without faces (~2.5 ms of CPU, against
+~0.6 ms at 640x360), while a face big enough to be detected still changes hundreds of pixels
+there.
 """
 
 from __future__ import annotations
@@ -17,7 +22,20 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from videodetector.detector.video.pixels import stretch_luma
+
 DEFAULT_THRESHOLD = 0.002
+MAX_HEIGHT = 360  # rows of the picture compared (a taller frame is shrunk further)
+
+
+def analysis_scale(height: int, scale: float, max_height: int | None = MAX_HEIGHT) -> float:
+    """The factor a ``height``-row frame is shrunk by before comparison: ``scale``, or less
+    so that it has at most ``max_height`` rows (None: no limit)."""
+    if height < 1:
+        raise ValueError(f"height must be >= 1, got {height!r}")
+    if max_height is None or height * scale <= max_height:
+        return scale
+    return max_height / height
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,13 +60,14 @@ class MotionResult:
 
 
 class MotionDetector(Protocol):
-    def detect(self, gray: np.ndarray) -> MotionResult: ...
+    def detect(self, gray: np.ndarray, *, full_range: bool = True) -> MotionResult: ...
 
 
 class FrameDiffMotion:
     """Difference against a running-average background (``cv2.accumulateWeighted``).
 
-    Pipeline per frame: grey -> resize by ``scale`` -> Gaussian blur -> |frame - background| >
+    Pipeline per frame: grey -> resize by ``scale`` (at most ``max_height`` rows) -> stretch
+    to full range if it is not -> Gaussian blur -> |frame - background| >
     ``pixel_threshold`` -> intensity = changed fraction; dilate -> external contours -> boxes
     scaled back to input coordinates. ``alpha`` is the background learning rate: a thing that
     stops moving fades into the background over roughly ``1 / alpha`` frames.
@@ -62,6 +81,7 @@ class FrameDiffMotion:
         pixel_threshold: int = 20,
         alpha: float = 0.1,
         blur: int = 5,
+        max_height: int | None = MAX_HEIGHT,
     ) -> None:
         self.threshold = _check_range("--md-threshold", threshold, 0.0, 1.0, low_open=False)
         self.scale = _check_range("--scale", scale, 0.0, 1.0, low_open=True)
@@ -70,6 +90,9 @@ class FrameDiffMotion:
             raise ValueError(f"pixel_threshold must be in 1..254, got {pixel_threshold!r}")
         if blur < 1 or blur % 2 == 0:
             raise ValueError(f"blur must be an odd kernel size >= 1, got {blur!r}")
+        if max_height is not None and max_height < 16:
+            raise ValueError(f"max_height must be >= 16 or None, got {max_height!r}")
+        self.max_height = max_height
         self.pixel_threshold = int(pixel_threshold)
         self.blur = int(blur)
         self._background: np.ndarray | None = None
@@ -79,12 +102,14 @@ class FrameDiffMotion:
         """Forget the background (e.g. after a reconnect); the next frame counts as moving."""
         self._background = None
 
-    def detect(self, gray: np.ndarray) -> MotionResult:
-        """Compare a frame (HxW grey or HxWx3 BGR, uint8) with the background, then learn it."""
+    def detect(self, gray: np.ndarray, *, full_range: bool = True) -> MotionResult:
+        """Compare a frame (HxW grey or HxWx3 BGR, uint8) with the background, then learn it.
+        ``full_range`` False: ``gray`` is limited-range luma (16..235), stretched here after
+        the downscale (see :meth:`Pixels.luma <videodetector.detector.video.pixels.Pixels>`)."""
         gray = _to_gray(gray)
         if self.threshold == 0:
             return _everything(gray.shape)
-        small = self._prepare(gray)
+        small = self._prepare(gray, full_range)
         background = self._background
         if background is None or background.shape != small.shape:
             self._background = small.astype(np.float32)
@@ -98,11 +123,14 @@ class FrameDiffMotion:
         make = (lambda: self._boxes(mask, shape)) if intensity > 0 else _no_boxes
         return MotionResult(float(intensity), bool(moving), make)
 
-    def _prepare(self, gray: np.ndarray) -> np.ndarray:
-        if self.scale != 1.0:
-            h, w = gray.shape
-            size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+    def _prepare(self, gray: np.ndarray, full_range: bool = True) -> np.ndarray:
+        h, w = gray.shape
+        scale = analysis_scale(h, self.scale, self.max_height)
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        if not full_range:
+            gray = stretch_luma(gray)
         return cv2.GaussianBlur(gray, (self.blur, self.blur), 0) if self.blur > 1 else gray
 
     def _boxes(self, mask: np.ndarray, full_shape: tuple[int, ...]) -> np.ndarray:

@@ -6,9 +6,13 @@ copy, no conversion). The BGR image that the face detector, the quality score an
 snapshots need is converted from the decoded frame on first use and kept.
 
 ``DecodedPixels`` wraps a PyAV frame (after the rotation the source asks for); ``ArrayPixels``
-wraps a BGR array someone already has (tests, tools). Both give ``bgr()`` (HxWx3 uint8) and
+wraps a BGR array someone already has (tests, tools). Both give ``bgr()`` (HxWx3 uint8),
 ``gray()`` (HxW uint8, full range 0..255 like ``cv2.cvtColor(bgr, COLOR_BGR2GRAY)`` up to
-rounding). Not thread-safe: one thread (the camera's worker) converts.
+rounding) and ``luma()``: the brightness as decoded and whether it is full range -- a
+limited-range (16..235) plane is not stretched there, because stretching a whole 720p plane
+(``cv2.LUT``, ~0.7 ms) costs more than the motion gate's work on it once downscaled; the
+gate stretches its small copy (:func:`stretch_luma`). Not thread-safe: one thread (the
+camera's worker) converts.
 """
 
 from __future__ import annotations
@@ -36,9 +40,19 @@ _LIMITED_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).
 class Pixels(Protocol):
     convert_seconds: float  # time the BGR conversion took (0: none, or not yet)
 
+    @property
+    def converted(self) -> bool: ...
+
     def bgr(self) -> np.ndarray: ...
 
     def gray(self) -> np.ndarray: ...
+
+    def luma(self) -> tuple[np.ndarray, bool]: ...
+
+
+def stretch_luma(y: np.ndarray) -> np.ndarray:
+    """Limited-range luma (16..235) stretched to 0..255, as the BGR conversion does."""
+    return cv2.LUT(y, _LIMITED_TO_FULL)
 
 
 class ArrayPixels:
@@ -51,6 +65,11 @@ class ArrayPixels:
         self._gray: np.ndarray | None = None
         self.convert_seconds = 0.0
 
+    @property
+    def converted(self) -> bool:
+        """Always: the BGR image is what this wraps."""
+        return True
+
     def bgr(self) -> np.ndarray:
         return self._bgr
 
@@ -60,18 +79,26 @@ class ArrayPixels:
             self._gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         return self._gray
 
+    def luma(self) -> tuple[np.ndarray, bool]:
+        """(``gray()``, True)."""
+        return self.gray(), True
 
-def luma_plane(frame: av.VideoFrame) -> np.ndarray | None:
-    """The frame's Y plane as an HxW uint8 view (full range 0..255), or None when its
-    format has no 8-bit luma plane first (then convert)."""
-    name = frame.format.name
-    if name not in LUMA_FIRST:
+
+def luma_plane(frame: av.VideoFrame, stretch: bool = True) -> np.ndarray | None:
+    """The frame's Y plane as an HxW uint8 view, or None when its format has no 8-bit luma
+    plane first (then convert). ``stretch``: a limited-range plane is stretched to full range
+    0..255 (a copy); else it is returned as decoded (see :func:`full_range`)."""
+    if frame.format.name not in LUMA_FIRST:
         return None
     plane = frame.planes[0]
     rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
     y = rows[:frame.height, :frame.width]
-    full = name in FULL_RANGE_FORMATS or frame.color_range == JPEG_RANGE
-    return y if full else cv2.LUT(y, _LIMITED_TO_FULL)
+    return stretch_luma(y) if stretch and not full_range(frame) else y
+
+
+def full_range(frame: av.VideoFrame) -> bool:
+    """Whether the frame's luma uses 0..255 (else 16..235, "MPEG" or unspecified)."""
+    return frame.format.name in FULL_RANGE_FORMATS or frame.color_range == JPEG_RANGE
 
 
 def rotate(image: np.ndarray, clockwise: int) -> np.ndarray:
@@ -89,7 +116,7 @@ class DecodedPixels:
     ``convert_seconds``: time the BGR conversion took (0 until it happened).
     """
 
-    __slots__ = ("_frame", "_clockwise", "_bgr", "_gray", "convert_seconds")
+    __slots__ = ("_frame", "_clockwise", "_bgr", "_gray", "_luma", "convert_seconds")
 
     def __init__(self, frame: av.VideoFrame, clockwise: int = 0) -> None:
         if clockwise not in (0, 90, 180, 270):
@@ -98,6 +125,7 @@ class DecodedPixels:
         self._clockwise = clockwise
         self._bgr: np.ndarray | None = None
         self._gray: np.ndarray | None = None
+        self._luma: tuple[np.ndarray, bool] | None = None
         self.convert_seconds = 0.0
 
     @property
@@ -125,6 +153,19 @@ class DecodedPixels:
                 self._gray = rotate(y, self._clockwise)
             self._release()
         return self._gray
+
+    def luma(self) -> tuple[np.ndarray, bool]:
+        """(brightness, full range): the decoder's luma plane as is (a view; turned if the
+        frame is), or ``gray()`` when there is none or it was made already."""
+        if self._gray is not None:
+            return self._gray, True
+        if self._luma is None:
+            frame = self._frame
+            y = None if frame is None else luma_plane(frame, stretch=False)
+            if frame is None or y is None:
+                return self.gray(), True
+            self._luma = rotate(y, self._clockwise), full_range(frame)
+        return self._luma
 
     def _release(self) -> None:
         """Drop the decoded frame (and its buffer) once nothing more needs it."""

@@ -156,6 +156,7 @@ class FrameReader:
         join_timeout: float = 2.0,
         start_index: int = 0,
         timers: CameraTimers | None = None,
+        decoder_threads: int = 0,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
@@ -190,6 +191,7 @@ class FrameReader:
         self._log = logging.LoggerAdapter(log, {"cam_id": cam_id})
         self._name = cam_id or spec.display
         self._timers = timers if timers is not None else CameraTimers.null()
+        self._decoder_threads = decoder_threads  # 0: auto (see source.decoder_threads)
 
     # ---------------------------------------------------------------- consumer API
 
@@ -342,6 +344,7 @@ class FrameReader:
             interrupt=self._stop,
             cam_id=self.cam_id,
             start_index=self.start_index,
+            threads=self._decoder_threads,
         )
         with stream:
             try:
