@@ -98,7 +98,7 @@ class DetectorConfig:
     # run the face detector only on the part of the frame with motion or tracked faces
     detect_regions: bool = True
     # while every face is tracked and nothing moves elsewhere, detect every n-th frame only
-    detect_period: int = 2
+    detect_period: int = 4
     # --- face tracking ---
     rescale_height: int = 0  # frame height for the tracker; 0 = no rescale
     max_persons: int = 10
@@ -455,7 +455,7 @@ def _add_face_options(p: Any) -> None:
           help="detect faces only where there is motion or a tracked face (1)")
     g.add_argument("--detect-period", type=int,
                    help="while every face is tracked and nothing else moves, detect every "
-                        "n-th frame (2); 1 = every frame with motion")
+                        "n-th frame (4); 1 = every frame with motion")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
