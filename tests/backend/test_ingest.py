@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from tests.backend.conftest import Api, person_photo
@@ -254,3 +256,80 @@ def test_a_post_fsyncs_its_files_then_their_directory_once_then_the_wal(
     if server.settings.db is None:  # SQLite: its WAL after the images (PostgreSQL syncs itself)
         wal = [i for i, p in enumerate(paths) if p.endswith("-wal")]
         assert wal and wal[-1] > day_dirs[0]
+
+
+def _png(image: Image.Image, **params: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG", **params)
+    return buf.getvalue()
+
+
+@settings(max_examples=30, deadline=None)
+@given(side=st.sampled_from([112, 111, 160]), mode=st.sampled_from(["RGB", "RGBA", "P", "L"]),
+       bits16=st.booleans(), interlace=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_png_is_stored_as_uploaded_only_when_it_is_the_stored_pixels(
+        side: int, mode: str, bits16: bool, interlace: bool, seed: int) -> None:
+    """png_as_uploaded gives the upload's bytes back only for a plain 8-bit RGB PNG at the
+    model's size, and then those bytes decode (as every reader of a stored normalized image
+    does: cv2.imread) to exactly the pixels that were embedded; any other face0 is
+    re-encoded, as before."""
+    import cv2
+
+    from videodetector.backend.imaging import as_aligned_face, png_as_uploaded
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (side, side, 3), np.uint8)
+    if bits16:  # a 48-bit RGB PNG: Pillow reads it as 8-bit "RGB"
+        ok, buf = cv2.imencode(".png", pixels.astype(np.uint16) * 257)
+        data = buf.tobytes()
+    else:
+        data = _png(Image.fromarray(pixels).convert(mode), optimize=interlace)
+    photo = decode_photo(data, "face0", 10**7, 512)
+    aligned = as_aligned_face(photo.image)
+    kept = png_as_uploaded(photo, aligned)
+    plain = side == 112 and mode == "RGB" and not bits16
+    assert (kept is not None) == plain
+    if kept is not None:
+        assert kept is data
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(kept, np.uint8),
+                                                   cv2.IMREAD_COLOR), aligned)
+
+
+def test_the_daemons_face0_is_stored_as_uploaded_and_others_reencoded(api: Api) -> None:
+    """POST /face with face0: the daemon's normalized PNG (plain RGB, 112x112) is stored
+    byte for byte (no re-encode); an RGBA PNG, a PNG of another size and a JPEG face0 are
+    still stored as a 112x112 PNG of the pixels that were embedded. With face0 alone
+    (--only-norm), the photo stored is that same PNG."""
+    import cv2
+
+    from videodetector.core.images import encode
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 255, (112, 112, 3), np.uint8)
+    daemon_png = encode(pixels, "png")
+    photo = encode(rng.integers(0, 255, (240, 320, 3), np.uint8), "jpeg")
+    rgba = Image.fromarray(pixels[:, :, ::-1]).convert("RGBA")
+    other_encoder = _png(Image.fromarray(pixels[:, :, ::-1]), compress_level=9)
+    assert other_encoder != daemon_png  # so a re-encode would not give the upload back
+    cases = [(daemon_png, True), (other_encoder, True), (_png(rgba), False),
+             (encode(cv2.resize(pixels, (120, 120)), "png"), False),
+             (encode(pixels, "jpeg", 95), False)]
+    for i, (face0, as_uploaded) in enumerate(cases):
+        for with_photo in (True, False):
+            files = {"face0": ("f.png", face0, "image/png")}
+            if with_photo:
+                files["photo"] = ("p.jpg", photo, "image/jpeg")
+            r = api.post("/v1/face", files=files, data={"bbox": "[[10,10,60,70]]",
+                                                        "meta": f"{i}-{with_photo}"})
+            assert r.status_code == 200, r.text
+            (face,) = r.json()["results"]
+            stored = api.session.get(face["normalized"], timeout=30).content
+            expected = cv2.imdecode(np.frombuffer(face0, np.uint8), cv2.IMREAD_COLOR)
+            expected = cv2.resize(expected, (112, 112), interpolation=cv2.INTER_AREA) \
+                if expected.shape[:2] != (112, 112) else expected
+            assert stored[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (stored == face0) == as_uploaded
+            np.testing.assert_array_equal(
+                cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR), expected)
+            if not with_photo:
+                assert api.session.get(face["photo"], timeout=30).content == stored
