@@ -213,9 +213,10 @@ COLUMNS = (
 
 
 STAGES = (  # (name, owner, attribute): the handler's domain calls, timed in-process
-    ("decode photo + face0", "service", "decode_photo"),
+    ("decode photo (for thumbnails)", "service", "decode_for_thumbnails"),
+    ("decode face0", "service", "decode_photo"),
     ("embed (SFace)", "engine", "FaceEngine.embed_aligned"),
-    ("thumbnail crop", "service", "thumbnail"),
+    ("thumbnail crop", "imaging", "Photo.thumbnail"),
     ("encode thumbnail/normalized", "service", "encode"),
     ("write files + fsync", "storage", "FileStore.write_all"),
     ("SQL: insert rows", "service", "Backend._insert_faces"),
@@ -237,10 +238,10 @@ def stage_cpu(snaps: Sequence[Snapshot], posts: int) -> list[dict]:
     """CPU (thread time) per face of each stage of ``Backend.add_faces`` run in this
     process on the same snapshots (what the server's worker threads do per POST, without
     HTTP: the server's event loop column is that part)."""
-    from videodetector.backend import engine, service, storage
+    from videodetector.backend import engine, imaging, service, storage
     from videodetector.backend.settings import Settings
 
-    owners = {"service": service, "engine": engine, "storage": storage}
+    owners = {"service": service, "engine": engine, "storage": storage, "imaging": imaging}
     totals: dict[str, float] = {}
     saved = []
     for name, owner, attr in STAGES:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
@@ -333,3 +333,89 @@ def test_the_daemons_face0_is_stored_as_uploaded_and_others_reencoded(api: Api) 
                 cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR), expected)
             if not with_photo:
                 assert api.session.get(face["photo"], timeout=30).content == stored
+
+
+def _photo(mode: str, fmt: str, size: tuple[int, int], orientation: int, seed: int) -> bytes:
+    """A smooth photo (a real frame's texture, not noise) in ``mode`` and ``fmt``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (max(2, size[1] // 24), max(2, size[0] // 24), 3), np.uint8)
+    pixels = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
+    return _encoded(Image.fromarray(pixels).convert(mode), fmt, orientation)
+
+
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(mode_fmt=st.sampled_from([("RGB", "JPEG"), ("L", "JPEG"), ("RGBA", "PNG"),
+                                 ("P", "PNG")]),
+       size=st.sampled_from([(1280, 720), (640, 480), (333, 517)]),
+       orientation=st.sampled_from([1, 3, 6, 8]),
+       box=st.tuples(st.floats(-0.1, 0.9), st.floats(-0.1, 0.9), st.floats(0.02, 0.9),
+                     st.floats(0.02, 0.9)),
+       whole=st.booleans(), seed=st.integers(0, 2**16))
+def test_thumbnails_from_the_reduced_decode_are_those_of_before(
+        mode_fmt: tuple[str, str], size: tuple[int, int], orientation: int,
+        box: tuple[float, float, float, float], whole: bool, seed: int) -> None:
+    """decode_for_thumbnails (photo + face0 posts) decodes a JPEG at a reduced DCT scale
+    when every thumbnail still has its pixels there, and converts only the crops: each
+    thumbnail has exactly the size it had from the full decode, the same pixels when no
+    reduction was possible, and within JPEG-scaling noise otherwise; the photo's size (the
+    default box) is the same."""
+    from videodetector.backend.imaging import (
+        decode_for_thumbnails,
+        reduction_factor,
+        thumbnail,
+    )
+
+    data = _photo(*mode_fmt, size, orientation, seed)
+    before = decode_photo(data, "photo", 10**8, 4096)
+    w, h = before.size
+    boxes = None if whole else [(box[0] * w, box[1] * h, (box[0] + box[2]) * w,
+                                 (box[1] + box[3]) * h)]
+    photo = decode_for_thumbnails(data, "photo", 10**8, 4096, boxes)
+    assert photo.size == (w, h) and photo.image is None and photo.ext == before.ext
+    assert photo.sha256 == before.sha256 and photo.orientation == before.orientation
+    used = boxes or [(0.0, 0.0, float(w), float(h))]
+    factor = reduction_factor((w, h), used) if mode_fmt[1] == "JPEG" else 1
+    for b in used:
+        old, new = thumbnail(before.image, b), photo.thumbnail(b)
+        assert new.shape == old.shape and new.dtype == np.uint8 and new.flags["C_CONTIGUOUS"]
+        if factor == 1:
+            np.testing.assert_array_equal(new, old)
+        else:
+            diff = np.abs(new.astype(int) - old.astype(int))
+            assert diff.mean() < 4 and np.percentile(diff, 99) < 32, (factor, diff.mean())
+
+
+@pytest.mark.parametrize("size,box,factor", [
+    ((1280, 720), (419, 227, 481, 311), 1),  # the bench's faces: crop < 160 px, full scale
+    ((1920, 1080), (800, 300, 950, 500), 2),  # a crop of 240x320 px for a 120x160 thumbnail
+    ((1920, 1080), (800, 300, 1100, 700), 4),  # a close face: a crop of 480x640 px
+    ((1280, 720), None, 8),  # no bbox: a thumbnail of the whole frame
+])
+def test_reduction_factor_never_upscales(size: tuple[int, int], box: tuple | None,
+                                         factor: int) -> None:
+    from videodetector.backend.imaging import reduction_factor, thumbnail_geometry
+
+    boxes = [box] if box else [(0, 0, *size)]
+    assert reduction_factor(size, boxes) == factor
+    (x1, y1, x2, y2), (tw, th) = thumbnail_geometry(size, boxes[0])
+    assert (x2 - x1) // factor >= tw and (y2 - y1) // factor >= th
+
+
+def test_a_truncated_photo_with_face0_is_still_refused(api: Api) -> None:
+    """The photo of a face0 post is decoded at a reduced scale, but every byte of it still
+    is: a truncated JPEG is refused (400 naming photo) and nothing is stored."""
+    from videodetector.core.images import encode
+
+    rng = np.random.default_rng(9)
+    photo = encode(rng.integers(0, 255, (720, 1280, 3), np.uint8), "jpeg")
+    face0 = encode(rng.integers(0, 255, (112, 112, 3), np.uint8), "png")
+    for box in ("[[10,10,60,70]]", "[[100,100,900,700]]"):  # full scale, then 1/2..1/8
+        r = api.post("/v1/face", files={"photo": ("p.jpg", photo[: len(photo) * 2 // 3],
+                                                  "image/jpeg"),
+                                        "face0": ("f.png", face0, "image/png")},
+                     data={"bbox": box})
+        assert r.status_code == 400, r.text
+        assert r.json().get("param") == "photo", r.text
+    assert api.get("/v1/faces").json()["results"] == []

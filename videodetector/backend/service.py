@@ -38,6 +38,7 @@ from videodetector.backend.imaging import (
     Photo,
     as_aligned_face,
     content_hash,
+    decode_for_thumbnails,
     decode_photo,
     png_as_uploaded,
     thumbnail,
@@ -387,9 +388,12 @@ class Backend:
     def faces_of_request(self, photo_bytes: bytes | None, face_images: list[bytes],
                          boxes: list[Box] | None, selector: str, want_attrs: frozenset[str],
                          photo_param: str = "photo") -> tuple[Photo | None, list[NewFace]]:
-        photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
-        if face_images:
+        if face_images:  # the photo is only stored, with thumbnails: decoded for those
+            photo = None if photo_bytes is None else decode_for_thumbnails(
+                photo_bytes, photo_param, self.settings.max_photo_bytes, self.settings.max_size,
+                boxes)
             return photo, self.analyze_aligned(face_images, boxes, photo, want_attrs)
+        photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
         if photo is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
@@ -472,9 +476,9 @@ class Backend:
             written["photo_hash"] = content_hash(post.face_images[0])
         per_face = written["faces"] = []
         for face in faces:
-            source = photo.image if photo is not None else face.aligned
-            box = face.box if photo is not None else (0, 0, *face.aligned.shape[1::-1])
-            thumb_rel = write("thumb", "jpeg", encode(thumbnail(source, box), "jpeg", 85))
+            thumb = (photo.thumbnail(face.box) if photo is not None else
+                     thumbnail(face.aligned, (0, 0, *face.aligned.shape[1::-1])))
+            thumb_rel = write("thumb", "jpeg", encode(thumb, "jpeg", 85))
             norm_rel = write("norm", "png", face.normalized_png())
             per_face.append((thumb_rel, norm_rel))
         self.files.write_all(files)
