@@ -283,12 +283,14 @@ def stage_cpu(snaps: Sequence[Snapshot], posts: int) -> list[dict]:
     return rows
 
 
-def start_profile(base: Path | None, clients: int, pid: int) -> subprocess.Popen | None:
+def start_profile(base: Path | None, clients: int, pid: int, extra: Sequence[str] = ()
+                  ) -> subprocess.Popen | None:
     if base is None:
         return None
     out = base.with_name(f"{base.name}.{clients}.txt")
     proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw",
-                             "--rate", "200", "--output", str(out), "--nonblocking", "--threads"],
+                             "--rate", "200", "--output", str(out), "--nonblocking", "--threads",
+                             *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the first post
     return proc
@@ -314,7 +316,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="posts run in-process for the per-stage CPU table (0: none)")
     p.add_argument("--profile", type=Path, default=None,
                    help="record the server with py-spy during each run into "
-                        "PROFILE.<clients>.txt (collapsed stacks; needs py-spy)")
+                        "PROFILE.<clients>.txt (collapsed stacks per thread; needs py-spy)")
+    p.add_argument("--profile-args", default="",
+                   help="extra py-spy record options, e.g. '--gil' (only samples holding the "
+                        "GIL: Python CPU) or '--idle'")
     args = p.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
     return args
@@ -337,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             if args.warmup:
                 run_clients(server, token, snaps, 1, args.warmup, args.only_norm)
             for clients in args.clients:
-                spy = start_profile(args.profile, clients, server.proc.pid)
+                spy = start_profile(args.profile, clients, server.proc.pid,
+                                    args.profile_args.split())
                 row = run_clients(server, token, snaps, clients, args.posts, args.only_norm)
                 stop_profile(spy)
                 print(f"  {clients} client(s): {row['faces_per_s']} faces/s, p50 "

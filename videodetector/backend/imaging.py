@@ -197,11 +197,13 @@ def thumbnail_geometry(size: tuple[int, int], box: Box, max_side: int = THUMBNAI
 def reduction_factor(size: tuple[int, int], boxes: list[Box], max_side: int = THUMBNAIL_SIDE
                      ) -> int:
     """The largest JPEG DCT scale denominator (1, 2, 4, 8) at which every thumbnail's crop
-    still has at least the thumbnail's pixels on both sides (never upscaled)."""
+    still has at least twice the thumbnail's pixels on both sides: never upscaled, and the
+    last 2x or more of the downscale is the area filter's, as before (DCT scaling alone
+    differs more from it)."""
     best = 8
     for box in boxes:
         (x1, y1, x2, y2), (tw, th) = thumbnail_geometry(size, box, max_side)
-        while best > 1 and ((x2 - x1) < best * tw or (y2 - y1) < best * th):
+        while best > 1 and ((x2 - x1) < 2 * best * tw or (y2 - y1) < 2 * best * th):
             best //= 2
     return best
 
@@ -214,6 +216,7 @@ def _reduced_thumbnail(reduced: Image.Image, size: tuple[int, int], box: Box,
     size. At scale 1 the pixels are those of :func:`thumbnail`."""
     (x1, y1, x2, y2), (tw, th) = thumbnail_geometry(size, box, max_side)
     fx, fy = reduced.size[0] / size[0], reduced.size[1] / size[1]
+    # the reduced pixels covering the crop (whole pixels: a little more than the crop)
     rx1, ry1 = int(np.floor(x1 * fx)), int(np.floor(y1 * fy))
     rx2 = min(reduced.size[0], max(rx1 + 1, int(np.ceil(x2 * fx))))
     ry2 = min(reduced.size[1], max(ry1 + 1, int(np.ceil(y2 * fy))))
@@ -221,9 +224,17 @@ def _reduced_thumbnail(reduced: Image.Image, size: tuple[int, int], box: Box,
     if crop.mode != "RGB":
         crop = crop.convert("RGB")
     bgr = cv2.cvtColor(np.asarray(crop), cv2.COLOR_RGB2BGR)
-    if bgr.shape[1] != tw or bgr.shape[0] != th:
-        bgr = cv2.resize(bgr, (tw, th), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(bgr)
+    if (rx1, ry1, rx2, ry2) == (x1, y1, x2, y2):  # full scale: exactly thumbnail()
+        return thumbnail(bgr, (0, 0, x2 - x1, y2 - y1), max_side) if (tw, th) != (
+            x2 - x1, y2 - y1) else np.ascontiguousarray(bgr)
+    # scaled as the crop is scaled into the thumbnail, then the crop's part cut out, so the
+    # thumbnail is not shifted or stretched by the whole-pixel rounding of the reduced crop
+    sx, sy = tw / (x2 - x1), th / (y2 - y1)
+    big = (max(tw, round((rx2 - rx1) / fx * sx)), max(th, round((ry2 - ry1) / fy * sy)))
+    bgr = cv2.resize(bgr, big, interpolation=cv2.INTER_AREA)
+    ox = min(big[0] - tw, max(0, round((x1 - rx1 / fx) * sx)))
+    oy = min(big[1] - th, max(0, round((y1 - ry1 / fy) * sy)))
+    return np.ascontiguousarray(bgr[oy:oy + th, ox:ox + tw])
 
 
 def _bgr_pixels(im: Image.Image, orientation: int) -> np.ndarray:
