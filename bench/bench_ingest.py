@@ -16,7 +16,15 @@ The backend is the real ``fkvideo_backend serve`` in a subprocess (``bench_backe
 with a fresh data folder; the clients are threads of this process (``requests``, one
 session each), so the client's CPU shares the machine with the server's. Per client count:
 posts, faces stored, faces/s (faces / wall time), latency p50/p95, the server's CPU time per
-face and its RSS after the run.
+face (user + sys, and the part of its event loop thread: HTTP, multipart, responses), the
+client's own CPU per face (this process), "faces/s the server CPU allows" (cores / server
+CPU per face: the capacity figure that does not depend on what else runs on the machine)
+and the server's RSS after the run.
+
+Then (``--stages N``) the CPU per face of each stage of ``Backend.add_faces`` (decode,
+embedding, thumbnail, encodes, file writes, SQL), measured in this process with
+``time.thread_time`` on the same snapshots. On a loaded machine every CPU figure is
+inflated (SFace: 14.5 ms idle, 25-30 ms at load 15): compare runs taken at the same load.
 """
 
 from __future__ import annotations
