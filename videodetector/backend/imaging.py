@@ -224,9 +224,10 @@ def _reduced_thumbnail(reduced: Image.Image, size: tuple[int, int], box: Box,
     if crop.mode != "RGB":
         crop = crop.convert("RGB")
     bgr = cv2.cvtColor(np.asarray(crop), cv2.COLOR_RGB2BGR)
-    if (rx1, ry1, rx2, ry2) == (x1, y1, x2, y2):  # full scale: exactly thumbnail()
-        return thumbnail(bgr, (0, 0, x2 - x1, y2 - y1), max_side) if (tw, th) != (
-            x2 - x1, y2 - y1) else np.ascontiguousarray(bgr)
+    if (rx1, ry1, rx2, ry2) == (x1, y1, x2, y2):  # full scale: exactly thumbnail()'s steps
+        if (tw, th) != (x2 - x1, y2 - y1):
+            bgr = cv2.resize(bgr, (tw, th), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(bgr)
     # scaled as the crop is scaled into the thumbnail, then the crop's part cut out, so the
     # thumbnail is not shifted or stretched by the whole-pixel rounding of the reduced crop
     sx, sy = tw / (x2 - x1), th / (y2 - y1)
