@@ -16,7 +16,15 @@ The backend is the real ``fkvideo_backend serve`` in a subprocess (``bench_backe
 with a fresh data folder; the clients are threads of this process (``requests``, one
 session each), so the client's CPU shares the machine with the server's. Per client count:
 posts, faces stored, faces/s (faces / wall time), latency p50/p95, the server's CPU time per
-face and its RSS after the run.
+face (user + sys, and the part of its event loop thread: HTTP, multipart, responses), the
+client's own CPU per face (this process), "faces/s the server CPU allows" (cores / server
+CPU per face: the capacity figure that does not depend on what else runs on the machine)
+and the server's RSS after the run.
+
+Then (``--stages N``) the CPU per face of each stage of ``Backend.add_faces`` (decode,
+embedding, thumbnail, encodes, file writes, SQL), measured in this process with
+``time.thread_time`` on the same snapshots. On a loaded machine every CPU figure is
+inflated (SFace: 14.5 ms idle, 25-30 ms at load 15): compare runs taken at the same load.
 """
 
 from __future__ import annotations
@@ -90,10 +98,38 @@ def make_snapshots(data: Path, limit: int = 32) -> list[Snapshot]:
     return snaps
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
+def _user_sys(stat_path: str) -> tuple[float, float]:
+    with open(stat_path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(_user_sys(f"/proc/{pid}/stat"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerCpu:
+    """The server's CPU seconds so far: user, sys, and the event loop's share (its main
+    thread: HTTP, multipart parsing, responses); the rest ran in worker threads (the
+    handler's decode, embedding, files, SQL) or the runtimes' own threads."""
+
+    user: float
+    sys: float
+    loop: float
+
+    @classmethod
+    def of(cls, pid: int) -> ServerCpu:
+        user, system = _user_sys(f"/proc/{pid}/stat")
+        return cls(user, system, sum(_user_sys(f"/proc/{pid}/task/{pid}/stat")))
+
+    def __sub__(self, other: ServerCpu) -> ServerCpu:
+        return ServerCpu(self.user - other.user, self.sys - other.sys, self.loop - other.loop)
+
+    @property
+    def total(self) -> float:
+        return self.user + self.sys
 
 
 class Poster:
@@ -144,7 +180,8 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
                 posts: int, only_norm: bool) -> dict:
     poster = Poster(server.url, token, snaps, only_norm, f"run{clients}-{time.time()}")
     pid = server.proc.pid
-    cpu0 = cpu_seconds(pid)
+    cpu0 = ServerCpu.of(pid)
+    client0 = time.process_time()
     threads = [threading.Thread(target=poster.client, args=(posts,)) for _ in range(clients)]
     t0 = time.perf_counter()
     for t in threads:
@@ -152,7 +189,9 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    cpu = cpu_seconds(pid) - cpu0
+    cpu = ServerCpu.of(pid) - cpu0
+    client = time.process_time() - client0
+    faces = max(1, poster.faces)
     ms = 1000 * np.array(poster.latencies)
     for err in poster.errors:
         print(f"  error: {err}", flush=True)
@@ -160,7 +199,13 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
             "seconds": round(wall, 2), "faces_per_s": round(poster.faces / wall, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p95_ms": round(float(np.percentile(ms, 95)), 1),
-            "cpu_ms_per_face": round(1000 * cpu / max(1, poster.faces), 1),
+            "cpu_ms_per_face": round(1000 * cpu.total / faces, 1),
+            "user_ms": round(1000 * cpu.user / faces, 1),
+            "sys_ms": round(1000 * cpu.sys / faces, 1),
+            "loop_ms": round(1000 * cpu.loop / faces, 1),
+            "client_ms_per_face": round(1000 * client / faces, 1),
+            "capacity": (round(poster.faces / cpu.total * len(os.sched_getaffinity(0)), 1)
+                         if cpu.total > 0 else None),
             "rss_mb": rss_mb(pid), "load": round(os.getloadavg()[0], 2)}
 
 
@@ -168,16 +213,92 @@ COLUMNS = (
     ("clients", "clients", ">"), ("posts", "posts", ">"), ("faces", "faces stored", ">"),
     ("seconds", "seconds", ">"), ("faces_per_s", "faces/s", ">"), ("p50_ms", "p50 ms", ">"),
     ("p95_ms", "p95 ms", ">"), ("cpu_ms_per_face", "server CPU ms/face", ">"),
+    ("user_ms", "user", ">"), ("sys_ms", "sys", ">"), ("loop_ms", "event loop", ">"),
+    ("client_ms_per_face", "client CPU ms/face", ">"),
+    ("capacity", "faces/s the server CPU allows", ">"),
     ("rss_mb", "server RSS MB", ">"), ("load", "load after", ">"),
 )
 
 
-def start_profile(base: Path | None, clients: int, pid: int) -> subprocess.Popen | None:
+STAGES = (  # (name, owner, attribute): the handler's domain calls, timed in-process
+    ("decode photo (for thumbnails)", "service", "decode_for_thumbnails"),
+    ("decode face0", "service", "decode_photo"),
+    ("embed (SFace)", "engine", "FaceEngine.embed_aligned"),
+    ("thumbnail crop", "imaging", "Photo.thumbnail"),
+    ("encode thumbnail/normalized", "service", "encode"),
+    ("write files + fsync", "storage", "FileStore.write_all"),
+    ("SQL: insert rows", "service", "Backend._insert_faces"),
+    ("render the response rows", "service", "Backend.face_rows"),
+)
+
+
+def _timed(name: str, fn, totals: dict[str, float]):
+    def wrapper(*args, **kwargs):
+        t0 = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.thread_time() - t0
+    return wrapper
+
+
+def stage_cpu(snaps: Sequence[Snapshot], posts: int) -> list[dict]:
+    """CPU (thread time) per face of each stage of ``Backend.add_faces`` run in this
+    process on the same snapshots (what the server's worker threads do per POST, without
+    HTTP: the server's event loop column is that part)."""
+    from videodetector.backend import engine, imaging, service, storage
+    from videodetector.backend.settings import Settings
+
+    owners = {"service": service, "engine": engine, "storage": storage, "imaging": imaging}
+    totals: dict[str, float] = {}
+    saved = []
+    for name, owner, attr in STAGES:
+        obj = owners[owner]
+        if "." in attr:
+            obj, attr = getattr(obj, attr.split(".")[0]), attr.split(".")[1]
+        saved.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, _timed(name, getattr(obj, attr), totals))
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
+            backend = service.Backend(Settings(data_dir=Path(tmp)))
+            run = f"stages-{time.time()}"
+
+            def post(i: int) -> None:
+                snap = dataclasses.replace(snaps[i % len(snaps)], seq=i, run_id=run)
+                ids = backend.add_faces(1, service.FacePost(
+                    photo=snap.frame_jpeg, face_images=[snap.face_png],
+                    boxes=[tuple(float(v) for v in snap.bbox)],
+                    cam_id=snap.cam_id, timestamp=snap.timestamp,
+                    idempotency_key=snap.idempotency_key))
+                backend.face_rows(1, ids)
+
+            for i in range(4):  # warm-up: models, SQL statements
+                post(i)
+            totals.clear()
+            t0 = time.thread_time()
+            for i in range(posts):
+                post(i + 4)
+            total = time.thread_time() - t0
+            backend.close()
+    finally:
+        for obj, attr, fn in saved:
+            setattr(obj, attr, fn)
+    rows = [{"stage": name, "ms": round(1000 * totals.get(name, 0.0) / posts, 2)}
+            for name, _, _ in STAGES]
+    rows.append({"stage": "other (SQL reads, persons, checks)",
+                 "ms": round(1000 * (total - sum(totals.values())) / posts, 2)})
+    rows.append({"stage": "total Backend.add_faces + rows", "ms": round(1000 * total / posts, 2)})
+    return rows
+
+
+def start_profile(base: Path | None, clients: int, pid: int, extra: Sequence[str] = ()
+                  ) -> subprocess.Popen | None:
     if base is None:
         return None
     out = base.with_name(f"{base.name}.{clients}.txt")
     proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw",
-                             "--rate", "200", "--output", str(out), "--nonblocking"],
+                             "--rate", "200", "--output", str(out), "--nonblocking", "--threads",
+                             *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the first post
     return proc
@@ -199,9 +320,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="post only face0, without the full frame (--only-norm)")
     p.add_argument("--model-threads", type=int, default=1, help="backend --model-threads")
     p.add_argument("--server-args", default="", help="extra fkvideo_backend serve options")
+    p.add_argument("--stages", type=int, default=100,
+                   help="posts run in-process for the per-stage CPU table (0: none)")
     p.add_argument("--profile", type=Path, default=None,
                    help="record the server with py-spy during each run into "
-                        "PROFILE.<clients>.txt (collapsed stacks; needs py-spy)")
+                        "PROFILE.<clients>.txt (collapsed stacks per thread; needs py-spy)")
+    p.add_argument("--profile-args", default="",
+                   help="extra py-spy record options, e.g. '--gil' (only samples holding the "
+                        "GIL: Python CPU) or '--idle'")
     args = p.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
     return args
@@ -224,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             if args.warmup:
                 run_clients(server, token, snaps, 1, args.warmup, args.only_norm)
             for clients in args.clients:
-                spy = start_profile(args.profile, clients, server.proc.pid)
+                spy = start_profile(args.profile, clients, server.proc.pid,
+                                    args.profile_args.split())
                 row = run_clients(server, token, snaps, clients, args.posts, args.only_norm)
                 stop_profile(spy)
                 print(f"  {clients} client(s): {row['faces_per_s']} faces/s, p50 "
@@ -236,7 +363,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     what = "face0 only" if args.only_norm else "photo + bbox + face0"
     print(f"\nPOST /v1/face, detector snapshots ({what}):\n")
     print(table)
-    return {"machine": machine_line(), "snapshots": len(snaps), "rows": rows, "table": table}
+    stages = stage_cpu(snaps, args.stages) if args.stages > 0 else []
+    if stages:
+        print(f"\nCPU per face by stage, Backend.add_faces in-process ({args.stages} posts of "
+              f"photo + bbox + face0; load {os.getloadavg()[0]:.2f}):\n")
+        print(format_table(stages, (("stage", "stage", "<"), ("ms", "CPU ms/face", ">"))))
+    return {"machine": machine_line(), "snapshots": len(snaps), "rows": rows, "table": table,
+            "stages": stages}
 
 
 if __name__ == "__main__":

@@ -92,11 +92,15 @@ def test_bench_backend_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     mod = bench("bench_ingest")
-    out = mod.main(["--clients", "1,2", "--posts", "4", "--warmup", "1"])
+    out = mod.main(["--clients", "1,2", "--posts", "4", "--warmup", "1", "--stages", "3"])
     assert out["snapshots"] >= 1
     assert [r["clients"] for r in out["rows"]] == [1, 2]
     for row in out["rows"]:
         assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["rss_mb"] > 0
+        assert row["cpu_ms_per_face"] > 0 and row["client_ms_per_face"] > 0
+        assert row["user_ms"] + row["sys_ms"] >= row["loop_ms"] > 0
+    stages = {r["stage"]: r["ms"] for r in out["stages"]}
+    assert stages["embed (SFace)"] > 0 and stages["decode photo (for thumbnails)"] > 0
     assert "faces/s" in capsys.readouterr().out
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from tests.backend.conftest import Api, person_photo
@@ -254,3 +256,173 @@ def test_a_post_fsyncs_its_files_then_their_directory_once_then_the_wal(
     if server.settings.db is None:  # SQLite: its WAL after the images (PostgreSQL syncs itself)
         wal = [i for i, p in enumerate(paths) if p.endswith("-wal")]
         assert wal and wal[-1] > day_dirs[0]
+
+
+def _png(image: Image.Image, **params: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG", **params)
+    return buf.getvalue()
+
+
+@settings(max_examples=30, deadline=None)
+@given(side=st.sampled_from([112, 111, 160]), mode=st.sampled_from(["RGB", "RGBA", "P", "L"]),
+       bits16=st.booleans(), interlace=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_png_is_stored_as_uploaded_only_when_it_is_the_stored_pixels(
+        side: int, mode: str, bits16: bool, interlace: bool, seed: int) -> None:
+    """png_as_uploaded gives the upload's bytes back only for a plain 8-bit RGB PNG at the
+    model's size, and then those bytes decode (as every reader of a stored normalized image
+    does: cv2.imread) to exactly the pixels that were embedded; any other face0 is
+    re-encoded, as before."""
+    import cv2
+
+    from videodetector.backend.imaging import as_aligned_face, png_as_uploaded
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (side, side, 3), np.uint8)
+    if bits16:  # a 48-bit RGB PNG: Pillow reads it as 8-bit "RGB"
+        ok, buf = cv2.imencode(".png", pixels.astype(np.uint16) * 257)
+        data = buf.tobytes()
+    else:
+        data = _png(Image.fromarray(pixels).convert(mode), optimize=interlace)
+    photo = decode_photo(data, "face0", 10**7, 512)
+    aligned = as_aligned_face(photo.image)
+    kept = png_as_uploaded(photo, aligned)
+    plain = side == 112 and mode == "RGB" and not bits16
+    assert (kept is not None) == plain
+    if kept is not None:
+        assert kept is data
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(kept, np.uint8),
+                                                   cv2.IMREAD_COLOR), aligned)
+
+
+def test_the_daemons_face0_is_stored_as_uploaded_and_others_reencoded(api: Api) -> None:
+    """POST /face with face0: the daemon's normalized PNG (plain RGB, 112x112) is stored
+    byte for byte (no re-encode); an RGBA PNG, a PNG of another size and a JPEG face0 are
+    still stored as a 112x112 PNG of the pixels that were embedded. With face0 alone
+    (--only-norm), the photo stored is that same PNG."""
+    import cv2
+
+    from videodetector.core.images import encode
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 255, (112, 112, 3), np.uint8)
+    daemon_png = encode(pixels, "png")
+    photo = encode(rng.integers(0, 255, (240, 320, 3), np.uint8), "jpeg")
+    rgba = Image.fromarray(pixels[:, :, ::-1]).convert("RGBA")
+    other_encoder = _png(Image.fromarray(pixels[:, :, ::-1]), compress_level=9)
+    assert other_encoder != daemon_png  # so a re-encode would not give the upload back
+    cases = [(daemon_png, True), (other_encoder, True), (_png(rgba), False),
+             (encode(cv2.resize(pixels, (120, 120)), "png"), False),
+             (encode(pixels, "jpeg", 95), False)]
+    for i, (face0, as_uploaded) in enumerate(cases):
+        for with_photo in (True, False):
+            files = {"face0": ("f.png", face0, "image/png")}
+            if with_photo:
+                files["photo"] = ("p.jpg", photo, "image/jpeg")
+            r = api.post("/v1/face", files=files, data={"bbox": "[[10,10,60,70]]",
+                                                        "meta": f"{i}-{with_photo}"})
+            assert r.status_code == 200, r.text
+            (face,) = r.json()["results"]
+            stored = api.session.get(face["normalized"], timeout=30).content
+            expected = cv2.imdecode(np.frombuffer(face0, np.uint8), cv2.IMREAD_COLOR)
+            expected = cv2.resize(expected, (112, 112), interpolation=cv2.INTER_AREA) \
+                if expected.shape[:2] != (112, 112) else expected
+            assert stored[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (stored == face0) == as_uploaded
+            np.testing.assert_array_equal(
+                cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR), expected)
+            if not with_photo:
+                assert api.session.get(face["photo"], timeout=30).content == stored
+
+
+def _photo(mode: str, fmt: str, size: tuple[int, int], orientation: int, seed: int) -> bytes:
+    """A smooth photo (a real frame's texture, not noise) in ``mode`` and ``fmt``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (max(2, size[1] // 24), max(2, size[0] // 24), 3), np.uint8)
+    pixels = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
+    return _encoded(Image.fromarray(pixels).convert(mode), fmt, orientation)
+
+
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(mode_fmt=st.sampled_from([("RGB", "JPEG"), ("L", "JPEG"), ("RGBA", "PNG"),
+                                 ("P", "PNG")]),
+       size=st.sampled_from([(1280, 720), (640, 480), (333, 517)]),
+       orientation=st.sampled_from([1, 3, 6, 8]),
+       box=st.tuples(st.floats(-0.1, 0.9), st.floats(-0.1, 0.9), st.floats(0.02, 0.9),
+                     st.floats(0.02, 0.9)),
+       whole=st.booleans(), seed=st.integers(0, 2**16))
+def test_thumbnails_from_the_reduced_decode_are_those_of_before(
+        mode_fmt: tuple[str, str], size: tuple[int, int], orientation: int,
+        box: tuple[float, float, float, float], whole: bool, seed: int) -> None:
+    """decode_for_thumbnails (photo + face0 posts) decodes a JPEG at a reduced DCT scale
+    when every thumbnail still has its pixels there, and converts only the crops: each
+    thumbnail has exactly the size it had from the full decode, the same pixels when no
+    reduction was possible, and within JPEG-scaling noise otherwise; the photo's size (the
+    default box) is the same."""
+    import cv2
+
+    from videodetector.backend.imaging import (
+        decode_for_thumbnails,
+        reduction_factor,
+        thumbnail,
+    )
+    from videodetector.core.images import encode
+
+    data = _photo(*mode_fmt, size, orientation, seed)
+    before = decode_photo(data, "photo", 10**8, 4096)
+    w, h = before.size
+    boxes = None if whole else [(box[0] * w, box[1] * h, (box[0] + box[2]) * w,
+                                 (box[1] + box[3]) * h)]
+    photo = decode_for_thumbnails(data, "photo", 10**8, 4096, boxes)
+    assert photo.size == (w, h) and photo.image is None and photo.ext == before.ext
+    assert photo.sha256 == before.sha256 and photo.orientation == before.orientation
+    used = boxes or [(0.0, 0.0, float(w), float(h))]
+    factor = reduction_factor((w, h), used) if mode_fmt[1] == "JPEG" else 1
+    for b in used:
+        old, new = thumbnail(before.image, b), photo.thumbnail(b)
+        assert new.shape == old.shape and new.dtype == np.uint8 and new.flags["C_CONTIGUOUS"]
+        if factor == 1:
+            np.testing.assert_array_equal(new, old)
+        else:  # no further from before than the stored JPEG (quality 85) is from it
+            stored = cv2.imdecode(np.frombuffer(encode(old, "jpeg", 85), np.uint8), 1)
+            noise = np.abs(stored.astype(int) - old.astype(int)).mean()
+            diff = np.abs(new.astype(int) - old.astype(int)).mean()
+            assert diff <= 2 * noise + 1, (factor, diff, noise)
+
+
+@pytest.mark.parametrize("size,box,factor", [
+    ((1280, 720), (419, 227, 481, 311), 1),  # the bench's faces: crop < 160 px, full scale
+    ((1920, 1080), (800, 300, 950, 500), 1),  # a crop of 240x320 px for a 120x160 thumbnail
+    ((1920, 1080), (800, 300, 1100, 700), 2),  # a close face: a crop of 480x640 px
+    ((1280, 720), None, 4),  # no bbox: a thumbnail (160x90) of the whole frame
+])
+def test_reduction_factor_never_upscales(size: tuple[int, int], box: tuple | None,
+                                         factor: int) -> None:
+    from videodetector.backend.imaging import reduction_factor, thumbnail_geometry
+
+    boxes = [box] if box else [(0, 0, *size)]
+    assert reduction_factor(size, boxes) == factor
+    (x1, y1, x2, y2), (tw, th) = thumbnail_geometry(size, boxes[0])
+    w, h = x2 - x1, y2 - y1
+    assert factor == 1 or (w // factor >= 2 * tw and h // factor >= 2 * th)
+    assert factor == 8 or w < 4 * factor * tw or h < 4 * factor * th  # the next one is not
+
+
+def test_a_truncated_photo_with_face0_is_still_refused(api: Api) -> None:
+    """The photo of a face0 post is decoded at a reduced scale, but every byte of it still
+    is: a truncated JPEG is refused (400 naming photo) and nothing is stored."""
+    from videodetector.core.images import encode
+
+    rng = np.random.default_rng(9)
+    photo = encode(rng.integers(0, 255, (720, 1280, 3), np.uint8), "jpeg")
+    face0 = encode(rng.integers(0, 255, (112, 112, 3), np.uint8), "png")
+    for box in ("[[10,10,60,70]]", "[[100,100,900,700]]"):  # full scale, then 1/2..1/8
+        r = api.post("/v1/face", files={"photo": ("p.jpg", photo[: len(photo) * 2 // 3],
+                                                  "image/jpeg"),
+                                        "face0": ("f.png", face0, "image/png")},
+                     data={"bbox": box})
+        assert r.status_code == 400, r.text
+        assert r.json().get("param") == "photo", r.text
+    assert api.get("/v1/faces").json()["results"] == []

@@ -37,7 +37,9 @@ from videodetector.backend.imaging import (
     Photo,
     as_aligned_face,
     content_hash,
+    decode_for_thumbnails,
     decode_photo,
+    png_as_uploaded,
     thumbnail,
 )
 from videodetector.backend.index import IndexRegistry
@@ -72,6 +74,10 @@ class NewFace:
     # gender, gender_confidence, age, emotions (the two most likely names)
     attrs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # plugin annotations: {"plugins": ..}
+    aligned_png: bytes | None = None  # ``aligned`` as the uploaded PNG (imaging.png_as_uploaded)
+
+    def normalized_png(self) -> bytes:
+        return self.aligned_png if self.aligned_png is not None else encode(self.aligned, "png")
 
 
 @dataclass
@@ -365,19 +371,23 @@ class Backend:
             else:
                 w, h = photo.size if photo is not None else img.size
                 box = (0.0, 0.0, float(w), float(h))
+            png = png_as_uploaded(img, aligned)
             del img  # only the model-sized face is kept
             emb = self.engine.embed_aligned(aligned)
             attrs = (self.engine.estimate_age_gender(aligned, None, aligned, want_attrs)
                      if want_attrs else {})
-            out.append(NewFace(box, aligned, emb, attrs))
+            out.append(NewFace(box, aligned, emb, attrs, aligned_png=png))
         return out
 
     def faces_of_request(self, photo_bytes: bytes | None, face_images: list[bytes],
                          boxes: list[Box] | None, selector: str, want_attrs: frozenset[str],
                          photo_param: str = "photo") -> tuple[Photo | None, list[NewFace]]:
-        photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
-        if face_images:
+        if face_images:  # the photo is only stored, with thumbnails: decoded for those
+            photo = None if photo_bytes is None else decode_for_thumbnails(
+                photo_bytes, photo_param, self.settings.max_photo_bytes, self.settings.max_size,
+                boxes)
             return photo, self.analyze_aligned(face_images, boxes, photo, want_attrs)
+        photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
         if photo is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
@@ -453,14 +463,14 @@ class Backend:
             written["photo"] = write("photo", photo.ext, photo.data)
             written["photo_hash"] = photo.sha256
         else:  # only normalized faces were posted: the first one stands for the photo
-            written["photo"] = write("photo", "png", encode(faces[0].aligned, "png"))
+            written["photo"] = write("photo", "png", faces[0].normalized_png())
             written["photo_hash"] = content_hash(post.face_images[0])
         per_face = written["faces"] = []
         for face in faces:
-            source = photo.image if photo is not None else face.aligned
-            box = face.box if photo is not None else (0, 0, *face.aligned.shape[1::-1])
-            thumb_rel = write("thumb", "jpeg", encode(thumbnail(source, box), "jpeg", 85))
-            norm_rel = write("norm", "png", encode(face.aligned, "png"))
+            thumb = (photo.thumbnail(face.box) if photo is not None else
+                     thumbnail(face.aligned, (0, 0, *face.aligned.shape[1::-1])))
+            thumb_rel = write("thumb", "jpeg", encode(thumb, "jpeg", 85))
+            norm_rel = write("norm", "png", face.normalized_png())
             per_face.append((thumb_rel, norm_rel))
         self.files.write_all(files)
 
