@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -89,6 +90,7 @@ class PgCluster:
     user: str | None = None  # the system user the server runs as (root: SYSTEM_USER)
     port: int = 0
     durable: bool = False  # fsync and synchronous commit on (benchmarks), off for tests
+    keep: bool = False  # a kept data directory (``open``): ``stop`` leaves it in place
     _dbs: list[str] = field(default_factory=list)
 
     @classmethod
@@ -104,6 +106,16 @@ class PgCluster:
         cluster._make_template()
         return cluster
 
+    @classmethod
+    def open(cls, folder: Path, durable: bool = True) -> PgCluster:
+        """A server on the data directory ``folder`` (benchmarks: built once, measured many
+        times): initdb when it is new, else the databases already there are reused; ``stop``
+        stops the server and leaves the folder."""
+        cluster = cls(bindir=_bin_dir(), keep=True)
+        cluster._launch(durable, Path(folder))
+        cluster._make_template()
+        return cluster
+
     def _run(self, *args: str) -> None:
         assert self.bindir is not None
         kw = {"user": self.user} if self.user else {}
@@ -112,10 +124,14 @@ class PgCluster:
         if r.returncode:
             raise PgUnavailable(f"{args[0]} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
 
-    def _launch(self, durable: bool = False) -> None:
+    def _launch(self, durable: bool = False, folder: Path | None = None) -> None:
         assert self.bindir is not None
         self.durable = durable
-        self.datadir = Path(tempfile.mkdtemp(prefix="fkvideo-pg-"))
+        if folder is None:
+            self.datadir = Path(tempfile.mkdtemp(prefix="fkvideo-pg-"))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.datadir = folder.resolve()
         if os.geteuid() == 0:  # postgres will not run as root
             self.user = SYSTEM_USER
             try:
@@ -127,8 +143,9 @@ class PgCluster:
             os.chown(self.datadir, uid, -1)
             self.datadir.chmod(0o700)
         pgdata = self.datadir / "data"
-        self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--locale=C")
+        if not (pgdata / "PG_VERSION").is_file():
+            self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                      "--encoding=UTF8", "--locale=C")
         self.port = _free_port()
         opts = self._server_options()
         self._run("pg_ctl", "-D", str(pgdata), "-w", "-t", "60", "-o", opts,
@@ -178,6 +195,22 @@ class PgCluster:
         base, _, _ = self.url.rpartition("/")
         return f"{base}/{name}"
 
+    def database(self, name: str) -> str:
+        """The URL of the database ``name``, created (empty, with the vector extension) when
+        missing; kept by ``stop`` on a kept cluster."""
+        import psycopg
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError(f"bad database name: {name!r}")
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (name,)).fetchone()
+        if not exists:
+            self._admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+        return self.db_url(name)
+
+    def drop_database(self, name: str) -> None:
+        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def new_database(self, prefix: str = "t") -> str:
         """A fresh, empty database (with the vector extension); returns its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -201,8 +234,9 @@ class PgCluster:
                     pass
             return
         try:
-            self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-m", "immediate",
-                      "stop")
+            self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-m",
+                      "fast" if self.keep else "immediate", "stop")
         except PgUnavailable:
             pass
-        shutil.rmtree(self.datadir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.datadir, ignore_errors=True)
