@@ -26,7 +26,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from pgvector import Vector
 
 from videodetector.backend import changes, person_match, person_store
 from videodetector.backend.auth import TokenChecker
@@ -43,6 +42,7 @@ from videodetector.backend.imaging import (
 )
 from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
+from videodetector.backend.pgsearch import nearest, vector_search_sql  # noqa: F401 - re-export
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import (
@@ -783,12 +783,12 @@ class Backend:
 
     def _identify_in_db(self, user: int, face: NewFace, n: int, threshold: float | None,
                         gallery: str | None) -> list[tuple[int, float]]:
-        """``identify`` of one face by pgvector (HNSW cosine index of the model, or an exact
-        scan where the planner prefers it): the user's faces whose vector of ``self.model``
-        is in ``faces.vec`` or ``embeddings.vec``."""
+        """``identify`` of one face by pgvector (``pgsearch.nearest``: the HNSW cosine index
+        of the model, widened or exact when a filter leaves fewer than ``n`` hits): the
+        user's faces whose vector of ``self.model`` is in ``faces.vec`` or
+        ``embeddings.vec``."""
         t0 = time.perf_counter()
-        rows = self.db.rows(*vector_search_sql(user, self.model, self.index.dim,
-                                               face.embedding, n, gallery))
+        rows = nearest(self.db, user, self.model, self.index.dim, face.embedding, n, gallery)
         self.search_seconds.observe(time.perf_counter() - t0)
         out = []
         for face_id, distance in rows:
@@ -796,27 +796,6 @@ class Backend:
             if threshold is None or c >= threshold:
                 out.append((int(face_id), c))
         return out
-
-
-def vector_search_sql(user: int, model: str, dim: int, query: np.ndarray, n: int,
-                      gallery: str | None) -> tuple[str, list[Any]]:
-    """The pgvector query of ``_identify_in_db``: (face_id, cosine distance), nearest first.
-    The ORDER BY expression is the one of the model's indexes (``vector_index_sql``)."""
-    q = Vector(np.asarray(query, np.float32).reshape(-1)).to_text()
-    dist = f"(v.vec::vector({int(dim)})) <=> ?::vector({int(dim)})"
-    where, args = "f.user_id = ?", [user]
-    if gallery not in (None, DEFAULT_GALLERY):
-        where += " AND f.id IN (SELECT face_id FROM face_galleries WHERE user_id = ? AND " \
-                 "gallery = ?)"
-        args += [user, gallery]
-    limit = max(int(n), 0)
-    sql = (f"SELECT id, d FROM ("
-           f"(SELECT f.id, {dist.replace('v.', 'f.')} AS d FROM faces f WHERE {where} "
-           f"AND f.model = ? ORDER BY d LIMIT {limit}) UNION ALL "
-           f"(SELECT f.id, {dist.replace('v.', 'e.')} AS d FROM embeddings e JOIN faces f ON "
-           f"f.id = e.face_id WHERE {where} AND e.model = ? AND f.model <> ? ORDER BY d "
-           f"LIMIT {limit})) AS hits ORDER BY d, id LIMIT {limit}")
-    return sql, [q, *args, model, q, *args, model, model]
 
 
 class _Replayed(Exception):  # noqa: N818 - control flow, not an error
