@@ -68,6 +68,7 @@ from bench_index import (  # noqa: E402
 from tests.pg import PgCluster  # noqa: E402
 from videodetector.backend import migrate_db  # noqa: E402
 from videodetector.backend.auth import token_hash  # noqa: E402
+from videodetector.backend.pgdb import WRITE_LOCK  # noqa: E402
 from videodetector.backend.service import Backend, NewFace  # noqa: E402
 from videodetector.backend.settings import Settings  # noqa: E402
 from videodetector.backend.timeutil import iso  # noqa: E402
@@ -411,25 +412,31 @@ LOCK_TABLE = "CREATE TABLE IF NOT EXISTS bench_lock (id BIGSERIAL PRIMARY KEY, a
              "PRECISION NOT NULL, pid INTEGER NOT NULL)"
 
 
-def lock_worker(url: str, start: float, seconds: float, mode: str) -> None:
-    """One process: small write transactions (one INSERT each) for ``seconds`` from the wall
-    clock time ``start``; prints "commits cpu_seconds". ``mode``: "product" =
+def lock_worker(url: str, seconds: float, mode: str) -> None:
+    """One process: prints "ready" once connected, waits for a line on stdin (every process
+    is ready: go), then commits small write transactions (one INSERT each) for ``seconds``;
+    prints "commits cpu_seconds". ``mode``: "product" =
     ``PgDatabase.transaction()`` (BEGIN, the cluster-wide advisory lock, COMMIT), "plain" =
-    the same without the lock (psycopg, for comparison)."""
+    the same without the lock (psycopg, for comparison), "plain+lock" = that with the
+    same advisory lock (the lock's own cost, without the product's pool and SQL layer)."""
     import psycopg
 
     from videodetector.backend.pgdb import PgDatabase
     db = PgDatabase(url) if mode == "product" else None
-    conn = psycopg.connect(url, autocommit=True) if mode == "plain" else None
+    conn = psycopg.connect(url, autocommit=True) if mode != "product" else None
+    lock = "SELECT pg_advisory_xact_lock(%s)" if mode == "plain+lock" else None
     pid = os.getpid()
-    time.sleep(max(0.0, start - time.time()))
-    commits, cpu0, stop = 0, time.process_time(), start + seconds
-    while time.time() < stop:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    commits, cpu0, stop = 0, time.process_time(), time.monotonic() + seconds
+    while time.monotonic() < stop:
         if db is not None:
             with db.transaction() as tx:
                 tx.execute("INSERT INTO bench_lock (at, pid) VALUES (?, ?)", (time.time(), pid))
         else:
             with conn.transaction():
+                if lock:
+                    conn.execute(lock, (WRITE_LOCK,))
                 conn.execute("INSERT INTO bench_lock (at, pid) VALUES (%s, %s)",
                              (time.time(), pid))
         commits += 1
@@ -445,20 +452,24 @@ def lock_rows(cluster: PgCluster, seconds: float, processes: Sequence[int]) -> l
     processes, and the same transactions without the lock."""
     import psycopg
     rows = []
-    for mode in ("product", "plain"):
+    for mode in ("product", "plain+lock", "plain"):
         for n in processes:
             url = cluster.new_database("lock")
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(LOCK_TABLE)
-            start = time.time() + 3.0  # every process connected before the clock
             procs = [subprocess.Popen([sys.executable, __file__, "--lock-worker", url,
-                                       str(start), str(seconds), mode],
+                                       str(seconds), mode], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, cwd=ROOT)
                      for _ in range(n)]
+            for p in procs:  # every process connected before the clock starts
+                if p.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a lock worker did not start")
+            for p in procs:
+                p.stdin.write("go\n")
+                p.stdin.flush()
             outs = [p.communicate(timeout=seconds + 120)[0].split() for p in procs]
             commits = sum(int(o[0]) for o in outs)
-            rows.append({"mode": "PgDatabase.transaction() (advisory lock)" if mode == "product"
-                         else "plain transaction (no lock)", "processes": n,
+            rows.append({"mode": LOCK_MODES[mode], "processes": n,
                          "commits": commits, "per_s": round(commits / seconds, 1),
                          "ms_per_commit": round(1000 * seconds / max(commits, 1), 2),
                          "client_cpu_ms": round(1000 * sum(float(o[1]) for o in outs)
@@ -468,6 +479,9 @@ def lock_rows(cluster: PgCluster, seconds: float, processes: Sequence[int]) -> l
     return rows
 
 
+LOCK_MODES = {"product": "PgDatabase.transaction() (pool, advisory lock)",
+              "plain+lock": "psycopg transaction + the advisory lock",
+              "plain": "psycopg transaction, no lock"}
 LOCK_COLUMNS = [("mode", "transactions", "<"), ("processes", "processes", ">"),
                 ("commits", "commits", ">"), ("per_s", "commits/s", ">"),
                 ("ms_per_commit", "ms per commit", ">"),
@@ -504,7 +518,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "and stop")
     parser.add_argument("--lock-ceiling", type=float, default=0.0, metavar="SECONDS",
                         help="measure only the write-lock ceiling, SECONDS per run")
-    parser.add_argument("--lock-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--lock-worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--seed", type=int, default=1, help="as bench_index.py's")
     args = parser.parse_args(argv)
@@ -522,8 +536,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.lock_worker:
-        url, start, seconds, mode = args.lock_worker
-        lock_worker(url, float(start), float(seconds), mode)
+        url, seconds, mode = args.lock_worker
+        lock_worker(url, float(seconds), mode)
         return {}
     print(f"# bench_pg {' '.join(argv if argv is not None else sys.argv[1:])}: {machine()}, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
