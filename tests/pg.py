@@ -118,7 +118,11 @@ class PgCluster:
 
     def _run(self, *args: str) -> None:
         assert self.bindir is not None
-        kw = {"user": self.user} if self.user else {}
+        kw: dict = {}
+        if self.user:  # its own group too: root's group would take root's group bits
+            import pwd
+            kw = {"user": self.user, "group": pwd.getpwnam(self.user).pw_gid,
+                  "extra_groups": []}
         r = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True,
                            text=True, timeout=60, **kw)
         if r.returncode:
@@ -140,6 +144,9 @@ class PgCluster:
             except (OSError, subprocess.CalledProcessError) as exc:
                 raise PgUnavailable(f"running as root, and no unprivileged user "
                                     f"{SYSTEM_USER!r} could be set up: {exc}") from exc
+            if folder is not None:  # the server user must reach the kept folder
+                for p in self.datadir.parents:
+                    p.chmod(p.stat().st_mode | 0o001)
             os.chown(self.datadir, uid, -1)
             self.datadir.chmod(0o700)
         pgdata = self.datadir / "data"

@@ -1,0 +1,52 @@
+"""tests/pg.py itself: who the server runs as, and a kept data directory (bench_pg.py
+--keep/--reuse) that survives a stop."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.pg import SYSTEM_USER, PgCluster
+
+
+def test_server_runs_as_the_caller_or_as_pgserver_under_root(pg_cluster: PgCluster) -> None:
+    """As root the server runs as the unprivileged ``pgserver``; as any other user it runs
+    as that user (CI without root: nothing to create, no chown)."""
+    if pg_cluster.datadir is None:
+        pytest.skip("an outside server (FKVIDEO_TEST_PG)")
+    owner = (pg_cluster.datadir / "data" / "postmaster.pid").stat().st_uid
+    expected = SYSTEM_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    assert pwd.getpwuid(owner).pw_name == expected
+    assert pg_cluster.user == (SYSTEM_USER if os.geteuid() == 0 else None)
+    with psycopg.connect(pg_cluster.url, autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """A kept data directory anywhere (under root: in a 0700 folder of root's, which the
+    server user, in its own group, may only traverse) survives a stop."""
+    if pg_cluster.datadir is None:
+        pytest.skip("an outside server (FKVIDEO_TEST_PG): nothing is started here")
+    folder = tmp_path / "kept" / "postgres"
+    cluster = PgCluster.open(folder, durable=False)
+    try:
+        url = cluster.database("bench_store")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (x int)")
+            conn.execute("INSERT INTO t VALUES (42)")
+    finally:
+        cluster.stop()
+    assert (folder / "data" / "PG_VERSION").is_file()  # stop left it in place
+    cluster = PgCluster.open(folder, durable=False)
+    try:
+        assert cluster.database("bench_store").rsplit("/", 1)[1] == "bench_store"
+        with psycopg.connect(cluster.database("bench_store"), autocommit=True) as conn:
+            assert conn.execute("SELECT x FROM t").fetchall() == [(42,)]
+        with pytest.raises(ValueError, match="bad database name"):
+            cluster.database("no; DROP")
+    finally:
+        cluster.stop()
