@@ -91,6 +91,7 @@ class PgCluster:
     port: int = 0
     durable: bool = False  # fsync and synchronous commit on (benchmarks), off for tests
     keep: bool = False  # a kept data directory (``open``): ``stop`` leaves it in place
+    attached: bool = False  # ``open`` found its server running: ``stop`` leaves it running
     _dbs: list[str] = field(default_factory=list)
 
     @classmethod
@@ -110,7 +111,8 @@ class PgCluster:
     def open(cls, folder: Path, durable: bool = True) -> PgCluster:
         """A server on the data directory ``folder`` (benchmarks: built once, measured many
         times): initdb when it is new, else the databases already there are reused; ``stop``
-        stops the server and leaves the folder."""
+        stops the server and leaves the folder. A server already running on ``folder`` (another
+        bench's) is used as it is and left running."""
         cluster = cls(bindir=_bin_dir(), keep=True)
         cluster._launch(durable, Path(folder))
         cluster._make_template()
@@ -150,6 +152,9 @@ class PgCluster:
             os.chown(self.datadir, uid, -1)
             self.datadir.chmod(0o700)
         pgdata = self.datadir / "data"
+        if folder is not None and self._running(pgdata):  # another process's server: use it
+            self.attached = True
+            return
         if not (pgdata / "PG_VERSION").is_file():
             self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                       "--encoding=UTF8", "--locale=C")
@@ -158,6 +163,19 @@ class PgCluster:
         self._run("pg_ctl", "-D", str(pgdata), "-w", "-t", "60", "-o", opts,
                   "-l", str(self.datadir / "log"), "start")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _running(self, pgdata: Path) -> bool:
+        """Whether a server runs on ``pgdata`` (then ``port`` and ``url`` are its)."""
+        pid_file = pgdata / "postmaster.pid"
+        if not pid_file.is_file():
+            return False
+        try:
+            self._run("pg_ctl", "-D", str(pgdata), "status")
+        except PgUnavailable:
+            return False
+        self.port = int(pid_file.read_text().splitlines()[3])
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return True
 
     def _server_options(self) -> str:
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -c max_connections=300 "
@@ -233,6 +251,8 @@ class PgCluster:
         return self.db_url(name)
 
     def stop(self) -> None:
+        if self.attached:
+            return
         if self.datadir is None:  # an outside server: drop what we made
             for name in reversed(self._dbs):
                 try:

@@ -38,6 +38,11 @@ def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, tmp_path: Pat
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE t (x int)")
             conn.execute("INSERT INTO t VALUES (42)")
+        other = PgCluster.open(folder, durable=False)  # another bench while it runs
+        assert other.attached and other.port == cluster.port
+        other.stop()  # leaves the server running
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT x FROM t").fetchall() == [(42,)]
     finally:
         cluster.stop()
     assert (folder / "data" / "PG_VERSION").is_file()  # stop left it in place
