@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,12 +29,21 @@ def test_server_runs_as_the_caller_or_as_pgserver_under_root(pg_cluster: PgClust
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, tmp_path: Path) -> None:
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    """A 0700 folder of the caller's (not tmp_path: concurrent pytest runs reset the
+    permissions of /tmp/pytest-of-<user> to 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="fkvideo-kept-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, private_dir: Path) -> None:
     """A kept data directory anywhere (under root: in a 0700 folder of root's, which the
     server user, in its own group, may only traverse) survives a stop."""
     if pg_cluster.datadir is None:
         pytest.skip("an outside server (FKVIDEO_TEST_PG): nothing is started here")
-    folder = tmp_path / "kept" / "postgres"
+    folder = private_dir / "kept" / "postgres"
     cluster = PgCluster.open(folder, durable=False)
     try:
         url = cluster.database("bench_store")
