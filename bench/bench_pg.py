@@ -262,7 +262,8 @@ def build_stores(stores: Stores, cluster: PgCluster, seed: int, reuse: bool,
     return built
 
 
-def search_rows(stores: Stores, queries: dict[str, np.ndarray]) -> list[dict]:
+def search_rows(stores: Stores, queries: dict[str, np.ndarray], which: str = "both"
+                ) -> list[dict]:
     """identify top-1 in this process, through the product's Backend, on both stores."""
     rows = []
     # pgvector serves /identify on PostgreSQL; the in-memory index of that backend is not
@@ -270,6 +271,8 @@ def search_rows(stores: Stores, queries: dict[str, np.ndarray]) -> list[dict]:
     backends = {"pgvector HNSW": settings_for(data_dir=stores.pg_dir, db=stores.pg_url,
                                               index_ann_min_faces=0),
                 "embedded (SQLite)": settings_for(data_dir=stores.sqlite_dir)}
+    if which == "postgresql":
+        del backends["embedded (SQLite)"]
     for name, settings in backends.items():
         t0 = time.perf_counter()
         backend = Backend(settings)
@@ -310,7 +313,8 @@ SEARCH_COLUMNS = [("store", "store", "<"), ("faces", "faces", ">"), ("probes", "
                   ("load", "load", ">")]
 
 
-def server_rows(stores: Stores, photo: Path | None, n: int) -> list[dict]:
+def server_rows(stores: Stores, photo: Path | None, n: int, which: str = "both"
+                ) -> list[dict]:
     """The real ``fkvideo_backend serve`` on each store: start-up (launch to serving) and
     ``/identify`` p50/p95 with a normalized face (``face0``: embedding + search + JSON)."""
     if photo is None:
@@ -321,6 +325,8 @@ def server_rows(stores: Stores, photo: Path | None, n: int) -> list[dict]:
             ("pgvector HNSW", stores.pg_dir, ["--db", stores.pg_url,
                                                "--index-ann-min-faces", "0"]),
             ("embedded (SQLite)", stores.sqlite_dir, [])):
+        if which == "postgresql" and data_dir == stores.sqlite_dir:
+            continue
         token = (data_dir / "bench-token").read_text().strip()
         server = Server(data_dir, 1, extra_args=extra).start(timeout=900)
         try:
@@ -340,6 +346,68 @@ SERVER_COLUMNS = [("store", "store", "<"), ("faces", "faces", ">"),
                   ("startup_s", "server start s", ">"),
                   ("p50_ms", "/identify face0 p50 ms", ">"), ("p95_ms", "p95 ms", ">"),
                   ("rss_mb", "server RSS MB", ">"), ("load", "load", ">")]
+
+
+def gallery_rows(stores: Stores, queries: np.ndarray, fractions: Sequence[float],
+                 n: int = 10) -> list[dict]:
+    """A gallery filter on PostgreSQL: for a gallery of each fraction of the faces, the
+    steps of ``pgsearch.nearest`` timed alone (HNSW with ef_search 40 and 1000, the exact
+    scan of the gallery): hits out of ``n`` and p50 ms of each, and the path it takes."""
+    import psycopg
+
+    from videodetector.backend.pgdb import PgDatabase
+    db = PgDatabase(stores.pg_url)
+    rows = []
+    try:
+        user = int(db.scalar("SELECT MIN(user_id) FROM faces"))
+        for fraction in fractions:
+            name = f"bench-{fraction:g}"
+            with psycopg.connect(stores.pg_url, autocommit=True) as conn:  # made once, kept
+                if not conn.execute("SELECT 1 FROM face_galleries WHERE gallery = %s LIMIT 1",
+                                    (name,)).fetchone():
+                    conn.execute("INSERT INTO face_galleries (face_id, user_id, gallery) "
+                                 "SELECT id, user_id, %s FROM faces WHERE random() < %s",
+                                 (name, fraction))
+                    conn.execute("ANALYZE face_galleries")
+            row = {"faces": stores.size, "gallery": f"{100 * fraction:g} %", "n": n,
+                   "load": round(os.getloadavg()[0], 1)}
+            for label, run in _gallery_steps(db, user, name, n):
+                times, hits = [], []
+                for q in queries:
+                    t0 = time.perf_counter()
+                    hits.append(len(run(q)))
+                    times.append(time.perf_counter() - t0)
+                row[f"{label}_hits"] = round(float(np.mean(hits)), 1)
+                row[f"{label}_ms"] = percentiles(times)[0]
+            rows.append(row)
+            print(f"  {row}", flush=True)
+    finally:
+        db.close()
+    return rows
+
+
+def _gallery_steps(db: object, user: int, gallery: str, n: int) -> list:
+    from videodetector.backend import pgsearch
+    model, dim = Settings().embedding_model, 128
+
+    def hnsw(ef: int):
+        def run(q: np.ndarray) -> list:
+            sql, args = pgsearch.vector_search_sql(user, model, dim, q, n, gallery)
+            return db.rows_with({"hnsw.ef_search": str(ef)}, sql, args)
+        return run
+
+    return [("ef40", hnsw(40)), ("ef1000", hnsw(1000)),
+            ("exact", lambda q: db.rows(*pgsearch.exact_search_sql(user, model, dim, q, n,
+                                                                    gallery))),
+            ("nearest", lambda q: pgsearch.nearest(db, user, model, dim, q, n, gallery))]
+
+
+GALLERY_COLUMNS = [("faces", "faces", ">"), ("gallery", "gallery", ">"), ("n", "n", ">"),
+                   ("ef40_hits", "ef_search 40 hits", ">"), ("ef40_ms", "p50 ms", ">"),
+                   ("ef1000_hits", "ef_search 1000 hits", ">"), ("ef1000_ms", "p50 ms", ">"),
+                   ("exact_hits", "exact hits", ">"), ("exact_ms", "p50 ms", ">"),
+                   ("nearest_hits", "nearest() hits", ">"), ("nearest_ms", "p50 ms", ">"),
+                   ("load", "load", ">")]
 
 
 # ------------------------------------------------------------------------------ 3. enroll
@@ -513,6 +581,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--centres", choices=("sface", "uniform"), default="sface",
                         help="identity centres (bench_index.py): fitted to real SFace "
                              "embeddings, or uniform on the sphere")
+    parser.add_argument("--stores", choices=("both", "postgresql"), default="both",
+                        help="identify rows on both stores, or on PostgreSQL only")
+    parser.add_argument("--galleries", default="0.001,0.01,0.1",
+                        help="gallery sizes (fractions of the faces) for the filtered rows on "
+                             "PostgreSQL ('' skips them)")
     parser.add_argument("--build-only", choices=("all", "postgresql"), default=None,
                         help="with --keep: build the stores (all, or only the PostgreSQL ones) "
                              "and stop")
@@ -568,7 +641,7 @@ def _measure(args: argparse.Namespace, root: Path, cluster: PgCluster) -> dict:
         migrated = [migrate_row(url, args.migrate_size, args.seed)]
         cluster.drop_database(url.rsplit("/", 1)[1])
         print(f"\nmigrate-db ({machine()})\n" + format_table(migrated, MIGRATE_COLUMNS))
-    built, searched, served = [], [], []
+    built, searched, served, galleries = [], [], [], []
     for size in args.sizes:
         stores = Stores.at(root, cluster, size, args.seed, centres_kind)
         built.append(build_stores(stores, cluster, args.seed, bool(args.reuse),
@@ -576,14 +649,19 @@ def _measure(args: argparse.Namespace, root: Path, cluster: PgCluster) -> dict:
         if args.build_only:
             continue
         queries = probes(centres(size // 10, args.seed), args.probes, args.seed)
-        searched += search_rows(stores, queries)
+        searched += search_rows(stores, queries, args.stores)
+        galleries += gallery_rows(stores, queries["known"][:50],
+                                  [float(x) for x in args.galleries.split(",") if x.strip()])
         if args.requests:
             served += server_rows(stores, query_photo(photos) if photos else None,
-                                  args.requests)
+                                  args.requests, args.stores)
     if args.build_only:
         return {"machine": machine(), "built": built}
     print(f"\nidentify in-process, top-1, {args.probes} held-out probes per kind, "
           f"{centres_kind} centres ({machine()})\n" + format_table(searched, SEARCH_COLUMNS))
+    if galleries:
+        print(f"\nidentify with a gallery filter, PostgreSQL ({machine()})\n"
+              + format_table(galleries, GALLERY_COLUMNS))
     if served:
         print(f"\nreal server, one client ({machine()})\n"
               + format_table(served, SERVER_COLUMNS))
@@ -598,7 +676,7 @@ def _measure(args: argparse.Namespace, root: Path, cluster: PgCluster) -> dict:
             shutil.rmtree(enroll_root, ignore_errors=True)
         print(f"\nenroll ({machine()})\n" + format_table(enrolled, ENROLL_COLUMNS))
     return {"machine": machine(), "migrate": migrated, "built": built, "search": searched,
-            "server": served, "enroll": enrolled}
+            "galleries": galleries, "server": served, "enroll": enrolled}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 
 from tests.pg import PgCluster
 from videodetector.backend.auth import create_token, token_hash
-from videodetector.backend.pgsearch import EF_SEARCH_DEFAULT, EF_SEARCH_MAX, ef_search_steps
+from videodetector.backend.pgsearch import EF_SEARCH_DEFAULT, EF_SEARCH_MAX, first_ef, widened_ef
 from videodetector.backend.service import Backend, NewFace
 from videodetector.backend.settings import Settings
 
@@ -136,8 +136,10 @@ def test_fewer_hits_only_when_the_selection_is_smaller(store: Store) -> None:
     assert sorted(h[0] for h in hits) == sorted(_exact(store, user, q, SMALL + 50, None))
 
 
-def test_ef_search_steps() -> None:
-    assert ef_search_steps(1) == [EF_SEARCH_DEFAULT, EF_SEARCH_MAX]
-    assert ef_search_steps(100) == [100, EF_SEARCH_MAX]
-    assert ef_search_steps(EF_SEARCH_MAX) == [EF_SEARCH_MAX]
-    assert ef_search_steps(5000) == []
+def test_ef_search_of_each_try() -> None:
+    assert first_ef(1) == EF_SEARCH_DEFAULT and first_ef(100) == 100
+    assert first_ef(EF_SEARCH_MAX) == EF_SEARCH_MAX and first_ef(EF_SEARCH_MAX + 1) is None
+    assert widened_ef(10, 40, 4) == 200  # a 10 % filter: 2 n / 0.1
+    assert widened_ef(10, 40, 0) is None  # under 1/80 of the table: exact
+    assert widened_ef(10, 40, 1) == 800
+    assert widened_ef(100, 100, 10) is None
