@@ -1,22 +1,35 @@
-"""PostgreSQL + pgvector as the shared store: migrate-db, identify, and enroll with 1 and 2
-backend processes.
+"""PostgreSQL + pgvector as the shared store: migrate-db, identify at 100k/1M against the
+embedded index, gallery filters, enroll with 1 and 2 backend processes, the write lock.
 
 Run from the project root (starts its own PostgreSQL 16 + pgvector from the pgserver wheel,
-with fsync on, unless ``--db`` names a server):
+fsync on):
 
-    python bench/bench_pg.py [--size 100000] [--clients 8] [--seconds 30] [--db URL]
+    python bench/bench_pg.py [--sizes 100000,1000000] [--keep DIR | --reuse DIR]
+    python bench/bench_pg.py --keep /work/bench-data --sizes 100000,1000000 --build-only all
+    python bench/bench_pg.py --reuse /work/bench-data --sizes 100000,1000000 --processes ''
+    python bench/bench_pg.py --lock-ceiling 20
 
-1. ``migrate-db``: a SQLite store with ``--size`` synthetic clustered faces (bench_index's
-   generator: the same shape as real SFace embeddings, no image files) is moved to a fresh
-   PostgreSQL database with ``migrate_db.migrate``; seconds, and seconds per 100k faces.
-2. Identify on that store, in this process through the product's ``Backend``: held-out probes
-   ("known": a new sample of a stored identity; "stranger": a new identity), top-1 search
-   p50/p95 with pgvector (HNSW cosine index, the serving path on PostgreSQL) and with the
-   embedded index (SQLite: exact scan, or faiss HNSW at or above ``index_ann_min_faces``);
-   recall@1 of each against exact search (numpy over all vectors).
+0. Stores, per size: SQLite (``bench_index.fill``: the same folder layout, so
+   ``bench_index.py --keep DIR`` shares them and their graph snapshots) and PostgreSQL
+   (``fill_pg``: the product's schema, binary COPY of the same rows, indexes re-created
+   afterwards: 1M in minutes plus the HNSW build, instead of ``migrate-db`` row by row).
+   ``--keep DIR`` builds what is missing there (the PostgreSQL data directory included) and
+   keeps it; ``--reuse DIR`` only measures. Without either, all lives in a temporary folder.
+1. ``migrate-db`` of a ``--migrate-size`` SQLite store into a throwaway database: seconds
+   per 100k faces.
+2. Identify in this process through the product's ``Backend``: held-out probes ("known": a
+   new sample of a stored identity; "stranger": a new identity), top-1 p50/p95 with pgvector
+   (HNSW cosine index) and with the embedded index (exact scan, or faiss HNSW at or above
+   ``index_ann_min_faces``); recall@1 against exact search (numpy over all vectors). Then
+   the real ``fkvideo_backend serve`` on each store: start-up, ``/identify`` with a
+   normalized face (face0) p50/p95, RSS. Then galleries of ``--galleries`` fractions of the
+   faces on PostgreSQL: each step of ``pgsearch.nearest`` timed alone, hits out of n.
 3. Enroll: 1, then 2 ``fkvideo_backend serve --db`` processes on one fresh database and one
    image folder; ``--clients`` threads post real photos (one face each) round robin over the
    processes for ``--seconds``; faces stored per second, latency p50/p95.
+4. ``--lock-ceiling SECONDS``: small write transactions per second committed by 1 and 2
+   processes through ``PgDatabase.transaction()`` (the cluster-wide advisory lock), and by
+   plain psycopg transactions with and without that lock.
 """
 
 from __future__ import annotations
