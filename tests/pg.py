@@ -251,6 +251,13 @@ class PgCluster:
         return self.db_url(name)
 
     def stop(self) -> None:
+        if self.keep:  # the throwaway databases (new_database) go; database(name) ones stay
+            for name in reversed(self._dbs):
+                if name != TEMPLATE_DB:
+                    try:
+                        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                    except PgUnavailable:
+                        pass
         if self.attached:
             return
         if self.datadir is None:  # an outside server: drop what we made

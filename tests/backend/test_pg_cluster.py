@@ -50,6 +50,7 @@ def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, private_dir: 
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE t (x int)")
             conn.execute("INSERT INTO t VALUES (42)")
+        throwaway = cluster.new_database("gone").rsplit("/", 1)[1]
         other = PgCluster.open(folder, durable=False)  # another bench while it runs
         assert other.attached and other.port == cluster.port
         other.stop()  # leaves the server running
@@ -63,6 +64,9 @@ def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, private_dir: 
         assert cluster.database("bench_store").rsplit("/", 1)[1] == "bench_store"
         with psycopg.connect(cluster.database("bench_store"), autocommit=True) as conn:
             assert conn.execute("SELECT x FROM t").fetchall() == [(42,)]
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        assert "bench_store" in names and throwaway not in names  # new_database: dropped
         with pytest.raises(ValueError, match="bad database name"):
             cluster.database("no; DROP")
     finally:
