@@ -110,6 +110,9 @@ class Server:
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the backend exited: {self.log_path.read_text()[-2000:]}")
+            if f"listening on {self.url}" not in self.log_path.read_text():
+                time.sleep(0.1)  # not ours yet (another program may hold the free port)
+                continue
             try:
                 if requests.get(self.url + "/docs", timeout=1).status_code == 200:
                     self.startup_seconds = time.monotonic() - t0

@@ -154,7 +154,6 @@ def fill(data_dir: Path, size: int, seed: int, batch: int = 50_000) -> float:
     """A data folder with a token and ``size`` synthetic faces; seconds taken."""
     t0 = time.perf_counter()
     token = new_token(data_dir)
-    (data_dir / "bench-token").write_text(token)
     db = Database(data_dir / "backend.sqlite3")
     try:
         user = db.scalar("SELECT id FROM users WHERE token_hash = ?", (token_hash(token),))
@@ -171,6 +170,7 @@ def fill(data_dir: Path, size: int, seed: int, batch: int = 50_000) -> float:
                                        for v, c in zip(vecs, cams, strict=True)))
     finally:
         db.close()
+    (data_dir / "bench-token").write_text(token)  # written last: the store is complete
     return time.perf_counter() - t0
 
 
@@ -355,8 +355,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--crossover", default="5000,10000,20000,50000,100000",
                    help="sizes for the exact-scan cost (within the largest size)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test media folder")
-    p.add_argument("--keep", type=Path, default=None,
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="keep the filled stores (and graph snapshots) here and reuse them")
+    p.add_argument("--reuse", type=Path, default=None, metavar="DIR",
+                   help="measure on the stores --keep DIR built (fails if one is missing); "
+                        "the same folder as bench_pg.py --keep")
     p.add_argument("--no-server", action="store_true", help="skip the HTTP rows")
     p.add_argument("--ann-min", type=int, default=Settings().index_ann_min_faces,
                    help="index_ann_min_faces in this process (the server keeps its default)")
@@ -364,6 +367,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="identity centres: fitted to real SFace embeddings, or uniform")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
+    if args.keep and args.reuse:
+        p.error("--keep and --reuse exclude each other")
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.crossover = [int(s) for s in args.crossover.split(",") if s.strip()]
     return args
@@ -373,6 +378,8 @@ def run_size(size: int, root: Path, args: argparse.Namespace, photo: Path | None
              ) -> tuple[dict, list[dict], UserIndex]:
     data_dir = root / f"faces-{size}-{args.centres}"
     if not (data_dir / "bench-token").exists():
+        if args.reuse:
+            raise SystemExit(f"--reuse: no complete store {data_dir} (build it with --keep)")
         shutil.rmtree(data_dir, ignore_errors=True)
         print(f"filling {size} faces ...", flush=True)
         print(f"  filled in {fill(data_dir, size, args.seed):.1f} s", flush=True)
@@ -414,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     photos = enrollment_photos(args.data)
     photo = query_photo(photos) if photos else None
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
-        root = args.keep or Path(tmp)
+        root = args.keep or args.reuse or Path(tmp)
         MODEL.clear()
         if args.centres == "sface":
             if not photos:

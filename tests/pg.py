@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -89,6 +90,8 @@ class PgCluster:
     user: str | None = None  # the system user the server runs as (root: SYSTEM_USER)
     port: int = 0
     durable: bool = False  # fsync and synchronous commit on (benchmarks), off for tests
+    keep: bool = False  # a kept data directory (``open``): ``stop`` leaves it in place
+    attached: bool = False  # ``open`` found its server running: ``stop`` leaves it running
     _dbs: list[str] = field(default_factory=list)
 
     @classmethod
@@ -104,18 +107,37 @@ class PgCluster:
         cluster._make_template()
         return cluster
 
+    @classmethod
+    def open(cls, folder: Path, durable: bool = True) -> PgCluster:
+        """A server on the data directory ``folder`` (benchmarks: built once, measured many
+        times): initdb when it is new, else the databases already there are reused; ``stop``
+        stops the server and leaves the folder. A server already running on ``folder`` (another
+        bench's) is used as it is and left running."""
+        cluster = cls(bindir=_bin_dir(), keep=True)
+        cluster._launch(durable, Path(folder))
+        cluster._make_template()
+        return cluster
+
     def _run(self, *args: str) -> None:
         assert self.bindir is not None
-        kw = {"user": self.user} if self.user else {}
+        kw: dict = {}
+        if self.user:  # its own group too: root's group would take root's group bits
+            import pwd
+            kw = {"user": self.user, "group": pwd.getpwnam(self.user).pw_gid,
+                  "extra_groups": []}
         r = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True,
                            text=True, timeout=60, **kw)
         if r.returncode:
             raise PgUnavailable(f"{args[0]} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
 
-    def _launch(self, durable: bool = False) -> None:
+    def _launch(self, durable: bool = False, folder: Path | None = None) -> None:
         assert self.bindir is not None
         self.durable = durable
-        self.datadir = Path(tempfile.mkdtemp(prefix="fkvideo-pg-"))
+        if folder is None:
+            self.datadir = Path(tempfile.mkdtemp(prefix="fkvideo-pg-"))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.datadir = folder.resolve()
         if os.geteuid() == 0:  # postgres will not run as root
             self.user = SYSTEM_USER
             try:
@@ -124,16 +146,36 @@ class PgCluster:
             except (OSError, subprocess.CalledProcessError) as exc:
                 raise PgUnavailable(f"running as root, and no unprivileged user "
                                     f"{SYSTEM_USER!r} could be set up: {exc}") from exc
+            if folder is not None:  # the server user must reach the kept folder
+                for p in self.datadir.parents:
+                    p.chmod(p.stat().st_mode | 0o001)
             os.chown(self.datadir, uid, -1)
             self.datadir.chmod(0o700)
         pgdata = self.datadir / "data"
-        self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--locale=C")
+        if folder is not None and self._running(pgdata):  # another process's server: use it
+            self.attached = True
+            return
+        if not (pgdata / "PG_VERSION").is_file():
+            self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                      "--encoding=UTF8", "--locale=C")
         self.port = _free_port()
         opts = self._server_options()
         self._run("pg_ctl", "-D", str(pgdata), "-w", "-t", "60", "-o", opts,
                   "-l", str(self.datadir / "log"), "start")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _running(self, pgdata: Path) -> bool:
+        """Whether a server runs on ``pgdata`` (then ``port`` and ``url`` are its)."""
+        pid_file = pgdata / "postmaster.pid"
+        if not pid_file.is_file():
+            return False
+        try:
+            self._run("pg_ctl", "-D", str(pgdata), "status")
+        except PgUnavailable:
+            return False
+        self.port = int(pid_file.read_text().splitlines()[3])
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return True
 
     def _server_options(self) -> str:
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -c max_connections=300 "
@@ -178,6 +220,22 @@ class PgCluster:
         base, _, _ = self.url.rpartition("/")
         return f"{base}/{name}"
 
+    def database(self, name: str) -> str:
+        """The URL of the database ``name``, created (empty, with the vector extension) when
+        missing; kept by ``stop`` on a kept cluster."""
+        import psycopg
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError(f"bad database name: {name!r}")
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (name,)).fetchone()
+        if not exists:
+            self._admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+        return self.db_url(name)
+
+    def drop_database(self, name: str) -> None:
+        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def new_database(self, prefix: str = "t") -> str:
         """A fresh, empty database (with the vector extension); returns its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -193,6 +251,15 @@ class PgCluster:
         return self.db_url(name)
 
     def stop(self) -> None:
+        if self.keep:  # the throwaway databases (new_database) go; database(name) ones stay
+            for name in reversed(self._dbs):
+                if name != TEMPLATE_DB:
+                    try:
+                        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                    except PgUnavailable:
+                        pass
+        if self.attached:
+            return
         if self.datadir is None:  # an outside server: drop what we made
             for name in reversed(self._dbs):
                 try:
@@ -201,8 +268,9 @@ class PgCluster:
                     pass
             return
         try:
-            self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-m", "immediate",
-                      "stop")
+            self._run("pg_ctl", "-D", str(self.datadir / "data"), "-w", "-m",
+                      "fast" if self.keep else "immediate", "stop")
         except PgUnavailable:
             pass
-        shutil.rmtree(self.datadir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.datadir, ignore_errors=True)

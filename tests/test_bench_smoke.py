@@ -174,11 +174,19 @@ def test_bench_history_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_pg_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("pgserver", reason="bench_pg starts PostgreSQL from the pgserver wheel")
     mod = bench("bench_pg")
-    out = mod.main(["--size", "300", "--seconds", "2", "--clients", "2", "--processes", "2"])
+    out = mod.main(["--size", "300", "--seconds", "2", "--clients", "2", "--processes", "2",
+                    "--centres", "uniform", "--probes", "20", "--requests", "2",
+                    "--galleries", "0.1"])
     (migrated,) = out["migrate"]
     assert migrated["faces"] == 300 and migrated["verified"] is True
+    (built,) = out["built"]
+    assert built["faces"] == 300 and built["pg_copy_s"] >= 0 and built["sqlite_fill_s"] >= 0
     assert {r["store"] for r in out["search"]} == {"pgvector HNSW", "embedded (SQLite)"}
     assert all(0 <= r["recall"] <= 1 and r["p50_ms"] > 0 for r in out["search"])
+    (gallery,) = out["galleries"]
+    assert gallery["nearest_hits"] == gallery["exact_hits"]  # n hits whenever there are n
+    if out["server"]:  # needs the models' photos
+        assert {r["store"] for r in out["server"]} == {"pgvector HNSW", "embedded (SQLite)"}
     if out["enroll"]:  # needs the models' photos
         (row,) = out["enroll"]
         assert row["processes"] == 2 and row["faces"] + row["errors"] > 0

@@ -281,8 +281,8 @@ def test_db_from_the_ini_file_and_the_flag(tmp_path: Path) -> None:
 def test_identify_query_can_use_the_models_hnsw_index(pg_db: object) -> None:
     """The search's ORDER BY is the index's expression and its model filter implies the
     partial index's predicate: with sequential scans off, the plan is the HNSW index."""
+    from videodetector.backend.pgsearch import vector_search_sql
     from videodetector.backend.storage import vector_index_sql
-    from videodetector.backend.stores.faces import vector_search_sql
 
     rng = np.random.default_rng(0)
     with pg_db.transaction() as conn:  # type: ignore[attr-defined]

@@ -564,6 +564,27 @@ class PgDatabase:
     def row(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> Any:
         return self.conn.execute(sql, args).fetchone()
 
+    def rows_with(self, settings: dict[str, str], sql: str,
+                  args: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        """``rows`` with run-time settings (``SET LOCAL``, e.g. ``hnsw.ef_search``) for this
+        statement only: both in one read transaction on one connection (no write lock), or
+        in this thread's open transaction."""
+        if self.in_transaction:
+            return self._rows_set(settings, sql, args)
+        with _mapped_errors(), self.pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                with _mapped_errors(), conn.transaction():
+                    return self._rows_set(settings, sql, args)
+            finally:
+                self._local.conn = None
+
+    def _rows_set(self, settings: dict[str, str], sql: str,
+                  args: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        for name, value in settings.items():
+            self.conn.execute("SELECT set_config(?, ?, true)", (name, str(value)))
+        return self.rows(sql, args)
+
     def scalar(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> Any:
         r = self.row(sql, args)
         return None if r is None else r[0]

@@ -750,9 +750,10 @@ class Backend:
 
     def _identify_in_db(self, user: int, face: NewFace, n: int, threshold: float | None,
                         gallery: str | None) -> list[tuple[int, float]]:
-        """``identify`` of one face by pgvector (HNSW cosine index of the model, or an exact
-        scan where the planner prefers it): the user's faces whose vector of ``self.model``
-        is in ``faces.vec`` or ``embeddings.vec``."""
+        """``identify`` of one face by pgvector (``pgsearch.nearest``: the HNSW cosine index
+        of the model, widened or exact when a filter leaves fewer than ``n`` hits): the
+        user's faces whose vector of ``self.model`` is in ``faces.vec`` or
+        ``embeddings.vec``."""
         t0 = time.perf_counter()
         rows = self.faces_store.nearest(user, self.model, self.index.dim, face.embedding,
                                         n, gallery)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from pgvector import Vector
 
+from videodetector.backend import pgsearch
 from videodetector.backend.changes import DEFAULT_GALLERY
 from videodetector.backend.embeddings import VECTOR_SQL, Coverage, coverage, last_change
 from videodetector.backend.storage import (
@@ -280,30 +280,9 @@ class PgFaceStore(SqlFaceStore):
     def nearest(self, user: int, model: str, dim: int, query: np.ndarray, n: int,
                 gallery: str | None) -> list[tuple[int, float]]:
         """The user's ``n`` faces nearest to ``query`` by ``model``'s vector (in
-        ``faces.vec`` or ``embeddings.vec``): (face_id, cosine distance), nearest first."""
-        rows = self.db.rows(*vector_search_sql(user, model, dim, query, n, gallery))
-        return [(int(face_id), float(d)) for face_id, d in rows]
-
-
-def vector_search_sql(user: int, model: str, dim: int, query: np.ndarray, n: int,
-                      gallery: str | None) -> tuple[str, list[Any]]:
-    """The pgvector query of ``PgFaceStore.nearest``: (face_id, cosine distance), nearest
-    first. The ORDER BY expression is the one of the model's indexes (``vector_index_sql``)."""
-    q = Vector(np.asarray(query, np.float32).reshape(-1)).to_text()
-    dist = f"(v.vec::vector({int(dim)})) <=> ?::vector({int(dim)})"
-    where, args = "f.user_id = ?", [user]
-    if gallery not in (None, DEFAULT_GALLERY):
-        where += " AND f.id IN (SELECT face_id FROM face_galleries WHERE user_id = ? AND " \
-                 "gallery = ?)"
-        args += [user, gallery]
-    limit = max(int(n), 0)
-    sql = (f"SELECT id, d FROM ("
-           f"(SELECT f.id, {dist.replace('v.', 'f.')} AS d FROM faces f WHERE {where} "
-           f"AND f.model = ? ORDER BY d LIMIT {limit}) UNION ALL "
-           f"(SELECT f.id, {dist.replace('v.', 'e.')} AS d FROM embeddings e JOIN faces f ON "
-           f"f.id = e.face_id WHERE {where} AND e.model = ? AND f.model <> ? ORDER BY d "
-           f"LIMIT {limit})) AS hits ORDER BY d, id LIMIT {limit}")
-    return sql, [q, *args, model, q, *args, model, model]
+        ``faces.vec`` or ``embeddings.vec``): (face_id, cosine distance), nearest first;
+        never fewer than the user's (gallery's) faces hold (``pgsearch.nearest``)."""
+        return pgsearch.nearest(self.db, user, model, dim, query, n, gallery)
 
 
 class IdempotencyStore(Protocol):
