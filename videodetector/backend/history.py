@@ -48,13 +48,6 @@ from videodetector.backend.service import Backend
 from videodetector.backend.stores.history import MATCH_CHUNK, history_store  # noqa: F401
 from videodetector.backend.timeutil import parse_time
 
-
-def ensure_schema(backend: Backend) -> None:
-    """The history indexes and tables (made by their store; a few seconds on a large
-    existing database, so the app calls this at start-up)."""
-    history_store(backend.db)
-
-
 # -- filters -------------------------------------------------------------------
 
 def camera_ids(p: Params) -> list[str] | None:

@@ -57,10 +57,6 @@ class WatchList:
                 "threshold": self.threshold, "min_confidence": self.min_confidence}
 
 
-def ensure_schema(backend: Backend) -> None:
-    """The watch-list tables (made by their store on first use)."""
-    watch_list_store(backend.db)
-
 
 def all_settings(backend: Backend, user: int) -> list[tuple[WatchList, bool]]:
     """Settings of the token's existing galleries (a deleted gallery's row is ignored)."""

@@ -1,5 +1,6 @@
 """Watch-list settings of galleries (table ``gallery_settings``) and the cameras with
-"unknown face" alerts (table ``camera_alerts``), both created here on first use."""
+"unknown face" alerts (table ``camera_alerts``), both made by the schema's revisions
+(``backend/migrations``)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from videodetector.backend.stores.base import PerDatabase
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS gallery_settings (
-    user_id INTEGER NOT NULL,
-    gallery TEXT NOT NULL,
-    watchlist INTEGER NOT NULL DEFAULT 0,
-    color TEXT NOT NULL,
-    threshold TEXT NOT NULL,
-    PRIMARY KEY (user_id, gallery)
-);
-CREATE TABLE IF NOT EXISTS camera_alerts (
-    user_id INTEGER NOT NULL,
-    cam_id TEXT NOT NULL,
-    unknown INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (user_id, cam_id)
-);
-"""
 
 
 class WatchListStore(Protocol):
@@ -47,10 +31,6 @@ class WatchListStore(Protocol):
 
 class SqlWatchListStore(PerDatabase):
     """``WatchListStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
-
-    def setup(self) -> None:
-        with self.db.lock:
-            self.db.conn.executescript(SCHEMA)
 
     def settings(self, user: int) -> Sequence[Any]:
         return self.db.rows(
