@@ -16,7 +16,6 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 
@@ -41,11 +40,6 @@ class Session:
     user: int
     csrf: str
     expires: float
-
-
-def session_store(backend: Any) -> SessionStore:
-    """The console's sessions in ``backend``'s database."""
-    return SessionStore(backend.db)
 
 
 class SessionStore:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from videodetector.backend.storage import insert, update
-from videodetector.backend.stores.base import PerDatabase
 from videodetector.backend.timeutil import iso, now
 
 HEALTH_COLUMNS = frozenset({"report", "received", "preview", "preview_width", "preview_height",
@@ -49,8 +48,11 @@ class CameraStore(Protocol):
     def preview(self, cam_id: str) -> bytes | None: ...
 
 
-class SqlCameraStore(PerDatabase):
+class SqlCameraStore:
     """``CameraStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def get(self, user: int, cam_id: str) -> Any | None:
         return self.db.row("SELECT * FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
@@ -106,8 +108,3 @@ class SqlCameraStore(PerDatabase):
     def preview(self, cam_id: str) -> bytes | None:
         row = self.db.row("SELECT preview FROM camera_health WHERE cam_id = ?", (cam_id,))
         return None if row is None or row["preview"] is None else bytes(row["preview"])
-
-
-def camera_store(db: Any) -> CameraStore:
-    """The camera store of ``db`` (one per database)."""
-    return SqlCameraStore.of(db)

@@ -34,11 +34,9 @@ from videodetector.backend.history_query import (
     time_terms,
 )
 from videodetector.backend.storage import PageRequest, PageResult, page_ids, placeholders
-from videodetector.backend.stores.base import PerDatabase
 
 MATCH_CHUNK = 2000  # events matched per transaction
 CHUNK = 500  # ids per IN (...) list
-
 
 
 class WatchListLike(Protocol):
@@ -77,11 +75,12 @@ class HistoryStore(Protocol):
         """Rows (face_id, gallery, match_id, confidence) of the stored matches of ``ids``."""
 
 
-class SqlHistoryStore(PerDatabase):
+class SqlHistoryStore:
     """``HistoryStore`` over SQLite or PostgreSQL (pgdb translates the SQL, ``INDEXED BY``
     included)."""
 
-    def setup(self) -> None:
+    def __init__(self, db: Any) -> None:
+        self.db = db
         self._refresh_lock = threading.Lock()
 
     def event_cameras(self, user: int, ids: Sequence[int]) -> dict[int, str]:
@@ -179,11 +178,6 @@ class SqlHistoryStore(PerDatabase):
             newer = conn.execute("SELECT 1 FROM faces INDEXED BY events_id WHERE user_id = ? "
                                  "AND cam_id IS NOT NULL AND id > ? LIMIT 1", (user, row[1]))
             return newer.fetchone() is None
-
-
-def history_store(db: Any) -> HistoryStore:
-    """The history store of ``db`` (one per database)."""
-    return SqlHistoryStore.of(db)
 
 
 def _vectors(conn: sqlite3.Connection, model: str, sql: str, args: dict[str, Any]

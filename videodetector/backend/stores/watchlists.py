@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from videodetector.backend.stores.base import PerDatabase
-
 
 class WatchListStore(Protocol):
     """Per user: each gallery's watch-list settings and each camera's unknown-face alerts."""
@@ -29,8 +27,11 @@ class WatchListStore(Protocol):
     def set_unknown_alerts(self, user: int, cam_id: str, on: bool) -> None: ...
 
 
-class SqlWatchListStore(PerDatabase):
+class SqlWatchListStore:
     """``WatchListStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def settings(self, user: int) -> Sequence[Any]:
         return self.db.rows(
@@ -63,8 +64,3 @@ class SqlWatchListStore(PerDatabase):
             conn.execute("INSERT INTO camera_alerts (user_id, cam_id, unknown) VALUES (?, ?, ?) "
                          "ON CONFLICT (user_id, cam_id) DO UPDATE SET unknown = excluded.unknown",
                          (user, cam_id, int(on)))
-
-
-def watch_list_store(db: Any) -> WatchListStore:
-    """The watch-list store of ``db`` (one per database)."""
-    return SqlWatchListStore.of(db)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from videodetector.backend.stores.base import PerDatabase
 from videodetector.backend.timeutil import iso, now
 
 CONFIG_COLUMNS = frozenset({"url", "secret", "cam_ids", "match", "enabled"})
@@ -59,8 +58,11 @@ class WebhookStore(Protocol):
         next_try, error)`` or none. False when the lease is another's."""
 
 
-class SqlWebhookStore(PerDatabase):
+class SqlWebhookStore:
     """``WebhookStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def list(self, user: int) -> Sequence[Any]:
         return self.db.rows("SELECT * FROM webhooks WHERE user_id = ? ORDER BY id", (user,))
@@ -133,8 +135,3 @@ class SqlWebhookStore(PerDatabase):
                 f"failures = ?, next_try = ?, last_error = ? WHERE id = ? AND {_OWNED}",
                 (cursor, delivered, failures, next_try, error, hook_id, hook_id, owner))
             return cur.rowcount == 1
-
-
-def webhook_store(db: Any) -> WebhookStore:
-    """The webhook store of ``db`` (one per database)."""
-    return SqlWebhookStore.of(db)
