@@ -15,8 +15,8 @@ makes all of it, on SQLite and PostgreSQL:
   before, now here, once);
 * person matching's ``faces.quality``, ``faces.track``, ``persons.merged_into``,
   ``faces_track``, ``person_events``, ``person_blocks`` and
-  ``settings.persons_schema_version = 2`` (so a program from before this revision does not
-  add the columns again).
+  ``settings.persons_schema_version = 2`` (the settings read as that code left them; a
+  program from before this revision refuses a database at 0002 anyway: unknown revision).
 
 An existing database has some or all of these already (made by the code before this
 revision): every CREATE is ``IF NOT EXISTS`` and a column is added only when the table lacks
