@@ -57,7 +57,7 @@ def static_file(name: str) -> Path | None:
 
 
 def _sessions(request: Request) -> websession.SessionStore:
-    return request.app.state.backend.sessions_store
+    return request.app.state.sessions
 
 
 def _set_cookie(response: Response, request: Request, value: str, max_age: int) -> None:
@@ -118,6 +118,8 @@ def logout(request: Request, _: UserDep) -> Response:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the console: ``/`` (the page), ``/static/<file>``, and ``/v1/session``."""
+    # the session cookie counts as credentials only where the console is mounted (deps.py)
+    app.state.sessions = app.state.backend.sessions_store
     app.include_router(router, prefix="/v1", responses=openapi.ERRORS)
     headers = security_headers(settings)
 
