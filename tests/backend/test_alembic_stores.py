@@ -113,6 +113,7 @@ def _schema(db: Any) -> Any:
     ("before-alembic", legacy_schema.STORE_PARTS),
     ("0001", legacy_schema.STORE_PARTS),
     ("0001", SOME),
+    ("0001", ("cameras", "history")),  # persons version 1: faces/persons lack the columns
 ])
 def test_a_database_with_the_stores_tables_is_taken_over_with_its_rows(
         db_url: str | None, tmp_path: Path, request: pytest.FixtureRequest, start: str,
@@ -131,7 +132,7 @@ def test_a_database_with_the_stores_tables_is_taken_over_with_its_rows(
         _fill(old, tables)
         old.execute("COMMIT")
         before = _rows(old, tables)
-    assert ("webhooks" in tables) and (("camera_health" in tables) == (parts != SOME))
+    assert set(legacy_schema.STORE_PARTS) - set(parts) or "web_sessions" in tables
     old.close()
 
     fresh_url = request.getfixturevalue("pg_cluster").new_database() if pg else None
@@ -140,7 +141,10 @@ def test_a_database_with_the_stores_tables_is_taken_over_with_its_rows(
     try:
         assert migrations.current_revision(db) == migrations.HEAD
         assert _schema(db) == _schema(fresh)  # settings' rows too (PostgreSQL)
-        assert _rows(db.conn, tables) == before  # every row kept, column for column
+        after = _rows(db.conn, tables)
+        for rows in (after, before):  # written by 0002 when the persons part had not run
+            rows["settings"] = [r for r in rows["settings"] if r[0] != "persons_schema_version"]
+        assert after == before  # every row kept, column for column
         assert db.scalar("SELECT value FROM settings WHERE key = 'persons_schema_version'"
                          ) == "2"
         with db.transaction() as conn:  # the identity of a kept table goes on after its rows
@@ -149,7 +153,8 @@ def test_a_database_with_the_stores_tables_is_taken_over_with_its_rows(
             event = insert(conn, "person_events", {"user_id": 1, "person_id": 1,
                                                    "kind": "move", "actor": "op",
                                                    "created": "c"})
-        assert (hook, event) == (2, 2)
+        assert (hook, event) == (1 + len(before.get("webhooks", [])),
+                                 1 + len(before.get("person_events", [])))
         if not pg:  # SQLite's trigger: a deleted event's match goes with it
             with db.transaction() as conn:
                 conn.execute("INSERT OR REPLACE INTO event_matches VALUES (3, 1, 'wl', 1, 0.8)")
