@@ -314,3 +314,172 @@ def build_postgresql(url: str) -> Any:
     from videodetector.backend.pgdb import PgDatabase
 
     return PgDatabase(url, schema=_pg_schema)
+
+
+# -- the DDL made outside Alembic until revision 0002, frozen -------------------------------
+# Verbatim from the stores (stores/cameras.py, watchlists.py, webhooks.py, history.py),
+# websession.py and person_store.py at commit 9d8974f, run the way that code ran them:
+# ``add_store_tables`` makes a database as a site running that code has it (revision 0001
+# or before Alembic, plus what its stores had made so far).
+
+CAMERA_HEALTH = """
+CREATE TABLE IF NOT EXISTS camera_health (
+    cam_id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    report TEXT,
+    received REAL,
+    preview BLOB,
+    preview_width INTEGER,
+    preview_height INTEGER,
+    frame_width INTEGER,
+    frame_height INTEGER,
+    preview_received REAL,
+    preview_requested REAL
+);
+"""
+
+WATCHLISTS = """
+CREATE TABLE IF NOT EXISTS gallery_settings (
+    user_id INTEGER NOT NULL,
+    gallery TEXT NOT NULL,
+    watchlist INTEGER NOT NULL DEFAULT 0,
+    color TEXT NOT NULL,
+    threshold TEXT NOT NULL,
+    PRIMARY KEY (user_id, gallery)
+);
+CREATE TABLE IF NOT EXISTS camera_alerts (
+    user_id INTEGER NOT NULL,
+    cam_id TEXT NOT NULL,
+    unknown INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, cam_id)
+);
+"""
+
+WEBHOOKS = """
+CREATE TABLE IF NOT EXISTS webhooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT,
+    cam_ids TEXT NOT NULL DEFAULT '[]',
+    match TEXT NOT NULL DEFAULT 'all',
+    enabled INTEGER NOT NULL DEFAULT 1,
+    cursor INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS webhooks_user ON webhooks (user_id);
+CREATE TABLE IF NOT EXISTS webhook_leases (
+    hook_id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+HISTORY = """
+CREATE INDEX IF NOT EXISTS events_id ON faces (user_id, id, ts, cam_id, person_id, friend)
+    WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_cam ON faces (user_id, cam_id, id, ts, person_id, friend);
+CREATE INDEX IF NOT EXISTS events_person ON faces (user_id, person_id, id, ts, cam_id, friend)
+    WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_ts ON faces (user_id, ts, cam_id, person_id, friend)
+    WHERE cam_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_unmatched ON faces (user_id, id)
+    WHERE cam_id IS NOT NULL AND person_id IS NULL;
+CREATE INDEX IF NOT EXISTS events_friend ON faces (user_id, id)
+    WHERE cam_id IS NOT NULL AND friend = 1;
+CREATE TABLE IF NOT EXISTS event_matches (
+    face_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    gallery TEXT NOT NULL,
+    match_id INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    PRIMARY KEY (face_id)
+);
+CREATE INDEX IF NOT EXISTS event_matches_user ON event_matches (user_id, face_id);
+CREATE TABLE IF NOT EXISTS event_match_state (
+    user_id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    cursor INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS event_matches_deleted AFTER DELETE ON faces BEGIN
+    DELETE FROM event_matches WHERE face_id = OLD.id;
+END;
+"""
+
+WEB_SESSIONS = """
+CREATE TABLE IF NOT EXISTS web_sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    csrf TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS web_sessions_expires ON web_sessions (expires);
+"""
+
+PERSONS_V2 = """
+ALTER TABLE faces ADD COLUMN quality REAL;
+ALTER TABLE faces ADD COLUMN track TEXT;
+ALTER TABLE persons ADD COLUMN merged_into INTEGER;
+CREATE INDEX IF NOT EXISTS faces_track ON faces (user_id, track, ts);
+CREATE TABLE IF NOT EXISTS person_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    person_id INTEGER NOT NULL,
+    other_id INTEGER,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    face_ids TEXT NOT NULL DEFAULT '[]',
+    detail TEXT,
+    created TEXT NOT NULL,
+    undone_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS person_events_person ON person_events (user_id, person_id, id);
+CREATE INDEX IF NOT EXISTS person_events_other ON person_events (user_id, other_id, id);
+CREATE TABLE IF NOT EXISTS person_blocks (
+    user_id INTEGER NOT NULL,
+    person_id INTEGER NOT NULL,
+    face_id INTEGER,
+    track TEXT,
+    other_id INTEGER,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS person_blocks_person ON person_blocks (user_id, person_id);
+"""
+STORE_SCRIPTS = {"cameras": CAMERA_HEALTH, "watchlists": WATCHLISTS, "webhooks": WEBHOOKS,
+                 "history": HISTORY, "websession": WEB_SESSIONS}
+STORE_PARTS = ("persons", *STORE_SCRIPTS)
+
+
+def _persons_v2(conn: Any) -> None:
+    """person_store.upgrade_schema: its statements one by one, and its version."""
+    row = conn.execute("SELECT value FROM settings WHERE key = 'persons_schema_version'"
+                       ).fetchone()
+    if row and int(row[0]) >= 2:
+        return
+    for statement in filter(None, (s.strip() for s in PERSONS_V2.split(";"))):
+        conn.execute(statement)
+    conn.execute("INSERT OR REPLACE INTO settings VALUES ('persons_schema_version', ?)",
+                 ("2",))
+
+
+def add_store_tables(db: Any, parts: tuple[str, ...] = STORE_PARTS) -> None:
+    """What the code before revision 0002 made outside Alembic, for ``parts`` (in the
+    order the backend made them: persons at start, the stores on first use). ``db``: a
+    plain sqlite3 connection (autocommit) or a ``PgDatabase``."""
+    pg = getattr(db, "dialect", "sqlite") == "postgresql"
+    if "persons" in parts:
+        if pg:
+            with db.transaction() as conn:
+                _persons_v2(conn)
+        else:
+            db.execute("BEGIN IMMEDIATE")
+            _persons_v2(db)
+            db.execute("COMMIT")
+    for part in parts:
+        if part in STORE_SCRIPTS:
+            db.executescript(STORE_SCRIPTS[part])  # pgdb: types translated, no triggers

@@ -64,7 +64,6 @@ class Store:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     backend = Backend(Settings(data_dir=tmp_path, preload_models=False))
-    history.ensure_schema(backend)
     with backend.db.transaction() as conn:
         for name in LISTS:
             conn.execute("INSERT INTO galleries VALUES (?, ?, 'now')", (USER, name))

@@ -2,9 +2,12 @@
 
 Checked statically (``ast``) over every router module (``THIN_ROUTERS``):
 
-* no SQL in a string literal, no ``.execute*`` call and no ``.db`` access except to get a
-  store (``camera_store(backend.db)``): the storage owners
-  in ``videodetector/backend/stores/`` (through ``Backend``) hold it;
+* no SQL in a string literal, no ``.execute*`` call and no ``.db`` access: the storage
+  owners in ``videodetector/backend/stores/`` hold the database;
+* one way to reach a store: ``Backend`` builds each store once (``backend.cameras_store``,
+  ...); a router neither builds one (``SqlCameraStore(...)``, a ``*_store(db)`` factory,
+  ``.of(db)``) nor gets one any other way than the backend's attribute (or a ``deps.py``
+  alias for it);
 * no ``run_in_threadpool``: blocking handlers are plain ``def`` (FastAPI runs them in its
   threadpool); only the places in ``THREADPOOL_ALLOWED`` keep it, each for its stated reason;
 * a route handler nests no ``def`` (no ``work()`` closures);
@@ -83,19 +86,17 @@ def _functions(tree: ast.AST) -> list[tuple[ast.AST, list[str]]]:
     return out
 
 
-def _handed_to_a_store(tree: ast.AST) -> set[int]:
-    """The ``x.db`` nodes passed straight to a store's factory (``camera_store(backend.db)``,
-    ``CameraStore.of(backend.db)``): getting the store is not reaching the database."""
-    out = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        f = node.func
-        name = f.id if isinstance(f, ast.Name) else (f.attr if isinstance(f, ast.Attribute)
-                                                      else "")
-        if name.endswith("_store") or name == "of":
-            out.update(id(a) for a in node.args if isinstance(a, ast.Attribute))
-    return out
+def _builds_a_store(node: ast.AST) -> str | None:
+    """The name of the store a call builds (``SqlCameraStore(db)``, ``camera_store(db)``,
+    ``X.of(db)``), else None."""
+    if not isinstance(node, ast.Call):
+        return None
+    f = node.func
+    name = f.id if isinstance(f, ast.Name) else (f.attr if isinstance(f, ast.Attribute) else "")
+    if (name.startswith("Sql") and name.endswith("Store")) or name.endswith("_store") \
+            or name == "of":
+        return name
+    return None
 
 
 def violations(source: str, module: str) -> list[str]:
@@ -103,10 +104,11 @@ def violations(source: str, module: str) -> list[str]:
     tree = ast.parse(source)
     found = [f"{module}:{line}: SQL in a string: {text[:60]!r}"
              for line, text in _strings(tree) if SQL_RE.search(text)]
-    handed = _handed_to_a_store(tree)
     for node, scope in _functions(tree):
         line = getattr(node, "lineno", 0)
-        if isinstance(node, ast.Attribute) and node.attr == "db" and id(node) not in handed \
+        if (built := _builds_a_store(node)) is not None:
+            found.append(f"{module}:{line}: builds a store ({built}) instead of the backend's")
+        if isinstance(node, ast.Attribute) and node.attr == "db" \
                 and not any((module, f) in DB_ALLOWED for f in scope):
             found.append(f"{module}:{line}: reaches the database (.db) instead of a store")
         if isinstance(node, ast.Attribute) and node.attr.startswith("execute"):
@@ -147,6 +149,9 @@ async def handler(request):
         return backend.db.rows("DELETE FROM faces WHERE id = ?", (1,))
     return await run_in_threadpool(work)
 
+def cameras(backend):
+    return camera_store(backend.db), SqlHistoryStore(backend.db), backend.cameras_store
+
 @router.get("/docs")
 async def docs():
     return {"docs": "DELETE /v1/session logs out"}
@@ -154,6 +159,8 @@ async def docs():
     found = "\n".join(violations(bad, "bad"))
     assert "SQL in a string: 'SELECT" in found and "SQL in a string: 'DELETE FROM" in found
     assert "(.db)" in found
+    assert "builds a store (camera_store)" in found and "(SqlHistoryStore)" in found
+    assert "cameras_store" not in found  # the backend's attribute is the way
     assert "run_in_threadpool in handler" in found
     assert "handler handler nests def work" in found
     assert "async handler handler" in found

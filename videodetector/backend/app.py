@@ -275,7 +275,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                 if error is not None:
                     log.error("gae is enabled but emotions are unavailable: %s", error)
         retention = RetentionThread(backend).start() if settings.history_max_age else None
-        await run_in_threadpool(history.ensure_schema, backend)  # its indexes, built once
         deliverer = webhooks.Deliverer(backend).start()
         log.info("backend ready: data in %s", settings.data_dir.resolve())
         try:

@@ -30,8 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from videodetector.backend.deps import CamerasDep, UserDep
 from videodetector.backend.errors import bad_param, malformed_json, not_found, too_large
 from videodetector.backend.params import load_json
-from videodetector.backend.service import Backend
-from videodetector.backend.stores.cameras import CameraStore, camera_store
+from videodetector.backend.stores.cameras import CameraStore
 from videodetector.backend.timeutil import iso
 
 router = APIRouter(tags=["cameras"])
@@ -80,10 +79,6 @@ PREVIEW_DOC = {"requestBody": {"required": True, "content": {"image/jpeg": {"sch
     "description": f"JPEG, at most {MAX_PREVIEW_BYTES} bytes and {MAX_PREVIEW_SIDE} px on "
                    "the longer side"}}}}}
 
-
-def ensure_schema(backend: Backend) -> None:
-    """The ``camera_health`` table (made by its store on first use)."""
-    camera_store(backend.db)
 
 
 def own_camera(cams: CameraStore, user: int, cam_id: str) -> None:

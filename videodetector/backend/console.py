@@ -118,7 +118,8 @@ def logout(request: Request, _: UserDep) -> Response:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the console: ``/`` (the page), ``/static/<file>``, and ``/v1/session``."""
-    app.state.sessions = websession.session_store(app.state.backend)
+    # the session cookie counts as credentials only where the console is mounted (deps.py)
+    app.state.sessions = app.state.backend.sessions_store
     app.include_router(router, prefix="/v1", responses=openapi.ERRORS)
     headers = security_headers(settings)
 

@@ -15,9 +15,9 @@ from videodetector.backend.imaging import PixelBudget
 from videodetector.backend.inline import decode_base64_image
 from videodetector.backend.params import Params, check_text, read_params, read_upload
 from videodetector.backend.service import Backend
-from videodetector.backend.stores.cameras import CameraStore, camera_store
-from videodetector.backend.stores.stats import StatsStore, stats_store
-from videodetector.backend.stores.webhooks import WebhookStore, webhook_store
+from videodetector.backend.stores.cameras import CameraStore
+from videodetector.backend.stores.stats import StatsStore
+from videodetector.backend.stores.webhooks import WebhookStore
 from videodetector.backend.views import Urls
 
 log = logging.getLogger(__name__)
@@ -129,21 +129,21 @@ async def face_images(p: Params, backend: Backend, budget: PixelBudget | None = 
 
 
 def cameras_of(backend: BackendDep) -> CameraStore:
-    return camera_store(backend.db)
+    return backend.cameras_store
 
 
 CamerasDep = Annotated[CameraStore, Depends(cameras_of)]
 
 
 def webhooks_of(backend: BackendDep) -> WebhookStore:
-    return webhook_store(backend.db)
+    return backend.webhooks_store
 
 
 WebhooksDep = Annotated[WebhookStore, Depends(webhooks_of)]
 
 
 def stats_of(backend: BackendDep) -> StatsStore:
-    return stats_store(backend.db)
+    return backend.stats_store
 
 
 StatsDep = Annotated[StatsStore, Depends(stats_of)]

@@ -45,15 +45,8 @@ from videodetector.backend.history_query import (  # noqa: F401 - the history AP
 )
 from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
-from videodetector.backend.stores.history import MATCH_CHUNK, history_store  # noqa: F401
+from videodetector.backend.stores.history import MATCH_CHUNK  # noqa: F401
 from videodetector.backend.timeutil import parse_time
-
-
-def ensure_schema(backend: Backend) -> None:
-    """The history indexes and tables (made by their store; a few seconds on a large
-    existing database, so the app calls this at start-up)."""
-    history_store(backend.db)
-
 
 # -- filters -------------------------------------------------------------------
 
@@ -114,7 +107,7 @@ def prepare(backend: Backend, user: int, f: EventFilter) -> Query:
     the filter needs them."""
     if f.needs_matches:
         refresh_matches(backend, user)
-    return build_query(user, f, history_store(backend.db).choose_index(user, f))
+    return build_query(user, f, backend.history_store.choose_index(user, f))
 
 
 # -- counts --------------------------------------------------------------------
@@ -123,7 +116,7 @@ def counts(backend: Backend, user: int, f: EventFilter) -> dict[str, int]:
     """Events passing ``f`` and, among them, the alerts: ``watchlist`` (a watch-list match)
     and ``unknown`` (no match, on a camera with "unknown face" alerts). Read in one snapshot;
     "no match" is counted as all minus the matches (no NOT IN over every event)."""
-    store = history_store(backend.db)
+    store = backend.history_store
     refresh_matches(backend, user)
     cams = sorted(watchlists.unknown_alert_cameras(backend, user))
     if f.cam_ids is not None:
@@ -148,7 +141,7 @@ def counts(backend: Backend, user: int, f: EventFilter) -> dict[str, int]:
 
 def refresh_matches(backend: Backend, user: int) -> list[watchlists.WatchList]:
     """Bring ``event_matches`` of ``user`` up to date; returns the user's watch lists."""
-    store = history_store(backend.db)
+    store = backend.history_store
     lists = watchlists.watch_lists(backend, user)
     store.refresh_matches(user, backend.model, lists)
     return lists
@@ -159,7 +152,7 @@ def stored_matches(backend: Backend, user: int, ids: list[int],
     """The best match of each event (as ``watchlists.best_matches`` has it) from the table;
     ``lists``: what ``refresh_matches`` returned."""
     by_name = {w.gallery: w for w in lists}
-    found = {r[0]: (r[1], r[2], r[3]) for r in history_store(backend.db).match_rows(user, ids)
+    found = {r[0]: (r[1], r[2], r[3]) for r in backend.history_store.match_rows(user, ids)
              if r[1] in by_name}
     metas = {r["id"]: r["meta"] for r in backend.face_rows(user, [m for _, m, _ in
                                                                   found.values()])}

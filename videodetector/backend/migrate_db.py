@@ -83,19 +83,11 @@ class Report:
 
 
 def prepare_store(settings: Any) -> None:
-    """Bring a store to the current schema with every table the backend makes, then close it."""
-    from videodetector.backend import camhealth, watchlists, webhooks
+    """Bring a store to the current schema with every table the backend makes (all made
+    by the schema's revisions when the backend opens it), then close it."""
     from videodetector.backend.service import Backend
-    from videodetector.backend.websession import SessionStore
 
-    backend = Backend(settings)
-    try:
-        for ensure in (watchlists.ensure_schema, webhooks.ensure_schema,
-                       camhealth.ensure_schema):
-            ensure(backend)
-        SessionStore(backend.db)
-    finally:
-        backend.close()
+    Backend(settings).close()
 
 
 # ------------------------------------------------------------------------------ tables

@@ -1,4 +1,4 @@
-"""Person rows: who may create them, their schema additions, and the repair of old databases.
+"""Person rows: who may create them, and the repair of old databases.
 
 Only the server creates persons (dynamic person creation, or an operator's explicit
 ``"person_id": "new"``). A client never chooses a new person's id: a ``person_id`` it sends
@@ -69,9 +69,9 @@ def target_person(conn: sqlite3.Connection, user: int, value: Any) -> int | None
 
 
 def migrate(db: Database) -> None:
-    """Upgrade the schema, and repair a database an older version let clients poison (see
-    the module docstring)."""
-    upgrade_schema(db)
+    """Repair a database an older version let clients poison (see the module docstring).
+    The tables and columns of person matching are made by the schema's revisions
+    (``backend/migrations``, revision 0002)."""
     with db.transaction() as conn:
         rogue = conn.execute("SELECT id, user_id, meta, created FROM persons WHERE id > ? "
                              "ORDER BY id", (MAX_SERVER_PERSON_ID,)).fetchall()
@@ -104,63 +104,6 @@ def _reset_person_sequence(conn: Any, top: int) -> bool:
         return True
     return bool(conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'persons' AND "
                              "seq > ?", (top, MAX_SERVER_PERSON_ID)).rowcount)
-
-
-# -- schema additions (versioned by settings.persons_schema_version) --------------------------
-
-PERSONS_SCHEMA_VERSION = 2
-
-_SCHEMA_V2 = """
-ALTER TABLE faces ADD COLUMN quality REAL;
-ALTER TABLE faces ADD COLUMN track TEXT;
-ALTER TABLE persons ADD COLUMN merged_into INTEGER;
-CREATE INDEX IF NOT EXISTS faces_track ON faces (user_id, track, ts);
-CREATE TABLE IF NOT EXISTS person_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER NOT NULL,
-    person_id INTEGER NOT NULL,
-    other_id INTEGER,
-    kind TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    face_ids TEXT NOT NULL DEFAULT '[]',
-    detail TEXT,
-    created TEXT NOT NULL,
-    undone_by INTEGER
-);
-CREATE INDEX IF NOT EXISTS person_events_person ON person_events (user_id, person_id, id);
-CREATE INDEX IF NOT EXISTS person_events_other ON person_events (user_id, other_id, id);
-CREATE TABLE IF NOT EXISTS person_blocks (
-    user_id INTEGER NOT NULL,
-    person_id INTEGER NOT NULL,
-    face_id INTEGER,
-    track TEXT,
-    other_id INTEGER,
-    created TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS person_blocks_person ON person_blocks (user_id, person_id);
-"""
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM settings WHERE key = 'persons_schema_version'"
-                       ).fetchone()
-    return int(row[0]) if row else 1
-
-
-def upgrade_schema(db: Database) -> None:
-    """Add what person matching needs (faces.quality, faces.track, persons.merged_into,
-    person_events, person_blocks) to a database of version 1, once."""
-    with db.transaction() as conn:
-        if _schema_version(conn) >= PERSONS_SCHEMA_VERSION:
-            return
-        for statement in filter(None, (s.strip() for s in _SCHEMA_V2.split(";"))):
-            conn.execute(statement)
-        conn.execute("INSERT OR REPLACE INTO settings VALUES ('persons_schema_version', ?)",
-                     (str(PERSONS_SCHEMA_VERSION),))
-    refresh = getattr(db, "refresh_catalog", None)  # PostgreSQL: the new tables' id columns
-    if refresh is not None:  # (else an insert into person_events answers id 0)
-        refresh()
-    log.info("database upgraded to persons schema %d", PERSONS_SCHEMA_VERSION)
 
 
 # -- the in-memory index follows the rows; reverted when the transaction rolls back ----------

@@ -29,8 +29,6 @@ from videodetector.backend.errors import bad_param
 from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
 from videodetector.backend.storage import PageRequest
-from videodetector.backend.stores.history import history_store
-from videodetector.backend.stores.report import report_store
 
 MAX_ROWS = 1000
 MAX_IMAGE_BYTES = 256 * 1024  # a larger face crop is left out of the report
@@ -104,11 +102,11 @@ class ReportData:
 
 def collect(backend: Backend, user: int, f: history.EventFilter, limit: int) -> ReportData:
     query = history.prepare(backend, user, f)
-    ids = history_store(backend.db).page(query, PageRequest(limit)).ids
+    ids = backend.history_store.page(query, PageRequest(limit)).ids
     rows = backend.face_rows(user, ids)
     lists = history.refresh_matches(backend, user)
     cams = [*(r["cam_id"] for r in rows), *(f.cam_ids or ())]
-    names = report_store(backend.db)
+    names = backend.report_store
     return ReportData(rows, history.counts(backend, user, f),
                       names.camera_names(user, cams),
                       names.person_names(user, (r["person_id"] for r in rows)),

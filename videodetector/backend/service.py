@@ -47,11 +47,19 @@ from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import FileStore, open_database
+from videodetector.backend.stores.cameras import SqlCameraStore
 from videodetector.backend.stores.faces import SqlIdempotencyStore, face_store, index_feed
 from videodetector.backend.stores.galleries import SqlGalleryStore
+from videodetector.backend.stores.history import SqlHistoryStore
 from videodetector.backend.stores.persons import SqlPersonStore
+from videodetector.backend.stores.report import SqlReportStore
+from videodetector.backend.stores.stats import SqlStatsStore
+from videodetector.backend.stores.sync import SqlSyncStore
 from videodetector.backend.stores.tokens import SqlTokenStore
+from videodetector.backend.stores.watchlists import SqlWatchListStore
+from videodetector.backend.stores.webhooks import SqlWebhookStore
 from videodetector.backend.timeutil import iso, now
+from videodetector.backend.websession import SessionStore
 from videodetector.core.confidence import confidence_from_cosine
 from videodetector.core.images import encode
 from videodetector.core.ratelog import RateLimitedLog
@@ -153,6 +161,14 @@ class Backend:
         self.persons_store = SqlPersonStore(self.db)
         self.tokens_store = SqlTokenStore(self.db)
         self.index_feed = index_feed(self.db)
+        self.cameras_store = SqlCameraStore(self.db)  # and their health
+        self.history_store = SqlHistoryStore(self.db)  # events: pages, counts, matches
+        self.watchlists_store = SqlWatchListStore(self.db)
+        self.webhooks_store = SqlWebhookStore(self.db)
+        self.stats_store = SqlStatsStore(self.db)
+        self.sync_store = SqlSyncStore(self.db)
+        self.report_store = SqlReportStore(self.db)
+        self.sessions_store = SessionStore(self.db)  # the console's logins
         self.tokens = TokenChecker(self.tokens_store)
         self.model = settings.embedding_model
         # vectors of self.model only (embeddings.py); one graph snapshot folder per model

@@ -30,7 +30,6 @@ from videodetector.backend.errors import ApiError
 from videodetector.backend.faces import stored_facen
 from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
-from videodetector.backend.stores.sync import sync_store
 from videodetector.backend.timeutil import iso, parse_time
 from videodetector.backend.views import Urls
 
@@ -52,7 +51,7 @@ def start_cursor(backend: Backend, p: Params) -> int:
     raw = p.raw("last_updated_at")
     number = p.number("last_updated_at") if _is_number(raw) else None
     ts = number if number is not None else parse_time("last_updated_at", raw).timestamp()
-    store = sync_store(backend.db)
+    store = backend.sync_store
     first = store.first_seq_after(ts)
     return store.last_seq() if first is None else first - 1
 
@@ -70,7 +69,7 @@ def _is_number(value: Any) -> bool:
 def check_cursor(backend: Backend, cursor: int) -> None:
     if cursor == 0:
         return  # an empty mirror misses no deletion
-    store = sync_store(backend.db)
+    store = backend.sync_store
     if cursor < store.horizon():
         raise resync_required(f"cursor {cursor} is older than the deletions kept "
                               f"({backend.settings.sync_tombstone_ttl:g} s)", cursor)
@@ -81,7 +80,7 @@ def check_cursor(backend: Backend, cursor: int) -> None:
 def read_page(urls: Urls, backend: Backend, user: int, gallery: str, cursor: int,
               limit: int) -> dict[str, Any]:
     """One page after ``cursor``, read under the database lock (no write in between)."""
-    store = sync_store(backend.db)
+    store = backend.sync_store
     with store.snapshot():
         check_cursor(backend, cursor)
         rows = list(store.changes(user, gallery, cursor, limit + 1))

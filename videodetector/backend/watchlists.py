@@ -2,8 +2,8 @@
 
 A gallery is marked as a watch list with a colour and a threshold preset (``low``,
 ``medium``, ``strict``: the confidence thresholds of reference 9.1, see confidence.py). The
-settings live in the table ``gallery_settings``, owned by ``stores/watchlists.py`` (created
-there on first use, like web_sessions; storage.py's schema is untouched).
+settings live in the table ``gallery_settings``, owned by ``stores/watchlists.py`` (made by
+the schema's revision 0002, ``backend/migrations``).
 
 Matches are computed when read (``POST /v1/watchlists/matches``): each event's stored
 embedding is compared with the faces of every watch list of the token, so the answer is right
@@ -25,9 +25,6 @@ from videodetector.backend.deps import BackendDep, ParamsDep, UserDep
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.params import GalleryName, Params
 from videodetector.backend.service import DEFAULT_GALLERY, Backend
-from videodetector.backend.stores.cameras import camera_store
-from videodetector.backend.stores.history import history_store
-from videodetector.backend.stores.watchlists import watch_list_store
 from videodetector.core.confidence import (
     CONF_LOW,
     CONF_MEDIUM,
@@ -57,14 +54,10 @@ class WatchList:
                 "threshold": self.threshold, "min_confidence": self.min_confidence}
 
 
-def ensure_schema(backend: Backend) -> None:
-    """The watch-list tables (made by their store on first use)."""
-    watch_list_store(backend.db)
-
 
 def all_settings(backend: Backend, user: int) -> list[tuple[WatchList, bool]]:
     """Settings of the token's existing galleries (a deleted gallery's row is ignored)."""
-    rows = watch_list_store(backend.db).settings(user)
+    rows = backend.watchlists_store.settings(user)
     return [(WatchList(r["gallery"], r["color"], r["threshold"]), bool(r["watchlist"]))
             for r in rows]
 
@@ -94,7 +87,7 @@ def put_settings(backend: Backend, user: int, gallery: str, p: Params) -> dict[s
                         "cannot be a watch list; make a gallery for it", gallery)
     backend.require_gallery(user, gallery)
     watch, on = parse_settings(gallery, p)
-    watch_list_store(backend.db).put(user, gallery, on, watch.color, watch.threshold)
+    backend.watchlists_store.put(user, gallery, on, watch.color, watch.threshold)
     return watch.json(on)
 
 
@@ -108,7 +101,7 @@ def get_settings(backend: Backend, user: int, gallery: str) -> dict[str, Any]:
 
 def forget_gallery(backend: Backend, user: int, gallery: str) -> None:
     """Drop a deleted gallery's settings (a new gallery of that name starts plain)."""
-    watch_list_store(backend.db).forget(user, gallery)
+    backend.watchlists_store.forget(user, gallery)
 
 
 # -- matching ------------------------------------------------------------------
@@ -151,7 +144,7 @@ def best_matches(backend: Backend, user: int, event_ids: list[int]
 
 def unknown_alert_cameras(backend: Backend, user: int) -> set[str]:
     """Cameras of the token whose events with no watch-list match are alerts."""
-    return watch_list_store(backend.db).unknown_alert_cameras(user)
+    return backend.watchlists_store.unknown_alert_cameras(user)
 
 
 def set_unknown_alerts(backend: Backend, user: int, cam_id: str, p: Params
@@ -159,10 +152,10 @@ def set_unknown_alerts(backend: Backend, user: int, cam_id: str, p: Params
     unknown = sorted(set(p.values) - {"unknown"})
     if unknown:
         raise bad_param(unknown[0], f"unknown field {unknown[0]!r}; the setting is unknown")
-    if not camera_store(backend.db).exists(user, cam_id):
+    if not backend.cameras_store.exists(user, cam_id):
         raise not_found("camera", cam_id)
     on = p.flag("unknown")
-    watch_list_store(backend.db).set_unknown_alerts(user, cam_id, on)
+    backend.watchlists_store.set_unknown_alerts(user, cam_id, on)
     return {"cam_id": cam_id, "unknown": on}
 
 
@@ -171,7 +164,7 @@ def alerts_of(backend: Backend, user: int, ids: list[int]) -> list[dict[str, Any
     ``"unknown"`` (no match, on a camera with unknown-face alerts) or null."""
     found = best_matches(backend, user, ids)
     cams = unknown_alert_cameras(backend, user)
-    cam_of = history_store(backend.db).event_cameras(user, ids) if cams else {}
+    cam_of = backend.history_store.event_cameras(user, ids) if cams else {}
     out = []
     for i in ids:
         match = found.get(i)

@@ -25,7 +25,7 @@ from videodetector.backend import events, views, watchlists
 from videodetector.backend.errors import ApiError
 from videodetector.backend.fetch import IPNetwork, checked_address, networks
 from videodetector.backend.service import Backend
-from videodetector.backend.stores.webhooks import WebhookStore, webhook_store
+from videodetector.backend.stores.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,8 @@ class Deliverer:
 
     @property
     def store(self) -> WebhookStore:
-        """The webhook store (made, with its tables, by the first ``_due`` or ``_release``:
-        in the threadpool, where a database error is caught and logged)."""
-        return webhook_store(self.backend.db)
+        """The backend's webhook store."""
+        return self.backend.webhooks_store
 
     def _due(self, at: float) -> list[Hook]:
         return [Hook.of(r) for r in self.store.due(at)]

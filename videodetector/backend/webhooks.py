@@ -51,7 +51,7 @@ from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.fetch import checked_address, networks
 from videodetector.backend.params import DbId, Params
 from videodetector.backend.service import Backend
-from videodetector.backend.stores.webhooks import TooManyWebhooks, WebhookStore, webhook_store
+from videodetector.backend.stores.webhooks import TooManyWebhooks, WebhookStore
 from videodetector.backend.webhook_delivery import Deliverer  # noqa: F401 - app.py starts it
 
 router = APIRouter(tags=["webhooks"])
@@ -62,10 +62,6 @@ MAX_URL = 2000
 MAX_SECRET = 200
 MAX_CAMS = 100
 
-
-def ensure_schema(backend: Backend) -> None:
-    """The webhook tables (made by their store on first use)."""
-    webhook_store(backend.db)
 
 
 def hook_json(row: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 
@@ -27,18 +26,6 @@ COOKIE = "vd_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_SECONDS = 12 * 3600  # absolute lifetime: log in again after 12 hours
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS web_sessions (
-    id_hash TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL,
-    csrf TEXT NOT NULL,
-    created REAL NOT NULL,
-    expires REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS web_sessions_expires ON web_sessions (expires);
-"""
-
 
 def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
@@ -55,21 +42,15 @@ class Session:
     expires: float
 
 
-def session_store(backend: Any) -> SessionStore:
-    """The console's sessions in ``backend``'s database."""
-    return SessionStore(backend.db)
-
-
 class SessionStore:
-    """Sessions in the backend's SQLite database."""
+    """Sessions in the backend's database (table ``web_sessions``, made by the schema's
+    revisions)."""
 
     def __init__(self, db: Database, lifetime: float = SESSION_SECONDS) -> None:
         if lifetime <= 0:
             raise ValueError(f"session lifetime must be positive, not {lifetime!r}")
         self.db = db
         self.lifetime = lifetime
-        with db.lock:
-            db.conn.executescript(SCHEMA)
 
     def create(self, user: int) -> tuple[str, Session]:
         """A new session for ``user``: (the cookie value, the session). Prunes expired ones."""

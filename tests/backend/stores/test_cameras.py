@@ -7,16 +7,11 @@ from typing import Any
 
 import pytest
 
-from videodetector.backend.stores.cameras import CameraStore, SqlCameraStore, camera_store
-
-
-def test_one_store_per_database(database: Any) -> None:  # noqa: F811
-    assert camera_store(database) is camera_store(database)
-    assert isinstance(camera_store(database), SqlCameraStore)
+from videodetector.backend.stores.cameras import CameraStore, SqlCameraStore
 
 
 def test_cameras_belong_to_their_user(database: Any, user: int) -> None:  # noqa: F811
-    cams: CameraStore = camera_store(database)
+    cams: CameraStore = SqlCameraStore(database)
     a = cams.create(user, {"meta": "door", "detector": "d1"})
     b = cams.create(user, {"meta": "hall", "detector": "d2"})
     other = user + 100_000
@@ -31,7 +26,7 @@ def test_cameras_belong_to_their_user(database: Any, user: int) -> None:  # noqa
 
 
 def test_health_upserts_and_goes_with_the_camera(database: Any, user: int) -> None:  # noqa: F811
-    cams = camera_store(database)
+    cams = SqlCameraStore(database)
     cam = cams.create(user, {})
     assert cams.health(cam) is None and cams.preview(cam) is None
     cams.set_health(user, cam, {"report": "{}", "received": 5.0})
@@ -49,4 +44,4 @@ def test_health_upserts_and_goes_with_the_camera(database: Any, user: int) -> No
 
 def test_health_columns_are_checked(database: Any, user: int) -> None:  # noqa: F811
     with pytest.raises(ValueError, match="camera_health"):
-        camera_store(database).set_health(user, "x", {"user_id": 1})
+        SqlCameraStore(database).set_health(user, "x", {"user_id": 1})

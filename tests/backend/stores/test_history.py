@@ -4,17 +4,15 @@ matches following the lists."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from videodetector.backend.history_query import EventFilter, build_query
-from videodetector.backend.storage import Database, PageRequest
-from videodetector.backend.stores.history import history_store
-from videodetector.backend.stores.report import report_store
+from videodetector.backend.storage import PageRequest
+from videodetector.backend.stores.history import SqlHistoryStore
+from videodetector.backend.stores.report import SqlReportStore
 
 MODEL = "test-model"
 
@@ -43,18 +41,8 @@ def _faces(db: Any, owner: int, rows: list[tuple[str | None, int | None, np.ndar
             for i, (cam, person, vec) in enumerate(rows)]
 
 
-def test_a_store_made_in_another_stores_setup(tmp_path: Path) -> None:
-    """The history store makes the watch-list store while it is made: no deadlock."""
-    db = Database(tmp_path / "fresh.sqlite3")
-    worker = threading.Thread(target=history_store, args=(db,), daemon=True)
-    worker.start()
-    worker.join(20)
-    assert not worker.is_alive(), "history_store(db) hangs"
-    db.close()
-
-
 def test_index_choice(database: Any, user: int) -> None:  # noqa: F811
-    store = history_store(database)
+    store = SqlHistoryStore(database)
     _faces(database, user, [("cam", None, _unit(1))])
     assert store.choose_index(user, EventFilter(person_id=1)) == "events_person"
     assert store.choose_index(user, EventFilter(cam_ids=("cam",))) == "events_cam"
@@ -66,7 +54,7 @@ def test_index_choice(database: Any, user: int) -> None:  # noqa: F811
 
 
 def test_pages_and_counts(database: Any, user: int) -> None:  # noqa: F811
-    store = history_store(database)
+    store = SqlHistoryStore(database)
     ids = _faces(database, user, [("a", None, _unit(2)), ("b", 7, _unit(3)),
                                   ("a", 7, _unit(4)), (None, None, _unit(5))])
     store.refresh_matches(user, MODEL, [])
@@ -81,13 +69,13 @@ def test_pages_and_counts(database: Any, user: int) -> None:  # noqa: F811
     with database.transaction() as conn:
         conn.execute("INSERT INTO cameras (id, user_id, seq, meta, created) "
                      "VALUES ('a', ?, 1, 'Gate', 't')", (user,))
-    names = report_store(database)
+    names = SqlReportStore(database)
     assert names.camera_names(user, ["a", "b", None]) == {"a": "Gate"}
     assert names.person_names(user, [None]) == {}
 
 
 def test_matches_follow_the_lists(database: Any, user: int) -> None:  # noqa: F811
-    store = history_store(database)
+    store = SqlHistoryStore(database)
     near, far = _unit(10), _unit(11)
     listed, event_near, event_far = _faces(database, user, [
         (None, None, near), ("cam", None, near), ("cam", None, far)])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from videodetector.backend.stores.stats import stats_store
-from videodetector.backend.stores.sync import sync_store
+from videodetector.backend.stores.stats import SqlStatsStore
+from videodetector.backend.stores.sync import SqlSyncStore
 
 
 def _face(conn: Any, owner: int, photo: str, person: int | None = None) -> int:
@@ -24,7 +24,7 @@ def test_counts_files_and_created(database: Any, user: int) -> None:  # noqa: F8
         for face in ids[:2]:
             conn.execute("INSERT INTO face_galleries (face_id, user_id, gallery) "
                          "VALUES (?, ?, 'b')", (face, user))
-    stats = stats_store(database)
+    stats = SqlStatsStore(database)
     assert list(stats.face_counts(user).items()) == [("default", 3), ("a", 0), ("b", 2)]
     assert sorted(r["photo"] for r in stats.gallery_faces(user, "b")) == ["p0", "p1"]
     assert len(stats.gallery_faces(user, "default")) == 3
@@ -39,7 +39,7 @@ def test_changes_after_a_cursor(database: Any, user: int) -> None:  # noqa: F811
                                   (4, "g", 40.0)):
             conn.execute("INSERT INTO face_changes (user_id, gallery, face_id, at) "
                          "VALUES (?, ?, ?, ?)", (user, gallery, face, at))
-    sync = sync_store(database)
+    sync = SqlSyncStore(database)
     rows = sync.changes(user, "g", 0, 10)
     assert [r["face_id"] for r in rows] == [1, 3, 4]
     assert [r["face_id"] for r in sync.changes(user, "g", rows[0]["seq"], 1)] == [3]

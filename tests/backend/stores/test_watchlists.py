@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from videodetector.backend.stores.cameras import camera_store
-from videodetector.backend.stores.history import history_store
-from videodetector.backend.stores.watchlists import watch_list_store
+from videodetector.backend.stores.cameras import SqlCameraStore
+from videodetector.backend.stores.history import SqlHistoryStore
+from videodetector.backend.stores.watchlists import SqlWatchListStore
 
 
 def _gallery(db: Any, owner: int, name: str) -> None:
@@ -18,7 +18,7 @@ def _gallery(db: Any, owner: int, name: str) -> None:
 
 
 def test_settings_upsert_and_follow_the_gallery(database: Any, user: int) -> None:  # noqa: F811
-    store = watch_list_store(database)
+    store = SqlWatchListStore(database)
     _gallery(database, user, "vip")
     _gallery(database, user, "banned")
     store.put(user, "vip", True, "#00ff00", "low")
@@ -34,7 +34,7 @@ def test_settings_upsert_and_follow_the_gallery(database: Any, user: int) -> Non
 
 
 def test_unknown_alerts_of_existing_cameras(database: Any, user: int) -> None:  # noqa: F811
-    store, cams = watch_list_store(database), camera_store(database)
+    store, cams = SqlWatchListStore(database), SqlCameraStore(database)
     a, b = cams.create(user, {}), cams.create(user, {})
     store.set_unknown_alerts(user, a, True)
     store.set_unknown_alerts(user, b, True)
@@ -46,7 +46,7 @@ def test_unknown_alerts_of_existing_cameras(database: Any, user: int) -> None:  
 
 
 def test_event_cameras(database: Any, user: int) -> None:  # noqa: F811
-    cam = camera_store(database).create(user, {})
+    cam = SqlCameraStore(database).create(user, {})
     ids = []
     with database.transaction() as conn:
         for cam_id in (cam, None):
@@ -55,6 +55,6 @@ def test_event_cameras(database: Any, user: int) -> None:  # noqa: F811
                 "photo_hash, thumbnail, normalized, embedding, cam_id) VALUES (?, 't', 0, 'd', "
                 "0, 0, 1, 1, 'p', 'h', 't', 'n', ?, ?) RETURNING id",
                 (user, b"\0" * 8, cam_id)).fetchone()[0])
-    store = history_store(database)
+    store = SqlHistoryStore(database)
     assert store.event_cameras(user, [*ids, 10**9]) == {ids[0]: cam}
     assert store.event_cameras(user + 100_000, ids) == {}

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from videodetector.backend.stores.webhooks import TooManyWebhooks, webhook_store
+from videodetector.backend.stores.webhooks import SqlWebhookStore, TooManyWebhooks
 
 HOOK = {"url": "http://example.org/hook", "secret": "s", "cam_ids": "[]", "match": "all",
         "enabled": 1}
 
 
 def test_limit_per_user_and_ownership(database: Any, user: int) -> None:  # noqa: F811
-    hooks = webhook_store(database)
+    hooks = SqlWebhookStore(database)
     ids = [hooks.create(user, HOOK, cursor=7, limit=2) for _ in range(2)]
     with pytest.raises(TooManyWebhooks) as exc:
         hooks.create(user, HOOK, cursor=7, limit=2)
@@ -30,7 +30,7 @@ def test_limit_per_user_and_ownership(database: Any, user: int) -> None:  # noqa
 
 
 def test_update_resets_the_backoff(database: Any, user: int) -> None:  # noqa: F811
-    hooks = webhook_store(database)
+    hooks = SqlWebhookStore(database)
     hook = hooks.create(user, HOOK, cursor=0, limit=20)
     assert hooks.claim(hook, "p1", at=100.0, seconds=30) is not None
     assert hooks.record(hook, "p1", cursor=5, delivered=2, failure=(3, 1e12, "down"))
@@ -46,7 +46,7 @@ def test_update_resets_the_backoff(database: Any, user: int) -> None:  # noqa: F
 
 
 def test_the_lease_has_one_owner_until_it_expires(database: Any, user: int) -> None:  # noqa: F811
-    hooks = webhook_store(database)
+    hooks = SqlWebhookStore(database)
     hook = hooks.create(user, HOOK, cursor=10, limit=20)
     assert hooks.claim(hook, "p1", at=100.0, seconds=30)["cursor"] == 10
     assert hooks.claim(hook, "p2", at=120.0, seconds=30) is None  # p1's until 130

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEAD = "0001"  # the newest revision under versions/ (tests check they agree)
+HEAD = "0002"  # the newest revision under versions/ (tests check they agree)
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 UPGRADE_WAIT = 300.0  # seconds a process waits for another's upgrade (then fails)
 

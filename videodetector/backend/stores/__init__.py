@@ -11,10 +11,13 @@ A store's write methods take the open transaction's connection (``conn``): the d
 decides what one transaction holds (the faces, their index entries and images or none of
 them); reads go through the database itself.
 
-Two ways to reach a store: the domain's own (faces, galleries, persons, tokens) are attributes
-of ``Backend``; the others (cameras, history, webhooks, watch lists, stats, sync) are one
-instance per database, ``CameraStore.of(db)`` (``stores/base.PerDatabase``), because they
-create their tables on first use. Routers get either through a dependency alias in ``deps.py``.
+One way to reach a store: ``Backend`` builds each one once, as an attribute
+(``faces_store``, ``galleries_store``, ``persons_store``, ``tokens_store``,
+``idempotency_store``, ``index_feed``, ``cameras_store``, ``history_store``,
+``watchlists_store``, ``webhooks_store``, ``stats_store``, ``sync_store``, ``report_store``,
+``sessions_store``); routers take it from the backend or through a dependency alias in
+``deps.py``. No store creates tables: the schema is made and upgraded by the Alembic
+revisions in ``backend/migrations`` when the database is opened.
 """
 
 from __future__ import annotations

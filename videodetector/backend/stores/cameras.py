@@ -1,6 +1,6 @@
 """The cameras of each user (table ``cameras``, storage.py's schema) and what their detectors
 report about them (table ``camera_health``: the newest health report and one preview JPEG per
-camera, created here on first use)."""
+camera). Both tables are made by the schema's revisions (``backend/migrations``)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from videodetector.backend.storage import insert, update
-from videodetector.backend.stores.base import PerDatabase
 from videodetector.backend.timeutil import iso, now
 
-HEALTH_SCHEMA = """
-CREATE TABLE IF NOT EXISTS camera_health (
-    cam_id TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL,
-    report TEXT,
-    received REAL,
-    preview BLOB,
-    preview_width INTEGER,
-    preview_height INTEGER,
-    frame_width INTEGER,
-    frame_height INTEGER,
-    preview_received REAL,
-    preview_requested REAL
-);
-"""
 HEALTH_COLUMNS = frozenset({"report", "received", "preview", "preview_width", "preview_height",
                             "frame_width", "frame_height", "preview_received",
                             "preview_requested"})
@@ -64,12 +48,11 @@ class CameraStore(Protocol):
     def preview(self, cam_id: str) -> bytes | None: ...
 
 
-class SqlCameraStore(PerDatabase):
+class SqlCameraStore:
     """``CameraStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
 
-    def setup(self) -> None:
-        with self.db.transaction() as conn:
-            conn.execute(HEALTH_SCHEMA)
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def get(self, user: int, cam_id: str) -> Any | None:
         return self.db.row("SELECT * FROM cameras WHERE id = ? AND user_id = ?", (cam_id, user))
@@ -125,8 +108,3 @@ class SqlCameraStore(PerDatabase):
     def preview(self, cam_id: str) -> bytes | None:
         row = self.db.row("SELECT preview FROM camera_health WHERE cam_id = ?", (cam_id,))
         return None if row is None or row["preview"] is None else bytes(row["preview"])
-
-
-def camera_store(db: Any) -> CameraStore:
-    """The camera store of ``db`` (one per database)."""
-    return SqlCameraStore.of(db)

@@ -3,8 +3,9 @@ watch-list matches of events (tables ``event_matches``, ``event_match_state``), 
 and counts. The SQL of the filters is built by the pure module ``history_query``; what the
 matches are is history.py's story (its docstring).
 
-Indexes (created here with IF NOT EXISTS, partial on camera events except ``events_cam``, and
-covering the filter columns): ``events_id`` (user, id), ``events_cam`` (user, camera, id),
+Indexes (made by the schema's revision 0002, ``backend/migrations``; partial on camera
+events except ``events_cam``, and covering the filter columns): ``events_id`` (user, id),
+``events_cam`` (user, camera, id),
 ``events_person`` (user, person, id), ``events_ts`` (user, ts), ``events_unmatched`` and
 ``events_friend`` (user, id) for the rarer sides of those filters, and ``event_matches_user``
 (user, event). ``choose_index`` picks the one a page is read through; a time range or a set
@@ -33,43 +34,9 @@ from videodetector.backend.history_query import (
     time_terms,
 )
 from videodetector.backend.storage import PageRequest, PageResult, page_ids, placeholders
-from videodetector.backend.stores.base import PerDatabase
-from videodetector.backend.stores.watchlists import watch_list_store
 
 MATCH_CHUNK = 2000  # events matched per transaction
 CHUNK = 500  # ids per IN (...) list
-
-SCHEMA = """
-CREATE INDEX IF NOT EXISTS events_id ON faces (user_id, id, ts, cam_id, person_id, friend)
-    WHERE cam_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_cam ON faces (user_id, cam_id, id, ts, person_id, friend);
-CREATE INDEX IF NOT EXISTS events_person ON faces (user_id, person_id, id, ts, cam_id, friend)
-    WHERE cam_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_ts ON faces (user_id, ts, cam_id, person_id, friend)
-    WHERE cam_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_unmatched ON faces (user_id, id)
-    WHERE cam_id IS NOT NULL AND person_id IS NULL;
-CREATE INDEX IF NOT EXISTS events_friend ON faces (user_id, id)
-    WHERE cam_id IS NOT NULL AND friend = 1;
-CREATE TABLE IF NOT EXISTS event_matches (
-    face_id INTEGER NOT NULL,
-    user_id INTEGER NOT NULL,
-    gallery TEXT NOT NULL,
-    match_id INTEGER NOT NULL,
-    confidence REAL NOT NULL,
-    PRIMARY KEY (face_id)
-);
-CREATE INDEX IF NOT EXISTS event_matches_user ON event_matches (user_id, face_id);
-CREATE TABLE IF NOT EXISTS event_match_state (
-    user_id INTEGER PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    cursor INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS event_matches_deleted AFTER DELETE ON faces BEGIN
-    DELETE FROM event_matches WHERE face_id = OLD.id;
-END;
-"""
-
 
 
 class WatchListLike(Protocol):
@@ -108,16 +75,12 @@ class HistoryStore(Protocol):
         """Rows (face_id, gallery, match_id, confidence) of the stored matches of ``ids``."""
 
 
-class SqlHistoryStore(PerDatabase):
+class SqlHistoryStore:
     """``HistoryStore`` over SQLite or PostgreSQL (pgdb translates the SQL, ``INDEXED BY``
     included)."""
 
-    def setup(self) -> None:
-        """Create the history indexes and tables (a few seconds on a large existing
-        database, so the app makes this store at start-up)."""
-        watch_list_store(self.db)
-        with self.db.lock:
-            self.db.conn.executescript(SCHEMA)
+    def __init__(self, db: Any) -> None:
+        self.db = db
         self._refresh_lock = threading.Lock()
 
     def event_cameras(self, user: int, ids: Sequence[int]) -> dict[int, str]:
@@ -215,11 +178,6 @@ class SqlHistoryStore(PerDatabase):
             newer = conn.execute("SELECT 1 FROM faces INDEXED BY events_id WHERE user_id = ? "
                                  "AND cam_id IS NOT NULL AND id > ? LIMIT 1", (user, row[1]))
             return newer.fetchone() is None
-
-
-def history_store(db: Any) -> HistoryStore:
-    """The history store of ``db`` (one per database)."""
-    return SqlHistoryStore.of(db)
 
 
 def _vectors(conn: sqlite3.Connection, model: str, sql: str, args: dict[str, Any]

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from videodetector.backend.storage import placeholders
-from videodetector.backend.stores.base import PerDatabase
 
 CHUNK = 500  # ids per IN (...) list
 
@@ -21,8 +20,11 @@ class ReportStore(Protocol):
         """``meta`` of each of the user's persons among ``ids`` (None ignored)."""
 
 
-class SqlReportStore(PerDatabase):
+class SqlReportStore:
     """``ReportStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def camera_names(self, user: int, ids: Iterable[str | None]) -> dict[str, str]:
         return self._names("SELECT id, meta FROM cameras", user, ids)
@@ -39,8 +41,3 @@ class SqlReportStore(PerDatabase):
                 f"{select} WHERE user_id = ? AND id IN ({placeholders(len(chunk))})",
                 (user, *chunk))})
         return out
-
-
-def report_store(db: Any) -> ReportStore:
-    """The report's name lookups of ``db`` (one per database)."""
-    return SqlReportStore.of(db)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from videodetector.backend.changes import DEFAULT_GALLERY
-from videodetector.backend.stores.base import PerDatabase
 
 
 class StatsStore(Protocol):
@@ -21,8 +20,11 @@ class StatsStore(Protocol):
     def gallery_created(self, user: int, gallery: str) -> str | None: ...
 
 
-class SqlStatsStore(PerDatabase):
+class SqlStatsStore:
     """``StatsStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def face_counts(self, user: int) -> dict[str, int]:
         db = self.db
@@ -48,8 +50,3 @@ class SqlStatsStore(PerDatabase):
     def gallery_created(self, user: int, gallery: str) -> str | None:
         return self.db.scalar("SELECT created FROM galleries WHERE user_id = ? AND name = ?",
                               (user, gallery))
-
-
-def stats_store(db: Any) -> StatsStore:
-    """The statistics store of ``db`` (one per database)."""
-    return SqlStatsStore.of(db)

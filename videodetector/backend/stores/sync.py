@@ -8,7 +8,6 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from videodetector.backend import changes
-from videodetector.backend.stores.base import PerDatabase
 
 
 class SyncStore(Protocol):
@@ -29,8 +28,11 @@ class SyncStore(Protocol):
         """Hold the database's write lock: no change is recorded while it is held."""
 
 
-class SqlSyncStore(PerDatabase):
+class SqlSyncStore:
     """``SyncStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def first_seq_after(self, at: float) -> int | None:
         first = self.db.scalar("SELECT MIN(seq) FROM face_changes WHERE at > ?", (at,))
@@ -49,8 +51,3 @@ class SqlSyncStore(PerDatabase):
 
     def snapshot(self) -> AbstractContextManager[Any]:
         return self.db.lock
-
-
-def sync_store(db: Any) -> SyncStore:
-    """The change-log reader of ``db`` (one per database)."""
-    return SqlSyncStore.of(db)

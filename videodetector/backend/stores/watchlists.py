@@ -1,29 +1,11 @@
 """Watch-list settings of galleries (table ``gallery_settings``) and the cameras with
-"unknown face" alerts (table ``camera_alerts``), both created here on first use."""
+"unknown face" alerts (table ``camera_alerts``), both made by the schema's revisions
+(``backend/migrations``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
-
-from videodetector.backend.stores.base import PerDatabase
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS gallery_settings (
-    user_id INTEGER NOT NULL,
-    gallery TEXT NOT NULL,
-    watchlist INTEGER NOT NULL DEFAULT 0,
-    color TEXT NOT NULL,
-    threshold TEXT NOT NULL,
-    PRIMARY KEY (user_id, gallery)
-);
-CREATE TABLE IF NOT EXISTS camera_alerts (
-    user_id INTEGER NOT NULL,
-    cam_id TEXT NOT NULL,
-    unknown INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (user_id, cam_id)
-);
-"""
 
 
 class WatchListStore(Protocol):
@@ -45,12 +27,11 @@ class WatchListStore(Protocol):
     def set_unknown_alerts(self, user: int, cam_id: str, on: bool) -> None: ...
 
 
-class SqlWatchListStore(PerDatabase):
+class SqlWatchListStore:
     """``WatchListStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
 
-    def setup(self) -> None:
-        with self.db.lock:
-            self.db.conn.executescript(SCHEMA)
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def settings(self, user: int) -> Sequence[Any]:
         return self.db.rows(
@@ -83,8 +64,3 @@ class SqlWatchListStore(PerDatabase):
             conn.execute("INSERT INTO camera_alerts (user_id, cam_id, unknown) VALUES (?, ?, ?) "
                          "ON CONFLICT (user_id, cam_id) DO UPDATE SET unknown = excluded.unknown",
                          (user, cam_id, int(on)))
-
-
-def watch_list_store(db: Any) -> WatchListStore:
-    """The watch-list store of ``db`` (one per database)."""
-    return SqlWatchListStore.of(db)

@@ -1,38 +1,14 @@
 """Webhooks (table ``webhooks``: configuration and delivery state) and their delivery leases
 (table ``webhook_leases``: which backend process delivers a webhook, until when). Both tables
-are created here on first use."""
+are made by the schema's revisions (``backend/migrations``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from videodetector.backend.stores.base import PerDatabase
 from videodetector.backend.timeutil import iso, now
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhooks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER NOT NULL,
-    url TEXT NOT NULL,
-    secret TEXT,
-    cam_ids TEXT NOT NULL DEFAULT '[]',
-    match TEXT NOT NULL DEFAULT 'all',
-    enabled INTEGER NOT NULL DEFAULT 1,
-    cursor INTEGER NOT NULL,
-    created TEXT NOT NULL,
-    delivered INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0,
-    next_try REAL NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS webhooks_user ON webhooks (user_id);
-CREATE TABLE IF NOT EXISTS webhook_leases (
-    hook_id INTEGER PRIMARY KEY,
-    owner TEXT NOT NULL,
-    expires REAL NOT NULL
-);
-"""
 CONFIG_COLUMNS = frozenset({"url", "secret", "cam_ids", "match", "enabled"})
 _OWNED = "EXISTS (SELECT 1 FROM webhook_leases WHERE hook_id = ? AND owner = ?)"
 
@@ -82,12 +58,11 @@ class WebhookStore(Protocol):
         next_try, error)`` or none. False when the lease is another's."""
 
 
-class SqlWebhookStore(PerDatabase):
+class SqlWebhookStore:
     """``WebhookStore`` over SQLite or PostgreSQL (pgdb translates the SQL)."""
 
-    def setup(self) -> None:
-        with self.db.lock:
-            self.db.conn.executescript(SCHEMA)
+    def __init__(self, db: Any) -> None:
+        self.db = db
 
     def list(self, user: int) -> Sequence[Any]:
         return self.db.rows("SELECT * FROM webhooks WHERE user_id = ? ORDER BY id", (user,))
@@ -160,8 +135,3 @@ class SqlWebhookStore(PerDatabase):
                 f"failures = ?, next_try = ?, last_error = ? WHERE id = ? AND {_OWNED}",
                 (cursor, delivered, failures, next_try, error, hook_id, hook_id, owner))
             return cur.rowcount == 1
-
-
-def webhook_store(db: Any) -> WebhookStore:
-    """The webhook store of ``db`` (one per database)."""
-    return SqlWebhookStore.of(db)
