@@ -236,3 +236,40 @@ def test_folder_upload_with_reject(site: Site, browser: Any, tmp_path: Path) -> 
     assert "crew/night/beth.jpg" in page.inner_text("#batch-results")
     assert gallery_metas(api, "default") == ["alice", "beth"]
     expect(page.locator("#faces .face")).to_have_count(2)
+
+
+def test_the_watch_list_form_waits_for_its_settings_before_it_can_be_changed(
+        site: Site, browser: Any) -> None:
+    """The gallery's settings arrive late (a busy server): what the operator sets must not
+    be overwritten by them, so the form is disabled until they are in (it used to accept the
+    click, then reset it, and Save stored "not a watch list")."""
+    token = site.token()
+    api = Api(site.url, token)
+    assert api.post("/v1/galleries/late").status_code == 201
+    page = site.page(browser)
+    site.login(page, token)
+
+    held: list[Any] = []
+
+    def hold_settings(route: Any) -> None:
+        if route.request.method == "GET":
+            held.append(route)  # answered below, once the form has been looked at
+        else:
+            route.continue_()
+
+    page.route("**/v1/galleries/late/watchlist", hold_settings)
+    page.goto(site.url + "/#/galleries/late")
+    page.wait_for_selector("#watch-form")
+    page.wait_for_timeout(300)
+    assert len(held) == 1
+    expect(page.locator("#watch-on")).to_be_disabled()
+    expect(page.locator("#watch-form button[type=submit]")).to_be_disabled()
+    held[0].continue_()
+    expect(page.locator("#watch-on")).to_be_enabled()
+    page.check("#watch-on")
+    page.select_option("#watch-threshold", "medium")
+    page.click("#watch-form button[type=submit]")
+    page.wait_for_selector("#watch-form [role=status]:has-text('Saved: a watch list')")
+    saved = api.get("/v1/galleries/late/watchlist").json()
+    assert saved["watchlist"] is True and saved["threshold"] == "medium"
+

@@ -18,17 +18,20 @@ function watchListSettingsForm(gallery) {
   const threshold = h('select', { name: 'threshold', id: 'watch-threshold' },
     THRESHOLDS.map(([value, text]) => h('option', { value }, text)));
   const status = h('p', { class: 'muted small', role: 'status' });
+  // Disabled until the current settings are in: filled in later, they would overwrite what
+  // the operator had already changed (and a save would store the old settings).
+  const fields = h('fieldset', { class: 'form-grid plain', disabled: true },
+    h('label', { class: 'check' }, enabled, 'This gallery is a watch list'),
+    h('label', {}, 'Colour', color), h('label', {}, 'Threshold', threshold),
+    h('div', { class: 'form-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Save')));
   const form = h('form', { class: 'card camera-form', id: 'watch-form' }, h('h2', {}, 'Watch list'),
     h('p', { class: 'muted small' }, 'Camera events that match a face of a watch list are highlighted in its colour on the Events page and counted as alerts.'),
-    h('div', { class: 'form-grid' },
-      h('label', { class: 'check' }, enabled, 'This gallery is a watch list'),
-      h('label', {}, 'Colour', color), h('label', {}, 'Threshold', threshold),
-      h('div', { class: 'form-actions' }, h('button', { type: 'submit', class: 'primary' }, 'Save'))),
-    status);
+    fields, status);
   api('GET', `/v1/galleries/${encodeURIComponent(gallery)}/watchlist`).then((s) => {
     enabled.checked = s.watchlist;
     color.value = s.color;
     threshold.value = s.threshold;
+    fields.disabled = false;
   }).catch(reportError);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
