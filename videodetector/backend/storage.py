@@ -20,6 +20,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +69,21 @@ def utcnow_iso() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
+def _enter_wal(conn: sqlite3.Connection, timeout: float = 10.0) -> None:
+    """``PRAGMA journal_mode=WAL``, retried: on a fresh file another process may hold the lock
+    while it does the same, and SQLite answers "database is locked" at once there instead of
+    calling the busy handler (seen with three processes opening one new database)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Database:
     """One SQLite connection shared by all threads behind ``lock`` (an RLock)."""
 
@@ -81,10 +97,10 @@ class Database:
         self.conn = sqlite3.connect(str(self.path), check_same_thread=False,
                                     isolation_level=None)
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        _enter_wal(self.conn)
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.execute("PRAGMA busy_timeout=10000")
         self._wal = GroupFsync(self.path.with_name(self.path.name + "-wal"))
         migrations.ensure_schema(self)
 
