@@ -203,7 +203,7 @@ class Backend:
         t0 = time.monotonic()
         with self.db.lock:
             if self.db.dialect == "postgresql":  # before the faces: a later change is applied
-                self._log_seq = self.index_feed.last_logged(self.db)
+                self._log_seq = self.index_feed.last_logged()
             self._regen_seq = last_change(self.db)
             self._data_version = self._db_data_version()
             n, missing = self.index.load(self.db.conn, VECTOR_SQL, {"m": self.model})
@@ -256,7 +256,7 @@ class Backend:
     def _db_data_version(self) -> int:
         """Changes when another process committed (SQLite); on PostgreSQL the last
         ``regenerated`` seq, the only outside change this looks for."""
-        return self.index_feed.data_version(self.db)
+        return self.index_feed.data_version()
 
     def refresh_regenerated(self) -> int:
         """Apply the vectors another process (``fkvideo_backend regenerate``) committed since

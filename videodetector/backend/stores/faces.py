@@ -224,6 +224,10 @@ def _gallery_filter(user: int, gallery: str | None) -> tuple[str, list[Any]]:
 class IndexFeed(Protocol):
     """What the in-memory index reads to follow the database."""
 
+    def data_version(self) -> int:
+        """A number that changes when another process committed what the index follows."""
+        ...
+
     def regenerated_since(self, conn: Any, model: str, seq: int) -> list[Any]:
         """Faces whose ``model`` vector ``fkvideo_backend regenerate`` wrote after ``seq``:
         ``seq, id, user_id, cam_id, person_id, vec``."""
@@ -231,9 +235,12 @@ class IndexFeed(Protocol):
 
 
 class SqlIndexFeed:
-    def data_version(self, db: Any) -> int:
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    def data_version(self) -> int:
         """Changes when another process committed (SQLite's ``PRAGMA data_version``)."""
-        return int(db.conn.execute("PRAGMA data_version").fetchone()[0])
+        return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def regenerated_since(self, conn: Any, model: str, seq: int) -> list[Any]:
         return conn.execute(
@@ -246,12 +253,12 @@ class SqlIndexFeed:
 class PgIndexFeed(SqlIndexFeed):
     """PostgreSQL: every process's face changes are logged (``face_log``)."""
 
-    def data_version(self, db: Any) -> int:
+    def data_version(self) -> int:
         """The last ``regenerated`` seq: the only outside change the index looks for."""
-        return last_change(db)
+        return last_change(self.db)
 
-    def last_logged(self, db: Db) -> int:
-        return int(db.scalar("SELECT COALESCE(MAX(seq), 0) FROM face_log"))
+    def last_logged(self) -> int:
+        return int(self.db.scalar("SELECT COALESCE(MAX(seq), 0) FROM face_log"))
 
     def logged_since(self, conn: Any, seq: int) -> list[Any]:
         """``seq, face_id, user_id`` of the face changes logged after ``seq``."""
@@ -320,4 +327,4 @@ def face_store(db: Db) -> SqlFaceStore:
 
 
 def index_feed(db: Db) -> SqlIndexFeed:
-    return PgIndexFeed() if db.dialect == "postgresql" else SqlIndexFeed()
+    return PgIndexFeed(db) if db.dialect == "postgresql" else SqlIndexFeed(db)
