@@ -24,6 +24,7 @@ from videodetector.backend.deps import (
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.extraction import attrs_unavailable, facen_b64
 from videodetector.backend.params import DbId, GalleryName, Params
+from videodetector.backend.probe import detected_boxes, probe_faces
 from videodetector.backend.service import (
     UNSET,
     Backend,
@@ -93,12 +94,16 @@ def detect(user: UserDep, req: Annotated[DetectRequest, Depends(detect_request)]
            p: ParamsDep, backend: BackendDep) -> dict[str, Any]:
     """Detect faces on ``photo`` (``gender``/``age``/``emotions`` with --gae):
     ``{faces, orientation}``."""
+    if not req.want:  # boxes only: found on the photo decoded at the detector's scale
+        found, boxes = detected_boxes(backend, req.data)
+        return {"faces": [face_box_json(b) for b in boxes], "orientation": found.orientation,
+                **unavailable_member(p, backend)}
     photo = backend.decode(req.data, "photo")
     found = backend.engine.detect(photo.image, backend.settings.min_face_size)
     faces = []
     for face in sorted(found, key=lambda f: f.area, reverse=True):
         item: dict[str, Any] = face_box_json(face.box)
-        new = backend.analyze_face(photo, face, req.want) if req.want else None
+        new = backend.analyze_face(photo, face, req.want)
         if new is not None:
             item.update({k: v for k, v in new.attrs.items() if v is not None})
         faces.append(item)
@@ -193,8 +198,11 @@ def _identify(request: Request, response: Response, backend: Backend, user: int,
     response.headers["X-Live-Servers"] = LIVE_SERVERS
     if gallery is not None:
         backend.require_gallery(user, gallery)
-    _, faces = backend.faces_of_request(req.data, req.uploads, req.boxes, req.selector,
-                                        frozenset())
+    if req.data is not None and not req.uploads and not req.boxes:
+        faces = probe_faces(backend, req.data, req.selector)  # a whole photo: found on it
+    else:
+        _, faces = backend.faces_of_request(req.data, req.uploads, req.boxes, req.selector,
+                                            frozenset())
     hits = backend.identify(user, faces, req.n, req.threshold, gallery)
     results: dict[str, list[dict[str, Any]]] = {}
     all_ids = sorted({fid for h in hits for fid, _ in h})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -132,6 +133,35 @@ def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int,
     except _BAD_IMAGE as exc:
         raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
     return Photo(data, bgr, FORMATS[fmt], content_hash(data), orientation, mode)
+
+
+def decode_photo_scaled(data: bytes, param: str, max_bytes: int, max_side: int,
+                        factor_of: Callable[[tuple[int, int]], int], hashed: bool = True
+                        ) -> Photo:
+    """:func:`decode_photo`, validated the same way (header first, then every byte decoded),
+    but a JPEG is decoded at the DCT scale 1/``factor_of(upright full size)`` (1, 2, 4 or 8;
+    other formats at full scale). The photo's ``image`` is then the reduced BGR pixels and
+    ``full_size`` the upright full-resolution size its boxes are given in.
+    ``hashed=False``: ``sha256`` is left empty (a search stores nothing)."""
+    _check_size(data, param, max_bytes)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_header(im, param, max_side, limit_name="max_size")
+                fmt = im.format
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+                upright = _upright_size(im.size, orientation)
+                factor = factor_of(upright) if fmt == "JPEG" else 1
+                if factor > 1:
+                    im.draft("RGB", (max(1, im.size[0] // factor), max(1, im.size[1] // factor)))
+                im.load()
+                mode = im.mode
+                bgr = _bgr_pixels(im, orientation)
+    except _BAD_IMAGE as exc:
+        raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
+    sha = content_hash(data) if hashed else ""
+    return Photo(data, bgr, FORMATS[fmt], sha, orientation, mode, full_size=upright)
 
 
 MAX_PNG_AS_UPLOADED = 64 * 1024  # bytes: a larger upload carries more than the pixels

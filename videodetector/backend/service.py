@@ -127,6 +127,24 @@ def box_key(box: Box) -> str:
     return json.dumps([round(v) for v in box])
 
 
+def select_faces(found: list[FoundFace], selector: str, photo_param: str = "photo"
+                 ) -> list[FoundFace]:
+    """The detected faces ``mf_selector`` keeps, largest first; BAD_PARAM when none was
+    found, or several with ``reject``."""
+    if not found:
+        raise bad_param(photo_param, f"No faces found on {photo_param}")
+    found = sorted(found, key=lambda f: f.area, reverse=True)
+    if selector == "reject" and len(found) > 1:
+        raise bad_param("mf_selector", f"Too many faces: {len(found)}", "reject",
+                        faces=[face_box_json(f.box) for f in found])
+    return found if selector == "all" else found[:1]
+
+
+def no_usable_face(param: str) -> ApiError:
+    return bad_param(param, f"no usable face on {param}: the face landmarks cannot "
+                     "place a face (degenerate or far outside the image)")
+
+
 def check_gallery_name(name: str, param: str = "gallery") -> str:
     if not isinstance(name, str) or not GALLERY_RE.match(name):
         raise bad_param(param, f"gallery names are 1-48 characters of [a-zA-Z0-9_-], "
@@ -323,13 +341,7 @@ class Backend:
         if boxes:
             return [self.engine.locate(photo.image, b, bbox_param) for b in boxes]
         found = self.engine.detect(photo.image, self.settings.min_face_size)
-        if not found:
-            raise bad_param(photo_param, f"No faces found on {photo_param}")
-        found.sort(key=lambda f: f.area, reverse=True)
-        if selector == "reject" and len(found) > 1:
-            raise bad_param("mf_selector", f"Too many faces: {len(found)}", "reject",
-                            faces=[face_box_json(f.box) for f in found])
-        return found if selector == "all" else found[:1]
+        return select_faces(found, selector, photo_param)
 
     def check_attrs_request(self, gender: bool, age: bool, emotions: bool) -> frozenset[str]:
         """The face attributes wanted; refuse gender/age without --gae. ``emotions`` is
@@ -367,8 +379,7 @@ class Backend:
         out = [new for face in found
                if (new := self.analyze_face(photo, face, want_attrs)) is not None]
         if found and not out:
-            raise bad_param(param, f"no usable face on {param}: the face landmarks cannot "
-                            "place a face (degenerate or far outside the image)")
+            raise no_usable_face(param)
         return out
 
     def analyze_aligned(self, images: list[bytes], boxes: list[Box] | None,
