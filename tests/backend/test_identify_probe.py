@@ -157,3 +157,38 @@ def test_large_probe_has_the_same_top_match(backend: Backend) -> None:
     top_old = float(confidence_from_cosine(old.max()))
     top_new = float(confidence_from_cosine(new.max()))
     assert abs(top_new - top_old) <= CONF_TOLERANCE, (top_old, top_new)
+
+
+# -- thread hops ------------------------------------------------------------------------
+
+def test_the_backend_dependency_costs_no_threadpool_round_trip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI runs a sync dependency in its threadpool (~0.13 ms of CPU a round trip); the
+    backend dependency of every route (/identify's included) only reads an attribute, so it
+    runs on the event loop: no dependency call of /v1/identify goes through the threadpool
+    but the user's (which may read the database)."""
+    import fastapi.dependencies.utils as fastapi_deps
+    from fastapi.testclient import TestClient
+
+    from videodetector.backend.app import create_app
+    from videodetector.backend.auth import create_token
+
+    hopped: list[str] = []
+    real = fastapi_deps.run_in_threadpool
+
+    async def counting(call, *args, **kwargs):  # noqa: ANN001, ANN202 - FastAPI's signature
+        hopped.append(getattr(call, "__name__", repr(call)))
+        return await real(call, *args, **kwargs)
+
+    monkeypatch.setattr(fastapi_deps, "run_in_threadpool", counting)
+    app = create_app(Settings(data_dir=tmp_path, preload_models=False))
+    try:
+        key = create_token(app.state.backend.db)
+        with TestClient(app) as client:
+            r = client.post("/v1/identify", headers={"Authorization": f"Token {key}"},
+                            files={"photo": ("p.jpg", meds("S001-02-t10_01.jpg").read_bytes(),
+                                             "image/jpeg")})
+        assert r.status_code == 200, r.text
+    finally:
+        app.state.backend.close()
+    assert hopped == ["current_user"]

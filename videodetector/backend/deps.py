@@ -30,6 +30,13 @@ def get_backend(request: Request) -> Backend:
     return request.app.state.backend
 
 
+async def backend_of(request: Request) -> Backend:
+    """:func:`get_backend` as a dependency: ``async`` because it only reads an attribute, so
+    FastAPI calls it on the event loop instead of a threadpool round trip (~0.13 ms of CPU
+    per request, measured; a sync dependency costs one each)."""
+    return request.app.state.backend
+
+
 def current_user(request: Request) -> int:
     """The user (token owner) of the request; 401 AUTH_FAILED otherwise. Without an
     Authorization header, the console's session cookie (CSRF-checked for writes) counts."""
@@ -58,7 +65,7 @@ def urls_of(request: Request) -> Urls:
 # Dependency aliases for the routers: handlers are plain ``def`` functions (FastAPI runs them
 # in its threadpool) that name what they need, e.g. ``def f(backend: BackendDep, user: UserDep)``.
 # The request body is read by the async dependency ``ParamsDep`` before the handler runs.
-BackendDep = Annotated[Backend, Depends(get_backend)]
+BackendDep = Annotated[Backend, Depends(backend_of)]
 UserDep = Annotated[int, Depends(current_user)]
 ParamsDep = Annotated[Params, Depends(params_of)]
 UrlsDep = Annotated[Urls, Depends(urls_of)]
