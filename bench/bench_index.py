@@ -361,6 +361,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="measure on the stores --keep DIR built (fails if one is missing); "
                         "the same folder as bench_pg.py --keep")
     p.add_argument("--no-server", action="store_true", help="skip the HTTP rows")
+    p.add_argument("--probe-photo", type=Path, default=None, metavar="JPEG",
+                   help="the /identify and /detect photo (default: a 480x600 MEDS mugshot; "
+                        "a phone-size JPEG times the reduced decode of large photos)")
     p.add_argument("--ann-min", type=int, default=Settings().index_ann_min_faces,
                    help="index_ann_min_faces in this process (the server keeps its default)")
     p.add_argument("--centres", choices=("sface", "uniform"), default="sface",
@@ -413,13 +416,23 @@ SEARCH_COLUMNS = (
 )
 
 
+def photo_label(photo: Path | None) -> str:
+    """The probe photo's name and pixel size (what /identify decodes and detects)."""
+    if photo is None:
+        return "-"
+    from PIL import Image
+
+    with Image.open(photo) as im:
+        return f"{photo.name} ({im.size[0]}x{im.size[1]} px, {photo.stat().st_size} bytes)"
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark; print and return {"sizes", "search", "crossover", "tables"}."""
     args = parse_args(argv)
     print(f"# bench_index: {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     photos = enrollment_photos(args.data)
-    photo = query_photo(photos) if photos else None
+    photo = args.probe_photo or (query_photo(photos) if photos else None)
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
         root = args.keep or args.reuse or Path(tmp)
         MODEL.clear()
@@ -449,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                                 ("exact_p50_ms", "exact p50 ms", ">")))}
     print(f"\nindex_ann_min_faces {args.ann_min}; clustered synthetic embeddings "
           f"({args.centres} centres, sigma {SIGMA}); /identify with "
-          f"{photo.name if photo else '-'}\n")
+          f"{photo_label(photo)}\n")
     for table in tables.values():
         print(table + "\n")
     print(f"# load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
