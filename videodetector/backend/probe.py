@@ -10,7 +10,7 @@ landmarks are mapped back to full-resolution pixels. A face is aligned from the 
 pixels when its eyes are at least :data:`ALIGN_EYE_PX` apart there (the 112x112 aligned face
 has them ~35 px apart, so the warp still halves it); a smaller face's pixels are decoded at a
 finer scale (once per scale, full scale at worst). The answers differ from a full-scale
-decode only by what the detector's input differs (see tests/test_identify_probe.py for the
+decode only by what the detector's input differs (tests/backend/test_identify_probe.py: the
 measured tolerance on real photos).
 """
 
@@ -78,20 +78,6 @@ class Scaled:
         lm = None if face.landmarks is None else face.landmarks / np.array(
             [self.sx, self.sy], np.float32)
         return FoundFace(box, lm, face.score)
-
-
-class ProbeDecoder:
-    """One photo's pixels at the scales asked for, each decoded once.
-    ``decode(factor)``: the photo decoded at 1/factor (validated like any upload)."""
-
-    def __init__(self, decode: Callable[[int], Photo]) -> None:
-        self._decode = decode
-        self._scales: dict[int, Scaled] = {}
-
-    def at(self, factor: int) -> Scaled:
-        if factor not in self._scales:
-            self._scales[factor] = Scaled.of(self._decode(factor))
-        return self._scales[factor]
 
 
 def faces_by_scale(faces: list[FoundFace], largest: int) -> dict[int, list[int]]:
