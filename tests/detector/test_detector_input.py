@@ -118,16 +118,19 @@ def test_scaled_box_holds_the_box_inside_the_scaled_image(data, width, height, s
 
 # -- no full-size conversion without a face ----------------------------------------------
 
-def test_moving_frames_without_a_face_are_never_converted_at_full_size(detector):
-    """A grey block crosses the room: every frame moves, the detector runs on each and finds
-    nothing, and not one frame is converted to BGR at full size (before issue 10 each was)."""
+@pytest.mark.parametrize("regions", ["0", "1"])
+def test_moving_frames_without_a_face_are_never_converted_at_full_size(detector, regions):
+    """A grey block crosses the room: every frame moves, the detector runs on each (whole,
+    or on crops around the block) and finds nothing, and not one frame is converted to BGR at
+    full size (before issue 10 each was)."""
     block = np.full((160, 160, 3), 90, np.uint8)
     walkers = [Walker(block, 0.0, 1.0, 300)]
-    pipe = pipeline(detector, "--detect-regions", "0")
+    pipe = pipeline(detector, "--detect-regions", regions)
     frames = [CountingPixels(decoded(scene(walkers, i / 25))) for i in range(10)]
     for i, pixels in enumerate(frames):
         assert pipe.process(Frame(index=i, pts=i / 25, pixels=pixels)) == []
     assert pipe.stats.detector_runs >= 8 and pipe.stats.faces_detected == 0
+    assert (pipe.stats.region_runs > 0) == (regions == "1")
     assert [p.full for p in frames] == [0] * len(frames)
     assert not any(p.converted for p in frames)
     assert sum(p.scaled for p in frames) == pipe.stats.detector_runs

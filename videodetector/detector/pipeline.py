@@ -306,7 +306,7 @@ class FacePipeline:
         self._check_frame_size(frame.pixels.luma()[0])
         snapshots = self._process(frame)
         self.last_index = frame.index
-        if frame.pixels.convert_seconds:  # the BGR image was needed (and made) for this frame
+        if frame.pixels.convert_seconds:  # BGR was needed (at full or the detector's size)
             self.timers.convert.observe(frame.pixels.convert_seconds)
         return snapshots
 
