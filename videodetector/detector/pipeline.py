@@ -7,7 +7,10 @@ a given input, so offline runs on a file are reproducible.
 
 Coordinates: all boxes are full-frame ``xyxy`` (see ``detections.py``). The
 detector sees the ROT crop (``--rot``) scaled to ``--rescale-height``; its
-boxes are mapped back before tracking.
+boxes are mapped back before tracking. A :class:`ScalableDetector` (YuNet) gets
+that crop at its own input size straight from the decoder (``Pixels.bgr_at``:
+one swscale pass), so a frame in which it finds no face is never converted to
+BGR at full size; the full-size image is made only for frames with faces.
 
 One bad face never stops the camera: a detection whose box is unusable (not finite, empty,
 outside the frame) is dropped, and a face whose quality, alignment, embedding or encoding
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -48,6 +52,7 @@ from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers
 from videodetector.detector.tracker.tracker import Track, Tracker
 from videodetector.detector.uniq import UniqFilter
+from videodetector.detector.video.pixels import Pixels
 from videodetector.detector.video.source import Frame
 
 log = logging.getLogger(__name__)
@@ -152,10 +157,7 @@ def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int)
     h, w = image.shape[:2]
     dx = dy = 0
     if rot is not None:
-        x1, y1 = max(0, rot.x), max(0, rot.y)
-        x2, y2 = min(w, rot.x + rot.w), min(h, rot.y + rot.h)
-        if x2 <= x1 or y2 <= y1:
-            raise RegionError(f"--rot {rot} lies outside the {w}x{h} frame")
+        x1, y1, x2, y2 = rot_box(rot, w, h)
         image, dx, dy = image[y1:y2, x1:x2], x1, y1
     factor = 1.0
     if rescale_height and image.shape[0] > rescale_height:
@@ -164,6 +166,46 @@ def crop_for_detection(image: np.ndarray, rot: Rect | None, rescale_height: int)
         # linear, not area: area resampling at a non-integer ratio costs ~7 ms per 720p frame
         image = cv2.resize(image, (new_w, rescale_height), interpolation=cv2.INTER_LINEAR)
     return image, float(dx), float(dy), factor
+
+
+def rot_box(rot: Rect | None, width: int, height: int) -> Region:
+    """The part of a ``width`` x ``height`` frame the detector looks at: ``--rot`` clipped to
+    the frame, or all of it. RegionError when ``rot`` lies outside the frame."""
+    if rot is None:
+        return 0, 0, width, height
+    x1, y1 = max(0, rot.x), max(0, rot.y)
+    x2, y2 = min(width, rot.x + rot.w), min(height, rot.y + rot.h)
+    if x2 <= x1 or y2 <= y1:
+        raise RegionError(f"--rot {rot} lies outside the {width}x{height} frame")
+    return x1, y1, x2, y2
+
+
+def detection_scale(box: Region, rescale_height: int,
+                    input_scale: Callable[[int, int], float]) -> float:
+    """Detector-input pixels per frame pixel for the crop ``box``: ``--rescale-height``
+    shrinks a taller crop to that height (as :func:`crop_for_detection`), then the detector
+    resizes it by ``input_scale(height, width)`` (``ScalableDetector.input_scale``)."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    if w < 1 or h < 1:
+        raise ValueError(f"box must not be empty, got {box!r}")
+    factor = 1.0
+    if rescale_height and h > rescale_height:
+        factor = h / rescale_height
+        w, h = max(1, round(w / factor)), rescale_height
+    scale = input_scale(h, w) / factor
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"detector input scale must be a positive number, got {scale!r}")
+    return scale
+
+
+def scaled_box(box: Region, scale: float, width: int, height: int) -> Region:
+    """``box`` (frame pixels) in an image of the frame resized by ``scale`` to ``width`` x
+    ``height``: grown to whole pixels, clipped, never empty."""
+    x1 = min(width - 1, max(0, math.floor(box[0] * scale)))
+    y1 = min(height - 1, max(0, math.floor(box[1] * scale)))
+    x2 = max(x1 + 1, min(width, math.ceil(box[2] * scale)))
+    y2 = max(y1 + 1, min(height, math.ceil(box[3] * scale)))
+    return x1, y1, x2, y2
 
 
 def same_face(a: object, b: object) -> bool:
@@ -245,7 +287,8 @@ class FacePipeline:
         self.stats = stats if stats is not None else PipelineStats()  # may continue counting
         self._seq: dict[int, int] = {}
         self._skipped = 0  # frames since the detector last ran
-        self._use_regions = cfg.detect_regions and isinstance(detector, ScalableDetector)
+        self._scalable = isinstance(detector, ScalableDetector)
+        self._use_regions = cfg.detect_regions and self._scalable
         self._motion: MotionResult | None = None  # this frame's (boxes: full-frame pixels)
         self._since_full = FULL_FRAME_EVERY  # frames since the detector saw a whole frame
         self._active: list[Track] = []
@@ -263,7 +306,7 @@ class FacePipeline:
         self._check_frame_size(frame.pixels.luma()[0])
         snapshots = self._process(frame)
         self.last_index = frame.index
-        if frame.pixels.convert_seconds:  # the BGR image was needed (and made) for this frame
+        if frame.pixels.convert_seconds:  # BGR was needed (at full or the detector's size)
             self.timers.convert.observe(frame.pixels.convert_seconds)
         return snapshots
 
@@ -296,7 +339,7 @@ class FacePipeline:
             timers.track.observe(t1 - t0)
             timers.select.observe(t2 - t1)
             return self._timed_snapshots(ready)
-        dets = self._detect(frame.image, self._regions(frame.image))
+        dets = self._detect(frame.pixels, self._regions(frame.pixels))
         t0 = time.perf_counter()
         update = self.tracker.update(dets)
         t1 = time.perf_counter()
@@ -398,28 +441,53 @@ class FacePipeline:
         return self._active
 
     # -- steps -----------------------------------------------------------
-    def _regions(self, image: np.ndarray) -> list[Region] | None:
+    def _regions(self, pixels: Pixels) -> list[Region] | None:
         """--detect-regions: the parts of the frame to detect in (None: all of it), from this
         frame's motion and the faces being tracked; the whole frame every FULL_FRAME_EVERY."""
         if not self._use_regions or self._since_full >= FULL_FRAME_EVERY:
             return None
-        h, w = image.shape[:2]
+        h, w = pixels.luma()[0].shape[:2]
         return detection_regions(self._motion_boxes, self.tracker.boxes, w, h)
 
-    def _detect(self, image: np.ndarray, regions: list[Region] | None = None) -> Detections:
+    def _detect(self, pixels: Pixels, regions: list[Region] | None = None) -> Detections:
         start = time.perf_counter()
-        dets = self._detect_untimed(image, regions)
+        dets = self._detect_untimed(pixels, regions)
         self.timers.detect.observe(time.perf_counter() - start)
         return dets
 
-    def _run_detector(self, image: np.ndarray, subs: list[Region] | None
-                      ) -> tuple[Detections, int]:
+    def _detector_input(self, pixels: Pixels
+                        ) -> tuple[np.ndarray, float, float, float, float | None]:
+        """(image, dx, dy, factor, scale): the detector runs on ``image`` resized by ``scale``
+        (None: as it chooses); full-frame coords = ``image`` coords * factor + (dx, dy).
+
+        A ScalableDetector that shrinks the frame gets the ROT crop of ``bgr_at(scale)``, at
+        its input size already (scale 1): the full-size image is not made. One that enlarges
+        it (a small frame) gets the crop of the full-size image and enlarges it itself."""
+        if not self._scalable:
+            crop, dx, dy, factor = crop_for_detection(pixels.bgr(), self.camera.rot,
+                                                      self.cfg.rescale_height)
+            return crop, dx, dy, factor, None
+        h, w = pixels.luma()[0].shape[:2]
+        box = rot_box(self.camera.rot, w, h)
+        scale = detection_scale(box, self.cfg.rescale_height, self.detector.input_scale)
+        if scale >= 1.0:
+            x1, y1, x2, y2 = box
+            return pixels.bgr()[y1:y2, x1:x2], float(x1), float(y1), 1.0, scale
+        image = pixels.bgr_at(scale)
+        x1, y1, x2, y2 = scaled_box(box, scale, image.shape[1], image.shape[0])
+        return image[y1:y2, x1:x2], x1 / scale, y1 / scale, 1.0 / scale, 1.0
+
+    def _run_detector(self, image: np.ndarray, subs: list[Region] | None,
+                      scale: float | None) -> tuple[Detections, int]:
         """(faces, unusable boxes dropped) of the detector on ``image``, or on each of its
-        regions ``subs`` at the scale of the whole image."""
+        regions ``subs``, resized by ``scale`` (None: the detector's choice for ``image``)."""
         if subs is None:
             self._since_full = 0
-            return clean_detections(self.detector.detect(image), image.shape[1], image.shape[0])
-        scale = self.detector.input_scale(*image.shape[:2])  # type: ignore[attr-defined]
+            raw = (self.detector.detect(image) if scale is None
+                   else self.detector.detect(image, scale=scale))  # type: ignore[call-arg]
+            return clean_detections(raw, image.shape[1], image.shape[0])
+        if scale is None:
+            scale = self.detector.input_scale(*image.shape[:2])  # type: ignore[attr-defined]
         found, dropped = [], 0
         for x1, y1, x2, y2 in subs:
             raw = self.detector.detect(image[y1:y2, x1:x2], scale=scale)  # type: ignore[call-arg]
@@ -429,12 +497,12 @@ class FacePipeline:
         self.stats.region_runs += 1
         return concat_detections(found), dropped
 
-    def _detect_untimed(self, image: np.ndarray, regions: list[Region] | None) -> Detections:
-        crop, dx, dy, factor = crop_for_detection(image, self.camera.rot, self.cfg.rescale_height)
+    def _detect_untimed(self, pixels: Pixels, regions: list[Region] | None) -> Detections:
+        crop, dx, dy, factor, scale = self._detector_input(pixels)
         subs = None if regions is None else input_regions(
             regions, dx, dy, factor, crop.shape[1], crop.shape[0]) or None
         t0 = time.perf_counter()
-        dets, dropped = self._run_detector(crop, subs)
+        dets, dropped = self._run_detector(crop, subs, scale)
         seconds = time.perf_counter() - t0
         self.stats.detect_seconds += seconds
         self.timers.detector.observe(seconds)

@@ -6,6 +6,8 @@ import av
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import shared_file
 from videodetector.core.models import YuNetDetector
@@ -16,6 +18,9 @@ from videodetector.detector.video.pixels import (
     ArrayPixels,
     DecodedPixels,
     luma_plane,
+    resize_bgr,
+    rotate,
+    scaled_size,
     stretch_luma,
 )
 from videodetector.detector.video.source import Frame, open_video, parse_source
@@ -114,6 +119,95 @@ def test_frames_the_motion_gate_stops_are_never_converted(late_walker_clip):
             converted += frame.pixels.converted  # type: ignore[attr-defined]
     snaps += pipe.finish()
     assert len(snaps) == 1
-    # only frames the detector looked at became BGR; the empty room (1.5 s) did not
-    assert converted == pipe.stats.detector_runs
+    # only frames the detector looked at (and found a face in: see
+    # test_moving_frames_without_a_face_are_never_converted_at_full_size) became BGR;
+    # the empty room (1.5 s) did not
+    assert 0 < converted <= pipe.stats.detector_runs
     assert pipe.stats.frames - converted >= 30
+
+
+# -- bgr_at: the detector's input at its own size (issue 10) ---------------------------------
+
+def gradient_frame(width: int, height: int, fmt: str) -> av.VideoFrame:
+    """A smooth colour picture (so resampling filters agree) decoded-like, in ``fmt``."""
+    x = np.linspace(0, 1, width)[None, :]
+    y = np.linspace(0, 1, height)[:, None]
+    bgr = np.stack([40 + 160 * x + 0 * y, 30 + 180 * y + 0 * x, 200 - 120 * (x + y) / 2],
+                   axis=2).astype(np.uint8)
+    frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+    return frame if fmt == "bgr24" else frame.reformat(format=fmt)
+
+
+FORMATS = st.sampled_from(["yuv420p", "yuv444p", "yuvj422p", "nv12", "gray", "bgr24"])
+TURNS = st.sampled_from([0, 90, 180, 270])
+
+
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(1, 90), height=st.integers(1, 90), scale=st.floats(0.01, 1.0),
+       clockwise=TURNS, fmt=FORMATS)
+def test_bgr_at_is_the_turned_frame_at_the_scaled_size(width, height, scale, clockwise, fmt):
+    frame = gradient_frame(width, height, fmt)
+    pixels = DecodedPixels(frame, clockwise)
+    small = pixels.bgr_at(scale)
+    turned = (width, height) if clockwise in (0, 180) else (height, width)
+    w, h = scaled_size(*turned, scale)
+    assert small.shape == (h, w, 3) and small.dtype == np.uint8
+    assert pixels.bgr_at(scale) is small  # kept
+    if (w, h) != turned and luma_plane(frame) is not None:
+        assert not pixels.converted  # made without the full-size image
+    # turning and scaling commute
+    assert np.array_equal(small, rotate(DecodedPixels(frame).bgr_at(scale), clockwise))
+
+
+@settings(max_examples=30, deadline=None)
+@given(width=st.integers(128, 320), height=st.integers(128, 320), scale=st.floats(0.25, 1.0),
+       clockwise=TURNS, fmt=FORMATS)
+def test_bgr_at_looks_like_the_full_size_image_resized(width, height, scale, clockwise, fmt):
+    """The same picture as cv2.INTER_AREA of the full-size image (what the detector was
+    given before), up to the filters' rounding and chroma siting. (At a few pixels -- a 2x2
+    frame to 1x1, or a subsampled chroma plane shrunk to 4 samples -- the filters differ a lot;
+    the detector's input is hundreds of pixels wide.)"""
+    frame = gradient_frame(width, height, fmt)
+    small = DecodedPixels(frame, clockwise).bgr_at(scale)
+    reference = resize_bgr(DecodedPixels(frame, clockwise).bgr(), scale)
+    assert np.abs(small.astype(int) - reference).mean() < 4.0
+
+
+def test_bgr_at_on_a_real_frame_is_one_scaled_conversion(late_walker_clip):
+    frame = first_frame(late_walker_clip)
+    pixels = DecodedPixels(frame)
+    small = pixels.bgr_at(0.5)
+    assert small.shape == (360, 640, 3) and not pixels.converted
+    assert pixels.convert_seconds > 0  # the scaled conversion counts as conversion time
+    full = DecodedPixels(frame).bgr()
+    reference = cv2.resize(full, (640, 360), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference).mean() < 1.5
+    assert pixels.bgr_at(1.0) is pixels.bgr() and pixels.converted  # full size: bgr() itself
+    assert np.array_equal(pixels.bgr(), full)
+    big = DecodedPixels(frame).bgr_at(1.25)  # enlarged: from the full-size image
+    assert np.array_equal(big, cv2.resize(full, (1600, 900), interpolation=cv2.INTER_AREA))
+
+
+def test_array_pixels_bgr_at_resizes_with_inter_area():
+    img = np.random.default_rng(2).integers(0, 255, (45, 81, 3), np.uint8)
+    pixels = ArrayPixels(img)
+    assert pixels.bgr_at(1.0) is img
+    small = pixels.bgr_at(1 / 3)
+    assert np.array_equal(small, cv2.resize(img, (27, 15), interpolation=cv2.INTER_AREA))
+    assert pixels.bgr_at(1 / 3) is small
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_scaled_size_rejects_a_scale_that_is_not_a_positive_number(scale):
+    with pytest.raises(ValueError, match="scale"):
+        scaled_size(640, 480, scale)
+    with pytest.raises(ValueError, match="scale"):
+        ArrayPixels(np.zeros((4, 4, 3), np.uint8)).bgr_at(scale)
+
+
+def test_scaled_size_rounds_each_side_and_keeps_one_pixel():
+    assert scaled_size(1280, 720, 0.5) == (640, 360)
+    assert scaled_size(1279, 719, 0.5) == (640, 360)  # rounded like the detector's input
+    assert scaled_size(1000, 3, 0.01) == (10, 1)
+    with pytest.raises(ValueError, match="size"):
+        scaled_size(0, 3, 0.5)

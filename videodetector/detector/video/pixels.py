@@ -5,8 +5,16 @@ alone: for the usual planar YUV formats that is the decoder's own luma plane (a 
 copy, no conversion). The BGR image that the face detector, the quality score and the
 snapshots need is converted from the decoded frame on first use and kept.
 
+The face detector looks at a frame at its own, smaller size (longer side 640): ``bgr_at(scale)``
+gives the BGR image resized by ``scale``, which for a decoded frame is one swscale pass from the
+decoder's YUV straight to that size (``SCALE_INTERPOLATION``), so a moving frame without a face
+never pays the full-resolution conversion (for yuv444p, which FFmpeg has no fast path for, about
+twice the scaled one). The full-resolution image is still made, on first use, for the frames
+with a face (quality, snapshots).
+
 ``DecodedPixels`` wraps a PyAV frame (after the rotation the source asks for); ``ArrayPixels``
-wraps a BGR array someone already has (tests, tools). Both give ``bgr()`` (HxWx3 uint8),
+wraps a BGR array someone already has (tests, tools; ``bgr_at`` resizes it with OpenCV's
+``INTER_AREA``). Both give ``bgr()`` (HxWx3 uint8), ``bgr_at(scale)``,
 ``gray()`` (HxW uint8, full range 0..255 like ``cv2.cvtColor(bgr, COLOR_BGR2GRAY)`` up to
 rounding) and ``luma()``: the brightness as decoded and whether it is full range -- a
 limited-range (16..235) plane is not stretched there, because stretching a whole 720p plane
@@ -17,6 +25,7 @@ camera's worker) converts.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -32,6 +41,10 @@ LUMA_FIRST = frozenset({
 FULL_RANGE_FORMATS = frozenset({"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "yuvj411p",
                                 "gray"})
 JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: luma uses 0..255 (else 16..235, "MPEG" or unspecified)
+# swscale's filter for bgr_at: "AREA" is the nearest to cv2.INTER_AREA (what the detector used to
+# resize with) and changed the fewest detections; "BILINEAR" is slower and a little farther,
+# "FAST_BILINEAR" faster but aliases and changes detections most (measured for issue 10).
+SCALE_INTERPOLATION = "AREA"
 
 # Limited-range luma (16..235) stretched to 0..255, as the BGR conversion does.
 _LIMITED_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
@@ -45,9 +58,31 @@ class Pixels(Protocol):
 
     def bgr(self) -> np.ndarray: ...
 
+    def bgr_at(self, scale: float) -> np.ndarray: ...
+
     def gray(self) -> np.ndarray: ...
 
     def luma(self) -> tuple[np.ndarray, bool]: ...
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of a ``width`` x ``height`` image resized by ``scale``: each side
+    rounded, at least 1 (as ``YuNetDetector.detect`` sizes its input)."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_bgr(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` to :func:`scaled_size` with ``cv2.INTER_AREA`` (the same
+    array when the size does not change)."""
+    h, w = image.shape[:2]
+    size = scaled_size(w, h, scale)
+    if size == (w, h):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def stretch_luma(y: np.ndarray) -> np.ndarray:
@@ -58,11 +93,12 @@ def stretch_luma(y: np.ndarray) -> np.ndarray:
 class ArrayPixels:
     """Pixels of a BGR array; grey is converted from it on first use."""
 
-    __slots__ = ("_bgr", "_gray", "convert_seconds")
+    __slots__ = ("_bgr", "_gray", "_scaled", "convert_seconds")
 
     def __init__(self, bgr: np.ndarray) -> None:
         self._bgr = bgr
         self._gray: np.ndarray | None = None
+        self._scaled: tuple[float, np.ndarray] | None = None
         self.convert_seconds = 0.0
 
     @property
@@ -72,6 +108,12 @@ class ArrayPixels:
 
     def bgr(self) -> np.ndarray:
         return self._bgr
+
+    def bgr_at(self, scale: float) -> np.ndarray:
+        """The image resized by ``scale`` (:func:`resize_bgr`; the last one is kept)."""
+        if self._scaled is None or self._scaled[0] != scale:
+            self._scaled = scale, resize_bgr(self._bgr, scale)
+        return self._scaled[1]
 
     def gray(self) -> np.ndarray:
         if self._gray is None:
@@ -113,10 +155,12 @@ def rotate(image: np.ndarray, clockwise: int) -> np.ndarray:
 class DecodedPixels:
     """Pixels of a decoded PyAV frame, turned ``clockwise`` degrees (0/90/180/270).
 
-    ``convert_seconds``: time the BGR conversion took (0 until it happened).
+    ``convert_seconds``: time the BGR conversions took, full size and scaled (0 until one
+    happened).
     """
 
-    __slots__ = ("_frame", "_clockwise", "_bgr", "_gray", "_luma", "convert_seconds")
+    __slots__ = ("_frame", "_clockwise", "_bgr", "_gray", "_luma", "_scaled",
+                 "convert_seconds")
 
     def __init__(self, frame: av.VideoFrame, clockwise: int = 0) -> None:
         if clockwise not in (0, 90, 180, 270):
@@ -126,11 +170,12 @@ class DecodedPixels:
         self._bgr: np.ndarray | None = None
         self._gray: np.ndarray | None = None
         self._luma: tuple[np.ndarray, bool] | None = None
+        self._scaled: tuple[float, np.ndarray] | None = None
         self.convert_seconds = 0.0
 
     @property
     def converted(self) -> bool:
-        """Whether the BGR image exists yet."""
+        """Whether the full-size BGR image exists yet (``bgr_at`` does not make it)."""
         return self._bgr is not None
 
     def bgr(self) -> np.ndarray:
@@ -140,9 +185,40 @@ class DecodedPixels:
                 raise RuntimeError("decoded frame released before its BGR conversion")
             t0 = time.perf_counter()
             self._bgr = rotate(frame.to_ndarray(format="bgr24"), self._clockwise)
-            self.convert_seconds = time.perf_counter() - t0
+            self.convert_seconds += time.perf_counter() - t0
             self._release()
         return self._bgr
+
+    def bgr_at(self, scale: float) -> np.ndarray:
+        """The BGR image resized by ``scale`` to :func:`scaled_size` of the (turned) frame; the
+        last one is kept. Shrunk in one swscale pass from the decoded frame, without making
+        the full-size image; the same as ``bgr()`` at the same size; enlarged (or once the
+        decoded frame is released) resized from ``bgr()`` like :class:`ArrayPixels`."""
+        if self._scaled is not None and self._scaled[0] == scale:
+            return self._scaled[1]
+        width, height = self.size
+        size = scaled_size(width, height, scale)
+        frame = self._frame
+        if size == (width, height):
+            image = self.bgr()
+        elif frame is None or scale > 1.0:
+            image = resize_bgr(self.bgr(), scale)
+        else:
+            t0 = time.perf_counter()
+            w, h = size if self._clockwise in (0, 180) else size[::-1]  # before turning
+            image = rotate(frame.to_ndarray(width=w, height=h, format="bgr24",
+                                            interpolation=SCALE_INTERPOLATION), self._clockwise)
+            self.convert_seconds += time.perf_counter() - t0
+        self._scaled = scale, image
+        return image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the turned frame."""
+        if self._bgr is not None or self._frame is None:  # (released only once bgr exists)
+            return self.bgr().shape[1], self.bgr().shape[0]
+        w, h = self._frame.width, self._frame.height
+        return (w, h) if self._clockwise in (0, 180) else (h, w)
 
     def gray(self) -> np.ndarray:
         if self._gray is None:
