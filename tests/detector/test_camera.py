@@ -307,3 +307,50 @@ def test_the_frame_queue_option_sizes_the_readers_queue(
         rx.stop()
     with pytest.raises(ConfigError, match="--frame-queue"):
         parse_config(["--source", source, "--api-url", rx.url, "--frame-queue", "0"])
+
+
+
+class _Pixels:
+    """Pixels whose conversions cost a known time: 0.25 s at the detector's size (already
+    observed by the pipeline), 1.0 s more for the full-size image."""
+
+    def __init__(self) -> None:
+        self.convert_seconds = 0.25
+        self.converted = False
+
+    def bgr(self) -> np.ndarray:
+        if not self.converted:
+            self.converted = True
+            self.convert_seconds += 1.0
+        return np.zeros((4, 4, 3), np.uint8)
+
+
+class _Frame:
+    def __init__(self) -> None:
+        self.pixels = _Pixels()
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.pixels.bgr()
+
+
+class _Sum:
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.total += amount
+
+
+def test_the_preview_counts_only_its_own_conversion():
+    """A frame converted at the detector's size (observed by the pipeline) and then at full
+    size for the preview adds only the full-size conversion to the convert timer (before,
+    it added both, so the scaled part was counted twice)."""
+    from types import SimpleNamespace
+
+    convert = _Sum()
+    worker = SimpleNamespace(_preview_at=-1e9, last_image=None,
+                             timers=SimpleNamespace(convert=convert))
+    CameraWorker._keep_preview(worker, _Frame())
+    assert worker.last_image is not None
+    assert convert.total == pytest.approx(1.0)

@@ -358,11 +358,17 @@ class CameraWorker:
         converted it anyway, or when the preview is PREVIEW_EVERY seconds old."""
         now = time.monotonic()
         converted = frame.pixels.converted
-        if converted or now - self._preview_at >= PREVIEW_EVERY:
+        if not converted and now - self._preview_at < PREVIEW_EVERY:
+            return
+        self._preview_at = now
+        if converted:
             self.last_image = frame.image
-            self._preview_at = now
-            if not converted:  # made for the preview: counted in the convert stage too
-                self.timers.convert.observe(frame.pixels.convert_seconds)
+            return
+        # made for the preview: counted in the convert stage too (only this conversion; what
+        # the pipeline converted at the detector's size it has observed already)
+        before = frame.pixels.convert_seconds
+        self.last_image = frame.image
+        self.timers.convert.observe(frame.pixels.convert_seconds - before)
 
     def _log_first_frame(self) -> None:
         """One INFO line when the worker's first frame went through the pipeline, with the
