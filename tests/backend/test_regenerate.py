@@ -140,7 +140,7 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         by_model = {m["model"]: m for m in models["models"]}
         assert by_model[SFACE_NAME]["covered"] == 10 and by_model[SFACE_INT8_NAME]["covered"] == 0
         assert models["galleries"]["default"] == {
-            "faces": 10, "covered": {SFACE_NAME: 10, SFACE_INT8_NAME: 0}}
+            "faces": 10, "covered": {SFACE_NAME: 10, SFACE_INT8_NAME: 0, SFACE_BF16_NAME: 0}}
         # ... and, served partially, a search with int8 never returns a face that has only
         # an SFace vector (although the two spaces are close: cos(SFace, int8) ~ 0.99)
         assert identify_meta(api, meds("S001-02-t10_01.jpg")) == (None, None)
@@ -148,7 +148,7 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         assert api.post("/v1/galleries/vip").status_code == 201
         new = api.add_face(person_photo("A"), meta="A-int8", galleries="vip")["id"]
         assert api.get("/v1/models").json()["galleries"]["vip"] == {
-            "faces": 1, "covered": {SFACE_NAME: 0, SFACE_INT8_NAME: 1}}
+            "faces": 1, "covered": {SFACE_NAME: 0, SFACE_INT8_NAME: 1, SFACE_BF16_NAME: 0}}
         assert identify_meta(api, person_photo("A"))[0] == "A-int8"
 
         # regenerate to int8 while this backend serves (same database, WAL)
@@ -161,8 +161,8 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         assert rank1(api) == len(SUBJECTS)
         models = api.get("/v1/models").json()
         assert models["partial"] is False
-        assert models["galleries"]["default"]["covered"] == {SFACE_NAME: 10,
-                                                             SFACE_INT8_NAME: 11}
+        assert models["galleries"]["default"]["covered"] == {
+            SFACE_NAME: 10, SFACE_INT8_NAME: 11, SFACE_BF16_NAME: 0}
         assert api.delete(f"/v1/face/id/{new}").status_code in (200, 204)
         srv.backend.db.close()
 
