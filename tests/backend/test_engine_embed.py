@@ -40,6 +40,6 @@ def test_runtime_choice_per_model_and_without_openvino(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
     assert embed_runtime(SFACE_NAME) == "opencv"
     assert embed_runtime(SFACE_INT8_NAME) == "onnxruntime"
-    with pytest.raises(ImportError):
+    with pytest.raises(ImportError, match=f"{SFACE_BF16_NAME} runs through OpenVINO"):
         embed_runtime(SFACE_BF16_NAME)
     assert FaceEngine(1, 0.6).embedder().runtime == "opencv"

@@ -214,9 +214,10 @@ def embed_runtime(model: str) -> str:
         return "onnxruntime"
     try:
         import openvino  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
         if model == SFACE_BF16_NAME:
-            raise
+            raise ImportError(f"embedding model {model} runs through OpenVINO, which is not "
+                              f"installed (pip install openvino)") from exc
         log.warning("openvino is not installed: embedding through OpenCV's DNN "
                     "(~1.7x the CPU per face)")
         return "opencv"
