@@ -191,3 +191,15 @@ def test_bench_pg_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         (row,) = out["enroll"]
         assert row["processes"] == 2 and row["faces"] + row["errors"] > 0
     assert "s per 100k" in capsys.readouterr().out
+
+
+def test_bench_sface_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("bench_sface")
+    out = mod.main(["--rounds", "1", "--calls", "2", "--faces", "2", "--batch", "1,2",
+                    "--variants", "float opencv,float openvino f32"])
+    assert [r["variant"] for r in out["rows"]] == ["float opencv", "float openvino f32"]
+    for row in out["rows"]:
+        for key in ("batch1_ms", "batch2_ms", "two_callers_ms", "two_callers_fps"):
+            assert row[key] > 0, key
+        assert row["min_cos_to_float"] > 0.9999  # the float model's vectors
+    assert "2 callers ms/face" in capsys.readouterr().out

@@ -33,7 +33,7 @@ from videodetector.core.confidence import (
     confidence_from_cosine,
     cosine_from_confidence,
 )
-from videodetector.core.models import SFACE_INT8_NAME, SFACE_NAME
+from videodetector.core.models import SFACE_BF16_NAME, SFACE_INT8_NAME, SFACE_NAME
 
 SUBJECTS = ("S001", "S006", "S008", "S015", "S023", "S029")
 SETTINGS = dict(log_level="warning")
@@ -140,7 +140,7 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         by_model = {m["model"]: m for m in models["models"]}
         assert by_model[SFACE_NAME]["covered"] == 10 and by_model[SFACE_INT8_NAME]["covered"] == 0
         assert models["galleries"]["default"] == {
-            "faces": 10, "covered": {SFACE_NAME: 10, SFACE_INT8_NAME: 0}}
+            "faces": 10, "covered": {SFACE_NAME: 10, SFACE_INT8_NAME: 0, SFACE_BF16_NAME: 0}}
         # ... and, served partially, a search with int8 never returns a face that has only
         # an SFace vector (although the two spaces are close: cos(SFace, int8) ~ 0.99)
         assert identify_meta(api, meds("S001-02-t10_01.jpg")) == (None, None)
@@ -148,7 +148,7 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         assert api.post("/v1/galleries/vip").status_code == 201
         new = api.add_face(person_photo("A"), meta="A-int8", galleries="vip")["id"]
         assert api.get("/v1/models").json()["galleries"]["vip"] == {
-            "faces": 1, "covered": {SFACE_NAME: 0, SFACE_INT8_NAME: 1}}
+            "faces": 1, "covered": {SFACE_NAME: 0, SFACE_INT8_NAME: 1, SFACE_BF16_NAME: 0}}
         assert identify_meta(api, person_photo("A"))[0] == "A-int8"
 
         # regenerate to int8 while this backend serves (same database, WAL)
@@ -161,8 +161,8 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
         assert rank1(api) == len(SUBJECTS)
         models = api.get("/v1/models").json()
         assert models["partial"] is False
-        assert models["galleries"]["default"]["covered"] == {SFACE_NAME: 10,
-                                                             SFACE_INT8_NAME: 11}
+        assert models["galleries"]["default"]["covered"] == {
+            SFACE_NAME: 10, SFACE_INT8_NAME: 11, SFACE_BF16_NAME: 0}
         assert api.delete(f"/v1/face/id/{new}").status_code in (200, 204)
         srv.backend.db.close()
 
@@ -184,6 +184,37 @@ def test_second_model_regenerated_while_serving_never_mixed(data, capsys):
     int8 = np.frombuffer(rows(data_dir, "SELECT vector FROM embeddings WHERE face_id = ?",
                               (ids["S001"],))[0][0], np.float32)
     assert 0.9 < float(sface @ int8) < 0.9999  # close, but another space: never compared
+
+
+@pytest.mark.media
+def test_regenerated_to_bf16_the_backend_serves_it_with_its_own_presets(data, capsys):
+    """sface-2021dec-bf16 (the float weights in bfloat16 through OpenVINO, ~half the CPU of
+    the float model here): a model of its own, migrated to with regenerate like int8."""
+    pytest.importorskip("openvino")
+    data_dir, token, ids = data
+    assert regenerate(data_dir, "--regenerate", "facens", "--embedding-model",
+                      SFACE_BF16_NAME) == 0
+    assert f"{SFACE_BF16_NAME}: 10 of 10 faces have an embedding" in capsys.readouterr().err
+    with BackendServer(Settings(data_dir=data_dir, db=db_of(data_dir),
+                                embedding_model=SFACE_BF16_NAME, **SETTINGS)) as srv:
+        api = Api(srv.url, token)
+        assert srv.backend.engine.embedder().runtime == "openvino"
+        models = api.get("/v1/models").json()
+        assert models["active"] == SFACE_BF16_NAME and models["partial"] is False
+        assert models["thresholds"]["cosines"] == {"low": 0.2022, "medium": 0.3904,
+                                                   "strict": 0.5009}
+        assert rank1(api) == len(SUBJECTS)
+        srv.backend.db.close()
+    sface = np.frombuffer(rows(data_dir, "SELECT embedding FROM faces WHERE id = ?",
+                               (ids["S001"],))[0][0], np.float32)
+    bf16 = np.frombuffer(rows(data_dir, "SELECT vector FROM embeddings WHERE face_id = ? "
+                              "AND model = ?", (ids["S001"], SFACE_BF16_NAME))[0][0],
+                         np.float32)
+    assert float(sface @ bf16) > 0.999
+    import openvino as ov
+
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert float(sface @ bf16) < 0.999999  # bfloat16 rounding: close, not equal
 
 
 @pytest.mark.media

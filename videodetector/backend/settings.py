@@ -22,7 +22,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # The embedding models models.py can run (kept here so settings stay import-light).
-EMBEDDING_MODELS = ("sface-2021dec", "sface-2021dec-int8")
+EMBEDDING_MODELS = ("sface-2021dec", "sface-2021dec-int8", "sface-2021dec-bf16")
 
 
 class SettingsError(ValueError):

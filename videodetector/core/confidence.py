@@ -38,11 +38,18 @@ DEFAULT_MODEL = "sface-2021dec"
 INT8_1E1 = 0.2106  # measured
 INT8_1E3 = 0.3983  # measured
 INT8_1E5 = 0.5029  # Gaussian tail fit
+# The same for SFace run in bfloat16 by OpenVINO (docs/thresholds-bf16.md): within 0.001 of
+# the float model's, same FRR at each preset.
+BF16_1E1 = 0.2022  # measured
+BF16_1E3 = 0.3904  # measured
+BF16_1E5 = 0.5009  # Gaussian tail fit
 # (cos at FAR 1e-1, 1e-3, 1e-5) per embedding model, each measured the same way:
-# docs/thresholds.md (SFace) and docs/thresholds-int8.md (its int8 quantization).
+# docs/thresholds.md (SFace), docs/thresholds-int8.md (its int8 quantization),
+# docs/thresholds-bf16.md (bfloat16).
 ANCHORS = {
     DEFAULT_MODEL: (COS_FAR_1E1, COS_FAR_1E3, COS_FAR_1E5),
     "sface-2021dec-int8": (INT8_1E1, INT8_1E3, INT8_1E5),
+    "sface-2021dec-bf16": (BF16_1E1, BF16_1E3, BF16_1E5),
 }
 _CONF = np.array([0.0, CONF_LOW, CONF_MEDIUM, CONF_STRICT, 1.0])
 

@@ -1,0 +1,155 @@
+"""CPU per face of the SFace embedding, per runtime and model, A/B in one sitting.
+
+Run from the project root (about 1 minute):
+
+    python bench/bench_sface.py [--rounds 3] [--faces 20] [--batch 1,4]
+
+Variants: the float model through onnxruntime, OpenCV's DNN and OpenVINO (f32), the
+``sface-2021dec-bf16`` model (OpenVINO, bfloat16) and ``sface-2021dec-int8`` (onnxruntime).
+Faces: the MEDS-II stills of ``../shared/data`` found by YuNet and aligned (``align_face``),
+as the product does; random 112x112 images when the data is absent (the cost does not depend
+on the pixels). The variants run interleaved, ``--rounds`` times, so load drift hits all of
+them alike; per variant the best round is kept.
+
+Per variant: CPU ms per face with one thread (``time.process_time`` of the whole process:
+native worker threads count), the same per face for ``--batch`` faces per call, and with two
+concurrent callers (two nets / two infer requests, as the backend runs it: CPU ms per face
+and faces/s by the wall clock), and the largest difference to the onnxruntime float vectors
+(cosine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_detector import format_table, machine_line  # noqa: E402
+
+from videodetector.core.models import (  # noqa: E402
+    SFACE_BF16_NAME,
+    SFACE_INT8_NAME,
+    SFACE_NAME,
+    SFaceEmbedder,
+    YuNetDetector,
+    align_face,
+)
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+VARIANTS = {  # name -> (model, runtime)
+    "float onnxruntime": (SFACE_NAME, "onnxruntime"),
+    "float opencv": (SFACE_NAME, "opencv"),
+    "float openvino f32": (SFACE_NAME, "openvino"),
+    "bf16 openvino": (SFACE_BF16_NAME, "openvino"),
+    "int8 onnxruntime": (SFACE_INT8_NAME, "onnxruntime"),
+}
+
+
+def real_faces(data: Path, limit: int) -> list[np.ndarray]:
+    det = YuNetDetector()
+    faces = []
+    for path in sorted((data / "stills_meds").glob("*.jpg"))[:limit]:
+        img = cv2.imread(str(path))
+        found = det.detect(img) if img is not None else None
+        if found is not None and len(found):
+            faces.append(align_face(img, found.landmarks[int(np.argmax(found.score))]))
+    return faces
+
+
+def cpu_per_face(emb: SFaceEmbedder, batch: list[np.ndarray], calls: int) -> float:
+    emb.embed_batch(batch)  # warm-up
+    t = time.process_time()
+    for _ in range(calls):
+        emb.embed_batch(batch)
+    return (time.process_time() - t) / (calls * len(batch)) * 1000
+
+
+def concurrent(emb: SFaceEmbedder, face: np.ndarray, calls: int) -> tuple[float, float]:
+    def work() -> None:
+        for _ in range(calls):
+            emb.embed(face)
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    t, w = time.process_time(), time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return (time.process_time() - t) / (2 * calls) * 1000, 2 * calls / (time.perf_counter() - w)
+
+
+def load(names: list[str]) -> dict[str, SFaceEmbedder]:
+    cv2.setNumThreads(1)
+    out = {}
+    for name in names:
+        model, runtime = VARIANTS[name]
+        try:
+            out[name] = SFaceEmbedder(threads=1, model=model, runtime=runtime, workers=2)
+        except ImportError as exc:
+            print(f"# {name}: skipped ({exc})")
+    return out
+
+
+def measure(embs: dict[str, SFaceEmbedder], faces: list[np.ndarray], rounds: int,
+            calls: int, batches: list[int]) -> list[dict]:
+    ref = SFaceEmbedder().embed_batch(faces)
+    rows = {n: {"variant": n,
+                "min_cos_to_float": float((e.embed_batch(faces) * ref).sum(1).min())}
+            for n, e in embs.items()}
+    for _ in range(rounds):
+        for name, emb in embs.items():
+            row = rows[name]
+            for b in batches:
+                batch = [faces[i % len(faces)] for i in range(b)]
+                ms = cpu_per_face(emb, batch, max(1, calls // b))
+                row[f"batch{b}_ms"] = min(row.get(f"batch{b}_ms", ms), ms)
+            ms, fps = concurrent(emb, faces[0], calls)
+            row["two_callers_ms"] = min(row.get("two_callers_ms", ms), ms)
+            row["two_callers_fps"] = max(row.get("two_callers_fps", fps), fps)
+    return list(rows.values())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test media folder")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
+    p.add_argument("--calls", type=int, default=20, help="calls per measurement")
+    p.add_argument("--faces", type=int, default=20, help="real faces to use at most")
+    p.add_argument("--batch", default="1,4", help="faces per call, comma-separated")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    a = p.parse_args(argv)
+    names = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or a.rounds < 1 or a.calls < 1:
+        p.error(f"bad --variants {unknown} / --rounds {a.rounds} / --calls {a.calls}")
+    faces = real_faces(a.data, a.faces) if (a.data / "stills_meds").is_dir() else []
+    source = f"{len(faces)} MEDS-II faces" if faces else "random faces (no test media)"
+    if not faces:
+        rng = np.random.default_rng(0)
+        faces = [rng.integers(0, 256, (112, 112, 3), np.uint8) for _ in range(4)]
+    batches = [int(b) for b in a.batch.split(",")]
+    rows = measure(load(names), faces, a.rounds, a.calls, batches)
+    cols = [("variant", "variant", "<"),
+            *[(f"batch{b}_ms", f"batch {b} ms/face", ">") for b in batches],
+            ("two_callers_ms", "2 callers ms/face", ">"),
+            ("two_callers_fps", "2 callers faces/s", ">"),
+            ("min_cos_to_float", "min cos to float", ">")]
+    shown = [{k: (f"{v:.4f}" if k == "min_cos_to_float" else f"{v:.1f}")
+              if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+    table = format_table(shown, cols)
+    print(f"# bench_sface: {machine_line()}\n# input: {source}\n")
+    print("CPU ms per face (1 thread; batchN: N faces per call), two concurrent callers:\n")
+    print(table)
+    return {"machine": machine_line(), "rows": rows, "table": table}
+
+
+if __name__ == "__main__":
+    main()
