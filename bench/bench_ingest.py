@@ -187,22 +187,27 @@ def probe_env(probe_file: Path) -> dict[str, str]:
     return {"PYTHONPATH": path, "BENCH_INGEST_PROBE": str(probe_file)}
 
 
-def embed_seconds(probe_file: Path | None) -> float | None:
-    """The server's CPU seconds in ``FaceEngine.embed_aligned`` so far (None: no probe)."""
+def embed_seconds(pid: int, probe_file: Path | None) -> float | None:
+    """The server's CPU seconds in ``FaceEngine.embed_aligned`` so far (None: no probe):
+    asked with SIGUSR1, answered in ``probe_file``."""
     if probe_file is None:
         return None
-    time.sleep(0.25)  # the probe rewrites its file every 0.1 s
-    try:
-        return float(probe_file.read_text())
-    except (OSError, ValueError):
-        return None
+    probe_file.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            return float(probe_file.read_text())
+        except (OSError, ValueError):  # not written yet
+            time.sleep(0.02)
+    return None
 
 
 def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: int,
                 posts: int, only_norm: bool, probe_file: Path | None = None) -> dict:
     poster = Poster(server.url, token, snaps, only_norm, f"run{clients}-{time.time()}")
     pid = server.proc.pid
-    embed0 = embed_seconds(probe_file)
+    embed0 = embed_seconds(pid, probe_file)
     cpu0 = ServerCpu.of(pid)
     client0 = time.process_time()
     threads = [threading.Thread(target=poster.client, args=(posts,)) for _ in range(clients)]
@@ -214,7 +219,7 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
     wall = time.perf_counter() - t0
     cpu = ServerCpu.of(pid) - cpu0
     client = time.process_time() - client0
-    embed1 = embed_seconds(probe_file)
+    embed1 = embed_seconds(pid, probe_file)
     faces = max(1, poster.faces)
     embed = None if embed0 is None or embed1 is None else (embed1 - embed0) / faces
     ms = 1000 * np.array(poster.latencies)
@@ -374,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         data_dir = Path(tmp) / "data"
         token = new_token(data_dir)
-        probe = Path(tmp) / "embed-cpu.txt"
+        probe: Path | None = Path(tmp) / "embed-cpu.txt"
         saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "BENCH_INGEST_PROBE")}
         os.environ.update(probe_env(probe))
         try:
@@ -385,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        if not probe.exists():  # the probe did not load: SIGUSR1 would end the server
+            probe = None
         try:
             if args.warmup:
                 run_clients(server, token, snaps, 1, args.warmup, args.only_norm, probe)
