@@ -134,6 +134,41 @@ def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int,
     return Photo(data, bgr, FORMATS[fmt], content_hash(data), orientation, mode)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of a whole PNG
+
+
+def plain_png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a plain PNG: 8-bit RGB, not interlaced, no ``eXIf`` chunk (so
+    upright), no ``tRNS`` (no transparency key), ending with its IEND chunk; None for any other file. A normalized face0 from
+    the daemon is one."""
+    if (len(data) < 45 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR"
+            or data[24:29] != b"\x08\x02\x00\x00\x00" or not data.endswith(PNG_IEND)
+            or b"eXIf" in data or b"tRNS" in data):
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def decode_plain_png(data: bytes, param: str, max_bytes: int, max_side: int,
+                     limit_name: str = "max_size") -> Photo:
+    """:func:`decode_photo`, by one ``cv2.imdecode`` for a :func:`plain_png_size` PNG (straight
+    to BGR: ~0.3 ms of CPU less than Pillow's open, EXIF probe, load and conversion of a
+    112x112 face0). Anything else, or a PNG libpng refuses (it is stricter than Pillow,
+    e.g. about a CRC), goes through :func:`decode_photo`, which accepts or refuses it as
+    before; the pixels of an 8-bit RGB PNG are the same either way."""
+    size = plain_png_size(data)
+    if size is None or not 0 < len(data) <= max_bytes:
+        return decode_photo(data, param, max_bytes, max_side, limit_name)
+    w, h = size
+    if max(w, h) > max_side or min(w, h) < 1:
+        raise bad_param(param, f"{param} is {w}x{h} pixels, larger than the "
+                        f"{max_side} pixel limit ({limit_name})", f"{w}x{h}")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape != (h, w, 3):
+        return decode_photo(data, param, max_bytes, max_side, limit_name)
+    return Photo(data, bgr, "png", content_hash(data), 1, "RGB")
+
+
 MAX_PNG_AS_UPLOADED = 64 * 1024  # bytes: a larger upload carries more than the pixels
 
 
