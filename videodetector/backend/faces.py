@@ -256,7 +256,9 @@ async def enrollment_of(p: ParamsDep, backend: BackendDep,
     return Enrollment(None, await face_post(p, backend, earlier.key))
 
 
-@router.post("/face", openapi_extra=openapi.FACE)
+# response_model=None: FastAPI would otherwise infer one from ``-> dict[str, Any]`` and
+# validate every answer against it in one more worker-thread hop (pydantic over the rows).
+@router.post("/face", openapi_extra=openapi.FACE, response_model=None)
 def add_face(request: Request, user: UserDep,
              enrollment: Annotated[Enrollment, Depends(enrollment_of)], p: ParamsDep,
              backend: BackendDep) -> dict[str, Any]:
