@@ -182,3 +182,17 @@ def test_new_upload_paths_are_checked_without_resolving(tmp_path: Path,
         with pytest.raises(ValueError):
             store.write_all([(bad, b"x")])
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_the_face_answer_is_documented_and_rendered_as_before(api: Api) -> None:
+    """Without the inferred response model the spec still documents POST /v1/face's answer as
+    a JSON object, and the answer is the rendered faces (replayed identically)."""
+    spec = api.session.get(api.url + "/v1/openapi.json", timeout=30).json()
+    ok = spec["paths"]["/v1/face"]["post"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "additionalProperties": True, "title": "Response Add Face V1 Face Post",
+        "type": "object"}
+    first, again = _daemon_post(api, 50), _daemon_post(api, 50)
+    assert first == again and set(first) == {"results"}
+    (face,) = first["results"]
+    assert api.get(f"/v1/face/id/{face['id']}").json() == face

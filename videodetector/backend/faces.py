@@ -257,8 +257,13 @@ async def enrollment_of(p: ParamsDep, backend: BackendDep,
 
 
 # response_model=None: FastAPI would otherwise infer one from ``-> dict[str, Any]`` and
-# validate every answer against it in one more worker-thread hop (pydantic over the rows).
-@router.post("/face", openapi_extra=openapi.FACE, response_model=None)
+# validate every answer against it in one more worker-thread hop (pydantic over the rows);
+# the schema it documented is kept.
+FACE_ANSWER = {200: {"content": {"application/json": {"schema": {
+    "additionalProperties": True, "title": "Response Add Face V1 Face Post", "type": "object"}}}}}
+
+
+@router.post("/face", openapi_extra=openapi.FACE, response_model=None, responses=FACE_ANSWER)
 def add_face(request: Request, user: UserDep,
              enrollment: Annotated[Enrollment, Depends(enrollment_of)], p: ParamsDep,
              backend: BackendDep) -> dict[str, Any]:
