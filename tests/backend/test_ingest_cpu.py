@@ -196,3 +196,28 @@ def test_the_face_answer_is_documented_and_rendered_as_before(api: Api) -> None:
     assert first == again and set(first) == {"results"}
     (face,) = first["results"]
     assert api.get(f"/v1/face/id/{face['id']}").json() == face
+
+
+def test_a_face0_is_not_hashed_and_the_photo_hash_is_the_photos(
+        server: BackendServer, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The content hash of a decoded image is worked out only when read: a face0's never
+    was (it is not stored), the photo's is stored as before (sha256 of the file)."""
+    import hashlib
+
+    import cv2
+
+    data = cv2.imencode(".png", np.zeros((112, 112, 3), np.uint8))[1].tobytes()
+    stub = types.SimpleNamespace(settings=Settings(data_dir=Path("unused")))
+    hashed: list[int] = []
+    real = imaging.hashlib.sha256
+    monkeypatch.setattr(imaging.hashlib, "sha256", lambda b=b"": hashed.append(1) or real(b))
+    photo = Backend.decode_normalized(stub, data, "face0")  # type: ignore[arg-type]
+    assert not hashed
+    assert photo.sha256 == hashlib.sha256(data).hexdigest() and hashed
+    monkeypatch.undo()
+    face = _daemon_post(api, 60)["results"][0]
+    backend = server.backend
+    assert backend is not None
+    user = backend.tokens.user_for_header(f"Token {api.token}")
+    (row,) = backend.faces_store.rows(user, [face["id"]])
+    assert row["photo_hash"] == hashlib.sha256(person_photo("C")).hexdigest()
