@@ -122,6 +122,18 @@ async def _image_param(p: Params, name: str, backend: Backend) -> bytes | None:
     raise bad_param(name, f"{name} must be {IMAGE_FORMS}", value)
 
 
+def fetches_an_image(p: Params) -> bool:
+    """Whether an image parameter (``photo``, ``face0``...) is an http(s) URL to fetch."""
+    names = ["photo", *(n for n in p.names() if n.startswith("face") and n[4:].isdigit())]
+    return any(isinstance(v := p.single(n), str) and v.startswith(("http://", "https://"))
+               for n in names)
+
+
+async def replayed_ids(backend: Backend, user: int, key: str) -> list[int] | None:
+    """``Backend.replay`` (a database read) from an async dependency: in the threadpool."""
+    return await run_in_threadpool(backend.replay, user, key)
+
+
 async def face_images(p: Params, backend: Backend, budget: PixelBudget | None = None
                       ) -> list[bytes]:
     """The video detector's normalized faces: ``face0``, ``face1``, ... (consecutive, at most
