@@ -7,7 +7,6 @@ pixels are decoded (a small file can still be a huge image).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import warnings
@@ -36,6 +35,7 @@ class Photo:
     data: bytes  # the original file, stored as uploaded
     image: np.ndarray | None  # HxWx3 BGR uint8, EXIF orientation applied
     ext: str  # "jpeg" | "png" | "webp"
+    digest: str | None  # content_hash(data), or None: worked out when ``sha256`` is read
     orientation: int  # EXIF orientation tag of the original (1 = upright)
     mode: str = "RGB"  # the original's Pillow mode (RGB, RGBA, P, L, ...)
     # decode_for_thumbnails: the upright photo as decoded (Pillow, maybe JPEG-reduced) and
@@ -43,11 +43,13 @@ class Photo:
     reduced: Image.Image | None = field(default=None, repr=False)
     full_size: tuple[int, int] | None = None
 
-    @functools.cached_property
+    @property
     def sha256(self) -> str:
-        """:func:`content_hash` of the file, when asked (the stored photo's ``photo_hash``;
-        a face0's was computed and never read: ~0.05 ms a face)."""
-        return content_hash(self.data)
+        """:func:`content_hash` of the file, worked out when first read (the stored photo's
+        ``photo_hash``; a face0's was computed per post and never read)."""
+        if self.digest is None:
+            object.__setattr__(self, "digest", content_hash(self.data))  # a cache
+        return self.digest  # type: ignore[return-value]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -138,7 +140,7 @@ def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int,
                 bgr = _bgr_pixels(im, orientation)
     except _BAD_IMAGE as exc:
         raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
-    return Photo(data, bgr, FORMATS[fmt], orientation, mode)
+    return Photo(data, bgr, FORMATS[fmt], None, orientation, mode)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -191,7 +193,7 @@ def decode_plain_png(data: bytes, param: str, max_bytes: int, max_side: int,
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.shape != (h, w, 3):
         return decode_photo(data, param, max_bytes, max_side, limit_name)
-    return Photo(data, bgr, "png", 1, "RGB")
+    return Photo(data, bgr, "png", None, 1, "RGB")
 
 
 MAX_PNG_AS_UPLOADED = 64 * 1024  # bytes: a larger upload carries more than the pixels
@@ -234,7 +236,7 @@ def decode_for_thumbnails(data: bytes, param: str, max_bytes: int, max_side: int
             reduced = ImageOps.exif_transpose(im) if orientation not in (0, 1) else im
     except _BAD_IMAGE as exc:
         raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
-    return Photo(data, None, FORMATS[fmt], orientation, mode,
+    return Photo(data, None, FORMATS[fmt], None, orientation, mode,
                  reduced=reduced, full_size=upright)
 
 
