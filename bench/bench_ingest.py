@@ -256,7 +256,8 @@ COLUMNS = (
 
 STAGES = (  # (name, owner, attribute): the handler's domain calls, timed in-process
     ("decode photo (for thumbnails)", "service", "decode_for_thumbnails"),
-    ("decode face0", "service", "decode_photo"),
+    ("decode face0 (cv2, a plain RGB PNG)", "service", "decode_plain_png"),
+    ("decode face0 (Pillow, any other)", "service", "decode_photo"),
     ("embed (SFace)", "engine", "FaceEngine.embed_aligned"),
     ("thumbnail crop", "imaging", "Photo.thumbnail"),
     ("encode thumbnail/normalized", "service", "encode"),
@@ -290,6 +291,8 @@ def stage_cpu(snaps: Sequence[Snapshot], posts: int) -> list[dict]:
         obj = owners[owner]
         if "." in attr:
             obj, attr = getattr(obj, attr.split(".")[0]), attr.split(".")[1]
+        if not hasattr(obj, attr):  # an older tree (an A/B run): not timed
+            continue
         saved.append((obj, attr, getattr(obj, attr)))
         setattr(obj, attr, _timed(name, getattr(obj, attr), totals))
     try:
