@@ -17,6 +17,8 @@ with a fresh data folder; the clients are threads of this process (``requests``,
 session each), so the client's CPU shares the machine with the server's. Per client count:
 posts, faces stored, faces/s (faces / wall time), latency p50/p95, the server's CPU time per
 face (user + sys, and the part of its event loop thread: HTTP, multipart, responses), the
+part of it spent in the SFace embedding and the rest ("outside SFace": what the ingestion
+path itself costs; timed by ``bench/ingest_probe/sitecustomize.py`` in the server), the
 client's own CPU per face (this process), "faces/s the server CPU allows" (cores / server
 CPU per face: the capacity figure that does not depend on what else runs on the machine)
 and the server's RSS after the run.
@@ -176,10 +178,36 @@ class Poster:
                     self.errors.append(f"{resp.status_code} {resp.text[:200]}")
 
 
+PROBE_DIR = ROOT / "bench" / "ingest_probe"  # its sitecustomize times the server's SFace runs
+
+
+def probe_env(probe_file: Path) -> dict[str, str]:
+    """The environment of a server that reports its embedding CPU to ``probe_file``."""
+    path = os.pathsep.join(p for p in (str(PROBE_DIR), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "BENCH_INGEST_PROBE": str(probe_file)}
+
+
+def embed_seconds(pid: int, probe_file: Path | None) -> float | None:
+    """The server's CPU seconds in ``FaceEngine.embed_aligned`` so far (None: no probe):
+    asked with SIGUSR1, answered in ``probe_file``."""
+    if probe_file is None:
+        return None
+    probe_file.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            return float(probe_file.read_text())
+        except (OSError, ValueError):  # not written yet
+            time.sleep(0.02)
+    return None
+
+
 def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: int,
-                posts: int, only_norm: bool) -> dict:
+                posts: int, only_norm: bool, probe_file: Path | None = None) -> dict:
     poster = Poster(server.url, token, snaps, only_norm, f"run{clients}-{time.time()}")
     pid = server.proc.pid
+    embed0 = embed_seconds(pid, probe_file)
     cpu0 = ServerCpu.of(pid)
     client0 = time.process_time()
     threads = [threading.Thread(target=poster.client, args=(posts,)) for _ in range(clients)]
@@ -191,7 +219,9 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
     wall = time.perf_counter() - t0
     cpu = ServerCpu.of(pid) - cpu0
     client = time.process_time() - client0
+    embed1 = embed_seconds(pid, probe_file)
     faces = max(1, poster.faces)
+    embed = None if embed0 is None or embed1 is None else (embed1 - embed0) / faces
     ms = 1000 * np.array(poster.latencies)
     for err in poster.errors:
         print(f"  error: {err}", flush=True)
@@ -203,6 +233,9 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
             "user_ms": round(1000 * cpu.user / faces, 1),
             "sys_ms": round(1000 * cpu.sys / faces, 1),
             "loop_ms": round(1000 * cpu.loop / faces, 1),
+            "embed_ms": None if embed is None else round(1000 * embed, 1),
+            "outside_ms": None if embed is None else round(1000 * (cpu.total / faces - embed),
+                                                           1),
             "client_ms_per_face": round(1000 * client / faces, 1),
             "capacity": (round(poster.faces / cpu.total * len(os.sched_getaffinity(0)), 1)
                          if cpu.total > 0 else None),
@@ -214,6 +247,7 @@ COLUMNS = (
     ("seconds", "seconds", ">"), ("faces_per_s", "faces/s", ">"), ("p50_ms", "p50 ms", ">"),
     ("p95_ms", "p95 ms", ">"), ("cpu_ms_per_face", "server CPU ms/face", ">"),
     ("user_ms", "user", ">"), ("sys_ms", "sys", ">"), ("loop_ms", "event loop", ">"),
+    ("embed_ms", "in SFace", ">"), ("outside_ms", "outside SFace", ">"),
     ("client_ms_per_face", "client CPU ms/face", ">"),
     ("capacity", "faces/s the server CPU allows", ">"),
     ("rss_mb", "server RSS MB", ">"), ("load", "load after", ">"),
@@ -222,7 +256,8 @@ COLUMNS = (
 
 STAGES = (  # (name, owner, attribute): the handler's domain calls, timed in-process
     ("decode photo (for thumbnails)", "service", "decode_for_thumbnails"),
-    ("decode face0", "service", "decode_photo"),
+    ("decode face0 (cv2, a plain RGB PNG)", "service", "decode_plain_png"),
+    ("decode face0 (Pillow, any other)", "service", "decode_photo"),
     ("embed (SFace)", "engine", "FaceEngine.embed_aligned"),
     ("thumbnail crop", "imaging", "Photo.thumbnail"),
     ("encode thumbnail/normalized", "service", "encode"),
@@ -256,6 +291,8 @@ def stage_cpu(snaps: Sequence[Snapshot], posts: int) -> list[dict]:
         obj = owners[owner]
         if "." in attr:
             obj, attr = getattr(obj, attr.split(".")[0]), attr.split(".")[1]
+        if not hasattr(obj, attr):  # an older tree (an A/B run): not timed
+            continue
         saved.append((obj, attr, getattr(obj, attr)))
         setattr(obj, attr, _timed(name, getattr(obj, attr), totals))
     try:
@@ -345,14 +382,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         data_dir = Path(tmp) / "data"
         token = new_token(data_dir)
-        server = Server(data_dir, args.model_threads, args.server_args.split()).start()
+        probe: Path | None = Path(tmp) / "embed-cpu.txt"
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "BENCH_INGEST_PROBE")}
+        os.environ.update(probe_env(probe))
+        try:
+            server = Server(data_dir, args.model_threads, args.server_args.split()).start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        if not probe.exists():  # the probe did not load: SIGUSR1 would end the server
+            probe = None
         try:
             if args.warmup:
-                run_clients(server, token, snaps, 1, args.warmup, args.only_norm)
+                run_clients(server, token, snaps, 1, args.warmup, args.only_norm, probe)
             for clients in args.clients:
                 spy = start_profile(args.profile, clients, server.proc.pid,
                                     args.profile_args.split())
-                row = run_clients(server, token, snaps, clients, args.posts, args.only_norm)
+                row = run_clients(server, token, snaps, clients, args.posts, args.only_norm,
+                                  probe)
                 stop_profile(spy)
                 print(f"  {clients} client(s): {row['faces_per_s']} faces/s, p50 "
                       f"{row['p50_ms']} ms, p95 {row['p95_ms']} ms", flush=True)

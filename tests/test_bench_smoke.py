@@ -99,8 +99,13 @@ def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["rss_mb"] > 0
         assert row["cpu_ms_per_face"] > 0 and row["client_ms_per_face"] > 0
         assert row["user_ms"] + row["sys_ms"] >= row["loop_ms"] > 0
+        # the server's probe (bench/ingest_probe) timed its SFace runs: the rest is outside
+        assert 0 < row["embed_ms"] < row["cpu_ms_per_face"]
+        assert row["outside_ms"] == pytest.approx(row["cpu_ms_per_face"] - row["embed_ms"],
+                                                  abs=0.11)
     stages = {r["stage"]: r["ms"] for r in out["stages"]}
     assert stages["embed (SFace)"] > 0 and stages["decode photo (for thumbnails)"] > 0
+    assert stages["decode face0 (cv2, a plain RGB PNG)"] > 0
     assert "faces/s" in capsys.readouterr().out
 
 

@@ -48,14 +48,22 @@ class TokenChecker:
         self._cache: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def cached_user(self, header: str | None) -> int | None:
+        """The user of a well-formed ``header`` whose token is already known (no database
+        read, so callable from the event loop); None otherwise (ask
+        :meth:`user_for_header`)."""
+        digest = _header_digest(header) if header else None
+        if digest is None:
+            return None
+        with self._lock:
+            return self._cache.get(digest)
+
     def user_for_header(self, header: str | None) -> int:
         if not header:
             raise auth_failed("no Authorization header; send 'Authorization: Token <key>'")
-        scheme, _, key = header.strip().partition(" ")
-        key = key.strip()
-        if scheme.lower() != "token" or not key:
+        digest = _header_digest(header)
+        if digest is None:
             raise auth_failed("the Authorization header must be 'Token <key>'")
-        digest = token_hash(key)
         with self._lock:
             user = self._cache.get(digest)
         if user is None:
@@ -65,3 +73,12 @@ class TokenChecker:
             with self._lock:
                 self._cache[digest] = int(user)
         return int(user)
+
+
+def _header_digest(header: str) -> str | None:
+    """The token hash of ``Token <key>``, or None for any other form."""
+    scheme, _, key = header.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "token" or not key:
+        return None
+    return token_hash(key)

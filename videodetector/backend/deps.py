@@ -6,6 +6,7 @@ import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from videodetector.backend import websession
@@ -31,13 +32,23 @@ def get_backend(request: Request) -> Backend:
 
 
 async def backend_of(request: Request) -> Backend:
-    """:func:`get_backend` as a dependency: ``async`` because it only reads an attribute, so
-    FastAPI calls it on the event loop instead of a threadpool round trip (~0.13 ms of CPU
-    per request, measured; a sync dependency costs one each)."""
+    """``BackendDep``: async, so FastAPI calls it on the event loop (a plain ``def``
+    dependency costs a worker-thread hop per request, ~0.1 ms of CPU, for a lookup)."""
     return request.app.state.backend
 
 
-def current_user(request: Request) -> int:
+async def current_user(request: Request) -> int:
+    """``UserDep``: :func:`user_of_request`. A token already known is answered on the event
+    loop (no database read); anything else (a new token, the session cookie, an error) is
+    worked out in the threadpool as before."""
+    backend: Backend = request.app.state.backend
+    user = backend.tokens.cached_user(request.headers.get("authorization"))
+    if user is not None:
+        return user
+    return await run_in_threadpool(user_of_request, request)
+
+
+def user_of_request(request: Request) -> int:
     """The user (token owner) of the request; 401 AUTH_FAILED otherwise. Without an
     Authorization header, the console's session cookie (CSRF-checked for writes) counts."""
     backend = get_backend(request)
@@ -109,6 +120,18 @@ async def _image_param(p: Params, name: str, backend: Backend) -> bytes | None:
     if isinstance(value, str):  # base64 or a data: URI (a JSON body), refused by length first
         return decode_base64_image(value, name, limit, IMAGE_FORMS)
     raise bad_param(name, f"{name} must be {IMAGE_FORMS}", value)
+
+
+def fetches_an_image(p: Params) -> bool:
+    """Whether an image parameter (``photo``, ``face0``...) is an http(s) URL to fetch."""
+    names = ["photo", *(n for n in p.names() if n.startswith("face") and n[4:].isdigit())]
+    return any(isinstance(v := p.single(n), str) and v.startswith(("http://", "https://"))
+               for n in names)
+
+
+async def replayed_ids(backend: Backend, user: int, key: str) -> list[int] | None:
+    """``Backend.replay`` (a database read) from an async dependency: in the threadpool."""
+    return await run_in_threadpool(backend.replay, user, key)
 
 
 async def face_images(p: Params, backend: Backend, budget: PixelBudget | None = None

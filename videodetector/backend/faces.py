@@ -17,8 +17,10 @@ from videodetector.backend.deps import (
     ParamsDep,
     UserDep,
     face_images,
+    fetches_an_image,
     image_budget,
     photo_bytes,
+    replayed_ids,
     urls_of,
 )
 from videodetector.backend.errors import bad_param, not_found
@@ -234,45 +236,48 @@ def identify_in_gallery(gallery: GalleryName, request: Request, response: Respon
 # -- POST /face ----------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Earlier:
-    """The Idempotency-Key of a POST /face and the face ids an earlier request with it
-    stored (None: not seen yet)."""
+class Enrollment:
+    """A POST /face: its Idempotency-Key, and the ids of its earlier run (a replay found
+    before the images were read) or the parsed post."""
 
     key: str | None
-    ids: list[int] | None
-
-
-def earlier_of(request: Request, user: UserDep, p: ParamsDep, backend: BackendDep
-               ) -> Earlier:
-    key = idempotency_key(request, p)
-    return Earlier(key, backend.replay(user, key) if key else None)
-
-
-@dataclass(frozen=True)
-class Enrollment:
-    """A POST /face: the ids of its earlier run (a replay), or the parsed post."""
-
     earlier: list[int] | None
     post: FacePost | None
 
 
-async def enrollment_of(p: ParamsDep, backend: BackendDep,
-                        earlier: Annotated[Earlier, Depends(earlier_of)]) -> Enrollment:
-    """A replayed request is answered from its earlier run: its images are not read again."""
-    if earlier.ids is not None:
-        return Enrollment(earlier.ids, None)
-    return Enrollment(None, await face_post(p, backend, earlier.key))
+async def enrollment_of(request: Request, user: UserDep, p: ParamsDep, backend: BackendDep
+                        ) -> Enrollment:
+    """A replayed request is answered from its earlier run. When an image is a URL, the
+    replay is looked up first (a replay fetches nothing); uploads are in the body already,
+    so their post is parsed here and the handler looks the key up in its own worker-thread
+    hop (one hop less per detector post)."""
+    key = idempotency_key(request, p)
+    if key and fetches_an_image(p):
+        earlier = await replayed_ids(backend, user, key)
+        if earlier is not None:
+            return Enrollment(key, earlier, None)
+    return Enrollment(key, None, await face_post(p, backend, key))
 
 
-@router.post("/face", openapi_extra=openapi.FACE)
+# response_model=None: FastAPI would otherwise infer one from ``-> dict[str, Any]`` and
+# validate every answer against it in one more worker-thread hop (pydantic over the rows);
+# the schema it documented is kept.
+FACE_ANSWER = {200: {"content": {"application/json": {"schema": {
+    "additionalProperties": True, "title": "Response Add Face V1 Face Post", "type": "object"}}}}}
+
+
+@router.post("/face", openapi_extra=openapi.FACE, response_model=None, responses=FACE_ANSWER)
 def add_face(request: Request, user: UserDep,
              enrollment: Annotated[Enrollment, Depends(enrollment_of)], p: ParamsDep,
              backend: BackendDep) -> dict[str, Any]:
     """Add the faces on ``photo`` (``bbox``, ``mf_selector``, ``meta``, ``galleries``,
     ``cam_id``) or the video detector's normalized ``face0`` with ``bbox``, ``timestamp``
     and ``detectorParams``. Honours the ``Idempotency-Key`` header."""
-    if enrollment.post is None:  # a replay
-        results = render_faces(request, backend, user, enrollment.earlier or [])
+    earlier = enrollment.earlier
+    if enrollment.post is not None and enrollment.key:
+        earlier = backend.replay(user, enrollment.key)
+    if enrollment.post is None or earlier is not None:  # a replay
+        results = render_faces(request, backend, user, earlier or [])
     else:
         ids = backend.add_faces(user, enrollment.post)
         results = render_faces(request, backend, user, ids, p.flag("facen"))

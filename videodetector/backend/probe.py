@@ -99,7 +99,7 @@ def probe_faces(backend: Backend, data: bytes, selector: str, param: str = "phot
 
     def decode(factor_of: Callable[[tuple[int, int]], int]) -> Scaled:
         return Scaled.of(decode_photo_scaled(data, param, s.max_photo_bytes, s.max_size,
-                                             factor_of, hashed=False))
+                                             factor_of))
 
     first = decode(lambda size: detection_factor(size, max_side))
     largest = max(1, round(max(first.sx, first.sy)))
@@ -129,7 +129,7 @@ def detected_boxes(backend: Backend, data: bytes, param: str = "photo") -> tuple
     max_side = backend.engine.detector().max_side
     scaled = Scaled.of(decode_photo_scaled(
         data, param, s.max_photo_bytes, s.max_size,
-        lambda size: detection_factor(size, max_side), hashed=False))
+        lambda size: detection_factor(size, max_side)))
     found = [scaled.to_full(f) for f in backend.engine.detect(scaled.photo.image)]
     found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1])
              >= s.min_face_size]

@@ -39,6 +39,7 @@ from videodetector.backend.imaging import (
     content_hash,
     decode_for_thumbnails,
     decode_photo,
+    decode_plain_png,
     png_as_uploaded,
     thumbnail,
 )
@@ -332,8 +333,8 @@ class Backend:
     def decode_normalized(self, data: bytes, param: str) -> Photo:
         """A normalized face (``face0``...): at most ``max_normalized_size`` on a side."""
         s = self.settings
-        return decode_photo(data, param, s.max_photo_bytes, s.max_normalized_size,
-                            "max_normalized_size")
+        return decode_plain_png(data, param, s.max_photo_bytes, s.max_normalized_size,
+                                "max_normalized_size")
 
     def find_faces(self, photo: Photo, boxes: list[Box] | None, selector: str,
                    photo_param: str = "photo", bbox_param: str = "bbox") -> list[FoundFace]:
@@ -578,6 +579,8 @@ class Backend:
     def check_galleries(self, user: int, names: list[str], param: str = "galleries"
                         ) -> list[str]:
         """Custom gallery names that exist (``default`` is implied and dropped)."""
+        if not names:  # nothing to look up (a detector's post): no query
+            return []
         out = []
         existing = set(self.gallery_names(user))
         for name in names:

@@ -346,6 +346,17 @@ class FileStore:
             return None
         return p
 
+    def _new_path(self, rel: str) -> Path | None:
+        """:meth:`path` for a file about to be written (a :meth:`new_name`), checked by its
+        text alone: relative, no ``.``/``..``/empty part, no NUL. ``path`` resolves every
+        component (a few ``lstat`` calls per file, ~60 us of CPU) to follow symlinks,
+        which only matters for names that were not made here."""
+        parts = rel.split("/")
+        if rel.startswith("/") or "\x00" in rel or "\\" in rel or any(
+                p in ("", ".", "..") for p in parts):
+            return None
+        return self.root.joinpath(*parts)
+
     def write(self, rel: str, data: bytes) -> None:
         """Write ``rel`` whole or not at all: a ``.tmp`` file, fsynced, renamed into place,
         the directory fsynced (so the rename survives a power loss). On failure (ENOSPC,
@@ -357,7 +368,7 @@ class FileStore:
         went into fsynced once (shared with concurrent writers to the same directory)."""
         folders: list[Path] = []
         for rel, data in files:
-            path = self.path(rel)
+            path = self._new_path(rel)
             if path is None:
                 raise ValueError(f"bad upload path {rel!r}")
             if path.parent not in folders:
