@@ -11,6 +11,15 @@ tracked face, or motion all over the frame) may hold a new face: then the detect
 that very frame, so such faces are found as fast as with N = 1. A new face inside the blob
 of a tracked one (someone walking in touching a tracked person) waits at most N - 1 frames.
 Without the motion gate (``--md-threshold 0``) the detector runs on every frame.
+
+With ``--search-period M`` (M > 1), motion off the tracked faces that lasts (a bird, trees,
+a screen, a person whose face is not visible) is searched on every M-th frame only, once the
+detector has looked at it: it ran on an earlier frame of that same spell of motion and
+found no new face (every live track confirmed and matched, no tentative track, nobody
+refused for --max-persons). The first frame of new motion after a quiet frame or a frame
+whose motion was all on tracked faces is still detected at once, and so is the frame after
+a run that found a new face (its tentative track needs the next detection to be
+confirmed). A face that appears inside a spell already searched waits at most M - 1 frames.
 """
 
 from __future__ import annotations
@@ -52,13 +61,35 @@ def motion_off_faces(motion: np.ndarray, faces: np.ndarray, grow: float = GROW,
 
 
 def may_skip_detection(frames_since_detection: int, period: int, steady: bool,
-                       new_motion: bool) -> bool:
-    """Whether the detector may skip this moving frame: only while every face is tracked
-    steadily (``steady``), no motion lies off them (``new_motion`` False) and the detector
-    ran fewer than ``period`` frames ago (``frames_since_detection`` counts the frames it
-    skipped since its last run)."""
-    if period < 1:
-        raise ValueError(f"period must be >= 1, got {period!r}")
+                       new_motion: bool, search_period: int = 1,
+                       searched: bool = False) -> bool:
+    """Whether the detector may skip this moving frame (``frames_since_detection`` counts
+    the frames it skipped since its last run).
+
+    Motion all on the faces (``new_motion`` False): only while every face is tracked
+    steadily (``steady``) and the detector ran fewer than ``period`` frames ago. Motion off
+    them: only while that spell of motion was already ``searched`` (see
+    :func:`searched_after`) and the detector ran fewer than ``search_period`` frames ago."""
+    for name, value in (("period", period), ("search_period", search_period)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value!r}")
     if frames_since_detection < 0:
         raise ValueError(f"frames_since_detection must be >= 0, got {frames_since_detection!r}")
-    return steady and not new_motion and frames_since_detection + 1 < period
+    if new_motion:
+        return searched and frames_since_detection + 1 < search_period
+    return steady and frames_since_detection + 1 < period
+
+
+def searched_after(searched: bool, new_motion: bool, detected: bool, found_new: bool) -> bool:
+    """Whether the motion off the faces counts as searched for the next frame, after this
+    one: ``new_motion`` (this frame had motion off the tracked faces), ``detected`` (the
+    detector ran on it) and ``found_new`` (that run left a face not yet tracked steadily).
+
+    A frame without such motion (quiet, or all on tracked faces) ends the spell, so the next
+    motion off the faces is detected at once; a detector run on new motion that found no new
+    face starts (or renews) it; a skipped frame keeps it as it was."""
+    if not new_motion:
+        return False
+    if detected:
+        return not found_new
+    return searched
