@@ -103,7 +103,7 @@ class PipelineStats:
     detector_runs: int = 0
     region_runs: int = 0  # detector runs on a crop of the frame (--detect-regions)
     tracked_skips: int = 0  # moving frames left to the tracker (--detect-period)
-    search_skips: int = 0  # frames of motion off the faces, already searched (--search-period)
+    search_skips: int = 0  # moving frames already searched for new faces (--search-period)
     faces_detected: int = 0
     tracks_started: int = 0
     snapshots: int = 0
@@ -246,7 +246,7 @@ class FacePipeline:
         self.stats = stats if stats is not None else PipelineStats()  # may continue counting
         self._seq: dict[int, int] = {}
         self._skipped = 0  # frames since the detector last ran
-        self._searched = False  # the motion off the faces was searched (see cadence.py)
+        self._searched = False  # this spell of motion was searched (--search-period)
         self._use_regions = cfg.detect_regions and isinstance(detector, ScalableDetector)
         self._motion: MotionResult | None = None  # this frame's (boxes: full-frame pixels)
         self._since_full = FULL_FRAME_EVERY  # frames since the detector saw a whole frame
@@ -340,8 +340,8 @@ class FacePipeline:
 
     def _may_skip_moving(self) -> bool:
         """--detect-period / --search-period: this frame's motion is all on faces tracked
-        steadily, or lies off them where the detector already searched, and the detector
-        ran less than the period ago (see cadence.py)."""
+        steadily, or the tracker cannot account for it but the detector already searched
+        this spell of it, and the detector ran less than that period ago (see cadence.py)."""
         cfg = self.cfg
         steady = cfg.detect_period > 1 and self.tracker.steady
         searched = cfg.search_period > 1 and self._searched
@@ -358,8 +358,8 @@ class FacePipeline:
         return skip
 
     def _after_detection(self, update: TrackerUpdate) -> None:
-        """--search-period: after a detector run on motion off the faces it matched that
-        found no new face (no tentative track, nobody refused), that motion is searched."""
+        """--search-period: after a detector run on motion the tracker cannot account for
+        that found no new face (no tentative track, nobody refused), that spell is searched."""
         if self.cfg.search_period <= 1 or self._motion is None or not self._motion.moving:
             self._searched = False
             return
