@@ -1,5 +1,7 @@
 """--detect-period: the detector skips moving frames only while every face is tracked and all
-motion is on those faces; a new face elsewhere is detected on the frame it appears."""
+motion is on those faces; a new face elsewhere is detected on the frame it appears.
+--search-period: motion the tracker cannot account for, once searched without finding a new
+face, is searched on every M-th frame; its first frame after a quiet or steady one at once."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import shared_file
 from videodetector.core.models import YuNetDetector
 from videodetector.democlip import Walker, pick_sprites, write_clip
-from videodetector.detector.cadence import may_skip_detection, motion_off_faces
-from videodetector.detector.config import parse_config
+from videodetector.detector.cadence import may_skip_detection, motion_off_faces, searched_after
+from videodetector.detector.config import ConfigError, parse_config
 from videodetector.detector.pipeline import CameraSpec, FacePipeline
 from videodetector.detector.regions import grow_boxes
 from videodetector.detector.video.source import open_video, parse_source
@@ -50,15 +53,74 @@ def test_motion_off_faces_cases():
     assert motion_off_faces(everywhere, face)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(since=st.integers(0, 30), period=st.integers(1, 25), steady=st.booleans(),
-       new=st.booleans())
-def test_may_skip_only_when_steady_without_new_motion_within_the_period(since, period,
-                                                                         steady, new):
-    skip = may_skip_detection(since, period, steady, new)
-    assert skip == (steady and not new and since + 1 < period)
-    if period == 1:
-        assert not skip  # period 1: the detector runs on every moving frame
+       new=st.booleans(), search=st.integers(1, 25), searched=st.booleans())
+def test_may_skip_only_within_the_period_of_its_kind(since, period, steady, new, search,
+                                                      searched):
+    skip = may_skip_detection(since, period, steady, new, search, searched)
+    if new:  # motion the tracker cannot account for: only a spell already searched
+        assert skip == (searched and since + 1 < search)
+    else:  # all on steadily tracked faces: --detect-period as before
+        assert skip == (steady and since + 1 < period)
+    if (period == 1 or not steady) and (search == 1 or not searched):
+        assert not skip  # both periods 1: the detector runs on every moving frame
+    assert may_skip_detection(since, period, steady, new) == (not new and steady
+                                                              and since + 1 < period)
+
+
+# one frame: "quiet" (no motion), "steady" (all motion on steadily tracked faces) or
+# "new" (motion the tracker cannot account for); and whether a run on it finds a new face
+frame_kind = st.tuples(st.sampled_from(["quiet", "steady", "new"]), st.booleans())
+
+
+def drive(frames: list[tuple[str, bool]], period: int, search: int) -> list[bool]:
+    """Which of ``frames`` the detector runs on, with the pipeline's use of cadence.py:
+    quiet frames are skipped, a frame with motion asks may_skip_detection, and the state
+    goes through searched_after after every frame."""
+    since, searched, ran = 0, False, []
+    for kind, finds_new in frames:
+        new = kind == "new"
+        detect = kind != "quiet" and not may_skip_detection(since, period, kind == "steady",
+                                                             new, search, searched)
+        searched = searched_after(searched, new, detect, detect and finds_new)
+        since = 0 if detect else since + 1
+        ran.append(detect)
+    return ran
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(frame_kind, max_size=60), period=st.integers(1, 6),
+       search=st.integers(1, 6))
+def test_search_period_properties(frames, period, search):
+    ran = drive(frames, period, search)
+    in_a_row = 0
+    for i, ((kind, _), detect) in enumerate(zip(frames, ran, strict=True)):
+        before = frames[i - 1] if i else ("quiet", False)
+        if kind != "new":
+            in_a_row = 0
+            continue
+        if before[0] != "new":
+            assert detect, "the first frame of new motion after a quiet/steady one is detected"
+        if i and before[0] == "new" and ran[i - 1] and before[1]:
+            assert detect, "the frame after a run that found a new face is detected"
+        in_a_row = 0 if detect else in_a_row + 1
+        assert in_a_row <= search - 1, "never more than M - 1 new-motion frames skipped"
+    if search == 1:  # today's behaviour: every frame of new motion is detected
+        assert all(d for (kind, _), d in zip(frames, ran, strict=True) if kind == "new")
+
+
+def test_a_lasting_spell_without_faces_is_searched_every_m_th_frame():
+    frames = [("quiet", False)] * 3 + [("new", False)] * 9
+    assert drive(frames, 4, 1) == [False] * 3 + [True] * 9
+    assert drive(frames, 4, 2) == [False] * 3 + [True, False] * 4 + [True]
+    assert drive(frames, 4, 3) == [False] * 3 + [True, False, False] * 3
+    # a run that finds a new face: the next frame is detected (its track needs a 2nd hit)
+    found = [("new", False)] * 3 + [("new", True), ("new", False), ("new", False)]
+    assert drive(found, 4, 3) == [True, False, False, True, True, False]
+    # a steady frame ends the spell: the next new motion is detected at once
+    mixed = [("new", False), ("new", False), ("steady", False), ("new", False)]
+    assert drive(mixed, 4, 3) == [True, False, False, True]
 
 
 def test_may_skip_detection_rejects_bad_values():
@@ -66,6 +128,26 @@ def test_may_skip_detection_rejects_bad_values():
         may_skip_detection(0, 0, True, False)
     with pytest.raises(ValueError, match="frames_since_detection"):
         may_skip_detection(-1, 2, True, False)
+    with pytest.raises(ValueError, match="search_period"):
+        may_skip_detection(0, 2, True, True, 0, True)
+
+
+@pytest.mark.parametrize("value", ["0", "26", "two"])
+def test_search_period_out_of_range_is_named(value):
+    with pytest.raises(ConfigError, match="--search-period"):
+        parse_config(["--source", "x.mp4", "--api-url", "127.0.0.1:9", "--api-token", "t",
+                      "--search-period", value])
+
+
+def test_search_period_default_and_config_file_key(tmp_path):
+    base = ["--source", "x.mp4", "--api-url", "127.0.0.1:9", "--api-token", "t"]
+    assert parse_config(base).search_period == 2
+    ini = tmp_path / "c.ini"
+    ini.write_text("[General]\nsearch-period=3\n")
+    assert parse_config([*base, "-c", str(ini)]).search_period == 3
+    ini.write_text("[General]\nsearch-period=0\n")
+    with pytest.raises(ConfigError, match="--search-period"):
+        parse_config([*base, "-c", str(ini)])
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +159,12 @@ def second_face_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
                           seconds=3.0, size=(1280, 720)))
 
 
-def first_frames_with_tracks(path: str, period: int) -> tuple[dict[int, int], FacePipeline, int]:
+def first_frames_with_tracks(path: str, period: int, search: int = 1
+                             ) -> tuple[dict[int, int], FacePipeline, int]:
     """{track count: first frame index with that many confirmed tracks}, the pipeline, posts."""
     cfg = parse_config(["--source", path, "--camid", "c1", "--api-url", "127.0.0.1:9",
-                        "--api-token", "t", "--detect-period", str(period)])
+                        "--api-token", "t", "--detect-period", str(period),
+                        "--search-period", str(search)])
     pipe = FacePipeline(cfg, CameraSpec("c1", path), YuNetDetector(), live=False)
     first: dict[int, int] = {}
     posts = 0
@@ -99,3 +183,90 @@ def test_a_new_face_is_tracked_as_soon_as_with_the_detector_on_every_frame(secon
     assert pipe2.stats.detector_runs < pipe1.stats.detector_runs
     assert 2 in every and skipping[1] == every[1] and skipping[2] == every[2]
     assert posts1 == posts2 == 2
+
+
+def run_frames(path: str, search: int, max_frames: int = 0
+               ) -> tuple[list[tuple[bool, bool, bool, int]], FacePipeline, int]:
+    """Per frame (moving, detector ran, search skip, confirmed tracks), the pipeline, posts."""
+    cfg = parse_config(["--source", path, "--camid", "c1", "--api-url", "127.0.0.1:9",
+                        "--api-token", "t", "--search-period", str(search)])
+    pipe = FacePipeline(cfg, CameraSpec("c1", path), YuNetDetector(), live=False)
+    rows, posts = [], 0
+    with open_video(parse_source(path)) as stream:
+        for frame in stream:
+            runs, skips, moving = pipe.stats.detector_runs, pipe.stats.search_skips, \
+                pipe.stats.motion_frames
+            posts += len(pipe.process(frame))
+            rows.append((pipe.stats.motion_frames > moving, pipe.stats.detector_runs > runs,
+                         pipe.stats.search_skips > skips, len(pipe.active_tracks)))
+            if len(rows) == max_frames:
+                break
+    return rows, pipe, posts + len(pipe.finish())
+
+
+def longest_run(flags: list[bool]) -> int:
+    best = now = 0
+    for f in flags:
+        now = now + 1 if f else 0
+        best = max(best, now)
+    return best
+
+
+@pytest.mark.media
+def test_lasting_motion_without_faces_is_searched_every_m_th_frame():
+    """The cockatoo (motion all over every frame, no face): YuNet ran on every frame; now on
+    the first and then every M-th, and it still posts nothing."""
+    path = str(shared_file("clips_noface/imageio_cockatoo.mp4"))
+    every, _, _ = run_frames(path, 1, 60)
+    assert all(moving and ran for moving, ran, _, _ in every)
+    for search in (2, 3):
+        rows, pipe, posts = run_frames(path, search, 60)
+        ran = [r[1] for r in rows]
+        assert ran == [i % search == 0 for i in range(60)]
+        assert pipe.stats.search_skips == 60 - sum(ran)
+        assert posts == 0
+
+
+@pytest.fixture(scope="module")
+def face_into_lasting_motion_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """640x480: a faceless textured block crosses the room the whole time (a tree, a
+    screen); a person walks in at 1.0 s, far from it."""
+    rng = np.random.default_rng(3)
+    block = rng.integers(0, 256, (13, 13, 3)).astype(np.uint8).repeat(10, 0).repeat(10, 1)
+    (a,) = pick_sprites(1, start=2)
+    path = tmp_path_factory.mktemp("cadence") / "lasting.mp4"
+    return str(write_clip(path, [Walker(block, 0.0, 3.0, 320), Walker(a, 1.0, 3.0, 40)],
+                          seconds=3.0))
+
+
+def test_a_face_walking_into_searched_motion_waits_at_most_m_minus_1_frames(
+        face_into_lasting_motion_clip):
+    every, pipe1, posts1 = run_frames(face_into_lasting_motion_clip, 1)
+    rows, pipe3, posts3 = run_frames(face_into_lasting_motion_clip, 3)
+    first1 = next(i for i, r in enumerate(every) if r[3])
+    first3 = next(i for i, r in enumerate(rows) if r[3])
+    assert 25 <= first1 <= 30  # the person enters at frame 25
+    assert first1 <= first3 <= first1 + 2
+    assert longest_run([r[2] for r in rows]) == 2  # never more than M - 1 in a row
+    assert rows[0][1]  # the first frame of motion was detected
+    assert pipe3.stats.search_skips > 20  # the faceless block alone: 2 frames in 3 skipped
+    assert pipe3.stats.detector_runs < 0.75 * pipe1.stats.detector_runs
+    assert posts1 == posts3 == 1
+
+
+@pytest.fixture(scope="module")
+def face_into_quiet_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """640x480: an empty room for 0.6 s, then one person walks in."""
+    (a,) = pick_sprites(1, start=3)
+    path = tmp_path_factory.mktemp("cadence") / "quiet.mp4"
+    return str(write_clip(path, [Walker(a, 0.6, 2.4, 120)], seconds=2.4))
+
+
+def test_a_face_walking_into_a_quiet_scene_is_found_as_fast_as_with_m_1(face_into_quiet_clip):
+    every, _, posts1 = run_frames(face_into_quiet_clip, 1)
+    rows, _, posts3 = run_frames(face_into_quiet_clip, 3)
+    first_motion = next(i for i, r in enumerate(rows) if r[0])
+    assert rows[first_motion][1]  # the first frame of new motion is detected at once
+    assert (next(i for i, r in enumerate(rows) if r[3])
+            == next(i for i, r in enumerate(every) if r[3]))
+    assert posts1 == posts3 == 1

@@ -286,5 +286,7 @@ def test_a_face_that_cannot_be_scored_is_skipped_and_the_other_tracks_keep_their
     upper = [s for s in plain if s.bbox[1] < 200]
     assert snaps and all(s.bbox[1] < 200 for s in snaps)  # nothing of the lower walker
     assert len(snaps) == len(upper)  # the upper walker's windows all posted
-    assert pipe.stats.faces_skipped["unscorable"] >= 30  # lower walker, every frame, + 1
+    # the lower walker on every detector run after its first (tentative) one, + the upper
+    # one once (the runs depend on --detect-period/--search-period: 24-30 of the 75 frames)
+    assert pipe.stats.faces_skipped["unscorable"] >= pipe.stats.detector_runs >= 20
     assert pipe.stats.frames == 75

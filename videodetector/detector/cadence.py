@@ -8,9 +8,23 @@ the boxes in between, as norfair's ``period`` does. A motion box is a connected 
 change, so a walking person's body and the trail the running-average background leaves
 behind a moving face belong to that face's blob. Any other blob (one that touches no
 tracked face, or motion all over the frame) may hold a new face: then the detector runs on
-that very frame, so such faces are found as fast as with N = 1. A new face inside the blob
+that very frame (unless it already searched that motion, below), so such faces are found
+as fast as with N = 1. A new face inside the blob
 of a tracked one (someone walking in touching a tracked person) waits at most N - 1 frames.
 Without the motion gate (``--md-threshold 0``) the detector runs on every frame.
+
+With ``--search-period M`` (M > 1) the same holds, every M-th frame, for motion the tracker
+cannot account for -- motion off the steadily tracked faces, or any motion while a face is
+not tracked steadily (nobody tracked, a track the last run missed): a bird, trees, a screen,
+a person facing away -- once the detector has searched it: it ran on an earlier frame of
+that same spell and found no new face (no tentative track, nobody refused for
+--max-persons). The first such frame after a quiet frame or after a frame whose motion was
+all on steadily tracked faces is detected at once (a face walking into a quiet scene is
+found as fast as with M = 1), and so is the frame after a run that found a new face (its
+tentative track needs the next detection to be confirmed). A face that appears during a
+spell already searched waits at most M - 1 frames. The tracker still advances on the frames
+skipped (``update(None)``); a missed track counts a miss per detector run, so with M = 2 it
+lives up to twice as many frames before it ends.
 """
 
 from __future__ import annotations
@@ -52,13 +66,37 @@ def motion_off_faces(motion: np.ndarray, faces: np.ndarray, grow: float = GROW,
 
 
 def may_skip_detection(frames_since_detection: int, period: int, steady: bool,
-                       new_motion: bool) -> bool:
-    """Whether the detector may skip this moving frame: only while every face is tracked
-    steadily (``steady``), no motion lies off them (``new_motion`` False) and the detector
-    ran fewer than ``period`` frames ago (``frames_since_detection`` counts the frames it
-    skipped since its last run)."""
-    if period < 1:
-        raise ValueError(f"period must be >= 1, got {period!r}")
+                       new_motion: bool, search_period: int = 1,
+                       searched: bool = False) -> bool:
+    """Whether the detector may skip this moving frame (``frames_since_detection`` counts
+    the frames it skipped since its last run).
+
+    Motion all on faces tracked steadily (``new_motion`` False): only while ``steady`` and
+    the detector ran fewer than ``period`` frames ago. Motion the tracker cannot account for
+    (``new_motion``: off those faces, or some face not tracked steadily): only while that
+    spell was already ``searched`` (see :func:`searched_after`) and the detector ran fewer
+    than ``search_period`` frames ago."""
+    for name, value in (("period", period), ("search_period", search_period)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value!r}")
     if frames_since_detection < 0:
         raise ValueError(f"frames_since_detection must be >= 0, got {frames_since_detection!r}")
-    return steady and not new_motion and frames_since_detection + 1 < period
+    if new_motion:
+        return searched and frames_since_detection + 1 < search_period
+    return steady and frames_since_detection + 1 < period
+
+
+def searched_after(searched: bool, new_motion: bool, detected: bool, found_new: bool) -> bool:
+    """Whether the motion the tracker cannot account for counts as searched for the next
+    frame, after this one: ``new_motion`` (this frame had such motion, see
+    :func:`may_skip_detection`), ``detected`` (the detector ran on it) and ``found_new``
+    (that run started a tentative track or refused one for --max-persons).
+
+    A frame without such motion (quiet, or all on steadily tracked faces) ends the spell, so
+    the next such motion is detected at once; a detector run on it that found no new face
+    starts (or renews) the spell; a skipped frame keeps it as it was."""
+    if not new_motion:
+        return False
+    if detected:
+        return not found_new
+    return searched

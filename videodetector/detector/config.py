@@ -99,6 +99,9 @@ class DetectorConfig:
     detect_regions: bool = True
     # while every face is tracked and nothing moves elsewhere, detect every n-th frame only
     detect_period: int = 4
+    # while motion off the tracked faces lasts and the detector found no face in it, search it
+    # on every m-th frame only (the first frame of such motion is always searched)
+    search_period: int = 2
     # --- face tracking ---
     rescale_height: int = 0  # frame height for the tracker; 0 = no rescale
     max_persons: int = 10
@@ -456,6 +459,10 @@ def _add_face_options(p: Any) -> None:
     g.add_argument("--detect-period", type=int,
                    help="while every face is tracked and nothing else moves, detect every "
                         "n-th frame (4); 1 = every frame with motion")
+    g.add_argument("--search-period", type=int,
+                   help="while motion away from the tracked faces lasts and the detector found "
+                        "no new face in it, detect every m-th such frame (2); its first frame "
+                        "is always detected; 1 = every frame with such motion")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
@@ -632,6 +639,7 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("scale", lambda v: 0 < v <= 1, "in (0, 1] (it scales frames down)"),
     ("rescale_height", lambda v: 0 <= v <= 8192, "between 0 and 8192"),
     ("detect_period", lambda v: 1 <= v <= 25, "between 1 and 25"),
+    ("search_period", lambda v: 1 <= v <= 25, "between 1 and 25"),
     ("max_persons", lambda v: v >= 1, ">= 1"),
     ("tracker_threads", lambda v: v >= 1, ">= 1"),
     ("min_face_size", lambda v: v >= 0, ">= 0"),

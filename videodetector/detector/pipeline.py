@@ -44,13 +44,13 @@ from videodetector.core.models import SFaceEmbedder, align_face
 from videodetector.core.quality.score import face_quality
 from videodetector.core.ratelog import RateLimitedLog
 from videodetector.detector.bestframe import Candidate, make_selector
-from videodetector.detector.cadence import may_skip_detection, motion_off_faces
+from videodetector.detector.cadence import may_skip_detection, motion_off_faces, searched_after
 from videodetector.detector.config import DetectorConfig
 from videodetector.detector.motion.detector import FrameDiffMotion, MotionResult
 from videodetector.detector.regions import Region, detection_regions, input_regions
 from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers
-from videodetector.detector.tracker.tracker import Track, Tracker
+from videodetector.detector.tracker.tracker import Track, Tracker, TrackerUpdate
 from videodetector.detector.uniq import UniqFilter
 from videodetector.detector.video.pixels import Pixels
 from videodetector.detector.video.source import Frame
@@ -108,6 +108,7 @@ class PipelineStats:
     detector_runs: int = 0
     region_runs: int = 0  # detector runs on a crop of the frame (--detect-regions)
     tracked_skips: int = 0  # moving frames left to the tracker (--detect-period)
+    search_skips: int = 0  # moving frames already searched for new faces (--search-period)
     faces_detected: int = 0
     tracks_started: int = 0
     snapshots: int = 0
@@ -287,6 +288,7 @@ class FacePipeline:
         self.stats = stats if stats is not None else PipelineStats()  # may continue counting
         self._seq: dict[int, int] = {}
         self._skipped = 0  # frames since the detector last ran
+        self._searched = False  # this spell of motion was searched (--search-period)
         self._scalable = isinstance(detector, ScalableDetector)
         self._use_regions = cfg.detect_regions and self._scalable
         self._motion: MotionResult | None = None  # this frame's (boxes: full-frame pixels)
@@ -345,6 +347,7 @@ class FacePipeline:
         t1 = time.perf_counter()
         self._active = update.active
         self._faces_seen = len(dets) > 0 or bool(update.active)
+        self._after_detection(update)
         ready = []
         for track in update.ended:
             ready += self.selector.end_track(track.id, frame.pts)
@@ -369,23 +372,49 @@ class FacePipeline:
         self.timers.motion.observe(time.perf_counter() - t0)
         if not moving and not (self._faces_seen and self._skipped + 1 >= RECHECK_FRAMES):
             self._skipped += 1
+            self._searched = False  # a quiet frame: the next motion is new
             return False
         self.stats.motion_frames += moving
-        if moving and self._tracked_only():
+        if moving and self._may_skip_moving():
             self._skipped += 1
-            self.stats.tracked_skips += 1
             return False
         self._skipped = 0
         return True
 
-    def _tracked_only(self) -> bool:
-        """--detect-period: this frame's motion is all on faces tracked steadily and the
-        detector ran less than the period ago (see cadence.py)."""
-        period = self.cfg.detect_period
-        if period <= 1 or self.cfg.md_threshold <= 0 or not self.tracker.steady:
+    def _may_skip_moving(self) -> bool:
+        """--detect-period / --search-period: this frame's motion is all on faces tracked
+        steadily, or the tracker cannot account for it but the detector already searched
+        this spell of it, and the detector ran less than that period ago (see cadence.py)."""
+        cfg = self.cfg
+        steady = cfg.detect_period > 1 and self.tracker.steady
+        searched = cfg.search_period > 1 and self._searched
+        if cfg.md_threshold <= 0 or not (steady or searched):
             return False  # (without the motion gate nothing tells where the motion is)
-        new_motion = motion_off_faces(self._motion_boxes, self.tracker.boxes)
-        return may_skip_detection(self._skipped, period, True, new_motion)
+        new_motion = self._unaccounted()
+        skip = may_skip_detection(self._skipped, cfg.detect_period, steady, new_motion,
+                                  cfg.search_period, searched)
+        self._searched = searched_after(searched, new_motion, False, False)
+        if skip and new_motion:
+            self.stats.search_skips += 1
+        elif skip:
+            self.stats.tracked_skips += 1
+        return skip
+
+    def _after_detection(self, update: TrackerUpdate) -> None:
+        """--search-period: after a detector run on motion the tracker cannot account for
+        that found no new face (no tentative track, nobody refused), that spell is searched."""
+        if self.cfg.search_period <= 1 or self._motion is None or not self._motion.moving:
+            self._searched = False
+            return
+        found_new = update.not_started > 0 or len(self.tracker.boxes) > len(update.active)
+        new_motion = not found_new and self._unaccounted()
+        self._searched = searched_after(self._searched, new_motion, True, found_new)
+
+    def _unaccounted(self) -> bool:
+        """This frame's motion is not all on faces tracked steadily: some lies off them, or
+        some face is not tracked steadily (a missed track, or nobody tracked)."""
+        tracker = self.tracker
+        return not tracker.steady or motion_off_faces(self._motion_boxes, tracker.boxes)
 
     def _observe(self, frame: Frame, active: list[Track], dets: Detections) -> list[Candidate]:
         """Offer this frame's face of every matched track to the best-frame selector."""
@@ -424,6 +453,7 @@ class FacePipeline:
         self._seq.clear()
         self._active = []
         self._faces_seen = False
+        self._searched = False
         self.motion.reset()  # after a gap the scene may differ: look at the next frame whole
         self._since_full = FULL_FRAME_EVERY
         return snapshots
