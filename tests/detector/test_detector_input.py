@@ -125,7 +125,8 @@ def test_moving_frames_without_a_face_are_never_converted_at_full_size(detector,
     full size (before issue 10 each was)."""
     block = np.full((160, 160, 3), 90, np.uint8)
     walkers = [Walker(block, 0.0, 1.0, 300)]
-    pipe = pipeline(detector, "--detect-regions", regions)
+    # --search-period 1: the detector runs on every moving frame (what is counted here)
+    pipe = pipeline(detector, "--detect-regions", regions, "--search-period", "1")
     frames = [CountingPixels(decoded(scene(walkers, i / 25))) for i in range(10)]
     for i, pixels in enumerate(frames):
         assert pipe.process(Frame(index=i, pts=i / 25, pixels=pixels)) == []
@@ -140,7 +141,7 @@ def test_moving_frames_without_a_face_are_never_converted_at_full_size(detector,
 def test_the_cockatoo_is_detected_on_without_any_full_size_conversion(detector):
     """yuv444p 1280x720 with motion everywhere (the conversion FFmpeg has no fast path for)."""
     path = str(shared_file("clips_noface/imageio_cockatoo.mp4"))
-    pipe = pipeline(detector)
+    pipe = pipeline(detector, "--search-period", "1")  # YuNet on every frame
     converted = 0
     with open_video(parse_source(path)) as stream:
         for frame in stream:
