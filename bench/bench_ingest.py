@@ -25,8 +25,9 @@ and the server's RSS after the run.
 
 Then (``--stages N``) the CPU per face of each stage of ``Backend.add_faces`` (decode,
 embedding, thumbnail, encodes, file writes, SQL), measured in this process with
-``time.process_time`` on the same snapshots, one post at a time. On a loaded machine every CPU figure is
-inflated (SFace: 14.5 ms idle, 25-30 ms at load 15): compare runs taken at the same load.
+``time.process_time`` on the same snapshots, one post at a time. On a loaded machine every
+CPU figure is inflated (SFace: 14.5 ms idle, 25-30 ms at load 15): compare runs taken at the
+same load.
 """
 
 from __future__ import annotations
