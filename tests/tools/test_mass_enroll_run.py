@@ -212,8 +212,8 @@ def test_interrupted_run_stops_cleanly_and_resumes(api: Api, tmp_path: Path,
     """Ctrl-C (SIGINT) and kill (SIGTERM): the posts in flight are recorded, the summary says
     what is left, exit status 130; the next run finishes the job."""
     # enough photos that a run is still posting when it is signalled (a fast backend finished
-    # 10 before the signal: exit 0, nothing to interrupt)
-    images = linked(tmp_path / "photos", ctu_photos(40))
+    # 10 before the signal, and once 40 in CI: exit 0, nothing to interrupt)
+    images = linked(tmp_path / "photos", ctu_photos(120))
     job = tmp_path / "i.job"
     assert main(["--job", str(job), "prepare", "--meta-filename",
                  str(tmp_path / "photos/*.jpg")]) == 0
