@@ -153,7 +153,7 @@ def start_run(job: Path, api: Api, log: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_killed_run_resumes_and_stores_each_image_once(api: Api, tmp_path: Path):
-    images = linked(tmp_path / "photos", ctu_photos(24))
+    images = linked(tmp_path / "photos", ctu_photos(60))
     job = tmp_path / "k.job"
     assert main(["--job", str(job), "prepare", "--meta-filename",
                  str(tmp_path / "photos/*.jpg")]) == 0
@@ -178,7 +178,7 @@ def test_killed_run_resumes_and_stores_each_image_once(api: Api, tmp_path: Path)
 def test_backend_down_during_run(tmp_path: Path):
     """The backend is killed (kill -9) mid-run and restarted on the same port and data: the
     run waits (no image failed), then finishes with every image stored once."""
-    images = linked(tmp_path / "photos", ctu_photos(16))
+    images = linked(tmp_path / "photos", ctu_photos(40))
     job = tmp_path / "d.job"
     assert main(["--job", str(job), "prepare", "--meta-filename",
                  str(tmp_path / "photos/*.jpg")]) == 0
