@@ -119,3 +119,41 @@ def test_preview_is_downscaled_and_bounded():
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape[:2] == (720, 1280)
     assert preview_jpeg(noisy, max_bytes=1000) is None
+
+
+class _FirstFrameArrives:
+    """A worker whose first frame arrives while a report is being made: ``last_image`` is
+    None when first read and the frame afterwards."""
+
+    def __init__(self, frame: np.ndarray) -> None:
+        self._base = fake_worker()
+        self._reads = [None, frame]
+
+    def __getattr__(self, name: str):
+        return getattr(self._base, name)
+
+    @property
+    def last_image(self) -> np.ndarray | None:
+        return self._reads.pop(0) if len(self._reads) > 1 else self._reads[0]
+
+
+def test_a_report_and_its_preview_describe_the_same_frame(tmp_path: Path):
+    """The report read the camera's last frame once for its frame size and again for the
+    preview: a frame arriving in between gave a preview with a report that had no frame size
+    (seen in CI). Now both come from one read."""
+    with BackendServer(Settings(data_dir=tmp_path / "data", log_level="warning")) as srv:
+        token = srv.create_token()
+        auth = {"Authorization": f"Token {token}"}
+        cam = requests.post(srv.url + "/v1/camera", headers=auth,
+                            json={"url": "rtsp://cam/1", "detector": "site1"}).json()["id"]
+        cfg = parse_config(["--detector-name", "site1", "--api-url", srv.url, "--api-token",
+                            token, "--camera-url", "/v1/camera"])
+        workers = {cam: _FirstFrameArrives(np.zeros((480, 640, 3), np.uint8))}
+        reporter = HealthReporter(cfg, lambda: workers)
+        reporter.report_all()  # the frame was not there yet: no size, no preview
+        health = requests.get(f"{srv.url}/v1/camera/{cam}/health", headers=auth).json()
+        assert health["preview"] is None and health["report"].get("frame_width") is None
+        reporter.report_all()  # now it is: both
+        health = requests.get(f"{srv.url}/v1/camera/{cam}/health", headers=auth).json()
+        assert health["report"]["frame_width"] == 640
+        assert health["preview"]["frame_width"] == 640

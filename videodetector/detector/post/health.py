@@ -52,10 +52,11 @@ class Reporting(Protocol):
     def state(self) -> str: ...
 
 
-def health_of(worker: Reporting, detector: str, interval: float) -> dict[str, Any]:
-    """The health report of one camera (the JSON body of ``POST .../health``)."""
+def health_of(worker: Reporting, detector: str, interval: float,
+              image: np.ndarray | None) -> dict[str, Any]:
+    """The health report of one camera (the JSON body of ``POST .../health``); ``image``: the
+    camera's last frame as read once for this report and its preview (None: none yet)."""
     stats = worker.reader.stats() if worker.reader is not None else None
-    image = worker.last_image
     report: dict[str, Any] = {
         "detector": detector, "version": __version__, "state": worker.state,
         "interval": interval,
@@ -159,10 +160,10 @@ class HealthReporter:
 
     def report(self, cam_id: str, worker: Reporting) -> None:
         """Post one camera's health, and its preview when the backend wants one."""
-        body = health_of(worker, self.cfg.detector_name, self.interval)
+        image = worker.last_image  # read once: the report's frame size is the preview's
+        body = health_of(worker, self.cfg.detector_name, self.interval, image)
         answer = self._send("POST", self._url(cam_id, "health"), json=body).json()
         self.reports += 1
-        image = worker.last_image
         if not (isinstance(answer, dict) and answer.get("preview_wanted")) or image is None:
             return
         jpeg = preview_jpeg(image)
