@@ -14,7 +14,7 @@ import requests
 
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
-from videodetector.detector.config import parse_config
+from videodetector.detector.config import DetectorConfig, parse_config
 from videodetector.detector.post.health import HealthReporter, preview_jpeg
 from videodetector.detector.video.reader import ReaderStats
 
@@ -78,15 +78,21 @@ def fake_worker(image: np.ndarray | None = None) -> SimpleNamespace:
         pipeline_stats=SimpleNamespace(frames=9), last_image=image)
 
 
+def one_camera(srv: BackendServer) -> tuple[str, dict[str, str], str, DetectorConfig]:
+    """A token, its auth header, one camera of detector site1, and that detector's config."""
+    token = srv.create_token()
+    auth = {"Authorization": f"Token {token}"}
+    cam = requests.post(srv.url + "/v1/camera", headers=auth,
+                        json={"url": "rtsp://cam/1", "detector": "site1"}).json()["id"]
+    cfg = parse_config(["--detector-name", "site1", "--api-url", srv.url, "--api-token",
+                        token, "--camera-url", "/v1/camera"])
+    return token, auth, cam, cfg
+
+
 def test_a_refused_camera_does_not_stop_the_others_and_an_outage_logs_once(tmp_path: Path,
                                                                             caplog):
     with BackendServer(Settings(data_dir=tmp_path / "data", log_level="warning")) as srv:
-        token = srv.create_token()
-        auth = {"Authorization": f"Token {token}"}
-        cam = requests.post(srv.url + "/v1/camera", headers=auth,
-                            json={"url": "rtsp://cam/1", "detector": "site1"}).json()["id"]
-        cfg = parse_config(["--detector-name", "site1", "--api-url", srv.url, "--api-token",
-                            token, "--camera-url", "/v1/camera"])
+        token, auth, cam, cfg = one_camera(srv)
         frame = np.zeros((1080, 1920, 3), np.uint8)
         workers = {"deleted-a-moment-ago": fake_worker(), cam: fake_worker(frame)}
         reporter = HealthReporter(cfg, lambda: workers)
@@ -142,12 +148,7 @@ def test_a_report_and_its_preview_describe_the_same_frame(tmp_path: Path):
     preview: a frame arriving in between gave a preview with a report that had no frame size
     (seen in CI). Now both come from one read."""
     with BackendServer(Settings(data_dir=tmp_path / "data", log_level="warning")) as srv:
-        token = srv.create_token()
-        auth = {"Authorization": f"Token {token}"}
-        cam = requests.post(srv.url + "/v1/camera", headers=auth,
-                            json={"url": "rtsp://cam/1", "detector": "site1"}).json()["id"]
-        cfg = parse_config(["--detector-name", "site1", "--api-url", srv.url, "--api-token",
-                            token, "--camera-url", "/v1/camera"])
+        token, auth, cam, cfg = one_camera(srv)
         workers = {cam: _FirstFrameArrives(np.zeros((480, 640, 3), np.uint8))}
         reporter = HealthReporter(cfg, lambda: workers)
         reporter.report_all()  # the frame was not there yet: no size, no preview
