@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.conftest import shared_file
 from videodetector.backend.errors import ApiError
-from videodetector.backend.imaging import decode_photo, decode_photo_scaled
+from videodetector.backend.imaging import decode_photo
 from videodetector.backend.probe import align_factor, detection_factor, probe_faces
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
@@ -86,15 +86,15 @@ def test_align_factor_keeps_the_eyes_70_px_apart(eyes: float, largest: int,
 
 def test_scaled_decode_validates_like_a_full_decode() -> None:
     data = enlarged(meds("S001-02-t10_01.jpg"), 5.0)  # 2400x3000
-    photo = decode_photo_scaled(data, "photo", len(data), 6000, lambda size: 4)
+    photo = decode_photo(data, "photo", len(data), 6000, factor_of=lambda size: 4)
     assert photo.size == (2400, 3000) and photo.image.shape[:2] == (750, 600)
     with pytest.raises(ApiError) as err:  # a truncated file is refused, not half decoded
-        decode_photo_scaled(data[: len(data) // 2], "photo", len(data), 6000, lambda s: 4)
+        decode_photo(data[: len(data) // 2], "photo", len(data), 6000, factor_of=lambda s: 4)
     assert (err.value.status, err.value.code) == (400, "BAD_PARAM")
     with pytest.raises(ApiError):  # the side limit is checked from the header
-        decode_photo_scaled(data, "photo", len(data), 2000, lambda s: 4)
+        decode_photo(data, "photo", len(data), 2000, factor_of=lambda s: 4)
     with pytest.raises(ApiError):  # and the byte limit first
-        decode_photo_scaled(data, "photo", len(data) - 1, 6000, lambda s: 4)
+        decode_photo(data, "photo", len(data) - 1, 6000, factor_of=lambda s: 4)
 
 
 def test_scaled_decode_applies_exif_orientation() -> None:
@@ -105,7 +105,7 @@ def test_scaled_decode_applies_exif_orientation() -> None:
     exif[0x0112] = 6
     buf = io.BytesIO()
     Image.fromarray(stored[:, :, ::-1]).save(buf, format="JPEG", quality=90, exif=exif)
-    photo = decode_photo_scaled(buf.getvalue(), "photo", 10**8, 6000, lambda size: 2)
+    photo = decode_photo(buf.getvalue(), "photo", 10**8, 6000, factor_of=lambda size: 2)
     assert photo.size == (2880, 3600) and photo.image.shape[:2] == (1800, 1440)
     full = decode_photo(buf.getvalue(), "photo", 10**8, 6000)
     assert full.image.shape[:2] == (3600, 2880)

@@ -11,7 +11,8 @@ import hashlib
 import io
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -124,24 +125,49 @@ def _check_size(data: bytes, param: str, max_bytes: int) -> None:
         raise too_large(param, len(data), max_bytes)
 
 
-def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int,
-                 limit_name: str = "max_size") -> Photo:
-    """Validate and decode an uploaded image; BAD_PARAM (or 413) naming ``param`` otherwise.
-    The header is checked (format, ``max_side``) before any pixel is decoded."""
+@contextmanager
+def _opened(data: bytes, param: str, max_bytes: int, max_side: int,
+            limit_name: str) -> Iterator[tuple[Image.Image, int, tuple[int, int]]]:
+    """(Pillow's image of an upload, its EXIF orientation, its upright size), the byte size
+    and the header (format, ``max_side``, decompression bomb) checked before any pixel is
+    decoded; a bad image inside the block becomes BAD_PARAM naming ``param``."""
     _check_size(data, param, max_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 _check_header(im, param, max_side, limit_name)
-                fmt = im.format
                 orientation = int(im.getexif().get(0x0112, 1) or 1)
-                im.load()
-                mode = im.mode
-                bgr = _bgr_pixels(im, orientation)
+                yield im, orientation, _upright_size(im.size, orientation)
     except _BAD_IMAGE as exc:
         raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
-    return Photo(data, bgr, FORMATS[fmt], None, orientation, mode)
+
+
+def _draft(im: Image.Image, factor: int) -> None:
+    """Have a JPEG decoded at the DCT scale 1/``factor`` (1, 2, 4 or 8); others unchanged."""
+    if factor > 1 and im.format == "JPEG":
+        im.draft("RGB", (max(1, im.size[0] // factor), max(1, im.size[1] // factor)))
+
+
+def decode_photo(data: bytes, param: str, max_bytes: int, max_side: int,
+                 limit_name: str = "max_size",
+                 factor_of: Callable[[tuple[int, int]], int] | None = None) -> Photo:
+    """Validate and decode an uploaded image; BAD_PARAM (or 413) naming ``param`` otherwise.
+    The header is checked (format, ``max_side``) before any pixel is decoded, then every
+    byte is decoded (a truncated file is refused).
+
+    With ``factor_of``, a JPEG is decoded at the DCT scale 1/``factor_of(upright full size)``
+    (1, 2, 4 or 8; other formats at full scale): the photo's ``image`` is then the reduced
+    BGR pixels and ``full_size`` the upright full-resolution size its boxes are given in."""
+    with _opened(data, param, max_bytes, max_side, limit_name) as (im, orientation, upright):
+        fmt = im.format
+        if factor_of is not None:
+            _draft(im, factor_of(upright))
+        im.load()
+        mode = im.mode
+        bgr = _bgr_pixels(im, orientation)
+    return Photo(data, bgr, FORMATS[fmt], None, orientation, mode,
+                 full_size=None if factor_of is None else upright)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -197,33 +223,6 @@ def decode_plain_png(data: bytes, param: str, max_bytes: int, max_side: int,
     return Photo(data, bgr, "png", None, 1, "RGB")
 
 
-def decode_photo_scaled(data: bytes, param: str, max_bytes: int, max_side: int,
-                        factor_of: Callable[[tuple[int, int]], int]) -> Photo:
-    """:func:`decode_photo`, validated the same way (header first, then every byte decoded),
-    but a JPEG is decoded at the DCT scale 1/``factor_of(upright full size)`` (1, 2, 4 or 8;
-    other formats at full scale). The photo's ``image`` is then the reduced BGR pixels and
-    ``full_size`` the upright full-resolution size its boxes are given in. The file's hash is
-    worked out only if ``sha256`` is read (a search stores nothing, so never)."""
-    _check_size(data, param, max_bytes)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                _check_header(im, param, max_side, limit_name="max_size")
-                fmt = im.format
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-                upright = _upright_size(im.size, orientation)
-                factor = factor_of(upright) if fmt == "JPEG" else 1
-                if factor > 1:
-                    im.draft("RGB", (max(1, im.size[0] // factor), max(1, im.size[1] // factor)))
-                im.load()
-                mode = im.mode
-                bgr = _bgr_pixels(im, orientation)
-    except _BAD_IMAGE as exc:
-        raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
-    return Photo(data, bgr, FORMATS[fmt], None, orientation, mode, full_size=upright)
-
-
 MAX_PNG_AS_UPLOADED = 64 * 1024  # bytes: a larger upload carries more than the pixels
 
 
@@ -247,23 +246,12 @@ def decode_for_thumbnails(data: bytes, param: str, max_bytes: int, max_side: int
     but a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still has every
     thumbnail's pixels, and only the thumbnails' crops are converted to BGR (the full
     frame's conversion was ~1.2 ms of a 720p photo; its decode ~3 ms at full scale)."""
-    _check_size(data, param, max_bytes)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))  # in memory: nothing to close
-            _check_header(im, param, max_side, "max_size")
-            fmt, mode = im.format, im.mode
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-            upright = _upright_size(im.size, orientation)
-            whole = [(0.0, 0.0, float(upright[0]), float(upright[1]))]
-            factor = reduction_factor(upright, boxes or whole, thumb_side)
-            if factor > 1 and fmt == "JPEG":
-                im.draft("RGB", (max(1, im.size[0] // factor), max(1, im.size[1] // factor)))
-            im.load()
-            reduced = ImageOps.exif_transpose(im) if orientation not in (0, 1) else im
-    except _BAD_IMAGE as exc:
-        raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
+    with _opened(data, param, max_bytes, max_side, "max_size") as (im, orientation, upright):
+        fmt, mode = im.format, im.mode
+        whole = [(0.0, 0.0, float(upright[0]), float(upright[1]))]
+        _draft(im, reduction_factor(upright, boxes or whole, thumb_side))
+        im.load()  # every byte decoded; the loaded pixels outlive the with block
+        reduced = ImageOps.exif_transpose(im) if orientation not in (0, 1) else im
     return Photo(data, None, FORMATS[fmt], None, orientation, mode,
                  reduced=reduced, full_size=upright)
 

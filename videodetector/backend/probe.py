@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from videodetector.backend.engine import Box, FoundFace
-from videodetector.backend.imaging import Photo, decode_photo_scaled
+from videodetector.backend.imaging import Photo, decode_photo
 from videodetector.backend.service import NewFace, no_usable_face, select_faces
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ def probe_faces(backend: Backend, data: bytes, selector: str, param: str = "phot
     max_side = backend.engine.detector().max_side
 
     def decode(factor_of: Callable[[tuple[int, int]], int]) -> Scaled:
-        return Scaled.of(decode_photo_scaled(data, param, s.max_photo_bytes, s.max_size,
-                                             factor_of))
+        return Scaled.of(decode_photo(data, param, s.max_photo_bytes, s.max_size,
+                                      factor_of=factor_of))
 
     first = decode(lambda size: detection_factor(size, max_side))
     largest = max(1, round(max(first.sx, first.sy)))
@@ -127,9 +127,8 @@ def detected_boxes(backend: Backend, data: bytes, param: str = "photo") -> tuple
     :func:`probe_faces`, every face's full-resolution box, largest first)."""
     s = backend.settings
     max_side = backend.engine.detector().max_side
-    scaled = Scaled.of(decode_photo_scaled(
-        data, param, s.max_photo_bytes, s.max_size,
-        lambda size: detection_factor(size, max_side)))
+    scaled = Scaled.of(decode_photo(data, param, s.max_photo_bytes, s.max_size,
+                                    factor_of=lambda size: detection_factor(size, max_side)))
     found = [scaled.to_full(f) for f in backend.engine.detect(scaled.photo.image)]
     found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1])
              >= s.min_face_size]
