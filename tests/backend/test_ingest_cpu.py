@@ -236,3 +236,26 @@ def test_a_replayed_upload_is_answered_without_embedding(server: BackendServer, 
 
     monkeypatch.setattr(server.backend.engine, "embed_aligned", no_model)
     assert _daemon_post(api, 70) == first
+
+
+def test_a_v1_face_post_tries_no_v0_route(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routes are tried in the order they were added, each one costing Python: a detector's
+    POST /v1/face reaches its route after the few routes before faces.router's /face, not
+    after every /v0 route (~0.2 ms of CPU per post); /v0 is still served."""
+    from fastapi.routing import APIRoute
+
+    tried: list[str] = []
+    real = APIRoute.matches
+
+    def counting(self, scope):  # noqa: ANN001, ANN202 - a spy
+        tried.append(self.path)
+        return real(self, scope)
+
+    monkeypatch.setattr(APIRoute, "matches", counting)
+    _daemon_post(api, 1)
+    assert 0 < len(tried) <= 16, tried
+    assert tried[-1] == "/face", tried
+    monkeypatch.undo()
+    r = api.session.post(api.url + "/v0/face", files={"photo": person_photo("B")},
+                         headers={"Authorization": f"Token {api.token}"}, timeout=60)
+    assert r.status_code == 200, r.text
