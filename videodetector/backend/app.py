@@ -40,6 +40,7 @@ from videodetector.backend import (
     report,
     stats,
     sync,
+    thumbs,
     watchlists,
     webhooks,
     websession,
@@ -197,6 +198,8 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     @app.get(f"/{upload_path}/{{rel:path}}", include_in_schema=False)
     def upload(rel: str) -> FileResponse:
         path = stored_file(backend, rel)
+        if path is None and thumbs.is_lazy_name(rel):  # a thumbnail made on first read
+            path = thumbs.make_on_read(backend.files, backend.thumbnail_key, rel)
         if path is None:
             raise not_found("file", rel)
         return FileResponse(path)

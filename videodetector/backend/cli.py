@@ -28,6 +28,8 @@ FLAG_HELP = {
     "upload_path": "URL path of stored images (default uploads)",
     "upload_url": "public base URL for image links (facenapi's ffupload_url); default: "
                   "http://<the server's own address>:<port> (never the client's Host header)",
+    "thumbnails_on_read": "a detector's post (photo + one face0) stores no thumbnail; the "
+                          "first GET of its URL makes and stores it (default true)",
     "person_identify": "dynamic person creation (8.2)",
     "person_identify_global": "identify persons across all cameras, not per camera",
     "person_identify_threshold": "confidence to join an existing person (default 0.75)",

@@ -256,6 +256,18 @@ def decode_for_thumbnails(data: bytes, param: str, max_bytes: int, max_side: int
                  reduced=reduced, full_size=upright)
 
 
+def validate_photo(data: bytes, param: str, max_bytes: int, max_side: int) -> Photo:
+    """The checks of :func:`decode_for_thumbnails` without keeping any pixel: the header,
+    then every byte decoded (a truncated file is refused), a JPEG at 1/8 DCT scale (the
+    cheapest whole decode: ~0.9 ms of a 720p frame against ~2.4 at full scale). For a
+    photo stored as uploaded whose thumbnail is made on first read (``thumbs.py``)."""
+    with _opened(data, param, max_bytes, max_side, "max_size") as (im, orientation, upright):
+        fmt, mode = im.format, im.mode
+        _draft(im, 8)
+        im.load()
+    return Photo(data, None, FORMATS[fmt], None, orientation, mode, full_size=upright)
+
+
 def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
     """The size once EXIF ``orientation`` is applied (5-8 swap width and height)."""
     return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size

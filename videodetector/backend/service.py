@@ -22,12 +22,12 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
 
-from videodetector.backend import changes, person_match, person_store
+from videodetector.backend import changes, person_match, person_store, thumbs
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.embeddings import VECTOR_SQL, last_change, vector_of
 from videodetector.backend.engine import Box, FoundFace, shared_engine
@@ -42,6 +42,7 @@ from videodetector.backend.imaging import (
     decode_plain_png,
     png_as_uploaded,
     thumbnail,
+    validate_photo,
 )
 from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
@@ -411,9 +412,8 @@ class Backend:
                          boxes: list[Box] | None, selector: str, want_attrs: frozenset[str],
                          photo_param: str = "photo") -> tuple[Photo | None, list[NewFace]]:
         if face_images:  # the photo is only stored, with thumbnails: decoded for those
-            photo = None if photo_bytes is None else decode_for_thumbnails(
-                photo_bytes, photo_param, self.settings.max_photo_bytes, self.settings.max_size,
-                boxes)
+            photo = None if photo_bytes is None else self._photo_for_thumbnails(
+                photo_bytes, photo_param, boxes, len(face_images))
             return photo, self.analyze_aligned(face_images, boxes, photo, want_attrs)
         photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
         if photo is None:
@@ -421,6 +421,21 @@ class Backend:
                             "or an http(s) URL with --fetch-urls)")
         return photo, self.analyze(photo, self.find_faces(photo, boxes, selector, photo_param),
                                    want_attrs, photo_param)
+
+    def _photo_for_thumbnails(self, data: bytes, param: str, boxes: list[Box] | None,
+                              faces: int) -> Photo:
+        """The photo of normalized faces, for their thumbnails: validated only (every byte
+        decoded, no pixel kept) when its one face's thumbnail is made on first read
+        (``thumbs.py``: a detector's post), else decoded for the thumbnails now."""
+        s = self.settings
+        if s.thumbnails_on_read and faces == 1 and boxes:
+            return validate_photo(data, param, s.max_photo_bytes, s.max_size)
+        return decode_for_thumbnails(data, param, s.max_photo_bytes, s.max_size, boxes)
+
+    @cached_property
+    def thumbnail_key(self) -> bytes:
+        """The key signing the names of thumbnails made on read (thumbs.py)."""
+        return thumbs.load_key(self.settings.data_dir)
 
     # -- enrollment (POST /face) -----------------------------------------------
 
@@ -495,12 +510,24 @@ class Backend:
             written["photo_hash"] = content_hash(post.face_images[0])
         per_face = written["faces"] = []
         for face in faces:
-            thumb = (photo.thumbnail(face.box) if photo is not None else
-                     thumbnail(face.aligned, (0, 0, *face.aligned.shape[1::-1])))
-            thumb_rel = write("thumb", "jpeg", encode(thumb, "jpeg", 85))
+            thumb_rel = self._thumbnail_on_read(photo, written["photo"], face.box)
+            if thumb_rel is None:
+                thumb = (photo.thumbnail(face.box) if photo is not None else
+                         thumbnail(face.aligned, (0, 0, *face.aligned.shape[1::-1])))
+                thumb_rel = write("thumb", "jpeg", encode(thumb, "jpeg", 85))
             norm_rel = write("norm", "png", face.normalized_png())
             per_face.append((thumb_rel, norm_rel))
         self.files.write_all(files)
+
+    def _thumbnail_on_read(self, photo: Photo | None, photo_rel: str, box: Box) -> str | None:
+        """The signed name of a thumbnail made on first read when ``photo`` was only
+        validated (:meth:`_photo_for_thumbnails`), else None (it is made now)."""
+        if photo is None or photo.image is not None or photo.reduced is not None:
+            return None
+        name = thumbs.lazy_name(self.thumbnail_key, photo_rel, box)
+        if name is None:
+            raise ValueError(f"the stored photo's name {photo_rel!r} cannot be signed")
+        return name
 
     def _delete_written(self, written: dict[str, Any]) -> None:
         for rel in written["names"]:

@@ -44,6 +44,9 @@ class Settings:
     # Images are served at <upload_url or request base URL>/<upload_path>/...
     upload_path: str = "uploads"
     upload_url: str | None = None
+    # a detector's post (photo + one face0) stores no thumbnail: the first GET of its URL
+    # makes and stores it (thumbs.py); False: made at post time, as every other post does
+    thumbnails_on_read: bool = True
     # 8.2 dynamic person creation
     person_identify: bool = False
     person_identify_global: bool = False

@@ -363,9 +363,11 @@ class FileStore:
         EIO, ...) the ``.tmp`` file is removed and the error raised."""
         self.write_all([(rel, data)])
 
-    def write_all(self, files: Sequence[tuple[str, bytes]]) -> None:
+    def write_all(self, files: Sequence[tuple[str, bytes]], tmp_tag: str = "") -> None:
         """:meth:`write` for several files: each written whole, then each directory they
-        went into fsynced once (shared with concurrent writers to the same directory)."""
+        went into fsynced once (shared with concurrent writers to the same directory).
+        ``tmp_tag`` names the temporary files apart from another writer's of the same
+        names (thumbnails made on read)."""
         folders: list[Path] = []
         for rel, data in files:
             path = self._new_path(rel)
@@ -374,7 +376,8 @@ class FileStore:
             if path.parent not in folders:
                 self._make_dir(path.parent)
                 folders.append(path.parent)
-            write_atomic(path, data, path.with_name(path.name + TMP_SUFFIX))
+            tag = f".{tmp_tag}" if tmp_tag else ""
+            write_atomic(path, data, path.with_name(f"{path.name}{tag}{TMP_SUFFIX}"))
         for folder in folders:
             self._dirs.sync(folder)
 

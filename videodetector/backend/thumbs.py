@@ -1,0 +1,132 @@
+"""Thumbnails made on first read (issue 10: a detector's post makes none).
+
+A post of one normalized face (``face0``) with its photo stores the photo as uploaded and
+names the face's thumbnail without writing it: the name says which stored photo and which
+box it is cut from, signed with a key kept in the data directory::
+
+    <user>/<day>/<photo token>_tb_<photo ext>_<x1>_<y1>_<x2>_<y2>_<mac>.jpeg
+
+The first ``GET /<upload_path>/<that name>`` (``make_on_read``) checks the signature, cuts
+the thumbnail from the stored photo exactly as the post would have (the same
+:func:`imaging.decode_for_thumbnails` of the same bytes and box, the same JPEG encode: the
+same bytes), and stores it (written to a temporary file of its own, fsynced, renamed into
+place, its directory fsynced: concurrent readers each write the same bytes, one rename
+wins). Only names this server signed are made, so a reader cannot have arbitrary crops
+stored. A photo that cannot be decoded is refused at post time, as before
+(:func:`imaging.validate_photo` decodes every byte)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+
+from videodetector.backend.errors import ApiError
+from videodetector.backend.imaging import Box, decode_for_thumbnails
+from videodetector.backend.storage import TMP_SUFFIX, FileStore
+from videodetector.core.durable import fsync_path, write_atomic
+from videodetector.core.images import encode
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "thumbnail.key"  # in the data directory, shared by the processes sharing it
+MAX_STORED_BYTES = 1 << 30  # a stored photo was checked against the limits of its post
+MAX_STORED_SIDE = 100_000
+_NUMBER = r"-?[0-9][0-9.e+-]*"
+_NAME = re.compile(rf"(?P<dir>[0-9]+/[0-9]{{8}})/(?P<token>[0-9a-f]{{24}})_tb_"
+                   rf"(?P<ext>jpeg|png|webp)_(?P<box>{_NUMBER}_{_NUMBER}_{_NUMBER}_{_NUMBER})"
+                   r"_(?P<mac>[0-9a-f]{32})\.jpeg")
+
+
+def load_key(data_dir: Path) -> bytes:
+    """The signing key of ``data_dir``, made once, durable before any name is signed with
+    it (the processes sharing the data directory agree on the first one linked in place)."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        tmp = data_dir / f"{KEY_FILE}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+        write_atomic(tmp, secrets.token_bytes(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made it first: theirs is the key
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_path(data_dir)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise OSError(f"the thumbnail key {path} is {len(key)} bytes, not 32")
+    return key
+
+
+def _mac(key: bytes, photo_rel: str, box_text: str) -> str:
+    return hmac.new(key, f"{photo_rel}|{box_text}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def photo_token(photo_rel: str) -> tuple[str, str, str] | None:
+    """(directory, token, ext) of a stored photo's name ``<user>/<day>/<token>_photo.<ext>``."""
+    m = re.fullmatch(r"([0-9]+/[0-9]{8})/([0-9a-f]{24})_photo\.(jpeg|png|webp)", photo_rel)
+    return None if m is None else (m[1], m[2], m[3])
+
+
+def lazy_name(key: bytes, photo_rel: str, box: Box) -> str | None:
+    """The signed name of ``box``'s thumbnail on the stored photo ``photo_rel``; None when
+    the photo's name is not one this store makes (the thumbnail is then made now)."""
+    parts = photo_token(photo_rel)
+    if parts is None:
+        return None
+    folder, token, ext = parts
+    box_text = "_".join(repr(float(v)) for v in box)
+    return f"{folder}/{token}_tb_{ext}_{box_text}_{_mac(key, photo_rel, box_text)}.jpeg"
+
+
+def is_lazy_name(rel: str) -> bool:
+    """Whether ``rel`` has the form of a :func:`lazy_name` (signature not checked)."""
+    return _NAME.fullmatch(rel) is not None
+
+
+def parse_lazy(key: bytes, rel: str) -> tuple[str, Box] | None:
+    """(stored photo name, box) of a name :func:`lazy_name` signed, else None."""
+    m = _NAME.fullmatch(rel)
+    if m is None:
+        return None
+    photo_rel = f"{m['dir']}/{m['token']}_photo.{m['ext']}"
+    if not hmac.compare_digest(m["mac"], _mac(key, photo_rel, m["box"])):
+        return None
+    try:
+        x1, y1, x2, y2 = (float(v) for v in m["box"].split("_"))
+    except ValueError:
+        return None
+    return photo_rel, (x1, y1, x2, y2)
+
+
+def thumbnail_jpeg(photo: bytes, box: Box) -> bytes:
+    """The stored thumbnail of ``box`` on ``photo``: what a post of this photo with this one
+    box stores (:meth:`Backend._write_images`)."""
+    decoded = decode_for_thumbnails(photo, "photo", MAX_STORED_BYTES, MAX_STORED_SIDE, [box])
+    return encode(decoded.thumbnail(box), "jpeg", 85)
+
+
+def make_on_read(files: FileStore, key: bytes, rel: str) -> Path | None:
+    """The thumbnail ``rel`` made and stored now from its photo, or None: not a signed name,
+    or its photo is gone (the face was deleted) or unreadable."""
+    parsed = parse_lazy(key, rel)
+    if parsed is None:
+        return None
+    photo_rel, box = parsed
+    photo_path, path = files.path(photo_rel), files.path(rel)
+    if photo_path is None or path is None:
+        return None
+    try:
+        data = thumbnail_jpeg(photo_path.read_bytes(), box)
+    except FileNotFoundError:
+        return None
+    except ApiError as exc:
+        log.warning("thumbnail %s: its stored photo cannot be decoded: %s", rel, exc.reason)
+        return None
+    # a temporary file of this reader's own: concurrent readers never write one file
+    files.write_all([(rel, data)], tmp_tag=secrets.token_hex(6))
+    return path
