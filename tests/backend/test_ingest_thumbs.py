@@ -66,11 +66,11 @@ def test_the_thumbnail_made_on_read_is_the_one_the_post_stored(tmp_path: Path,
         (new,) = _post(lazy, photo, [box])
         assert lazy.files.path(new["photo"]).read_bytes() == photo  # stored as uploaded
         assert not lazy.files.path(new["thumbnail"]).exists()
-        made = thumbs.make_on_read(lazy.files, lazy.thumbnail_key, new["thumbnail"])
+        made = thumbs.make_on_read(lazy.files, lazy.thumbnail_keys, new["thumbnail"])
         assert made is not None and made.read_bytes() == before.files.path(
             old["thumbnail"]).read_bytes()
         # read again: the stored file, not made again
-        assert thumbs.make_on_read(lazy.files, lazy.thumbnail_key, new["thumbnail"]) == made
+        assert thumbs.make_on_read(lazy.files, lazy.thumbnail_keys, new["thumbnail"]) == made
     finally:
         before.close()
         lazy.close()
@@ -191,3 +191,23 @@ def test_a_post_makes_two_files_not_three(server: BackendServer, api: Api,
     spy = FsyncSpy(monkeypatch)
     _daemon_post(api, _frame(14), (300, 200, 360, 280), 4)
     assert len([p for p, _, _ in spy.calls if p.endswith(".tmp")]) == 2
+
+
+def test_a_migrated_data_dir_verifies_the_names_its_source_signed(tmp_path: Path) -> None:
+    """migrate-db copies the images to another data directory: thumbs.add_keys gives it
+    the source's keys, so names the source signed still make their thumbnails there; the
+    target's own key still signs; a name signed by neither is refused."""
+    src, dst, other = tmp_path / "src", tmp_path / "dst", tmp_path / "other"
+    for d in (src, dst, other):
+        d.mkdir()
+    src_keys, dst_keys, other_keys = (thumbs.load_keys(d) for d in (src, dst, other))
+    photo = "1/20260101/" + "ab" * 12 + "_photo.jpeg"
+    name = thumbs.lazy_name(src_keys[0], photo, (1.0, 2.0, 30.5, 40.0))
+    assert name is not None and thumbs.parse_lazy(dst_keys, name) is None
+    assert thumbs.add_keys(src, dst) == 1 and thumbs.add_keys(src, dst) == 0
+    merged = thumbs.load_keys(dst)
+    assert merged[0] == dst_keys[0] and src_keys[0] in merged
+    assert thumbs.parse_lazy(merged, name) == (photo, (1.0, 2.0, 30.5, 40.0))
+    assert thumbs.parse_lazy(merged, thumbs.lazy_name(other_keys[0], photo, (1, 2, 3, 4))
+                             ) is None
+    assert thumbs.load_keys(src) == src_keys  # made once, then read

@@ -199,7 +199,7 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     def upload(rel: str) -> FileResponse:
         path = stored_file(backend, rel)
         if path is None and thumbs.is_lazy_name(rel):  # a thumbnail made on first read
-            path = thumbs.make_on_read(backend.files, backend.thumbnail_key, rel)
+            path = thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel)
         if path is None:
             raise not_found("file", rel)
         return FileResponse(path)

@@ -321,6 +321,7 @@ def migrate(options: MigrateOptions, settings_for: Callable[..., Any],
     """Copy the site; ``settings_for(data_dir=..., db=...)`` makes a backend's Settings."""
     import psycopg
 
+    from videodetector.backend import thumbs
     from videodetector.backend.pgdb import WRITE_LOCK
 
     src_settings = settings_for(data_dir=options.source, db=None)
@@ -348,6 +349,8 @@ def migrate(options: MigrateOptions, settings_for: Callable[..., Any],
             report.images = copy_images(options.source / "uploads",
                                         options.target_dir / "uploads")
             echo(f"images: {report.images[0]} copied, {report.images[1]} already there")
+            # names of thumbnails made on read were signed with the source's keys
+            thumbs.add_keys(options.source, options.target_dir)
             check_tables(src, pg, plans, options.sample, report)
         check_images(src, options, report)
         check_identify(src_settings, dst_settings, src, options.sample, report)

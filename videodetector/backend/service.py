@@ -433,9 +433,9 @@ class Backend:
         return decode_for_thumbnails(data, param, s.max_photo_bytes, s.max_size, boxes)
 
     @cached_property
-    def thumbnail_key(self) -> bytes:
-        """The key signing the names of thumbnails made on read (thumbs.py)."""
-        return thumbs.load_key(self.settings.data_dir)
+    def thumbnail_keys(self) -> tuple[bytes, ...]:
+        """The keys of the names of thumbnails made on read (thumbs.py; the first signs)."""
+        return thumbs.load_keys(self.settings.data_dir)
 
     # -- enrollment (POST /face) -----------------------------------------------
 
@@ -524,7 +524,7 @@ class Backend:
         validated (:meth:`_photo_for_thumbnails`), else None (it is made now)."""
         if photo is None or photo.image is not None or photo.reduced is not None:
             return None
-        name = thumbs.lazy_name(self.thumbnail_key, photo_rel, box)
+        name = thumbs.lazy_name(self.thumbnail_keys[0], photo_rel, box)
         if name is None:
             raise ValueError(f"the stored photo's name {photo_rel!r} cannot be signed")
         return name

@@ -34,6 +34,7 @@ from videodetector.core.images import encode
 log = logging.getLogger(__name__)
 
 KEY_FILE = "thumbnail.key"  # in the data directory, shared by the processes sharing it
+KEY_BYTES = 32
 MAX_STORED_BYTES = 1 << 30  # a stored photo was checked against the limits of its post
 MAX_STORED_SIDE = 100_000
 _NUMBER = r"-?[0-9][0-9.e+-]*"
@@ -42,24 +43,55 @@ _NAME = re.compile(rf"(?P<dir>[0-9]+/[0-9]{{8}})/(?P<token>[0-9a-f]{{24}})_tb_"
                    r"_(?P<mac>[0-9a-f]{32})\.jpeg")
 
 
-def load_key(data_dir: Path) -> bytes:
-    """The signing key of ``data_dir``, made once, durable before any name is signed with
-    it (the processes sharing the data directory agree on the first one linked in place)."""
+def _read_keys(path: Path) -> tuple[bytes, ...]:
+    data = path.read_bytes()
+    if not data or len(data) % KEY_BYTES:
+        raise OSError(f"the thumbnail key file {path} is {len(data)} bytes, not a multiple "
+                      f"of {KEY_BYTES}")
+    return tuple(data[i:i + KEY_BYTES] for i in range(0, len(data), KEY_BYTES))
+
+
+def _publish(data_dir: Path, data: bytes, replace: bool) -> None:
+    """Write the key file whole (fsynced, linked or renamed into place, its directory
+    fsynced): durable before any name is signed with it."""
+    path = data_dir / KEY_FILE
+    tmp = data_dir / f"{KEY_FILE}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+    write_atomic(tmp, data)
+    try:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if another process made it first: theirs is kept
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_path(data_dir)
+
+
+def load_keys(data_dir: Path) -> tuple[bytes, ...]:
+    """The keys of ``data_dir``: the first signs new names, any of them verifies one (a
+    migrated data directory keeps its source's keys, ``add_keys``). Made on first use;
+    the processes sharing the data directory agree on the first file linked in place."""
     path = data_dir / KEY_FILE
     if not path.exists():
-        tmp = data_dir / f"{KEY_FILE}.{secrets.token_hex(6)}{TMP_SUFFIX}"
-        write_atomic(tmp, secrets.token_bytes(32))
-        try:
-            os.link(tmp, path)
-        except FileExistsError:  # another process made it first: theirs is the key
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_path(data_dir)
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise OSError(f"the thumbnail key {path} is {len(key)} bytes, not 32")
-    return key
+        _publish(data_dir, secrets.token_bytes(KEY_BYTES), replace=False)
+    return _read_keys(path)
+
+
+def add_keys(source_dir: Path, target_dir: Path) -> int:
+    """Give ``target_dir`` the thumbnail keys of ``source_dir`` it lacks (fkvideo_backend
+    migrate-db copies the images: names signed by the source must still verify); returns
+    how many were added. The target's own signing key stays first."""
+    if not (source_dir / KEY_FILE).exists():
+        return 0
+    source = _read_keys(source_dir / KEY_FILE)
+    target = _read_keys(target_dir / KEY_FILE) if (target_dir / KEY_FILE).exists() else ()
+    missing = [k for k in source if k not in target]
+    if missing:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        _publish(target_dir, b"".join((*target, *missing)), replace=True)
+    return len(missing)
 
 
 def _mac(key: bytes, photo_rel: str, box_text: str) -> str:
@@ -88,13 +120,14 @@ def is_lazy_name(rel: str) -> bool:
     return _NAME.fullmatch(rel) is not None
 
 
-def parse_lazy(key: bytes, rel: str) -> tuple[str, Box] | None:
-    """(stored photo name, box) of a name :func:`lazy_name` signed, else None."""
+def parse_lazy(keys: tuple[bytes, ...], rel: str) -> tuple[str, Box] | None:
+    """(stored photo name, box) of a name :func:`lazy_name` signed with one of ``keys``,
+    else None."""
     m = _NAME.fullmatch(rel)
     if m is None:
         return None
     photo_rel = f"{m['dir']}/{m['token']}_photo.{m['ext']}"
-    if not hmac.compare_digest(m["mac"], _mac(key, photo_rel, m["box"])):
+    if not any(hmac.compare_digest(m["mac"], _mac(k, photo_rel, m["box"])) for k in keys):
         return None
     try:
         x1, y1, x2, y2 = (float(v) for v in m["box"].split("_"))
@@ -110,10 +143,10 @@ def thumbnail_jpeg(photo: bytes, box: Box) -> bytes:
     return encode(decoded.thumbnail(box), "jpeg", 85)
 
 
-def make_on_read(files: FileStore, key: bytes, rel: str) -> Path | None:
+def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | None:
     """The thumbnail ``rel`` made and stored now from its photo, or None: not a signed name,
     or its photo is gone (the face was deleted) or unreadable."""
-    parsed = parse_lazy(key, rel)
+    parsed = parse_lazy(keys, rel)
     if parsed is None:
         return None
     photo_rel, box = parsed
