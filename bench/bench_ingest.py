@@ -256,6 +256,7 @@ COLUMNS = (
 
 
 STAGES = (  # (name, owner, attribute): the handler's domain calls, timed in-process
+    ("validate photo (thumbnail made on read)", "service", "validate_photo"),
     ("decode photo (for thumbnails)", "service", "decode_for_thumbnails"),
     ("decode face0 (cv2, a plain RGB PNG)", "service", "decode_plain_png"),
     ("decode face0 (Pillow, any other)", "service", "decode_photo"),

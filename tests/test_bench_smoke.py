@@ -104,7 +104,8 @@ def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         assert row["outside_ms"] == pytest.approx(row["cpu_ms_per_face"] - row["embed_ms"],
                                                   abs=0.11)
     stages = {r["stage"]: r["ms"] for r in out["stages"]}
-    assert stages["embed (SFace)"] > 0 and stages["decode photo (for thumbnails)"] > 0
+    # the detector's photo is validated (its thumbnail made on first read, thumbs.py)
+    assert stages["embed (SFace)"] > 0 and stages["validate photo (thumbnail made on read)"] > 0
     assert stages["decode face0 (cv2, a plain RGB PNG)"] > 0
     assert "faces/s" in capsys.readouterr().out
 
