@@ -70,7 +70,9 @@ def test_the_thumbnail_made_on_read_is_the_one_the_post_stored(tmp_path: Path,
         assert made is not None and made.read_bytes() == before.files.path(
             old["thumbnail"]).read_bytes()
         # read again: the stored file, not made again
+        stamp = made.stat().st_mtime_ns
         assert thumbs.make_on_read(lazy.files, lazy.thumbnail_keys, new["thumbnail"]) == made
+        assert made.stat().st_mtime_ns == stamp
     finally:
         before.close()
         lazy.close()

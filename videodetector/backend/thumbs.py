@@ -153,6 +153,8 @@ def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | 
     photo_path, path = files.path(photo_rel), files.path(rel)
     if photo_path is None or path is None:
         return None
+    if path.is_file():  # made by a concurrent reader meanwhile
+        return path
     try:
         data = thumbnail_jpeg(photo_path.read_bytes(), box)
     except FileNotFoundError:
