@@ -33,7 +33,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 
 DEFAULT_PHOTO = ROOT.parent / "shared" / "data" / "stills_meds" / "S001-02-t10_01.jpg"
 DEFAULT_SECOND = ROOT.parent / "shared" / "data" / "stills_meds" / "S001-03-t10_01.jpg"

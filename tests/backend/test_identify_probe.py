@@ -54,9 +54,13 @@ def enlarged(path: Path, factor: float) -> bytes:
                            interpolation=cv2.INTER_CUBIC))
 
 
-def full_scale(backend: Backend, data: bytes, selector: str = "biggest") -> list:
-    """The answer as before: decoded at full scale (``faces_of_request`` with a photo)."""
-    return backend.faces_of_request(data, [], None, selector, frozenset())[1]
+def full_scale(backend: Backend, data: bytes, selector: str = "biggest",
+               boxes: list | None = None, want: frozenset[str] = frozenset()) -> list:
+    """The answer as before: decoded at full scale (``Backend.decode``, ``find_faces``,
+    ``analyze``: what ``faces_of_request`` did with a photo before it went through
+    probe.py)."""
+    photo = backend.decode(data, "photo")
+    return backend.analyze(photo, backend.find_faces(photo, boxes, selector), want)
 
 
 # -- the rules ------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The faces of a probe photo (``/identify``, ``/detect`` with a whole photo), found without
-decoding a large JPEG at full resolution.
+"""The faces of an uploaded photo (``/identify``, ``/verify``, ``/detect``, ``POST /face`` and
+``PUT /face/id`` with a photo rather than a normalized ``face0``), found without decoding a
+large JPEG at full resolution.
 
 YuNet sees the photo scaled so that its longer side is ``max_side`` (640): a 4032x3024 phone
 photo is decoded (~12 Mpx) only to be shrunk 6x. Here a JPEG is decoded at the coarsest DCT
@@ -9,9 +10,18 @@ own area filter still does the last 2x or more of the downscale (rule of
 landmarks are mapped back to full-resolution pixels. A face is aligned from the reduced
 pixels when its eyes are at least :data:`ALIGN_EYE_PX` apart there (the 112x112 aligned face
 has them ~35 px apart, so the warp still halves it); a smaller face's pixels are decoded at a
-finer scale (once per scale, full scale at worst). The answers differ from a full-scale
-decode only by what the detector's input differs (tests/backend/test_identify_probe.py: the
-measured tolerance on real photos).
+finer scale (once per scale, full scale at worst); with emotions asked, also finer when
+the face's emotion crop (its box squared, +10 %) would be under :data:`EMOTION_SIDE_PX`
+there. Gender/age chips (64 and 32 px, eyes ~24 px apart in the 64 px one) need less than
+the aligned face. A client's ``bbox`` is matched to the faces detected on the reduced
+pixels; when none matches (a small face), the crop around it is detected at the scale
+:func:`detection_factor` gives the crop (full scale unless the crop is 2560 px or more), as
+``FaceEngine.locate`` does at full scale. An enrolled photo is stored as uploaded; its
+thumbnails come from a full-scale decode when one was made anyway, else from
+``decode_for_thumbnails`` (what a detector's snapshot gets). The answers differ from a
+full-scale decode only by what the models' inputs differ (tests/backend/
+test_identify_probe.py and test_photo_endpoints_probe.py: the measured tolerance on real
+photos).
 """
 
 from __future__ import annotations
@@ -22,8 +32,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from videodetector.backend.engine import Box, FoundFace
-from videodetector.backend.imaging import Photo, decode_photo
+from videodetector.backend import emotions
+from videodetector.backend.engine import Box, FoundFace, best_match, no_face_inside
+from videodetector.backend.imaging import (
+    Photo,
+    clamp_box,
+    decode_for_thumbnails,
+    decode_photo,
+    expand_box,
+)
 from videodetector.backend.service import NewFace, no_usable_face, select_faces
 
 if TYPE_CHECKING:
@@ -31,6 +48,8 @@ if TYPE_CHECKING:
 
 DCT_FACTORS = (8, 4, 2)  # the scales libjpeg decodes at directly (1/8, 1/4, 1/2)
 ALIGN_EYE_PX = 70.0  # eye distance (reduced pixels) a face is aligned from without more pixels
+# the emotion crop's side (reduced pixels): twice the classifier's 64 px input
+EMOTION_SIDE_PX = 2.0 * emotions.SIZE
 
 
 def detection_factor(size: tuple[int, int], max_side: int | None) -> int:
@@ -48,6 +67,26 @@ def align_factor(landmarks: np.ndarray, largest: int) -> int:
     ``landmarks`` (full-resolution pixels) are at least :data:`ALIGN_EYE_PX` apart."""
     eyes = float(np.linalg.norm(np.asarray(landmarks[0]) - np.asarray(landmarks[1])))
     return next((f for f in (8, 4, 2, 1) if f <= largest and eyes / f >= ALIGN_EYE_PX), 1)
+
+
+def emotion_factor(box: Box, largest: int) -> int:
+    """The coarsest DCT scale denominator, at most ``largest``, at which the emotion crop
+    of ``box`` (full-resolution pixels; squared, widened by ``emotions.MARGIN`` a side) is
+    at least :data:`EMOTION_SIDE_PX` on a side."""
+    side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * emotions.MARGIN)
+    return next((f for f in (8, 4, 2, 1) if f <= largest and side / f >= EMOTION_SIDE_PX), 1)
+
+
+def analysis_factor(face: FoundFace, largest: int, want: frozenset[str] = frozenset()
+                    ) -> int:
+    """The DCT scale denominator ``face`` (full-resolution) is aligned, embedded and its
+    ``want`` attributes estimated at."""
+    if face.landmarks is None:
+        return largest
+    factor = align_factor(face.landmarks, largest)
+    if "emotions" in want:
+        factor = min(factor, emotion_factor(face.box, largest))
+    return factor
 
 
 @dataclass(frozen=True)
@@ -71,65 +110,156 @@ class Scaled:
             [self.sx, self.sy], np.float32)
         return FoundFace(box, lm, face.score)
 
+    def reduced_box(self, box: Box) -> Box:
+        """``box`` (full-resolution pixels) on these reduced pixels."""
+        x1, y1, x2, y2 = box
+        return (x1 / self.sx, y1 / self.sy, x2 / self.sx, y2 / self.sy)
+
     def to_reduced(self, face: FoundFace) -> FoundFace:
         """``face`` (full-resolution pixels) on these reduced pixels."""
-        x1, y1, x2, y2 = face.box
-        box = (x1 / self.sx, y1 / self.sy, x2 / self.sx, y2 / self.sy)
         lm = None if face.landmarks is None else face.landmarks / np.array(
             [self.sx, self.sy], np.float32)
-        return FoundFace(box, lm, face.score)
+        return FoundFace(self.reduced_box(face.box), lm, face.score)
 
 
-def faces_by_scale(faces: list[FoundFace], largest: int) -> dict[int, list[int]]:
-    """The indices of ``faces`` (full-resolution) grouped by the scale each is aligned at."""
+def faces_by_scale(faces: list[FoundFace], largest: int,
+                   want: frozenset[str] = frozenset()) -> dict[int, list[int]]:
+    """The indices of ``faces`` (full-resolution) grouped by :func:`analysis_factor`."""
     groups: dict[int, list[int]] = {}
     for i, face in enumerate(faces):
-        f = largest if face.landmarks is None else align_factor(face.landmarks, largest)
-        groups.setdefault(f, []).append(i)
+        groups.setdefault(analysis_factor(face, largest, want), []).append(i)
     return groups
 
 
-def probe_faces(backend: Backend, data: bytes, selector: str, param: str = "photo"
-                ) -> list[NewFace]:
-    """The faces of a whole photo chosen by ``selector`` (``mf_selector``), aligned and
-    embedded, boxes in full-resolution pixels: ``Backend.faces_of_request`` of a photo with
-    no bbox and no face0, without decoding a large JPEG at full scale."""
-    s = backend.settings
-    max_side = backend.engine.detector().max_side
+class Decodes:
+    """One upload decoded once per DCT scale asked for: first at the detector's
+    (:func:`detection_factor`), then at any finer scale a face needs."""
 
-    def decode(factor_of: Callable[[tuple[int, int]], int]) -> Scaled:
-        return Scaled.of(decode_photo(data, param, s.max_photo_bytes, s.max_size,
+    def __init__(self, backend: Backend, data: bytes, param: str) -> None:
+        self.backend = backend
+        self.data = data
+        self.param = param
+        self.max_side = backend.engine.detector().max_side
+        self.first = self._decode(lambda size: detection_factor(size, self.max_side))
+        self.largest = max(1, round(max(self.first.sx, self.first.sy)))
+        self.scales = {self.largest: self.first}
+        self._detections: list[FoundFace] | None = None
+
+    def _decode(self, factor_of: Callable[[tuple[int, int]], int]) -> Scaled:
+        s = self.backend.settings
+        return Scaled.of(decode_photo(self.data, self.param, s.max_photo_bytes, s.max_size,
                                       factor_of=factor_of))
 
-    first = decode(lambda size: detection_factor(size, max_side))
-    largest = max(1, round(max(first.sx, first.sy)))
-    scales = {largest: first}
-    found = [first.to_full(f) for f in backend.engine.detect(first.photo.image)]
-    found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1])
-             >= s.min_face_size]
-    chosen = select_faces(found, selector, param)
-    out: list[NewFace | None] = [None] * len(chosen)
-    for factor, indices in faces_by_scale(chosen, largest).items():
-        if factor not in scales:
-            scales[factor] = decode(lambda _size, f=factor: f)
-        scaled = scales[factor]
-        for i in indices:
-            new = backend.analyze_face(scaled.photo, scaled.to_reduced(chosen[i]), frozenset())
-            out[i] = None if new is None else replace(new, box=chosen[i].box)
-    usable = [new for new in out if new is not None]
+    def at(self, factor: int) -> Scaled:
+        """The photo decoded at 1/``factor`` (the first decode for ``largest`` or more)."""
+        if factor >= self.largest:
+            return self.first
+        if factor not in self.scales:
+            self.scales[factor] = self._decode(lambda _size: factor)
+        return self.scales[factor]
+
+    def detections(self) -> list[FoundFace]:
+        """Every face the detector finds on the first decode (reduced pixels), found once."""
+        if self._detections is None:
+            self._detections = self.backend.engine.detect(self.first.photo.image)
+        return self._detections
+
+    def detected(self) -> list[FoundFace]:
+        """:meth:`detections` in full-resolution pixels, at least ``min_face_size``."""
+        found = [self.first.to_full(f) for f in self.detections()]
+        return [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1])
+                >= self.backend.settings.min_face_size]
+
+    def located(self, box: Box, param: str = "bbox") -> FoundFace:
+        """``FaceEngine.locate`` of a client's ``box`` (full-resolution pixels), on the
+        reduced pixels: the detected face overlapping it best, else the one found on a crop
+        around it decoded at the crop's :func:`detection_factor`; the box stays the
+        client's, the landmarks are full-resolution."""
+        scaled = self.first
+        best = best_match(self.detections(), scaled.reduced_box(box), (0.0, 0.0))
+        if best is None:  # a small face: the crop around the box, with the pixels it needs
+            w, h = scaled.photo.size
+            x1, y1, x2, y2 = clamp_box(expand_box(box, 1.0), w, h)
+            scaled = self.at(detection_factor((x2 - x1, y2 - y1), self.max_side))
+            rh, rw = scaled.photo.image.shape[:2]  # type: ignore[union-attr]
+            reduced = scaled.reduced_box(box)
+            x1, y1, x2, y2 = clamp_box(expand_box(reduced, 1.0), rw, rh)
+            crop = np.ascontiguousarray(scaled.photo.image[y1:y2, x1:x2])  # type: ignore[index]
+            best = best_match(self.backend.engine.detect(crop), reduced, (float(x1), float(y1)))
+        if best is None:
+            raise no_face_inside(param, box)
+        return FoundFace(box, scaled.to_full(best).landmarks, best.score)
+
+    def analyzed(self, faces: list[FoundFace], want: frozenset[str]) -> list[NewFace | None]:
+        """``Backend.analyze_face`` of each face (full-resolution) at its
+        :func:`analysis_factor`, its box the full-resolution one; None for an unusable face."""
+        out: list[NewFace | None] = [None] * len(faces)
+        for factor, indices in faces_by_scale(faces, self.largest, want).items():
+            scaled = self.at(factor)
+            for i in indices:
+                new = self.backend.analyze_face(scaled.photo, scaled.to_reduced(faces[i]), want)
+                out[i] = None if new is None else replace(new, box=faces[i].box)
+        return out
+
+    def stored_photo(self, boxes: list[Box]) -> Photo:
+        """The photo to store (as uploaded) with thumbnails of ``boxes``: the full-scale
+        decode when there is one (thumbnails exactly as before), else
+        ``decode_for_thumbnails`` (a JPEG decoded at the scale its thumbnails need)."""
+        if 1 in self.scales:
+            return self.scales[1].photo
+        s = self.backend.settings
+        return decode_for_thumbnails(self.data, self.param, s.max_photo_bytes, s.max_size,
+                                     boxes)
+
+
+def _chosen(d: Decodes, boxes: list[Box] | None, selector: str, param: str,
+            bbox_param: str) -> list[FoundFace]:
+    if boxes:
+        return [d.located(b, bbox_param) for b in boxes]
+    return select_faces(d.detected(), selector, param)
+
+
+def _usable(faces: list[NewFace | None], param: str) -> list[NewFace]:
+    usable = [new for new in faces if new is not None]
     if not usable:
         raise no_usable_face(param)
     return usable
 
 
+def probe_faces(backend: Backend, data: bytes, selector: str, param: str = "photo", *,
+                boxes: list[Box] | None = None, want: frozenset[str] = frozenset(),
+                bbox_param: str = "bbox") -> list[NewFace]:
+    """The faces of a photo (in the client's ``boxes``, else detected and chosen by
+    ``selector``, ``mf_selector``), aligned, embedded and their ``want`` attributes, boxes
+    in full-resolution pixels: what ``Backend.find_faces`` + ``analyze`` of a full-scale
+    decode answer, without decoding a large JPEG at full scale."""
+    d = Decodes(backend, data, param)
+    return _usable(d.analyzed(_chosen(d, boxes, selector, param, bbox_param), want), param)
+
+
+def enroll_faces(backend: Backend, data: bytes, boxes: list[Box] | None, selector: str,
+                 want: frozenset[str], param: str = "photo", bbox_param: str = "bbox"
+                 ) -> tuple[Photo, list[NewFace]]:
+    """:func:`probe_faces`, and the photo to store with their thumbnails
+    (:meth:`Decodes.stored_photo`)."""
+    d = Decodes(backend, data, param)
+    faces = _usable(d.analyzed(_chosen(d, boxes, selector, param, bbox_param), want), param)
+    return d.stored_photo([f.box for f in faces]), faces
+
+
+def detected_faces(backend: Backend, data: bytes, want: frozenset[str], param: str = "photo"
+                   ) -> tuple[Photo, list[tuple[Box, NewFace | None]]]:
+    """``/detect`` with attributes: (the first decode, for its orientation; every face's
+    full-resolution box, largest first, with its analysis or None when it is unusable)."""
+    d = Decodes(backend, data, param)
+    found = sorted(d.detected(), key=lambda f: f.area, reverse=True)
+    return d.first.photo, list(zip([f.box for f in found], d.analyzed(found, want),
+                                   strict=True))
+
+
 def detected_boxes(backend: Backend, data: bytes, param: str = "photo") -> tuple[Photo, list[Box]]:
     """``/detect`` without attributes: (the photo, decoded reduced as for
     :func:`probe_faces`, every face's full-resolution box, largest first)."""
-    s = backend.settings
-    max_side = backend.engine.detector().max_side
-    scaled = Scaled.of(decode_photo(data, param, s.max_photo_bytes, s.max_size,
-                                    factor_of=lambda size: detection_factor(size, max_side)))
-    found = [scaled.to_full(f) for f in backend.engine.detect(scaled.photo.image)]
-    found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1])
-             >= s.min_face_size]
-    return scaled.photo, [f.box for f in sorted(found, key=lambda f: f.area, reverse=True)]
+    d = Decodes(backend, data, param)
+    return d.first.photo, [f.box for f in sorted(d.detected(), key=lambda f: f.area,
+                                                 reverse=True)]
