@@ -192,14 +192,20 @@ def test_large_photo_detect_with_attributes_within_tolerance(backend: Backend) -
             assert float(a.embedding @ n.embedding) >= MIN_COSINE, name
 
 
-def test_large_photo_enrolls_with_thumbnails_within_jpeg_noise(backend: Backend) -> None:
-    """The stored photo is the upload as it came; each thumbnail has the full decode's
-    size and is no further from it than the stored JPEG (quality 85) is."""
+def test_large_photo_enrolls_with_thumbnails_within_jpeg_noise(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stored photo is the upload as it came; its thumbnail comes from the detector's
+    1/2 decode (no decode of its own) with the full decode's size, no further from it than
+    the stored JPEG (quality 85) is."""
     data = enlarged(meds("S001-01-t10_01.jpg"), 5.04)
     full = backend.decode(data, "photo")
+    decodes: list[int] = []
+    real = probe.decode_photo
+    monkeypatch.setattr(probe, "decode_photo", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    monkeypatch.setattr(probe, "decode_for_thumbnails", lambda *a, **k: pytest.fail("decoded"))
     photo, faces = enroll_faces(backend, data, None, "biggest", frozenset())
-    assert photo.data == data and photo.size == full.size
-    assert photo.image is None  # decode_for_thumbnails': no full-scale decode was made
+    assert decodes == [1] and photo.reduced.size == (1210, 1512)  # of 2419x3024
+    assert photo.data == data and photo.size == full.size and photo.image is None
     old = thumbnail(full.image, faces[0].box)
     new = photo.thumbnail(faces[0].box)
     assert new.shape == old.shape
