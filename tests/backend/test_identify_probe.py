@@ -17,7 +17,8 @@ from PIL import Image
 from tests.conftest import shared_file
 from videodetector.backend.errors import ApiError
 from videodetector.backend.imaging import decode_photo
-from videodetector.backend.probe import align_factor, detection_factor, probe_faces
+from videodetector.backend.probe import probe_faces
+from videodetector.backend.scales import align_factor, detection_factor
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
 from videodetector.core.confidence import confidence_from_cosine

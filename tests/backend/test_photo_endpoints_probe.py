@@ -16,19 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.backend.test_identify_probe import enlarged, full_scale, jpeg, meds
-from videodetector.backend import probe
+from videodetector.backend import scales
 from videodetector.backend.emotions import MARGIN
 from videodetector.backend.engine import FoundFace
 from videodetector.backend.errors import ApiError
 from videodetector.backend.imaging import thumbnail
-from videodetector.backend.probe import (
-    EMOTION_SIDE_PX,
-    analysis_factor,
-    detected_faces,
-    emotion_factor,
-    enroll_faces,
-    probe_faces,
-)
+from videodetector.backend.probe import detected_faces, enroll_faces, probe_faces
+from videodetector.backend.scales import EMOTION_SIDE_PX, analysis_factor, emotion_factor
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
 from videodetector.core.confidence import confidence_from_cosine
@@ -200,9 +194,9 @@ def test_large_photo_enrolls_with_thumbnails_within_jpeg_noise(
     data = enlarged(meds("S001-01-t10_01.jpg"), 5.04)
     full = backend.decode(data, "photo")
     decodes: list[int] = []
-    real = probe.decode_photo
-    monkeypatch.setattr(probe, "decode_photo", lambda *a, **k: decodes.append(1) or real(*a, **k))
-    monkeypatch.setattr(probe, "decode_for_thumbnails", lambda *a, **k: pytest.fail("decoded"))
+    real = scales.decode_photo
+    monkeypatch.setattr(scales, "decode_photo", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    monkeypatch.setattr(scales, "decode_for_thumbnails", lambda *a, **k: pytest.fail("decoded"))
     photo, faces = enroll_faces(backend, data, None, "biggest", frozenset())
     assert decodes == [1] and photo.reduced.size == (1210, 1512)  # of 2419x3024
     assert photo.data == data and photo.size == full.size and photo.image is None
@@ -269,7 +263,7 @@ def test_routes_do_not_decode_a_large_photo_at_full_scale(
             factors.append((param, 1))
         return real(data, param, *args, factor_of=factor_of and factor, **kwargs)
 
-    monkeypatch.setattr(probe, "decode_photo", recording)
+    monkeypatch.setattr(scales, "decode_photo", recording)
     monkeypatch.setattr(service, "decode_photo", recording)  # Backend.decode: full scale
     answers = _routes(c, auth, one, two, box)
     assert {k: r.status_code for k, r in answers.items()} == dict.fromkeys(answers, 200), \
