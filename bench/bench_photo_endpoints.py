@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -91,6 +92,16 @@ def main(argv: list[str] | None = None) -> None:
                     raise SystemExit(f"{path}: {r.status_code} {r.text}")
                 return r.json()
 
+            def extract(photo: bytes) -> dict:
+                request = {"image": "multipart:p", "need_facen": True, "need_gender": True,
+                           "need_age": True, "need_emotions": True, "need_normalized": True}
+                files = {"request": (None, json.dumps({"requests": [request]})),
+                         "p": ("p.jpg", photo, "image/jpeg")}
+                r = client.post("/v1/extract", headers=auth, files=files)
+                if r.status_code != 200 or "error" in r.json()["responses"][0]:
+                    raise SystemExit(f"/v1/extract: {r.status_code} {r.text[:300]}")
+                return r.json()
+
             box = post("/v1/detect", photo=one)["faces"][0]
             bbox = f"[[{box['x1']},{box['y1']},{box['x2']},{box['y2']}]]"
             attrs = {"gender": "true", "age": "true", "emotions": "true"}
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 ("/identify bbox", lambda: post("/v1/identify", {"bbox": bbox}, photo=one)),
                 ("/verify (two photos)", lambda: post("/v1/verify", photo1=one, photo2=two)),
                 ("/face (enroll)", lambda: post("/v1/face", photo=one)),
+                ("/extract facen+gae+normalized", lambda: extract(one)),
             ]
             print(f"photo {args.photo.name} on a {args.side}x{args.side * 3 // 4} canvas, "
                   f"{len(one)} bytes; load {os.getloadavg()[0]:.1f} at start")

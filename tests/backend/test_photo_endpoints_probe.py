@@ -308,3 +308,92 @@ def test_bench_builds_a_phone_photo(tmp_path: Path) -> None:
     data = mod.phone_photo(meds("S001-02-t10_01.jpg"), 4032)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (3024, 4032, 3)
+
+
+# -- the Extraction API (extraction.py) ------------------------------------------------------
+
+EXTRACT_ALL = {"need_facen": True, "need_gender": True, "need_age": True,
+               "need_emotions": True, "need_normalized": True}
+
+
+def _extract(backend: Backend, data: bytes, **fields: object) -> list[dict]:
+    from videodetector.backend.extraction import Extractor, parse_request
+
+    req = parse_request({"image": "multipart:p", **EXTRACT_ALL, **fields}, 0)
+    return Extractor(backend.settings, backend.engine).extract(req, data, "image")["faces"]
+
+
+def _extract_full_scale(backend: Backend, data: bytes, monkeypatch: pytest.MonkeyPatch,
+                        **fields: object) -> list[dict]:
+    """The answer of a full-scale decode (every DCT scale factor 1), as before."""
+    import videodetector.backend.extraction as extraction
+
+    with monkeypatch.context() as m:
+        m.setattr(extraction, "detection_factor", lambda size, max_side: 1)
+        return _extract(backend, data, **fields)
+
+
+def _same_within_tolerance(old: list[dict], new: list[dict], side: int) -> None:
+    from videodetector.backend.extraction import facen_from_b64
+
+    assert len(new) == len(old)
+    for a, b in zip(old, new, strict=True):
+        diff = max(abs(a["bbox"][k] - b["bbox"][k]) for k in a["bbox"]) * 640 / side
+        assert diff <= BOX_DETECTOR_PX, (a["bbox"], b["bbox"])
+        assert float(facen_from_b64(a["facen"]) @ facen_from_b64(b["facen"])) >= MIN_COSINE
+        if a["gender"]["score"] >= GENDER_SURE:
+            assert b["gender"]["gender"] == a["gender"]["gender"]
+        assert abs(a["gender"]["score"] - b["gender"]["score"]) <= GENDER_CONF_TOLERANCE
+        assert abs(a["age"] - b["age"]) <= AGE_TOLERANCE
+        assert a["emotions"][0]["emotion"] == b["emotions"][0]["emotion"]
+
+
+def test_extract_answers_exactly_as_before_under_2560_px(backend: Backend,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Under 2560 px (and for a ROI under 2560 px of a larger photo: the detector upscales
+    a small ROI to 640, so it gets every pixel) the answer is the full-scale one exactly."""
+    for name in SMALL:
+        data = meds(name).read_bytes()
+        assert _extract(backend, data) == _extract_full_scale(backend, data, monkeypatch)
+    data = enlarged(meds("S001-01-t10_01.jpg"), 5.04)  # 2419x3024, its face ~1100x1600
+    roi = {"left": 300, "top": 600, "right": 2000, "bottom": 2700}  # 1700x2100: full scale
+    old = _extract_full_scale(backend, data, monkeypatch, roi=roi)
+    assert _extract(backend, data, roi=roi) == old and len(old) == 1
+
+
+def test_extract_large_photo_within_tolerance(backend: Backend,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2419x3024 photo, whole or through a ROI of 2600 px (both decoded at 1/2): the
+    same faces within the /detect tolerance; the ROI's faces in the photo's pixels."""
+    for name, k in LARGE[:2]:
+        data = enlarged(meds(name), k)
+        old = _extract_full_scale(backend, data, monkeypatch)
+        _same_within_tolerance(old, _extract(backend, data), 3024)
+    data = enlarged(meds("S001-01-t10_01.jpg"), 5.04)
+    roi = {"left": 200, "top": 300, "right": 2419, "bottom": 2900}
+    old = _extract_full_scale(backend, data, monkeypatch, roi=roi)
+    _same_within_tolerance(old, _extract(backend, data, roi=roi), 3024)
+
+
+def test_extract_does_not_decode_a_large_photo_at_full_scale(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Extraction API decodes a 2419x3024 JPEG at 1/2 only (before: at full scale), and
+    a truncated one is still refused (BAD_PARAM naming the image)."""
+    import videodetector.backend.extraction as extraction
+
+    data = enlarged(meds("S001-01-t10_01.jpg"), 5.04)
+    factors: list[int] = []
+    real = scales.decode_photo
+
+    def recording(data, param, *args, factor_of=None, **kwargs):  # noqa: ANN001, ANN202
+        factors.append(1 if factor_of is None else factor_of((2419, 3024)))
+        return real(data, param, *args, factor_of=factor_of, **kwargs)
+
+    monkeypatch.setattr(scales, "decode_photo", recording)
+    monkeypatch.setattr(extraction, "decode_photo", recording)
+    assert len(_extract(backend, data)) == 1
+    assert factors == [2]
+    with pytest.raises(ApiError) as err:
+        _extract(backend, data[: len(data) // 2])
+    assert err.value.code == "BAD_PARAM" and err.value.extra["param"] == "image"
