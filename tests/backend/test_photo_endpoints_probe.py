@@ -241,9 +241,9 @@ def _routes(client, auth: dict, one: bytes, two: bytes, box: list[int]) -> dict:
 
 def test_routes_do_not_decode_a_large_photo_at_full_scale(
         client, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    """/detect with attributes, /identify with a bbox, /verify and POST /face with a
-    4032x3024 photo decode it at 1/2 (never at full scale), and answer within tolerance of
-    the full-scale answers."""
+    """/detect with attributes, /identify with a bbox, /verify, POST /face and PUT /face/id
+    with a 2419x3024 photo decode it at 1/2 (never at full scale), and answer within
+    tolerance of the full-scale answers."""
     import videodetector.backend.service as service
 
     c, auth, backend = client
@@ -266,6 +266,9 @@ def test_routes_do_not_decode_a_large_photo_at_full_scale(
     monkeypatch.setattr(scales, "decode_photo", recording)
     monkeypatch.setattr(service, "decode_photo", recording)  # Backend.decode: full scale
     answers = _routes(c, auth, one, two, box)
+    face_id = answers["face"].json()["results"][0]["id"]  # PUT /face/id: a new photo
+    answers["put"] = c.put(f"/v1/face/id/{face_id}", headers=auth,
+                           files={"photo": ("p.jpg", two, "image/jpeg")})
     assert {k: r.status_code for k, r in answers.items()} == dict.fromkeys(answers, 200), \
         {k: r.text for k, r in answers.items()}
     assert sorted(set(factors)) == [("photo", 2), ("photo1", 2), ("photo2", 2)]
