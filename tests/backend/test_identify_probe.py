@@ -17,7 +17,8 @@ from PIL import Image
 from tests.conftest import shared_file
 from videodetector.backend.errors import ApiError
 from videodetector.backend.imaging import decode_photo
-from videodetector.backend.probe import align_factor, detection_factor, probe_faces
+from videodetector.backend.probe import probe_faces
+from videodetector.backend.scales import align_factor, detection_factor
 from videodetector.backend.service import Backend
 from videodetector.backend.settings import Settings
 from videodetector.core.confidence import confidence_from_cosine
@@ -54,9 +55,13 @@ def enlarged(path: Path, factor: float) -> bytes:
                            interpolation=cv2.INTER_CUBIC))
 
 
-def full_scale(backend: Backend, data: bytes, selector: str = "biggest") -> list:
-    """The answer as before: decoded at full scale (``faces_of_request`` with a photo)."""
-    return backend.faces_of_request(data, [], None, selector, frozenset())[1]
+def full_scale(backend: Backend, data: bytes, selector: str = "biggest",
+               boxes: list | None = None, want: frozenset[str] = frozenset()) -> list:
+    """The answer as before: decoded at full scale (``Backend.decode``, ``find_faces``,
+    ``analyze``: what ``faces_of_request`` did with a photo before it went through
+    probe.py)."""
+    photo = backend.decode(data, "photo")
+    return backend.analyze(photo, backend.find_faces(photo, boxes, selector), want)
 
 
 # -- the rules ------------------------------------------------------------------

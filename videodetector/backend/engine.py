@@ -145,9 +145,7 @@ class FaceEngine:
             crop = np.ascontiguousarray(image[y1:y2, x1:x2])
             best = _best_match(self.detect(crop), box, (float(x1), float(y1)))
         if best is None:
-            raise bad_param(param, f"no face found inside {param} "
-                            f"[{', '.join(str(round(v)) for v in box)}]",
-                            value=[round(v) for v in box])
+            raise no_face_inside(param, box)
         return FoundFace(box, best.landmarks, best.score)
 
     def embed(self, image: np.ndarray, face: FoundFace) -> tuple[np.ndarray, np.ndarray]:
@@ -202,6 +200,13 @@ def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
 
 
 best_match = _best_match  # used by regenerate.py to find a stored face again
+
+
+def no_face_inside(param: str, box: Box) -> Exception:
+    """BAD_PARAM: no face found inside the client's ``box`` (given as ``param``)."""
+    return bad_param(param, f"no face found inside {param} "
+                     f"[{', '.join(str(round(v)) for v in box)}]",
+                     value=[round(v) for v in box])
 
 
 def embed_runtime(model: str) -> str:

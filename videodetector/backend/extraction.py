@@ -32,6 +32,7 @@ from videodetector.backend.engine import FaceEngine, FoundFace
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.imaging import Photo, as_aligned_face, decode_photo
 from videodetector.backend.inline import b64
+from videodetector.backend.scales import Decodes, analysis_factor, detection_factor
 from videodetector.backend.settings import Settings
 from videodetector.core.images import encode
 from videodetector.core.models import TEMPLATE_112
@@ -197,8 +198,15 @@ class Extractor:
         return decode_photo(data, param, s.max_photo_bytes, s.max_size)
 
     def extract(self, req: ExtractRequest, data: bytes, param: str) -> dict[str, Any]:
-        """One response: ``{"faces": [...]}`` (+ ``unavailable``)."""
-        photo = self.decode(data, param)
+        """One response: ``{"faces": [...]}`` (+ ``unavailable``). A large JPEG is decoded
+        at the DCT scale the detector needs for the ``roi`` (or the whole image), each face
+        at the scale its models need (scales.py; exactly as before under 2560 px)."""
+        if req.detector == "prenormalized":
+            photo = self.decode(data, param)
+        else:
+            max_side = self.engine.detector().max_side
+            decodes = Decodes(self.settings, self.engine, data, param, lambda size:
+                              detection_factor(roi_size(req.roi, size), max_side))
         emo = (emotions_unavailable(self.settings.gae, self.engine) if req.need_emotions
                else None)
         missing = unavailable(req, self.settings.gae, emo)
@@ -206,37 +214,50 @@ class Extractor:
         if req.detector == "prenormalized":
             faces = [self._prenormalized(photo, req, want_gae)]
         else:
-            faces = [self._face(photo.image, f, req, want_gae) for f in self._detect(photo, req)]
+            faces = [self._face(decodes, f, req, want_gae) for f in self._detect(decodes, req)]
         out: dict[str, Any] = {"faces": faces}
         if missing:
             out["unavailable"] = missing
         return out
 
-    def _detect(self, photo: Photo, req: ExtractRequest) -> list[FoundFace]:
-        image = photo.image
+    def _detect(self, decodes: Decodes, req: ExtractRequest) -> list[FoundFace]:
+        """The faces in ``roi`` (or the whole image) of the first decode, largest first,
+        in full-resolution pixels."""
+        scaled = decodes.first
+        image = scaled.photo.image
         x0 = y0 = 0
         if req.roi is not None:
             h, w = image.shape[:2]
-            x0, y0 = max(0, math.floor(req.roi.left)), max(0, math.floor(req.roi.top))
-            x1, y1 = min(w, math.ceil(req.roi.right)), min(h, math.ceil(req.roi.bottom))
+            left, top, right, bottom = scaled.reduced_box(
+                (req.roi.left, req.roi.top, req.roi.right, req.roi.bottom))
+            x0, y0 = max(0, math.floor(left)), max(0, math.floor(top))
+            x1, y1 = min(w, math.ceil(right)), min(h, math.ceil(bottom))
             if x1 - x0 < 2 or y1 - y0 < 2:
                 return []
             image = np.ascontiguousarray(image[y0:y1, x0:x1])
-        found = self.engine.detect(image, self.settings.min_face_size)
+        found = [f for f in self.engine.detect(image)
+                 if min((f.box[2] - f.box[0]) * scaled.sx, (f.box[3] - f.box[1]) * scaled.sy)
+                 >= self.settings.min_face_size]
         found.sort(key=lambda f: f.area, reverse=True)
         if x0 or y0:
             shift = np.array([x0, y0], np.float32)
             found = [FoundFace((f.box[0] + x0, f.box[1] + y0, f.box[2] + x0, f.box[3] + y0),
                                None if f.landmarks is None else f.landmarks + shift, f.score)
                      for f in found]
-        return found
+        return [scaled.to_full(f) for f in found]
 
-    def _face(self, image: np.ndarray, face: FoundFace, req: ExtractRequest,
+    def _face(self, decodes: Decodes, face: FoundFace, req: ExtractRequest,
               want_gae: set[str]) -> dict[str, Any]:
-        aligned, embedding = self.engine.embed(image, face)
+        """``face`` (full-resolution pixels) described from the decode at its
+        ``analysis_factor``; its bbox in full-resolution pixels."""
+        want = frozenset({"emotions"} if req.need_emotions and self.settings.gae else ())
+        scaled = decodes.at(analysis_factor(face, decodes.largest, want))
+        reduced = scaled.to_reduced(face)
+        image = scaled.photo.image
+        aligned, embedding = self.engine.embed(image, reduced)
         out = {"bbox": bbox_json(face.box), "detection_score": round(face.score, 6)}
-        return self._describe(out, image, face.landmarks, aligned, embedding, req, want_gae,
-                              face.box)
+        return self._describe(out, image, reduced.landmarks, aligned, embedding, req, want_gae,
+                              reduced.box)
 
     def _prenormalized(self, photo: Photo, req: ExtractRequest, want_gae: set[str]
                        ) -> dict[str, Any]:
@@ -274,6 +295,16 @@ class Extractor:
         the classifier is unavailable (``unavailable`` says why)."""
         classifier, _ = self.engine.emotion_classifier()
         return {} if classifier is None else {"emotions": classifier.classify(image, box)}
+
+
+def roi_size(roi: Roi | None, size: tuple[int, int]) -> tuple[int, int]:
+    """The pixel size of ``roi`` clipped to an image of ``size`` (the whole size without one;
+    (0, 0) when nothing is left)."""
+    if roi is None:
+        return size
+    w = min(size[0], math.ceil(roi.right)) - max(0, math.floor(roi.left))
+    h = min(size[1], math.ceil(roi.bottom)) - max(0, math.floor(roi.top))
+    return max(0, w), max(0, h)
 
 
 def bbox_json(box: tuple[float, float, float, float]) -> dict[str, int]:

@@ -26,7 +26,7 @@ from videodetector.backend.deps import (
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.extraction import attrs_unavailable, facen_b64
 from videodetector.backend.params import DbId, GalleryName, Params
-from videodetector.backend.probe import detected_boxes, probe_faces
+from videodetector.backend.probe import detected_boxes, detected_faces, probe_faces
 from videodetector.backend.service import (
     UNSET,
     Backend,
@@ -100,12 +100,10 @@ def detect(user: UserDep, req: Annotated[DetectRequest, Depends(detect_request)]
         found, boxes = detected_boxes(backend, req.data)
         return {"faces": [face_box_json(b) for b in boxes], "orientation": found.orientation,
                 **unavailable_member(p, backend)}
-    photo = backend.decode(req.data, "photo")
-    found = backend.engine.detect(photo.image, backend.settings.min_face_size)
+    photo, found = detected_faces(backend, req.data, req.want)  # each at the scale it needs
     faces = []
-    for face in sorted(found, key=lambda f: f.area, reverse=True):
-        item: dict[str, Any] = face_box_json(face.box)
-        new = backend.analyze_face(photo, face, req.want)
+    for box, new in found:
+        item: dict[str, Any] = face_box_json(box)
         if new is not None:
             item.update({k: v for k, v in new.attrs.items() if v is not None})
         faces.append(item)
@@ -133,9 +131,8 @@ def _verify_faces(backend: Backend, req: VerifyRequest, n: int) -> list[NewFace]
     data, boxes = req.photos[n - 1], req.boxes[n - 1]
     if data is None:
         raise bad_param(f"photo{n}", f"photo{n} is required")
-    photo = backend.decode(data, f"photo{n}")
-    found = backend.find_faces(photo, boxes, req.selector, f"photo{n}", f"bbox{n}")
-    return backend.analyze(photo, found, frozenset(), f"photo{n}")
+    return probe_faces(backend, data, req.selector, f"photo{n}", boxes=boxes,
+                       bbox_param=f"bbox{n}")
 
 
 @router.post("/verify", openapi_extra=openapi.VERIFY)
@@ -200,8 +197,8 @@ def _identify(request: Request, response: Response, backend: Backend, user: int,
     response.headers["X-Live-Servers"] = LIVE_SERVERS
     if gallery is not None:
         backend.require_gallery(user, gallery)
-    if req.data is not None and not req.uploads and not req.boxes:
-        faces = probe_faces(backend, req.data, req.selector)  # a whole photo: found on it
+    if req.data is not None and not req.uploads:  # a photo: found (or located) on it
+        faces = probe_faces(backend, req.data, req.selector, boxes=req.boxes)
     else:
         _, faces = backend.faces_of_request(req.data, req.uploads, req.boxes, req.selector,
                                             frozenset())

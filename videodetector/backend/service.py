@@ -415,12 +415,14 @@ class Backend:
             photo = None if photo_bytes is None else self._photo_for_thumbnails(
                 photo_bytes, photo_param, boxes, len(face_images))
             return photo, self.analyze_aligned(face_images, boxes, photo, want_attrs)
-        photo = self.decode(photo_bytes, photo_param) if photo_bytes is not None else None
-        if photo is None:
+        if photo_bytes is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
-        return photo, self.analyze(photo, self.find_faces(photo, boxes, selector, photo_param),
-                                   want_attrs, photo_param)
+        from videodetector.backend.probe import enroll_faces  # probe imports this module
+
+        # a large JPEG decoded at reduced scale (probe.py); find_faces + analyze of a
+        # full-scale decode answer the same within tolerance, exactly under 2560 px
+        return enroll_faces(self, photo_bytes, boxes, selector, want_attrs, photo_param)
 
     def _photo_for_thumbnails(self, data: bytes, param: str, boxes: list[Box] | None,
                               faces: int) -> Photo:
