@@ -128,7 +128,11 @@ class FrameDiffMotion:
         scale = analysis_scale(h, self.scale, self.max_height)
         if scale != 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            # linear, not area: the same picture at an exact 2x (720p, 1440p), and at a
+            # non-integer ratio (640 rows -> 360) area resampling cost ~0.7 ms of CPU per
+            # frame against ~0.1 ms (the blur below smooths what linear skips); the gate's
+            # decisions on the test clips did not change
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR)
         if not full_range:
             gray = stretch_luma(gray)
         return cv2.GaussianBlur(gray, (self.blur, self.blur), 0) if self.blur > 1 else gray
