@@ -230,3 +230,9 @@ def test_picture_compared_is_shrunk_cheaply_and_as_area_averaging_at_2x():
     prepare = cpu(lambda: motion._prepare(tall))
     area_only = cpu(lambda: cv2.resize(tall, (270, 360), interpolation=cv2.INTER_AREA))
     assert prepare < 0.7 * area_only, (prepare, area_only)
+
+    # beyond 2x (1080p -> 360) linear would skip pixels: area averaging, as before
+    full_hd = rng.integers(0, 256, (1080, 1920), dtype=np.uint8)
+    area3 = cv2.GaussianBlur(cv2.resize(full_hd, (640, 360), interpolation=cv2.INTER_AREA),
+                             (5, 5), 0)
+    assert np.array_equal(motion._prepare(full_hd), area3)
