@@ -27,7 +27,9 @@ Per clip, in one run:
 
 Ratios: ``naive/ours f`` = naive ms per frame / ours ms per frame; ``naive/ours proc`` =
 naive whole process / ours whole process (> 1: ours is faster); ``ours/decode`` = ours /
-decode BGR time (1.0 = the detector costs nothing over decoding).
+decode BGR time (1.0 = the detector costs nothing over decoding). ``naive proc CPU s`` and
+``ours proc CPU s``: the CPU seconds (user + sys) of those same two processes, and
+``naive/ours proc CPU`` their ratio: less sensitive than wall time to other jobs on the host.
 
 Each figure is the fastest of ``--repeat`` runs (1). Timings taken while other jobs run are
 floors, not the machine's capacity: the load average is printed with them.
@@ -43,6 +45,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -95,18 +98,26 @@ def decode_raw(clip: Path, max_frames: int = 0) -> tuple[int, float]:
 # the naive OpenCV loop (bench/naive_loop.py, in its own process)
 # ---------------------------------------------------------------------------
 
+def children_cpu() -> float:
+    """CPU seconds (user + sys) of this process's waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_naive_process(clip: Path, max_frames: int) -> dict:
-    """The naive loop in a fresh interpreter; adds ``process_s`` (launch to exit)."""
+    """The naive loop in a fresh interpreter; adds ``process_s`` (launch to exit) and
+    ``process_cpu_s`` (its CPU seconds, user + sys)."""
     cmd = [sys.executable, str(Path(__file__).resolve().with_name("naive_loop.py")), str(clip),
            "--threads", str(THREADS), "--max-frames", str(max_frames)]
-    t0 = time.perf_counter()
+    cpu0, t0 = children_cpu(), time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800,
                           env=child_env())
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if done.returncode != 0:
         raise RuntimeError(f"naive loop failed on {clip}: {done.stderr.strip()[-500:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["process_s"] = wall
+    out["process_cpu_s"] = cpu
     return out
 
 
@@ -126,8 +137,10 @@ def child_env() -> dict[str, str]:
 
 
 def warm_bytecode() -> None:
-    """Compile what the daemon and the naive loop import into PYCACHE, once."""
-    code = "import videodetector.detector.cli, cv2, av, onnxruntime"
+    """Compile what the daemon and the naive loop import into PYCACHE, once (filterpy too:
+    the daemon imports it, with scipy, only at its first face; uncompiled, the first measured
+    run compiled scipy.stats)."""
+    code = "import videodetector.detector.cli, cv2, av, onnxruntime, filterpy.kalman"
     subprocess.run([sys.executable, "-c", code], env=child_env(), check=True,
                    capture_output=True, timeout=600)
 
@@ -140,15 +153,15 @@ def run_daemon(clip: Path, receiver: Receiver, spool: Path) -> dict:
            "--spool-dir", str(spool), "--log-level", "INFO"]
     env = child_env()
     posts0 = receiver.posts
-    t0 = time.perf_counter()
+    cpu0, t0 = children_cpu(), time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env,
                           timeout=1800)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if done.returncode != 0:
         raise RuntimeError(f"fkvideo_detector exited {done.returncode} on {clip}: "
                            f"{done.stderr.strip()[-800:]}")
     found = FIRST_FRAME.search(done.stderr)
-    return {"process_s": wall, "posts": receiver.posts - posts0,
+    return {"process_s": wall, "process_cpu_s": cpu, "posts": receiver.posts - posts0,
             "startup_s": float(found.group(1)) if found else float("nan"),
             "startup_cpu_s": float(found.group(2)) if found else float("nan")}
 
@@ -186,10 +199,13 @@ def bench_clip(label: str, clip: Path, args: argparse.Namespace, receiver: Recei
         "naive_faces": naive["faces"], "naive_proc_s": round(naive["process_s"], 2),
         "ours_s": ours.seconds, "ours_ms": ms(ours.seconds, ours.frames),
         "ours_proc_s": round(daemon["process_s"], 2), "posts": daemon["posts"],
+        "naive_proc_cpu_s": round(naive["process_cpu_s"], 2),
+        "ours_proc_cpu_s": round(daemon["process_cpu_s"], 2),
         "startup_s": daemon["startup_s"], "startup_cpu_s": daemon["startup_cpu_s"],
     }
     row["naive_over_ours_f"] = ratio(row["naive_ms"], row["ours_ms"])
     row["naive_over_ours_proc"] = ratio(naive["process_s"], daemon["process_s"])
+    row["naive_over_ours_proc_cpu"] = ratio(naive["process_cpu_s"], daemon["process_cpu_s"])
     row["ours_over_decode"] = ratio(ours.seconds * n_bgr, s_bgr * max(ours.frames, 1))
     row["load"] = round(os.getloadavg()[0], 2)
     return row
@@ -203,7 +219,10 @@ COLUMNS = (
     ("ours_s", "ours s", ">"), ("ours_ms", "ms/f", ">"), ("ours_proc_s", "ours proc s", ">"),
     ("startup_s", "start-up s", ">"), ("startup_cpu_s", "start-up CPU s", ">"),
     ("naive_over_ours_f", "naive/ours f", ">"), ("naive_over_ours_proc", "naive/ours proc", ">"),
-    ("ours_over_decode", "ours/decode", ">"), ("posts", "posts", ">"), ("load", "load", ">"),
+    ("ours_over_decode", "ours/decode", ">"),
+    ("naive_proc_cpu_s", "naive proc CPU s", ">"), ("ours_proc_cpu_s", "ours proc CPU s", ">"),
+    ("naive_over_ours_proc_cpu", "naive/ours proc CPU", ">"),
+    ("posts", "posts", ">"), ("load", "load", ">"),
 )
 
 

@@ -49,11 +49,14 @@ def test_bench_naive_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     (row,) = out["rows"]
     assert row["frames"] == 6
     for key in ("decode_bgr_ms", "decode_raw_ms", "naive_ms", "naive_proc_s", "ours_ms",
-                "ours_proc_s", "startup_s", "startup_cpu_s"):
+                "ours_proc_s", "startup_s", "startup_cpu_s", "naive_proc_cpu_s",
+                "ours_proc_cpu_s"):
         assert row[key] > 0, key  # a figure came out (NaN fails too)
-    for key in ("naive_over_ours_f", "naive_over_ours_proc", "ours_over_decode"):
+    for key in ("naive_over_ours_f", "naive_over_ours_proc", "ours_over_decode",
+                "naive_over_ours_proc_cpu"):
         assert row[key] > 0, key
-    assert "naive/ours proc" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "naive/ours proc" in out and "naive/ours proc CPU" in out
 
 
 def test_bench_latency_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:

@@ -560,8 +560,10 @@ class FacePipeline:
         q = face_quality(frame.image, xyxy, lm, float(dets.score[i]))
         if not (math.isfinite(q.score) and math.isfinite(q.direction_score)):
             raise ValueError(f"quality is not finite: {q}")
+        # track.history is already a tuple of (float, float): kept as it is, not copied
+        # (up to MAX_HISTORY centres per face per detector run)
         payload = FacePayload(frame.image, xyxy.copy(), lm.copy(), stamp, frame.index,
-                              tuple(tuple(map(float, c)) for c in track.history))
+                              track.history)
         return Candidate(track_id=track.id, t=frame.pts, score=q.score,
                          direction_score=q.direction_score, payload=payload)
 

@@ -66,6 +66,18 @@ def test_matrices_for_multi_frame_step():
     assert np.allclose(q5, q5.T)
 
 
+@settings(max_examples=40, deadline=None)
+@given(dt=st.sampled_from([1, 2, 3, 4, 1.5, 7]), side=st.floats(1, 2000))
+def test_matrices_are_made_once_per_step_and_equal_the_formula(dt, side):
+    """F and the unit Q are cached per dt (a track predicts every frame; np.kron was most of
+    its cost): the same read-only F object each time, and Q exactly as the formula makes it."""
+    assert transition_matrix(dt) is transition_matrix(dt)
+    assert not transition_matrix(dt).flags.writeable
+    q = (0.05 * side) ** 2
+    expected = np.kron(q * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]]), np.eye(4))
+    assert np.array_equal(process_noise(dt, side), expected)
+
+
 def test_filter_learns_velocity_and_predicts_several_frames():
     kf = BoxKalmanFilter(np.array([0, 0, 50, 50], float))
     for k in range(1, 12):

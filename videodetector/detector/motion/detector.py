@@ -38,6 +38,17 @@ def analysis_scale(height: int, scale: float, max_height: int | None = MAX_HEIGH
     return max_height / height
 
 
+def shrink_interpolation(scale: float) -> int:
+    """OpenCV interpolation for shrinking the compared picture by ``scale`` (< 1): linear
+    while the picture shrinks by at most 2x, area averaging beyond. Linear reads 2x2 source
+    pixels per output pixel, so up to 2x it sees all of them: at an exact 2x (720p -> 360)
+    its picture is the area average's bit for bit, and at a non-integer ratio (640 rows ->
+    360, 540 -> 360) area averaging cost ~0.7 ms of CPU per frame against ~0.1 ms (the
+    test clips' gate decisions did not change). Beyond 2x (1080p -> 360) linear would skip
+    pixels: area, as before."""
+    return cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+
+
 @dataclass(frozen=True, eq=False)
 class MotionResult:
     """intensity: fraction of changed pixels (0..1), the unit of ``--md-threshold``; 1.0 when
@@ -128,7 +139,7 @@ class FrameDiffMotion:
         scale = analysis_scale(h, self.scale, self.max_height)
         if scale != 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            gray = cv2.resize(gray, size, interpolation=shrink_interpolation(scale))
         if not full_range:
             gray = stretch_luma(gray)
         return cv2.GaussianBlur(gray, (self.blur, self.blur), 0) if self.blur > 1 else gray

@@ -15,6 +15,7 @@ All noise levels are proportional to the box size (as in DeepSORT), so a 20 px f
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,11 +48,23 @@ def z_to_xyxy(z: np.ndarray) -> np.ndarray:
     return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
 
+@functools.lru_cache(maxsize=64)
 def transition_matrix(dt: float) -> np.ndarray:
-    """F for a step of ``dt`` frames: position += velocity * dt, velocity unchanged."""
+    """F for a step of ``dt`` frames: position += velocity * dt, velocity unchanged.
+    Cached per dt (every track predicts every frame, mostly by 1): read-only."""
     f = np.eye(8)
     f[:4, 4:] = dt * np.eye(4)
+    f.flags.writeable = False
     return f
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_process_noise(dt: float) -> np.ndarray:
+    """``process_noise(dt, side)`` for unit acceleration noise, cached per dt: read-only."""
+    block = np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
+    q = np.kron(block, np.eye(4))
+    q.flags.writeable = False
+    return q
 
 
 def process_noise(dt: float, side: float) -> np.ndarray:
@@ -59,11 +72,10 @@ def process_noise(dt: float, side: float) -> np.ndarray:
 
     For one coordinate p with velocity v, an acceleration noise of spectral density q
     integrated over dt gives cov([p, v]) = q * [[dt^3/3, dt^2/2], [dt^2/2, dt]]; the four
-    coordinates are independent, which ``np.kron`` lays out in our state order.
+    coordinates are independent, which ``np.kron`` lays out in our state order (the kron
+    is made once per dt: it was most of a track's predict).
     """
-    q = (ACCELERATION_STD * side) ** 2
-    block = q * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
-    return np.kron(block, np.eye(4))
+    return (ACCELERATION_STD * side) ** 2 * _unit_process_noise(dt)
 
 
 class BoxKalmanFilter:
@@ -108,7 +120,7 @@ class BoxKalmanFilter:
         side = cls._side(z)
         kf = KalmanFilter(dim_x=8, dim_z=4)
         kf.x = np.concatenate([z, np.zeros(4)]).reshape(8, 1)
-        kf.F = transition_matrix(1.0)
+        kf.F = transition_matrix(1.0).copy()  # (the cached one is read-only)
         kf.H = np.hstack([np.eye(4), np.zeros((4, 4))])
         kf.P = np.diag(
             [(INITIAL_POSITION_STD * side) ** 2] * 4 + [(INITIAL_VELOCITY_STD * side) ** 2] * 4
