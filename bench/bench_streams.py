@@ -359,6 +359,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--offline", action="store_true",
                    help="CPU per camera-frame: each camera reads its whole clip unpaced, so "
                         "the same frames are processed whatever the load (implies --profile)")
+    p.add_argument("--opencv-threads", type=int, default=0,
+                   help="OpenCV's threads (0: as the daemon with a camera list, i.e. 1); to "
+                        "compare, e.g. 2 = OpenCV's default on 2 cores")
     return p.parse_args(argv)
 
 
@@ -372,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # As the daemon with a camera list: OpenCV with one thread, and the tracker's modules
     # imported once at start (a paced camera waits for them before it opens its source).
     # Imported inside the first N's clock, they added ~1 ms per camera-frame to that row.
-    cv_threads = opencv_threads(camera_list=True)
+    cv_threads = args.opencv_threads or opencv_threads(camera_list=True)
     if cv_threads is not None:
         cv2.setNumThreads(cv_threads)
     import_tracker_modules().join()
