@@ -27,7 +27,10 @@ the daemon's threads only (camera, reader, poster, native pools from /proc/self/
 bench's receiver and main thread). The answer is the largest N whose drop rate is below
 0.5 %; the run stops at the first N above it. As the daemon with a camera list, OpenCV runs
 with one thread, and the tracker's modules are imported once before the first N (the
-daemon's start-up, not a per-frame cost).
+daemon's start-up, not a per-frame cost). ``--inline`` also processes each N's clips one
+after another in the main thread (decode + pipeline, no reader thread, no pacing, no other
+camera: bench_detector's way) and prints the daemon's ms/frame minus that baseline: what
+running N cameras at once costs per camera-frame.
 
 ``--profile`` also prints, per N, the CPU per camera-frame by thread group (camera threads:
 the pipeline; reader threads: decoding; native pools: FFmpeg/onnxruntime threads; poster)
@@ -69,11 +72,12 @@ from videodetector.core.models import YuNetDetector  # noqa: E402
 from videodetector.detector.camera import CameraWorker  # noqa: E402
 from videodetector.detector.cli import opencv_threads  # noqa: E402
 from videodetector.detector.config import parse_config  # noqa: E402
-from videodetector.detector.pipeline import CameraSpec  # noqa: E402
+from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
 from videodetector.detector.post.poster import Poster  # noqa: E402
 from videodetector.detector.post.spool import Spool  # noqa: E402
 from videodetector.detector.preload import import_tracker_modules  # noqa: E402
 from videodetector.detector.timing import STAGES, DetectorHistograms  # noqa: E402
+from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
 
 DROP_LIMIT = 0.5  # percent
 FPS = 25
@@ -335,6 +339,30 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
     )
 
 
+def inline_ms_per_frame(clips: Sequence[Path], extra: Sequence[str]) -> tuple[float, int]:
+    """(CPU ms per frame, frames) of ``clips`` decoded and processed one after another in
+    this thread (bench_detector's way: no reader thread, no pacing, no other camera; one
+    decoder thread, as a paced camera decodes; snapshots are made, not posted). The N-camera
+    rows' ``daemon ms/frame`` minus this is what running N cameras at once costs."""
+    frames = 0
+    cpu = 0.0
+    for i, clip in enumerate(clips):
+        cfg = parse_config(["--source", str(clip), "--camid", f"inline{i}", "--api-url",
+                            "127.0.0.1:9", "--api-token", "bench", "-r", "0", *extra])
+        detector = YuNetDetector(threads=1)
+        detector.detect(np.zeros((360, 640, 3), np.uint8))
+        pipe = FacePipeline(cfg, CameraSpec(f"inline{i}", str(clip), cfg.roi, cfg.rot),
+                            detector, live=False)
+        t0 = time.thread_time()
+        with open_video(parse_source(str(clip)), threads=1) as stream:
+            for frame in stream:
+                pipe.process(frame)
+                frames += 1
+        pipe.finish()
+        cpu += time.thread_time() - t0
+    return 1000 * cpu / max(frames, 1), frames
+
+
 COLUMNS = (
     ("streams", "N", ">"), ("seconds", "seconds", ">"), ("frames_in", "frames in", ">"),
     ("processed", "processed", ">"), ("dropped", "dropped", ">"), ("drop_pct", "drop %", ">"),
@@ -362,6 +390,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--opencv-threads", type=int, default=0,
                    help="OpenCV's threads (0: as the daemon with a camera list, i.e. 1); to "
                         "compare, e.g. 2 = OpenCV's default on 2 cores")
+    p.add_argument("--inline", action="store_true",
+                   help="also process each N's clips one after another in one thread (no "
+                        "reader, no pacing): the baseline of the multi-camera overhead")
     return p.parse_args(argv)
 
 
@@ -391,6 +422,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
                               args.profile or args.offline, args.offline)
             rows.append(row)
+            if args.inline:
+                ms, frames = inline_ms_per_frame(clips[:n], extra)
+                print(f"  N={n} inline (one thread, clip after clip, {frames} frames): "
+                      f"{ms:.2f} ms CPU/frame; daemon ms/frame minus inline: "
+                      f"{row.daemon_ms_per_frame - ms:+.2f}", flush=True)
             print(f"  N={n}: {row.frames_in} in, {row.processed} processed, {row.dropped} "
                   f"dropped ({row.drop_pct} %), CPU {row.cpu_pct} %", flush=True)
             if args.offline:
