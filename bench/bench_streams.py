@@ -343,7 +343,8 @@ def inline_ms_per_frame(clips: Sequence[Path], extra: Sequence[str]) -> tuple[fl
     """(CPU ms per frame, frames) of ``clips`` decoded and processed one after another in
     this thread (bench_detector's way: no reader thread, no pacing, no other camera; one
     decoder thread, as a paced camera decodes; snapshots are made, not posted). The N-camera
-    rows' ``daemon ms/frame`` minus this is what running N cameras at once costs."""
+    rows' ``daemon ms/frame`` minus this is what running N cameras at once costs. Only this
+    thread's CPU is counted: with ``--opencv-threads`` > 1 the pool's share is left out."""
     frames = 0
     cpu = 0.0
     for i, clip in enumerate(clips):
