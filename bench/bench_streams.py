@@ -22,8 +22,15 @@ lockstep.
 
 Per N: frames in (decoded by the readers), processed (went through the pipeline), dropped
 (discarded by the readers), drop %, CPU % (process CPU time / wall time / cores, so 100 %
-is the whole machine), CPU ms per processed camera-frame. The answer is the largest N whose
-drop rate is below 0.5 %; the run stops at the first N above it.
+is the whole machine), CPU ms per processed camera-frame, and "daemon ms/frame": the same for
+the daemon's threads only (camera, reader, poster, native pools from /proc/self/task; not the
+bench's receiver and main thread). The answer is the largest N whose drop rate is below
+0.5 %; the run stops at the first N above it. As the daemon with a camera list, OpenCV runs
+with one thread, and the tracker's modules are imported once before the first N (the
+daemon's start-up, not a per-frame cost). ``--inline`` also processes each N's clips one
+after another in the main thread (decode + pipeline, no reader thread, no pacing, no other
+camera: bench_detector's way) and prints the daemon's ms/frame minus that baseline: what
+running N cameras at once costs per camera-frame.
 
 ``--profile`` also prints, per N, the CPU per camera-frame by thread group (camera threads:
 the pipeline; reader threads: decoding; native pools: FFmpeg/onnxruntime threads; poster)
@@ -57,16 +64,20 @@ for _p in (ROOT, ROOT / "bench"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
 
 from videodetector.core.models import YuNetDetector  # noqa: E402
 from videodetector.detector.camera import CameraWorker  # noqa: E402
+from videodetector.detector.cli import opencv_threads  # noqa: E402
 from videodetector.detector.config import parse_config  # noqa: E402
-from videodetector.detector.pipeline import CameraSpec  # noqa: E402
+from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
 from videodetector.detector.post.poster import Poster  # noqa: E402
 from videodetector.detector.post.spool import Spool  # noqa: E402
+from videodetector.detector.preload import import_tracker_modules  # noqa: E402
 from videodetector.detector.timing import STAGES, DetectorHistograms  # noqa: E402
+from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
 
 DROP_LIMIT = 0.5  # percent
 FPS = 25
@@ -155,9 +166,20 @@ def watch_threads(busy: Callable[[], bool], every: float = 0.2
         time.sleep(every)
 
 
+def daemon_cpu(groups: dict[str, float]) -> float:
+    """CPU seconds of the daemon's own threads (all groups but :data:`BENCH_GROUPS`)."""
+    return sum(cpu for group, cpu in groups.items() if group not in BENCH_GROUPS)
+
+
+# Thread groups that are the bench's own work, not the daemon's: the receiver's request
+# threads and the main thread (which polls /proc/self/task).
+BENCH_GROUPS = ("other Python",)
+
+
 def thread_group(name: str) -> str:
     """The accounting group of a Python thread name: reader (decode, pacing, queue), camera
-    (the pipeline: motion, detection, tracking, best frame, snapshots), poster, other."""
+    (the pipeline: motion, detection, tracking, best frame, snapshots), poster, other (the
+    bench's receiver and main thread)."""
     for prefix, group in (("reader-", "reader"), ("cam-", "camera"), ("poster", "poster")):
         if name.startswith(prefix):
             return group
@@ -240,6 +262,9 @@ class StreamsRow:
     posted: int
     load: float
     cpu_ms_per_frame: float  # process CPU (user + sys) per processed camera-frame
+    # the daemon's threads only (cameras, readers, poster, native pools): without the bench's
+    # receiver and main thread
+    daemon_ms_per_frame: float
 
 
 def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,
@@ -278,9 +303,9 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         w.start()
     if offline:
         threads1, names = watch_threads(lambda: any(w.is_alive() for w in workers))
-    else:
-        time.sleep(seconds)
-        threads1, names = watch_threads(lambda: False)
+    else:  # polled all along: a thread that ends during the run keeps its CPU
+        until = time.monotonic() + seconds
+        threads1, names = watch_threads(lambda: time.monotonic() < until)
     for w in workers:
         w.stop()
     for w in workers:
@@ -299,9 +324,9 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         dropped += stats.dropped if stats else 0
         processed += w.pipeline_stats.frames
         runs += w.pipeline_stats.detector_runs
+    groups = cpu_by_group(threads0, threads1, names)
     if profile:
-        print_profile(n, processed, frames_in, cpu_by_group(threads0, threads1, names),
-                      stage_seconds(histograms))
+        print_profile(n, processed, frames_in, groups, stage_seconds(histograms))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return StreamsRow(
         streams=n, seconds=round(wall, 1), frames_in=frames_in, processed=processed,
@@ -310,7 +335,33 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         fps_per_stream=round(processed / wall / n, 1), detector_runs=runs,
         posted=receiver.posts - posts0, load=round(load, 2),
         cpu_ms_per_frame=round(1000 * cpu / max(processed, 1), 2),
+        daemon_ms_per_frame=round(1000 * daemon_cpu(groups) / max(processed, 1), 2),
     )
+
+
+def inline_ms_per_frame(clips: Sequence[Path], extra: Sequence[str]) -> tuple[float, int]:
+    """(CPU ms per frame, frames) of ``clips`` decoded and processed one after another in
+    this thread (bench_detector's way: no reader thread, no pacing, no other camera; one
+    decoder thread, as a paced camera decodes; snapshots are made, not posted). The N-camera
+    rows' ``daemon ms/frame`` minus this is what running N cameras at once costs. Only this
+    thread's CPU is counted: with ``--opencv-threads`` > 1 the pool's share is left out."""
+    frames = 0
+    cpu = 0.0
+    for i, clip in enumerate(clips):
+        cfg = parse_config(["--source", str(clip), "--camid", f"inline{i}", "--api-url",
+                            "127.0.0.1:9", "--api-token", "bench", "-r", "0", *extra])
+        detector = YuNetDetector(threads=1)
+        detector.detect(np.zeros((360, 640, 3), np.uint8))
+        pipe = FacePipeline(cfg, CameraSpec(f"inline{i}", str(clip), cfg.roi, cfg.rot),
+                            detector, live=False)
+        t0 = time.thread_time()
+        with open_video(parse_source(str(clip)), threads=1) as stream:
+            for frame in stream:
+                pipe.process(frame)
+                frames += 1
+        pipe.finish()
+        cpu += time.thread_time() - t0
+    return 1000 * cpu / max(frames, 1), frames
 
 
 COLUMNS = (
@@ -318,7 +369,8 @@ COLUMNS = (
     ("processed", "processed", ">"), ("dropped", "dropped", ">"), ("drop_pct", "drop %", ">"),
     ("cpu_pct", "CPU %", ">"), ("fps_per_stream", "fps/stream", ">"),
     ("detector_runs", "detector runs", ">"), ("posted", "posts", ">"),
-    ("cpu_ms_per_frame", "CPU ms/frame", ">"), ("load", "load before", ">"),
+    ("cpu_ms_per_frame", "CPU ms/frame", ">"), ("daemon_ms_per_frame", "daemon ms/frame", ">"),
+    ("load", "load before", ">"),
 )
 
 
@@ -336,6 +388,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--offline", action="store_true",
                    help="CPU per camera-frame: each camera reads its whole clip unpaced, so "
                         "the same frames are processed whatever the load (implies --profile)")
+    p.add_argument("--opencv-threads", type=int, default=0,
+                   help="OpenCV's threads (0: as the daemon with a camera list, i.e. 1); to "
+                        "compare, e.g. 2 = OpenCV's default on 2 cores")
+    p.add_argument("--inline", action="store_true",
+                   help="also process each N's clips one after another in one thread (no "
+                        "reader, no pacing): the baseline of the multi-camera overhead")
     return p.parse_args(argv)
 
 
@@ -346,6 +404,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     extra = args.detector_args.split()
     if args.profile or args.offline:
         time_stages_in_cpu()
+    # As the daemon with a camera list: OpenCV with one thread, and the tracker's modules
+    # imported once at start (a paced camera waits for them before it opens its source).
+    # Imported inside the first N's clock, they added ~1 ms per camera-frame to that row.
+    cv_threads = args.opencv_threads or opencv_threads(camera_list=True)
+    if cv_threads is not None:
+        cv2.setNumThreads(cv_threads)
+    import_tracker_modules().join()
     print(f"# bench_streams: {machine_line()}", flush=True)
     print(f"# input: synthetic 1280x720 {FPS} fps indoor clips (faces half of the time), "
           f"motion gating on; fkvideo options: defaults {' '.join(extra)}".rstrip(), flush=True)
@@ -358,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
                               args.profile or args.offline, args.offline)
             rows.append(row)
+            if args.inline:
+                ms, frames = inline_ms_per_frame(clips[:n], extra)
+                print(f"  N={n} inline (one thread, clip after clip, {frames} frames): "
+                      f"{ms:.2f} ms CPU/frame; daemon ms/frame minus inline: "
+                      f"{row.daemon_ms_per_frame - ms:+.2f}", flush=True)
             print(f"  N={n}: {row.frames_in} in, {row.processed} processed, {row.dropped} "
                   f"dropped ({row.drop_pct} %), CPU {row.cpu_pct} %", flush=True)
             if args.offline:

@@ -130,3 +130,37 @@ def test_a_single_source_with_its_rot_outside_the_frame_exits_with_the_config_co
                         "--api-token", "t", "--rot", "1x1+5000+5000",
                         "--spool-dir", str(tmp_path / "spool")])
     assert Daemon(cfg).run() == 2
+
+
+def test_a_camera_list_runs_opencv_with_one_thread_and_restores_it(
+    server: ListServer, tmp_path
+) -> None:
+    """Issue 10: several cameras share the cores one thread each; OpenCV's own pool (a thread
+    per core by default) only added hand-offs and spin-waits to every frame's motion gate.
+    A single source keeps OpenCV's default."""
+    import cv2
+
+    from videodetector.democlip import write_clip
+    from videodetector.detector.cli import Daemon, opencv_threads
+
+    assert opencv_threads(camera_list=True) == 1
+    assert opencv_threads(camera_list=False) is None
+    clip = str(write_clip(tmp_path / "empty.mp4", [], seconds=0.2))
+    server.body = json.dumps([{"id": "a", "url": clip, "detector": "site1"}]).encode()
+    cfg = parse_config(["--detector-name", "site1", "--api-url", server.url, "--api-token", "t",
+                        "--single-pass", "--spool-dir", str(tmp_path / "spool")])
+    seen: list[int] = []
+
+    class Spy(Daemon):
+        def make_worker(self, camera):  # type: ignore[no-untyped-def]
+            seen.append(cv2.getNumThreads())  # what the camera's frames will run with
+            return super().make_worker(camera)
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)  # as on a 2-core host, whatever this machine has
+    try:
+        assert Spy(cfg).run() == 0
+        assert seen == [1]
+        assert cv2.getNumThreads() == 2  # restored when the daemon returns
+    finally:
+        cv2.setNumThreads(before)
