@@ -61,7 +61,7 @@ def test_may_skip_only_within_the_period_of_its_kind(since, period, steady, new,
     skip = may_skip_detection(since, period, steady, new, search, searched)
     if new:  # motion the tracker cannot account for: only a spell already searched, every
         # M-th frame, or every max(M, N)-th while every face is tracked steadily
-        every = max(search, period) if steady and search > 1 else search
+        every = max(search, period) if steady else search
         assert skip == (searched and since + 1 < every)
     else:  # all on steadily tracked faces: --detect-period as before
         assert skip == (steady and since + 1 < period)
@@ -136,7 +136,6 @@ def test_searched_motion_off_steady_faces_waits_for_the_detect_period():
     assert [not may_skip_detection(since, 2, True, True, 5, True) for since in range(5)] == [
         False] * 4 + [True]  # M longer than N: M
     assert not may_skip_detection(0, 4, True, True, 2, False)  # not searched yet: at once
-    assert not may_skip_detection(0, 4, True, True, 1, True)  # M = 1: every frame, as before
 
 
 @pytest.mark.media

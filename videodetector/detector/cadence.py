@@ -33,8 +33,7 @@ moving in every frame) YuNet ran on every second frame for that motion alone, wh
 tracked faces need a run only every N-th. The first frame of such motion, and the frame after
 a run that found a new face, are still detected at once; a face that appears during a spell
 already searched waits at most max(M, N) - 1 frames (3 with the defaults, 0.12 s at 25 fps)
-while everybody else in view is tracked steadily, M - 1 otherwise. M = 1 turns this off too
-(every frame of such motion is detected, as before).
+while everybody else in view is tracked steadily, M - 1 otherwise.
 """
 
 from __future__ import annotations
@@ -86,16 +85,15 @@ def may_skip_detection(frames_since_detection: int, period: int, steady: bool,
     (``new_motion``: off those faces, or some face not tracked steadily): only while that
     spell was already ``searched`` (see :func:`searched_after`) and the detector ran fewer
     than ``search_period`` frames ago -- or ``period`` frames ago, if that is longer, while
-    every face is tracked ``steady`` and ``search_period`` > 1 (a hand-held camera: the
-    background moves all the time, the faces are known; see STEADY_SEARCH in the module
-    docstring)."""
+    every face is tracked ``steady`` (a hand-held camera: the background moves all the time,
+    the faces are known; see STEADY_SEARCH in the module docstring)."""
     for name, value in (("period", period), ("search_period", search_period)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value!r}")
     if frames_since_detection < 0:
         raise ValueError(f"frames_since_detection must be >= 0, got {frames_since_detection!r}")
     if new_motion:
-        every = max(search_period, period) if steady and search_period > 1 else search_period
+        every = max(search_period, period) if steady else search_period
         return searched and frames_since_detection + 1 < every
     return steady and frames_since_detection + 1 < period
 
