@@ -59,10 +59,8 @@ def test_motion_off_faces_cases():
 def test_may_skip_only_within_the_period_of_its_kind(since, period, steady, new, search,
                                                       searched):
     skip = may_skip_detection(since, period, steady, new, search, searched)
-    if new:  # motion the tracker cannot account for: only a spell already searched, every
-        # M-th frame, or every max(M, N)-th while every face is tracked steadily
-        every = max(search, period) if steady else search
-        assert skip == (searched and since + 1 < every)
+    if new:  # motion the tracker cannot account for: only a spell already searched
+        assert skip == (searched and since + 1 < search)
     else:  # all on steadily tracked faces: --detect-period as before
         assert skip == (steady and since + 1 < period)
     if (period == 1 or not steady) and (search == 1 or not searched):
@@ -123,32 +121,6 @@ def test_a_lasting_spell_without_faces_is_searched_every_m_th_frame():
     # a steady frame ends the spell: the next new motion is detected at once
     mixed = [("new", False), ("new", False), ("steady", False), ("new", False)]
     assert drive(mixed, 4, 3) == [True, False, False, True]
-
-
-def test_searched_motion_off_steady_faces_waits_for_the_detect_period():
-    """A hand-held camera: the background moves in every frame (new motion, searched) while
-    every face is tracked steadily: the detector runs every max(M, N)-th frame, not every
-    M-th; with a face not tracked steadily, every M-th as before."""
-    runs = [not may_skip_detection(since, 4, True, True, 2, True) for since in range(4)]
-    assert runs == [False, False, False, True]
-    assert [not may_skip_detection(since, 4, False, True, 2, True) for since in range(2)] == [
-        False, True]
-    assert [not may_skip_detection(since, 2, True, True, 5, True) for since in range(5)] == [
-        False] * 4 + [True]  # M longer than N: M
-    assert not may_skip_detection(0, 4, True, True, 2, False)  # not searched yet: at once
-
-
-@pytest.mark.media
-def test_hand_held_clip_runs_yunet_on_a_quarter_of_its_frames_and_posts_everybody():
-    """mpf_video_01 (hand-held, 5 people tracked steadily, the background moving in every
-    frame): YuNet ran on 46 of its 90 frames (every second one, --search-period 2); with the
-    steady faces' motion searched every --detect-period frames it runs on 24, and the same
-    5 people are posted."""
-    path = str(shared_file("clips_faces/mpf_video_01.mp4"))
-    _, pipe, posts = run_frames(path, 2)
-    assert pipe.stats.frames == 90
-    assert pipe.stats.detector_runs <= 30
-    assert posts == 5 and pipe.stats.tracks_started == 5
 
 
 def test_may_skip_detection_rejects_bad_values():
@@ -275,10 +247,7 @@ def test_a_face_walking_into_searched_motion_waits_at_most_m_minus_1_frames(
     first3 = next(i for i, r in enumerate(rows) if r[3])
     assert 25 <= first1 <= 30  # the person enters at frame 25
     assert first1 <= first3 <= first1 + 2
-    # never more than M - 1 in a row while nobody is tracked (the person has not come in),
-    # max(M, N) - 1 once the person is tracked steadily (STEADY_SEARCH; N = 4 by default)
-    assert longest_run([r[2] for r in rows[:first3]]) == 2
-    assert longest_run([r[2] for r in rows]) == 3
+    assert longest_run([r[2] for r in rows]) == 2  # never more than M - 1 in a row
     assert rows[0][1]  # the first frame of motion was detected
     assert pipe3.stats.search_skips > 20  # the faceless block alone: 2 frames in 3 skipped
     assert pipe3.stats.detector_runs < 0.75 * pipe1.stats.detector_runs

@@ -25,15 +25,6 @@ tentative track needs the next detection to be confirmed). A face that appears d
 spell already searched waits at most M - 1 frames. The tracker still advances on the frames
 skipped (``update(None)``); a missed track counts a miss per detector run, so with M = 2 it
 lives up to twice as many frames before it ends.
-
-STEADY_SEARCH: while every face in view is tracked steadily, motion off those faces that was
-already searched is searched again every max(M, N) frames, not every M-th: on a hand-held
-camera (mpf_video_01: five people tracked steadily from the second frame, the background
-moving in every frame) YuNet ran on every second frame for that motion alone, while the
-tracked faces need a run only every N-th. The first frame of such motion, and the frame after
-a run that found a new face, are still detected at once; a face that appears during a spell
-already searched waits at most max(M, N) - 1 frames (3 with the defaults, 0.12 s at 25 fps)
-while everybody else in view is tracked steadily, M - 1 otherwise.
 """
 
 from __future__ import annotations
@@ -84,17 +75,14 @@ def may_skip_detection(frames_since_detection: int, period: int, steady: bool,
     the detector ran fewer than ``period`` frames ago. Motion the tracker cannot account for
     (``new_motion``: off those faces, or some face not tracked steadily): only while that
     spell was already ``searched`` (see :func:`searched_after`) and the detector ran fewer
-    than ``search_period`` frames ago -- or ``period`` frames ago, if that is longer, while
-    every face is tracked ``steady`` (a hand-held camera: the background moves all the time,
-    the faces are known; see STEADY_SEARCH in the module docstring)."""
+    than ``search_period`` frames ago."""
     for name, value in (("period", period), ("search_period", search_period)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value!r}")
     if frames_since_detection < 0:
         raise ValueError(f"frames_since_detection must be >= 0, got {frames_since_detection!r}")
     if new_motion:
-        every = max(search_period, period) if steady else search_period
-        return searched and frames_since_detection + 1 < every
+        return searched and frames_since_detection + 1 < search_period
     return steady and frames_since_detection + 1 < period
 
 

@@ -461,9 +461,8 @@ def _add_face_options(p: Any) -> None:
                         "n-th frame (4); 1 = every frame with motion")
     g.add_argument("--search-period", type=int,
                    help="while motion away from the tracked faces lasts and the detector found "
-                        "no new face in it, detect every m-th such frame (2), every "
-                        "max(m, detect-period)-th while every face is tracked steadily; its "
-                        "first frame is always detected; 1 = every frame with such motion")
+                        "no new face in it, detect every m-th such frame (2); its first frame "
+                        "is always detected; 1 = every frame with such motion")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
