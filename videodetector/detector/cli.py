@@ -14,7 +14,6 @@ names it).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -256,12 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    code = daemon.run()
-    # The process exits next: the interpreter's final garbage collections would walk every
-    # object of the ~900 modules loaded (scipy, through filterpy), 0.2-0.5 s of CPU at every
-    # exit; frozen objects are skipped (memory goes back to the OS with the process).
-    gc.freeze()
-    return code
+    # Not gc.freeze() here (it saved the final collections' 0.2-0.5 s): objects it froze in
+    # cycles were never freed, e.g. onnxruntime sessions whose threads then met the C++
+    # static destructors; one daemon exited with SIGSEGV after SIGTERM in the live e2e test.
+    return daemon.run()
 
 
 if __name__ == "__main__":
