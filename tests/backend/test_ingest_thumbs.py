@@ -213,3 +213,31 @@ def test_a_migrated_data_dir_verifies_the_names_its_source_signed(tmp_path: Path
     assert thumbs.parse_lazy(merged, thumbs.lazy_name(other_keys[0], photo, (1, 2, 3, 4))
                              ) is None
     assert thumbs.load_keys(src) == src_keys  # made once, then read
+
+
+def test_a_thumbnail_that_cannot_be_stored_is_served_anyway(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk when a thumbnail is first read: the reader still gets its bytes (made
+    again on the next read), nothing half-written is left, and the failure is logged once,
+    not once per read."""
+    lazy = Backend(Settings(data_dir=tmp_path / "b"))
+    try:
+        (row,) = _post(lazy, _frame(5), [BOXES[1]])
+        expected = thumbs.thumbnail_jpeg(lazy.files.path(row["photo"]).read_bytes(), BOXES[1])
+
+        def full(*_args: object, **_kwargs: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(lazy.files, "write_all", full)
+        with caplog.at_level("WARNING", logger="videodetector.backend.thumbs"):
+            for _ in range(3):
+                assert thumbs.make_on_read(lazy.files, lazy.thumbnail_keys,
+                                           row["thumbnail"]) == expected
+        assert not lazy.files.path(row["thumbnail"]).exists()
+        assert sum("not stored" in r.getMessage() for r in caplog.records) == 1
+        monkeypatch.undo()  # space again: stored on the next read
+        made = thumbs.make_on_read(lazy.files, lazy.thumbnail_keys, row["thumbnail"])
+        assert isinstance(made, Path) and made.read_bytes() == expected
+    finally:
+        lazy.close()

@@ -18,7 +18,13 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -196,10 +202,13 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     upload_path = backend.settings.upload_path
 
     @app.get(f"/{upload_path}/{{rel:path}}", include_in_schema=False)
-    def upload(rel: str) -> FileResponse:
+    def upload(rel: str) -> Response:
         path = stored_file(backend, rel)
         if path is None and thumbs.is_lazy_name(rel):  # a thumbnail made on first read
-            path = thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel)
+            made = thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel)
+            if isinstance(made, bytes):  # made but not stored (a full disk)
+                return Response(made, media_type="image/jpeg")
+            path = made
         if path is None:
             raise not_found("file", rel)
         return FileResponse(path)

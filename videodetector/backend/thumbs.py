@@ -30,6 +30,7 @@ from videodetector.backend.imaging import Box, decode_for_thumbnails
 from videodetector.backend.storage import TMP_SUFFIX, FileStore
 from videodetector.core.durable import fsync_path, write_atomic
 from videodetector.core.images import encode
+from videodetector.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,14 @@ def thumbnail_jpeg(photo: bytes, box: Box) -> bytes:
     return encode(decoded.thumbnail(box), "jpeg", 85)
 
 
-def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | None:
+_store_log = RateLimitedLog(log)
+
+
+def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | bytes | None:
     """The thumbnail ``rel`` made and stored now from its photo, or None: not a signed name,
-    or its photo is gone (the face was deleted) or unreadable."""
+    or its photo is gone (the face was deleted) or unreadable. When it cannot be stored (a
+    full disk, a read-only store), its bytes: the reader gets it anyway, made again on the
+    next read, and the failure is logged once a minute."""
     parsed = parse_lazy(keys, rel)
     if parsed is None:
         return None
@@ -163,5 +169,10 @@ def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | 
         log.warning("thumbnail %s: its stored photo cannot be decoded: %s", rel, exc.reason)
         return None
     # a temporary file of this reader's own: concurrent readers never write one file
-    files.write_all([(rel, data)], tmp_tag=secrets.token_hex(6))
+    try:
+        files.write_all([(rel, data)], tmp_tag=secrets.token_hex(6))
+    except OSError as exc:
+        _store_log.log(logging.WARNING, "store", "thumbnail %s made on read but not stored "
+                       "(served anyway, made again on the next read): %s", rel, exc)
+        return data
     return path
