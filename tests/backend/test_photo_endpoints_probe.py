@@ -241,9 +241,9 @@ def _routes(client, auth: dict, one: bytes, two: bytes, box: list[int]) -> dict:
 
 def test_routes_do_not_decode_a_large_photo_at_full_scale(
         client, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    """/detect with attributes, /identify with a bbox, /verify, POST /face and PUT /face/id
-    with a 2419x3024 photo decode it at 1/2 (never at full scale), and answer within
-    tolerance of the full-scale answers."""
+    """/detect with attributes, /identify with a bbox, /verify, POST /face, PUT /face/id and
+    a /faces/batch item with a 2419x3024 photo decode it at 1/2 (never at full scale), and
+    answer within tolerance of the full-scale answers."""
     import videodetector.backend.service as service
 
     c, auth, backend = client
@@ -269,6 +269,9 @@ def test_routes_do_not_decode_a_large_photo_at_full_scale(
     face_id = answers["face"].json()["results"][0]["id"]  # PUT /face/id: a new photo
     answers["put"] = c.put(f"/v1/face/id/{face_id}", headers=auth,
                            files={"photo": ("p.jpg", two, "image/jpeg")})
+    # a batch item: each file part one item (the same enroll path as POST /face)
+    answers["batch"] = c.post("/v1/faces/batch", headers=auth,
+                              files={"a": ("a.jpg", one, "image/jpeg")})
     assert {k: r.status_code for k, r in answers.items()} == dict.fromkeys(answers, 200), \
         {k: r.text for k, r in answers.items()}
     assert sorted(set(factors)) == [("photo", 2), ("photo1", 2), ("photo2", 2)]
@@ -280,6 +283,8 @@ def test_routes_do_not_decode_a_large_photo_at_full_scale(
     got = [face["x1"], face["y1"], face["x2"], face["y2"]]
     assert max(abs(u - v) for u, v in zip(got, box, strict=True)) * 640 / 4032 \
         <= BOX_DETECTOR_PX
+    (item,) = answers["batch"].json()["results"]
+    assert item["status"] == "success" and len(item["face_ids"]) == 1, item
 
 
 def test_routes_refuse_a_truncated_large_photo(client) -> None:  # noqa: ANN001
