@@ -127,7 +127,7 @@ class FaceEngine:
         dets = self.detector().detect(image)
         faces = []
         for box, score, lm in zip(dets.xyxy, dets.score, dets.landmarks, strict=True):
-            if min(box[2] - box[0], box[3] - box[1]) < min_face_size:
+            if not large_enough(box, min_face_size):
                 continue
             faces.append(FoundFace(tuple(float(v) for v in box), lm.copy(), float(score)))
         return faces
@@ -200,6 +200,12 @@ def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
 
 
 best_match = _best_match  # used by regenerate.py to find a stored face again
+
+
+def large_enough(box: Box | np.ndarray, min_face_size: float) -> bool:
+    """Whether ``box``'s shorter side is at least ``min_face_size`` (the setting's rule:
+    smaller detections are ignored; full-resolution pixels)."""
+    return min(box[2] - box[0], box[3] - box[1]) >= min_face_size
 
 
 def no_face_inside(param: str, box: Box) -> Exception:

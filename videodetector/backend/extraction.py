@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from videodetector.backend.engine import FaceEngine, FoundFace
+from videodetector.backend.engine import FaceEngine, FoundFace, large_enough
 from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.imaging import Photo, as_aligned_face, decode_photo
 from videodetector.backend.inline import b64
@@ -235,16 +235,14 @@ class Extractor:
             if x1 - x0 < 2 or y1 - y0 < 2:
                 return []
             image = np.ascontiguousarray(image[y0:y1, x0:x1])
-        found = [f for f in self.engine.detect(image)
-                 if min((f.box[2] - f.box[0]) * scaled.sx, (f.box[3] - f.box[1]) * scaled.sy)
-                 >= self.settings.min_face_size]
-        found.sort(key=lambda f: f.area, reverse=True)
+        found = sorted(self.engine.detect(image), key=lambda f: f.area, reverse=True)
         if x0 or y0:
             shift = np.array([x0, y0], np.float32)
             found = [FoundFace((f.box[0] + x0, f.box[1] + y0, f.box[2] + x0, f.box[3] + y0),
                                None if f.landmarks is None else f.landmarks + shift, f.score)
                      for f in found]
-        return [scaled.to_full(f) for f in found]
+        full = (scaled.to_full(f) for f in found)
+        return [f for f in full if large_enough(f.box, self.settings.min_face_size)]
 
     def _face(self, decodes: Decodes, face: FoundFace, req: ExtractRequest,
               want_gae: set[str]) -> dict[str, Any]:

@@ -26,6 +26,9 @@ FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
 
 Box = tuple[float, float, float, float]
 THUMBNAIL_SIDE = 160  # pixels: the longer side of a stored thumbnail (at most)
+# JPEG quality of a stored thumbnail (one made on first read, thumbs.py, must be the bytes a
+# post would have stored)
+THUMBNAIL_QUALITY = 85
 
 
 @dataclass(frozen=True)

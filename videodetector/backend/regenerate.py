@@ -47,7 +47,12 @@ import numpy as np
 
 from videodetector.backend.embeddings import coverage, store_vector
 from videodetector.backend.engine import FaceEngine, FoundFace, best_match, shared_engine
-from videodetector.backend.imaging import as_aligned_face, decode_photo, thumbnail
+from videodetector.backend.imaging import (
+    THUMBNAIL_QUALITY,
+    as_aligned_face,
+    decode_photo,
+    thumbnail,
+)
 from videodetector.backend.settings import EMBEDDING_MODELS, Settings
 from videodetector.backend.storage import FileStore, open_database
 from videodetector.core.images import encode
@@ -314,8 +319,8 @@ class Regenerator:
                 change["normalized"] = self._write(row, "norm", "png", encode(aligned, "png"))
                 change["vectors"] = self._embed_all(row, aligned)
             if "thumbs" in kinds:
-                change["thumbnail"] = self._write(row, "thumb", "jpeg",
-                                                  encode(thumbnail(photo, box), "jpeg", 85))
+                jpeg = encode(thumbnail(photo, box), "jpeg", THUMBNAIL_QUALITY)
+                change["thumbnail"] = self._write(row, "thumb", "jpeg", jpeg)
             return change
         aligned = as_aligned_face(self._read_image(row["normalized"]))
         vec = self.engine(self.opts.model).embed_aligned(aligned)

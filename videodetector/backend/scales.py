@@ -13,7 +13,14 @@ import numpy as np
 from PIL import Image
 
 from videodetector.backend import emotions
-from videodetector.backend.engine import Box, FaceEngine, FoundFace, best_match, no_face_inside
+from videodetector.backend.engine import (
+    Box,
+    FaceEngine,
+    FoundFace,
+    best_match,
+    large_enough,
+    no_face_inside,
+)
 from videodetector.backend.imaging import (
     Photo,
     clamp_box,
@@ -150,8 +157,7 @@ class Decodes:
     def detected(self) -> list[FoundFace]:
         """:meth:`detections` in full-resolution pixels, at least ``min_face_size``."""
         found = [self.first.to_full(f) for f in self.detections()]
-        return [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1])
-                >= self.settings.min_face_size]
+        return [f for f in found if large_enough(f.box, self.settings.min_face_size)]
 
     def located(self, box: Box, param: str = "bbox") -> FoundFace:
         """``FaceEngine.locate`` of a client's ``box`` (full-resolution pixels), on the

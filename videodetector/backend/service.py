@@ -34,6 +34,7 @@ from videodetector.backend.engine import Box, FoundFace, shared_engine
 from videodetector.backend.errors import ApiError, bad_param, not_found
 from videodetector.backend.extraction import emotions_unavailable
 from videodetector.backend.imaging import (
+    THUMBNAIL_QUALITY,
     Photo,
     as_aligned_face,
     content_hash,
@@ -516,7 +517,7 @@ class Backend:
             if thumb_rel is None:
                 thumb = (photo.thumbnail(face.box) if photo is not None else
                          thumbnail(face.aligned, (0, 0, *face.aligned.shape[1::-1])))
-                thumb_rel = write("thumb", "jpeg", encode(thumb, "jpeg", 85))
+                thumb_rel = write("thumb", "jpeg", encode(thumb, "jpeg", THUMBNAIL_QUALITY))
             norm_rel = write("norm", "png", face.normalized_png())
             per_face.append((thumb_rel, norm_rel))
         self.files.write_all(files)

@@ -26,7 +26,7 @@ import secrets
 from pathlib import Path
 
 from videodetector.backend.errors import ApiError
-from videodetector.backend.imaging import Box, decode_for_thumbnails
+from videodetector.backend.imaging import THUMBNAIL_QUALITY, Box, decode_for_thumbnails
 from videodetector.backend.storage import TMP_SUFFIX, FileStore
 from videodetector.core.durable import fsync_path, write_atomic
 from videodetector.core.images import encode
@@ -141,7 +141,7 @@ def thumbnail_jpeg(photo: bytes, box: Box) -> bytes:
     """The stored thumbnail of ``box`` on ``photo``: what a post of this photo with this one
     box stores (:meth:`Backend._write_images`)."""
     decoded = decode_for_thumbnails(photo, "photo", MAX_STORED_BYTES, MAX_STORED_SIDE, [box])
-    return encode(decoded.thumbnail(box), "jpeg", 85)
+    return encode(decoded.thumbnail(box), "jpeg", THUMBNAIL_QUALITY)
 
 
 _store_log = RateLimitedLog(log)
