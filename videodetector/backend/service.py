@@ -773,12 +773,14 @@ class Backend:
         return rows
 
     def _delete_face_files(self, rows: list[sqlite3.Row]) -> None:
-        """After the delete committed: the images no remaining face refers to."""
+        """After the delete committed: the images no remaining face refers to; the photo
+        before the thumbnail (a thumbnail made on read meanwhile sees its photo gone or is
+        removed here: ``thumbs.make_on_read``)."""
         for r in rows:
-            self.files.delete(r["thumbnail"])
-            self.files.delete(r["normalized"])
             if not self.faces_store.photo_in_use(r["photo"]):
                 self.files.delete(r["photo"])
+            self.files.delete(r["thumbnail"])
+            self.files.delete(r["normalized"])
 
     # -- search ---------------------------------------------------------------
 
