@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,20 +134,10 @@ class FaceEngine:
         return faces
 
     def locate(self, image: np.ndarray, box: Box, param: str = "bbox") -> FoundFace:
-        """The face inside a client-given box; the box reported stays the client's.
-
-        The detection that best overlaps the box is taken from the whole photo; if there is
-        none (a small face), detection runs again on a crop around the box.
-        """
-        best = _best_match(self.detect(image), box, (0.0, 0.0))
-        if best is None:
-            h, w = image.shape[:2]
-            x1, y1, x2, y2 = clamp_box(expand_box(box, 1.0), w, h)
-            crop = np.ascontiguousarray(image[y1:y2, x1:x2])
-            best = _best_match(self.detect(crop), box, (float(x1), float(y1)))
-        if best is None:
-            raise no_face_inside(param, box)
-        return FoundFace(box, best.landmarks, best.score)
+        """The face inside a client-given box on ``image`` (:func:`locate_scaled` at full
+        scale: the whole photo's detections, else a crop of it)."""
+        return locate_scaled(box, self.detect(image), FULL_SCALE,
+                             lambda _box: (image, FULL_SCALE), self.detect, param)
 
     def embed(self, image: np.ndarray, face: FoundFace) -> tuple[np.ndarray, np.ndarray]:
         """(aligned 112x112 face, L2-normalised embedding)."""
@@ -200,6 +191,44 @@ def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
 
 
 best_match = _best_match  # used by regenerate.py to find a stored face again
+
+Scale = tuple[float, float]  # full-resolution pixels per pixel, horizontally and vertically
+FULL_SCALE: Scale = (1.0, 1.0)
+
+
+def _on_scale(box: Box, scale: Scale) -> Box:
+    """``box`` (full-resolution pixels) on pixels at ``scale``."""
+    if scale == FULL_SCALE:
+        return box
+    sx, sy = scale
+    return (box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy)
+
+
+def locate_scaled(box: Box, detections: list[FoundFace], scale: Scale,
+                  pixels_for_crop: Callable[[Box], tuple[np.ndarray, Scale]],
+                  detect: Callable[[np.ndarray], list[FoundFace]], param: str = "bbox"
+                  ) -> FoundFace:
+    """The face inside a client's ``box`` (full-resolution pixels); the box reported stays
+    the client's, the landmarks are full-resolution.
+
+    The face of ``detections`` (found on pixels at ``scale``) that overlaps the box best;
+    if none does (a small face), the best of ``detect`` on a crop around the box (twice its
+    size, clamped) of the pixels ``pixels_for_crop(box)`` gives (with their scale).
+    """
+    best = _best_match(detections, _on_scale(box, scale), (0.0, 0.0))
+    if best is None:
+        image, scale = pixels_for_crop(box)
+        scaled_box = _on_scale(box, scale)
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = clamp_box(expand_box(scaled_box, 1.0), w, h)
+        crop = np.ascontiguousarray(image[y1:y2, x1:x2])
+        best = _best_match(detect(crop), scaled_box, (float(x1), float(y1)))
+    if best is None:
+        raise no_face_inside(param, box)
+    landmarks = best.landmarks
+    if scale != FULL_SCALE and landmarks is not None:
+        landmarks = landmarks * np.array(scale, np.float32)
+    return FoundFace(box, landmarks, best.score)
 
 
 def large_enough(box: Box | np.ndarray, min_face_size: float) -> bool:
