@@ -1,4 +1,6 @@
-"""Face models behind the API: detection, face localisation in a bbox, embedding, gender/age.
+"""Face models behind the API: detection, face localisation in a bbox, embedding, gender/age;
+and the faces they give (``FoundFace``, ``NewFace``, the ``mf_selector`` choice), shared by
+service.py and probe.py.
 
 Models load lazily, once per process (shared by every app in the process, since
 they hold no per-request state), on first use or at startup with ``preload_models``.
@@ -11,15 +13,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
-from videodetector.backend.errors import bad_param
+from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.imaging import clamp_box, expand_box
 from videodetector.core.geometry import box_centre, iou_matrix
+from videodetector.core.images import encode
 from videodetector.core.models import SFACE_NAME, TEMPLATE_112, align_face
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,22 @@ class FoundFace:
     @property
     def area(self) -> float:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+
+@dataclass
+class NewFace:
+    """A face ready to store or search: where it is, its normalized image and embedding."""
+
+    box: Box
+    aligned: np.ndarray
+    embedding: np.ndarray
+    # gender, gender_confidence, age, emotions (the two most likely names)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # plugin annotations: {"plugins": ..}
+    aligned_png: bytes | None = None  # ``aligned`` as the uploaded PNG (imaging.png_as_uploaded)
+
+    def normalized_png(self) -> bytes:
+        return self.aligned_png if self.aligned_png is not None else encode(self.aligned, "png")
 
 
 class FaceEngine:
@@ -242,6 +261,28 @@ def no_face_inside(param: str, box: Box) -> Exception:
     return bad_param(param, f"no face found inside {param} "
                      f"[{', '.join(str(round(v)) for v in box)}]",
                      value=[round(v) for v in box])
+
+
+def face_box_json(box: Box) -> dict[str, int]:
+    return {"x1": round(box[0]), "x2": round(box[2]), "y1": round(box[1]), "y2": round(box[3])}
+
+
+def select_faces(found: list[FoundFace], selector: str, photo_param: str = "photo"
+                 ) -> list[FoundFace]:
+    """The detected faces ``mf_selector`` keeps, largest first; BAD_PARAM when none was
+    found, or several with ``reject``."""
+    if not found:
+        raise bad_param(photo_param, f"No faces found on {photo_param}")
+    found = sorted(found, key=lambda f: f.area, reverse=True)
+    if selector == "reject" and len(found) > 1:
+        raise bad_param("mf_selector", f"Too many faces: {len(found)}", "reject",
+                        faces=[face_box_json(f.box) for f in found])
+    return found if selector == "all" else found[:1]
+
+
+def no_usable_face(param: str) -> ApiError:
+    return bad_param(param, f"no usable face on {param}: the face landmarks cannot "
+                     "place a face (degenerate or far outside the image)")
 
 
 def embed_runtime(model: str) -> str:

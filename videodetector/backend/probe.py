@@ -29,10 +29,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from videodetector.backend.engine import Box, FoundFace
+from videodetector.backend.engine import Box, FoundFace, NewFace, no_usable_face, select_faces
 from videodetector.backend.imaging import Photo
 from videodetector.backend.scales import Decodes, faces_by_scale
-from videodetector.backend.service import NewFace, no_usable_face, select_faces
 
 if TYPE_CHECKING:
     from videodetector.backend.service import Backend

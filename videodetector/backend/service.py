@@ -30,7 +30,15 @@ import numpy as np
 from videodetector.backend import changes, person_match, person_store, thumbs
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.embeddings import VECTOR_SQL, last_change, vector_of
-from videodetector.backend.engine import Box, FoundFace, shared_engine
+from videodetector.backend.engine import (
+    Box,
+    FoundFace,
+    NewFace,
+    face_box_json,
+    no_usable_face,
+    select_faces,
+    shared_engine,
+)
 from videodetector.backend.errors import ApiError, bad_param, not_found
 from videodetector.backend.extraction import emotions_unavailable
 from videodetector.backend.imaging import (
@@ -48,6 +56,7 @@ from videodetector.backend.imaging import (
 from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
+from videodetector.backend.probe import enroll_faces
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import FileStore, open_database
 from videodetector.backend.stores.cameras import SqlCameraStore
@@ -76,22 +85,6 @@ GALLERY_RE = re.compile(r"^[a-zA-Z0-9_-]{1,48}$")
 
 
 @dataclass
-class NewFace:
-    """A face ready to store or search: where it is, its normalized image and embedding."""
-
-    box: Box
-    aligned: np.ndarray
-    embedding: np.ndarray
-    # gender, gender_confidence, age, emotions (the two most likely names)
-    attrs: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # plugin annotations: {"plugins": ..}
-    aligned_png: bytes | None = None  # ``aligned`` as the uploaded PNG (imaging.png_as_uploaded)
-
-    def normalized_png(self) -> bytes:
-        return self.aligned_png if self.aligned_png is not None else encode(self.aligned, "png")
-
-
-@dataclass
 class FacePost:
     """A parsed POST /face request (images still encoded)."""
 
@@ -115,10 +108,6 @@ def emotions_json(attrs: dict[str, Any]) -> str | None:
     return None if names is None else json.dumps(list(names))
 
 
-def face_box_json(box: Box) -> dict[str, int]:
-    return {"x1": round(box[0]), "x2": round(box[2]), "y1": round(box[1]), "y2": round(box[3])}
-
-
 def extra_json(post_extra: dict[str, Any], face_extra: dict[str, Any]) -> str | None:
     """The stored ``extra`` of a face: the request's extra fields and its annotations."""
     merged = {**post_extra, **face_extra}
@@ -128,24 +117,6 @@ def extra_json(post_extra: dict[str, Any], face_extra: dict[str, Any]) -> str | 
 def box_key(box: Box) -> str:
     """The identify result key: ``"[x1, y1, x2, y2]"``."""
     return json.dumps([round(v) for v in box])
-
-
-def select_faces(found: list[FoundFace], selector: str, photo_param: str = "photo"
-                 ) -> list[FoundFace]:
-    """The detected faces ``mf_selector`` keeps, largest first; BAD_PARAM when none was
-    found, or several with ``reject``."""
-    if not found:
-        raise bad_param(photo_param, f"No faces found on {photo_param}")
-    found = sorted(found, key=lambda f: f.area, reverse=True)
-    if selector == "reject" and len(found) > 1:
-        raise bad_param("mf_selector", f"Too many faces: {len(found)}", "reject",
-                        faces=[face_box_json(f.box) for f in found])
-    return found if selector == "all" else found[:1]
-
-
-def no_usable_face(param: str) -> ApiError:
-    return bad_param(param, f"no usable face on {param}: the face landmarks cannot "
-                     "place a face (degenerate or far outside the image)")
 
 
 def check_gallery_name(name: str, param: str = "gallery") -> str:
@@ -419,8 +390,6 @@ class Backend:
         if photo_bytes is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
-        from videodetector.backend.probe import enroll_faces  # probe imports this module
-
         # a large JPEG decoded at reduced scale (probe.py); find_faces + analyze of a
         # full-scale decode answer the same within tolerance, exactly under 2560 px
         return enroll_faces(self, photo_bytes, boxes, selector, want_attrs, photo_param)
