@@ -152,12 +152,6 @@ class FaceEngine:
             faces.append(FoundFace(tuple(float(v) for v in box), lm.copy(), float(score)))
         return faces
 
-    def locate(self, image: np.ndarray, box: Box, param: str = "bbox") -> FoundFace:
-        """The face inside a client-given box on ``image`` (:func:`locate_scaled` at full
-        scale: the whole photo's detections, else a crop of it)."""
-        return locate_scaled(box, self.detect(image), FULL_SCALE,
-                             lambda _box: (image, FULL_SCALE), self.detect, param)
-
     def embed(self, image: np.ndarray, face: FoundFace) -> tuple[np.ndarray, np.ndarray]:
         """(aligned 112x112 face, L2-normalised embedding)."""
         aligned = align_face(image, face.landmarks)

@@ -159,9 +159,9 @@ class Decodes:
         return [f for f in found if large_enough(f.box, self.settings.min_face_size)]
 
     def located(self, box: Box, param: str = "bbox") -> FoundFace:
-        """``FaceEngine.locate`` of a client's ``box`` (full-resolution pixels) on the reduced
-        pixels (:func:`locate_scaled`): the detected face overlapping it best, else the one
-        found on a crop around it decoded at the crop's :func:`detection_factor`."""
+        """The face in a client's ``box`` (full-resolution pixels), on the reduced pixels
+        (:func:`locate_scaled`): the detected face overlapping it best, else the one found on
+        a crop around it decoded at the crop's :func:`detection_factor`."""
         first = self.first
         return locate_scaled(box, self.detections(), (first.sx, first.sy),
                              self._pixels_for_crop, self.engine.detect, param)

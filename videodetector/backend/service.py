@@ -35,8 +35,6 @@ from videodetector.backend.engine import (
     FoundFace,
     NewFace,
     face_box_json,
-    no_usable_face,
-    select_faces,
     shared_engine,
 )
 from videodetector.backend.errors import ApiError, bad_param, not_found
@@ -47,7 +45,6 @@ from videodetector.backend.imaging import (
     as_aligned_face,
     content_hash,
     decode_for_thumbnails,
-    decode_photo,
     decode_plain_png,
     png_as_uploaded,
     thumbnail,
@@ -299,23 +296,11 @@ class Backend:
 
     # -- images and faces -----------------------------------------------------
 
-    def decode(self, data: bytes, param: str) -> Photo:
-        s = self.settings
-        return decode_photo(data, param, s.max_photo_bytes, s.max_size)
-
     def decode_normalized(self, data: bytes, param: str) -> Photo:
         """A normalized face (``face0``...): at most ``max_normalized_size`` on a side."""
         s = self.settings
         return decode_plain_png(data, param, s.max_photo_bytes, s.max_normalized_size,
                                 "max_normalized_size")
-
-    def find_faces(self, photo: Photo, boxes: list[Box] | None, selector: str,
-                   photo_param: str = "photo", bbox_param: str = "bbox") -> list[FoundFace]:
-        """Faces on a photo: in the given boxes, or detected and chosen by ``mf_selector``."""
-        if boxes:
-            return [self.engine.locate(photo.image, b, bbox_param) for b in boxes]
-        found = self.engine.detect(photo.image, self.settings.min_face_size)
-        return select_faces(found, selector, photo_param)
 
     def check_attrs_request(self, gender: bool, age: bool, emotions: bool) -> frozenset[str]:
         """The face attributes wanted; refuse gender/age without --gae. ``emotions`` is
@@ -346,15 +331,6 @@ class Backend:
         attrs = (self.engine.estimate_age_gender(photo.image, face.landmarks, aligned,
                                                  want_attrs, face.box) if want_attrs else {})
         return NewFace(face.box, aligned, emb, attrs)
-
-    def analyze(self, photo: Photo, found: list[FoundFace], want_attrs: frozenset[str],
-                param: str = "photo") -> list[NewFace]:
-        """The usable faces of ``found``; BAD_PARAM naming ``param`` when none is."""
-        out = [new for face in found
-               if (new := self.analyze_face(photo, face, want_attrs)) is not None]
-        if found and not out:
-            raise no_usable_face(param)
-        return out
 
     def analyze_aligned(self, images: list[bytes], boxes: list[Box] | None,
                         photo: Photo | None, want_attrs: frozenset[str]) -> list[NewFace]:
@@ -390,8 +366,8 @@ class Backend:
         if photo_bytes is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
-        # a large JPEG decoded at reduced scale (probe.py); find_faces + analyze of a
-        # full-scale decode answer the same within tolerance, exactly under 2560 px
+        # a large JPEG decoded at reduced scale (probe.py); a full-scale decode answers the
+        # same within tolerance, exactly under 2560 px (tests/backend/full_scale.py)
         return enroll_faces(self, photo_bytes, boxes, selector, want_attrs, photo_param)
 
     def _photo_for_thumbnails(self, data: bytes, param: str, boxes: list[Box] | None,
