@@ -1,6 +1,6 @@
 """Degenerate faces never crash a loop: property-based tests over the whole per-camera pipeline
 and the per-face functions shared with the backend (alignment, quality, embedding, and the
-backend's FaceEngine.locate/embed).
+backend's engine.locate_scaled (bbox) and FaceEngine.embed).
 
 The only thing faked is the face detector's *output* (a seam: a model may return anything);
 quality, tracking, best-frame selection, alignment, SFace and encoding are the real ones.
@@ -179,6 +179,7 @@ def test_alignment_quality_and_embedding_accept_a_face_or_refuse_it_with_value_e
 def test_backend_engine_embed_and_locate_take_odd_boxes_and_landmarks(image, box, data):
     """The backend's analysis path (called directly): embed() refuses landmarks that cannot
     place a face with ValueError; locate() answers a FoundFace or the API's BAD_PARAM."""
+    from tests.backend.full_scale import locate  # engine.locate_scaled at full scale
     from videodetector.backend.engine import FoundFace, shared_engine
     from videodetector.backend.errors import ApiError
 
@@ -193,7 +194,7 @@ def test_backend_engine_embed_and_locate_take_odd_boxes_and_landmarks(image, box
     if not all(math.isfinite(v) for v in box):
         return  # the API's bbox parser refuses these before they reach the engine
     try:
-        found = engine.locate(image, box)
+        found = locate(engine, image, box)
     except ApiError as exc:
         assert exc.code == "BAD_PARAM"
     else:

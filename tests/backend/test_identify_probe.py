@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.backend.full_scale import full_scale, record_decode_factors
 from tests.conftest import shared_file
 from videodetector.backend.errors import ApiError
 from videodetector.backend.imaging import decode_photo
@@ -53,15 +54,6 @@ def enlarged(path: Path, factor: float) -> bytes:
     h, w = image.shape[:2]
     return jpeg(cv2.resize(image, (round(w * factor), round(h * factor)),
                            interpolation=cv2.INTER_CUBIC))
-
-
-def full_scale(backend: Backend, data: bytes, selector: str = "biggest",
-               boxes: list | None = None, want: frozenset[str] = frozenset()) -> list:
-    """The answer as before: decoded at full scale (``Backend.decode``, ``find_faces``,
-    ``analyze``: what ``faces_of_request`` did with a photo before it went through
-    probe.py)."""
-    photo = backend.decode(data, "photo")
-    return backend.analyze(photo, backend.find_faces(photo, boxes, selector), want)
 
 
 # -- the rules ------------------------------------------------------------------
@@ -222,22 +214,14 @@ def test_routes_do_not_decode_a_large_photo_at_full_scale(
     pixels."""
     from fastapi.testclient import TestClient
 
-    import videodetector.backend.service as service
     from videodetector.backend.app import create_app
     from videodetector.backend.auth import create_token
-
-    full_decodes: list[str] = []
-    real = service.decode_photo
-
-    def recording(data, param, *args, **kwargs):  # noqa: ANN001, ANN202 - decode_photo's
-        full_decodes.append(param)
-        return real(data, param, *args, **kwargs)
 
     data = enlarged(meds("S001-02-t10_01.jpg"), 5.0)
     app = create_app(Settings(data_dir=tmp_path, preload_models=False))
     try:
         expected = [round(v) for v in probe_faces(app.state.backend, data, "biggest")[0].box]
-        monkeypatch.setattr(service, "decode_photo", recording)
+        factors = record_decode_factors(monkeypatch)  # in any backend module
         key = create_token(app.state.backend.db)
         with TestClient(app) as client:
             auth = {"Authorization": f"Token {key}"}
@@ -250,4 +234,4 @@ def test_routes_do_not_decode_a_large_photo_at_full_scale(
     assert list(ident.json()["results"]) == [json.dumps(expected)]
     box = detect.json()["faces"][0]
     assert [box["x1"], box["y1"], box["x2"], box["y2"]] == expected
-    assert full_decodes == []
+    assert factors and set(factors) == {("photo", 2)}, factors

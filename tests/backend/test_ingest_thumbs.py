@@ -241,3 +241,54 @@ def test_a_thumbnail_that_cannot_be_stored_is_served_anyway(
         assert isinstance(made, Path) and made.read_bytes() == expected
     finally:
         lazy.close()
+
+
+def _stored(backend: Backend) -> list[str]:
+    return sorted(str(p.relative_to(backend.files.root))
+                  for p in backend.files.root.rglob("*") if p.is_file())
+
+
+def test_a_face_deleted_while_its_thumbnail_is_made_leaves_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The face is deleted (rows and files) after the first read took its photo and before
+    the thumbnail is written: the read answers None (a 404) and leaves no file."""
+    backend = Backend(Settings(data_dir=tmp_path))
+    try:
+        (row,) = _post(backend, _frame(6), [BOXES[1]])
+        real = thumbs.thumbnail_jpeg
+
+        def deleting_meanwhile(photo: bytes, box: tuple) -> bytes:  # the seam
+            data = real(photo, box)
+            assert backend.delete_faces(1, [row["id"]]) == 1
+            return data
+
+        monkeypatch.setattr(thumbs, "thumbnail_jpeg", deleting_meanwhile)
+        assert thumbs.make_on_read(backend.files, backend.thumbnail_keys,
+                                   row["thumbnail"]) is None
+        assert _stored(backend) == []
+    finally:
+        backend.close()
+
+
+def test_a_first_read_between_the_deletions_file_removals_leaves_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole first read that runs right after the deletion removed the thumbnail (not yet
+    made) and before it removed anything else: no file is left once the deletion is done
+    (the deletion removes the photo first, so the read finds it gone)."""
+    backend = Backend(Settings(data_dir=tmp_path))
+    try:
+        (row,) = _post(backend, _frame(7), [BOXES[1]])
+        real = backend.files.delete
+        reads: list[object] = []
+
+        def delete_then_read(rel: str) -> None:  # the seam
+            real(rel)
+            if rel == row["thumbnail"]:
+                reads.append(thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel))
+
+        monkeypatch.setattr(backend.files, "delete", delete_then_read)
+        assert backend.delete_faces(1, [row["id"]]) == 1
+        assert reads == [None]
+        assert _stored(backend) == []
+    finally:
+        backend.close()

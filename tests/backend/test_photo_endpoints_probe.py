@@ -2,7 +2,7 @@
 JPEG (>= 2560 px) is decoded at the detector's reduced DCT scale, each face analysed at the
 scale its models need (videodetector/backend/probe.py). Photos under 2560 px answer exactly
 as before; larger ones within the stated tolerance, on real photos (MEDS-II mugshots scaled
-up to phone-photo sizes). Full-scale reference: ``full_scale`` of test_identify_probe.py."""
+up to phone-photo sizes). Full-scale reference: tests/backend/full_scale.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.backend.test_identify_probe import enlarged, full_scale, jpeg, meds
+from tests.backend.full_scale import decode, full_scale, record_decode_factors
+from tests.backend.test_identify_probe import enlarged, jpeg, meds
 from videodetector.backend import scales
 from videodetector.backend.emotions import MARGIN
 from videodetector.backend.engine import FoundFace
@@ -53,7 +54,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Backend:
 
 def full_detect(backend: Backend, data: bytes, want: frozenset[str]) -> list:
     """/detect with attributes as before: (face, analysis) of a full-scale decode."""
-    photo = backend.decode(data, "photo")
+    photo = decode(backend, data)
     found = backend.engine.detect(photo.image, backend.settings.min_face_size)
     return [(f, backend.analyze_face(photo, f, want))
             for f in sorted(found, key=lambda f: f.area, reverse=True)]
@@ -115,14 +116,14 @@ def test_small_photo_detect_with_attributes_answers_exactly_as_before(backend: B
         photo, new = detected_faces(backend, data, ATTRS)
         assert [box for box, _ in new] == [f.box for f, _ in old]
         assert [n.attrs for _, n in new] == [a.attrs for _, a in old]
-        assert photo.orientation == backend.decode(data, "photo").orientation
+        assert photo.orientation == decode(backend, data).orientation
 
 
 def test_small_photo_enrolls_exactly_as_before(backend: Backend) -> None:
     """The stored photo is the upload; its thumbnails are the full decode's, bit for bit."""
     for name in SMALL:
         data = meds(name).read_bytes()
-        full = backend.decode(data, "photo")
+        full = decode(backend, data)
         old = full_scale(backend, data, "all", want=ATTRS)
         photo, new = enroll_faces(backend, data, None, "all", ATTRS)
         assert photo.data == data and photo.sha256 == full.sha256 and photo.ext == "jpeg"
@@ -192,7 +193,7 @@ def test_large_photo_enrolls_with_thumbnails_within_jpeg_noise(
     1/2 decode (no decode of its own) with the full decode's size, no further from it than
     the stored JPEG (quality 85) is."""
     data = enlarged(meds("S001-01-t10_01.jpg"), 5.04)
-    full = backend.decode(data, "photo")
+    full = decode(backend, data)
     decodes: list[int] = []
     real = scales.decode_photo
     monkeypatch.setattr(scales, "decode_photo", lambda *a, **k: decodes.append(1) or real(*a, **k))
@@ -244,27 +245,12 @@ def test_routes_do_not_decode_a_large_photo_at_full_scale(
     """/detect with attributes, /identify with a bbox, /verify, POST /face, PUT /face/id and
     a /faces/batch item with a 2419x3024 photo decode it at 1/2 (never at full scale), and
     answer within tolerance of the full-scale answers."""
-    import videodetector.backend.service as service
-
     c, auth, backend = client
     one = enlarged(meds("S001-01-t10_01.jpg"), 5.04)
     two = enlarged(meds("S001-05-t10_01.jpg"), 5.04)
     old1, old2 = full_scale(backend, one), full_scale(backend, two)
     box = [round(v) for v in old1[0].box]
-    factors: list[tuple[str, int]] = []
-    real = service.decode_photo
-
-    def recording(data, param, *args, factor_of=None, **kwargs):  # noqa: ANN001, ANN202
-        def factor(size: tuple[int, int]) -> int:
-            factors.append((param, factor_of(size)))
-            return factors[-1][1]
-
-        if factor_of is None:
-            factors.append((param, 1))
-        return real(data, param, *args, factor_of=factor_of and factor, **kwargs)
-
-    monkeypatch.setattr(scales, "decode_photo", recording)
-    monkeypatch.setattr(service, "decode_photo", recording)  # Backend.decode: full scale
+    factors = record_decode_factors(monkeypatch)  # in any backend module
     answers = _routes(c, auth, one, two, box)
     face_id = answers["face"].json()["results"][0]["id"]  # PUT /face/id: a new photo
     answers["put"] = c.put(f"/v1/face/id/{face_id}", headers=auth,

@@ -413,3 +413,32 @@ def test_face_deleted_while_regenerated_leaves_nothing_behind(data):
     assert rows(data_dir, "SELECT COUNT(*) FROM embeddings WHERE face_id = ?",
                 (ids["S001"],)) == [(0,)]
     assert rows(data_dir, "SELECT COUNT(*) FROM regenerate_done") == [(0,)]
+
+
+@pytest.mark.parametrize("box", [(400, 100, 900, 650), (974, 108, 1045, 198)])
+def test_regenerated_thumbnails_are_the_ones_a_post_stores(tmp_path: Path, box: tuple,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """--regenerate thumbs writes, byte for byte, the thumbnail a detector's post of the
+    photo and box stores (thumbs.thumbnail_jpeg; a large face's from a JPEG decoded at a
+    reduced DCT scale, where a full-scale decode gave other bytes), and decodes nothing at
+    full scale for it."""
+    from tests.backend.full_scale import record_decode_factors
+    from tests.backend.test_ingest_thumbs import _frame, _post
+
+    backend = Backend(Settings(data_dir=tmp_path, thumbnails_on_read=False))
+    try:
+        (row,) = _post(backend, _frame(9), [box])
+        stored = backend.files.path(row["thumbnail"]).read_bytes()
+    finally:
+        backend.close()
+    regen = Regenerator(tmp_path, Options(kinds=frozenset({"thumbs"}), model=SFACE_NAME))
+    try:
+        factors = record_decode_factors(monkeypatch)
+        assert regen.regenerate_face(row["id"]) == "done"
+        (thumbnail,) = regen.db.row("SELECT thumbnail FROM faces WHERE id = ?", (row["id"],))
+        assert thumbnail != row["thumbnail"]
+        assert regen.files.path(thumbnail).read_bytes() == stored
+        assert ("photo", 1) not in factors, factors
+    finally:
+        regen.close()

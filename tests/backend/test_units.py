@@ -105,7 +105,8 @@ def test_a_face_whose_landmarks_cannot_place_it_is_skipped_not_a_500(db_url, tmp
 
     from videodetector.backend.engine import FoundFace
     from videodetector.backend.errors import ApiError
-    from videodetector.backend.imaging import decode_photo
+    from videodetector.backend.probe import usable
+    from videodetector.backend.scales import Decodes
     from videodetector.backend.service import Backend
     from videodetector.backend.settings import Settings
 
@@ -113,13 +114,13 @@ def test_a_face_whose_landmarks_cannot_place_it_is_skipped_not_a_500(db_url, tmp
 
     backend = Backend(Settings(data_dir=tmp_path, db=db_url))
     try:
-        photo = decode_photo(person_photo("A"), "photo", 10 << 20, 8000)
-        good = backend.engine.detect(photo.image, 0)[0]
+        photo = Decodes(backend.settings, backend.engine, person_photo("A"), "photo")
+        good = photo.detected()[0]
         bad = FoundFace(good.box, np.full((5, 2), 50.0, np.float32))
-        faces = backend.analyze(photo, [good, bad], frozenset())
+        faces = usable(backend, photo, [good, bad], frozenset())
         assert len(faces) == 1 and backend.unusable_faces == 1
         try:
-            backend.analyze(photo, [bad], frozenset(), "photo2")
+            usable(backend, photo, [bad], frozenset(), "photo2")
         except ApiError as err:
             assert err.status == 400 and err.extra.get("param") == "photo2", err
         else:

@@ -25,7 +25,7 @@ from fastapi.responses import (
     RedirectResponse,
     Response,
 )
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -198,10 +198,37 @@ def metrics_user(settings: Settings, backend: Backend, header: str | None) -> in
     return backend.tokens.user_for_header(header)
 
 
+def _upload_route(upload_path: str) -> str:
+    return f"/{upload_path}/{{rel:path}}"
+
+
+def _may_match_under(path: str, first: str) -> bool:
+    """Whether a route of ``path`` may match a path whose first segment is ``first``."""
+    segment = path.lstrip("/").split("/")[0]
+    return segment == first or "{" in segment or path == ""  # "": a mount at the root
+
+
+def _serve_uploads_first(app: FastAPI, upload_path: str) -> None:
+    """Move the stored-image route in front of every route when no other route can match a
+    path under ``/<upload_path>/``: a GET of a photo, thumbnail or normalized face then tries
+    one route instead of every API route first (~0.5 ms of CPU). No answer changes, as no
+    other route matches those paths; with an upload_path such as ``v1/img`` it stays last."""
+    routes = app.router.routes
+    upload = next(r for r in routes if getattr(r, "path", None) == _upload_route(upload_path))
+    first = upload_path.split("/")[0]
+    for other in iter_route_contexts(routes):
+        if other.original_route is not upload and _may_match_under(other.path or "", first):
+            log.info("%s is tried after %s (same first path segment)",
+                     _upload_route(upload_path), other.path)
+            return
+    routes.remove(upload)
+    routes.insert(0, upload)
+
+
 def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics) -> None:
     upload_path = backend.settings.upload_path
 
-    @app.get(f"/{upload_path}/{{rel:path}}", include_in_schema=False)
+    @app.get(_upload_route(upload_path), include_in_schema=False)
     def upload(rel: str) -> Response:
         path = stored_file(backend, rel)
         if path is None and thumbs.is_lazy_name(rel):  # a thumbnail made on first read
@@ -335,6 +362,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     console.install(app, settings)
     _install_misc_routes(app, backend, metrics)
     backend.plugins.mount(app, backend)  # /v1/plugins/<name>/...
+    _serve_uploads_first(app, settings.upload_path)
     _install_openapi_auth(app, [*versioned, *v1_only, console.router])
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes(backend))
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,4 +1,6 @@
-"""Face models behind the API: detection, face localisation in a bbox, embedding, gender/age.
+"""Face models behind the API: detection, face localisation in a bbox, embedding, gender/age;
+and the faces they give (``FoundFace``, ``NewFace``, the ``mf_selector`` choice), shared by
+service.py and probe.py.
 
 Models load lazily, once per process (shared by every app in the process, since
 they hold no per-request state), on first use or at startup with ``preload_models``.
@@ -10,15 +12,17 @@ import functools
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
-from videodetector.backend.errors import bad_param
+from videodetector.backend.errors import ApiError, bad_param
 from videodetector.backend.imaging import clamp_box, expand_box
 from videodetector.core.geometry import box_centre, iou_matrix
+from videodetector.core.images import encode
 from videodetector.core.models import SFACE_NAME, TEMPLATE_112, align_face
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,22 @@ class FoundFace:
     @property
     def area(self) -> float:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+
+@dataclass
+class NewFace:
+    """A face ready to store or search: where it is, its normalized image and embedding."""
+
+    box: Box
+    aligned: np.ndarray
+    embedding: np.ndarray
+    # gender, gender_confidence, age, emotions (the two most likely names)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # plugin annotations: {"plugins": ..}
+    aligned_png: bytes | None = None  # ``aligned`` as the uploaded PNG (imaging.png_as_uploaded)
+
+    def normalized_png(self) -> bytes:
+        return self.aligned_png if self.aligned_png is not None else encode(self.aligned, "png")
 
 
 class FaceEngine:
@@ -132,22 +152,6 @@ class FaceEngine:
             faces.append(FoundFace(tuple(float(v) for v in box), lm.copy(), float(score)))
         return faces
 
-    def locate(self, image: np.ndarray, box: Box, param: str = "bbox") -> FoundFace:
-        """The face inside a client-given box; the box reported stays the client's.
-
-        The detection that best overlaps the box is taken from the whole photo; if there is
-        none (a small face), detection runs again on a crop around the box.
-        """
-        best = _best_match(self.detect(image), box, (0.0, 0.0))
-        if best is None:
-            h, w = image.shape[:2]
-            x1, y1, x2, y2 = clamp_box(expand_box(box, 1.0), w, h)
-            crop = np.ascontiguousarray(image[y1:y2, x1:x2])
-            best = _best_match(self.detect(crop), box, (float(x1), float(y1)))
-        if best is None:
-            raise no_face_inside(param, box)
-        return FoundFace(box, best.landmarks, best.score)
-
     def embed(self, image: np.ndarray, face: FoundFace) -> tuple[np.ndarray, np.ndarray]:
         """(aligned 112x112 face, L2-normalised embedding)."""
         aligned = align_face(image, face.landmarks)
@@ -201,6 +205,44 @@ def _best_match(faces: list[FoundFace], box: Box, offset: tuple[float, float]
 
 best_match = _best_match  # used by regenerate.py to find a stored face again
 
+Scale = tuple[float, float]  # full-resolution pixels per pixel, horizontally and vertically
+FULL_SCALE: Scale = (1.0, 1.0)
+
+
+def _on_scale(box: Box, scale: Scale) -> Box:
+    """``box`` (full-resolution pixels) on pixels at ``scale``."""
+    if scale == FULL_SCALE:
+        return box
+    sx, sy = scale
+    return (box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy)
+
+
+def locate_scaled(box: Box, detections: list[FoundFace], scale: Scale,
+                  pixels_for_crop: Callable[[Box], tuple[np.ndarray, Scale]],
+                  detect: Callable[[np.ndarray], list[FoundFace]], param: str = "bbox"
+                  ) -> FoundFace:
+    """The face inside a client's ``box`` (full-resolution pixels); the box reported stays
+    the client's, the landmarks are full-resolution.
+
+    The face of ``detections`` (found on pixels at ``scale``) that overlaps the box best;
+    if none does (a small face), the best of ``detect`` on a crop around the box (twice its
+    size, clamped) of the pixels ``pixels_for_crop(box)`` gives (with their scale).
+    """
+    best = _best_match(detections, _on_scale(box, scale), (0.0, 0.0))
+    if best is None:
+        image, scale = pixels_for_crop(box)
+        scaled_box = _on_scale(box, scale)
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = clamp_box(expand_box(scaled_box, 1.0), w, h)
+        crop = np.ascontiguousarray(image[y1:y2, x1:x2])
+        best = _best_match(detect(crop), scaled_box, (float(x1), float(y1)))
+    if best is None:
+        raise no_face_inside(param, box)
+    landmarks = best.landmarks
+    if scale != FULL_SCALE and landmarks is not None:
+        landmarks = landmarks * np.array(scale, np.float32)
+    return FoundFace(box, landmarks, best.score)
+
 
 def large_enough(box: Box | np.ndarray, min_face_size: float) -> bool:
     """Whether ``box``'s shorter side is at least ``min_face_size`` (the setting's rule:
@@ -213,6 +255,28 @@ def no_face_inside(param: str, box: Box) -> Exception:
     return bad_param(param, f"no face found inside {param} "
                      f"[{', '.join(str(round(v)) for v in box)}]",
                      value=[round(v) for v in box])
+
+
+def face_box_json(box: Box) -> dict[str, int]:
+    return {"x1": round(box[0]), "x2": round(box[2]), "y1": round(box[1]), "y2": round(box[3])}
+
+
+def select_faces(found: list[FoundFace], selector: str, photo_param: str = "photo"
+                 ) -> list[FoundFace]:
+    """The detected faces ``mf_selector`` keeps, largest first; BAD_PARAM when none was
+    found, or several with ``reject``."""
+    if not found:
+        raise bad_param(photo_param, f"No faces found on {photo_param}")
+    found = sorted(found, key=lambda f: f.area, reverse=True)
+    if selector == "reject" and len(found) > 1:
+        raise bad_param("mf_selector", f"Too many faces: {len(found)}", "reject",
+                        faces=[face_box_json(f.box) for f in found])
+    return found if selector == "all" else found[:1]
+
+
+def no_usable_face(param: str) -> ApiError:
+    return bad_param(param, f"no usable face on {param}: the face landmarks cannot "
+                     "place a face (degenerate or far outside the image)")
 
 
 def embed_runtime(model: str) -> str:

@@ -15,10 +15,11 @@ the face's emotion crop (its box squared, +10 %) would be under :data:`EMOTION_S
 there. Gender/age chips (64 and 32 px, eyes ~24 px apart in the 64 px one) need less than
 the aligned face. A client's ``bbox`` is matched to the faces detected on the reduced
 pixels; when none matches (a small face), the crop around it is detected at the scale
-:func:`detection_factor` gives the crop (full scale unless the crop is 2560 px or more), as
-``FaceEngine.locate`` does at full scale. An enrolled photo is stored as uploaded; its
-thumbnails come from a decode already made when one has their pixels (by the rule of
-``decode_for_thumbnails``, what a detector's snapshot gets), else from that function.
+:func:`detection_factor` gives the crop (full scale unless the crop is 2560 px or more)
+(``engine.locate_scaled``, which a full-scale decode uses as well). An enrolled photo is
+stored as uploaded; its thumbnails come from a decode already made when one has their
+pixels (by the rule of ``decode_for_thumbnails``, what a detector's snapshot gets), else
+from that function.
 The answers differ from a full-scale decode only by what the models' inputs differ
 (tests/backend/test_identify_probe.py and test_photo_endpoints_probe.py: the measured
 tolerance on real photos).
@@ -29,10 +30,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from videodetector.backend.engine import Box, FoundFace
+from videodetector.backend.engine import Box, FoundFace, NewFace, no_usable_face, select_faces
 from videodetector.backend.imaging import Photo
 from videodetector.backend.scales import Decodes, faces_by_scale
-from videodetector.backend.service import NewFace, no_usable_face, select_faces
 
 if TYPE_CHECKING:
     from videodetector.backend.service import Backend
@@ -58,15 +58,20 @@ def _chosen(d: Decodes, boxes: list[Box] | None, selector: str, param: str,
     return select_faces(d.detected(), selector, param)
 
 
+def usable(backend: Backend, d: Decodes, faces: list[FoundFace], want: frozenset[str],
+           param: str = "photo") -> list[NewFace]:
+    """The usable ones of ``faces`` (full-resolution), analysed (:func:`analyzed`; an
+    unusable face is skipped and counted); BAD_PARAM naming ``param`` if none is."""
+    out = [new for new in analyzed(backend, d, faces, want) if new is not None]
+    if not out:
+        raise no_usable_face(param)
+    return out
+
+
 def _usable(backend: Backend, d: Decodes, boxes: list[Box] | None, selector: str,
             want: frozenset[str], param: str, bbox_param: str) -> list[NewFace]:
-    """The usable faces chosen on ``d``, analysed; BAD_PARAM naming ``param`` if none is."""
-    usable = [new for new in analyzed(backend, d, _chosen(d, boxes, selector, param,
-                                                          bbox_param), want)
-              if new is not None]
-    if not usable:
-        raise no_usable_face(param)
-    return usable
+    """The faces chosen on ``d`` (:func:`usable`)."""
+    return usable(backend, d, _chosen(d, boxes, selector, param, bbox_param), want, param)
 
 
 def probe_faces(backend: Backend, data: bytes, selector: str, param: str = "photo", *,
@@ -74,8 +79,8 @@ def probe_faces(backend: Backend, data: bytes, selector: str, param: str = "phot
                 bbox_param: str = "bbox") -> list[NewFace]:
     """The faces of a photo (in the client's ``boxes``, else detected and chosen by
     ``selector``, ``mf_selector``), aligned, embedded and their ``want`` attributes, boxes
-    in full-resolution pixels: what ``Backend.find_faces`` + ``analyze`` of a full-scale
-    decode answer, without decoding a large JPEG at full scale."""
+    in full-resolution pixels: what a full-scale decode answers (tests/backend/full_scale.py),
+    without decoding a large JPEG at full scale."""
     d = Decodes(backend.settings, backend.engine, data, param)
     return _usable(backend, d, boxes, selector, want, param, bbox_param)
 

@@ -13,7 +13,8 @@ Two migrations, as in the reference:
   box, normalized image and vectors (of the face's model, of every model it has a vector of,
   and of M), and with ``thumbs`` a new thumbnail. A face no longer found is reported (and in
   ``--report``) and kept unchanged. ``--regenerate thumbs`` alone redraws thumbnails from the
-  photo and the stored box.
+  photo and the stored box. A thumbnail is the one a detector's post of the photo and box
+  stores (``thumbs.thumbnail_jpeg``: the JPEG decoded at the DCT scale its pixels allow).
 
 Faces are taken in id order, filtered by ``--min-id``/``--max-id`` (inclusive) and
 ``--every-other N --every-other-offset K`` (ids with ``id % N == K``, so that N machines or runs
@@ -45,13 +46,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from videodetector.backend import thumbs
 from videodetector.backend.embeddings import coverage, store_vector
 from videodetector.backend.engine import FaceEngine, FoundFace, best_match, shared_engine
 from videodetector.backend.imaging import (
-    THUMBNAIL_QUALITY,
     as_aligned_face,
     decode_photo,
-    thumbnail,
 )
 from videodetector.backend.settings import EMBEDDING_MODELS, Settings
 from videodetector.backend.storage import FileStore, open_database
@@ -306,10 +306,11 @@ class Regenerator:
         """The new box, images (written now, under new names) and vectors of a face."""
         kinds = self.opts.kinds
         if self.opts.redetect or "thumbs" in kinds:
-            photo = self._read_photo(row["photo"])
+            data = self._read_photo(row["photo"])
             box = (row["x1"], row["y1"], row["x2"], row["y2"])
             change: dict[str, Any] = {}
-            if self.opts.redetect:
+            if self.opts.redetect:  # detected and aligned on the photo decoded at full scale
+                photo = decode_photo(data, "photo", MAX_STORED_BYTES, MAX_STORED_SIDE).image
                 found = self._redetect(photo, box)
                 if found is None:
                     return {"lost": True}
@@ -318,8 +319,9 @@ class Regenerator:
                 change["box"] = box
                 change["normalized"] = self._write(row, "norm", "png", encode(aligned, "png"))
                 change["vectors"] = self._embed_all(row, aligned)
-            if "thumbs" in kinds:
-                jpeg = encode(thumbnail(photo, box), "jpeg", THUMBNAIL_QUALITY)
+            if "thumbs" in kinds:  # what a post of this photo and box stores (thumbs.py;
+                # a JPEG decoded at the DCT scale the thumbnail's pixels allow)
+                jpeg = thumbs.thumbnail_jpeg(data, box)
                 change["thumbnail"] = self._write(row, "thumb", "jpeg", jpeg)
             return change
         aligned = as_aligned_face(self._read_image(row["normalized"]))
@@ -344,13 +346,13 @@ class Regenerator:
         return {m: self.engine(m).embed_aligned(aligned) for m in sorted(models)
                 if m in EMBEDDING_MODELS}
 
-    def _read_photo(self, rel: str) -> np.ndarray:
-        """A stored original, decoded as enrollment decoded it (Pillow, EXIF orientation
-        applied), so the stored box refers to the same pixels."""
+    def _read_photo(self, rel: str) -> bytes:
+        """A stored original's bytes (decoded as enrollment decoded it: Pillow, EXIF
+        orientation applied, so the stored box refers to the same pixels)."""
         path = self.files.path(rel)
         if path is None or not path.is_file():
             raise FileNotFoundError(f"stored photo {rel!r} is missing")
-        return decode_photo(path.read_bytes(), "photo", MAX_STORED_BYTES, MAX_STORED_SIDE).image
+        return path.read_bytes()
 
     def _read_image(self, rel: str) -> np.ndarray:
         path = self.files.path(rel)

@@ -17,9 +17,8 @@ from videodetector.backend.engine import (
     Box,
     FaceEngine,
     FoundFace,
-    best_match,
     large_enough,
-    no_face_inside,
+    locate_scaled,
 )
 from videodetector.backend.imaging import (
     Photo,
@@ -160,24 +159,20 @@ class Decodes:
         return [f for f in found if large_enough(f.box, self.settings.min_face_size)]
 
     def located(self, box: Box, param: str = "bbox") -> FoundFace:
-        """``FaceEngine.locate`` of a client's ``box`` (full-resolution pixels), on the
-        reduced pixels: the detected face overlapping it best, else the one found on a crop
-        around it decoded at the crop's :func:`detection_factor`; the box stays the
-        client's, the landmarks are full-resolution."""
-        scaled = self.first
-        best = best_match(self.detections(), scaled.reduced_box(box), (0.0, 0.0))
-        if best is None:  # a small face: the crop around the box, with the pixels it needs
-            w, h = scaled.photo.size
-            x1, y1, x2, y2 = clamp_box(expand_box(box, 1.0), w, h)
-            scaled = self.at(detection_factor((x2 - x1, y2 - y1), self.max_side))
-            rh, rw = scaled.photo.image.shape[:2]  # type: ignore[union-attr]
-            reduced = scaled.reduced_box(box)
-            x1, y1, x2, y2 = clamp_box(expand_box(reduced, 1.0), rw, rh)
-            crop = np.ascontiguousarray(scaled.photo.image[y1:y2, x1:x2])  # type: ignore[index]
-            best = best_match(self.engine.detect(crop), reduced, (float(x1), float(y1)))
-        if best is None:
-            raise no_face_inside(param, box)
-        return FoundFace(box, scaled.to_full(best).landmarks, best.score)
+        """The face in a client's ``box`` (full-resolution pixels), on the reduced pixels
+        (:func:`locate_scaled`): the detected face overlapping it best, else the one found on
+        a crop around it decoded at the crop's :func:`detection_factor`."""
+        first = self.first
+        return locate_scaled(box, self.detections(), (first.sx, first.sy),
+                             self._pixels_for_crop, self.engine.detect, param)
+
+    def _pixels_for_crop(self, box: Box) -> tuple[np.ndarray, tuple[float, float]]:
+        """The decode a small face's crop (around ``box``, full-resolution) is searched on:
+        the one with the pixels the crop needs, and its scale."""
+        w, h = self.first.photo.size
+        x1, y1, x2, y2 = clamp_box(expand_box(box, 1.0), w, h)
+        scaled = self.at(detection_factor((x2 - x1, y2 - y1), self.max_side))
+        return scaled.photo.image, (scaled.sx, scaled.sy)  # type: ignore[return-value]
 
     def stored_photo(self, boxes: list[Box]) -> Photo:
         """The photo to store (as uploaded) with thumbnails of ``boxes``, from the coarsest

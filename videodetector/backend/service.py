@@ -30,7 +30,13 @@ import numpy as np
 from videodetector.backend import changes, person_match, person_store, thumbs
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.embeddings import VECTOR_SQL, last_change, vector_of
-from videodetector.backend.engine import Box, FoundFace, shared_engine
+from videodetector.backend.engine import (
+    Box,
+    FoundFace,
+    NewFace,
+    face_box_json,
+    shared_engine,
+)
 from videodetector.backend.errors import ApiError, bad_param, not_found
 from videodetector.backend.extraction import emotions_unavailable
 from videodetector.backend.imaging import (
@@ -39,7 +45,6 @@ from videodetector.backend.imaging import (
     as_aligned_face,
     content_hash,
     decode_for_thumbnails,
-    decode_photo,
     decode_plain_png,
     png_as_uploaded,
     thumbnail,
@@ -48,6 +53,7 @@ from videodetector.backend.imaging import (
 from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
+from videodetector.backend.probe import enroll_faces
 from videodetector.backend.settings import Settings
 from videodetector.backend.storage import FileStore, open_database
 from videodetector.backend.stores.cameras import SqlCameraStore
@@ -76,22 +82,6 @@ GALLERY_RE = re.compile(r"^[a-zA-Z0-9_-]{1,48}$")
 
 
 @dataclass
-class NewFace:
-    """A face ready to store or search: where it is, its normalized image and embedding."""
-
-    box: Box
-    aligned: np.ndarray
-    embedding: np.ndarray
-    # gender, gender_confidence, age, emotions (the two most likely names)
-    attrs: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # plugin annotations: {"plugins": ..}
-    aligned_png: bytes | None = None  # ``aligned`` as the uploaded PNG (imaging.png_as_uploaded)
-
-    def normalized_png(self) -> bytes:
-        return self.aligned_png if self.aligned_png is not None else encode(self.aligned, "png")
-
-
-@dataclass
 class FacePost:
     """A parsed POST /face request (images still encoded)."""
 
@@ -115,10 +105,6 @@ def emotions_json(attrs: dict[str, Any]) -> str | None:
     return None if names is None else json.dumps(list(names))
 
 
-def face_box_json(box: Box) -> dict[str, int]:
-    return {"x1": round(box[0]), "x2": round(box[2]), "y1": round(box[1]), "y2": round(box[3])}
-
-
 def extra_json(post_extra: dict[str, Any], face_extra: dict[str, Any]) -> str | None:
     """The stored ``extra`` of a face: the request's extra fields and its annotations."""
     merged = {**post_extra, **face_extra}
@@ -128,24 +114,6 @@ def extra_json(post_extra: dict[str, Any], face_extra: dict[str, Any]) -> str | 
 def box_key(box: Box) -> str:
     """The identify result key: ``"[x1, y1, x2, y2]"``."""
     return json.dumps([round(v) for v in box])
-
-
-def select_faces(found: list[FoundFace], selector: str, photo_param: str = "photo"
-                 ) -> list[FoundFace]:
-    """The detected faces ``mf_selector`` keeps, largest first; BAD_PARAM when none was
-    found, or several with ``reject``."""
-    if not found:
-        raise bad_param(photo_param, f"No faces found on {photo_param}")
-    found = sorted(found, key=lambda f: f.area, reverse=True)
-    if selector == "reject" and len(found) > 1:
-        raise bad_param("mf_selector", f"Too many faces: {len(found)}", "reject",
-                        faces=[face_box_json(f.box) for f in found])
-    return found if selector == "all" else found[:1]
-
-
-def no_usable_face(param: str) -> ApiError:
-    return bad_param(param, f"no usable face on {param}: the face landmarks cannot "
-                     "place a face (degenerate or far outside the image)")
 
 
 def check_gallery_name(name: str, param: str = "gallery") -> str:
@@ -328,23 +296,11 @@ class Backend:
 
     # -- images and faces -----------------------------------------------------
 
-    def decode(self, data: bytes, param: str) -> Photo:
-        s = self.settings
-        return decode_photo(data, param, s.max_photo_bytes, s.max_size)
-
     def decode_normalized(self, data: bytes, param: str) -> Photo:
         """A normalized face (``face0``...): at most ``max_normalized_size`` on a side."""
         s = self.settings
         return decode_plain_png(data, param, s.max_photo_bytes, s.max_normalized_size,
                                 "max_normalized_size")
-
-    def find_faces(self, photo: Photo, boxes: list[Box] | None, selector: str,
-                   photo_param: str = "photo", bbox_param: str = "bbox") -> list[FoundFace]:
-        """Faces on a photo: in the given boxes, or detected and chosen by ``mf_selector``."""
-        if boxes:
-            return [self.engine.locate(photo.image, b, bbox_param) for b in boxes]
-        found = self.engine.detect(photo.image, self.settings.min_face_size)
-        return select_faces(found, selector, photo_param)
 
     def check_attrs_request(self, gender: bool, age: bool, emotions: bool) -> frozenset[str]:
         """The face attributes wanted; refuse gender/age without --gae. ``emotions`` is
@@ -375,15 +331,6 @@ class Backend:
         attrs = (self.engine.estimate_age_gender(photo.image, face.landmarks, aligned,
                                                  want_attrs, face.box) if want_attrs else {})
         return NewFace(face.box, aligned, emb, attrs)
-
-    def analyze(self, photo: Photo, found: list[FoundFace], want_attrs: frozenset[str],
-                param: str = "photo") -> list[NewFace]:
-        """The usable faces of ``found``; BAD_PARAM naming ``param`` when none is."""
-        out = [new for face in found
-               if (new := self.analyze_face(photo, face, want_attrs)) is not None]
-        if found and not out:
-            raise no_usable_face(param)
-        return out
 
     def analyze_aligned(self, images: list[bytes], boxes: list[Box] | None,
                         photo: Photo | None, want_attrs: frozenset[str]) -> list[NewFace]:
@@ -419,10 +366,8 @@ class Backend:
         if photo_bytes is None:
             raise bad_param(photo_param, f"{photo_param} is required (an uploaded image, "
                             "or an http(s) URL with --fetch-urls)")
-        from videodetector.backend.probe import enroll_faces  # probe imports this module
-
-        # a large JPEG decoded at reduced scale (probe.py); find_faces + analyze of a
-        # full-scale decode answer the same within tolerance, exactly under 2560 px
+        # a large JPEG decoded at reduced scale (probe.py); a full-scale decode answers the
+        # same within tolerance, exactly under 2560 px (tests/backend/full_scale.py)
         return enroll_faces(self, photo_bytes, boxes, selector, want_attrs, photo_param)
 
     def _photo_for_thumbnails(self, data: bytes, param: str, boxes: list[Box] | None,
@@ -773,12 +718,14 @@ class Backend:
         return rows
 
     def _delete_face_files(self, rows: list[sqlite3.Row]) -> None:
-        """After the delete committed: the images no remaining face refers to."""
+        """After the delete committed: the images no remaining face refers to; the photo
+        before the thumbnail (a thumbnail made on read meanwhile sees its photo gone or is
+        removed here: ``thumbs.make_on_read``)."""
         for r in rows:
-            self.files.delete(r["thumbnail"])
-            self.files.delete(r["normalized"])
             if not self.faces_store.photo_in_use(r["photo"]):
                 self.files.delete(r["photo"])
+            self.files.delete(r["thumbnail"])
+            self.files.delete(r["normalized"])
 
     # -- search ---------------------------------------------------------------
 

@@ -151,7 +151,13 @@ def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | 
     """The thumbnail ``rel`` made and stored now from its photo, or None: not a signed name,
     or its photo is gone (the face was deleted) or unreadable. When it cannot be stored (a
     full disk, a read-only store), its bytes: the reader gets it anyway, made again on the
-    next read, and the failure is logged once a minute."""
+    next read, and the failure is logged once a minute.
+
+    A face deleted while its thumbnail is made leaves no file: its photo is its own (only a
+    one-face post names its thumbnail so), and the deletion removes the photo before the
+    thumbnail (``Backend._delete_face_files``). So either the photo is gone once the
+    thumbnail is written, and the thumbnail is removed here, or the deletion's removal of
+    the thumbnail comes after the write."""
     parsed = parse_lazy(keys, rel)
     if parsed is None:
         return None
@@ -175,4 +181,7 @@ def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | 
         _store_log.log(logging.WARNING, "store", "thumbnail %s made on read but not stored "
                        "(served anyway, made again on the next read): %s", rel, exc)
         return data
+    if not photo_path.exists():  # its face was deleted meanwhile: leave no file behind
+        files.delete(rel)
+        return None
     return path
