@@ -35,7 +35,8 @@ with the camera thread's ``reader.get(timeout=0.5)`` loop: per frame the reader 
 
 ``--gaps``: one thread, the unit after a gap of 0, 1, 5, 20 and 40 ms, slept or
 busy-waited in the thread (interleaved, medians): the unit's CPU as a function of the time
-since it last ran, with and without giving the CPU away.
+since it last ran, with and without giving the CPU away; and with no gap but the caches
+evicted by the thread itself (it writes 64 MB before each unit).
 
 Hardware counters (``perf stat -e cache-misses``) are not available in this VM (``perf``
 says "not supported": no virtual PMU), so caches are probed by the spin/thrash fillers.
@@ -241,26 +242,43 @@ def _spin(seconds: float) -> None:
         pass
 
 
+_EVICT = np.zeros(0)
+
+
+def _evict(_seconds: float = 0.0) -> None:
+    """Write through 64 MB in this thread (more than L2, a good part of a shared L3): what
+    the unit left in the caches is gone, and no other process was needed for it."""
+    global _EVICT
+    if _EVICT.size == 0:
+        _EVICT = np.zeros(8 << 20)
+    _EVICT += 1.0
+
+
+GAP_KINDS = {"slept": time.sleep, "busy-waited": _spin, "evicted": _evict}
+
+
 def run_gaps(work: str, units: int, gaps_ms: Sequence[float]
-             ) -> list[tuple[float, float, float]]:
-    """One thread: (gap ms, unit CPU ms after sleeping the gap, after busy-waiting it),
-    medians; the gaps are interleaved (10 units each in turn) so that a load that changes
-    meanwhile touches them all alike."""
+             ) -> list[tuple[float, dict[str, float]]]:
+    """One thread: (gap ms, {kind: unit CPU ms}) medians, for a gap before each unit that
+    was slept, busy-waited, or (gap 0 only) spent evicting the caches in this thread;
+    interleaved (10 units each in turn) so that a load that changes meanwhile touches all
+    alike."""
     unit = make_unit(work)
     for _ in range(3):
         unit()
-    cpu: dict[tuple[float, bool], list[float]] = {}
+    cpu: dict[tuple[float, str], list[float]] = {}
     for _ in range(max(1, units // 10)):
         for gap in gaps_ms:
-            for spin in ((False, True) if gap else (False,)):
+            kinds = ("slept", "busy-waited") if gap else ("slept", "evicted")
+            for kind in kinds:
                 for _ in range(10):
-                    if gap:
-                        (_spin if spin else time.sleep)(gap / 1000)
+                    if gap or kind == "evicted":
+                        GAP_KINDS[kind](gap / 1000)
                     c0 = time.thread_time()
                     unit()
-                    cpu.setdefault((gap, spin), []).append(time.thread_time() - c0)
-    return [(gap, 1000 * statistics.median(cpu[(gap, False)]),
-             1000 * statistics.median(cpu[(gap, bool(gap))])) for gap in gaps_ms]
+                    cpu.setdefault((gap, kind), []).append(time.thread_time() - c0)
+    return [(gap, {kind: 1000 * statistics.median(v) for (g, kind), v in cpu.items()
+                   if g == gap}) for gap in gaps_ms]
 
 
 # ---------------------------------------------------------------------------
@@ -318,7 +336,7 @@ def run_handoff(work: str, n: int, frames: int, paced: bool) -> HandoffRow:
     from videodetector.detector.video.reader import FrameReader
     from videodetector.detector.video.source import parse_source
 
-    seconds = frames / 25 + 3
+    seconds = frames / 25 + 10  # outlasts the run
     clips = [indoor_clip(seconds, variant=k) for k in range(n)]
     units = [make_unit(work, seed=k) for k in range(n)]
     for u in units:
@@ -339,7 +357,8 @@ def run_handoff(work: str, n: int, frames: int, paced: bool) -> HandoffRow:
         reader_ns0[tid] = thread_ns(tid)
     for th in cams:
         th.join()
-    reader_ns = sum(thread_ns(tid) - ns for tid, ns in reader_ns0.items())
+    # (a reader whose file ended is gone: its CPU is unknown, the figure is then a floor)
+    reader_ns = sum(max(0, thread_ns(tid) - ns) for tid, ns in reader_ns0.items())
     dropped = sum(r.stats().dropped for r in readers)
     for r in readers:
         r.stop()
@@ -359,6 +378,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--work", default=",".join(WORKS), help="units of work (yunet,cv2,python)")
     p.add_argument("--modes", default=",".join(MODES), help="modes (" + ",".join(MODES) + ")")
     p.add_argument("--handoff", action="store_true", help="also through FrameReader")
+    p.add_argument("--handoff-work", default="cv2", choices=WORKS,
+                   help="the unit per frame behind FrameReader (cv2: light enough for 6 "
+                        "paced cameras)")
     p.add_argument("--handoff-only", action="store_true", help="only the FrameReader part")
     p.add_argument("--gaps", action="store_true", help="also unit CPU after idle gaps")
     args = p.parse_args(argv)
@@ -389,16 +411,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for mode in args.modes:
                     print(run_mode(work, mode, n, args.units).line(), flush=True)
     if args.gaps:
-        print("\n| work | gap before the unit ms | unit CPU ms, slept | busy-waited |\n"
-              "|---|--:|--:|--:|")
+        print("\n| work | gap before the unit ms | unit CPU ms, slept | busy-waited | "
+              "no gap, caches evicted by this thread |\n|---|--:|--:|--:|--:|")
         for work in args.work:
-            for gap, slept, spun in run_gaps(work, args.units, (0, 1, 5, 20, 40)):
-                print(f"| {work} | {gap:g} | {slept:.2f} | {spun:.2f} |", flush=True)
+            for gap, by in run_gaps(work, args.units, (0, 1, 5, 20, 40)):
+                cells = " | ".join(f"{by[k]:.2f}" if k in by else "" for k in GAP_KINDS)
+                print(f"| {work} | {gap:g} | {cells} |", flush=True)
     if args.handoff or args.handoff_only:
         print("\n" + HANDOFF_HEADER, flush=True)
         for n in args.threads:
             for paced in (False, True):
-                print(run_handoff(args.work[0], n, args.units, paced).line(), flush=True)
+                print(run_handoff(args.handoff_work, n, args.units, paced).line(), flush=True)
     print(f"# load at the end: {os.getloadavg()[0]:.2f}", flush=True)
 
 
