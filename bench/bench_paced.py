@@ -33,6 +33,9 @@ paced like a camera, or read offline: unpaced, the reader blocking on the 8-fram
 with the camera thread's ``reader.get(timeout=0.5)`` loop: per frame the reader thread's CPU
 (decode, pacer, put) and the camera thread's CPU outside the unit (get, wake-up).
 
+``--convert``: the BGR conversions of decoded 720p frames, PyAV's ``to_ndarray`` (a new
+swscale context, with automatic threads, per frame) against the stream's ``pixels.Scaler``.
+
 ``--gaps``: one thread, the unit after a gap of 0, 1, 5, 20 and 40 ms, slept or
 busy-waited in the thread (interleaved, medians): the unit's CPU as a function of the time
 since it last ran, with and without giving the CPU away; and with no gap but the caches
@@ -370,6 +373,50 @@ def run_handoff(work: str, n: int, frames: int, paced: bool) -> HandoffRow:
 
 
 # ---------------------------------------------------------------------------
+# BGR conversions: PyAV's per-frame context vs the stream's Scaler (--convert)
+# ---------------------------------------------------------------------------
+
+def run_convert(frames: int = 200) -> list[str]:
+    """Per decoded 720p frame of the indoor clip (decoded as a paced camera does, and with
+    the decoder's automatic threads), the process and thread CPU of the detector-size and
+    full-size BGR conversions: PyAV's ``to_ndarray`` (a new swscale context per frame) on
+    even frames, the stream's ``Scaler`` on odd ones (interleaved: the same load)."""
+    from bench_detector import indoor_clip
+
+    from videodetector.detector.video.source import open_video, parse_source
+
+    clip = indoor_clip(24, variant=0)
+    lines = []
+    for threads in (1, 0):
+        acc: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        with open_video(parse_source(str(clip)), threads=threads) as stream:
+            for i, frame in enumerate(stream):
+                if i >= frames:
+                    break
+                av_frame = frame.pixels._frame  # type: ignore[attr-defined]
+                scaler = frame.pixels.scaler  # type: ignore[attr-defined]
+                how = "Scaler" if i % 2 else "PyAV per frame"
+                for what in ("detector size", "full size"):
+                    t0, p0 = time.thread_time(), time.process_time()
+                    if how == "Scaler":
+                        (scaler.bgr_at(av_frame, 640, 360) if what == "detector size"
+                         else scaler.bgr(av_frame))
+                    elif what == "detector size":
+                        av_frame.to_ndarray(width=640, height=360, format="bgr24",
+                                            interpolation="AREA")
+                    else:
+                        av_frame.to_ndarray(format="bgr24")
+                    acc.setdefault((how, what), []).append(
+                        (time.thread_time() - t0, time.process_time() - p0))
+                del av_frame
+        for (how, what), v in sorted(acc.items()):
+            lines.append(f"| {threads or 'auto'} | {how} | {what} | "
+                         f"{1000 * statistics.fmean(x[1] for x in v):.2f} | "
+                         f"{1000 * statistics.fmean(x[0] for x in v):.2f} |")
+    return lines
+
+
+# ---------------------------------------------------------------------------
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -383,6 +430,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "paced cameras)")
     p.add_argument("--handoff-only", action="store_true", help="only the FrameReader part")
     p.add_argument("--gaps", action="store_true", help="also unit CPU after idle gaps")
+    p.add_argument("--convert", action="store_true",
+                   help="also BGR conversions: PyAV per frame vs the stream's Scaler")
     args = p.parse_args(argv)
     for name in ("threads",):
         try:
@@ -399,6 +448,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def print_gaps(works: Sequence[str], units: int) -> None:
+    print("\n| work | gap before the unit ms | unit CPU ms, slept | busy-waited | "
+          "no gap, caches evicted by this thread |\n|---|--:|--:|--:|--:|")
+    for work in works:
+        for gap, by in run_gaps(work, units, (0, 1, 5, 20, 40)):
+            cells = " | ".join(f"{by[k]:.2f}" if k in by else "" for k in GAP_KINDS)
+            print(f"| {work} | {gap:g} | {cells} |", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     cv2.setNumThreads(1)  # as the daemon with a camera list
@@ -411,17 +469,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for mode in args.modes:
                     print(run_mode(work, mode, n, args.units).line(), flush=True)
     if args.gaps:
-        print("\n| work | gap before the unit ms | unit CPU ms, slept | busy-waited | "
-              "no gap, caches evicted by this thread |\n|---|--:|--:|--:|--:|")
-        for work in args.work:
-            for gap, by in run_gaps(work, args.units, (0, 1, 5, 20, 40)):
-                cells = " | ".join(f"{by[k]:.2f}" if k in by else "" for k in GAP_KINDS)
-                print(f"| {work} | {gap:g} | {cells} |", flush=True)
+        print_gaps(args.work, args.units)
     if args.handoff or args.handoff_only:
         print("\n" + HANDOFF_HEADER, flush=True)
         for n in args.threads:
             for paced in (False, True):
                 print(run_handoff(args.handoff_work, n, args.units, paced).line(), flush=True)
+    if args.convert:
+        print("\n| decoder threads | conversion | size | process CPU ms | thread CPU ms |\n"
+              "|---|---|---|--:|--:|")
+        for line in run_convert():
+            print(line, flush=True)
     print(f"# load at the end: {os.getloadavg()[0]:.2f}", flush=True)
 
 

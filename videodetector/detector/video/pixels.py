@@ -97,13 +97,14 @@ class Scaler:
     detector's size), kept for the stream's life.
 
     PyAV's ``VideoFrame.to_ndarray(...)`` makes a new swscale context for every frame
-    (a new ``VideoReformatter`` per frame) and, with swscale's default of automatic threads,
-    starts a pool of threads for it each time: for a 720p yuv420p frame that cost ~2.0 ms of
-    process CPU for the detector-size conversion and ~0.9 ms for the full-size one, against
-    ~1.1 and ~0.55 ms with a context kept per stream and one thread (the same pixels: the
-    same filter, only set up once). ``threads``: swscale's threads, 0 = automatic (as the
-    decoder: a source read in real time converts in one thread, see
-    :func:`~videodetector.detector.video.source.decoder_threads`).
+    (a new ``VideoReformatter`` per frame) with swscale's automatic threads, i.e. a pool of
+    threads set up and torn down per conversion: for a 720p yuv420p frame that cost ~1.4 ms
+    of process CPU for the detector-size conversion and ~0.72 ms for the full-size one
+    (~0.85 and ~0.36 ms in the converting thread, the rest in the pool), against ~0.82 and
+    ~0.49 ms with a context kept per stream and one thread (the same pixels: the same
+    filter, only set up once; measured interleaved in one process, load ~5). ``threads``:
+    swscale's threads, 0 = automatic (as the decoder: a source read in real time converts in
+    one thread, see :func:`~videodetector.detector.video.source.decoder_threads`).
 
     One per stream: a context is set up again whenever its input or output changes, hence
     one for each output. The lock makes a scaler safe to share, though one thread (the
