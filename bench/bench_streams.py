@@ -34,7 +34,9 @@ running N cameras at once costs per camera-frame.
 
 ``--profile`` also prints, per N, the CPU per camera-frame by thread group (camera threads:
 the pipeline; reader threads: decoding; native pools: FFmpeg/onnxruntime threads; poster)
-from /proc/self/task, and per pipeline stage in the camera threads' own CPU time. On a
+from /proc/self/task, "unpolled" (the process's CPU that no polled thread accounts for:
+threads that came and went between two polls, such as the swscale pool PyAV started per
+conversion before pixels.Scaler), and per pipeline stage in the camera threads' own CPU time. On a
 loaded machine use ``--offline``: every camera reads its whole clip unpaced (decoded in one
 thread, as a paced camera is), so the same frames are processed whatever the load and the
 CPU per camera-frame compares between runs; drops mean nothing there. See also
@@ -231,10 +233,16 @@ def stage_seconds(histograms: DetectorHistograms) -> dict[str, float]:
 
 
 def print_profile(n: int, processed: int, frames_in: int, groups: dict[str, float],
-                  stages: dict[str, float]) -> None:
-    """ms of CPU per camera-frame by thread group and by stage (see time_stages_in_cpu)."""
+                  stages: dict[str, float], process_cpu: float | None = None) -> None:
+    """ms of CPU per camera-frame by thread group and by stage (see time_stages_in_cpu).
+    ``process_cpu``: the process's CPU seconds over the run; what no polled thread accounts
+    for is shown as "unpolled" (threads that started and ended between two polls, e.g. a
+    pool started per call)."""
     per = 1000.0 / max(processed, 1)
     total = sum(groups.values())
+    if process_cpu is not None:
+        groups = {**groups, "unpolled": max(0.0, process_cpu - total)}
+        total = max(total, process_cpu)
     print(f"  N={n} CPU per processed camera-frame: {total * per:.2f} ms "
           f"({1000 * total / max(frames_in, 1):.2f} ms per decoded frame)", flush=True)
     for group, cpu in sorted(groups.items(), key=lambda kv: -kv[1]):
@@ -326,7 +334,7 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         runs += w.pipeline_stats.detector_runs
     groups = cpu_by_group(threads0, threads1, names)
     if profile:
-        print_profile(n, processed, frames_in, groups, stage_seconds(histograms))
+        print_profile(n, processed, frames_in, groups, stage_seconds(histograms), cpu)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return StreamsRow(
         streams=n, seconds=round(wall, 1), frames_in=frames_in, processed=processed,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import av
 import cv2
 import numpy as np
@@ -17,6 +21,7 @@ from videodetector.detector.pipeline import CameraSpec, FacePipeline
 from videodetector.detector.video.pixels import (
     ArrayPixels,
     DecodedPixels,
+    Scaler,
     luma_plane,
     resize_bgr,
     rotate,
@@ -211,3 +216,88 @@ def test_scaled_size_rounds_each_side_and_keeps_one_pixel():
     assert scaled_size(1000, 3, 0.01) == (10, 1)
     with pytest.raises(ValueError, match="size"):
         scaled_size(0, 3, 0.5)
+
+
+# ---------------------------------------------------------------------------
+# one swscale context per stream (issue 10: a context and a thread pool per frame cost
+# ~1 ms of process CPU per detector-size conversion of a 720p frame)
+# ---------------------------------------------------------------------------
+
+def paced_frames(path: str, n: int) -> list[Frame]:
+    """The first ``n`` frames of ``path`` decoded as a camera read in real time is."""
+    frames = []
+    with open_video(parse_source(path), realtime=True) as stream:  # not file@FPS: no pacing
+        for frame in stream:
+            frames.append(frame)
+            if len(frames) == n:
+                break
+    return frames
+
+
+def test_frames_of_a_stream_share_its_scaler_and_convert_as_before(late_walker_clip):
+    frames = paced_frames(late_walker_clip, 8)
+    scalers = {id(f.pixels.scaler) for f in frames}
+    assert len(scalers) == 1 and frames[0].pixels.scaler.threads == 1  # paced: one thread
+    for frame in frames:  # the same pixels as PyAV's own per-frame conversion
+        av_frame = frame.pixels._frame
+        assert np.array_equal(frame.pixels.bgr_at(0.5), av_frame.to_ndarray(
+            width=640, height=360, format="bgr24", interpolation="AREA"))
+        assert np.array_equal(frame.image, av_frame.to_ndarray(format="bgr24"))
+
+
+@settings(max_examples=15, deadline=None)
+@given(width=st.integers(16, 200), height=st.integers(16, 200), scale=st.floats(0.1, 0.99),
+       clockwise=TURNS, fmt=FORMATS, threads=st.integers(0, 2))
+def test_a_shared_scaler_gives_the_pixels_of_a_fresh_one(width, height, scale, clockwise, fmt,
+                                                         threads):
+    """A scaler reused across sizes, formats and both outputs (its contexts set up again
+    when the input changes) converts as a new one does."""
+    shared = Scaler(threads)
+    for w, h in ((width, height), (height, width), (width, height)):
+        frame = gradient_frame(w, h, fmt)
+        a = DecodedPixels(frame, clockwise, shared)
+        b = DecodedPixels(frame, clockwise)
+        assert np.array_equal(a.bgr_at(scale), b.bgr_at(scale))
+        assert np.array_equal(a.bgr(), b.bgr())
+
+
+def other_threads_cpu() -> dict[int, float]:
+    """CPU seconds of this process's other live threads, by id (Linux /proc)."""
+    me = threading.get_native_id()
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+    out.pop(me, None)
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_a_paced_stream_converts_in_its_own_thread_only(late_walker_clip):
+    """No swscale thread pool (nor any other short-lived thread) works for a paced camera's
+    conversions: the process's CPU for them is the converting thread's, less what threads
+    alive before and after (other tests' background threads) used meanwhile. (PyAV's
+    per-frame conversion started swscale's automatic threads for every frame: process CPU
+    ~1.6-2x the thread's.)"""
+    frames = paced_frames(late_walker_clip, 24)
+    for f in frames[:2]:
+        f.pixels.bgr_at(0.5)
+    others0 = other_threads_cpu()
+    thread0, process0 = time.thread_time(), time.process_time()
+    for f in frames[2:]:
+        f.pixels.bgr_at(0.5)
+        f.pixels.bgr()
+    thread, process = time.thread_time() - thread0, time.process_time() - process0
+    others1 = other_threads_cpu()
+    others = sum(cpu - others0.get(tid, 0.0) for tid, cpu in others1.items())
+    assert thread > 0
+    came_and_went = process - thread - others
+    assert came_and_went < 0.15 * thread, (thread, process, others)
+
+
+def test_scaler_rejects_negative_threads():
+    with pytest.raises(ValueError, match="threads"):
+        Scaler(-1)

@@ -32,7 +32,13 @@ from videodetector.core.sourcespec import (  # noqa: F401  (re-used names of thi
     parse_source,
     redact_url,
 )
-from videodetector.detector.video.pixels import ArrayPixels, DecodedPixels, Pixels, rotate
+from videodetector.detector.video.pixels import (
+    ArrayPixels,
+    DecodedPixels,
+    Pixels,
+    Scaler,
+    rotate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +216,8 @@ class VideoStream:
         thread_type, thread_count = decoder_threads(realtime or spec.live, threads)
         self._stream.thread_type = thread_type
         self._stream.codec_context.thread_count = thread_count
+        # the frames' BGR conversions: one swscale context per stream, threads as the decoder
+        self.scaler = Scaler(thread_count)
         self._rotate = normalize_rotation(rotate)
         self._paced = realtime and spec.kind is SourceKind.FILE
         self._timeout = timeout if spec.live else None
@@ -262,7 +270,7 @@ class VideoStream:
 
     def _to_frame(self, av_frame: av.VideoFrame, index: int) -> Frame:
         angle = (self._rotate + display_rotation_to_clockwise(av_frame.rotation)) % 360
-        pixels = DecodedPixels(av_frame, angle)
+        pixels = DecodedPixels(av_frame, angle, self.scaler)
         return Frame(index=index, pts=self._frame_seconds(av_frame, index),
                      wall_time=time.time(), pixels=pixels)
 
