@@ -334,7 +334,7 @@ def test_a_database_before_the_model_column_is_migrated(tmp_path):
 
 
 def test_unknown_embedding_model_setting_is_refused():
-    with pytest.raises(ValueError, match="embedding_model must be one of"):
+    with pytest.raises(ValueError, match="embedding_model must be auto or one of"):
         Settings(embedding_model="dlib")
 
 
