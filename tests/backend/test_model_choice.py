@@ -17,6 +17,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from videodetector.backend.cli import main as cli_main
 from videodetector.backend.embeddings import Coverage
 from videodetector.backend.model_choice import BF16, F32, PREFERENCE, choose_embedding_model
 from videodetector.backend.regenerate import serving_model
@@ -268,11 +269,15 @@ def test_backends_starting_together_on_one_store_agree(tmp_path: Path,
     assert reasons[1] == "auto: recorded for this store", reasons
 
 
-def test_regenerate_defaults_to_the_serving_model(tmp_path: Path) -> None:
+def test_regenerate_defaults_to_the_serving_model(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     start(tmp_path, None, cpu=True, embedding_model=INT8).close()
     assert serving_model(Settings(data_dir=tmp_path)) == INT8
     assert serving_model(Settings(data_dir=tmp_path), BF16) == BF16
     assert serving_model(Settings(data_dir=tmp_path, embedding_model=F32)) == F32
+    assert cli_main(["regenerate", "--data-dir", str(tmp_path), "--stats-interval", "0",
+                     "--log-level", "warning"]) == 0
+    assert f"regenerate facens with {INT8}" in capsys.readouterr().err
 
 
 def test_models_endpoint_says_which_model_and_why(tmp_path: Path) -> None:

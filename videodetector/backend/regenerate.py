@@ -29,6 +29,7 @@ before its next search.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -442,12 +443,11 @@ def serving_model(settings: Settings, model: str | None = None) -> str:
         db.close()
 
 
-def options_from_args(args: argparse.Namespace, settings: Settings) -> Options:
-    """The job's options; ``settings.embedding_model`` is the job's model, resolved
-    (``serving_model``)."""
+def options_from_args(args: argparse.Namespace, settings: Settings, model: str) -> Options:
+    """The job's options, for ``model`` (a model name: ``auto`` resolved)."""
     return Options(
         kinds=frozenset(k.strip() for k in args.regenerate.split(",") if k.strip()),
-        model=settings.embedding_model,
+        model=model,
         detector_threshold=settings.detector_threshold, min_face_size=settings.min_face_size,
         min_id=args.min_id, max_id=args.max_id, every_other=args.every_other,
         every_other_offset=args.every_other_offset, parallel=args.parallel)
@@ -458,16 +458,24 @@ def main(argv: list[str], settings_from: Any) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
-        if settings.db is None and not (settings.data_dir / "backend.sqlite3").is_file():
-            raise ValueError(f"no database in {settings.data_dir}")
-        logging.basicConfig(level=settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        settings = settings.with_changes(
-            embedding_model=serving_model(settings, args.embedding_model))
-        opts = options_from_args(args, settings)
+        wanted = args.embedding_model or settings.embedding_model
+        # the options are checked before the store is looked at (auto: resolved below)
+        opts = options_from_args(args, settings,
+                                 EMBEDDING_MODELS[0] if wanted == AUTO_MODEL else wanted)
     except (ValueError, OSError) as exc:
         print(f"fkvideo_backend regenerate: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.db is None and not (settings.data_dir / "backend.sqlite3").is_file():
+        print(f"fkvideo_backend regenerate: no database in {settings.data_dir}", file=sys.stderr)
+        return 2
+    if wanted == AUTO_MODEL:
+        try:
+            opts = dataclasses.replace(opts, model=serving_model(settings, AUTO_MODEL))
+        except ValueError as exc:  # a recorded model this program does not know
+            print(f"fkvideo_backend regenerate: {exc}", file=sys.stderr)
+            return 2
     regen = Regenerator(settings.data_dir, opts, settings.model_threads, settings.db)
     previous = signal.signal(signal.SIGTERM, lambda *_: regen.stop.set())
     try:
