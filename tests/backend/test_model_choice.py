@@ -291,3 +291,31 @@ def test_models_endpoint_says_which_model_and_why(tmp_path: Path) -> None:
     body = r.json()
     assert (body["active"], body["configured"], body["chosen_because"]) == \
         (BF16, AUTO_MODEL, "auto: recorded for this store")
+
+
+def test_a_store_that_cannot_record_the_choice_still_starts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The COMMIT of the record fails in SQLite itself (a deferred foreign key, as a full disk
+    fails a COMMIT in WAL mode; faultkit.CommitFault's way): the backend starts with its choice
+    and a warning; the next start records it."""
+    old_site(tmp_path, None, faces=2)
+    store = open_database(Settings(data_dir=tmp_path))
+    with store.lock:
+        store.conn.executescript(
+            "CREATE TABLE fault_parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE fault_child (ref INTEGER REFERENCES fault_parent (id) "
+            "DEFERRABLE INITIALLY DEFERRED);"
+            "CREATE TRIGGER fault_settings AFTER INSERT ON settings BEGIN "
+            "INSERT INTO fault_child VALUES (1); END;")
+    store.close()
+    with caplog.at_level(logging.WARNING, "videodetector.backend.model_choice"):
+        backend = start(tmp_path, None, cpu=True)
+    backend.close()
+    assert backend.model == F32 and "could not record the embedding model" in caplog.text
+    assert recorded(tmp_path, None) is None
+    store = open_database(Settings(data_dir=tmp_path))
+    with store.lock:
+        store.conn.execute("DROP TRIGGER fault_settings")
+    store.close()
+    start(tmp_path, None, cpu=True).close()
+    assert recorded(tmp_path, None) == F32
