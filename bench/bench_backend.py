@@ -86,6 +86,10 @@ def new_token(data_dir: Path) -> str:
     return out.split()[-1]
 
 
+# the model of fill()'s synthetic rows (faces.model's default), whatever auto would choose
+SYNTHETIC_MODEL = ("--embedding-model", "sface-2021dec")
+
+
 class Server:
     """``fkvideo_backend serve`` on a free port; stderr goes to a log file we can read."""
 
@@ -339,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-backend-") as tmp:
         data_dir = Path(tmp) / "data"
         token = new_token(data_dir)
-        server = Server(data_dir, args.model_threads).start()
+        server = Server(data_dir, args.model_threads, SYNTHETIC_MODEL).start()
         try:
             print(f"server up in {server.startup_seconds:.1f} s; enrolling "
                   f"{len(enroll_set)} photos over HTTP ...", flush=True)
@@ -353,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 added = fill(data_dir, token, size, rng)
                 print(f"  filled {added} synthetic faces in {time.perf_counter() - t0:.1f} s",
                       flush=True)
-                server = Server(data_dir, args.model_threads).start()
+                server = Server(data_dir, args.model_threads, SYNTHETIC_MODEL).start()
                 rows.append(size_row(size, server, token, photo, args, rng))
         finally:
             server.stop()

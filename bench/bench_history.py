@@ -211,13 +211,15 @@ def run(n: int, repeat: int, keep: Path | None, seed: int = 7) -> list[dict[str,
     data = keep or Path(tempfile.mkdtemp(prefix="bench-history-"))
     fresh = not (data / "backend.sqlite3").exists()
     try:
-        backend = Backend(Settings(data_dir=data, preload_models=False)) if fresh else None
+        backend = Backend(Settings(data_dir=data, preload_models=False,
+                                   embedding_model="sface-2021dec")) if fresh else None
         if backend is not None:
             t0 = time.perf_counter()
             fill(backend, n, seed)
             print(f"filled {n} events in {time.perf_counter() - t0:.1f} s", flush=True)
             backend.close()
-        backend = Backend(Settings(data_dir=data, preload_models=False))
+        backend = Backend(Settings(data_dir=data, preload_models=False,
+                                   embedding_model="sface-2021dec"))
         t0 = time.perf_counter()
         history.refresh_matches(backend, USER)
         print(f"watch-list matches of every event: {time.perf_counter() - t0:.2f} s",

@@ -243,8 +243,19 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
             "rss_mb": rss_mb(pid), "load": round(os.getloadavg()[0], 2)}
 
 
+def served_model(url: str, token: str) -> tuple[str, str]:
+    """The embedding model the server resolved (``embedding_model`` auto) and why
+    (``GET /v1/models``)."""
+    r = requests.get(url + "/v1/models", headers={"Authorization": f"Token {token}"},
+                     timeout=30)
+    r.raise_for_status()
+    body = r.json()
+    return body["active"], body.get("chosen_because", "")
+
+
 COLUMNS = (
-    ("clients", "clients", ">"), ("posts", "posts", ">"), ("faces", "faces stored", ">"),
+    ("model", "model", "<"), ("clients", "clients", ">"), ("posts", "posts", ">"),
+    ("faces", "faces stored", ">"),
     ("seconds", "seconds", ">"), ("faces_per_s", "faces/s", ">"), ("p50_ms", "p50 ms", ">"),
     ("p95_ms", "p95 ms", ">"), ("cpu_ms_per_face", "server CPU ms/face", ">"),
     ("user_ms", "user", ">"), ("sys_ms", "sys", ">"), ("loop_ms", "event loop", ">"),
@@ -281,11 +292,11 @@ def _timed(name: str, fn, totals: dict[str, float]):
     return wrapper
 
 
-def stage_cpu(snaps: Sequence[Snapshot], posts: int) -> list[dict]:
+def stage_cpu(snaps: Sequence[Snapshot], posts: int, model: str = "auto") -> list[dict]:
     """CPU (process time: the posts run one at a time, and the model runtime has threads of
     its own) per face of each stage of ``Backend.add_faces`` run in this process on the same
     snapshots (what the server's worker threads do per POST, without
-    HTTP: the server's event loop column is that part)."""
+    HTTP: the server's event loop column is that part); ``model``: the server's."""
     from videodetector.backend import engine, imaging, service, storage
     from videodetector.backend.settings import Settings
 
@@ -302,7 +313,7 @@ def stage_cpu(snaps: Sequence[Snapshot], posts: int) -> list[dict]:
         setattr(obj, attr, _timed(name, getattr(obj, attr), totals))
     try:
         with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
-            backend = service.Backend(Settings(data_dir=Path(tmp)))
+            backend = service.Backend(Settings(data_dir=Path(tmp), embedding_model=model))
             run = f"stages-{time.time()}"
 
             def post(i: int) -> None:
@@ -401,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if not probe.exists():  # the probe did not load: SIGUSR1 would end the server
             probe = None
         try:
+            model, why = served_model(server.url, token)
+            print(f"server embedding model: {model} ({why})", flush=True)
             if args.warmup:
                 run_clients(server, token, snaps, 1, args.warmup, args.only_norm, probe)
             for clients in args.clients:
@@ -409,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 row = run_clients(server, token, snaps, clients, args.posts, args.only_norm,
                                   probe)
                 stop_profile(spy)
+                row = {"model": model, **row}
                 print(f"  {clients} client(s): {row['faces_per_s']} faces/s, p50 "
                       f"{row['p50_ms']} ms, p95 {row['p95_ms']} ms", flush=True)
                 rows.append(row)
@@ -418,10 +432,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     what = "face0 only" if args.only_norm else "photo + bbox + face0"
     print(f"\nPOST /v1/face, detector snapshots ({what}):\n")
     print(table)
-    stages = stage_cpu(snaps, args.stages) if args.stages > 0 else []
+    model = rows[0]["model"] if rows else "auto"
+    stages = stage_cpu(snaps, args.stages, model) if args.stages > 0 else []
     if stages:
         print(f"\nCPU per face by stage, Backend.add_faces in-process ({args.stages} posts of "
-              f"photo + bbox + face0; load {os.getloadavg()[0]:.2f}):\n")
+              f"photo + bbox + face0, {model}; load {os.getloadavg()[0]:.2f}):\n")
         print(format_table(stages, (("stage", "stage", "<"), ("ms", "CPU ms/face", ">"))))
     return {"machine": machine_line(), "snapshots": len(snaps), "rows": rows, "table": table,
             "stages": stages}

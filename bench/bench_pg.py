@@ -94,7 +94,9 @@ def machine() -> str:
 
 
 def settings_for(**values: object) -> Settings:
-    return Settings(**{k: v for k, v in values.items() if v is not None})
+    """The synthetic rows are sface-2021dec's (faces.model's default): pinned, not auto."""
+    return Settings(**{"embedding_model": "sface-2021dec",
+                       **{k: v for k, v in values.items() if v is not None}})
 
 
 def percentiles(seconds: Sequence[float]) -> tuple[float, float]:
@@ -401,7 +403,7 @@ def gallery_rows(stores: Stores, queries: np.ndarray, fractions: Sequence[float]
 
 def _gallery_steps(db: object, user: int, gallery: str, n: int) -> list:
     from videodetector.backend import pgsearch
-    model, dim = Settings().embedding_model, 128
+    model, dim = "sface-2021dec", 128
 
     def hnsw(ef: int):
         def run(q: np.ndarray) -> list:

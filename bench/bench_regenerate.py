@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         timespec="seconds"), "rows": []}
     with tempfile.TemporaryDirectory(prefix="bench-regen-") as tmp:
         data_dir = Path(tmp)
-        settings = Settings(data_dir=data_dir, log_level="warning")
+        settings = Settings(data_dir=data_dir, log_level="warning", embedding_model=SFACE_NAME)
         backend = Backend(settings)
         user = backend.tokens.user_for_header(f"Token {create_token(backend.db)}")
         out["enrolled"] = enroll(backend, user, enrolled)

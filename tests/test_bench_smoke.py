@@ -99,6 +99,8 @@ def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert out["snapshots"] >= 1
     assert [r["clients"] for r in out["rows"]] == [1, 2]
     for row in out["rows"]:
+        # the model the server resolved (embedding_model auto), read from GET /v1/models
+        assert row["model"] in ("sface-2021dec", "sface-2021dec-bf16")
         assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["rss_mb"] > 0
         assert row["cpu_ms_per_face"] > 0 and row["client_ms_per_face"] > 0
         assert row["user_ms"] + row["sys_ms"] >= row["loop_ms"] > 0

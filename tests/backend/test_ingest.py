@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,10 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from tests.backend.conftest import Api, person_photo
+from tests.backend.conftest import SERVER_SETTINGS, Api, person_photo
 from videodetector.backend.imaging import decode_photo
 from videodetector.backend.server import BackendServer, bind_socket
+from videodetector.backend.settings import Settings
 from videodetector.backend.storage import Database, FileStore, SyncFailed
 from videodetector.core import durable
 
@@ -200,6 +201,17 @@ def test_image_writes_fsync_their_directory(tmp_path: Path,
     assert synced.index(day) > max(synced.index(p) for p in synced if p.endswith(".tmp"))
     store.write("1/20260101/b_norm.png", b"c")
     assert [p for p, _, _ in spy.calls].count(day) == 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, store: str | None
+           ) -> Iterator[BackendServer]:
+    """conftest's server with the embedding model pinned to sface-2021dec: the snapshot test
+    compares the stored vector with that model's float values (auto would serve bf16 on a
+    new store on a CPU with native bf16)."""
+    with BackendServer(Settings(data_dir=tmp_path_factory.mktemp("backend"), db=store,
+                                embedding_model="sface-2021dec", **SERVER_SETTINGS)) as srv:
+        yield srv
 
 
 def test_detector_snapshot_stored_with_the_embedding_of_before(api: Api) -> None:

@@ -15,6 +15,8 @@ from tests.pg import PgCluster
 from videodetector.backend import migrate_db
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
+from videodetector.backend.storage import open_database
+from videodetector.backend.stores.store_model import SqlStoreModelStore
 
 
 def _fill(api: Api) -> dict[str, Any]:
@@ -79,7 +81,9 @@ def test_an_interrupted_migration_is_run_again_and_doubles_nothing(
     person_photo("A")
     source, target = tmp_path / "sqlite-site", tmp_path / "pg-site"
     url = pg_cluster.new_database()
-    with BackendServer(Settings(data_dir=source, **SERVER_SETTINGS)) as old:
+    # a site on sface-2021dec (its recorded model) whatever auto would choose for a new store
+    with BackendServer(Settings(data_dir=source, embedding_model="sface-2021dec",
+                                **SERVER_SETTINGS)) as old:
         api = Api(old.url, old.create_token())
         site = _fill(api)
         face = site["events"][0]  # "not this person" fills person_blocks (no primary key)
@@ -105,6 +109,11 @@ def test_an_interrupted_migration_is_run_again_and_doubles_nothing(
     with pytest.raises(KeyboardInterrupt):
         migrate_db.migrate(options, settings_for, echo=lambda _: None)
     assert "faces" in calls
+    # cut short before the settings table was copied, the target already serves the
+    # source's model (not what auto would choose for an empty store on this CPU)
+    store = open_database(Settings(data_dir=target, db=url))
+    assert SqlStoreModelStore(store).recorded() == "sface-2021dec"
+    store.close()
     monkeypatch.setattr(migrate_db, "copy_table", real_copy)
     report = migrate_db.migrate(options, settings_for, echo=lambda _: None)
     assert report.ok, migrate_db.format_report(report)

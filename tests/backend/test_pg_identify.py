@@ -71,7 +71,9 @@ class Store:
 def store(tmp_path_factory: pytest.TempPathFactory, pg_cluster: PgCluster) -> Iterator[Store]:
     import psycopg
     url = pg_cluster.new_database("ident")
-    backend = Backend(Settings(data_dir=tmp_path_factory.mktemp("pgident"), db=url))
+    # the copied rows are sface-2021dec's (faces.model's default): that model, not auto
+    backend = Backend(Settings(data_dir=tmp_path_factory.mktemp("pgident"), db=url,
+                               embedding_model="sface-2021dec"))
     rng = np.random.default_rng(5)
     s = Store(backend, url)
     big, small = s.user("big"), s.user("small")

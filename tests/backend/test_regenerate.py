@@ -75,7 +75,10 @@ def gallery(tmp_path_factory: pytest.TempPathFactory, store: str | None,
     store = store and request.getfixturevalue("pg_cluster").new_database()
     _DBS[data_dir] = store
     ids: dict[str, int] = {}
-    with BackendServer(Settings(data_dir=data_dir, db=store, **SETTINGS)) as srv:
+    # enrolled by SFace in float (pinned: auto would choose bf16 for a new store on a CPU
+    # with native bf16); the store records it, so **SETTINGS (auto) serve it later
+    with BackendServer(Settings(data_dir=data_dir, db=store, embedding_model=SFACE_NAME,
+                                **SETTINGS)) as srv:
         token = srv.create_token()
         api = Api(srv.url, token)
         for s in SUBJECTS:
@@ -334,7 +337,7 @@ def test_a_database_before_the_model_column_is_migrated(tmp_path):
 
 
 def test_unknown_embedding_model_setting_is_refused():
-    with pytest.raises(ValueError, match="embedding_model must be one of"):
+    with pytest.raises(ValueError, match="embedding_model must be auto or one of"):
         Settings(embedding_model="dlib")
 
 

@@ -53,9 +53,11 @@ FLAG_HELP = {
     "min_face_size": "ignore detected faces smaller than this (pixels)",
     "detector_threshold": "face detector score threshold (default 0.6)",
     "model_threads": "onnxruntime threads per model",
-    "embedding_model": "embedding model for enrollment and search: sface-2021dec (default), "
-                       "sface-2021dec-int8 or sface-2021dec-bf16; every face needs its embedding "
-                       "(fkvideo_backend regenerate) unless --allow-partial",
+    "embedding_model": "embedding model for enrollment and search: auto (default: the model "
+                       "recorded for the store, else the one covering its faces, else "
+                       "sface-2021dec-bf16 on a CPU with native bf16, sface-2021dec otherwise), "
+                       "sface-2021dec, sface-2021dec-int8 or sface-2021dec-bf16; every face "
+                       "needs its embedding (fkvideo_backend regenerate) unless --allow-partial",
     "allow_partial": "serve although some faces lack an embedding of --embedding-model "
                      "(they are left out of searches; GET /v1/models shows the coverage)",
     "page_limit": "default page size of paginated lists",

@@ -38,7 +38,8 @@ from videodetector.backend.inline import (
     part_name,
     read_json_and_parts,
 )
-from videodetector.backend.settings import Settings
+from videodetector.backend.model_choice import choose_embedding_model, cpu_runs_bf16
+from videodetector.backend.settings import AUTO_MODEL, Settings
 from videodetector.core.models import ModelError
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,14 @@ def extract(request: Request, user: UserDep, body: ExtractionBodyDep) -> dict[st
 
 
 def create_extraction_app(settings: Settings) -> FastAPI:
-    """The Extraction API alone: ``POST /`` (8.5.2), no token, no data directory."""
+    """The Extraction API alone: ``POST /`` (8.5.2), no token, no data directory.
+    ``embedding_model`` auto: the rule of a new store (no store here, nothing recorded)."""
     from videodetector.backend.app import BodyLimitMiddleware, TrailingSlashMiddleware
 
+    choice = choose_embedding_model(settings.embedding_model, None, {},
+                                    settings.embedding_model == AUTO_MODEL and cpu_runs_bf16())
+    log.info("extraction API: embedding model %s (%s)", choice.model, choice.reason)
+    settings = settings.with_changes(embedding_model=choice.model)
     extractor = Extractor(settings, shared_engine(settings.model_threads,
                                                   settings.detector_threshold,
                                                   settings.embedding_model))

@@ -82,12 +82,15 @@ class Report:
 # ------------------------------------------------------------------------------ schema
 
 
-def prepare_store(settings: Any) -> None:
+def prepare_store(settings: Any) -> str:
     """Bring a store to the current schema with every table the backend makes (all made
-    by the schema's revisions when the backend opens it), then close it."""
+    by the schema's revisions when the backend opens it), then close it; returns the
+    embedding model it serves (``auto`` resolved and recorded, model_choice.py)."""
     from videodetector.backend.service import Backend
 
-    Backend(settings).close()
+    backend = Backend(settings)
+    backend.close()
+    return backend.model
 
 
 # ------------------------------------------------------------------------------ tables
@@ -327,9 +330,10 @@ def migrate(options: MigrateOptions, settings_for: Callable[..., Any],
     src_settings = settings_for(data_dir=options.source, db=None)
     dst_settings = settings_for(data_dir=options.target_dir, db=options.target_url)
     echo("schema: bringing both stores to the current version")
-    prepare_store(src_settings)
+    model = prepare_store(src_settings)
     options.target_dir.mkdir(parents=True, exist_ok=True)
-    prepare_store(dst_settings)
+    # the empty target records the source's model (auto would choose one for a new store)
+    prepare_store(dst_settings.with_changes(embedding_model=model))
     report = Report()
 
     def lock(conn: Any) -> None:  # the backends' write lock: no process writes meanwhile

@@ -3,7 +3,8 @@ embeddings cover the caller's faces (``fkvideo_backend regenerate`` fills them).
 
 Answer::
 
-    {"active": "sface-2021dec", "partial": false,
+    {"active": "sface-2021dec", "configured": "auto",
+     "chosen_because": "auto: recorded for this store", "partial": false,
      "thresholds": {"low": 0.569, "medium": 0.6616, "strict": 0.7834,
                     "cosines": {"low": 0.2026, "medium": 0.3913, "strict": 0.5013}},
      "models": [{"model": "sface-2021dec", "faces": 12, "covered": 12, "missing": 0,
@@ -12,7 +13,8 @@ Answer::
                                                          "sface-2021dec-int8": 5}}, ...}}
 
 ``partial`` is true when the active model does not cover every face (the backend was started
-with ``--allow-partial``): faces without its embedding are not searched.
+with ``--allow-partial``): faces without its embedding are not searched. ``configured`` is the
+``embedding_model`` setting, ``chosen_because`` why ``active`` serves (model_choice.py).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def models_info(backend: Backend, user: int) -> dict[str, Any]:
                            "covered": {m: c.covered for m, c in per_model.items()}}
     cos = ANCHORS[backend.model]
     return {
-        "active": backend.model, "partial": not active["complete"],
+        "active": backend.model, "configured": backend.configured_model,
+        "chosen_because": backend.model_choice.reason, "partial": not active["complete"],
         "thresholds": {"low": CONF_LOW, "medium": CONF_MEDIUM, "strict": CONF_STRICT,
                        "cosines": dict(zip(("low", "medium", "strict"), cos, strict=True))},
         "models": rows, "galleries": galleries,

@@ -30,6 +30,7 @@ before its next search.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -53,7 +54,8 @@ from videodetector.backend.imaging import (
     as_aligned_face,
     decode_photo,
 )
-from videodetector.backend.settings import EMBEDDING_MODELS, Settings
+from videodetector.backend.model_choice import resolve_embedding_model
+from videodetector.backend.settings import AUTO_MODEL, EMBEDDING_MODELS, Settings
 from videodetector.backend.storage import FileStore, open_database
 from videodetector.core.images import encode
 
@@ -399,7 +401,8 @@ def build_parser(prog: str = "fkvideo_backend regenerate") -> argparse.ArgumentP
                         "default facens). normalized re-detects the original photos")
     p.add_argument("--embedding-model", dest="embedding_model", default=None,
                    help=f"model of the regenerated facens: {', '.join(EMBEDDING_MODELS)} "
-                        f"(default: the settings' embedding_model)")
+                        f"(default: the model the backend serves: the settings' "
+                        f"embedding_model, auto resolved for this store)")
     p.add_argument("--data-dir", dest="data_dir", default=None,
                    help="the backend's data directory (default ./data/backend)")
     p.add_argument("--db", dest="db", default=None,
@@ -429,10 +432,24 @@ def build_parser(prog: str = "fkvideo_backend regenerate") -> argparse.ArgumentP
     return p
 
 
-def options_from_args(args: argparse.Namespace, settings: Settings) -> Options:
+def serving_model(settings: Settings, model: str | None = None) -> str:
+    """``model`` (default: the settings'), ``auto`` resolved as a backend starting on this
+    store would (model_choice.py; nothing is recorded)."""
+    model = model or settings.embedding_model
+    if model != AUTO_MODEL:
+        return model
+    db = open_database(settings)
+    try:
+        return resolve_embedding_model(db, AUTO_MODEL).model
+    finally:
+        db.close()
+
+
+def options_from_args(args: argparse.Namespace, settings: Settings, model: str) -> Options:
+    """The job's options, for ``model`` (a model name: ``auto`` resolved)."""
     return Options(
         kinds=frozenset(k.strip() for k in args.regenerate.split(",") if k.strip()),
-        model=args.embedding_model or settings.embedding_model,
+        model=model,
         detector_threshold=settings.detector_threshold, min_face_size=settings.min_face_size,
         min_id=args.min_id, max_id=args.max_id, every_other=args.every_other,
         every_other_offset=args.every_other_offset, parallel=args.parallel)
@@ -443,7 +460,10 @@ def main(argv: list[str], settings_from: Any) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
-        opts = options_from_args(args, settings)
+        wanted = args.embedding_model or settings.embedding_model
+        # the options are checked before the store is looked at (auto: resolved below)
+        opts = options_from_args(args, settings,
+                                 EMBEDDING_MODELS[0] if wanted == AUTO_MODEL else wanted)
     except (ValueError, OSError) as exc:
         print(f"fkvideo_backend regenerate: {exc}", file=sys.stderr)
         return 2
@@ -452,6 +472,12 @@ def main(argv: list[str], settings_from: Any) -> int:
     if settings.db is None and not (settings.data_dir / "backend.sqlite3").is_file():
         print(f"fkvideo_backend regenerate: no database in {settings.data_dir}", file=sys.stderr)
         return 2
+    if wanted == AUTO_MODEL:
+        try:
+            opts = dataclasses.replace(opts, model=serving_model(settings, AUTO_MODEL))
+        except ValueError as exc:  # a recorded model this program does not know
+            print(f"fkvideo_backend regenerate: {exc}", file=sys.stderr)
+            return 2
     regen = Regenerator(settings.data_dir, opts, settings.model_threads, settings.db)
     previous = signal.signal(signal.SIGTERM, lambda *_: regen.stop.set())
     try:

@@ -20,6 +20,7 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, partial
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from videodetector.backend import changes, person_match, person_store, thumbs
+from videodetector.backend import changes, model_choice, person_match, person_store, thumbs
 from videodetector.backend.auth import TokenChecker
 from videodetector.backend.embeddings import VECTOR_SQL, last_change, vector_of
 from videodetector.backend.engine import (
@@ -54,7 +55,7 @@ from videodetector.backend.index import IndexRegistry
 from videodetector.backend.metrics import NULL_OBSERVER, Observer
 from videodetector.backend.plugin_host import PluginHost
 from videodetector.backend.probe import enroll_faces
-from videodetector.backend.settings import Settings
+from videodetector.backend.settings import AUTO_MODEL, Settings
 from videodetector.backend.storage import FileStore, open_database
 from videodetector.backend.stores.cameras import SqlCameraStore
 from videodetector.backend.stores.faces import SqlIdempotencyStore, face_store, index_feed
@@ -137,10 +138,14 @@ UNSET = _UNSET
 
 
 class Backend:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings,
+                 cpu_has_bf16: Callable[[], bool] = model_choice.cpu_runs_bf16) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(settings)
+        # embedding_model "auto" resolved for this store, before anything uses the model
+        self.configured_model = settings.embedding_model
+        self.model_choice = self._choose_model(cpu_has_bf16)
+        self.settings = settings = settings.with_changes(embedding_model=self.model_choice.model)
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
         # the storage owners (stores/): all SQL of their resource
@@ -186,6 +191,18 @@ class Backend:
         self.index.close()
         self.db.close()
 
+    def _choose_model(self, cpu_has_bf16: Callable[[], bool]) -> model_choice.ModelChoice:
+        try:
+            choice = model_choice.resolve_embedding_model(self.db, self.configured_model,
+                                                          cpu_has_bf16)
+        except ValueError:
+            self.db.close()
+            raise
+        if choice.record:
+            choice = model_choice.record_choice(self.db, choice)
+        log.info("embedding model %s (%s)", choice.model, choice.reason)
+        return choice
+
     def _load_index(self) -> None:
         """Index every face's vector of ``self.model``. Faces without one (not regenerated
         yet) stop the start unless ``allow_partial``; then they are left out of searches."""
@@ -208,6 +225,8 @@ class Backend:
                         "not searched (--allow-partial)", self.model, missing, n + missing)
         log.info("loaded %d face embeddings in %.2f s (model %s)", n, time.monotonic() - t0,
                  self.model)
+        if not missing and self.configured_model != AUTO_MODEL:
+            model_choice.record_configured(self.db, self.model)  # auto keeps it from now on
         with self.db.lock:
             self.index.open_graphs()  # HNSW graphs of large galleries: snapshot or background
         log.info("index ready in %.2f s", time.monotonic() - t0)

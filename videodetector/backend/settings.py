@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # The embedding models models.py can run (kept here so settings stay import-light).
 EMBEDDING_MODELS = ("sface-2021dec", "sface-2021dec-int8", "sface-2021dec-bf16")
+# embedding_model "auto": the store's recorded model, else one chosen for it (model_choice.py)
+AUTO_MODEL = "auto"
 
 
 class SettingsError(ValueError):
@@ -78,8 +80,10 @@ class Settings:
     metrics_token: str | None = None
     min_face_size: int = 0  # detections with a smaller shorter side are ignored
     detector_threshold: float = 0.6
-    # the embedding model that serves enrollment and search (regenerate.py fills the others)
-    embedding_model: str = "sface-2021dec"
+    # the embedding model that serves enrollment and search (regenerate.py fills the others);
+    # "auto": the one recorded for the store, else chosen for it (model_choice.py). The
+    # Backend's settings hold the resolved name
+    embedding_model: str = AUTO_MODEL
     # serve although some faces have no embedding of embedding_model (they are not searched)
     allow_partial: bool = False
     model_threads: int = 1
@@ -226,8 +230,8 @@ def _check(s: Settings) -> None:
     need(s.index_ann_catchup >= 0, "index_ann_catchup", ">= 0")
     need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
     need(s.model_threads >= 1, "model_threads", ">= 1")
-    need(s.embedding_model in EMBEDDING_MODELS, "embedding_model",
-         f"one of {', '.join(EMBEDDING_MODELS)}")
+    need(s.embedding_model in (AUTO_MODEL, *EMBEDDING_MODELS), "embedding_model",
+         f"{AUTO_MODEL} or one of {', '.join(EMBEDDING_MODELS)}")
     need(1 <= s.page_limit <= 10000, "page_limit", "in 1..10000")
     need(s.idempotency_ttl > 0, "idempotency_ttl", "> 0")
     # friend-or-foe counts days within friend_interval: history must reach that far back
