@@ -382,3 +382,47 @@ def test_hand_held_clip_searches_the_whole_frame_every_4th_frame_and_faces_in_be
     for new, before in zip(sorted(snaps, key=lambda s: s.track_id),
                            sorted(old_snaps, key=lambda s: s.track_id), strict=True):
         assert new.score >= before.score - 0.05  # grid-aligned crops: nearly the same quality
+
+
+@pytest.fixture(scope="module")
+def hand_held_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """640x480, 3 s: a textured scene shaking by a few pixels in every frame (a hand-held
+    camera: motion all over the frame), one person in view from the start, a second one
+    appearing at frame 40 on the other side of the frame."""
+    import av
+
+    rng = np.random.default_rng(5)
+    scene = rng.integers(0, 256, (26, 34, 3)).astype(np.uint8).repeat(20, 0).repeat(20, 1)
+    a, b = pick_sprites(2, size=120, start=1)
+    path = tmp_path_factory.mktemp("cadence") / "hand_held.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "20"}
+        for i in range(75):
+            dx, dy = int(20 + 6 * np.sin(i * 0.9)), int(20 + 5 * np.cos(i * 1.3))
+            img = scene[dy:dy + 480, dx:dx + 640].copy()
+            img[150 - dy:270 - dy, 80 - dx:200 - dx] = a
+            if i >= 40:
+                img[170 - dy:290 - dy, 460 - dx:580 - dx] = b
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return str(path)
+
+
+def test_a_face_appearing_on_a_hand_held_camera_waits_at_most_max_m_n_minus_1_frames(
+        hand_held_clip):
+    """Motion all over the frame while the first person is tracked steadily: the runs
+    between whole-frame searches look at that person's crop only, so the second person is
+    found at most max(M, N) - M = 2 frames later than with whole frames on every run
+    (--detect-regions 0), and both are posted."""
+    old_rows, old, old_snaps = detections_per_frame(hand_held_clip, "--detect-regions", "0")
+    rows, pipe, snaps = detections_per_frame(hand_held_clip)
+    assert pipe.stats.face_runs > 5 and old.stats.face_runs == 0
+    old_first = next(i for i, (_, ids) in enumerate(old_rows) if len(ids) >= 2)
+    first = next(i for i, (_, ids) in enumerate(rows) if len(ids) >= 2)
+    assert 40 <= old_first <= 42
+    assert old_first <= first <= old_first + 2
+    assert len(snaps) == len(old_snaps) == 2
