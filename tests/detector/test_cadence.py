@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from tests.conftest import shared_file
 from videodetector.core.models import YuNetDetector
 from videodetector.democlip import Walker, pick_sprites, write_clip
-from videodetector.detector.cadence import may_skip_detection, motion_off_faces, searched_after
+from videodetector.detector.cadence import (
+    faces_only,
+    may_skip_detection,
+    motion_off_faces,
+    searched_after,
+)
 from videodetector.detector.config import ConfigError, parse_config
 from videodetector.detector.pipeline import CameraSpec, FacePipeline
 from videodetector.detector.regions import grow_boxes
@@ -121,6 +126,73 @@ def test_a_lasting_spell_without_faces_is_searched_every_m_th_frame():
     # a steady frame ends the spell: the next new motion is detected at once
     mixed = [("new", False), ("new", False), ("steady", False), ("new", False)]
     assert drive(mixed, 4, 3) == [True, False, False, True]
+
+
+# FACES_ONLY: "new_steady" is motion off the faces while every face is tracked steadily (a
+# hand-held camera), "new" the same while some face is not (nobody tracked, a missed track)
+scoped_kind = st.tuples(st.sampled_from(["quiet", "steady", "new", "new_steady"]), st.booleans())
+
+
+def drive_scopes(frames: list[tuple[str, bool]], period: int, search: int) -> list[str]:
+    """Per frame "skip", "faces" (the detector looks at the tracked faces only) or "search"
+    (it looks at all the motion), with the pipeline's use of cadence.py."""
+    since, since_search, searched, out = 0, 0, False, []
+    for kind, finds_new in frames:
+        new, steady = kind.startswith("new"), kind in ("steady", "new_steady")
+        detect = kind != "quiet" and not may_skip_detection(since, period, steady, new,
+                                                             search, searched)
+        faces = detect and faces_only(since_search, period, search, steady, new, searched)
+        searched = searched_after(searched, new, detect, detect and finds_new)
+        since = 0 if detect else since + 1
+        since_search = 0 if detect and not faces else since_search + 1
+        out.append("faces" if faces else "search" if detect else "skip")
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(scoped_kind, max_size=60), period=st.integers(1, 6),
+       search=st.integers(1, 6))
+def test_faces_only_runs_keep_the_runs_and_bound_the_searches(frames, period, search):
+    scopes = drive_scopes(frames, period, search)
+    old = [(kind.replace("new_steady", "new"), f) for kind, f in frames]
+    # the detector runs on exactly the frames it ran on before: every tracked face gets its
+    # detections (quality, best frame) on the same frames
+    assert [s != "skip" for s in scopes] == drive(old, period, search)
+    every = max(period, search)
+    unsearched = 0
+    for i, ((kind, _), scope) in enumerate(zip(frames, scopes, strict=True)):
+        before = frames[i - 1] if i else ("quiet", False)
+        if scope == "faces":  # only on a hand-held spell already searched, M > 1
+            assert kind == "new_steady" and search > 1 and before[0].startswith("new")
+        if kind.startswith("new") and not before[0].startswith("new"):
+            assert scope == "search", "new motion after a quiet/steady frame: searched at once"
+        if (kind.startswith("new") and before[0].startswith("new") and before[1]
+                and scopes[i - 1] != "skip"):
+            assert scope == "search", "the frame after a run that found a new face"
+        unsearched = unsearched + 1 if kind.startswith("new") and scope != "search" else 0
+        assert unsearched <= every - 1, "the motion is searched every max(M, N)-th frame"
+        if kind == "new" or search == 1:
+            assert scope != "faces"
+
+
+def test_a_hand_held_spell_is_searched_every_max_m_n_th_frame_and_faces_in_between():
+    hand_held = [("new_steady", False)] * 9
+    assert drive_scopes(hand_held, 4, 2) == ["search", "skip", "faces", "skip"] * 2 + [
+        "search"]
+    assert drive_scopes(hand_held, 4, 1) == ["search"] * 9  # M = 1: every frame searched
+    assert drive_scopes(hand_held, 2, 2) == ["search", "skip"] * 4 + ["search"]  # N <= M
+    # a run on the faces that finds a new face: the next frame is searched
+    found = [("new_steady", False)] * 2 + [("new_steady", True)] + [("new_steady", False)] * 2
+    assert drive_scopes(found, 4, 2) == ["search", "skip", "faces", "search", "skip"]
+    # somebody no longer tracked steadily: every M-th frame searched, as before
+    assert drive_scopes([("new", False)] * 5, 4, 2) == ["search", "skip"] * 2 + ["search"]
+
+
+def test_faces_only_rejects_bad_values():
+    with pytest.raises(ValueError, match="search_period"):
+        faces_only(0, 4, 0, True, True, True)
+    with pytest.raises(ValueError, match="frames_since_search"):
+        faces_only(-1, 4, 2, True, True, True)
 
 
 def test_may_skip_detection_rejects_bad_values():
@@ -270,3 +342,87 @@ def test_a_face_walking_into_a_quiet_scene_is_found_as_fast_as_with_m_1(face_int
     assert (next(i for i, r in enumerate(rows) if r[3])
             == next(i for i, r in enumerate(every) if r[3]))
     assert posts1 == posts3 == 1
+
+
+def detections_per_frame(path: str, *extra: str) -> tuple[list[tuple[bool, frozenset]],
+                                                           FacePipeline, list]:
+    """Per frame (the detector ran, ids of the tracks it gave a detection), the pipeline and
+    the posted snapshots, with the default options plus ``extra``."""
+    cfg = parse_config(["--source", path, "--camid", "c1", "--api-url", "127.0.0.1:9",
+                        "--api-token", "t", *extra])
+    pipe = FacePipeline(cfg, CameraSpec("c1", path), YuNetDetector(), live=False)
+    rows, snaps = [], []
+    with open_video(parse_source(path)) as stream:
+        for frame in stream:
+            runs = pipe.stats.detector_runs
+            snaps += pipe.process(frame)
+            rows.append((pipe.stats.detector_runs > runs,
+                         frozenset(t.id for t in pipe.active_tracks if t.det_index >= 0)))
+    return rows, pipe, snaps + pipe.finish()
+
+
+@pytest.mark.media
+def test_hand_held_clip_searches_the_whole_frame_every_4th_frame_and_faces_in_between():
+    """mpf_video_01 (hand-held, 5 people tracked steadily, the background moving in every
+    frame, so its crops would be the whole frame): YuNet ran on the whole frame on 46 of 90
+    frames. Now about half of those runs look at the tracked faces' crops only; the detector
+    runs on the same frames and every track gets its detections on the same frames as with
+    whole frames (--detect-regions 0 keeps the old behaviour), and the same best frames are
+    posted for the same 5 tracks."""
+    path = str(shared_file("clips_faces/mpf_video_01.mp4"))
+    old_rows, old, old_snaps = detections_per_frame(path, "--detect-regions", "0")
+    rows, pipe, snaps = detections_per_frame(path)
+    assert old.stats.detector_runs == 46 and old.stats.face_runs == 0
+    assert rows == old_rows
+    assert pipe.stats.face_runs >= 20
+    assert pipe.stats.detector_runs - pipe.stats.face_runs <= 26  # whole-frame searches
+    assert pipe.stats.tracks_started == 5
+    assert sorted((s.track_id, s.position) for s in snaps) == sorted(
+        (s.track_id, s.position) for s in old_snaps)
+    for new, before in zip(sorted(snaps, key=lambda s: s.track_id),
+                           sorted(old_snaps, key=lambda s: s.track_id), strict=True):
+        assert new.score >= before.score - 0.05  # grid-aligned crops: nearly the same quality
+
+
+@pytest.fixture(scope="module")
+def hand_held_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """640x480, 3 s: a textured scene shaking by a few pixels in every frame (a hand-held
+    camera: motion all over the frame), one person in view from the start, a second one
+    appearing at frame 40 on the other side of the frame."""
+    import av
+
+    rng = np.random.default_rng(5)
+    scene = rng.integers(0, 256, (26, 34, 3)).astype(np.uint8).repeat(20, 0).repeat(20, 1)
+    a, b = pick_sprites(2, size=120, start=1)
+    path = tmp_path_factory.mktemp("cadence") / "hand_held.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "20"}
+        for i in range(75):
+            dx, dy = int(20 + 6 * np.sin(i * 0.9)), int(20 + 5 * np.cos(i * 1.3))
+            img = scene[dy:dy + 480, dx:dx + 640].copy()
+            img[150 - dy:270 - dy, 80 - dx:200 - dx] = a
+            if i >= 40:
+                img[170 - dy:290 - dy, 460 - dx:580 - dx] = b
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return str(path)
+
+
+def test_a_face_appearing_on_a_hand_held_camera_waits_at_most_max_m_n_minus_1_frames(
+        hand_held_clip):
+    """Motion all over the frame while the first person is tracked steadily: the runs
+    between whole-frame searches look at that person's crop only, so the second person is
+    found at most max(M, N) - M = 2 frames later than with whole frames on every run
+    (--detect-regions 0), and both are posted."""
+    old_rows, old, old_snaps = detections_per_frame(hand_held_clip, "--detect-regions", "0")
+    rows, pipe, snaps = detections_per_frame(hand_held_clip)
+    assert pipe.stats.face_runs > 5 and old.stats.face_runs == 0
+    old_first = next(i for i, (_, ids) in enumerate(old_rows) if len(ids) >= 2)
+    first = next(i for i, (_, ids) in enumerate(rows) if len(ids) >= 2)
+    assert 40 <= old_first <= 42
+    assert old_first <= first <= old_first + 2
+    assert len(snaps) == len(old_snaps) == 2

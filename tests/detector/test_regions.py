@@ -15,6 +15,7 @@ from videodetector.detector.config import parse_config
 from videodetector.detector.pipeline import CameraSpec, FacePipeline
 from videodetector.detector.regions import (
     RegionPolicy,
+    align_region,
     area,
     detection_regions,
     grow_boxes,
@@ -147,6 +148,64 @@ def test_faces_found_in_a_crop_map_back_onto_the_whole_frame_detection():
         found = detector.detect(image[y1:y2, x1:x2], scale=scale).shifted(x1, y1)
         best = np.abs(found.xyxy - box).max(axis=1).min()
         assert best < 4.0, (box, found.xyxy)
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=st.integers(0, 1200), y=st.integers(0, 650), w=st.integers(1, 400),
+       h=st.integers(1, 400), step=st.sampled_from([32.0, 18.0, 16.0, 8.5]))
+def test_align_region_grows_onto_the_grid_by_less_than_a_step(x, y, w, h, step):
+    region = (x, y, min(W, x + w), min(H, y + h))
+    x1, y1, x2, y2 = align_region(region, step, W, H)
+    assert x1 <= region[0] and y1 <= region[1] and x2 >= region[2] and y2 >= region[3]
+    assert region[0] - x1 < step and region[1] - y1 < step
+    assert x2 - region[2] < step + 1 and y2 - region[3] < step + 1
+    assert 0 <= x1 < x2 <= W and 0 <= y1 < y2 <= H
+    if step == int(step):  # an integer grid: the corners lie on it (or on the image's edge)
+        assert x1 % step == 0 and y1 % step == 0
+        assert x2 % step == 0 or x2 == W
+        assert y2 % step == 0 or y2 == H
+
+
+def test_align_region_rejects_bad_values():
+    with pytest.raises(ValueError, match="step"):
+        align_region((0, 0, 10, 10), 0.0, W, H)
+    with pytest.raises(ValueError, match="outside"):
+        align_region((W + 40, 0, W + 80, 10), 32.0, W, H)
+
+
+@pytest.mark.media
+def test_faces_in_grid_aligned_crops_get_the_whole_frames_landmarks_and_scores():
+    """Real YuNet on mpf_video_01: a crop around the tracked faces whose corner lies on the
+    grid of YuNet's coarsest stride (32 px at the detector's scale) puts every face on the
+    same cells as the whole frame: landmarks within 1 px and scores within 0.02 of the
+    whole-frame run (what the quality score and the best-frame choice are made of); the
+    same crops off the grid move landmarks by several pixels."""
+    with open_video(parse_source(str(shared_file("clips_faces/mpf_video_01.mp4")))) as stream:
+        images = [f.image for i, f in zip(range(33), stream, strict=False)
+                  if i % 8 == 0]
+    detector = YuNetDetector()
+    errors: dict[bool, list[float]] = {False: [], True: []}
+    for image in images:
+        h, w = image.shape[:2]
+        whole = detector.detect(image)
+        scale = detector.input_scale(h, w)
+        regions = detection_regions(np.zeros((0, 4)), whole.xyxy, w, h)
+        assert regions is not None and len(whole) == 5
+        for aligned in (False, True):
+            for region in regions:
+                x1, y1, x2, y2 = align_region(region, 32 / scale, w, h) if aligned else region
+                found = detector.detect(image[y1:y2, x1:x2], scale=scale).shifted(x1, y1)
+                for i, box in enumerate(whole.xyxy):
+                    if not (x1 <= box[0] and box[2] <= x2 and y1 <= box[1] and box[3] <= y2):
+                        continue
+                    j = int(np.abs(found.xyxy - box).max(axis=1).argmin())
+                    errors[aligned].append(
+                        float(np.abs(found.landmarks[j] - whole.landmarks[i]).max()))
+                    if aligned:
+                        assert abs(found.score[j] - whole.score[i]) < 0.02
+    assert len(errors[True]) == len(errors[False]) == 5 * len(images)
+    assert max(errors[True]) < 1.0
+    assert np.mean(errors[False]) > 3 * np.mean(errors[True])
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,16 @@ tentative track needs the next detection to be confirmed). A face that appears d
 spell already searched waits at most M - 1 frames. The tracker still advances on the frames
 skipped (``update(None)``); a missed track counts a miss per detector run, so with M = 2 it
 lives up to twice as many frames before it ends.
+
+FACES_ONLY: on a hand-held camera the background moves in every frame, so that motion is
+"off the faces" and, once searched, is searched every M-th frame with the whole frame (the
+motion is everywhere, so ``--detect-regions`` cannot crop it). While every face is tracked
+steadily, such a run may look at the tracked faces only (:func:`faces_only`): their crops
+(regions.py) when the motion's own crops would cover too much of the frame; the motion is
+searched again, with the whole frame, every max(M, N)-th frame. The detector still runs on
+the same frames as before, so every tracked face gets its detections (quality, best frame)
+on the same frames; only a new face appearing in motion all over the frame during a spell
+already searched waits longer: at most max(M, N) - 1 frames instead of M - 1.
 """
 
 from __future__ import annotations
@@ -100,3 +110,23 @@ def searched_after(searched: bool, new_motion: bool, detected: bool, found_new: 
     if detected:
         return not found_new
     return searched
+
+
+def faces_only(frames_since_search: int, period: int, search_period: int, steady: bool,
+               new_motion: bool, searched: bool) -> bool:
+    """Whether a detector run on this moving frame (one :func:`may_skip_detection` did not
+    skip) may look only at the faces tracked steadily and leave the motion off them unsearched
+    (see FACES_ONLY in the module docstring): only for motion the tracker cannot account for
+    (``new_motion``) in a spell already ``searched``, while every face is tracked ``steady``,
+    with ``search_period`` > 1 (M = 1 searches every such frame, as before) and fewer than
+    max(``search_period``, ``period``) frames after the last search
+    (``frames_since_search`` counts the frames since then that were skipped or looked at the
+    faces only)."""
+    for name, value in (("period", period), ("search_period", search_period)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value!r}")
+    if frames_since_search < 0:
+        raise ValueError(f"frames_since_search must be >= 0, got {frames_since_search!r}")
+    if not (new_motion and searched and steady and search_period > 1):
+        return False
+    return frames_since_search + 1 < max(search_period, period)

@@ -462,7 +462,10 @@ def _add_face_options(p: Any) -> None:
     g.add_argument("--search-period", type=int,
                    help="while motion away from the tracked faces lasts and the detector found "
                         "no new face in it, detect every m-th such frame (2); its first frame "
-                        "is always detected; 1 = every frame with such motion")
+                        "is always detected; 1 = every frame with such motion. With "
+                        "--detect-regions, while every face is tracked and that motion is all "
+                        "over the frame, the whole frame every max(m, detect-period)-th such "
+                        "frame, the tracked faces only in between")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")

@@ -44,10 +44,21 @@ from videodetector.core.models import SFaceEmbedder, align_face
 from videodetector.core.quality.score import face_quality
 from videodetector.core.ratelog import RateLimitedLog
 from videodetector.detector.bestframe import Candidate, make_selector
-from videodetector.detector.cadence import may_skip_detection, motion_off_faces, searched_after
+from videodetector.detector.cadence import (
+    faces_only,
+    may_skip_detection,
+    motion_off_faces,
+    searched_after,
+)
 from videodetector.detector.config import DetectorConfig
 from videodetector.detector.motion.detector import FrameDiffMotion, MotionResult
-from videodetector.detector.regions import Region, detection_regions, input_regions
+from videodetector.detector.regions import (
+    Region,
+    align_region,
+    detection_regions,
+    input_regions,
+    merge_regions,
+)
 from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers
 from videodetector.detector.tracker.tracker import Track, Tracker, TrackerUpdate
@@ -65,12 +76,17 @@ RECHECK_FRAMES = 5  # without motion, tracked faces are re-detected every this m
 # --detect-regions: while the detector runs on crops, the whole frame is looked at again after
 # this many frames (a face that stands still outside the motion is found within a second)
 FULL_FRAME_EVERY = 25
+# Crops of the tracked faces alone (cadence.faces_only) are aligned to the grid of YuNet's
+# coarsest stride: the faces then fall on the same cells as in the whole frame (same boxes,
+# landmarks and scores as a whole-frame run would give them, for the best-frame choice)
+FACE_CROP_GRID = 32
 
 # Why a face was skipped (the ``reason`` label of fkvideo_faces_skipped_total).
 SKIP_BAD_BOX = "bad_box"  # the detector's box is not finite, empty or outside the frame
 SKIP_UNSCORABLE = "unscorable"  # quality/direction could not be computed (odd landmarks)
 SKIP_SNAPSHOT = "snapshot_failed"  # alignment, embedding or encoding of the chosen face failed
 SKIP_REASONS = (SKIP_BAD_BOX, SKIP_UNSCORABLE, SKIP_SNAPSHOT)
+NO_BOXES = np.zeros((0, 4), np.float32)
 
 
 class RegionError(ValueError):
@@ -107,6 +123,7 @@ class PipelineStats:
     motion_frames: int = 0
     detector_runs: int = 0
     region_runs: int = 0  # detector runs on a crop of the frame (--detect-regions)
+    face_runs: int = 0  # of those, runs on the tracked faces only (cadence.faces_only)
     tracked_skips: int = 0  # moving frames left to the tracker (--detect-period)
     search_skips: int = 0  # moving frames already searched for new faces (--search-period)
     faces_detected: int = 0
@@ -289,6 +306,8 @@ class FacePipeline:
         self._seq: dict[int, int] = {}
         self._skipped = 0  # frames since the detector last ran
         self._searched = False  # this spell of motion was searched (--search-period)
+        self._since_search = 0  # frames skipped or looked at the faces only since a search
+        self._faces_only = False  # this frame's run may look at the tracked faces only
         self._scalable = isinstance(detector, ScalableDetector)
         self._use_regions = cfg.detect_regions and self._scalable
         self._motion: MotionResult | None = None  # this frame's (boxes: full-frame pixels)
@@ -333,6 +352,7 @@ class FacePipeline:
         self._since_full += 1
         timers = self.timers
         if not self._should_detect(*frame.pixels.luma()):
+            self._since_search += 1
             t0 = time.perf_counter()
             self._active = self.tracker.update(None, period=1).active
             t1 = time.perf_counter()
@@ -341,7 +361,13 @@ class FacePipeline:
             timers.track.observe(t1 - t0)
             timers.select.observe(t2 - t1)
             return self._timed_snapshots(ready)
-        dets = self._detect(frame.pixels, self._regions(frame.pixels))
+        regions, searching = self._regions(frame.pixels)
+        dets = self._detect(frame.pixels, regions, align=not searching)
+        if searching or self._since_full == 0:  # (a crop outside --rot: the whole frame)
+            self._since_search = 0
+        else:
+            self._since_search += 1
+            self.stats.face_runs += 1
         t0 = time.perf_counter()
         update = self.tracker.update(dets)
         t1 = time.perf_counter()
@@ -366,6 +392,7 @@ class FacePipeline:
         fresh and one that left without motion (e.g. a cut) ends its track. With motion it
         may still skip while the tracker follows every face (--detect-period)."""
         t0 = time.perf_counter()
+        self._faces_only = False
         motion = self.motion.detect(gray, full_range=full_range)
         moving = motion.moving
         self._motion = motion  # its boxes are made only if --detect-regions/-period ask
@@ -394,6 +421,9 @@ class FacePipeline:
         skip = may_skip_detection(self._skipped, cfg.detect_period, steady, new_motion,
                                   cfg.search_period, searched)
         self._searched = searched_after(searched, new_motion, False, False)
+        self._faces_only = not skip and self._use_regions and faces_only(
+            self._since_search, cfg.detect_period, cfg.search_period, self.tracker.steady,
+            new_motion, searched)
         if skip and new_motion:
             self.stats.search_skips += 1
         elif skip:
@@ -454,6 +484,7 @@ class FacePipeline:
         self._active = []
         self._faces_seen = False
         self._searched = False
+        self._faces_only = False
         self.motion.reset()  # after a gap the scene may differ: look at the next frame whole
         self._since_full = FULL_FRAME_EVERY
         return snapshots
@@ -471,17 +502,24 @@ class FacePipeline:
         return self._active
 
     # -- steps -----------------------------------------------------------
-    def _regions(self, pixels: Pixels) -> list[Region] | None:
+    def _regions(self, pixels: Pixels) -> tuple[list[Region] | None, bool]:
         """--detect-regions: the parts of the frame to detect in (None: all of it), from this
-        frame's motion and the faces being tracked; the whole frame every FULL_FRAME_EVERY."""
+        frame's motion and the faces being tracked; the whole frame every FULL_FRAME_EVERY.
+        When those would be the whole frame and this run may look at the tracked faces only
+        (cadence.faces_only), their crops. Also whether the run searches all the motion."""
         if not self._use_regions or self._since_full >= FULL_FRAME_EVERY:
-            return None
+            return None, True
         h, w = pixels.luma()[0].shape[:2]
-        return detection_regions(self._motion_boxes, self.tracker.boxes, w, h)
+        regions = detection_regions(self._motion_boxes, self.tracker.boxes, w, h)
+        if regions is not None or not self._faces_only:
+            return regions, True
+        regions = detection_regions(NO_BOXES, self.tracker.boxes, w, h)
+        return regions, regions is None
 
-    def _detect(self, pixels: Pixels, regions: list[Region] | None = None) -> Detections:
+    def _detect(self, pixels: Pixels, regions: list[Region] | None = None,
+                align: bool = False) -> Detections:
         start = time.perf_counter()
-        dets = self._detect_untimed(pixels, regions)
+        dets = self._detect_untimed(pixels, regions, align)
         self.timers.detect.observe(time.perf_counter() - start)
         return dets
 
@@ -527,10 +565,22 @@ class FacePipeline:
         self.stats.region_runs += 1
         return concat_detections(found), dropped
 
-    def _detect_untimed(self, pixels: Pixels, regions: list[Region] | None) -> Detections:
+    def _aligned(self, subs: list[Region], image: np.ndarray, scale: float | None
+                 ) -> list[Region]:
+        """Crops of ``image`` grown to the grid of FACE_CROP_GRID detector pixels, merged."""
+        h, w = image.shape[:2]
+        if scale is None:
+            scale = self.detector.input_scale(h, w)  # type: ignore[attr-defined]
+        step = FACE_CROP_GRID / scale
+        return merge_regions([align_region(r, step, w, h) for r in subs])
+
+    def _detect_untimed(self, pixels: Pixels, regions: list[Region] | None,
+                        align: bool = False) -> Detections:
         crop, dx, dy, factor, scale = self._detector_input(pixels)
         subs = None if regions is None else input_regions(
             regions, dx, dy, factor, crop.shape[1], crop.shape[0]) or None
+        if align and subs is not None:
+            subs = self._aligned(subs, crop, scale)
         t0 = time.perf_counter()
         dets, dropped = self._run_detector(crop, subs, scale)
         seconds = time.perf_counter() - t0

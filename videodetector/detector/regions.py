@@ -133,6 +133,22 @@ def detection_regions(
     return regions
 
 
+def align_region(region: Region, step: float, width: int, height: int) -> Region:
+    """``region`` grown outwards to the grid of ``step`` pixels (from the image's origin),
+    clipped to the ``width`` x ``height`` image. A detector whose feature maps have that
+    stride then sees the crop's pixels on the same grid cells as in the whole image, so a
+    face in it gets (nearly) the same box, landmarks and score."""
+    if not step > 0:
+        raise ValueError(f"step must be positive, got {step!r}")
+    x1 = max(0, int(np.floor(np.floor(region[0] / step) * step)))
+    y1 = max(0, int(np.floor(np.floor(region[1] / step) * step)))
+    x2 = min(width, int(np.ceil(np.ceil(region[2] / step) * step)))
+    y2 = min(height, int(np.ceil(np.ceil(region[3] / step) * step)))
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"region {region!r} lies outside the {width}x{height} image")
+    return x1, y1, x2, y2
+
+
 def input_region(
     region: Region, dx: float, dy: float, factor: float, width: int, height: int
 ) -> Region | None:
