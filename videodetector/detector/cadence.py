@@ -118,10 +118,11 @@ def faces_only(frames_since_search: int, period: int, search_period: int, steady
     skip) may look only at the faces tracked steadily and leave the motion off them unsearched
     (see FACES_ONLY in the module docstring): only for motion the tracker cannot account for
     (``new_motion``) in a spell already ``searched``, while every face is tracked ``steady``,
-    with ``search_period`` > 1 (M = 1 searches every such frame, as before) and fewer than
-    max(``search_period``, ``period``) frames after the last search
+    with ``search_period`` > 1 (M = 1 searches every such frame, as before) and only while
+    this run and the up to M - 1 frames :func:`may_skip_detection` may skip after it stay
+    fewer than max(``search_period``, ``period``) frames after the last search
     (``frames_since_search`` counts the frames since then that were skipped or looked at the
-    faces only)."""
+    faces only), so the motion is searched at least every max(M, N)-th frame."""
     for name, value in (("period", period), ("search_period", search_period)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value!r}")
@@ -129,4 +130,4 @@ def faces_only(frames_since_search: int, period: int, search_period: int, steady
         raise ValueError(f"frames_since_search must be >= 0, got {frames_since_search!r}")
     if not (new_motion and searched and steady and search_period > 1):
         return False
-    return frames_since_search + 1 < max(search_period, period)
+    return frames_since_search + search_period < max(search_period, period)
