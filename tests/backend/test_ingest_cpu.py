@@ -223,14 +223,10 @@ def test_a_face0_is_not_hashed_and_the_photo_hash_is_the_photos(
     assert row["photo_hash"] == hashlib.sha256(person_photo("C")).hexdigest()
 
 
-def test_a_get_of_an_upload_tries_no_api_route(api: Api,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A GET of a stored image (photo, normalized face, a thumbnail made on first read)
-    matches its route first, not after every /v1 and /v0 route (~0.5 ms of CPU each); the
-    answers are the same: the files, and NOT_FOUND for a name no file has."""
+def routes_tried(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the API routes tried from now on, in order (a spy on APIRoute.matches)."""
     from fastapi.routing import APIRoute
 
-    face = _daemon_post(api, 1)["results"][0]
     tried: list[str] = []
     real = APIRoute.matches
 
@@ -239,6 +235,16 @@ def test_a_get_of_an_upload_tries_no_api_route(api: Api,
         return real(self, scope)
 
     monkeypatch.setattr(APIRoute, "matches", counting)
+    return tried
+
+
+def test_a_get_of_an_upload_tries_no_api_route(api: Api,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GET of a stored image (photo, normalized face, a thumbnail made on first read)
+    matches its route first, not after every /v1 and /v0 route (~0.5 ms of CPU each); the
+    answers are the same: the files, and NOT_FOUND for a name no file has."""
+    face = _daemon_post(api, 1)["results"][0]
+    tried = routes_tried(monkeypatch)
     for url in (face["photo"], face["normalized"], face["thumbnail"]):
         tried.clear()
         r = api.session.get(url, timeout=60)
@@ -281,16 +287,7 @@ def test_a_v1_face_post_tries_no_v0_route(api: Api, monkeypatch: pytest.MonkeyPa
     """Routes are tried in the order they were added, each one costing Python: a detector's
     POST /v1/face reaches its route after the few routes before faces.router's /face, not
     after every /v0 route (~0.2 ms of CPU per post); /v0 is still served."""
-    from fastapi.routing import APIRoute
-
-    tried: list[str] = []
-    real = APIRoute.matches
-
-    def counting(self, scope):  # noqa: ANN001, ANN202 - a spy
-        tried.append(self.path)
-        return real(self, scope)
-
-    monkeypatch.setattr(APIRoute, "matches", counting)
+    tried = routes_tried(monkeypatch)
     _daemon_post(api, 1)
     assert 0 < len(tried) <= 16, tried
     assert tried[-1] == "/face", tried
