@@ -4,7 +4,6 @@ URLs (--fetch-urls)."""
 from __future__ import annotations
 
 import http.server
-import re
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ from contextlib import closing
 
 import requests
 
+from tests.backend.backend_proc import start_backend
 from tests.backend.conftest import Api, error_of, person_photo
 from tests.backend.faultkit import assert_consistent
 from tests.backend.test_faults import identified, ids_of, post
@@ -93,44 +93,9 @@ def test_fetch_urls(tmp_path):
         assert body["param"] == "photo"
 
 
-LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
-# a bound on a hung start only: the start takes ~2 s idle and 17.6 s was measured with 8 busy
-# processes on the 2 cores (imports, OpenVINO's CPU query for embedding_model auto, the models'
-# compile); the wait below ends as soon as the server answers
-START_TIMEOUT = 120.0
-
-
-def _start_backend(data_dir, log, token: str, log_path,
-                   timeout: float = START_TIMEOUT) -> tuple[subprocess.Popen, str]:
-    """The backend in a subprocess on a port it picks itself (``--port 0``, read back from its
-    "listening on" log line), ready when it answers ``token`` with 200: that is this process
-    with this data directory, never another server that took a port picked before the start."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "videodetector.backend.cli", "serve", "--data-dir", str(data_dir),
-         "--port", "0", "--person-identify", "--log-level", "info"],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    url = None
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the backend exited at start: " + log_path.read_text()
-        if url is None:
-            found = LISTENING.search(log_path.read_bytes())
-            url = found and f"http://127.0.0.1:{int(found[1])}"
-        elif _answers(url, token):
-            return proc, url
-        time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError(f"the backend did not start within {timeout} s: " + log_path.read_text())
-
-
-def _answers(url: str, token: str) -> bool:
-    try:  # the socket listens while the models load (startup): a read timeout until then
-        r = requests.get(url + "/v1/galleries", timeout=2,
-                         headers={"Authorization": f"Token {token}"})
-    except (requests.ConnectionError, requests.Timeout):
-        return False
-    assert r.status_code == 200, f"{url}: {r.status_code} {r.text[:200]}"
-    return True
+def _start_backend(data_dir, log, token: str, log_path) -> tuple[subprocess.Popen, str]:
+    return start_backend(["--data-dir", str(data_dir), "--person-identify", "true"], log,
+                         log_path, token)
 
 
 def _post_then_kill(data_dir, token: str, log_path
