@@ -193,6 +193,7 @@ def test_the_started_backend_is_the_one_answering(tmp_path, monkeypatch):
     stranger = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                                http.server.SimpleHTTPRequestHandler)
     threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    # the helper before this fix picked its port with _free_port: the stranger holds that one
     monkeypatch.setattr(sys.modules[__name__], "_free_port",
                         lambda: stranger.server_address[1], raising=False)
     data_dir = tmp_path / "data"
