@@ -47,6 +47,12 @@ def _post(backend: Backend, photo: bytes, boxes: list[tuple[float, ...]],
     return backend.face_rows(1, ids)
 
 
+def _read(backend: Backend, rel: str) -> Path | bytes | None:
+    """A first read of the thumbnail ``rel`` (what ``GET /<upload_path>/<rel>`` does)."""
+    return thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel,
+                               backend.faces_store.thumbnail_in_use)
+
+
 BOXES = [(98.5, 227.25, 161.0, 309.75), (974, 108, 1045, 198), (400, 100, 900, 650),
          (-20, -10, 60, 90), (1200, 650, 1300, 760)]
 
@@ -66,12 +72,12 @@ def test_the_thumbnail_made_on_read_is_the_one_the_post_stored(tmp_path: Path,
         (new,) = _post(lazy, photo, [box])
         assert lazy.files.path(new["photo"]).read_bytes() == photo  # stored as uploaded
         assert not lazy.files.path(new["thumbnail"]).exists()
-        made = thumbs.make_on_read(lazy.files, lazy.thumbnail_keys, new["thumbnail"])
+        made = _read(lazy, new["thumbnail"])
         assert made is not None and made.read_bytes() == before.files.path(
             old["thumbnail"]).read_bytes()
         # read again: the stored file, not made again
         stamp = made.stat().st_mtime_ns
-        assert thumbs.make_on_read(lazy.files, lazy.thumbnail_keys, new["thumbnail"]) == made
+        assert _read(lazy, new["thumbnail"]) == made
         assert made.stat().st_mtime_ns == stamp
     finally:
         before.close()
@@ -232,12 +238,11 @@ def test_a_thumbnail_that_cannot_be_stored_is_served_anyway(
         monkeypatch.setattr(lazy.files, "write_all", full)
         with caplog.at_level("WARNING", logger="videodetector.backend.thumbs"):
             for _ in range(3):
-                assert thumbs.make_on_read(lazy.files, lazy.thumbnail_keys,
-                                           row["thumbnail"]) == expected
+                assert _read(lazy, row["thumbnail"]) == expected
         assert not lazy.files.path(row["thumbnail"]).exists()
         assert sum("not stored" in r.getMessage() for r in caplog.records) == 1
         monkeypatch.undo()  # space again: stored on the next read
-        made = thumbs.make_on_read(lazy.files, lazy.thumbnail_keys, row["thumbnail"])
+        made = _read(lazy, row["thumbnail"])
         assert isinstance(made, Path) and made.read_bytes() == expected
     finally:
         lazy.close()
@@ -263,8 +268,7 @@ def test_a_face_deleted_while_its_thumbnail_is_made_leaves_no_file(
             return data
 
         monkeypatch.setattr(thumbs, "thumbnail_jpeg", deleting_meanwhile)
-        assert thumbs.make_on_read(backend.files, backend.thumbnail_keys,
-                                   row["thumbnail"]) is None
+        assert _read(backend, row["thumbnail"]) is None
         assert _stored(backend) == []
     finally:
         backend.close()
@@ -284,11 +288,71 @@ def test_a_first_read_between_the_deletions_file_removals_leaves_no_file(
         def delete_then_read(rel: str) -> None:  # the seam
             real(rel)
             if rel == row["thumbnail"]:
-                reads.append(thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel))
+                reads.append(_read(backend, rel))
 
         monkeypatch.setattr(backend.files, "delete", delete_then_read)
         assert backend.delete_faces(1, [row["id"]]) == 1
         assert reads == [None]
         assert _stored(backend) == []
+    finally:
+        backend.close()
+
+
+def _regenerate_thumbs(data_dir: Path, face_id: int) -> None:
+    from videodetector.backend.regenerate import Options, Regenerator
+    from videodetector.core.models import SFACE_NAME
+
+    regen = Regenerator(data_dir, Options(kinds=frozenset({"thumbs"}), model=SFACE_NAME))
+    try:
+        assert regen.regenerate_face(face_id) == "done"
+    finally:
+        regen.close()
+
+
+@pytest.mark.parametrize("read_first", [True, False])
+def test_the_old_thumbnail_name_of_a_regenerated_face_is_not_made_again(
+        tmp_path: Path, read_first: bool) -> None:
+    """After ``regenerate --regenerate thumbs`` a face has a new thumbnail: a GET of its old
+    signed name (read before or never) is a 404 and makes no file no face refers to."""
+    backend = Backend(Settings(data_dir=tmp_path))
+    try:
+        (row,) = _post(backend, _frame(8), [BOXES[1]])
+        if read_first:
+            assert isinstance(_read(backend, row["thumbnail"]), Path)
+    finally:
+        backend.close()
+    _regenerate_thumbs(tmp_path, row["id"])
+    with BackendServer(Settings(data_dir=tmp_path)) as server:
+        base = f"{server.url}/{server.settings.upload_path}/"
+        (new,) = server.backend.face_rows(1, [row["id"]])
+        assert new["thumbnail"] != row["thumbnail"]
+        assert requests.get(base + new["thumbnail"], timeout=30).status_code == 200
+        assert requests.get(base + row["thumbnail"], timeout=30).status_code == 404
+        assert sorted(_stored(server.backend)) == sorted([new["photo"], new["thumbnail"],
+                                                          new["normalized"]])
+
+
+def test_a_face_regenerated_while_its_old_thumbnail_is_made_leaves_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``regenerate`` gives the face a new thumbnail (and removes the old name's file) after
+    a first read of the old name checked it and before it wrote it: the read answers None
+    and leaves no file."""
+    backend = Backend(Settings(data_dir=tmp_path))
+    try:
+        (row,) = _post(backend, _frame(10), [BOXES[1]])
+        real = thumbs.thumbnail_jpeg
+        ran: list[int] = []
+
+        def regenerating_meanwhile(photo: bytes, box: tuple) -> bytes:  # the seam
+            data = real(photo, box)
+            if not ran:
+                ran.append(1)
+                _regenerate_thumbs(tmp_path, row["id"])  # calls this again (ran: real only)
+            return data
+
+        monkeypatch.setattr(thumbs, "thumbnail_jpeg", regenerating_meanwhile)
+        assert _read(backend, row["thumbnail"]) is None and ran
+        (new,) = backend.face_rows(1, [row["id"]])
+        assert _stored(backend) == sorted([new["photo"], new["thumbnail"], new["normalized"]])
     finally:
         backend.close()

@@ -3,8 +3,8 @@ URLs (--fetch-urls)."""
 
 from __future__ import annotations
 
+import http.server
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +14,7 @@ from contextlib import closing
 
 import requests
 
+from tests.backend.backend_proc import start_backend
 from tests.backend.conftest import Api, error_of, person_photo
 from tests.backend.faultkit import assert_consistent
 from tests.backend.test_faults import identified, ids_of, post
@@ -92,37 +93,19 @@ def test_fetch_urls(tmp_path):
         assert body["param"] == "photo"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _start_backend(data_dir, log, token: str, log_path) -> tuple[subprocess.Popen, str]:
+    return start_backend(["--data-dir", str(data_dir), "--person-identify", "true"], log,
+                         log_path, token)
 
 
-def _start_backend(data_dir, log) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "videodetector.backend.cli", "serve", "--data-dir", str(data_dir),
-         "--port", str(port), "--person-identify", "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the backend exited at start"
-        try:
-            requests.get(url + "/v1/galleries", timeout=2)
-            return proc, url
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still loading
-            time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError("the backend did not start")
-
-
-def _post_then_kill(data_dir, token: str, log_path) -> tuple[dict[str, list[int]],
-                                                             dict[str, str]]:
+def _post_then_kill(data_dir, token: str, log_path
+                    ) -> tuple[dict[str, list[int]], dict[str, str], list[str]]:
     """4 clients post snapshots to a backend process until it is SIGKILLed; returns the
-    acknowledged keys (with their face ids) and every key tried (with the person posted)."""
+    acknowledged keys (with their face ids), every key tried (with the person posted) and the
+    first answers other than 200 (said when too few were acknowledged)."""
     acked: dict[str, list[int]] = {}
     tried: dict[str, str] = {}
+    refused: list[str] = []  # what the clients got instead of 200 (said if too few acked)
     lock = threading.Lock()
 
     def client(n: int, api: Api) -> None:
@@ -132,14 +115,20 @@ def _post_then_kill(data_dir, token: str, log_path) -> tuple[dict[str, list[int]
                 tried[key] = who
             try:
                 r = post(api, who, key)
-            except requests.RequestException:
+            except requests.RequestException as exc:
+                with lock:
+                    refused.append(f"{key}: {exc!r}")
                 return  # the backend is gone
             if r.status_code == 200:
                 with lock:
                     acked[key] = ids_of(r)
+            else:
+                with lock:
+                    refused[len(refused):] = [f"{key}: {r.status_code} {r.text[:200]}"][
+                        :max(0, 20 - len(refused))]
 
     with open(log_path, "wb") as log:
-        proc, url = _start_backend(data_dir, log)
+        proc, url = _start_backend(data_dir, log, token, log_path)
         try:
             threads = [threading.Thread(target=client, args=(n, Api(url, token)))
                        for n in range(4)]
@@ -155,7 +144,7 @@ def _post_then_kill(data_dir, token: str, log_path) -> tuple[dict[str, list[int]
                 proc.kill()
         for t in threads:
             t.join(30)
-    return acked, tried
+    return acked, tried, refused
 
 
 def test_kill_9_with_posts_in_flight_loses_nothing_acknowledged(tmp_path):
@@ -167,8 +156,8 @@ def test_kill_9_with_posts_in_flight_loses_nothing_acknowledged(tmp_path):
     db = Database(data_dir / "backend.sqlite3")
     token = create_token(db)
     db.close()
-    acked, tried = _post_then_kill(data_dir, token, tmp_path / "backend.log")
-    assert len(acked) >= 16, (tmp_path / "backend.log").read_text()[-2000:]
+    acked, tried, refused = _post_then_kill(data_dir, token, tmp_path / "backend.log")
+    assert len(acked) >= 16, (refused, (tmp_path / "backend.log").read_text()[-2000:])
 
     with closing(sqlite3.connect(data_dir / "backend.sqlite3")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -195,3 +184,33 @@ def test_kill_9_with_posts_in_flight_loses_nothing_acknowledged(tmp_path):
         face_ids = {f["id"] for f in api.get("/v1/faces?limit=0").json()["results"]}
         assert identified(api, "A") == face_ids and len(face_ids) == len(tried)
         assert_consistent(srv.backend, orphans_allowed=True)
+
+
+def test_the_started_backend_is_the_one_answering(tmp_path, monkeypatch):
+    """Another server listening where a port picked before the start points (it took the port
+    while the backend was still importing and loading its models, the start taking 30 s under
+    load) does not pass for the backend: the posts would go to it and none be acknowledged."""
+    stranger = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                               http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    # the helper before this fix picked its port with _free_port: the stranger holds that one
+    monkeypatch.setattr(sys.modules[__name__], "_free_port",
+                        lambda: stranger.server_address[1], raising=False)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    db = Database(data_dir / "backend.sqlite3")
+    token = create_token(db)
+    db.close()
+    log_path = tmp_path / "backend.log"
+    try:
+        with open(log_path, "wb") as log:
+            proc, url = _start_backend(data_dir, log, token, log_path)
+            try:
+                assert url != f"http://127.0.0.1:{stranger.server_address[1]}"
+                assert Api(url, token).get("/v1/galleries").status_code == 200
+            finally:
+                proc.kill()
+                proc.wait(10)
+    finally:
+        stranger.shutdown()
+        stranger.server_close()

@@ -5,47 +5,18 @@ friend-or-foe counts the days it was seen through either."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.backend.backend_proc import START_TIMEOUT, spawn_backend, wait_ready
 from tests.backend.conftest import Api, person_photo
 from tests.pg import PgCluster
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "videodetector.backend.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), "--db", url, "--log-level", "warning",
-         "--person-identify", "true", "--friend-count", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait_up(proc: subprocess.Popen[bytes], url: str, deadline: float) -> None:
-    while True:
-        try:
-            requests.get(url + "/v1/galleries", timeout=5)
-            return
-        except requests.RequestException:  # not listening yet, or busy starting
-            if proc.poll() is not None:
-                pytest.fail(f"fkvideo_backend serve exited: {proc.communicate()[1].decode()}")
-            assert time.monotonic() < deadline, "fkvideo_backend serve did not start"
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +25,30 @@ def two_backends(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
     person_photo("A")  # skips without the models' photos
     url = pg_cluster.new_database()
     data_dir = tmp_path_factory.mktemp("shared")  # the image store both processes mount
-    procs = [_serve(data_dir, url) for _ in range(2)]
+    logs = [tmp_path_factory.mktemp("logs") / f"backend{n}.log" for n in range(2)]
+    procs = []
+    for log_path in logs:
+        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+            procs.append(spawn_backend(["--data-dir", str(data_dir), "--db", url,
+                                        "--person-identify", "true", "--friend-count", "2"],
+                                       log))
     try:
-        deadline = time.monotonic() + 120
-        for proc, base in procs:
-            _wait_up(proc, base, deadline)
+        deadline = time.monotonic() + START_TIMEOUT
+        urls = [wait_ready(proc, log_path, None, deadline)
+                for proc, log_path in zip(procs, logs, strict=True)]
         out = subprocess.run(
             [sys.executable, "-m", "videodetector.backend.cli", "token", "--data-dir",
              str(data_dir), "--db", url], capture_output=True, text=True, timeout=60,
             check=True).stdout
         token = out.strip().rsplit(" ", 1)[-1]
-        yield Api(procs[0][1], token), Api(procs[1][1], token)
+        yield Api(urls[0], token), Api(urls[1], token)
     finally:
-        for proc, _ in procs:
+        for proc in procs:
             proc.terminate()
-        for proc, _ in procs:
-            _, err = proc.communicate(timeout=30)
-            assert b"Traceback" not in err, err.decode()
+        for proc in procs:
+            proc.wait(30)
+        for log_path in logs:
+            assert "Traceback" not in log_path.read_text(), log_path.read_text()
 
 
 def test_enroll_on_a_identify_on_b_at_once(two_backends: tuple[Api, Api]) -> None:

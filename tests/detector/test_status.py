@@ -3,6 +3,7 @@ daemon's figures (per-camera counters and gauges, the latency histograms)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -121,6 +122,10 @@ def test_daemon_metrics_parse_keep_every_name_and_fill_the_histograms(tmp_path: 
         assert counts[name] == frames, (name, counts)
     runs = daemon.workers["door"].pipeline_stats.detector_runs
     assert 0 < runs and counts["detect"] == runs
+    door = (("cam_id", "door"),)
+    assert got[("fkvideo_detector_runs_total", door)] == runs
+    assert got[("fkvideo_detector_face_runs_total", door)] == \
+        daemon.workers["door"].pipeline_stats.face_runs
     # only frames made into BGR count: those the detector saw, plus the preview's (one a
     # second at most); converting all 50 was the bug of issue 10
     assert runs <= counts["convert"] < frames, counts
@@ -188,3 +193,30 @@ def test_histograms_of_a_removed_camera_are_not_reported(tmp_path: Path):
     assert got[("fkvideo_frame_stage_seconds_bucket", (*stage[:1], ("le", "0.005"),
                                                        stage[1]))] == 1
     assert not any(dict(labels).get("cam_id") == "gone" for _, labels in got)
+
+
+def test_every_pipeline_counter_is_a_metric_with_its_value():
+    """Each integer counter of PipelineStats (detector runs, region and tracked-face runs,
+    skips...) reaches /metrics as a counter with the camera's value: face_runs was counted but
+    not exported."""
+    from types import SimpleNamespace
+
+    from videodetector.detector.camera import WorkerCounters
+    from videodetector.detector.metrics import collect_metrics
+    from videodetector.detector.pipeline import PipelineStats
+
+    stats = PipelineStats()
+    counters = [f.name for f in dataclasses.fields(PipelineStats) if f.type in (int, "int")]
+    for n, name in enumerate(counters):
+        setattr(stats, name, 1000 + 7 * n)  # each its own value
+    worker = SimpleNamespace(reader=None, pipeline_stats=stats, counters=WorkerCounters(),
+                             sink=None, state="running", is_alive=lambda: True)
+    daemon = SimpleNamespace(manager=None, workers={"door": worker}, posters={},
+                             started_at=time.time(), histograms=SimpleNamespace(all=[]))
+    exported = {family.name: family for family in collect_metrics(daemon)}
+    values = {s.value for f in exported.values() if f.type == "counter" for s in f.samples
+              if s.labels == {"cam_id": "door"}}
+    for n, name in enumerate(counters):
+        assert 1000 + 7 * n in values, f"PipelineStats.{name} is not exported"
+    face_runs = exported["fkvideo_detector_face_runs"]
+    assert [s.value for s in face_runs.samples] == [stats.face_runs]

@@ -232,7 +232,8 @@ def _install_misc_routes(app: FastAPI, backend: Backend, metrics: RequestMetrics
     def upload(rel: str) -> Response:
         path = stored_file(backend, rel)
         if path is None and thumbs.is_lazy_name(rel):  # a thumbnail made on first read
-            made = thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel)
+            made = thumbs.make_on_read(backend.files, backend.thumbnail_keys, rel,
+                                       backend.faces_store.thumbnail_in_use)
             if isinstance(made, bytes):  # made but not stored (a full disk)
                 return Response(made, media_type="image/jpeg")
             path = made

@@ -12,7 +12,10 @@ the thumbnail from the stored photo exactly as the post would have (the same
 same bytes), and stores it (written to a temporary file of its own, fsynced, renamed into
 place, its directory fsynced: concurrent readers each write the same bytes, one rename
 wins). Only names this server signed are made, so a reader cannot have arbitrary crops
-stored. A photo that cannot be decoded is refused at post time, as before
+stored, and only while a face has the name (``faces.thumbnail``, looked up through the
+``faces_photo`` index): after ``regenerate --regenerate thumbs`` (or re-detection) gave the
+face another thumbnail, its old name is a 404 and makes no file no face refers to. A photo
+that cannot be decoded is refused at post time, as before
 (:func:`imaging.validate_photo` decodes every byte)."""
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from videodetector.backend.errors import ApiError
@@ -147,23 +151,25 @@ def thumbnail_jpeg(photo: bytes, box: Box) -> bytes:
 _store_log = RateLimitedLog(log)
 
 
-def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | bytes | None:
+def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str,
+                 in_use: Callable[[str, str], bool]) -> Path | bytes | None:
     """The thumbnail ``rel`` made and stored now from its photo, or None: not a signed name,
-    or its photo is gone (the face was deleted) or unreadable. When it cannot be stored (a
-    full disk, a read-only store), its bytes: the reader gets it anyway, made again on the
-    next read, and the failure is logged once a minute.
+    no face has it any more (``in_use(photo, rel)`` False: the face was deleted, or
+    ``regenerate`` gave it another thumbnail), or its photo is gone or unreadable. When it
+    cannot be stored (a full disk, a read-only store), its bytes: the reader gets it anyway,
+    made again on the next read, and the failure is logged once a minute.
 
-    A face deleted while its thumbnail is made leaves no file: its photo is its own (only a
-    one-face post names its thumbnail so), and the deletion removes the photo before the
-    thumbnail (``Backend._delete_face_files``). So either the photo is gone once the
-    thumbnail is written, and the thumbnail is removed here, or the deletion's removal of
-    the thumbnail comes after the write."""
+    A face deleted, or given another thumbnail, while its thumbnail is made leaves no file:
+    the deletion removes the photo before the thumbnail (``Backend._delete_face_files``),
+    ``regenerate`` commits the new name before it removes the old file. So either the read
+    finds the photo gone or the name unused once the thumbnail is written, and removes it
+    here, or the other's removal of the thumbnail comes after the write."""
     parsed = parse_lazy(keys, rel)
     if parsed is None:
         return None
     photo_rel, box = parsed
     photo_path, path = files.path(photo_rel), files.path(rel)
-    if photo_path is None or path is None:
+    if photo_path is None or path is None or not in_use(photo_rel, rel):
         return None
     if path.is_file():  # made by a concurrent reader meanwhile
         return path
@@ -181,7 +187,7 @@ def make_on_read(files: FileStore, keys: tuple[bytes, ...], rel: str) -> Path | 
         _store_log.log(logging.WARNING, "store", "thumbnail %s made on read but not stored "
                        "(served anyway, made again on the next read): %s", rel, exc)
         return data
-    if not photo_path.exists():  # its face was deleted meanwhile: leave no file behind
+    if not photo_path.exists() or not in_use(photo_rel, rel):  # changed meanwhile
         files.delete(rel)
         return None
     return path

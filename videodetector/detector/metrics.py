@@ -42,6 +42,25 @@ _CAMERA_METRICS = (
      lambda w, r, p: w.pipeline_stats.tracks_started),
     ("fkvideo_snapshots_total", "Snapshots chosen for posting", "counter",
      lambda w, r, p: w.pipeline_stats.snapshots),
+    *(
+        (name, help_, "counter", lambda w, r, p, field=field: getattr(w.pipeline_stats, field))
+        for field, name, help_ in (
+            ("motion_frames", "fkvideo_motion_frames_total",
+             "Processed frames with motion (fkvideo_motion_ratio's numerator)"),
+            ("detector_runs", "fkvideo_detector_runs_total",
+             "Face detector runs (whole frame, regions or tracked faces)"),
+            ("region_runs", "fkvideo_detector_region_runs_total",
+             "Detector runs on crops of the frame (--detect-regions)"),
+            ("face_runs", "fkvideo_detector_face_runs_total",
+             "Detector runs on the tracked faces' crops only, between whole-frame searches"),
+            ("tracked_skips", "fkvideo_tracked_skips_total",
+             "Moving frames left to the tracker without a detector run (--detect-period)"),
+            ("search_skips", "fkvideo_search_skips_total",
+             "Moving frames not searched again for new faces (--search-period)"),
+            ("suppressed_uniq", "fkvideo_snapshots_suppressed_total",
+             "Snapshots not posted: too like recent posts nearby (--post-uniq)"),
+        )
+    ),
     ("fkvideo_posts_ok_total", "Snapshots delivered", "counter", lambda w, r, p: p.get("ok", 0)),
     ("fkvideo_posts_failed_total", "Snapshots refused by the backend (4xx)", "counter",
      lambda w, r, p: p.get("failed", 0)),

@@ -82,6 +82,10 @@ class FaceStore(Protocol):
 
     def photo_in_use(self, photo: str) -> bool: ...
 
+    def thumbnail_in_use(self, photo: str, thumbnail: str) -> bool:
+        """Whether a face of the stored photo ``photo`` has the thumbnail ``thumbnail``."""
+        ...
+
     def camera_days(self, conn: Any, user: int, person: int, cam_id: str, start: float,
                     end: float) -> int:
         """On how many distinct days ``cam_id`` saw ``person`` in [start, end] (8.3)."""
@@ -191,6 +195,11 @@ class SqlFaceStore:
 
     def photo_in_use(self, photo: str) -> bool:
         return self.db.row("SELECT 1 FROM faces WHERE photo = ?", (photo,)) is not None
+
+    def thumbnail_in_use(self, photo: str, thumbnail: str) -> bool:
+        # faces_photo: the faces of one photo (a lazy thumbnail's photo has one face)
+        return self.db.row("SELECT 1 FROM faces WHERE photo = ? AND thumbnail = ?",
+                           (photo, thumbnail)) is not None
 
     def camera_days(self, conn: Any, user: int, person: int, cam_id: str, start: float,
                     end: float) -> int:
