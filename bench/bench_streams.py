@@ -402,6 +402,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--inline", action="store_true",
                    help="also process each N's clips one after another in one thread (no "
                         "reader, no pacing): the baseline of the multi-camera overhead")
+    p.add_argument("--switch-interval", type=float, default=0.0,
+                   help="sys.setswitchinterval in ms (0: Python's 5 ms); a shorter one tells "
+                        "a GIL hand-off latency (convoy) from a saturated GIL")
     return p.parse_args(argv)
 
 
@@ -410,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     extra = args.detector_args.split()
+    if args.switch_interval < 0:
+        raise ValueError(f"--switch-interval must be >= 0, got {args.switch_interval!r}")
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1000)
     if args.profile or args.offline:
         time_stages_in_cpu()
     # As the daemon with a camera list: OpenCV with one thread, and the tracker's modules
@@ -419,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if cv_threads is not None:
         cv2.setNumThreads(cv_threads)
     import_tracker_modules().join()
-    print(f"# bench_streams: {machine_line()}", flush=True)
+    print(f"# bench_streams: {machine_line()}; switch interval "
+          f"{sys.getswitchinterval() * 1000:g} ms", flush=True)
     print(f"# input: synthetic 1280x720 {FPS} fps indoor clips (faces half of the time), "
           f"motion gating on; fkvideo options: defaults {' '.join(extra)}".rstrip(), flush=True)
     clip_seconds = args.seconds + 4  # the file must outlast the run
