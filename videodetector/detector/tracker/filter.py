@@ -33,6 +33,8 @@ ACCELERATION_STD = 0.05
 INITIAL_POSITION_STD = 0.1
 INITIAL_VELOCITY_STD = 0.25
 MIN_SIDE = 1.0  # pixels; predicted boxes never shrink below this
+_EYE8 = np.eye(8)  # filterpy's KalmanFilter._I for dim_x 8 (read-only)
+_EYE8.flags.writeable = False
 
 
 def xyxy_to_z(xyxy: np.ndarray) -> np.ndarray:
@@ -179,5 +181,18 @@ class BoxKalmanFilter:
         """Correct the state with a detected box and return the filtered box."""
         z = xyxy_to_z(xyxy)
         side = self._side(z)
-        self._kf.update(z.reshape(4, 1), R=np.eye(4) * (MEASUREMENT_STD * side) ** 2)
+        self.correct(z.reshape(4, 1), np.eye(4) * (MEASUREMENT_STD * side) ** 2)
         return self.xyxy
+
+    def correct(self, z: np.ndarray, r: np.ndarray) -> None:
+        """filterpy's ``KalmanFilter.update(z, R=r)`` for a (4, 1) measurement ``z``: the same
+        numpy calls in the same order (Joseph form), so bit-identical, without its checks,
+        the ``deepcopy`` of z and the ``x_post``/``P_post`` copies nothing here reads."""
+        kf = self._kf
+        h, x, p = kf.H, kf.x, kf.P
+        y = z - np.dot(h, x)
+        pht = np.dot(p, h.T)
+        k = np.dot(pht, np.linalg.inv(np.dot(h, pht) + r))
+        kf.x = x + np.dot(k, y)
+        i_kh = _EYE8 - np.dot(k, h)
+        kf.P = np.dot(np.dot(i_kh, p), i_kh.T) + np.dot(np.dot(k, r), k.T)
