@@ -51,6 +51,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -347,6 +348,41 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
     )
 
 
+class GilProbe:
+    """A thread that sleeps ``PROBE_SLEEP`` s over and over and records how much later than
+    asked it runs Python again: the wait for the GIL (and for a core) that every thread has
+    after a call that released it (an OpenCV, onnxruntime, PyAV or numpy call). With many
+    threads in pure Python between such calls, each waits up to the switch interval."""
+
+    PROBE_SLEEP = 0.001
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gil-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(self.PROBE_SLEEP)
+            self.lags.append(time.perf_counter() - t0 - self.PROBE_SLEEP)
+
+    def __enter__(self) -> GilProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        if not self.lags:
+            return "no samples"
+        ms = np.percentile(np.array(self.lags) * 1000, [50, 90, 99])
+        return (f"{len(self.lags)} wake-ups, late by p50 {ms[0]:.2f} / p90 {ms[1]:.2f} / "
+                f"p99 {ms[2]:.2f} ms")
+
+
 def inline_ms_per_frame(clips: Sequence[Path], extra: Sequence[str]) -> tuple[float, int]:
     """(CPU ms per frame, frames) of ``clips`` decoded and processed one after another in
     this thread (bench_detector's way: no reader thread, no pacing, no other camera; one
@@ -405,6 +441,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--switch-interval", type=float, default=0.0,
                    help="sys.setswitchinterval in ms (0: Python's 5 ms); a shorter one tells "
                         "a GIL hand-off latency (convoy) from a saturated GIL")
+    p.add_argument("--gil-probe", action="store_true",
+                   help="also run a thread that sleeps 1 ms over and over and print how late "
+                        "it wakes (its wait for the GIL and a core), per N")
     return p.parse_args(argv)
 
 
@@ -436,8 +475,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     answer = 0
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
         for n in range(args.min_streams, args.max_streams + 1):
-            row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
-                              args.profile or args.offline, args.offline)
+            with GilProbe() if args.gil_probe else contextlib.nullcontext() as probe:
+                row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
+                                  args.profile or args.offline, args.offline)
+            if probe is not None:
+                print(f"  N={n} GIL probe (1 ms sleeps): {probe.summary()}", flush=True)
             rows.append(row)
             if args.inline:
                 ms, frames = inline_ms_per_frame(clips[:n], extra)
