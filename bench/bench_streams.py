@@ -53,6 +53,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import logging  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -355,11 +356,23 @@ class GilProbe:
     threads in pure Python between such calls, each waits up to the switch interval."""
 
     PROBE_SLEEP = 0.001
+    # the same sleeper in another process for ``seconds``: how late a thread wakes without
+    # the GIL (the wait for a core alone), at the same time
+    OTHER_PROCESS = (
+        "import sys, time\n"
+        "end = time.monotonic() + float(sys.argv[1])\n"
+        "while time.monotonic() < end:\n"
+        "    t0 = time.perf_counter(); time.sleep(0.001)\n"
+        "    print(time.perf_counter() - t0 - 0.001)\n"
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
         self.lags: list[float] = []
+        self.seconds = seconds
+        self.other_lags: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gil-probe", daemon=True)
+        self._other: subprocess.Popen[str] | None = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -368,19 +381,30 @@ class GilProbe:
             self.lags.append(time.perf_counter() - t0 - self.PROBE_SLEEP)
 
     def __enter__(self) -> GilProbe:
+        self._other = subprocess.Popen(
+            [sys.executable, "-c", self.OTHER_PROCESS, str(self.seconds)],
+            stdout=subprocess.PIPE, text=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self._other is not None:
+            out, _ = self._other.communicate(timeout=self.seconds + 30)
+            self.other_lags = [float(v) for v in out.split()]
+
+    @staticmethod
+    def _lateness(lags: list[float]) -> str:
+        if not lags:
+            return "no samples"
+        ms = np.percentile(np.array(lags) * 1000, [50, 90, 99])
+        return (f"{len(lags)} wake-ups, late by p50 {ms[0]:.2f} / p90 {ms[1]:.2f} / "
+                f"p99 {ms[2]:.2f} ms")
 
     def summary(self) -> str:
-        if not self.lags:
-            return "no samples"
-        ms = np.percentile(np.array(self.lags) * 1000, [50, 90, 99])
-        return (f"{len(self.lags)} wake-ups, late by p50 {ms[0]:.2f} / p90 {ms[1]:.2f} / "
-                f"p99 {ms[2]:.2f} ms")
+        return (f"{self._lateness(self.lags)}; in another process at the same time: "
+                f"{self._lateness(self.other_lags)}")
 
 
 def inline_ms_per_frame(clips: Sequence[Path], extra: Sequence[str]) -> tuple[float, int]:
@@ -475,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     answer = 0
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
         for n in range(args.min_streams, args.max_streams + 1):
-            with GilProbe() if args.gil_probe else contextlib.nullcontext() as probe:
+            with GilProbe(args.seconds) if args.gil_probe else contextlib.nullcontext() as probe:
                 row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
                                   args.profile or args.offline, args.offline)
             if probe is not None:
