@@ -360,10 +360,11 @@ class GilProbe:
     # the GIL (the wait for a core alone), at the same time
     OTHER_PROCESS = (
         "import sys, time\n"
-        "end = time.monotonic() + float(sys.argv[1])\n"
+        "end, lags = time.monotonic() + float(sys.argv[1]), []\n"
         "while time.monotonic() < end:\n"
         "    t0 = time.perf_counter(); time.sleep(0.001)\n"
-        "    print(time.perf_counter() - t0 - 0.001)\n"
+        "    lags.append(time.perf_counter() - t0 - 0.001)\n"
+        "print(' '.join(map(str, lags)))\n"  # at the end: a full pipe would stop it
     )
 
     def __init__(self, seconds: float) -> None:
