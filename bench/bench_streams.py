@@ -51,7 +51,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -347,6 +349,65 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
     )
 
 
+class GilProbe:
+    """A thread that sleeps ``PROBE_SLEEP`` s over and over and records how much later than
+    asked it runs Python again: the wait for the GIL (and for a core) that every thread has
+    after a call that released it (an OpenCV, onnxruntime, PyAV or numpy call). With many
+    threads in pure Python between such calls, each waits up to the switch interval."""
+
+    PROBE_SLEEP = 0.001
+    # the same sleeper in another process for ``seconds``: how late a thread wakes without
+    # the GIL (the wait for a core alone), at the same time
+    OTHER_PROCESS = (
+        "import sys, time\n"
+        "end, lags = time.monotonic() + float(sys.argv[1]), []\n"
+        "while time.monotonic() < end:\n"
+        "    t0 = time.perf_counter(); time.sleep(0.001)\n"
+        "    lags.append(time.perf_counter() - t0 - 0.001)\n"
+        "print(' '.join(map(str, lags)))\n"  # at the end: a full pipe would stop it
+    )
+
+    def __init__(self, seconds: float) -> None:
+        self.lags: list[float] = []
+        self.seconds = seconds
+        self.other_lags: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gil-probe", daemon=True)
+        self._other: subprocess.Popen[str] | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(self.PROBE_SLEEP)
+            self.lags.append(time.perf_counter() - t0 - self.PROBE_SLEEP)
+
+    def __enter__(self) -> GilProbe:
+        self._other = subprocess.Popen(
+            [sys.executable, "-c", self.OTHER_PROCESS, str(self.seconds)],
+            stdout=subprocess.PIPE, text=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._other is not None:
+            out, _ = self._other.communicate(timeout=self.seconds + 30)
+            self.other_lags = [float(v) for v in out.split()]
+
+    @staticmethod
+    def _lateness(lags: list[float]) -> str:
+        if not lags:
+            return "no samples"
+        ms = np.percentile(np.array(lags) * 1000, [50, 90, 99])
+        return (f"{len(lags)} wake-ups, late by p50 {ms[0]:.2f} / p90 {ms[1]:.2f} / "
+                f"p99 {ms[2]:.2f} ms")
+
+    def summary(self) -> str:
+        return (f"{self._lateness(self.lags)}; in another process at the same time: "
+                f"{self._lateness(self.other_lags)}")
+
+
 def inline_ms_per_frame(clips: Sequence[Path], extra: Sequence[str]) -> tuple[float, int]:
     """(CPU ms per frame, frames) of ``clips`` decoded and processed one after another in
     this thread (bench_detector's way: no reader thread, no pacing, no other camera; one
@@ -402,6 +463,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--inline", action="store_true",
                    help="also process each N's clips one after another in one thread (no "
                         "reader, no pacing): the baseline of the multi-camera overhead")
+    p.add_argument("--switch-interval", type=float, default=0.0,
+                   help="sys.setswitchinterval in ms (0: Python's 5 ms); a shorter one tells "
+                        "a GIL hand-off latency (convoy) from a saturated GIL")
+    p.add_argument("--gil-probe", action="store_true",
+                   help="also run a thread that sleeps 1 ms over and over and print how late "
+                        "it wakes (its wait for the GIL and a core), per N")
     return p.parse_args(argv)
 
 
@@ -410,6 +477,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     extra = args.detector_args.split()
+    if args.switch_interval < 0:
+        raise ValueError(f"--switch-interval must be >= 0, got {args.switch_interval!r}")
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1000)
     if args.profile or args.offline:
         time_stages_in_cpu()
     # As the daemon with a camera list: OpenCV with one thread, and the tracker's modules
@@ -419,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if cv_threads is not None:
         cv2.setNumThreads(cv_threads)
     import_tracker_modules().join()
-    print(f"# bench_streams: {machine_line()}", flush=True)
+    print(f"# bench_streams: {machine_line()}; switch interval "
+          f"{sys.getswitchinterval() * 1000:g} ms", flush=True)
     print(f"# input: synthetic 1280x720 {FPS} fps indoor clips (faces half of the time), "
           f"motion gating on; fkvideo options: defaults {' '.join(extra)}".rstrip(), flush=True)
     clip_seconds = args.seconds + 4  # the file must outlast the run
@@ -428,8 +500,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     answer = 0
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
         for n in range(args.min_streams, args.max_streams + 1):
-            row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
-                              args.profile or args.offline, args.offline)
+            with GilProbe(args.seconds) if args.gil_probe else contextlib.nullcontext() as probe:
+                row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
+                                  args.profile or args.offline, args.offline)
+            if probe is not None:
+                print(f"  N={n} GIL probe (1 ms sleeps): {probe.summary()}", flush=True)
             rows.append(row)
             if args.inline:
                 ms, frames = inline_ms_per_frame(clips[:n], extra)

@@ -7,6 +7,7 @@ assert speed -- speed is measured by running the scripts in full (see bench/READ
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -214,3 +215,22 @@ def test_bench_sface_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
             assert row[key] > 0, key
         assert row["min_cos_to_float"] > 0.9999  # the float model's vectors
     assert "2 callers ms/face" in capsys.readouterr().out
+
+
+def test_bench_streams_gil_probe_and_switch_interval(bench, capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    """--gil-probe prints how late a 1 ms sleeper woke; --switch-interval sets the run's."""
+    mod = bench("bench_streams")
+    before = sys.getswitchinterval()
+    try:
+        mod.main(["--seconds", "1", "--max-streams", "1", "--gil-probe",
+                  "--switch-interval", "2"])
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
+    out = capsys.readouterr().out
+    assert "switch interval 2 ms" in out
+    assert re.search(r"N=1 GIL probe \(1 ms sleeps\): \d+ wake-ups, late by p50.*"
+                     r"in another process at the same time: \d+ wake-ups", out)
+    with pytest.raises(ValueError, match="switch-interval"):
+        mod.main(["--switch-interval", "-1"])

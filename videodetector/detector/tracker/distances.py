@@ -71,7 +71,9 @@ def associate(
     iou = iou_matrix(tracks, dets)
     matches = _hungarian(-iou, iou >= iou_threshold)
 
-    if max_centre_distance > 0:
+    # (when every track or every detection is matched already, nothing is left to pair: the
+    # second round is skipped, as it would find nothing; most updates of steady faces)
+    if max_centre_distance > 0 and len(matches) < min(len(tracks), len(dets)):
         left_t = np.setdiff1d(np.arange(len(tracks)), [m[0] for m in matches])
         left_d = np.setdiff1d(np.arange(len(dets)), [m[1] for m in matches])
         dist = centre_distance_matrix(tracks[left_t], dets[left_d])
