@@ -137,7 +137,7 @@ def test_a_filter_made_on_first_use_is_filterpys_filter_made_at_once(steps):
         for i in (2, 3):
             if eager.x[i, 0] < box_filter.MIN_SIDE:
                 eager.x[i, 0], eager.x[i + 4, 0] = box_filter.MIN_SIDE, 0.0
-        # bit-identical (BoxKalmanFilter.advance does filterpy's predict maths itself)
+        # bit-identical: the lazily made filter is filterpy's own
         np.testing.assert_array_equal(got, box_filter.z_to_xyxy(eager.x[:4, 0]))
         np.testing.assert_array_equal(lazy._kf.P, eager.P)
         if seen:

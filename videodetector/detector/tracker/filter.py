@@ -33,8 +33,6 @@ ACCELERATION_STD = 0.05
 INITIAL_POSITION_STD = 0.1
 INITIAL_VELOCITY_STD = 0.25
 MIN_SIDE = 1.0  # pixels; predicted boxes never shrink below this
-_EYE8 = np.eye(8)  # filterpy's KalmanFilter._I for dim_x 8 (read-only)
-_EYE8.flags.writeable = False
 
 
 def xyxy_to_z(xyxy: np.ndarray) -> np.ndarray:
@@ -152,47 +150,20 @@ class BoxKalmanFilter:
 
     def predict(self, dt_frames: float = 1) -> np.ndarray:
         """Advance the state by ``dt_frames`` frames and return the predicted box."""
-        self.advance(dt_frames)
-        return self.xyxy
-
-    def advance(self, dt_frames: float = 1) -> None:
-        """``predict`` without making the box (the tracker predicts every track every frame
-        and reads the boxes later, if at all).
-
-        The maths of filterpy's ``KalmanFilter.predict`` (no control input, no fading
-        memory: ``x = F x``, ``P = F P F' + Q``), the same numpy calls in the same order so
-        the numbers are bit-identical, without its per-call checks, its ``1.0 *`` of P and
-        its ``x_prior``/``P_prior`` copies, which nothing here reads (``update`` does not)."""
         if not dt_frames > 0:
             raise ValueError(f"dt_frames must be positive, got {dt_frames}")
-        kf = self._kf
-        x = kf.x
-        side = max((float(x[2, 0]) + float(x[3, 0])) / 2, MIN_SIDE)  # _side(x[:, 0])
-        f = transition_matrix(dt_frames)
-        kf.x = x = np.dot(f, x)
-        kf.P = np.dot(np.dot(f, kf.P), f.T) + process_noise(dt_frames, side)
+        side = self._side(self._kf.x[:, 0])
+        self._kf.predict(F=transition_matrix(dt_frames), Q=process_noise(dt_frames, side))
         # A shrinking box must not turn inside out while coasting without detections.
         for i in (2, 3):
-            if x[i, 0] < MIN_SIDE:
-                x[i, 0] = MIN_SIDE
-                x[i + 4, 0] = 0.0
+            if self._kf.x[i, 0] < MIN_SIDE:
+                self._kf.x[i, 0] = MIN_SIDE
+                self._kf.x[i + 4, 0] = 0.0
+        return self.xyxy
 
     def update(self, xyxy: np.ndarray) -> np.ndarray:
         """Correct the state with a detected box and return the filtered box."""
         z = xyxy_to_z(xyxy)
         side = self._side(z)
-        self.correct(z.reshape(4, 1), np.eye(4) * (MEASUREMENT_STD * side) ** 2)
+        self._kf.update(z.reshape(4, 1), R=np.eye(4) * (MEASUREMENT_STD * side) ** 2)
         return self.xyxy
-
-    def correct(self, z: np.ndarray, r: np.ndarray) -> None:
-        """filterpy's ``KalmanFilter.update(z, R=r)`` for a (4, 1) measurement ``z``: the same
-        numpy calls in the same order (Joseph form), so bit-identical, without its checks,
-        the ``deepcopy`` of z and the ``x_post``/``P_post`` copies nothing here reads."""
-        kf = self._kf
-        h, x, p = kf.H, kf.x, kf.P
-        y = z - np.dot(h, x)
-        pht = np.dot(p, h.T)
-        k = np.dot(pht, np.linalg.inv(np.dot(h, pht) + r))
-        kf.x = x + np.dot(k, y)
-        i_kh = _EYE8 - np.dot(k, h)
-        kf.P = np.dot(np.dot(i_kh, p), i_kh.T) + np.dot(np.dot(k, r), k.T)

@@ -140,7 +140,7 @@ class Tracker:
         """Advance all tracks by ``period`` frames and match them to ``detections``."""
         _check_int("period", period, 1)
         for t in self._tracks:
-            t.kf.advance(period)
+            t.kf.predict(period)
             t.age += period
             t.det_index = -1
         if detections is None:
