@@ -107,18 +107,23 @@ def _post_then_kill(data_dir, token: str, log_path
     tried: dict[str, str] = {}
     refused: list[str] = []  # what the clients got instead of 200 (said if too few acked)
     lock = threading.Lock()
+    killed = threading.Event()
 
     def client(n: int, api: Api) -> None:
         for i in range(10_000):
             key, who = f"t{n}-{i}", "ABCD"[(n + i) % 4]
             with lock:
                 tried[key] = who
-            try:
-                r = post(api, who, key)
-            except requests.RequestException as exc:
-                with lock:
-                    refused.append(f"{key}: {exc!r}")
-                return  # the backend is gone
+            while True:  # as the daemon's poster: a failed post is retried with its key
+                try:
+                    r = post(api, who, key)
+                    break
+                except requests.RequestException as exc:
+                    with lock:
+                        refused[len(refused):] = [f"{key}: {exc!r}"][:max(0, 20 - len(refused))]
+                    if killed.is_set():
+                        return  # the backend is gone
+                    time.sleep(0.1)  # (a connection reset once made every client stop here)
             if r.status_code == 200:
                 with lock:
                     acked[key] = ids_of(r)
@@ -137,9 +142,11 @@ def _post_then_kill(data_dir, token: str, log_path
             deadline = time.monotonic() + 30
             while len(acked) < 16 and time.monotonic() < deadline:
                 time.sleep(0.02)
+            killed.set()
             proc.send_signal(signal.SIGKILL)  # mid-stream: posts are in flight
             assert proc.wait(10) == -signal.SIGKILL
         finally:
+            killed.set()  # (also when the wait above failed: the clients stop)
             if proc.poll() is None:
                 proc.kill()
         for t in threads:
