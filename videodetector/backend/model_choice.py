@@ -27,12 +27,13 @@ from videodetector.backend.embeddings import Coverage, coverage
 from videodetector.backend.settings import AUTO_MODEL, EMBEDDING_MODELS
 from videodetector.backend.stores import Db
 from videodetector.backend.stores.store_model import SqlStoreModelStore
+from videodetector.core.models import SFACE_BF16_NAME, SFACE_INT8_NAME, SFACE_NAME
 
 log = logging.getLogger(__name__)
 
-F32, BF16 = "sface-2021dec", "sface-2021dec-bf16"
+F32, BF16 = SFACE_NAME, SFACE_BF16_NAME
 # several models cover every face: the old default first
-PREFERENCE = (F32, BF16, "sface-2021dec-int8")
+PREFERENCE = (F32, BF16, SFACE_INT8_NAME)
 
 
 @dataclass(frozen=True)
