@@ -1,0 +1,236 @@
+"""Where a YuNet call's CPU goes: the fixed cost of a small call, phase by phase.
+
+Run from the project root (about 20 s):
+
+    python bench/yunet_call.py phases [--sizes 160x160,320x192,640x480] [--n 300]
+    python bench/yunet_call.py calls [--n 300]
+    python bench/yunet_call.py inpipe [--clips mpf,indoor]
+
+``phases`` times, per input size and with one onnxruntime thread (as the daemon runs several
+cameras), the steps of ``YuNetDetector.detect`` one by one on a crop of a real frame
+(mpf_video_01 when ../shared/data is present, else the synthetic indoor clip): the padded
+canvas, the float32 NCHW blob, ``session.run`` (the onnxruntime Python binding included),
+``get_outputs()``, the per-stride decode, NMS and the lock. ``calls`` times whole
+``detect`` calls per size. Figures are CPU time of this thread (``time.thread_time_ns``),
+the median of ``--n`` repetitions after a warm-up: onnxruntime with one intra-op thread runs
+in the calling thread, so this is the call's whole CPU.
+
+``inpipe`` plays clips through ``FacePipeline`` (defaults, ``-r 0``, decode included, as
+bench/detector_scale.py does) and times every YuNet call inside it: the whole ``detect`` and
+its ``session.run``, with the input's padded pixels. It prints the CPU per frame, per call,
+a least-squares fit ms = a + b * kpx of ``session.run`` (a: the fixed cost the graph itself
+has per call, cold caches included) and what ``detect`` spends around ``session.run``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from videodetector.core.models import YuNetDetector, nms  # noqa: E402
+
+DEFAULT_DATA = ROOT / ".." / "shared" / "data"
+MPF = "clips_faces/mpf_video_01.mp4"
+
+
+def real_frame(data: Path, index: int = 30) -> np.ndarray:
+    """Frame ``index`` of mpf_video_01 (640x480, faces), else a synthetic 720p indoor frame."""
+    path = data / MPF
+    if path.is_file():
+        cap = cv2.VideoCapture(str(path))
+        frame = None
+        for _ in range(index + 1):
+            ok, img = cap.read()
+            if not ok:
+                break
+            frame = img
+        cap.release()
+        if frame is not None:
+            return frame
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (720, 1280, 3), np.uint8)
+
+
+def cpu_ms(fn: Callable[[], object], n: int) -> float:
+    """Median thread CPU time of ``fn`` in ms over ``n`` calls (after 5 warm-up calls)."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.thread_time_ns()
+        fn()
+        times.append(time.thread_time_ns() - t0)
+    return statistics.median(times) / 1e6
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """"160x160,320x192" -> [(160, 160), (320, 192)] as (width, height)."""
+    sizes = []
+    for part in text.split(","):
+        w, h = (int(v) for v in part.lower().split("x"))
+        if w < 32 or h < 32:
+            raise ValueError(f"sizes must be at least 32x32, got {part!r}")
+        sizes.append((w, h))
+    return sizes
+
+
+def crop_of(frame: np.ndarray, w: int, h: int) -> np.ndarray:
+    """A ``w`` x ``h`` crop of ``frame`` (tiled when the frame is smaller)."""
+    reps = (-(-h // frame.shape[0]), -(-w // frame.shape[1]), 1)
+    big = np.tile(frame, reps) if reps != (1, 1, 1) else frame
+    return np.ascontiguousarray(big[:h, :w])
+
+
+def phases(det: YuNetDetector, img: np.ndarray, n: int) -> dict[str, float]:
+    """CPU ms of each step of the original (main's) detect, done one by one."""
+    h, w = img.shape[:2]
+    ch, cw = -(-h // 32) * 32, -(-w // 32) * 32
+    sess = det._session  # noqa: SLF001 - a bench of the private steps
+
+    def canvas() -> np.ndarray:
+        c = np.zeros((ch, cw, 3), np.uint8)
+        c[:h, :w] = img
+        return c
+
+    cv = canvas()
+    blob = cv.transpose(2, 0, 1)[None].astype(np.float32)
+    outs = sess.run(None, {"input": blob})
+    names = [o.name for o in sess.get_outputs()]
+    out = dict(zip(names, outs, strict=True))
+    lock = threading.Lock()
+
+    def locked() -> None:
+        with lock:
+            pass
+
+    def decode() -> tuple:
+        boxes, scores, lms = [], [], []
+        for s in det.STRIDES:
+            cls = np.clip(out[f"cls_{s}"][0, :, 0], 0, 1)
+            obj = np.clip(out[f"obj_{s}"][0, :, 0], 0, 1)
+            score = np.sqrt(cls * obj)
+            sel = score >= det.score_threshold
+            if not sel.any():
+                continue
+            grid = det._grid(s, ch, cw)[sel]  # noqa: SLF001
+            bb = out[f"bbox_{s}"][0][sel]
+            kp = out[f"kps_{s}"][0][sel].reshape(-1, 5, 2)
+            centre = (grid + bb[:, :2]) * s
+            size = np.exp(bb[:, 2:4]) * s
+            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            lms.append((kp + grid[:, None, :]) * s)
+            scores.append(score[sel])
+        return boxes, scores, lms
+
+    boxes, scores, _ = decode()
+    xyxy = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+    sc = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+    return {
+        "canvas": cpu_ms(canvas, n),
+        "blob": cpu_ms(lambda: cv.transpose(2, 0, 1)[None].astype(np.float32), n),
+        "run": cpu_ms(lambda: sess.run(None, {"input": blob}), n),
+        "get_outputs": cpu_ms(lambda: [o.name for o in sess.get_outputs()], n),
+        "decode": cpu_ms(decode, n),
+        "nms": cpu_ms(lambda: nms(xyxy, sc, det.nms_threshold), n),
+        "lock": cpu_ms(locked, n),
+        "detect": cpu_ms(lambda: det.detect(img, scale=1.0), n),
+        "faces": float(len(sc)),
+    }
+
+
+class TimedSession:
+    """Stands in for an onnxruntime session: ``run`` records (padded pixels, thread CPU s)."""
+
+    def __init__(self, session: object) -> None:
+        self._session = session
+        self.runs: list[tuple[int, float]] = []
+
+    def run(self, names, feeds, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        blob = next(iter(feeds.values()))
+        t0 = time.thread_time_ns()
+        out = self._session.run(names, feeds, *args, **kwargs)
+        self.runs.append((int(blob.shape[2] * blob.shape[3]), (time.thread_time_ns() - t0) / 1e9))
+        return out
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._session, name)
+
+
+def inpipe(clips: list[str]) -> dict[str, dict[str, float]]:
+    """Per clip: CPU ms per frame, YuNet calls, detect and session.run CPU per call, fit."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from detector_scale import clip_paths, pipeline, play, timed_yunet
+
+    results = {}
+    for name, path in clip_paths(clips).items():
+        pipe, det = pipeline(path)
+        timed = TimedSession(det._session)  # noqa: SLF001
+        det._session = timed  # type: ignore[assignment]  # noqa: SLF001
+        spent = timed_yunet(det)
+        timed.runs.clear()
+        ms, posts = play(pipe, path)
+        frames = max(pipe.stats.frames, 1)
+        px = np.array([r[0] for r in timed.runs], float) / 1000
+        run_s = np.array([r[1] for r in timed.runs])
+        fixed, per_kpx = np.polyfit(px, run_s * 1000, 1) if len(px) > 1 else (0.0, 0.0)
+        res = {"frames": frames, "ms_per_frame": ms, "calls": len(spent),
+               "yunet_ms_per_frame": 1000 * sum(spent) / frames,
+               "detect_ms_per_call": 1000 * float(np.mean(spent)) if spent else 0.0,
+               "run_ms_per_call": 1000 * float(run_s.mean()) if len(run_s) else 0.0,
+               "kpx_per_call": float(px.mean()) if len(px) else 0.0,
+               "fit_fixed_ms": float(fixed), "fit_ms_per_kpx": float(per_kpx),
+               "posts": len(posts)}
+        res["around_run_ms_per_call"] = res["detect_ms_per_call"] - res["run_ms_per_call"]
+        results[name] = res
+        print(f"{name}: " + " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in res.items()))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=("phases", "calls", "inpipe"))
+    ap.add_argument("--clips", default="mpf,indoor")
+    ap.add_argument("--sizes", default="160x160,320x192,640x480")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = ap.parse_args(argv)
+    cv2.setNumThreads(1)
+    if args.mode == "inpipe":
+        print(f"load {os.getloadavg()[0]:.1f}")
+        inpipe(args.clips.split(","))
+        return 0
+    det = YuNetDetector(threads=1)
+    frame = real_frame(args.data)
+    print(f"load {os.getloadavg()[0]:.1f}; CPU ms per step, median of {args.n}")
+    for w, h in parse_sizes(args.sizes):
+        img = crop_of(frame, w, h)
+        if args.mode == "calls":
+            ms = cpu_ms(lambda img=img: det.detect(img, scale=1.0), args.n)
+            print(f"{w}x{h}: detect {ms:.3f} ms")
+            continue
+        res = phases(det, img, args.n)
+        steps = " ".join(f"{k} {v:.3f}" for k, v in res.items() if k != "faces")
+        print(f"{w}x{h} ({int(res['faces'])} raw boxes): {steps}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
