@@ -4,7 +4,8 @@ Run from the project root (about 20 s):
 
     python bench/yunet_call.py phases [--sizes 160x160,320x192,640x480] [--n 300]
     python bench/yunet_call.py calls [--n 300]
-    python bench/yunet_call.py inpipe [--clips mpf,indoor]
+    python bench/yunet_call.py inpipe [--clips mpf,indoor] [--root TREE]
+    python bench/yunet_call.py ab --root OTHER_TREE [--repeat 5]
 
 ``phases`` times, per input size and with one onnxruntime thread (as the daemon runs several
 cameras), the steps of ``YuNetDetector.detect`` one by one on a crop of a real frame
@@ -20,6 +21,11 @@ bench/detector_scale.py does) and times every YuNet call inside it: the whole ``
 its ``session.run``, with the input's padded pixels. It prints the CPU per frame, per call,
 a least-squares fit ms = a + b * kpx of ``session.run`` (a: the fixed cost the graph itself
 has per call, cold caches included) and what ``detect`` spends around ``session.run``.
+``--root`` imports ``videodetector`` from another checkout (e.g. a worktree of main).
+
+``ab`` runs ``inpipe`` in fresh processes, alternating this tree and ``--root``, ``--repeat``
+times each, and prints the lowest figure of each (on a shared machine the slower runs are the
+disturbed ones) with the load average before and after.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -38,7 +46,9 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if "--root" in sys.argv[:-1]:  # videodetector from another checkout, before it is imported
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--root") + 1]).resolve()))
+elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
@@ -189,7 +199,7 @@ def inpipe(clips: list[str]) -> dict[str, dict[str, float]]:
         frames = max(pipe.stats.frames, 1)
         px = np.array([r[0] for r in timed.runs], float) / 1000
         run_s = np.array([r[1] for r in timed.runs])
-        fixed, per_kpx = np.polyfit(px, run_s * 1000, 1) if len(px) > 1 else (0.0, 0.0)
+        per_kpx, fixed = np.polyfit(px, run_s * 1000, 1) if len(px) > 1 else (0.0, 0.0)
         res = {"frames": frames, "ms_per_frame": ms, "calls": len(spent),
                "yunet_ms_per_frame": 1000 * sum(spent) / frames,
                "detect_ms_per_call": 1000 * float(np.mean(spent)) if spent else 0.0,
@@ -204,9 +214,35 @@ def inpipe(clips: list[str]) -> dict[str, dict[str, float]]:
     return results
 
 
+def ab(root: Path, clips: str, repeat: int) -> dict[str, dict[str, dict[str, float]]]:
+    """{tree: {clip: {figure: lowest over the runs}}} for this tree ("new") and ``root``."""
+    best: dict[str, dict[str, dict[str, float]]] = {"main": {}, "new": {}}
+    load0 = os.getloadavg()[0]
+    for _ in range(repeat):
+        for tree, path in (("main", root), ("new", ROOT)):
+            env = dict(os.environ, PYTHONPATH=str(path))
+            out = subprocess.run([sys.executable, __file__, "inpipe", "--clips", clips, "--json",
+                                  "--root", str(path)], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            for clip, res in json.loads(out.strip().splitlines()[-1]).items():
+                mine = best[tree].setdefault(clip, {})
+                for k, v in res.items():
+                    mine[k] = min(mine.get(k, v), v)
+    print(f"best of {repeat}, interleaved; load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
+    for clip in best["new"]:
+        for k in ("ms_per_frame", "yunet_ms_per_frame", "detect_ms_per_call",
+                  "run_ms_per_call", "around_run_ms_per_call", "calls", "posts"):
+            a, b = best["main"][clip][k], best["new"][clip][k]
+            print(f"{clip:8s} {k:24s} main {a:8.3f} new {b:8.3f} ({b - a:+.3f})")
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=("phases", "calls", "inpipe"))
+    ap.add_argument("mode", choices=("phases", "calls", "inpipe", "ab"))
+    ap.add_argument("--root", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="inpipe: end with a JSON line")
     ap.add_argument("--clips", default="mpf,indoor")
     ap.add_argument("--sizes", default="160x160,320x192,640x480")
     ap.add_argument("--n", type=int, default=300)
@@ -214,8 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     if args.mode == "inpipe":
-        print(f"load {os.getloadavg()[0]:.1f}")
-        inpipe(args.clips.split(","))
+        import videodetector
+
+        print(f"load {os.getloadavg()[0]:.1f}; videodetector from {videodetector.__file__}")
+        res = inpipe(args.clips.split(","))
+        if args.json:
+            print(json.dumps(res))
+        return 0
+    if args.mode == "ab":
+        if args.root is None:
+            ap.error("ab needs --root (the tree to compare with, e.g. a worktree of main)")
+        ab(args.root, args.clips, args.repeat)
         return 0
     det = YuNetDetector(threads=1)
     frame = real_frame(args.data)
