@@ -54,6 +54,7 @@ elif str(ROOT) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from videodetector.core import models  # noqa: E402
 from videodetector.core.models import YuNetDetector, nms  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
@@ -150,6 +151,13 @@ def phases(det: YuNetDetector, img: np.ndarray, n: int) -> dict[str, float]:
         return boxes, scores, lms
 
     boxes, scores, _ = decode()
+    new: dict[str, float] = {}
+    if hasattr(models, "input_blob"):  # this tree's steps (not in main's)
+        buf = models.input_blob(img, ch, cw, np.empty(0, np.float32))[1]
+        contiguous = np.ascontiguousarray(blob)
+        new = {"input_blob": cpu_ms(lambda: models.input_blob(img, ch, cw, buf), n),
+               "run_contiguous": cpu_ms(lambda: sess.run(None, {"input": contiguous}), n),
+               "decode_new": cpu_ms(lambda: det._decode(out, ch, cw), n)}  # noqa: SLF001
     xyxy = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     sc = np.concatenate(scores) if scores else np.zeros(0, np.float32)
     return {
@@ -161,6 +169,7 @@ def phases(det: YuNetDetector, img: np.ndarray, n: int) -> dict[str, float]:
         "nms": cpu_ms(lambda: nms(xyxy, sc, det.nms_threshold), n),
         "lock": cpu_ms(locked, n),
         "detect": cpu_ms(lambda: det.detect(img, scale=1.0), n),
+        **new,
         "faces": float(len(sc)),
     }
 
@@ -206,11 +215,11 @@ def inpipe(clips: list[str]) -> dict[str, dict[str, float]]:
                "run_ms_per_call": 1000 * float(run_s.mean()) if len(run_s) else 0.0,
                "kpx_per_call": float(px.mean()) if len(px) else 0.0,
                "fit_fixed_ms": float(fixed), "fit_ms_per_kpx": float(per_kpx),
-               "posts": len(posts)}
+               "posts": len(posts), "post_list": posts}
         res["around_run_ms_per_call"] = res["detect_ms_per_call"] - res["run_ms_per_call"]
         results[name] = res
         print(f"{name}: " + " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                     for k, v in res.items()))
+                                     for k, v in res.items() if k != "post_list"))
     return results
 
 
@@ -227,17 +236,19 @@ def ab(root: Path, clips: str, repeat: int) -> dict[str, dict[str, dict[str, flo
             for clip, res in json.loads(out.strip().splitlines()[-1]).items():
                 mine = best[tree].setdefault(clip, {})
                 for k, v in res.items():
-                    mine[k] = min(mine.get(k, v), v)
+                    mine[k] = v if k == "post_list" else min(mine.get(k, v), v)
     print(f"best of {repeat}, interleaved; load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     for clip in best["new"]:
         for k in ("ms_per_frame", "yunet_ms_per_frame", "detect_ms_per_call",
                   "run_ms_per_call", "around_run_ms_per_call", "calls", "posts"):
             a, b = best["main"][clip][k], best["new"][clip][k]
             print(f"{clip:8s} {k:24s} main {a:8.3f} new {b:8.3f} ({b - a:+.3f})")
+        same = best["main"][clip]["post_list"] == best["new"][clip]["post_list"]
+        print(f"{clip:8s} posts (track, frame, quality) the same: {same}")
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=("phases", "calls", "inpipe", "ab"))
     ap.add_argument("--root", type=Path, default=None)
@@ -256,26 +267,28 @@ def main(argv: list[str] | None = None) -> int:
         res = inpipe(args.clips.split(","))
         if args.json:
             print(json.dumps(res))
-        return 0
+        return res
     if args.mode == "ab":
         if args.root is None:
             ap.error("ab needs --root (the tree to compare with, e.g. a worktree of main)")
-        ab(args.root, args.clips, args.repeat)
-        return 0
+        return ab(args.root, args.clips, args.repeat)
     det = YuNetDetector(threads=1)
     frame = real_frame(args.data)
     print(f"load {os.getloadavg()[0]:.1f}; CPU ms per step, median of {args.n}")
+    table = {}
     for w, h in parse_sizes(args.sizes):
         img = crop_of(frame, w, h)
         if args.mode == "calls":
             ms = cpu_ms(lambda img=img: det.detect(img, scale=1.0), args.n)
             print(f"{w}x{h}: detect {ms:.3f} ms")
+            table[f"{w}x{h}"] = {"detect": ms}
             continue
         res = phases(det, img, args.n)
         steps = " ".join(f"{k} {v:.3f}" for k, v in res.items() if k != "faces")
         print(f"{w}x{h} ({int(res['faces'])} raw boxes): {steps}")
-    return 0
+        table[f"{w}x{h}"] = res
+    return table
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
