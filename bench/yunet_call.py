@@ -226,23 +226,33 @@ def inpipe(clips: list[str]) -> dict[str, dict[str, float]]:
 def ab(root: Path, clips: str, repeat: int) -> dict[str, dict[str, dict[str, float]]]:
     """{tree: {clip: {figure: lowest over the runs}}} for this tree ("new") and ``root``."""
     best: dict[str, dict[str, dict[str, float]]] = {"main": {}, "new": {}}
+    pairs: dict[tuple[str, str], list[float]] = {}  # (clip, figure): new - main, per round
     load0 = os.getloadavg()[0]
     for _ in range(repeat):
+        last: dict[str, dict] = {}
         for tree, path in (("main", root), ("new", ROOT)):
             env = dict(os.environ, PYTHONPATH=str(path))
             out = subprocess.run([sys.executable, __file__, "inpipe", "--clips", clips, "--json",
                                   "--root", str(path)], env=env, check=True,
                                  capture_output=True, text=True).stdout
-            for clip, res in json.loads(out.strip().splitlines()[-1]).items():
+            last[tree] = json.loads(out.strip().splitlines()[-1])
+            for clip, res in last[tree].items():
                 mine = best[tree].setdefault(clip, {})
                 for k, v in res.items():
                     mine[k] = v if k == "post_list" else min(mine.get(k, v), v)
+        for clip, res in last["new"].items():
+            for k in ("ms_per_frame", "yunet_ms_per_frame"):
+                pairs.setdefault((clip, k), []).append(res[k] - last["main"][clip][k])
     print(f"best of {repeat}, interleaved; load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     for clip in best["new"]:
         for k in ("ms_per_frame", "yunet_ms_per_frame", "detect_ms_per_call",
                   "run_ms_per_call", "around_run_ms_per_call", "calls", "posts"):
             a, b = best["main"][clip][k], best["new"][clip][k]
             print(f"{clip:8s} {k:24s} main {a:8.3f} new {b:8.3f} ({b - a:+.3f})")
+        for k in ("ms_per_frame", "yunet_ms_per_frame"):
+            diffs = pairs[(clip, k)]
+            print(f"{clip:8s} {k:24s} new - main per round: median {statistics.median(diffs):+.3f}"
+                  f" (" + " ".join(f"{d:+.2f}" for d in diffs) + ")")
         same = best["main"][clip]["post_list"] == best["new"][clip]["post_list"]
         print(f"{clip:8s} posts (track, frame, quality) the same: {same}")
     return best
