@@ -204,3 +204,46 @@ def test_a_call_runs_a_contiguous_reused_blob_without_fetching_output_names(fram
     assert a.flags.c_contiguous and a.shape == (1, 3, 160, 160)
     assert a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
     assert rec.get_outputs_calls == 0
+
+
+def former_nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """The nms() this change replaced (one IoU row per kept box), verbatim."""
+    from videodetector.core.geometry import iou_matrix
+
+    order = np.argsort(-score)
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        order = rest[iou_matrix(xyxy[i], xyxy[rest])[0] <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 80), seed=st.integers(0, 2**32 - 1),
+       thr=st.sampled_from([0.0, 0.3, 0.5, 1.0]), ties=st.booleans())
+def test_nms_keeps_what_the_row_by_row_pass_kept(n, seed, thr, ties):
+    """Clustered boxes (many overlaps, as a detector's candidates), tied scores and
+    degenerate boxes included."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 200, (max(1, n // 8), 2))[rng.integers(0, max(1, n // 8), n)]
+    xy = centres + rng.normal(0, 6, (n, 2))
+    wh = rng.uniform(0, 40, (n, 2))
+    xyxy = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    score = (rng.integers(0, 3, n) / 3 if ties else rng.uniform(0, 1, n)).astype(np.float32)
+    np.testing.assert_array_equal(nms(xyxy, score, thr), former_nms(xyxy, score, thr))
+
+
+def test_nms_above_the_matrix_size_and_with_nan_is_the_row_by_row_pass():
+    from videodetector.core.models import NMS_MATRIX_MAX
+
+    rng = np.random.default_rng(3)
+    n = NMS_MATRIX_MAX + 40
+    xy = rng.uniform(0, 300, (n, 2))
+    xyxy = np.concatenate([xy, xy + rng.uniform(5, 60, (n, 2))], axis=1).astype(np.float32)
+    score = rng.uniform(0, 1, n).astype(np.float32)
+    np.testing.assert_array_equal(nms(xyxy, score, 0.3), former_nms(xyxy, score, 0.3))
+    xyxy[::7, 2] = np.nan  # a NaN IoU suppresses, as the row-wise pass's "<=" did
+    small, s = xyxy[:60], score[:60]
+    np.testing.assert_array_equal(nms(small, s, 0.3), former_nms(small, s, 0.3))

@@ -212,10 +212,26 @@ def with_dynamic_hw(model_bytes: bytes) -> bytes:
 # YuNet face detector
 # ---------------------------------------------------------------------------
 
+NMS_MATRIX_MAX = 512  # boxes: up to this many, one IoU matrix (2 MB a temporary) for all
+
+
 def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression, best score first."""
+    """Indices kept by greedy non-maximum suppression, best score first.
+
+    Up to ``NMS_MATRIX_MAX`` boxes the IoU of every pair is computed at once (the same
+    float64 formula per pair as row by row, so the same boxes are kept) and the greedy pass
+    only reads it: a YuNet call has ~5-100 candidate boxes and the per-kept-box IoU calls
+    cost more than the matrix."""
     order = np.argsort(-score)
     keep: list[int] = []
+    if len(order) <= NMS_MATRIX_MAX:
+        iou = iou_matrix(xyxy, xyxy)
+        gone = np.zeros(len(order), bool)
+        for i in order:
+            if not gone[i]:
+                keep.append(int(i))
+                gone |= ~(iou[i] <= iou_threshold)  # as the row-wise pass: NaN suppresses
+        return np.asarray(keep, dtype=np.int64)
     while order.size:
         i = order[0]
         keep.append(int(i))
