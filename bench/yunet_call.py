@@ -11,7 +11,9 @@ Run from the project root (about 20 s):
 cameras), the steps of ``YuNetDetector.detect`` one by one on a crop of a real frame
 (mpf_video_01 when ../shared/data is present, else the synthetic indoor clip): the padded
 canvas, the float32 NCHW blob, ``session.run`` (the onnxruntime Python binding included),
-``get_outputs()``, the per-stride decode, NMS and the lock. ``calls`` times whole
+``get_outputs()``, the per-stride decode, NMS and the lock, as the former ``detect`` did
+them (and, when the tree has them, the new ``input_blob``, ``session.run`` on its contiguous
+blob and the new decode); "detect" is the tree's whole call. ``calls`` times whole
 ``detect`` calls per size. Figures are CPU time of this thread (``time.thread_time_ns``),
 the median of ``--n`` repetitions after a warm-up: onnxruntime with one intra-op thread runs
 in the calling thread, so this is the call's whole CPU.
