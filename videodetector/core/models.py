@@ -212,16 +212,60 @@ def with_dynamic_hw(model_bytes: bytes) -> bytes:
 # YuNet face detector
 # ---------------------------------------------------------------------------
 
+NMS_MATRIX_MAX = 512  # boxes: up to this many, one IoU matrix (2 MB a temporary) for all
+
+
 def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression, best score first."""
+    """Indices kept by greedy non-maximum suppression, best score first.
+
+    Up to ``NMS_MATRIX_MAX`` boxes the IoU of every pair is computed at once (the same
+    float64 formula per pair as row by row, so the same boxes are kept) and the greedy pass
+    only reads it: a YuNet call has ~5-100 candidate boxes and the per-kept-box IoU calls
+    cost more than the matrix."""
     order = np.argsort(-score)
     keep: list[int] = []
+    if len(order) <= NMS_MATRIX_MAX:
+        iou = iou_matrix(xyxy, xyxy)
+        gone = np.zeros(len(order), bool)
+        for i in order:
+            if not gone[i]:
+                keep.append(int(i))
+                gone |= ~(iou[i] <= iou_threshold)  # as the row-wise pass: NaN suppresses
+        return np.asarray(keep, dtype=np.int64)
     while order.size:
         i = order[0]
         keep.append(int(i))
         rest = order[1:]
         order = rest[iou_matrix(xyxy[i], xyxy[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+KEEP_BLOB_FLOATS = 3 * 736 * 1280  # input buffers up to 720p are kept between calls
+
+
+def input_blob(image: np.ndarray, ch: int, cw: int, buffer: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(blob, buffer): ``image`` (h x w x 3 uint8, h <= ch, w <= cw) as a C-contiguous
+    (1, 3, ch, cw) float32 blob, zero-padded bottom and right, written into ``buffer`` (a
+    flat float32 array) when it is large enough. ``buffer`` is returned grown to fit when it
+    was smaller and the blob has at most ``KEEP_BLOB_FLOATS`` values, so a caller reusing it
+    reallocates only when the input grows. Transposing and converting into place is one copy;
+    ``canvas.transpose(2, 0, 1).astype(np.float32)`` kept the HWC memory order, so onnxruntime
+    copied it once more to make it contiguous, and a new array per call cost page faults."""
+    h, w = image.shape[:2]
+    if image.dtype != np.uint8:  # as the uint8 canvas it replaces did
+        image = image.astype(np.uint8)
+    n = 3 * ch * cw
+    if buffer.size < n:
+        fresh = np.empty(n, np.float32)
+        buffer = fresh if n <= KEEP_BLOB_FLOATS else buffer
+    else:
+        fresh = buffer
+    blob = fresh[:n].reshape(1, 3, ch, cw)
+    blob[0, :, :h, :w] = image.transpose(2, 0, 1)
+    blob[0, :, h:, :] = 0
+    blob[0, :, :h, w:] = 0
+    return blob, buffer
 
 
 class YuNetDetector:
@@ -256,6 +300,10 @@ class YuNetDetector:
         self._session = onnx_session(YUNET, threads, dynamic_hw=True)
         self._lock = threading.Lock()  # a session is thread-safe, but keep runs serial per object
         self._grids: dict[tuple[int, int, int], np.ndarray] = {}
+        self._names = [o.name for o in self._session.get_outputs()]  # once, not per call
+        # The float32 NCHW input, reused between calls (filled and run under the lock): a
+        # fresh one per call cost page faults and a second copy (see input_blob)
+        self._buffer = np.empty(0, np.float32)
 
     def _grid(self, stride: int, height: int, width: int) -> np.ndarray:
         """(col, row) of every cell of a stride's output map, row-major, cached per size."""
@@ -281,30 +329,12 @@ class YuNetDetector:
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
         ch, cw = -(-rh // 32) * 32, -(-rw // 32) * 32  # padded up to a multiple of 32
-        canvas = np.zeros((ch, cw, 3), np.uint8)
-        canvas[:rh, :rw] = bgr if (rh, rw) == (h, w) else cv2.resize(
+        image = bgr if (rh, rw) == (h, w) else cv2.resize(
             bgr, (rw, rh), interpolation=cv2.INTER_AREA)
-        blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
         with self._lock:
-            outs = self._session.run(None, {"input": blob})
-        names = [o.name for o in self._session.get_outputs()]
-        out = dict(zip(names, outs, strict=True))
-        boxes, scores, lms = [], [], []
-        for s in self.STRIDES:
-            cls = np.clip(out[f"cls_{s}"][0, :, 0], 0, 1)
-            obj = np.clip(out[f"obj_{s}"][0, :, 0], 0, 1)
-            score = np.sqrt(cls * obj)
-            sel = score >= self.score_threshold
-            if not sel.any():
-                continue
-            grid = self._grid(s, ch, cw)[sel]
-            bb = out[f"bbox_{s}"][0][sel]
-            kp = out[f"kps_{s}"][0][sel].reshape(-1, 5, 2)
-            centre = (grid + bb[:, :2]) * s
-            size = np.exp(bb[:, 2:4]) * s
-            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
-            lms.append((kp + grid[:, None, :]) * s)
-            scores.append(score[sel])
+            blob, self._buffer = input_blob(image, ch, cw, self._buffer)
+            outs = self._session.run(self._names, {"input": blob})
+        boxes, scores, lms = self._decode(dict(zip(self._names, outs, strict=True)), ch, cw)
         if not boxes:
             return Detections.empty()
         xyxy = np.concatenate(boxes) / scale
@@ -319,6 +349,35 @@ class YuNetDetector:
         xyxy, lm, sc = xyxy[valid], lm[valid], sc[valid]
         keep = nms(xyxy, sc, self.nms_threshold)
         return Detections(xyxy[keep], sc[keep], lm[keep])
+
+    def _decode(self, out: dict[str, np.ndarray], ch: int, cw: int
+                ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """(boxes, scores, landmarks) per stride with a face, in input-canvas pixels.
+
+        Only the cells that can reach the threshold are scored: sqrt(clip(cls) * clip(obj))
+        >= t needs cls and obj >= t * t (both are at most 1 after clipping), and the candidates
+        get the same float32 operations as a full map would, so the result is the same."""
+        floor = self.score_threshold ** 2 * (1 - 1e-4)  # a superset, whatever the rounding
+        boxes, scores, lms = [], [], []
+        for s in self.STRIDES:
+            cls, obj = out[f"cls_{s}"][0, :, 0], out[f"obj_{s}"][0, :, 0]
+            cand = np.flatnonzero((cls >= floor) & (obj >= floor))
+            if not cand.size:
+                continue
+            score = np.sqrt(np.clip(cls[cand], 0, 1) * np.clip(obj[cand], 0, 1))
+            hit = score >= self.score_threshold
+            sel = cand[hit]
+            if not sel.size:
+                continue
+            grid = self._grid(s, ch, cw)[sel]
+            bb = out[f"bbox_{s}"][0][sel]
+            kp = out[f"kps_{s}"][0][sel].reshape(-1, 5, 2)
+            centre = (grid + bb[:, :2]) * s
+            size = np.exp(bb[:, 2:4]) * s
+            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            lms.append((kp + grid[:, None, :]) * s)
+            scores.append(score[hit])
+        return boxes, scores, lms
 
 
 # ---------------------------------------------------------------------------
