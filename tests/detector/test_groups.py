@@ -335,3 +335,25 @@ def test_a_killed_camera_process_is_restarted_alone_and_nothing_is_stored_twice(
     for r in received:
         keys[(r.part("cam_id").text, r.part("timestamp").text, r.part("bbox").text)].add(r.key)
     assert all(len(k) == 1 for k in keys.values()), keys
+
+
+def test_auto_adds_a_process_per_8_cameras_and_a_camera_stays_at_home(monkeypatch) -> None:
+    """The assignment alone (no process is started: ``_spawn`` is left out)."""
+    from videodetector.detector import groups as groups_module
+    from videodetector.detector.pipeline import CameraSpec
+
+    monkeypatch.setattr(groups_module.CameraGroups, "_spawn", lambda self, slot: None)
+    monkeypatch.setattr(groups_module.os, "cpu_count", lambda: 2)
+    groups = groups_module.CameraGroups(parse_config([*BASE, "--camera-processes", "auto"]))
+    with groups._lock:
+        groups._add_slot()  # what start() does, without the supervisor
+    runs = [groups.worker(CameraSpec(f"c{i}", "rtsp://cam/1")).start() for i in range(20)]
+    assert len(groups.slots) == 2  # 9 cameras and more: 2 processes, at most the 2 cores
+    assert [len(s.runs) for s in groups.slots] == [10, 10]
+    first = groups.home["c0"]
+    runs[0].stop()  # its child is "gone" here: the run ends at once
+    assert not runs[0].is_alive()
+    groups.worker(CameraSpec("c0", "rtsp://cam/2")).start()
+    assert groups.home["c0"] == first  # back where its poster (and spool) is
+    with pytest.raises(ValueError, match="unsupported scheme"):
+        groups.worker(CameraSpec("bad", "ftp://cam/1"))

@@ -167,6 +167,7 @@ class CameraRun:
         self.camera = camera
         self.run = next(self._numbers)
         self.error: str | None = None
+        self.stopping = False  # stop() was called: never started again
         self._groups = groups
         self._ended = threading.Event()
 
@@ -318,6 +319,7 @@ class CameraGroups:
         figures), as the manager forgets a removed camera."""
         cam_id = run.camera.cam_id
         with self._lock:
+            run.stopping = True
             slot = self.slots[self.home[cam_id]]
             sent = slot.send(StopCamera(cam_id, run.run))
             if slot.runs.get(cam_id) is run and not sent:
@@ -385,6 +387,10 @@ class CameraGroups:
                       ", ".join(slot.cameras()) or "(none)", delay)
             slot.process.join(0)
             slot.process = None
+            for cam_id, run in list(slot.runs.items()):
+                if run.stopping:  # its stop was sent, not answered: it is stopped now
+                    del slot.runs[cam_id]
+                    run.ended()
             slot.restarts += 1
             slot.restart_at = time.monotonic() + delay
             slot.exposition = ""
