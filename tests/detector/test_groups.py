@@ -357,3 +357,22 @@ def test_auto_adds_a_process_per_8_cameras_and_a_camera_stays_at_home(monkeypatc
     assert groups.home["c0"] == first  # back where its poster (and spool) is
     with pytest.raises(ValueError, match="unsupported scheme"):
         groups.worker(CameraSpec("bad", "ftp://cam/1"))
+
+
+def test_single_pass_ends_when_every_camera_of_every_process_has_ended(
+        backend: Backend, tmp_path: Path) -> None:
+    """A file that ends in its child ends its run in the parent: --single-pass returns."""
+    from videodetector.detector.cli import Daemon as RealDaemon
+
+    short = write_clip(tmp_path / "short.mp4", [], seconds=0.5)
+    backend.cameras = [{"id": c, "url": str(short), "detector": "g"} for c in ("a", "b", "c")]
+    cfg = parse_config(["--detector-name", "g", "--api-url", backend.url, "--api-token", "t",
+                        "--camera-url", "/v1/camera", "--single-pass", "--health-interval", "0",
+                        "--spool-dir", str(tmp_path / "spool"), "--camera-processes", "2"])
+    daemon = RealDaemon(cfg)
+    assert daemon.run() == 0
+    assert daemon.manager is not None and daemon.groups is not None
+    runs = daemon.manager.workers
+    assert sorted(runs) == ["a", "b", "c"] and not any(r.is_alive() for r in runs.values())
+    assert all(r.error is None for r in runs.values())
+    assert not any(alive(pid) for pid in daemon.groups.pids())
