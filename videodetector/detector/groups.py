@@ -480,6 +480,7 @@ class ChildLoop:
         self.conn = conn
         self.runs: dict[str, int] = {}  # cam_id -> run number of its worker
         self.reported: set[str] = set()  # cameras whose end was reported
+        self.stopping: dict[str, tuple[int, Any]] = {}  # cam_id -> (run, worker told to stop)
 
     def run(self) -> None:
         from videodetector.detector.post.health import HealthReporter
@@ -498,6 +499,8 @@ class ChildLoop:
         finally:
             if health is not None:
                 health.stop()
+            for _run, worker in self.stopping.values():  # what they post goes first
+                worker.join(10)
             self.daemon._shutdown()
             self.conn.close()
 
@@ -532,7 +535,7 @@ class ChildLoop:
 
     def _start(self, message: StartCamera) -> None:
         cam_id = message.camera.cam_id
-        self._remove(cam_id)
+        self._forget(cam_id)
         self.runs[cam_id] = message.run
         self.reported.discard(cam_id)
         try:
@@ -544,24 +547,32 @@ class ChildLoop:
             self._send(CameraEnded(cam_id, message.run, str(exc)))
 
     def _stop(self, message: StopCamera) -> None:
-        """Stop a camera's worker (its poster goes on delivering its spool, as in one
-        process); the parent may then start it again here. A stop of an older run (the
-        camera was started again since) is ignored."""
+        """Tell a camera's worker to stop (its end is reported by ``_report_ended``, so
+        several cameras stop at once); its poster goes on delivering its spool, as in one
+        process. A stop of an older run (the camera was started again since) is ignored."""
         if self.runs.get(message.cam_id) != message.run:
             return
-        worker = self._remove(message.cam_id)
-        self.reported.add(message.cam_id)
-        self._send(CameraEnded(message.cam_id, message.run, getattr(worker, "error", None)))
+        worker = self.daemon.workers.pop(message.cam_id, None)
+        if worker is None:
+            self._send(CameraEnded(message.cam_id, message.run))
+            return
+        worker.stop()
+        self.stopping[message.cam_id] = (message.run, worker)
 
-    def _remove(self, cam_id: str) -> Any:
-        """Stop and forget ``cam_id``'s worker, if any (the worker, or None)."""
-        worker = self.daemon.workers.pop(cam_id, None)
-        if worker is not None:
-            worker.stop()
-            worker.join(10)
-        return worker
+    def _forget(self, cam_id: str) -> None:
+        """Before ``cam_id`` starts again here: its previous worker, if any, has ended."""
+        previous = [self.daemon.workers.pop(cam_id, None),
+                    self.stopping.pop(cam_id, (0, None))[1]]
+        for worker in previous:
+            if worker is not None:
+                worker.stop()
+                worker.join(10)
 
     def _report_ended(self) -> None:
+        for cam_id, (run, worker) in list(self.stopping.items()):
+            if not worker.is_alive():
+                del self.stopping[cam_id]
+                self._send(CameraEnded(cam_id, run, worker.error))
         for cam_id, worker in list(self.daemon.workers.items()):
             if cam_id not in self.reported and not worker.is_alive():
                 self.reported.add(cam_id)
