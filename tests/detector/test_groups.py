@@ -376,3 +376,14 @@ def test_single_pass_ends_when_every_camera_of_every_process_has_ended(
     assert sorted(runs) == ["a", "b", "c"] and not any(r.is_alive() for r in runs.values())
     assert all(r.error is None for r in runs.values())
     assert not any(alive(pid) for pid in daemon.groups.pids())
+
+
+def test_check_config_prints_auto_and_it_parses_back(tmp_path: Path) -> None:
+    from videodetector.detector.config import format_config
+
+    text = format_config(parse_config([*BASE, "--camera-processes", "auto"]))
+    (line,) = [line for line in text.splitlines() if line.startswith("camera-processes=")]
+    assert line == "camera-processes=auto"  # not 0, which is refused
+    ini = tmp_path / "again.ini"
+    ini.write_text(f"[General]\n{line}\n")
+    assert parse_config([*BASE, "-c", str(ini)]).camera_processes == 0
