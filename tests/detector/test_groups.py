@@ -387,3 +387,26 @@ def test_check_config_prints_auto_and_it_parses_back(tmp_path: Path) -> None:
     ini = tmp_path / "again.ini"
     ini.write_text(f"[General]\n{line}\n")
     assert parse_config([*BASE, "-c", str(ini)]).camera_processes == 0
+
+
+def test_a_child_that_cannot_be_started_again_is_tried_later(monkeypatch, caplog) -> None:
+    """The supervisor's restart: a failed start (no memory for a process, say) is logged and
+    tried again after a longer wait; it never ends the supervision."""
+    from videodetector.detector import groups as groups_module
+
+    groups = groups_module.CameraGroups(parse_config([*BASE, "--camera-processes", "2"]))
+    monkeypatch.setattr(groups_module.CameraGroups, "_spawn", lambda self, slot: None)
+    with groups._lock:
+        groups._add_slot()
+    slot = groups.slots[0]
+    slot.restart_at = 0.0  # dead, its wait over
+
+    def cannot(self, slot):  # type: ignore[no-untyped-def]
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(groups_module.CameraGroups, "_spawn", cannot)
+    before = time.monotonic()
+    groups._restart_due()
+    groups._restart_due()  # not due yet: no second try at once
+    assert slot.restart_at is not None and slot.restart_at >= before + 1.0
+    assert caplog.text.count("could not be started again") == 1

@@ -347,7 +347,10 @@ class CameraGroups:
             else:
                 self._stop.wait(POLL)
             for slot in live:
-                self._drain(slot)
+                try:
+                    self._drain(slot)
+                except Exception:  # a bug here must not end the supervision of the others
+                    log.exception("camera process %d: reading its messages failed", slot.index)
             self._restart_due()
 
     def _drain(self, slot: ChildSlot) -> None:
@@ -398,12 +401,20 @@ class CameraGroups:
             self._metrics.notify_all()
 
     def _restart_due(self) -> None:
+        """Start again the dead children whose wait is over; one that cannot be started
+        (e.g. no memory for a process) is tried again after a longer wait."""
         now = time.monotonic()
         with self._lock:
             for slot in self.slots:
                 if slot.process is None and slot.restart_at is not None and \
                         now >= slot.restart_at and not self._stop.is_set():
-                    self._spawn(slot)
+                    try:
+                        self._spawn(slot)
+                    except Exception as exc:
+                        delay = slot.backoff.next()
+                        slot.restart_at = now + delay
+                        log.error("camera process %d could not be started again: %s; next "
+                                  "try in %.0fs", slot.index, exc, delay)
 
     # -- metrics -----------------------------------------------------------------
     def expositions(self, timeout: float = METRICS_TIMEOUT) -> list[str]:
