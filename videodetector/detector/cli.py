@@ -2,7 +2,8 @@
 
 Single camera: ``fkvideo_detector --source PATH|URL --camid ID --api-url ... --api-token ...``.
 Camera list: ``fkvideo_detector -c /etc/fkvideo/site.ini`` with ``detector-name`` and no
-``source``: the cameras registered under that name in the backend are polled and run.
+``source``: the cameras registered under that name in the backend are polled and run, in
+this process or, with ``--camera-processes N|auto``, in child processes (``groups.py``).
 
 Exit codes: 0 on a clean stop (or when a single file ended), 1 when a single
 source could not be opened/decoded at all, its pipeline kept crashing at one frame, or

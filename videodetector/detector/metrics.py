@@ -14,12 +14,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from videodetector.detector.camera import CAMERA_STATES
+from videodetector.detector.groups import CameraGroups, merge_expositions
 from videodetector.detector.pipeline import SKIP_REASONS
 from videodetector.detector.post.poster import DROP_REASONS
 
 if TYPE_CHECKING:
     from videodetector.detector.cli import Daemon
-    from videodetector.detector.groups import CameraGroups
 
 _KINDS = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily}
 
@@ -191,8 +191,6 @@ class GroupsCollector(Collector):
         self.groups = groups
 
     def collect(self) -> Iterator[Metric]:
-        from videodetector.detector.groups import merge_expositions
-
         yield from merge_expositions(self.groups.expositions())
         workers = self.daemon.manager.workers if self.daemon.manager is not None else {}
         yield GaugeMetricFamily("fkvideo_cameras_running", "Cameras with a live worker",
