@@ -160,7 +160,8 @@ def backend() -> Iterator[Backend]:
 class Daemon:
     """fkvideo_detector in its own process, its log in a file."""
 
-    def __init__(self, backend: Backend, tmp_path: Path, *extra: str) -> None:
+    def __init__(self, backend: Backend, tmp_path: Path, *extra: str,
+                 wait_status: bool = True) -> None:
         self.log_path = tmp_path / "daemon.log"
         self.log_file = self.log_path.open("w")
         self.proc = subprocess.Popen(
@@ -168,8 +169,10 @@ class Daemon:
              "--api-url", backend.url, "--api-token", "t", "--camera-url", "/v1/camera",
              "-t", "1", "--spool-dir", str(tmp_path / "spool"), "--status-port", str(free_port()),
              "-r", "0", "--health-interval", "1", "--start-ts", "2026-01-20 12:34:56", *extra],
-            stdout=self.log_file, stderr=subprocess.STDOUT,
+            stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if not wait_status:
+            return
         found = wait_until(lambda: re.search(r"status endpoint on (http://\S+/metrics)",
                                              self.log()), 60, "the status endpoint")
         self.metrics_url = found.group(1)
@@ -410,3 +413,23 @@ def test_a_child_that_cannot_be_started_again_is_tried_later(monkeypatch, caplog
     groups._restart_due()  # not due yet: no second try at once
     assert slot.restart_at is not None and slot.restart_at >= before + 1.0
     assert caplog.text.count("could not be started again") == 1
+
+
+def test_sigterm_to_the_whole_group_while_the_children_start(backend: Backend, clip: Path,
+                                                             tmp_path: Path) -> None:
+    """systemd stops a service with SIGTERM to all its processes. A child reached by it while
+    it was still starting (before it ignores it) dies of it: that is the stop, not a crash
+    to log and restart, and the daemon does not wait for the cameras it would have run."""
+    backend.cameras = [{"id": c, "url": f"file@25:{clip}", "detector": "g"} for c in ("a", "b")]
+    daemon = Daemon(backend, tmp_path, "--camera-processes", "2", wait_status=False)
+    try:
+        wait_until(lambda: "camera process 1 started" in daemon.log(), 60, "the children")
+        os.killpg(daemon.proc.pid, signal.SIGTERM)
+        started = time.monotonic()
+        assert daemon.proc.wait(60) == 0, daemon.log()
+        log = daemon.log()
+        assert " ERROR " not in log, log
+        assert time.monotonic() - started < 8, log  # not 10 s per camera for dead children
+        assert log.count("camera process 0 started") == 1, log  # not restarted
+    finally:
+        daemon.close()

@@ -96,7 +96,7 @@ class Daemon:
         # --camera-processes other than 1 (camera list only): cameras in child processes
         self.groups: CameraGroups | None = None
         if not cfg.source and cfg.camera_processes != 1:
-            self.groups = CameraGroups(cfg)
+            self.groups = CameraGroups(cfg, stopping=self.stop_event)
         # One camera alone gets both cores for its detector; several share them.
         self.detector_threads = 2 if cfg.source else 1
         # /metrics: this daemon's own registry (several daemons may share a process in tests)

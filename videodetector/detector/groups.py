@@ -231,8 +231,11 @@ class CameraGroups:
     """The camera processes of a daemon (see the module docs)."""
 
     def __init__(self, cfg: DetectorConfig, processes: int | None = None,
-                 context: str = "spawn") -> None:
+                 context: str = "spawn", stopping: threading.Event | None = None) -> None:
+        """``stopping``: set when the daemon stops (a signal): a child that ends then (e.g.
+        the signal reached it while it was starting) is not restarted."""
         self.cfg = cfg
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.processes = cfg.camera_processes if processes is None else processes
         if self.processes != AUTO_PROCESSES and not 1 <= self.processes <= 64:
             raise ValueError(f"camera processes must be 'auto' or 1..64, got {self.processes}")
@@ -378,6 +381,9 @@ class CameraGroups:
             log.warning("camera process %d: unexpected message %r", slot.index, message)
 
     def _on_death(self, slot: ChildSlot) -> None:
+        if self.stopping.is_set():
+            self._ended_while_stopping(slot)
+            return
         with self._lock:
             self._close(slot)
             lived = time.monotonic() - slot.started_at
@@ -400,6 +406,17 @@ class CameraGroups:
         with self._metrics:
             self._metrics.notify_all()
 
+    def _ended_while_stopping(self, slot: ChildSlot) -> None:
+        with self._lock:
+            self._close(slot)
+            log.info("camera process %d (pid %d) ended (%s) while the daemon stops", slot.index,
+                     slot.pid, describe_exit(slot.process.exitcode))
+            for run in slot.runs.values():
+                run.ended()
+            slot.runs.clear()
+        with self._metrics:
+            self._metrics.notify_all()
+
     def _restart_due(self) -> None:
         """Start again the dead children whose wait is over; one that cannot be started
         (e.g. no memory for a process) is tried again after a longer wait."""
@@ -407,7 +424,7 @@ class CameraGroups:
         with self._lock:
             for slot in self.slots:
                 if slot.process is None and slot.restart_at is not None and \
-                        now >= slot.restart_at and not self._stop.is_set():
+                        now >= slot.restart_at and not self.stopping.is_set():
                     try:
                         self._spawn(slot)
                     except Exception as exc:
