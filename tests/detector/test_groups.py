@@ -171,10 +171,15 @@ class Daemon:
              "-r", "0", "--health-interval", "1", "--start-ts", "2026-01-20 12:34:56", *extra],
             stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.metrics_url = ""
         if not wait_status:
             return
-        found = wait_until(lambda: re.search(r"status endpoint on (http://\S+/metrics)",
-                                             self.log()), 60, "the status endpoint")
+        try:
+            found = wait_until(lambda: re.search(r"status endpoint on (http://\S+/metrics)",
+                                                 self.log()), 60, "the status endpoint")
+        except BaseException:
+            self.close()  # no daemon (and its children) left behind
+            raise
         self.metrics_url = found.group(1)
 
     def log(self) -> str:
@@ -192,9 +197,14 @@ class Daemon:
         return series
 
     def close(self) -> None:
+        """SIGTERM (the children stop with it), then SIGKILL to the whole group."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
         self.log_file.close()
 
 

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 CAMERAS_PER_PROCESS = 8  # camera-processes=auto: one process per this many cameras
 RESTART_BACKOFF = (1.0, 30.0)  # s: first and longest wait before a dead child is restarted
 HEALTHY_AFTER = 60.0  # s: a child that lived this long restarts after the shortest wait
+SIGNAL_GRACE = 2.0  # s: a child killed by SIGTERM/SIGINT waits this long for the daemon's stop
 POLL = 0.2  # s: how often the supervisor and the children look at their pipes
 METRICS_TIMEOUT = 2.0  # s a scrape waits for the children's figures
 STOP_TIMEOUT = 40.0  # s the parent waits for a child to stop (workers 10 s + flush 10 s + start)
@@ -381,6 +382,10 @@ class CameraGroups:
             log.warning("camera process %d: unexpected message %r", slot.index, message)
 
     def _on_death(self, slot: ChildSlot) -> None:
+        if slot.process.exitcode in (-signal.SIGTERM, -signal.SIGINT):
+            # A started child ignores them: it was starting when a signal to the whole group
+            # came (systemd's stop, Ctrl-C), which the daemon's handler is about to see too.
+            self.stopping.wait(SIGNAL_GRACE)
         if self.stopping.is_set():
             self._ended_while_stopping(slot)
             return
