@@ -49,7 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from videodetector.core.backoff import Backoff
 from videodetector.core.sourcespec import parse_source
-from videodetector.detector.config import AUTO_PROCESSES, DetectorConfig
+from videodetector.detector.config import AUTO_PROCESSES, MAX_CAMERA_PROCESSES, DetectorConfig
 from videodetector.detector.pipeline import CameraSpec
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,9 @@ class CameraGroups:
         self.cfg = cfg
         self.stopping = stopping if stopping is not None else threading.Event()
         self.processes = cfg.camera_processes if processes is None else processes
-        if self.processes != AUTO_PROCESSES and not 1 <= self.processes <= 64:
-            raise ValueError(f"camera processes must be 'auto' or 1..64, got {self.processes}")
+        if self.processes != AUTO_PROCESSES and not 1 <= self.processes <= MAX_CAMERA_PROCESSES:
+            raise ValueError(f"camera processes must be 'auto' or 1..{MAX_CAMERA_PROCESSES}, "
+                             f"got {self.processes}")
         self.slots: list[ChildSlot] = []
         self.home: dict[str, int] = {}  # cam_id -> the slot that runs it (and its poster)
         self._ctx = multiprocessing.get_context(context)
@@ -269,14 +270,13 @@ class CameraGroups:
             slot.send(Shutdown())
         deadline = time.monotonic() + STOP_TIMEOUT
         for slot in slots:
-            if slot.process is None:
-                continue
-            slot.process.join(max(0.0, deadline - time.monotonic()))
-            if slot.process.is_alive():
-                log.error("camera process %d (pid %d) did not stop in %gs; killed", slot.index,
-                          slot.pid, STOP_TIMEOUT)
-                slot.process.kill()
-                slot.process.join(5)
+            if slot.process is not None:
+                slot.process.join(max(0.0, deadline - time.monotonic()))
+                if slot.process.is_alive():
+                    log.error("camera process %d (pid %d) did not stop in %gs; killed",
+                              slot.index, slot.pid, STOP_TIMEOUT)
+                    slot.process.kill()
+                    slot.process.join(5)
             self._close(slot)
             for run in slot.runs.values():
                 run.ended()
