@@ -41,6 +41,15 @@ loaded machine use ``--offline``: every camera reads its whole clip unpaced (dec
 thread, as a paced camera is), so the same frames are processed whatever the load and the
 CPU per camera-frame compares between runs; drops mean nothing there. See also
 ``streams_capacity.py`` (cameras per host from those CPU costs).
+
+``--camera-processes P`` runs each N's cameras as ``fkvideo_detector --camera-processes P``
+does: through the daemon's camera processes (``detector/groups.py``: P spawned children,
+each camera in the one with the fewest), one camera list config (no per-camera options).
+The clock starts once every camera has processed a frame (the children's start-up is not
+counted); frames, drops and detector runs are read from the children's /metrics, CPU % and
+ms/frame are the children's CPU (/proc/<pid>/stat, all their threads). "RSS MB" is the
+resident memory of the daemon's processes at the end of the run (without P: this process,
+with the bench's receiver; with P: the children's sum) and "RSS MB/camera" that over N.
 """
 
 from __future__ import annotations
@@ -71,11 +80,13 @@ for _p in (ROOT, ROOT / "bench"):
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from videodetector.core.models import YuNetDetector  # noqa: E402
 from videodetector.detector.camera import CameraWorker  # noqa: E402
 from videodetector.detector.cli import opencv_threads  # noqa: E402
 from videodetector.detector.config import parse_config  # noqa: E402
+from videodetector.detector.groups import CameraGroups  # noqa: E402
 from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
 from videodetector.detector.post.poster import Poster  # noqa: E402
 from videodetector.detector.post.spool import Spool  # noqa: E402
@@ -275,6 +286,30 @@ class StreamsRow:
     # the daemon's threads only (cameras, readers, poster, native pools): without the bench's
     # receiver and main thread
     daemon_ms_per_frame: float
+    rss_mb: float = 0.0  # resident memory of the daemon's processes at the end of the run
+    rss_mb_per_camera: float = 0.0
+    processes: int = 1  # --camera-processes (1: the cameras in this process)
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process in MB (Linux /proc; 0 elsewhere or when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + sys, all threads) of a process (Linux /proc; 0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,
@@ -337,7 +372,8 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
     groups = cpu_by_group(threads0, threads1, names)
     if profile:
         print_profile(n, processed, frames_in, groups, stage_seconds(histograms), cpu)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = host_cores()
+    rss = rss_mb()
     return StreamsRow(
         streams=n, seconds=round(wall, 1), frames_in=frames_in, processed=processed,
         dropped=dropped, drop_pct=round(100 * dropped / max(frames_in, 1), 2),
@@ -346,6 +382,77 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
         posted=receiver.posts - posts0, load=round(load, 2),
         cpu_ms_per_frame=round(1000 * cpu / max(processed, 1), 2),
         daemon_ms_per_frame=round(1000 * daemon_cpu(groups) / max(processed, 1), 2),
+        rss_mb=round(rss, 1), rss_mb_per_camera=round(rss / n, 1),
+    )
+
+
+def host_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+# the per-camera counters summed over the cameras (from the children's /metrics)
+GROUP_COUNTERS = {"frames_in": "fkvideo_frames_in_total", "dropped": "fkvideo_frames_dropped_total",
+                  "processed": "fkvideo_frames_processed_total",
+                  "runs": "fkvideo_detector_runs_total"}
+
+
+def group_counters(groups: CameraGroups) -> tuple[dict[str, float], set[str]]:
+    """(GROUP_COUNTERS summed over the cameras, cameras with a processed frame)."""
+    totals = dict.fromkeys(GROUP_COUNTERS, 0.0)
+    names = {metric: key for key, metric in GROUP_COUNTERS.items()}
+    started: set[str] = set()
+    for text in groups.expositions(timeout=10):
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in names:
+                    totals[names[sample.name]] += sample.value
+                if sample.name == "fkvideo_frames_processed_total" and sample.value > 0:
+                    started.add(sample.labels["cam_id"])
+    return totals, started
+
+
+def run_streams_in_processes(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,
+                             extra: Sequence[str], spool_root: Path, processes: int
+                             ) -> StreamsRow:
+    """``n`` cameras through the daemon's camera processes (``--camera-processes``): the
+    same figures as :func:`run_streams`, counted from when every camera has processed a
+    frame, with the children's CPU."""
+    load = os.getloadavg()[0]
+    cfg = parse_config(["--detector-name", "bench", "--api-url", receiver.url,
+                        "--api-token", "bench", "--spool-dir", str(spool_root / f"n{n}"),
+                        "--log-level", "WARNING", "--health-interval", "0",
+                        "--camera-processes", str(processes), *extra])
+    groups = CameraGroups(cfg).start()
+    try:
+        runs = [groups.worker(CameraSpec(f"cam{i + 1}", f"file@{FPS}:{clips[i % len(clips)]}"))
+                .start() for i in range(n)]
+        deadline = time.monotonic() + 120
+        while len(group_counters(groups)[1]) < n and time.monotonic() < deadline:
+            time.sleep(0.5)
+        before, _ = group_counters(groups)
+        pids = groups.pids()
+        cpu0, posts0, t0 = sum(map(process_cpu, pids)), receiver.posts, time.monotonic()
+        time.sleep(seconds)
+        after, _ = group_counters(groups)
+        cpu, wall = sum(map(process_cpu, pids)) - cpu0, time.monotonic() - t0
+        rss = sum(rss_mb(pid) for pid in pids)
+        posted = receiver.posts - posts0
+        for run in runs:
+            run.stop()
+    finally:
+        groups.stop()
+    got = {key: int(after[key] - before[key]) for key in GROUP_COUNTERS}
+    processed = max(got["processed"], 1)
+    return StreamsRow(
+        streams=n, seconds=round(wall, 1), frames_in=got["frames_in"],
+        processed=got["processed"], dropped=got["dropped"],
+        drop_pct=round(100 * got["dropped"] / max(got["frames_in"], 1), 2),
+        cpu_pct=round(100 * cpu / wall / host_cores(), 1),
+        fps_per_stream=round(got["processed"] / wall / n, 1), detector_runs=got["runs"],
+        posted=posted, load=round(load, 2), cpu_ms_per_frame=round(1000 * cpu / processed, 2),
+        daemon_ms_per_frame=round(1000 * cpu / processed, 2), rss_mb=round(rss, 1),
+        rss_mb_per_camera=round(rss / n, 1), processes=processes,
     )
 
 
@@ -439,7 +546,8 @@ COLUMNS = (
     ("cpu_pct", "CPU %", ">"), ("fps_per_stream", "fps/stream", ">"),
     ("detector_runs", "detector runs", ">"), ("posted", "posts", ">"),
     ("cpu_ms_per_frame", "CPU ms/frame", ">"), ("daemon_ms_per_frame", "daemon ms/frame", ">"),
-    ("load", "load before", ">"),
+    ("rss_mb", "RSS MB", ">"), ("rss_mb_per_camera", "RSS MB/camera", ">"),
+    ("processes", "processes", ">"), ("load", "load before", ">"),
 )
 
 
@@ -466,10 +574,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--switch-interval", type=float, default=0.0,
                    help="sys.setswitchinterval in ms (0: Python's 5 ms); a shorter one tells "
                         "a GIL hand-off latency (convoy) from a saturated GIL")
+    p.add_argument("--camera-processes", type=int, default=0,
+                   help="run the cameras in P child processes as fkvideo_detector "
+                        "--camera-processes P does (0: all in this process, as the daemon's "
+                        "default)")
     p.add_argument("--gil-probe", action="store_true",
                    help="also run a thread that sleeps 1 ms over and over and print how late "
                         "it wakes (its wait for the GIL and a core), per N")
     return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.switch_interval < 0:
+        raise ValueError(f"--switch-interval must be >= 0, got {args.switch_interval!r}")
+    if not 0 <= args.camera_processes <= 64:
+        raise ValueError(f"--camera-processes must be 0..64, got {args.camera_processes!r}")
+    if args.camera_processes and (args.profile or args.offline or args.inline
+                                  or args.gil_probe):
+        raise ValueError("--camera-processes: not with --profile, --offline, --inline or "
+                         "--gil-probe (they measure threads of this process)")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -477,8 +600,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     extra = args.detector_args.split()
-    if args.switch_interval < 0:
-        raise ValueError(f"--switch-interval must be >= 0, got {args.switch_interval!r}")
+    check_args(args)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval / 1000)
     if args.profile or args.offline:
@@ -494,15 +616,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
           f"{sys.getswitchinterval() * 1000:g} ms", flush=True)
     print(f"# input: synthetic 1280x720 {FPS} fps indoor clips (faces half of the time), "
           f"motion gating on; fkvideo options: defaults {' '.join(extra)}".rstrip(), flush=True)
-    clip_seconds = args.seconds + 4  # the file must outlast the run
+    # the file must outlast the run (with --camera-processes, also the children's start-up)
+    clip_seconds = args.seconds + (30 if args.camera_processes else 4)
     clips = [indoor_clip(clip_seconds, variant=v) for v in range(args.max_streams)]
     rows: list[StreamsRow] = []
     answer = 0
     with Receiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-spool-") as spool:
         for n in range(args.min_streams, args.max_streams + 1):
             with GilProbe(args.seconds) if args.gil_probe else contextlib.nullcontext() as probe:
-                row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
-                                  args.profile or args.offline, args.offline)
+                if args.camera_processes:
+                    row = run_streams_in_processes(n, clips, receiver, args.seconds, extra,
+                                                   Path(spool), args.camera_processes)
+                else:
+                    row = run_streams(n, clips, receiver, args.seconds, extra, Path(spool),
+                                      args.profile or args.offline, args.offline)
             if probe is not None:
                 print(f"  N={n} GIL probe (1 ms sleeps): {probe.summary()}", flush=True)
             rows.append(row)

@@ -82,6 +82,21 @@ def test_bench_streams_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert "largest N with drops" in capsys.readouterr().out
 
 
+def test_bench_streams_in_camera_processes_smoke(bench) -> None:
+    """--camera-processes: the cameras run in the daemon's child processes; their frames,
+    CPU and memory are counted."""
+    mod = bench("bench_streams")
+    out = mod.main(["--seconds", "2", "--min-streams", "2", "--max-streams", "2",
+                    "--camera-processes", "2"])
+    (row,) = out["rows"]
+    assert row["processes"] == 2 and row["streams"] == 2
+    assert row["frames_in"] > 0 and row["processed"] > 0 and row["cpu_ms_per_frame"] > 0
+    assert row["rss_mb"] > 100 and row["rss_mb_per_camera"] == pytest.approx(
+        row["rss_mb"] / 2, abs=0.1)
+    with pytest.raises(ValueError, match="--camera-processes"):
+        mod.main(["--camera-processes", "2", "--profile"])
+
+
 def test_bench_backend_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     mod = bench("bench_backend")
     out = mod.main(["--sizes", "200", "--enroll", "3", "--requests", "3"])

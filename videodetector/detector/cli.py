@@ -2,7 +2,8 @@
 
 Single camera: ``fkvideo_detector --source PATH|URL --camid ID --api-url ... --api-token ...``.
 Camera list: ``fkvideo_detector -c /etc/fkvideo/site.ini`` with ``detector-name`` and no
-``source``: the cameras registered under that name in the backend are polled and run.
+``source``: the cameras registered under that name in the backend are polled and run, in
+this process or, with ``--camera-processes N|auto``, in child processes (``groups.py``).
 
 Exit codes: 0 on a clean stop (or when a single file ended), 1 when a single
 source could not be opened/decoded at all, its pipeline kept crashing at one frame, or
@@ -30,8 +31,9 @@ from videodetector.core.models import YUNET, ModelError, YuNetDetector, model_pa
 from videodetector.core.naming import path_component
 from videodetector.detector.camera import CameraWorker
 from videodetector.detector.config import ConfigError, DetectorConfig, format_config, parse_config
+from videodetector.detector.groups import CameraGroups
 from videodetector.detector.manager import CameraManager
-from videodetector.detector.metrics import DaemonCollector
+from videodetector.detector.metrics import DaemonCollector, GroupsCollector
 from videodetector.detector.pipeline import CameraSpec
 from videodetector.detector.post.health import HealthReporter
 from videodetector.detector.post.poster import DROP_REASONS, Poster
@@ -65,11 +67,14 @@ class CamIdFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, process: int | None = None) -> None:
+    """Records to stderr with the camera id; ``process``: the index of a camera process
+    (``--camera-processes``), shown before the logger's name."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(CamIdFilter())
     # journald adds its own timestamps; a terminal user still wants them.
-    fmt = "%(levelname)s [%(cam_id)s] %(name)s: %(message)s"
+    where = "" if process is None else f"camera-process-{process} "
+    fmt = f"%(levelname)s [%(cam_id)s] {where}%(name)s: %(message)s"
     if not os.environ.get("INVOCATION_ID"):  # not under systemd
         fmt = "%(asctime)s " + fmt
     handler.setFormatter(logging.Formatter(fmt))
@@ -88,12 +93,17 @@ class Daemon:
         self.workers: dict[str, CameraWorker] = {}
         self.posters: dict[str, Poster] = {}
         self.manager: CameraManager | None = None
+        # --camera-processes other than 1 (camera list only): cameras in child processes
+        self.groups: CameraGroups | None = None
+        if not cfg.source and cfg.camera_processes != 1:
+            self.groups = CameraGroups(cfg, stopping=self.stop_event)
         # One camera alone gets both cores for its detector; several share them.
         self.detector_threads = 2 if cfg.source else 1
         # /metrics: this daemon's own registry (several daemons may share a process in tests)
         self.histograms = DetectorHistograms()
         self.registry = CollectorRegistry()
-        self.registry.register(DaemonCollector(self))
+        self.registry.register(DaemonCollector(self) if self.groups is None
+                               else GroupsCollector(self, self.groups))
 
     def make_detector(self) -> YuNetDetector:
         """With --rescale-height the detector sees frames at that height (the pipeline scales
@@ -151,6 +161,10 @@ class Daemon:
     def _run_list(self) -> int:
         log.info("detector %r: polling %s%s every %gs", self.cfg.detector_name,
                  self.cfg.api_url, self.cfg.camera_url, self.cfg.reload_timeout)
+        if self.groups is not None:  # each camera process reports its own cameras' health
+            self.manager = CameraManager(self.cfg, self.groups.start().worker)
+            self.manager.run(self.stop_event)
+            return 0
         self.manager = CameraManager(self.cfg, self.make_worker)
         manager = self.manager
         health = None
@@ -165,6 +179,8 @@ class Daemon:
         return 0
 
     def _shutdown(self) -> None:
+        if self.groups is not None:  # each child stops its cameras and flushes its posters
+            self.groups.stop()
         for worker in list(self.workers.values()):
             worker.stop()
         for worker in list(self.workers.values()):

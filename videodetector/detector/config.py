@@ -82,6 +82,9 @@ class DetectorConfig:
     detector_name: str = ""  # -n: key of the camera list on the server (host name by default)
     remote_config: bool = True  # get cameras from the server; forced off when --source is set
     detectors_max: int = 5  # -d: max cameras processed
+    # camera list: processes the cameras run in; 1 = in the daemon's own process, N > 1 =
+    # N child processes, 0 = auto (one per CAMERAS_PER_PROCESS cameras, at most the cores)
+    camera_processes: int = 1
     reload_timeout: float = 15.0  # -t: seconds between camera list updates
     health_interval: float = 5.0  # s between camera health reports to the backend (0: off)
     camera_url: str = "/v0/camera"
@@ -280,6 +283,24 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * 1024**exponent
 
 
+MAX_CAMERA_PROCESSES = 64
+AUTO_PROCESSES = 0  # ``camera-processes=auto``
+
+
+def parse_camera_processes(text: str) -> int:
+    """``"auto"`` -> 0 (:data:`AUTO_PROCESSES`), ``"4"`` -> 4 (the range is checked later)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return AUTO_PROCESSES
+    try:
+        number = int(value)
+    except ValueError:
+        number = AUTO_PROCESSES
+    if number < 1:  # "0" is not a spelling of auto
+        raise ValueError(f"expected 'auto' or a number of processes >= 1, got {text!r}")
+    return number
+
+
 def _url_path(text: str) -> str:
     path = text.strip()
     if not path or "://" in path:
@@ -437,6 +458,11 @@ def _add_stream_options(p: Any) -> None:
     g.add_argument("-n", "--detector-name", help="camera list key on the server (host name)")
     _flag(g, "--remote-config", help="get the camera list from the server (default 1)")
     g.add_argument("-d", "--detectors-max", type=int, help="max cameras processed (5)")
+    g.add_argument("--camera-processes",
+                   type=_arg_type(parse_camera_processes, "processes"),
+                   help="camera list only: run the cameras in N child processes (1..64) or "
+                        "'auto' (one per 8 cameras, at most one per core); 1 = in the daemon's "
+                        "own process (1)")
     g.add_argument("-t", "--reload-timeout", type=_FLOAT, help="s between list updates (15)")
     g.add_argument("--camera-url", type=_arg_type(_url_path, "path"), help="(/v0/camera)")
     g.add_argument("--health-interval", type=_FLOAT,
@@ -656,6 +682,8 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("uc_max_avg_shift", lambda v: v >= 0, ">= 0"),
     ("bbox_scale", lambda v: 0 < v <= 10, "in (0, 10]"),
     ("detectors_max", lambda v: v >= 1, ">= 1"),
+    ("camera_processes", lambda v: v == AUTO_PROCESSES or 1 <= v <= MAX_CAMERA_PROCESSES,
+     f"'auto' or between 1 and {MAX_CAMERA_PROCESSES}"),
     ("reload_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
     ("health_interval", lambda v: v == 0 or 1 <= v <= 300, "0 (off) or 1..300 seconds"),
     ("req_timeout", lambda v: 0 < v <= DAY, f"in (0, {DAY}] seconds"),
@@ -702,6 +730,9 @@ def _combination_problems(cfg: DetectorConfig) -> list[str]:
         problems.append("--camid: needs --source too (a single stream is --source + --camid)")
     if not cfg.source and not cfg.remote_config:
         problems.append("--remote-config: 0 needs a stream given by --source and --camid")
+    if cfg.source and cfg.camera_processes > 1:
+        problems.append(f"--camera-processes: {cfg.camera_processes} needs a camera list (no "
+                        "--source): a single camera runs in the daemon's own process")
     if cfg.sink_url and not cfg.source:
         problems.append("--sink-url: only with a single camera (--source and --camid)")
     return problems
@@ -714,6 +745,8 @@ def format_config(cfg: DetectorConfig) -> str:
         value = getattr(cfg, f.name)
         if f.name == "api_token" and value:
             value = "***"
+        if f.name == "camera_processes" and value == AUTO_PROCESSES:
+            value = "auto"
         lines.append(f"{f.name.replace('_', '-')}={_format_value(value)}")
     return "\n".join(lines)
 

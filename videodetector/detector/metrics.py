@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from videodetector.detector.camera import CAMERA_STATES
+from videodetector.detector.groups import CameraGroups, merge_expositions
 from videodetector.detector.pipeline import SKIP_REASONS
 from videodetector.detector.post.poster import DROP_REASONS
 
@@ -177,6 +178,26 @@ class DaemonCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from collect_metrics(self.daemon)
+
+
+class GroupsCollector(Collector):
+    """The /metrics of a daemon whose cameras run in child processes (--camera-processes):
+    the children's families merged (each camera's series once, from the child that runs
+    it), the daemon's own process-wide series, and one series per child (up, pid, cameras,
+    restarts; ``fkvideo_camera_process_of{cam_id, process}``)."""
+
+    def __init__(self, daemon: Daemon, groups: CameraGroups) -> None:
+        self.daemon = daemon
+        self.groups = groups
+
+    def collect(self) -> Iterator[Metric]:
+        yield from merge_expositions(self.groups.expositions())
+        workers = self.daemon.manager.workers if self.daemon.manager is not None else {}
+        yield GaugeMetricFamily("fkvideo_cameras_running", "Cameras with a live worker",
+                                value=sum(w.is_alive() for w in list(workers.values())))
+        yield GaugeMetricFamily("fkvideo_up_seconds", "Seconds since start",
+                                value=time.time() - self.daemon.started_at)
+        yield from self.groups.process_metrics()
 
 
 def posts_dropped_metric(poster_stats: dict[str, dict[str, int]]) -> Metric:
