@@ -115,11 +115,11 @@ def test_openvino_runtime_and_pool_are_validated():
     assert SFaceEmbedder(model=SFACE_NAME).runtime == "onnxruntime"  # the default is kept
 
 
-# -- issue 10: the SFace call's own cost (input, copies, threads) -------------------------
+# -- issue 10: the SFace call's own cost (input, copies; threads measured, kept) -------------------------
 
-def _streams_pool_vectors(faces: list[np.ndarray], precision: str) -> np.ndarray:
-    """The raw outputs of the pool as it was before: one compilation with two streams, the
-    inference handed to a stream thread."""
+def _old_pool_vectors(faces: list[np.ndarray], precision: str) -> np.ndarray:
+    """The raw outputs of the pool as it was before: the blob made by stack + astype (not
+    contiguous), copied into the request's own input tensor."""
     import openvino as ov
 
     core = ov.Core()
@@ -134,28 +134,13 @@ def _streams_pool_vectors(faces: list[np.ndarray], precision: str) -> np.ndarray
 
 
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
-def test_the_pool_gives_the_vectors_of_the_streams_pool_bit_for_bit(faces, precision):
+def test_the_pool_gives_the_vectors_of_before_bit_for_bit(faces, precision):
     pool = models.OvPool(model_path(models.SFACE), workers=2, precision=precision)
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(lambda f: pool.forward(sface_blob([f]))[0], faces * 2))
-    old = _streams_pool_vectors(faces, precision)
+    old = _old_pool_vectors(faces, precision)
     for i, vec in enumerate(got):
         assert np.array_equal(vec, old[i % len(faces)])
-
-
-def test_the_pool_infers_in_the_calling_thread(faces):
-    """One stream of one thread per compilation: the caller's own thread does the work
-    (before, a stream thread did while the caller waited, ~0.4 ms of CPU per face more)."""
-    import time
-
-    pool = models.OvPool(model_path(models.SFACE), workers=2)
-    blob = sface_blob(faces[:1])
-    pool.forward(blob)
-    thread0, process0 = time.thread_time(), time.process_time()
-    for _ in range(5):
-        pool.forward(blob)
-    thread, process = time.thread_time() - thread0, time.process_time() - process0
-    assert thread >= 0.7 * process, (thread, process)
 
 
 @settings(max_examples=20, deadline=None)

@@ -510,16 +510,15 @@ class NetPool:
 
 
 class OvPool:
-    """OpenVINO CPU compilations of one model, ``workers`` of them, each with one stream of
-    ``threads`` threads and one infer request: a concurrent caller takes a free request and
-    the inference runs *in the caller's thread* (one stream of one thread runs inline).
-    One compilation with ``workers`` streams would hand every inference to a stream thread
-    and wait for it: ~0.4 ms more CPU per face in the waiting thread, the same vectors bit
-    for bit (each extra compilation costs ~20 MB and ~0.4 s of CPU at load).
-    ``precision`` is the CPU plugin's inference precision, set explicitly: on CPUs with
-    AMX/AVX512-BF16 the plugin's default is ``bf16``, which changes the vectors. The batch
-    dimension is made dynamic (the graph declares 1), so one call can embed several faces
-    (bit-identical to one face per call, measured)."""
+    """One OpenVINO CPU compiled model with ``workers`` infer requests, one per concurrent
+    caller (a request is not thread-safe; the compiled model runs ``workers`` streams of
+    ``threads`` threads each, which share one copy of the repacked weights: one compilation
+    per worker, each inferring in its caller's thread, measured no less CPU per face under
+    8 concurrent callers and ~20 MB more per worker). ``precision`` is the CPU plugin's
+    inference precision, set explicitly: on CPUs with AMX/AVX512-BF16 the plugin's default
+    is ``bf16``, which changes the vectors. The batch dimension is made dynamic (the graph
+    declares 1), so one call can embed several faces (bit-identical to one face per call,
+    measured)."""
 
     PRECISIONS = ("f32", "bf16")
 
@@ -539,16 +538,15 @@ class OvPool:
         model = core.read_model(str(path))
         model.reshape({0: [-1, *list(model.inputs[0].get_shape())[1:]]})
         self.precision = precision
-        config = {
-            "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1,
-            "INFERENCE_NUM_THREADS": threads,
+        self._compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": workers,
+            "INFERENCE_NUM_THREADS": workers * threads,
             # the backend shares its cores with its HTTP threads and other processes
             "ENABLE_CPU_PINNING": False,
-        }
-        self._compiled = [core.compile_model(model, "CPU", config) for _ in range(workers)]
+        })
         self._free: queue.Queue = queue.Queue()
-        for compiled in self._compiled:
-            self._free.put(compiled.create_infer_request())
+        for _ in range(workers):
+            self._free.put(self._compiled.create_infer_request())
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
         """The first output for an (N, C, H, W) float32 blob, a copy, shape (N, ...)."""
