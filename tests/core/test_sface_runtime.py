@@ -115,7 +115,7 @@ def test_openvino_runtime_and_pool_are_validated():
     assert SFaceEmbedder(model=SFACE_NAME).runtime == "onnxruntime"  # the default is kept
 
 
-# -- issue 10: the SFace call's own cost (input, copies; threads measured, kept) -------------------------
+# -- issue 10: the SFace call's own cost (input, copies; threads measured, kept) ---------
 
 def _old_pool_vectors(faces: list[np.ndarray], precision: str) -> np.ndarray:
     """The raw outputs of the pool as it was before: the blob made by stack + astype (not
