@@ -143,6 +143,16 @@ def test_the_pool_gives_the_vectors_of_before_bit_for_bit(faces, precision):
         assert np.array_equal(vec, old[i % len(faces)])
 
 
+def test_the_pool_hands_the_blob_to_openvino_without_a_copy(faces):
+    pool = models.OvPool(model_path(models.SFACE), workers=1)
+    blob = sface_blob(faces[:2])
+    out = pool.forward(blob)
+    req = pool._free.get()  # noqa: SLF001 - the one request, after the call
+    assert np.shares_memory(req.get_input_tensor(0).data, blob)
+    assert not np.shares_memory(out, req.get_output_tensor(0).data)  # the answer is a copy
+    pool._free.put(req)  # noqa: SLF001
+
+
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 4))
 def test_sface_blob_is_the_old_blob_and_contiguous(seed: int, n: int):

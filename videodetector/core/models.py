@@ -544,17 +544,21 @@ class OvPool:
             # the backend shares its cores with its HTTP threads and other processes
             "ENABLE_CPU_PINNING": False,
         })
+        self._tensor = ov.Tensor
         self._free: queue.Queue = queue.Queue()
         for _ in range(workers):
             self._free.put(self._compiled.create_infer_request())
 
     def forward(self, blob: np.ndarray) -> np.ndarray:
         """The first output for an (N, C, H, W) float32 blob, a copy, shape (N, ...)."""
-        blob = np.ascontiguousarray(blob, np.float32)  # shared with the request, not copied
+        # the blob is the request's input as it is (no copy), set directly: infer()'s
+        # dictionary dispatch cost ~0.1 ms of Python per call
+        tensor = self._tensor(np.ascontiguousarray(blob, np.float32), shared_memory=True)
         req = self._free.get()
         try:
-            out = req.infer({0: blob}, share_inputs=True, share_outputs=True)[0]
-            return np.array(out, np.float32, copy=True)
+            req.set_input_tensor(tensor)
+            req.infer()
+            return np.array(req.get_output_tensor(0).data, np.float32, copy=True)
         finally:
             self._free.put(req)
 
