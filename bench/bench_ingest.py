@@ -19,6 +19,7 @@ posts, faces stored, faces/s (faces / wall time), latency p50/p95, the server's 
 face (user + sys, and the part of its event loop thread: HTTP, multipart, responses), the
 part of it spent in the SFace embedding and the rest ("outside SFace": what the ingestion
 path itself costs; timed by ``bench/ingest_probe/sitecustomize.py`` in the server), the
+part of the server's CPU spent in Python's cyclic garbage collector (``gc.callbacks``), the
 client's own CPU per face (this process), "faces/s the server CPU allows" (cores / server
 CPU per face: the capacity figure that does not depend on what else runs on the machine)
 and the server's RSS after the run.
@@ -188,9 +189,9 @@ def probe_env(probe_file: Path) -> dict[str, str]:
     return {"PYTHONPATH": path, "BENCH_INGEST_PROBE": str(probe_file)}
 
 
-def embed_seconds(pid: int, probe_file: Path | None) -> float | None:
-    """The server's CPU seconds in ``FaceEngine.embed_aligned`` so far (None: no probe):
-    asked with SIGUSR1, answered in ``probe_file``."""
+def probe_seconds(pid: int, probe_file: Path | None) -> tuple[float, float] | None:
+    """The server's CPU seconds in ``FaceEngine.embed_aligned`` and in Python's garbage
+    collector so far (None: no probe): asked with SIGUSR1, answered in ``probe_file``."""
     if probe_file is None:
         return None
     probe_file.unlink(missing_ok=True)
@@ -198,7 +199,8 @@ def embed_seconds(pid: int, probe_file: Path | None) -> float | None:
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         try:
-            return float(probe_file.read_text())
+            embed, gc_cpu = (float(v) for v in probe_file.read_text().split())
+            return embed, gc_cpu
         except (OSError, ValueError):  # not written yet
             time.sleep(0.02)
     return None
@@ -208,7 +210,7 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
                 posts: int, only_norm: bool, probe_file: Path | None = None) -> dict:
     poster = Poster(server.url, token, snaps, only_norm, f"run{clients}-{time.time()}")
     pid = server.proc.pid
-    embed0 = embed_seconds(pid, probe_file)
+    probe0 = probe_seconds(pid, probe_file)
     cpu0 = ServerCpu.of(pid)
     client0 = time.process_time()
     threads = [threading.Thread(target=poster.client, args=(posts,)) for _ in range(clients)]
@@ -220,9 +222,11 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
     wall = time.perf_counter() - t0
     cpu = ServerCpu.of(pid) - cpu0
     client = time.process_time() - client0
-    embed1 = embed_seconds(pid, probe_file)
+    probe1 = probe_seconds(pid, probe_file)
     faces = max(1, poster.faces)
-    embed = None if embed0 is None or embed1 is None else (embed1 - embed0) / faces
+    embed = gc_cpu = None
+    if probe0 is not None and probe1 is not None:
+        embed, gc_cpu = ((b - a) / faces for a, b in zip(probe0, probe1, strict=True))
     ms = 1000 * np.array(poster.latencies)
     for err in poster.errors:
         print(f"  error: {err}", flush=True)
@@ -237,6 +241,7 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
             "embed_ms": None if embed is None else round(1000 * embed, 1),
             "outside_ms": None if embed is None else round(1000 * (cpu.total / faces - embed),
                                                            1),
+            "gc_ms": None if gc_cpu is None else round(1000 * gc_cpu, 2),
             "client_ms_per_face": round(1000 * client / faces, 1),
             "capacity": (round(poster.faces / cpu.total * len(os.sched_getaffinity(0)), 1)
                          if cpu.total > 0 else None),
@@ -260,6 +265,7 @@ COLUMNS = (
     ("p95_ms", "p95 ms", ">"), ("cpu_ms_per_face", "server CPU ms/face", ">"),
     ("user_ms", "user", ">"), ("sys_ms", "sys", ">"), ("loop_ms", "event loop", ">"),
     ("embed_ms", "in SFace", ">"), ("outside_ms", "outside SFace", ">"),
+    ("gc_ms", "of which Python GC", ">"),
     ("client_ms_per_face", "client CPU ms/face", ">"),
     ("capacity", "faces/s the server CPU allows", ">"),
     ("rss_mb", "server RSS MB", ">"), ("load", "load after", ">"),

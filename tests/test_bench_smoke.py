@@ -124,6 +124,7 @@ def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         assert 0 < row["embed_ms"] < row["cpu_ms_per_face"]
         assert row["outside_ms"] == pytest.approx(row["cpu_ms_per_face"] - row["embed_ms"],
                                                   abs=0.11)
+        assert 0 <= row["gc_ms"] < row["cpu_ms_per_face"]  # the probe's garbage collections
     stages = {r["stage"]: r["ms"] for r in out["stages"]}
     # the detector's photo is validated (its thumbnail made on first read, thumbs.py)
     assert stages["embed (SFace)"] > 0 and stages["validate photo (thumbnail made on read)"] > 0

@@ -5,8 +5,9 @@ It wraps ``FaceEngine.embed_aligned`` (the SFace run of a face0 post) to add up 
 (``time.thread_time``) the server's threads spend in it, plus the CPU of the native threads
 Python does not know (``/proc/self/task`` minus ``threading.enumerate()``): the model
 runtime's own workers, where OpenVINO runs the inference while the calling thread waits
-(the calling thread alone shows ~1 ms per face). On SIGUSR1 it writes that total (seconds,
-text) to ``$BENCH_INGEST_PROBE``, so the bench can report the server's CPU per face
+(the calling thread alone shows ~1 ms per face). It also adds up the CPU time of Python's
+cyclic garbage collections (``gc.callbacks``). On SIGUSR1 it writes both totals (seconds,
+text: "embedding gc") to ``$BENCH_INGEST_PROBE``, so the bench can report the server's CPU per face
 *outside* the embedding: the part the ingestion path itself costs. Nothing runs between
 signals (a polling thread cost ~0.4 ms of CPU per face).
 """
@@ -38,6 +39,26 @@ def _native_threads_cpu() -> float:
     return total / tick
 
 
+def _time_garbage_collections() -> list[float]:
+    """[CPU seconds (``time.thread_time`` of the collecting thread) spent in Python's cyclic
+    garbage collector so far], kept up to date by a ``gc.callbacks`` hook."""
+    import gc
+
+    total = [0.0]
+    started: dict[int, float] = {}
+
+    def hook(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[threading.get_ident()] = time.thread_time()
+        else:
+            t0 = started.pop(threading.get_ident(), None)
+            if t0 is not None:
+                total[0] += time.thread_time() - t0
+
+    gc.callbacks.append(hook)
+    return total
+
+
 def _install(path: str) -> None:
     from videodetector.backend import engine
 
@@ -55,13 +76,14 @@ def _install(path: str) -> None:
                 total[0] += spent
 
     engine.FaceEngine.embed_aligned = embed_aligned
+    gc_total = _time_garbage_collections()
 
     def report(signum, frame) -> None:  # noqa: ANN001 - a signal handler
         with lock:
             value = total[0] + _native_threads_cpu()
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(repr(value))
+            f.write(f"{value!r} {gc_total[0]!r}")
         os.replace(tmp, path)
 
     signal.signal(signal.SIGUSR1, report)

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import shared_file
 from videodetector.core import models
@@ -111,3 +113,53 @@ def test_openvino_runtime_and_pool_are_validated():
     with pytest.raises(ValueError, match="workers"):
         models.OvPool(model_path(models.SFACE), workers=0)
     assert SFaceEmbedder(model=SFACE_NAME).runtime == "onnxruntime"  # the default is kept
+
+
+# -- issue 10: the SFace call's own cost (input, copies; threads measured, kept) ---------
+
+def _old_pool_vectors(faces: list[np.ndarray], precision: str) -> np.ndarray:
+    """The raw outputs of the pool as it was before: the blob made by stack + astype (not
+    contiguous), copied into the request's own input tensor."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(model_path(models.SFACE)))
+    model.reshape({0: [-1, *list(model.inputs[0].get_shape())[1:]]})
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 2, "INFERENCE_NUM_THREADS": 2,
+        "ENABLE_CPU_PINNING": False})
+    req = compiled.create_infer_request()
+    old_blob = np.stack([f[:, :, ::-1].transpose(2, 0, 1) for f in faces]).astype(np.float32)
+    return np.concatenate([np.array(req.infer({0: b[None]})[0]) for b in old_blob])
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_the_pool_gives_the_vectors_of_before_bit_for_bit(faces, precision):
+    pool = models.OvPool(model_path(models.SFACE), workers=2, precision=precision)
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda f: pool.forward(sface_blob([f]))[0], faces * 2))
+    old = _old_pool_vectors(faces, precision)
+    for i, vec in enumerate(got):
+        assert np.array_equal(vec, old[i % len(faces)])
+
+
+def test_the_pool_hands_the_blob_to_openvino_without_a_copy(faces):
+    pool = models.OvPool(model_path(models.SFACE), workers=1)
+    blob = sface_blob(faces[:2])
+    out = pool.forward(blob)
+    req = pool._free.get()  # noqa: SLF001 - the one request, after the call
+    assert np.shares_memory(req.get_input_tensor(0).data, blob)
+    assert not np.shares_memory(out, req.get_output_tensor(0).data)  # the answer is a copy
+    pool._free.put(req)  # noqa: SLF001
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 4))
+def test_sface_blob_is_the_old_blob_and_contiguous(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    faces = [rng.integers(0, 256, (112, 112, 3), np.uint8) for _ in range(n)]
+    faces[0] = faces[0][::-1] if seed % 2 else faces[0]  # a strided view is taken too
+    blob = sface_blob(faces)
+    old = np.stack([f[:, :, ::-1].transpose(2, 0, 1) for f in faces]).astype(np.float32)
+    assert blob.dtype == np.float32 and blob.flags.c_contiguous
+    assert np.array_equal(blob, old)
