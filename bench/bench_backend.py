@@ -29,36 +29,29 @@ one request at a time.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+import requests
+from _env import ROOT
+from bench_detector import format_table, machine_line
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from bench_detector import format_table, machine_line  # noqa: E402
-
-from videodetector.backend.auth import token_hash  # noqa: E402
-from videodetector.backend.index import DIM, UserIndex  # noqa: E402
-from videodetector.backend.storage import Database, insert  # noqa: E402
-from videodetector.backend.timeutil import iso  # noqa: E402
+from videodetector.backend.auth import token_hash
+from videodetector.backend.index import DIM, UserIndex
+from videodetector.backend.storage import Database, insert
+from videodetector.backend.timeutil import iso
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SYNTHETIC_META = "bench-synthetic"

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
 import requests
 
 BIN = Path(sys.executable).parent
