@@ -12,8 +12,11 @@ PostgreSQL refuses to run as root (CI runs as root): then initdb and the server 
 unprivileged system user ``pgserver`` (created with ``useradd`` when missing, as the pgserver
 package itself does), the data directory is a fresh ``/tmp/fkvideo-pg-*`` owned by it, and the
 folders leading to the binaries are made traversable. The server listens on 127.0.0.1 on a free
-port with ``fsync=off`` (test data, speed). Each test database is ``CREATE DATABASE ...
-TEMPLATE`` of one that has the extension already (a few ms).
+port with ``fsync=off`` (test data, speed). PostgreSQL cannot bind port 0 (its ``port`` is 1 to
+65535), so the port is picked before the start: when another process takes it meanwhile, the
+server fails to bind and starts again on another one (``PORT_ATTEMPTS``); once it is up the port
+is its own (``pg_ctl -w`` waits on the port the server wrote in its pid file). Each test
+database is ``CREATE DATABASE ... TEMPLATE`` of one that has the extension already (a few ms).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 SYSTEM_USER = "pgserver"
 TEMPLATE_DB = "fkvideo_template"
+PORT_ATTEMPTS = 5
 
 
 class PgUnavailable(RuntimeError):
@@ -56,6 +60,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_was_taken(log: Path, offset: int) -> bool:
+    """Whether the server log written from ``offset`` on says its port was in use."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return b"Address already in use" in f.read()
 
 
 def _ensure_user(name: str) -> int:
@@ -158,10 +169,16 @@ class PgCluster:
         if not (pgdata / "PG_VERSION").is_file():
             self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                       "--encoding=UTF8", "--locale=C")
-        self.port = _free_port()
-        opts = self._server_options()
-        self._run("pg_ctl", "-D", str(pgdata), "-w", "-t", "60", "-o", opts,
-                  "-l", str(self.datadir / "log"), "start")
+        log = self.datadir / "log"
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self.port = _free_port()
+            seen = log.stat().st_size if log.exists() else 0
+            try:
+                self.server_start()
+                break
+            except PgUnavailable:
+                if attempt == PORT_ATTEMPTS or not _port_was_taken(log, seen):
+                    raise
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _running(self, pgdata: Path) -> bool:

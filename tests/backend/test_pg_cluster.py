@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests import pg
 from tests.pg import SYSTEM_USER, PgCluster
 
 
@@ -71,3 +73,24 @@ def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, private_dir: 
             cluster.database("no; DROP")
     finally:
         cluster.stop()
+
+
+def test_a_port_taken_before_the_start_is_not_fatal(pg_cluster: PgCluster,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL cannot bind port 0: the port is picked before the start. Another process
+    that took it meanwhile (here: holds it from the start) makes the server start again on
+    another port, not fail the tests."""
+    if pg_cluster.datadir is None:
+        pytest.skip("an outside server (FKVIDEO_TEST_PG): nothing is started here")
+    with socket.create_server(("127.0.0.1", 0)) as stranger:
+        taken = stranger.getsockname()[1]
+        picks = iter([taken])
+        real = pg.__dict__["_free_port"]
+        monkeypatch.setattr(pg, "_free_port", lambda: next(picks, None) or real())
+        cluster = PgCluster.start()
+        try:
+            assert cluster.port != taken
+            with psycopg.connect(cluster.new_database(), autocommit=True) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            cluster.stop()
