@@ -28,12 +28,11 @@ SECRET = "s3cret"
 
 
 class Receiver:
-    """An HTTP receiver on a fixed port that can be killed and started again."""
+    """An HTTP receiver that can be killed and started again: on any free port at its first
+    start (port 0, read back), on that same port at a restart (the webhook names it)."""
 
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = 0
         self.got: list[tuple[int, dict[str, Any], bool]] = []  # (X-Event-Id, body, signed ok)
         self.server: ThreadingHTTPServer | None = None
         self.delay = 0.0  # seconds each answer takes
@@ -60,6 +59,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def kill(self) -> None:
