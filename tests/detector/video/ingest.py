@@ -24,10 +24,15 @@ import av
 LISTEN_SECONDS = 15
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _held_port() -> socket.socket:
+    """A bound, not listening socket on a free port, with SO_REUSEADDR: FFmpeg's listener
+    (which sets SO_REUSEADDR too) can bind the port while this holds it, and no other
+    process's bind to port 0 or outgoing connection picks it meanwhile (FFmpeg cannot bind
+    port 0 and say which port it got). Closed once FFmpeg listens there."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -71,18 +76,19 @@ class IngestServer:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        port = _free_port()
-        threading.Thread(target=self._decode, args=(port,), daemon=True).start()
-        deadline = time.monotonic() + 5
-        while True:  # wait until the FFmpeg listener is up
-            try:
-                upstream = socket.create_connection(("127.0.0.1", port), timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    client.close()
-                    return
-                time.sleep(0.05)
+        with _held_port() as held:
+            port = held.getsockname()[1]
+            threading.Thread(target=self._decode, args=(port,), daemon=True).start()
+            deadline = time.monotonic() + 5
+            while True:  # wait until the FFmpeg listener is up
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        client.close()
+                        return
+                    time.sleep(0.05)
         upstream.settimeout(None)
         threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
         _pipe(upstream, client)
