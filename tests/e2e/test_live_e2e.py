@@ -9,8 +9,9 @@ from pathlib import Path
 
 from tests.detector.video.mjpeg_server import MjpegServer
 from tests.detector.video.rtsp_camera import RtspCamera
-from tests.e2e.conftest import Api, Procs, refusing_port, wait_until
+from tests.e2e.conftest import Api, Procs, wait_until
 from tests.e2e.test_daemon_e2e import post_args
+from tests.ports import held_port
 from videodetector.democlip import Walker, pick_sprites, write_clip
 from videodetector.detector.video.source import open_video
 
@@ -18,7 +19,7 @@ from videodetector.detector.video.source import open_video
 def test_live_stream_drops_and_returns(procs: Procs, tmp_path: Path) -> None:
     # the first connection serves 40 frames then hangs up; later ones stream on
     with (MjpegServer([("serve", 40), ("serve", 100000)], fps=25) as server,
-          refusing_port() as nowhere):
+          held_port() as nowhere):
         det = procs.detector("--source", server.url, "--camid", "lobby",
                              *post_args(nowhere, "t", tmp_path / "spool"))
         wait_until(lambda: det.metric("fkvideo_reconnects_total", "lobby") >= 1, 30,

@@ -21,18 +21,9 @@ import time
 
 import av
 
+from tests.ports import hold_port
+
 LISTEN_SECONDS = 15
-
-
-def _held_port() -> socket.socket:
-    """A bound, not listening socket on a free port, with SO_REUSEADDR: FFmpeg's listener
-    (which sets SO_REUSEADDR too) can bind the port while this holds it, and no other
-    process's bind to port 0 or outgoing connection picks it meanwhile (FFmpeg cannot bind
-    port 0 and say which port it got). Closed once FFmpeg listens there."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -76,7 +67,8 @@ class IngestServer:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        with _held_port() as held:
+        # FFmpeg cannot bind port 0 and say which it got: the port is held until it listens
+        with hold_port() as held:
             port = held.getsockname()[1]
             threading.Thread(target=self._decode, args=(port,), daemon=True).start()
             deadline = time.monotonic() + 5
