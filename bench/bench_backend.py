@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,17 +57,12 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SYNTHETIC_META = "bench-synthetic"
 QUERY = "S001-02-t10_01.jpg"
 LOADED_RE = re.compile(r"loaded (\d+) face embeddings in ([\d.]+) s")
+LISTENING_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
 # ---------------------------------------------------------------------------
 # the server process
 # ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def backend_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "videodetector.backend.cli", *args]
@@ -84,15 +79,17 @@ SYNTHETIC_MODEL = ("--embedding-model", "sface-2021dec")
 
 
 class Server:
-    """``fkvideo_backend serve`` on a free port; stderr goes to a log file we can read."""
+    """``fkvideo_backend serve`` on port 0 (any free port: ``url`` is read from its "listening
+    on" line at the start); stderr goes to a log file we can read."""
+
+    _started = itertools.count()
 
     def __init__(self, data_dir: Path, threads: int, extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.threads = threads
         self.extra_args = list(extra_args)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.url = ""
+        self.log_path = data_dir.parent / f"server-{os.getpid()}-{next(self._started)}.log"
         self.proc: subprocess.Popen | None = None
         self.startup_seconds = 0.0
 
@@ -100,15 +97,17 @@ class Server:
         t0 = time.monotonic()
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
-                backend_cli("serve", "--host", "127.0.0.1", "--port", str(self.port),
+                backend_cli("serve", "--host", "127.0.0.1", "--port", "0",
                             "--data-dir", str(self.data_dir), "--model-threads",
                             str(self.threads), "--log-level", "info", *self.extra_args),
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the backend exited: {self.log_path.read_text()[-2000:]}")
-            if f"listening on {self.url}" not in self.log_path.read_text():
-                time.sleep(0.1)  # not ours yet (another program may hold the free port)
+            if not self.url:
+                found = LISTENING_RE.search(self.log_path.read_text())
+                self.url = f"http://127.0.0.1:{found[1]}" if found else ""
+                time.sleep(0.1)
                 continue
             try:
                 if requests.get(self.url + "/docs", timeout=1).status_code == 200:
