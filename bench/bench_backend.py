@@ -29,52 +29,40 @@ one request at a time.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import itertools
 import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+import requests
+from _env import ROOT
+from bench_detector import format_table, machine_line
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from bench_detector import format_table, machine_line  # noqa: E402
-
-from videodetector.backend.auth import token_hash  # noqa: E402
-from videodetector.backend.index import DIM, UserIndex  # noqa: E402
-from videodetector.backend.storage import Database, insert  # noqa: E402
-from videodetector.backend.timeutil import iso  # noqa: E402
+from videodetector.backend.auth import token_hash
+from videodetector.backend.index import DIM, UserIndex
+from videodetector.backend.storage import Database, insert
+from videodetector.backend.timeutil import iso
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SYNTHETIC_META = "bench-synthetic"
 QUERY = "S001-02-t10_01.jpg"
 LOADED_RE = re.compile(r"loaded (\d+) face embeddings in ([\d.]+) s")
+LISTENING_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
 # ---------------------------------------------------------------------------
 # the server process
 # ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def backend_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "videodetector.backend.cli", *args]
@@ -91,15 +79,17 @@ SYNTHETIC_MODEL = ("--embedding-model", "sface-2021dec")
 
 
 class Server:
-    """``fkvideo_backend serve`` on a free port; stderr goes to a log file we can read."""
+    """``fkvideo_backend serve`` on port 0 (any free port: ``url`` is read from its "listening
+    on" line at the start); stderr goes to a log file we can read."""
+
+    _started = itertools.count()
 
     def __init__(self, data_dir: Path, threads: int, extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.threads = threads
         self.extra_args = list(extra_args)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.url = ""
+        self.log_path = data_dir.parent / f"server-{os.getpid()}-{next(self._started)}.log"
         self.proc: subprocess.Popen | None = None
         self.startup_seconds = 0.0
 
@@ -107,15 +97,17 @@ class Server:
         t0 = time.monotonic()
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
-                backend_cli("serve", "--host", "127.0.0.1", "--port", str(self.port),
+                backend_cli("serve", "--host", "127.0.0.1", "--port", "0",
                             "--data-dir", str(self.data_dir), "--model-threads",
                             str(self.threads), "--log-level", "info", *self.extra_args),
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the backend exited: {self.log_path.read_text()[-2000:]}")
-            if f"listening on {self.url}" not in self.log_path.read_text():
-                time.sleep(0.1)  # not ours yet (another program may hold the free port)
+            if not self.url:
+                found = LISTENING_RE.search(self.log_path.read_text())
+                self.url = f"http://127.0.0.1:{found[1]}" if found else ""
+                time.sleep(0.1)
                 continue
             try:
                 if requests.get(self.url + "/docs", timeout=1).status_code == 200:

@@ -33,32 +33,24 @@ decoding and in ``process()``; detect = ms per YuNet call (inside ``process()``)
 
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-# Before numpy / onnxruntime / OpenCV load: no hidden thread pools beyond the ones we size.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import cv2
+import numpy as np
+from _env import ROOT
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from videodetector.core.models import YuNetDetector  # noqa: E402
-from videodetector.detector.config import parse_config  # noqa: E402
-from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
-from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
+from videodetector.core.models import YuNetDetector
+from videodetector.detector.config import parse_config
+from videodetector.detector.pipeline import CameraSpec, FacePipeline
+from videodetector.detector.video.source import open_video, parse_source
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SHARED_CLIPS = {

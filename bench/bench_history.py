@@ -24,7 +24,6 @@ The machine may be shared; figures measured under load are floors, not the produ
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -34,17 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from videodetector.backend import history  # noqa: E402
-from videodetector.backend.service import Backend  # noqa: E402
-from videodetector.backend.settings import Settings  # noqa: E402
-from videodetector.backend.storage import PageRequest, page_ids  # noqa: E402
+from videodetector.backend import history
+from videodetector.backend.service import Backend
+from videodetector.backend.settings import Settings
+from videodetector.backend.storage import PageRequest, page_ids
 
 USER = 1
 CAMERAS = 16

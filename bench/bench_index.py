@@ -34,27 +34,19 @@ For each size:
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from bench_backend import (  # noqa: E402
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+import requests
+from bench_backend import (
     DEFAULT_DATA,
     Server,
     enrollment_photos,
@@ -64,14 +56,14 @@ from bench_backend import (  # noqa: E402
     rss_mb,
     time_requests,
 )
-from bench_detector import format_table  # noqa: E402
+from bench_detector import format_table
 
-from videodetector.backend.auth import token_hash  # noqa: E402
-from videodetector.backend.index import DIM, IndexRegistry, UserIndex  # noqa: E402
-from videodetector.backend.settings import Settings  # noqa: E402
-from videodetector.backend.storage import Database  # noqa: E402
-from videodetector.backend.timeutil import iso  # noqa: E402
-from videodetector.core.models import SFACE_NAME  # noqa: E402
+from videodetector.backend.auth import token_hash
+from videodetector.backend.index import DIM, IndexRegistry, UserIndex
+from videodetector.backend.settings import Settings
+from videodetector.backend.storage import Database
+from videodetector.backend.timeutil import iso
+from videodetector.core.models import SFACE_NAME
 
 SYNTHETIC_META = "bench-synthetic"
 SIGMA = 0.066

@@ -33,33 +33,25 @@ same load.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+import requests
+from _env import ROOT
+from bench_backend import Server, new_token, rss_mb
+from bench_detector import format_table, indoor_clip, machine_line
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from bench_backend import Server, new_token, rss_mb  # noqa: E402
-from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
-
-from videodetector.detector.snapshot import Snapshot  # noqa: E402
+from videodetector.detector.snapshot import Snapshot
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 

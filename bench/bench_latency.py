@@ -46,16 +46,13 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+from _env import ROOT
+from bench_detector import format_table, indoor_clip, machine_line
 
-import numpy as np  # noqa: E402
-from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
-
-from tests.detector.video.rtsp_camera import RtspCamera  # noqa: E402
-from videodetector.detector.video.source import open_video  # noqa: E402
+from tests.detector.video.rtsp_camera import RtspCamera
+from videodetector.detector.video.source import open_video
 
 FPS = 25
 STREAM_GAP = 2.0  # the daemon posts a silent live stream's tracks after this (camera.py)

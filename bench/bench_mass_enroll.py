@@ -17,28 +17,19 @@ and the job file update.
 
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+from bench_backend import DEFAULT_DATA, Server, enrollment_photos, new_token
+from bench_detector import format_table, machine_line
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from bench_backend import DEFAULT_DATA, Server, enrollment_photos, new_token  # noqa: E402
-from bench_detector import format_table, machine_line  # noqa: E402
-
-from videodetector.tools.enroll_job import JobFile  # noqa: E402
-from videodetector.tools.enroll_run import Runner, RunOptions  # noqa: E402
+from videodetector.tools.enroll_job import JobFile
+from videodetector.tools.enroll_run import Runner, RunOptions
 
 COLUMNS = (
     ("parallel", "--parallel", ">"), ("images", "images", ">"),

@@ -37,29 +37,22 @@ floors, not the machine's capacity: the load average is printed with them.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import av  # noqa: E402
-from bench_detector import (  # noqa: E402
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import av
+from _env import ROOT
+from bench_detector import (
     CACHE,
     DEFAULT_DATA,
     clip_plan,
@@ -68,7 +61,7 @@ from bench_detector import (  # noqa: E402
     machine_line,
     run_pipeline,
 )
-from bench_streams import Receiver  # noqa: E402
+from bench_streams import Receiver
 
 THREADS = 2  # the daemon gives one camera both cores (cli.Daemon.detector_threads)
 PYCACHE = CACHE / "pycache"

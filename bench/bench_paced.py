@@ -47,30 +47,21 @@ says "not supported": no virtual PMU), so caches are probed by the spin/thrash f
 
 from __future__ import annotations
 
+import argparse
 import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import cv2
+import numpy as np
 
 PERIOD = 0.04  # s: 25 fps
 MODES = ("b2b", "paced", "paced+spin", "paced+thrash")

@@ -34,30 +34,24 @@ fsync on):
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from bench_backend import (  # noqa: E402
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+import requests
+from _env import ROOT
+from bench_backend import (
     DEFAULT_DATA,
     Server,
     backend_cli,
@@ -65,8 +59,8 @@ from bench_backend import (  # noqa: E402
     query_photo,
     rss_mb,
 )
-from bench_detector import format_table  # noqa: E402
-from bench_index import (  # noqa: E402
+from bench_detector import format_table
+from bench_index import (
     MODEL,
     SYNTHETIC_META,
     centres,
@@ -78,13 +72,13 @@ from bench_index import (  # noqa: E402
     probes,
 )
 
-from tests.pg import PgCluster  # noqa: E402
-from videodetector.backend import migrate_db  # noqa: E402
-from videodetector.backend.auth import token_hash  # noqa: E402
-from videodetector.backend.pgdb import WRITE_LOCK  # noqa: E402
-from videodetector.backend.service import Backend, NewFace  # noqa: E402
-from videodetector.backend.settings import Settings  # noqa: E402
-from videodetector.backend.timeutil import iso  # noqa: E402
+from tests.pg import PgCluster
+from videodetector.backend import migrate_db
+from videodetector.backend.auth import token_hash
+from videodetector.backend.pgdb import WRITE_LOCK
+from videodetector.backend.service import Backend, NewFace
+from videodetector.backend.settings import Settings
+from videodetector.backend.timeutil import iso
 
 PROBES = 200
 

@@ -16,24 +16,18 @@ but is not a figure on a busy machine. The load average is printed with the tabl
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import cv2
+from _env import ROOT
 
 DEFAULT_PHOTO = ROOT.parent / "shared" / "data" / "stills_meds" / "S001-02-t10_01.jpg"
 DEFAULT_SECOND = ROOT.parent / "shared" / "data" / "stills_meds" / "S001-03-t10_01.jpg"

@@ -17,33 +17,25 @@ models' vectors, two image writes) is timed once. ``faces/s`` = faces done / wal
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import io
 import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+from bench_backend import DEFAULT_DATA, enrollment_photos
+from bench_detector import format_table, machine_line
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import io  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from bench_backend import DEFAULT_DATA, enrollment_photos  # noqa: E402
-from bench_detector import format_table, machine_line  # noqa: E402
-
-from videodetector.backend.auth import create_token  # noqa: E402
-from videodetector.backend.regenerate import Options, Regenerator  # noqa: E402
-from videodetector.backend.service import Backend, FacePost  # noqa: E402
-from videodetector.backend.settings import Settings  # noqa: E402
-from videodetector.core.models import SFACE_INT8_NAME, SFACE_NAME  # noqa: E402
+from videodetector.backend.auth import create_token
+from videodetector.backend.regenerate import Options, Regenerator
+from videodetector.backend.service import Backend, FacePost
+from videodetector.backend.settings import Settings
+from videodetector.core.models import SFACE_INT8_NAME, SFACE_NAME
 
 COLUMNS = (
     ("job", "job", "<"), ("parallel", "--parallel", ">"), ("faces", "faces", ">"),

@@ -21,21 +21,17 @@ and faces/s by the wall clock), and the largest difference to the onnxruntime fl
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from pathlib import Path
 
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
 import cv2
 import numpy as np
+from _env import ROOT
+from bench_detector import format_table, machine_line
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench_detector import format_table, machine_line  # noqa: E402
-
-from videodetector.core.models import (  # noqa: E402
+from videodetector.core.models import (
     SFACE_BF16_NAME,
     SFACE_INT8_NAME,
     SFACE_NAME,

@@ -15,16 +15,14 @@ changed. Nothing is written into the repository.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = ["clips_smallfaces/mpf_five-second-marathon-clip.mkv", "clips_faces/mpf_video_01.mp4",

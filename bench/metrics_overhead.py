@@ -15,6 +15,8 @@ import argparse
 import os
 import time
 
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+
 from videodetector.detector.timing import CameraTimers, DetectorHistograms
 
 

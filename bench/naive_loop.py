@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import cv2
 
-import cv2  # noqa: E402
-
-from videodetector.core.models import SFACE, YUNET, model_path  # noqa: E402
+from videodetector.core.models import SFACE, YUNET, model_path
 
 
 def naive_loop(clip: Path, threads: int = 2, max_frames: int = 0) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
 import requests
 
 BIN = Path(sys.executable).parent
@@ -36,10 +37,15 @@ CLIPS = ["clips_smallfaces/mpf_five-second-marathon-clip.mkv", "clips_faces/mpf_
          "clips_noface/imageio_cockatoo.mp4"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+def _listening_port(srv: subprocess.Popen, log_path: Path, timeout: float = 120.0) -> int:
+    """The port the backend (started with ``--port 0``) says it listens on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and srv.poll() is None:
+        found = re.search(r"listening on http://[\d.]+:(\d+)", log_path.read_text())
+        if found:
+            return int(found[1])
+        time.sleep(0.1)
+    raise RuntimeError(f"the backend did not start: {log_path.read_text()[-2000:]}")
 
 
 def _history(url: str, token: str, cam: str) -> list[dict[str, Any]]:
@@ -55,16 +61,18 @@ def _history(url: str, token: str, cam: str) -> list[dict[str, Any]]:
 
 
 def run(clip: Path, mode: str, backend_args: list[str], tmp: Path) -> dict[str, Any]:
-    data, port = tmp / f"data-{mode}-{clip.stem}", _free_port()
+    data = tmp / f"data-{mode}-{clip.stem}"
     backend = [str(BIN / "fkvideo_backend")]
     token = subprocess.run([*backend, "token", "--data-dir", str(data)], check=True,
                            capture_output=True, text=True).stdout.split()[-1]
-    log = open(tmp / f"backend-{mode}-{clip.stem}.log", "wb")  # noqa: SIM115
-    srv = subprocess.Popen([*backend, "serve", "--host", HOST, "--port", str(port),
+    log_path = tmp / f"backend-{mode}-{clip.stem}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    srv = subprocess.Popen([*backend, "serve", "--host", HOST, "--port", "0",
                             "--data-dir", str(data), "--person-identify", "1",
                             "--log-level", "info", *backend_args], stdout=log,
                            stderr=subprocess.STDOUT)
     try:
+        port = _listening_port(srv, log_path)
         url = f"http://{HOST}:{port}"
         for _ in range(300):
             try:

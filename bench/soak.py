@@ -28,17 +28,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+import requests
+from bench_detector import indoor_clip, machine_line
 
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from bench_detector import indoor_clip, machine_line  # noqa: E402
-
-from tests.detector.video.rtsp_camera import RtspCamera  # noqa: E402
-from videodetector.detector.video.source import open_video  # noqa: E402
+from tests.detector.video.rtsp_camera import RtspCamera
+from videodetector.detector.video.source import open_video
 
 BIN = Path(sys.executable).parent
 _METRIC_RE = re.compile(r'^([a-z_]+)(?:\{cam_id="([^"]*)"\})? ([0-9.eE+-]+)$')

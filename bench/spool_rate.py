@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from unittest import mock
 
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
 import cv2
 import numpy as np
 

@@ -26,29 +26,20 @@ absorbs.
 
 from __future__ import annotations
 
-import os
+import argparse
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+from bench_detector import format_table, indoor_clip, machine_line
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections import deque  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
-
-from videodetector.core.models import YuNetDetector  # noqa: E402
-from videodetector.detector.config import parse_config  # noqa: E402
-from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
-from videodetector.detector.video.source import open_video  # noqa: E402
+from videodetector.core.models import YuNetDetector
+from videodetector.detector.config import parse_config
+from videodetector.detector.pipeline import CameraSpec, FacePipeline
+from videodetector.detector.video.source import open_video
 
 FPS = 25
 STEP = 0.002  # s, the model's time step

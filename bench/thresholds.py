@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
+import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
 import cv2
 import numpy as np
+from _env import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from videodetector.core.models import (  # noqa: E402
+from videodetector.core.models import (
     EMBEDDING_MODELS,
     SFACE_NAME,
     SFaceEmbedder,

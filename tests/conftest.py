@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs test media folder {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch):
+    """Import a bench script as a module by name (bench/ is not a package; a bench's first
+    import, ``_env``, and the benches it imports resolve from bench/ on ``sys.path``)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+
+    def load(name: str):
+        return sys.modules.get(name) or importlib.import_module(name)
+
+    return load

@@ -12,8 +12,11 @@ PostgreSQL refuses to run as root (CI runs as root): then initdb and the server 
 unprivileged system user ``pgserver`` (created with ``useradd`` when missing, as the pgserver
 package itself does), the data directory is a fresh ``/tmp/fkvideo-pg-*`` owned by it, and the
 folders leading to the binaries are made traversable. The server listens on 127.0.0.1 on a free
-port with ``fsync=off`` (test data, speed). Each test database is ``CREATE DATABASE ...
-TEMPLATE`` of one that has the extension already (a few ms).
+port with ``fsync=off`` (test data, speed). PostgreSQL cannot bind port 0 (its ``port`` is 1 to
+65535): the port is held (``tests.ports``) from before the start until ``stop``, so no other
+process takes it while the server starts or while a fault test has it stopped
+(``server_stop``/``server_start``). Each test database is ``CREATE DATABASE ... TEMPLATE`` of
+one that has the extension already (a few ms).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.ports import hold_port
 
 SYSTEM_USER = "pgserver"
 TEMPLATE_DB = "fkvideo_template"
@@ -50,12 +55,6 @@ def _bin_dir() -> Path:
         return Path(found[-1]).parent
     raise PgUnavailable("no PostgreSQL binaries: neither the pgserver wheel nor Debian's "
                         "postgresql package is installed (scripts/setup.sh installs them)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ensure_user(name: str) -> int:
@@ -93,6 +92,7 @@ class PgCluster:
     keep: bool = False  # a kept data directory (``open``): ``stop`` leaves it in place
     attached: bool = False  # ``open`` found its server running: ``stop`` leaves it running
     _dbs: list[str] = field(default_factory=list)
+    _held: socket.socket | None = None  # holds ``port`` (tests.ports) for a launched server
 
     @classmethod
     def start(cls, durable: bool = False) -> PgCluster:
@@ -158,11 +158,19 @@ class PgCluster:
         if not (pgdata / "PG_VERSION").is_file():
             self._run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                       "--encoding=UTF8", "--locale=C")
-        self.port = _free_port()
-        opts = self._server_options()
-        self._run("pg_ctl", "-D", str(pgdata), "-w", "-t", "60", "-o", opts,
-                  "-l", str(self.datadir / "log"), "start")
+        self._held = hold_port()  # released by stop (PostgreSQL sets SO_REUSEADDR too)
+        self.port = self._held.getsockname()[1]
+        try:
+            self.server_start()
+        except PgUnavailable:
+            self._release()
+            raise
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def _running(self, pgdata: Path) -> bool:
         """Whether a server runs on ``pgdata`` (then ``port`` and ``url`` are its)."""
@@ -272,5 +280,6 @@ class PgCluster:
                       "fast" if self.keep else "immediate", "stop")
         except PgUnavailable:
             pass
+        self._release()
         if not self.keep:
             shutil.rmtree(self.datadir, ignore_errors=True)

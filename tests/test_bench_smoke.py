@@ -6,7 +6,6 @@ assert speed -- speed is measured by running the scripts in full (see bench/READ
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from pathlib import Path
@@ -17,17 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch):
-    """Import a bench script as a module (bench/ is not a package)."""
-    monkeypatch.syspath_prepend(str(BENCH))
-
-    def load(name: str):
-        return sys.modules.get(name) or importlib.import_module(name)
-
-    return load
 
 
 def test_bench_detector_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:

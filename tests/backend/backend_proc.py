@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import requests
 
@@ -42,16 +42,30 @@ def wait_ready(proc: subprocess.Popen[bytes], log_path: Path, token: str | None,
                deadline: float) -> str:
     """The url of ``proc`` (its port read from its log) once it answers: with 200 for
     ``token`` when given (this data, not only this process), any HTTP answer otherwise."""
-    url = None
+    url = listening_url(proc, log_path, deadline)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("the backend exited at start: " + log_path.read_text())
-        if url is None:
-            found = LISTENING.search(log_path.read_bytes())
-            url = found and f"http://127.0.0.1:{int(found[1])}"
-        elif _answers(url, token):
+        if _answers(url, token):
             return url
         time.sleep(0.1)
+    _give_up(proc, log_path)
+
+
+def listening_url(proc: subprocess.Popen[bytes], log_path: Path, deadline: float) -> str:
+    """``http://127.0.0.1:<port>`` from the "listening on" line ``proc`` logs (at info) once
+    its socket is bound: ``serve`` and ``extraction-api`` with ``--port 0``."""
+    while time.monotonic() < deadline:
+        found = LISTENING.search(log_path.read_bytes())
+        if found:
+            return f"http://127.0.0.1:{int(found[1])}"
+        if proc.poll() is not None:
+            raise RuntimeError("the backend exited at start: " + log_path.read_text())
+        time.sleep(0.05)
+    _give_up(proc, log_path)
+
+
+def _give_up(proc: subprocess.Popen[bytes], log_path: Path) -> NoReturn:
     proc.kill()
     proc.wait(10)
     raise TimeoutError("the backend did not start in time: " + log_path.read_text())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
+from tests.backend.backend_proc import listening_url, spawn_backend
 from tests.backend.conftest import Api
 from videodetector.backend.auth import new_token_text
 from videodetector.backend.cli import build_parser, main, settings_from_args
@@ -75,23 +73,19 @@ def test_bad_settings_name_the_option(tmp_path, text, name, capsys):
 
 
 def test_serve_as_a_process(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "videodetector.backend.cli", "serve", "--port", str(port),
-         "--data-dir", str(tmp_path), "--preload-models", "false", "--log-level", "warning",
-         "--metrics-token", "prometheus-scrape-secret"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = spawn_backend(["--data-dir", str(tmp_path / "data"), "--preload-models", "false",
+                              "--metrics-token", "prometheus-scrape-secret"], log)
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
+        url = listening_url(proc, log_path, deadline)  # it binds port 0 and says which
         while True:
             try:
                 r = requests.get(url + "/v1/galleries", timeout=2)
                 break
             except requests.ConnectionError:
-                assert proc.poll() is None, proc.communicate()[1].decode()
+                assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "fkvideo_backend serve did not start"
                 time.sleep(0.2)
         assert r.status_code == 401 and r.json()["code"] == "AUTH_FAILED"
@@ -103,10 +97,11 @@ def test_serve_as_a_process(tmp_path):
         assert "backend_faces 0" in metrics
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        proc.wait(30)
+    err = log_path.read_text()
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
-    assert proc.returncode in (0, -15), err.decode()
-    assert b"Traceback" not in err, err.decode()
+    assert proc.returncode in (0, -15), err
+    assert "Traceback" not in err, err
 
 
 def test_shipped_example_config_parses():

@@ -186,22 +186,25 @@ def test_standalone_server_reference_request(standalone: str):
     assert r.status_code == 400 and r.json()["param"] == "requests"
 
 
-def test_cli_extraction_api_serves(tmp_path):
+def test_cli_extraction_api_serves(tmp_path, tmp_path_factory):
     """``fkvideo_backend extraction-api --port N`` runs the server (no data directory made)."""
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "videodetector.backend.cli", "extraction-api",
-                             "--port", str(port), "--log-level", "warning"], cwd=tmp_path)
+    from tests.backend.backend_proc import listening_url
+
+    log_path = tmp_path_factory.mktemp("extraction-log") / "server.log"
+    with open(log_path, "wb") as log:  # port 0: it binds any free one and logs which
+        proc = subprocess.Popen([sys.executable, "-m", "videodetector.backend.cli",
+                                 "extraction-api", "--host", "127.0.0.1", "--port", "0",
+                                 "--log-level", "info"], cwd=tmp_path, stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
+        url = listening_url(proc, log_path, deadline)
         while True:
             try:
-                r = requests.post(f"http://127.0.0.1:{port}/", timeout=30, json={
+                r = requests.post(url + "/", timeout=30, json={
                     "requests": [{"image": data_uri(person_photo("B")), "need_facen": True}]})
                 break
             except requests.ConnectionError:

@@ -193,14 +193,9 @@ def test_the_backend_dependency_costs_no_threadpool_round_trip(
     assert hopped == []
 
 
-def test_bench_index_names_the_probe_photo_and_its_size(tmp_path: Path) -> None:
+def test_bench_index_names_the_probe_photo_and_its_size(bench, tmp_path: Path) -> None:
     """bench_index --probe-photo: the table says which photo (and how large) /identify got."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_index_probe", Path(__file__).resolve().parents[2] / "bench" / "bench_index.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench("bench_index")
     path = tmp_path / "phone.jpg"
     path.write_bytes(jpeg(np.zeros((3024, 4032, 3), np.uint8)))
     assert mod.photo_label(path) == f"phone.jpg (4032x3024 px, {path.stat().st_size} bytes)"

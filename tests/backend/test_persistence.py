@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import http.server
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from contextlib import closing
+from pathlib import Path
 
 import requests
 
@@ -98,6 +100,35 @@ def _start_backend(data_dir, log, token: str, log_path) -> tuple[subprocess.Pope
                          log_path, token)
 
 
+TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+
+
+def _sockets_on(port: int) -> list[str]:
+    """The TCP sockets bound to 127.0.0.1:``port`` (/proc/net/tcp): state and the bytes
+    received but not read (on the listener: the connections not accepted yet). Said when
+    the posts are not answered: a request the server has not read is answered by a reset
+    when it dies (kill -9), one it has read by a plain close."""
+    local = f"0100007F:{port:04X}"
+    out = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            state = TCP_STATES.get(fields[3], fields[3])
+            remote = int(fields[2].split(":")[1], 16)
+            out.append(f"{state} from :{remote} unread {int(fields[4].split(':')[1], 16)}")
+    return out
+
+
+def _diagnosis(url: str) -> str:
+    """Whether the backend answers a GET, and its sockets (see ``_sockets_on``)."""
+    try:
+        answer = str(requests.get(url + "/v1/galleries", timeout=5).status_code)
+    except requests.RequestException as exc:
+        answer = repr(exc)
+    port = int(url.rsplit(":", 1)[1])
+    return f"no acks in time; GET answered {answer}; sockets {_sockets_on(port)}"
+
+
 def _post_then_kill(data_dir, token: str, log_path
                     ) -> tuple[dict[str, list[int]], dict[str, str], list[str]]:
     """4 clients post snapshots to a backend process until it is SIGKILLed; returns the
@@ -119,8 +150,11 @@ def _post_then_kill(data_dir, token: str, log_path
                     r = post(api, who, key)
                     break
                 except requests.RequestException as exc:
+                    when = (f"{time.monotonic() - started:.1f} s, "
+                            f"{'after' if killed.is_set() else 'before'} the kill")
                     with lock:
-                        refused[len(refused):] = [f"{key}: {exc!r}"][:max(0, 20 - len(refused))]
+                        refused[len(refused):] = [f"{key} ({when}): {exc!r}"][
+                            :max(0, 20 - len(refused))]
                     if killed.is_set():
                         return  # the backend is gone
                     time.sleep(0.1)  # (a connection reset once made every client stop here)
@@ -137,11 +171,14 @@ def _post_then_kill(data_dir, token: str, log_path
         try:
             threads = [threading.Thread(target=client, args=(n, Api(url, token)))
                        for n in range(4)]
+            started = time.monotonic()
             for t in threads:
                 t.start()
             deadline = time.monotonic() + 30
             while len(acked) < 16 and time.monotonic() < deadline:
                 time.sleep(0.02)
+            if len(acked) < 16:  # say whether it is stalled, and what it has not read
+                refused.append(_diagnosis(url))
             killed.set()
             proc.send_signal(signal.SIGKILL)  # mid-stream: posts are in flight
             assert proc.wait(10) == -signal.SIGKILL
@@ -221,3 +258,32 @@ def test_the_started_backend_is_the_one_answering(tmp_path, monkeypatch):
     finally:
         stranger.shutdown()
         stranger.server_close()
+
+
+def test_a_request_unread_at_the_kill_is_reset_a_read_one_closed():
+    """What the kill -9 test's clients see (the reason its failure message lists the unread
+    bytes): a server that dies with a request unread sends a reset ("Connection reset by
+    peer"), one that had read it a plain close ("Remote end closed connection")."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        seen = {}
+        for read in (False, True):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                conn, _ = server.accept()
+                client.sendall(b"POST /v1/face HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+                deadline = time.monotonic() + 5
+                while not any("unread 0" not in s for s in _sockets_on(port)) and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if read:
+                    conn.recv(1024)
+                else:
+                    assert any(s.startswith("ESTABLISHED") and "unread 0" not in s
+                               for s in _sockets_on(port)), _sockets_on(port)
+                conn.close()  # as the kernel closes a killed process's sockets
+                try:
+                    seen[read] = client.recv(1024)
+                except ConnectionResetError as exc:
+                    seen[read] = exc
+        assert isinstance(seen[False], ConnectionResetError)
+        assert seen[True] == b""

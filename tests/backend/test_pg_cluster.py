@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +72,23 @@ def test_a_kept_cluster_keeps_its_databases(pg_cluster: PgCluster, private_dir: 
             cluster.database("no; DROP")
     finally:
         cluster.stop()
+
+
+def test_the_port_stays_the_clusters_while_it_is_stopped() -> None:
+    """PostgreSQL cannot bind port 0: its port is held (tests.ports) from before the start
+    until ``stop``. No other process can bind it while the server runs, nor while a fault
+    test has it stopped, and the server comes back on it."""
+    if os.environ.get("FKVIDEO_TEST_PG"):
+        pytest.skip("an outside server (FKVIDEO_TEST_PG): nothing is started here")
+    cluster = PgCluster.start()
+    try:
+        cluster.server_stop()
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", cluster.port))
+        cluster.server_start()
+        with psycopg.connect(cluster.new_database(), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        cluster.stop()
+    with socket.socket() as other:  # stop released it
+        other.bind(("127.0.0.1", cluster.port))

@@ -7,7 +7,6 @@ up to phone-photo sizes). Full-scale reference: tests/backend/full_scale.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -290,15 +289,9 @@ def test_routes_refuse_a_truncated_large_photo(client) -> None:  # noqa: ANN001
     assert c.get("/v1/faces", headers=auth).json() == before
 
 
-def test_bench_builds_a_phone_photo(tmp_path: Path) -> None:
+def test_bench_builds_a_phone_photo(bench) -> None:
     """bench_photo_endpoints: the photo it posts is a 4032x3024 JPEG with the face in it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_photo_endpoints",
-        Path(__file__).resolve().parents[2] / "bench" / "bench_photo_endpoints.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench("bench_photo_endpoints")
     data = mod.phone_photo(meds("S001-02-t10_01.jpg"), 4032)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (3024, 4032, 3)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.backend.conftest import Api, error_of, person_photo
+from tests.ports import hold_port
 from videodetector.backend import webhook_delivery as webhooks
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
@@ -28,12 +29,13 @@ SECRET = "s3cret"
 
 
 class Receiver:
-    """An HTTP receiver on a fixed port that can be killed and started again."""
+    """An HTTP receiver that can be killed and started again: on any free port at its first
+    start (port 0, read back), on that same port at a restart (the webhook names it), held
+    while it is down (tests.ports: connections refused, nobody else takes it)."""
 
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = 0
+        self.held: socket.socket | None = None
         self.got: list[tuple[int, dict[str, Any], bool]] = []  # (X-Event-Id, body, signed ok)
         self.server: ThreadingHTTPServer | None = None
         self.delay = 0.0  # seconds each answer takes
@@ -60,6 +62,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
+        if self.held is not None:
+            self.held.close()
+            self.held = None
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def kill(self) -> None:
@@ -67,6 +73,7 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
         self.server = None
+        self.held = hold_port(self.port)
 
     def ids(self) -> set[int]:
         return {i for i, _, _ in self.got}
@@ -92,6 +99,8 @@ def receiver() -> Iterator[Receiver]:
     yield r
     if r.server is not None:
         r.kill()
+    if r.held is not None:
+        r.held.close()
 
 
 def settings(data_dir: Path, db: str | None = None) -> Settings:

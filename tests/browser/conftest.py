@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Procs, free_port
+from tests.e2e.conftest import Procs
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -57,10 +57,10 @@ class Site:
     def __init__(self, procs: Procs, data_dir: Path, *extra_args: str) -> None:
         self.procs = procs
         self.data_dir = data_dir
-        self.port = free_port()
         self.args = ["--person-identify", "1", "--friend-count", "2",
                      "--friend-interval", str(7 * 86400), "--log-level", "info", *extra_args]
-        self.backend = procs.backend(data_dir, self.port, *self.args)
+        self.backend = procs.backend(data_dir, *self.args)
+        self.port = self.backend.port  # any free one at the first start, kept at a restart
         self.backends = [self.backend]
         self.url = self.backend.url
         self.urls: list[str] = []
@@ -71,7 +71,7 @@ class Site:
         """Stop the backend (SIGTERM) and start it again on the same port and data."""
         code = self.backend.terminate()
         assert code in (0, -signal.SIGTERM), self.backend.tail()
-        self.backend = self.procs.backend(self.data_dir, self.port, *self.args,
+        self.backend = self.procs.backend(self.data_dir, *self.args, port=self.port,
                                           tag=str(len(self.backends)))
         self.backends.append(self.backend)
 

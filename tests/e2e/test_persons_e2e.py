@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import shared_file
-from tests.e2e.conftest import Api, Procs, free_port
+from tests.e2e.conftest import Api, Procs
 from tests.e2e.test_daemon_e2e import post_args
 
 
@@ -46,10 +46,9 @@ def test_realtime_and_offline_tracks_make_persons(procs: Procs, tmp_path: Path) 
     marathon = shared_file("clips_smallfaces/mpf_five-second-marathon-clip.mkv")
     five = shared_file("clips_faces/mpf_video_01.mp4")
     grid = shared_file("clips_faces/grid_bbaf2n.mpg")
-    port = free_port()
     token = procs.token(tmp_path / "backend")
-    procs.backend(tmp_path / "backend", port, "--person-identify", "1")
-    api = Api(f"http://127.0.0.1:{port}", token)
+    backend = procs.backend(tmp_path / "backend", "--person-identify", "1")
+    api, port = Api(backend.url, token), backend.port
     cams = {
         "marathon-rt": api.add_camera(detector="rt", url=f"file@25:{marathon}"),
         "five-rt": api.add_camera(detector="rt", url=f"file@25:{five}"),

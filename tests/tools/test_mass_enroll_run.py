@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.backend.conftest import UNKNOWNS, Api, person_photo, side_by_side
-from tests.e2e.conftest import Procs, free_port, wait_until
+from tests.e2e.conftest import Procs, wait_until
 from videodetector.backend.server import BackendServer
 from videodetector.backend.settings import Settings
 from videodetector.tools.enroll_run import MAX_FILE_BYTES
@@ -191,11 +191,12 @@ def test_backend_down_during_run(tmp_path: Path):
     assert main(["--job", str(job), "prepare", "--meta-filename",
                  str(tmp_path / "photos/*.jpg")]) == 0
     procs = Procs(tmp_path)
-    data, port = tmp_path / "data", free_port()
-    api = Api(f"http://127.0.0.1:{port}", procs.token(data))
+    data = tmp_path / "data"
+    token = procs.token(data)
     run: subprocess.Popen | None = None
     try:
-        backend = procs.backend(data, port)
+        backend = procs.backend(data)
+        api = Api(backend.url, token)
         run = start_run(job, api, tmp_path / "run.log", "--parallel", "3", "--max-backoff", "0.5")
         wait_until(lambda: states(job)["done"] >= 3 or run.poll() is not None, 60, "3 done",
                    interval=0.02)
@@ -204,7 +205,7 @@ def test_backend_down_during_run(tmp_path: Path):
         assert run.poll() is None, "the run ended before the backend went down"
         time.sleep(2.0)  # the run keeps retrying meanwhile
         assert run.poll() is None and states(job)["failed"] == 0
-        procs.backend(data, port, tag="2")
+        procs.backend(data, port=backend.port, tag="2")
         assert run.wait(120) == 0, (tmp_path / "run.log").read_text()
         assert "backend unreachable" in (tmp_path / "run.log").read_text()
         assert states(job) == {"done": len(images)}

@@ -21,13 +21,9 @@ import time
 
 import av
 
+from tests.ports import hold_port
+
 LISTEN_SECONDS = 15
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -71,18 +67,20 @@ class IngestServer:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        port = _free_port()
-        threading.Thread(target=self._decode, args=(port,), daemon=True).start()
-        deadline = time.monotonic() + 5
-        while True:  # wait until the FFmpeg listener is up
-            try:
-                upstream = socket.create_connection(("127.0.0.1", port), timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    client.close()
-                    return
-                time.sleep(0.05)
+        # FFmpeg cannot bind port 0 and say which it got: the port is held until it listens
+        with hold_port() as held:
+            port = held.getsockname()[1]
+            threading.Thread(target=self._decode, args=(port,), daemon=True).start()
+            deadline = time.monotonic() + 5
+            while True:  # wait until the FFmpeg listener is up
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        client.close()
+                        return
+                    time.sleep(0.05)
         upstream.settimeout(None)
         threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
         _pipe(upstream, client)

@@ -281,3 +281,4 @@ def test_a_server_that_does_not_speak_the_protocol_never_freezes_the_process(
     sink.close()
     assert sink.reconnects >= 2 and expected in (sink.error or ""), sink.error
     assert max(b - a for a, b in itertools.pairwise(ticks)) < 2.0  # frozen: for ever
+
