@@ -3,7 +3,8 @@
 What it does, at import time:
 
 * ``sys.path``: puts the repository root (``videodetector``, ``tests``) and ``bench/`` (so a bench
-  imports another: ``from bench_detector import format_table``) first on ``sys.path``, whether
+  imports another: ``from bench_detector import format_table``) first on ``sys.path`` (after
+  any PYTHONPATH entries, so an A/B run can point at another checkout), whether
   the script is run as ``python bench/NAME.py`` from any directory or imported by the tests.
 * ``OPENBLAS_NUM_THREADS=1``: numpy's OpenBLAS sizes its thread pool once, when numpy is first
   imported, from the environment; set later, it does nothing. One BLAS thread keeps a hidden pool
@@ -30,8 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
-for _path in (str(BENCH), str(ROOT)):  # ROOT ends up first, then bench/
+# After the PYTHONPATH entries: ``PYTHONPATH=<another checkout> python bench/NAME.py`` runs
+# this bench against that checkout's videodetector (an A/B against an older commit).
+_explicit = {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+_at = max((i + 1 for i, p in enumerate(sys.path) if p in _explicit), default=0)
+for _path in (str(ROOT), str(BENCH)):  # ROOT first, then bench/
     if _path not in sys.path:
-        sys.path.insert(0, _path)
+        sys.path.insert(_at, _path)
+        _at += 1
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -54,45 +54,37 @@ with the bench's receiver; with P: the children's sum) and "RSS MB/camera" that 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import logging
 import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import cv2
+import numpy as np
+from bench_detector import format_table, indoor_clip, machine_line
+from prometheus_client.parser import text_string_to_metric_families
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import logging  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from bench_detector import format_table, indoor_clip, machine_line  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from videodetector.core.models import YuNetDetector  # noqa: E402
-from videodetector.detector.camera import CameraWorker  # noqa: E402
-from videodetector.detector.cli import opencv_threads  # noqa: E402
-from videodetector.detector.config import parse_config  # noqa: E402
-from videodetector.detector.groups import CameraGroups  # noqa: E402
-from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
-from videodetector.detector.post.poster import Poster  # noqa: E402
-from videodetector.detector.post.spool import Spool  # noqa: E402
-from videodetector.detector.preload import import_tracker_modules  # noqa: E402
-from videodetector.detector.timing import STAGES, DetectorHistograms  # noqa: E402
-from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
+from videodetector.core.models import YuNetDetector
+from videodetector.detector.camera import CameraWorker
+from videodetector.detector.cli import opencv_threads
+from videodetector.detector.config import parse_config
+from videodetector.detector.groups import CameraGroups
+from videodetector.detector.pipeline import CameraSpec, FacePipeline
+from videodetector.detector.post.poster import Poster
+from videodetector.detector.post.spool import Spool
+from videodetector.detector.preload import import_tracker_modules
+from videodetector.detector.timing import STAGES, DetectorHistograms
+from videodetector.detector.video.source import open_video, parse_source
 
 DROP_LIMIT = 0.5  # percent
 FPS = 25

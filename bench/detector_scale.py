@@ -27,30 +27,23 @@ posted (track, frame, quality) per floor; "off" is the unchanged pipeline.
 
 from __future__ import annotations
 
+import argparse
 import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import numpy as np
+from _env import ROOT
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import numpy as np  # noqa: E402
-
-from videodetector.core.detections import clean_detections, concat_detections  # noqa: E402
-from videodetector.core.models import SFaceEmbedder, YuNetDetector, align_face  # noqa: E402
-from videodetector.core.quality.score import face_quality  # noqa: E402
-from videodetector.detector.config import parse_config  # noqa: E402
-from videodetector.detector.pipeline import CameraSpec, FacePipeline  # noqa: E402
-from videodetector.detector.regions import align_region  # noqa: E402
-from videodetector.detector.video.source import open_video, parse_source  # noqa: E402
+from videodetector.core.detections import clean_detections, concat_detections
+from videodetector.core.models import SFaceEmbedder, YuNetDetector, align_face
+from videodetector.core.quality.score import face_quality
+from videodetector.detector.config import parse_config
+from videodetector.detector.pipeline import CameraSpec, FacePipeline
+from videodetector.detector.regions import align_region
+from videodetector.detector.video.source import open_video, parse_source
 
 DATA = ROOT.parent / "shared" / "data"
 FACES = DATA / "clips_faces"

@@ -4,7 +4,7 @@ Run from the project root (about 20 s):
 
     python bench/yunet_call.py phases [--sizes 160x160,320x192,640x480] [--n 300]
     python bench/yunet_call.py calls [--n 300]
-    python bench/yunet_call.py inpipe [--clips mpf,indoor] [--root TREE]
+    [PYTHONPATH=TREE] python bench/yunet_call.py inpipe [--clips mpf,indoor]
     python bench/yunet_call.py ab --root OTHER_TREE [--repeat 5]
 
 ``phases`` times, per input size and with one onnxruntime thread (as the daemon runs several
@@ -23,7 +23,8 @@ bench/detector_scale.py does) and times every YuNet call inside it: the whole ``
 its ``session.run``, with the input's padded pixels. It prints the CPU per frame, per call,
 a least-squares fit ms = a + b * kpx of ``session.run`` (a: the fixed cost the graph itself
 has per call, cold caches included) and what ``detect`` spends around ``session.run``.
-``--root`` imports ``videodetector`` from another checkout (e.g. a worktree of main).
+``PYTHONPATH=TREE`` imports ``videodetector`` from another checkout (e.g. a worktree of main):
+``_env`` keeps PYTHONPATH entries first.
 
 ``ab`` runs ``inpipe`` in fresh processes, alternating this tree and ``--root``, ``--repeat``
 times each, and prints the lowest figure of each (on a shared machine the slower runs are the
@@ -32,32 +33,24 @@ disturbed ones) with the load average before and after.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import cv2
+import numpy as np
+from _env import ROOT
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if "--root" in sys.argv[:-1]:  # videodetector from another checkout, before it is imported
-    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--root") + 1]).resolve()))
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from videodetector.core import models  # noqa: E402
-from videodetector.core.models import YuNetDetector, nms  # noqa: E402
+from videodetector.core import models
+from videodetector.core.models import YuNetDetector, nms
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
 MPF = "clips_faces/mpf_video_01.mp4"
@@ -196,7 +189,6 @@ class TimedSession:
 
 def inpipe(clips: list[str]) -> dict[str, dict[str, float]]:
     """Per clip: CPU ms per frame, YuNet calls, detect and session.run CPU per call, fit."""
-    sys.path.insert(0, str(ROOT / "bench"))
     from detector_scale import clip_paths, pipeline, play, timed_yunet
 
     results = {}

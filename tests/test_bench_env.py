@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 ENV_MODULES = {"_env", "_env_omp1"}
 # Another helper is changing bench_streams.py; it moves to ``_env_omp1`` when merged.
-PENDING = {"bench_streams.py"}
+PENDING: set[str] = set()
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -79,3 +79,17 @@ def test_env_omp1_sizes_openmp_before_faiss_loads_and_keeps_a_given_value() -> N
     variables, omp_threads, _ = run_env("_env_omp1")
     assert (variables.split(), omp_threads) == (["1", "1"], "1")
     assert run_env("_env_omp1", OMP_NUM_THREADS="2")[:2] == ["2 1", "2"]
+
+
+def test_an_explicit_pythonpath_checkout_wins(tmp_path: Path) -> None:
+    """``PYTHONPATH=<another checkout> python bench/NAME.py``: that checkout's videodetector
+    (how a bench is run against an older commit)."""
+    other = tmp_path / "videodetector"
+    other.mkdir()
+    (other / "__init__.py").write_text("")
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", "import _env, videodetector; "
+                          "print(videodetector.__file__)"], cwd=BENCH,
+                         env={**clean, "PYTHONPATH": str(tmp_path)}, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip() == str(other / "__init__.py")
