@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 from _env import ROOT
 
+from tests.core.yunet_former import former_decode
 from videodetector.core import models
 from videodetector.core.models import YuNetDetector, nms
 
@@ -127,23 +128,7 @@ def phases(det: YuNetDetector, img: np.ndarray, n: int) -> dict[str, float]:
             pass
 
     def decode() -> tuple:
-        boxes, scores, lms = [], [], []
-        for s in det.STRIDES:
-            cls = np.clip(out[f"cls_{s}"][0, :, 0], 0, 1)
-            obj = np.clip(out[f"obj_{s}"][0, :, 0], 0, 1)
-            score = np.sqrt(cls * obj)
-            sel = score >= det.score_threshold
-            if not sel.any():
-                continue
-            grid = det._grid(s, ch, cw)[sel]  # noqa: SLF001
-            bb = out[f"bbox_{s}"][0][sel]
-            kp = out[f"kps_{s}"][0][sel].reshape(-1, 5, 2)
-            centre = (grid + bb[:, :2]) * s
-            size = np.exp(bb[:, 2:4]) * s
-            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
-            lms.append((kp + grid[:, None, :]) * s)
-            scores.append(score[sel])
-        return boxes, scores, lms
+        return former_decode(det, out, ch, cw)
 
     boxes, scores, _ = decode()
     new: dict[str, float] = {}
