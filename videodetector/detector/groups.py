@@ -94,11 +94,12 @@ class Shutdown:
 @dataclass(frozen=True)
 class CameraEnded:
     """The run's worker is no longer running: stopped on request, its file ended, it failed,
-    or it could not be started (``error``)."""
+    or it could not be started (``refused``, with the ``error``)."""
 
     cam_id: str
     run: int
     error: str | None = None
+    refused: bool = False  # make_worker/start raised: the manager starts it again next poll
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class CameraRun:
         self.camera = camera
         self.run = next(self._numbers)
         self.error: str | None = None
+        self.refused = False  # its child could not start it: the next poll starts it again
         self.stopping = False  # stop() was called: never started again
         self._groups = groups
         self._ended = threading.Event()
@@ -185,8 +187,8 @@ class CameraRun:
     def is_alive(self) -> bool:
         return not self._ended.is_set()
 
-    def ended(self, error: str | None = None) -> None:
-        self.error = error
+    def ended(self, error: str | None = None, refused: bool = False) -> None:
+        self.error, self.refused = error, refused
         self._ended.set()
 
 
@@ -373,7 +375,7 @@ class CameraGroups:
                 run = slot.runs.get(message.cam_id)
                 if run is not None and run.run == message.run:
                     del slot.runs[message.cam_id]
-                    run.ended(message.error)
+                    run.ended(message.error, message.refused)
         elif isinstance(message, MetricsReply):
             with self._metrics:
                 slot.exposition, slot.metrics_seq = message.text, message.seq
@@ -514,6 +516,7 @@ class ChildLoop:
         self.runs: dict[str, int] = {}  # cam_id -> run number of its worker
         self.reported: set[str] = set()  # cameras whose end was reported
         self.stopping: dict[str, tuple[int, Any]] = {}  # cam_id -> (run, worker told to stop)
+        self.refused: dict[str, CameraSpec] = {}  # cam_id -> the spec last refused (logged)
 
     def run(self) -> None:
         from videodetector.detector.post.health import HealthReporter
@@ -574,10 +577,20 @@ class ChildLoop:
         try:
             self.daemon.make_worker(message.camera).start()
         except Exception as exc:  # e.g. its spool is locked: the other cameras go on
-            log.error("camera %s: not started: %s", cam_id, exc, extra={"cam_id": cam_id})
+            self._log_refused(message.camera, exc)
             self.daemon.workers.pop(cam_id, None)
             self.reported.add(cam_id)
-            self._send(CameraEnded(cam_id, message.run, str(exc)))
+            self._send(CameraEnded(cam_id, message.run, str(exc), refused=True))
+            return
+        self.refused.pop(cam_id, None)
+
+    def _log_refused(self, camera: CameraSpec, exc: Exception) -> None:
+        """ERROR once per spec, as ``CameraManager._start`` in one process: the parent's
+        manager sends it again on every poll until it starts (later tries: DEBUG)."""
+        cam_id = camera.cam_id
+        level = logging.ERROR if self.refused.get(cam_id) != camera else logging.DEBUG
+        self.refused[cam_id] = camera
+        log.log(level, "camera %s: not started: %s", cam_id, exc, extra={"cam_id": cam_id})
 
     def _stop(self, message: StopCamera) -> None:
         """Tell a camera's worker to stop (its end is reported by ``_report_ended``, so
@@ -585,6 +598,7 @@ class ChildLoop:
         process. A stop of an older run (the camera was started again since) is ignored."""
         if self.runs.get(message.cam_id) != message.run:
             return
+        self.refused.pop(message.cam_id, None)  # removed or changed: a new refusal is logged
         worker = self.daemon.workers.pop(message.cam_id, None)
         if worker is None:
             self._send(CameraEnded(message.cam_id, message.run))
