@@ -22,7 +22,12 @@ Child side (:func:`child_main`, :class:`ChildLoop`): a ``cli.Daemon`` without a 
 list: the same ``make_worker`` (``CameraWorker`` + ``Poster`` with ``<spool-dir>/<camera>``),
 the same health reports for its own cameras (``HealthReporter``), the same shutdown
 (every poster flushed for ``FLUSH_SECONDS``). It ignores SIGINT/SIGTERM (the parent decides)
-and stops when told to or when its pipe closes (the parent is gone, even by kill -9).
+and stops when told to or when its pipe closes (the parent is gone, even by kill -9). A camera
+it cannot start (``make_worker`` raises, e.g. its spool directory is held by another daemon)
+is answered ``CameraEnded(refused=True)``: the manager starts it again on its next poll, as
+in one process, and the child logs the ERROR once per spec (the next tries at DEBUG; again
+after the camera was stopped or with another spec). A camera that ended (its file, a
+``failed`` configuration) is not started again.
 
 ``auto``: one process per :data:`CAMERAS_PER_PROCESS` cameras the daemon runs, at most one
 per core (``os.cpu_count()``); processes are added as cameras come, never taken away.
