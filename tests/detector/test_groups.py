@@ -113,6 +113,7 @@ class Backend(Receiver):
         super().__init__()
         self.cameras: list[dict] = []
         self.health: dict[str, int] = defaultdict(int)
+        self.lists = 0  # camera lists answered (the daemon's polls)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         backend = self
@@ -128,6 +129,7 @@ class Backend(Receiver):
                 self.wfile.write(body)
 
             def do_GET(self) -> None:  # noqa: N802
+                backend.lists += 1
                 self._json(backend.cameras)
 
             def do_POST(self) -> None:  # noqa: N802
@@ -348,6 +350,114 @@ def test_a_killed_camera_process_is_restarted_alone_and_nothing_is_stored_twice(
     for r in received:
         keys[(r.part("cam_id").text, r.part("timestamp").text, r.part("bbox").text)].add(r.key)
     assert all(len(k) == 1 for k in keys.values()), keys
+
+
+def test_a_camera_its_child_refuses_is_retried_on_every_poll_and_logged_once(
+        backend: Backend, clip: Path, tmp_path: Path) -> None:
+    """As in one process: a camera whose spool directory another process holds is not
+    started, logged once (not once per poll), and starts on the poll after the lock goes;
+    a camera whose file ended is not started again."""
+    from videodetector.detector.post.spool import Spool
+
+    holder = Spool(tmp_path / "spool" / "locked", 10**9)  # as a second daemon would hold it
+    short = write_clip(tmp_path / "short.mp4", [], seconds=0.5)
+    backend.cameras = [{"id": "locked", "url": f"file@25:{clip}", "detector": "g"},
+                       {"id": "short", "url": f"file@25:{short}", "detector": "g"}]
+    daemon = Daemon(backend, tmp_path, "--camera-processes", "2")  # -t 1: a poll a second
+    try:
+        wait_until(lambda: "camera locked: not started" in daemon.log(), 30, "the refusal")
+        polls = backend.lists
+        wait_until(lambda: backend.lists >= polls + 4, 20, "four more polls")
+        log = daemon.log()
+        refusals = [line for line in log.splitlines() if "camera locked: not started" in line]
+        assert len(refusals) == 1 and " ERROR " in refusals[0], log
+        assert "is used by another process" in refusals[0]
+        assert "camera locked: starting" not in log
+        assert log.count("camera short: starting") == 1, log
+
+        holder.close()
+        wait_until(lambda: "locked" in posted_cameras(backend), 30, "the camera to start")
+        log = daemon.log()
+        assert log.count("camera locked: not started") == 1, log
+        assert log.count("camera locked: starting") == 1, log
+        polls = backend.lists
+        wait_until(lambda: backend.lists >= polls + 2, 20, "two more polls")
+        log = daemon.log()
+        assert log.count("camera short: starting") == 1, log  # an ended file stays ended
+        assert log.count("camera locked: starting") == 1, log
+        series = daemon.metrics()
+        assert value(series, "fkvideo_camera_state", cam_id="locked", state="running") == 1
+    finally:
+        holder.close()
+        daemon.close()
+
+
+def test_the_manager_starts_again_only_a_run_its_child_refused(monkeypatch) -> None:
+    """The parent's side alone (no process is started: ``_spawn`` is left out; the child's
+    answers are handed to the supervisor's ``_handle``)."""
+    from videodetector.detector import groups as groups_module
+    from videodetector.detector.manager import CameraManager
+    from videodetector.detector.pipeline import CameraSpec
+
+    monkeypatch.setattr(groups_module.CameraGroups, "_spawn", lambda self, slot: None)
+    groups = groups_module.CameraGroups(parse_config([*BASE, "--camera-processes", "2"]))
+    with groups._lock:
+        groups._add_slot()
+        groups._add_slot()
+    manager = CameraManager(groups.cfg, groups.worker)
+    cams = [CameraSpec("locked", "rtsp://cam/1"), CameraSpec("file", "/clips/a.mp4")]
+    manager.reconcile(cams)
+    first = dict(manager.workers)
+    for cam_id, refused in (("locked", True), ("file", False)):
+        slot = groups.slots[groups.home[cam_id]]
+        groups._handle(slot, groups_module.CameraEnded(
+            cam_id, first[cam_id].run, "locked" if refused else None, refused=refused))
+    assert not any(run.is_alive() for run in first.values())
+    manager.reconcile(cams)
+    again = manager.workers["locked"]
+    assert again is not first["locked"] and again.is_alive()  # a new run, sent to its child
+    assert groups.slots[groups.home["locked"]].runs["locked"] is again
+    assert manager.workers["file"] is first["file"]  # an ended file is not started again
+    assert manager.refused == {}  # the refusal is logged by the child (once per spec)
+
+
+def test_a_child_logs_a_refused_camera_once_per_spec(tmp_path: Path, caplog) -> None:
+    """Every poll sends the refused camera again: one ERROR for a spec, DEBUG for the next
+    tries; a stop (the camera removed or changed in the backend) or another spec logs again."""
+    import logging
+    import multiprocessing
+
+    from videodetector.detector.cli import Daemon as RealDaemon
+    from videodetector.detector.groups import CameraEnded, ChildLoop, StartCamera, StopCamera
+    from videodetector.detector.pipeline import CameraSpec
+    from videodetector.detector.post.spool import Spool
+
+    holder = Spool(tmp_path / "spool" / "cam", 10**9)
+    parent, child = multiprocessing.Pipe()
+    daemon = RealDaemon(parse_config([*BASE, "--spool-dir", str(tmp_path / "spool")]))
+    loop = ChildLoop(0, daemon, child)
+    cam = CameraSpec("cam", "rtsp://cam/1")
+    try:
+        with caplog.at_level(logging.DEBUG, logger="videodetector.detector.groups"):
+            for run in (1, 2, 3):
+                loop._handle(StartCamera(cam, run))
+            errors = [r for r in caplog.records if "camera cam: not started" in r.getMessage()]
+            assert [r.levelname for r in errors] == ["ERROR", "DEBUG", "DEBUG"]
+            answers = [parent.recv() for _ in range(3)]
+            assert [(a.run, a.refused) for a in answers] == [(1, True), (2, True), (3, True)]
+            assert all(isinstance(a, CameraEnded) and "another process" in a.error
+                       for a in answers)
+            loop._handle(StopCamera("cam", 3))  # removed from the list, then added again
+            loop._handle(StartCamera(cam, 4))
+            loop._handle(StartCamera(CameraSpec("cam", "rtsp://cam/2"), 5))  # changed
+            levels = [r.levelname for r in caplog.records
+                      if "camera cam: not started" in r.getMessage()]
+            assert levels == ["ERROR", "DEBUG", "DEBUG", "ERROR", "ERROR"]
+            assert daemon.workers == {} and daemon.posters == {}
+    finally:
+        holder.close()
+        parent.close()
+        child.close()
 
 
 def test_auto_adds_a_process_per_8_cameras_and_a_camera_stays_at_home(monkeypatch) -> None:

@@ -22,7 +22,12 @@ Child side (:func:`child_main`, :class:`ChildLoop`): a ``cli.Daemon`` without a 
 list: the same ``make_worker`` (``CameraWorker`` + ``Poster`` with ``<spool-dir>/<camera>``),
 the same health reports for its own cameras (``HealthReporter``), the same shutdown
 (every poster flushed for ``FLUSH_SECONDS``). It ignores SIGINT/SIGTERM (the parent decides)
-and stops when told to or when its pipe closes (the parent is gone, even by kill -9).
+and stops when told to or when its pipe closes (the parent is gone, even by kill -9). A camera
+it cannot start (``make_worker`` raises, e.g. its spool directory is held by another daemon)
+is answered ``CameraEnded(refused=True)``: the manager starts it again on its next poll, as
+in one process, and the child logs the ERROR once per spec (the next tries at DEBUG; again
+after the camera was stopped or with another spec). A camera that ended (its file, a
+``failed`` configuration) is not started again.
 
 ``auto``: one process per :data:`CAMERAS_PER_PROCESS` cameras the daemon runs, at most one
 per core (``os.cpu_count()``); processes are added as cameras come, never taken away.
@@ -94,11 +99,12 @@ class Shutdown:
 @dataclass(frozen=True)
 class CameraEnded:
     """The run's worker is no longer running: stopped on request, its file ended, it failed,
-    or it could not be started (``error``)."""
+    or it could not be started (``refused``, with the ``error``)."""
 
     cam_id: str
     run: int
     error: str | None = None
+    refused: bool = False  # make_worker/start raised: the manager starts it again next poll
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,7 @@ class CameraRun:
         self.camera = camera
         self.run = next(self._numbers)
         self.error: str | None = None
+        self.refused = False  # its child could not start it: the next poll starts it again
         self.stopping = False  # stop() was called: never started again
         self._groups = groups
         self._ended = threading.Event()
@@ -185,8 +192,8 @@ class CameraRun:
     def is_alive(self) -> bool:
         return not self._ended.is_set()
 
-    def ended(self, error: str | None = None) -> None:
-        self.error = error
+    def ended(self, error: str | None = None, refused: bool = False) -> None:
+        self.error, self.refused = error, refused
         self._ended.set()
 
 
@@ -373,7 +380,7 @@ class CameraGroups:
                 run = slot.runs.get(message.cam_id)
                 if run is not None and run.run == message.run:
                     del slot.runs[message.cam_id]
-                    run.ended(message.error)
+                    run.ended(message.error, message.refused)
         elif isinstance(message, MetricsReply):
             with self._metrics:
                 slot.exposition, slot.metrics_seq = message.text, message.seq
@@ -514,6 +521,7 @@ class ChildLoop:
         self.runs: dict[str, int] = {}  # cam_id -> run number of its worker
         self.reported: set[str] = set()  # cameras whose end was reported
         self.stopping: dict[str, tuple[int, Any]] = {}  # cam_id -> (run, worker told to stop)
+        self.refused: dict[str, CameraSpec] = {}  # cam_id -> the spec last refused (logged)
 
     def run(self) -> None:
         from videodetector.detector.post.health import HealthReporter
@@ -574,10 +582,20 @@ class ChildLoop:
         try:
             self.daemon.make_worker(message.camera).start()
         except Exception as exc:  # e.g. its spool is locked: the other cameras go on
-            log.error("camera %s: not started: %s", cam_id, exc, extra={"cam_id": cam_id})
+            self._log_refused(message.camera, exc)
             self.daemon.workers.pop(cam_id, None)
             self.reported.add(cam_id)
-            self._send(CameraEnded(cam_id, message.run, str(exc)))
+            self._send(CameraEnded(cam_id, message.run, str(exc), refused=True))
+            return
+        self.refused.pop(cam_id, None)
+
+    def _log_refused(self, camera: CameraSpec, exc: Exception) -> None:
+        """ERROR once per spec, as ``CameraManager._start`` in one process: the parent's
+        manager sends it again on every poll until it starts (later tries: DEBUG)."""
+        cam_id = camera.cam_id
+        level = logging.ERROR if self.refused.get(cam_id) != camera else logging.DEBUG
+        self.refused[cam_id] = camera
+        log.log(level, "camera %s: not started: %s", cam_id, exc, extra={"cam_id": cam_id})
 
     def _stop(self, message: StopCamera) -> None:
         """Tell a camera's worker to stop (its end is reported by ``_report_ended``, so
@@ -585,6 +603,7 @@ class ChildLoop:
         process. A stop of an older run (the camera was started again since) is ignored."""
         if self.runs.get(message.cam_id) != message.run:
             return
+        self.refused.pop(message.cam_id, None)  # removed or changed: a new refusal is logged
         worker = self.daemon.workers.pop(message.cam_id, None)
         if worker is None:
             self._send(CameraEnded(message.cam_id, message.run))

@@ -2,7 +2,10 @@
 
 Every ``--reload-timeout`` seconds the list is fetched and reconciled with the
 running workers: a camera added starts, a camera removed or disabled stops, a
-camera whose url/roi/rot changed restarts; the others are not touched. A failed
+camera whose url/roi/rot changed restarts; the others are not touched. A camera that
+cannot be started (``make_worker`` raises, e.g. its spool directory is locked; or, with
+camera processes, its child refused it) is logged once per spec and tried again on every
+poll; a camera that ended (a file, a configuration error) is not. A failed
 fetch keeps the current set running. ``--single-pass`` fetches once and returns
 when every worker has ended.
 """
@@ -30,6 +33,13 @@ class Worker(Protocol):
     def stop(self) -> None: ...
     def join(self, timeout: float | None = None) -> None: ...
     def is_alive(self) -> bool: ...
+
+
+def refused_where_it_runs(worker: Worker) -> bool:
+    """A worker that ended because it could not be started where it runs (``refused``: a
+    camera process, detector/groups.py): the next poll starts it again, as a camera whose
+    ``make_worker`` raised. Workers without the attribute (one process) never are."""
+    return bool(getattr(worker, "refused", False)) and not worker.is_alive()
 
 
 def parse_camera(obj: dict[str, Any]) -> CameraSpec | None:
@@ -98,6 +108,8 @@ class CameraManager:
                     worker.stop()
                     worker.join(10)
                     del self.workers[cam_id]
+                elif refused_where_it_runs(worker):
+                    del self.workers[cam_id]  # started again below
             for cam_id, cam in wanted.items():
                 if cam_id not in self.workers:
                     self._start(cam)
