@@ -151,12 +151,19 @@ def collect_metrics(daemon: Daemon) -> list[Metric]:
     ]
     metrics.append(posts_dropped_metric({c: p for c, _w, _r, p in rows}))
     metrics += _labelled_metrics(rows)
-    metrics.append(GaugeMetricFamily("fkvideo_cameras_running", "Cameras with a live worker",
-                                     value=sum(w.is_alive() for w in workers.values())))
-    metrics.append(GaugeMetricFamily("fkvideo_up_seconds", "Seconds since start",
-                                     value=time.time() - daemon.started_at))
+    metrics += daemon_gauges(daemon, workers)
     metrics += camera_histograms(daemon, {c for c, *_ in rows})
     return metrics
+
+
+def daemon_gauges(daemon: Daemon, workers: dict) -> list[Metric]:
+    """The daemon-wide series: cameras with a live worker (of ``workers``), seconds since
+    start. Written by the daemon's process itself also when its cameras run in children
+    (``groups.PARENT_FAMILIES``)."""
+    return [GaugeMetricFamily("fkvideo_cameras_running", "Cameras with a live worker",
+                              value=sum(w.is_alive() for w in list(workers.values()))),
+            GaugeMetricFamily("fkvideo_up_seconds", "Seconds since start",
+                              value=time.time() - daemon.started_at)]
 
 
 def camera_histograms(daemon: Daemon, cameras: set[str]) -> list[Metric]:
@@ -193,10 +200,7 @@ class GroupsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from merge_expositions(self.groups.expositions())
         workers = self.daemon.manager.workers if self.daemon.manager is not None else {}
-        yield GaugeMetricFamily("fkvideo_cameras_running", "Cameras with a live worker",
-                                value=sum(w.is_alive() for w in list(workers.values())))
-        yield GaugeMetricFamily("fkvideo_up_seconds", "Seconds since start",
-                                value=time.time() - self.daemon.started_at)
+        yield from daemon_gauges(self.daemon, workers)
         yield from self.groups.process_metrics()
 
 
