@@ -8,6 +8,7 @@ Run from the project root (each mode ~0.5-2 min on a quiet 2-core host):
     python bench/yunet_runtime.py idle
     python bench/yunet_runtime.py rss [--instances 8]
     python bench/yunet_runtime.py diff [--clips mpf,region,grid]
+    python bench/yunet_runtime.py recall --runtime ov_bf16 --out bf16.json
 
 Runtimes: ``ort`` (onnxruntime f32 on the symbolic-size graph, as ``YuNetDetector`` runs it),
 ``ov_f32`` / ``ov_bf16`` (OpenVINO's CPU plugin, one compiled model with a dynamic
@@ -37,7 +38,12 @@ each having run a 640x384 and a 640x480 input).
 
 ``diff``: per clip frame (every 3rd), the decoded detections (shared decode and NMS of
 ``YuNetDetector``) with each OpenVINO runtime against onnxruntime: faces matched (IoU >= 0.5),
-max box / landmark shift in px, max score difference, faces found by one only.
+max box shift in px, landmark shift / face height, max score difference, faces found by one
+only.
+
+``recall``: bench/cadence_recall.py (every shared clip, the offline pipeline, its loop's
+process CPU) with every ``YuNetDetector`` running its graph through ``--runtime``; compare
+two outputs with ``python bench/cadence_recall.py --compare A.json B.json``.
 """
 
 from __future__ import annotations
@@ -362,6 +368,27 @@ def diff(clips: list[str], every: int = 3) -> dict:
     return table
 
 
+def recall(runtime: str, out: Path) -> int:
+    """cadence_recall over the shared clips with YuNet's graph through ``runtime``."""
+    import cadence_recall
+
+    from videodetector.core import models
+
+    if runtime != "ort":
+        inner = models.YuNetDetector.__init__
+
+        def init(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+            inner(self, *args, **kwargs)
+            self._session = OvSession(1, "bf16" if "bf16" in runtime else "f32")
+
+        models.YuNetDetector.__init__ = init  # type: ignore[method-assign]
+    try:
+        return cadence_recall.main(["--out", str(out)])
+    finally:
+        if runtime != "ort":
+            models.YuNetDetector.__init__ = inner  # type: ignore[method-assign]
+
+
 def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
     """"384x640,96x96" -> ((384, 640), (96, 96)) as (height, width), multiples of 32."""
     shapes = []
@@ -375,7 +402,7 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=("sizes", "replay", "idle", "rss", "diff"))
+    ap.add_argument("mode", choices=("sizes", "replay", "idle", "rss", "diff", "recall"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--shapes", type=parse_shapes, default=SHAPES, help="sizes: HxW,...")
@@ -383,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--every", type=int, default=3, help="diff: every n-th frame")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--instances", type=int, default=8)
+    ap.add_argument("--runtime", choices=("ort", "ov_f32", "ov_bf16"), default="ort")
+    ap.add_argument("--out", type=Path, help="recall: the JSON output")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     threads = [int(t) for t in args.threads.split(",")]
@@ -398,6 +427,10 @@ def main(argv: list[str] | None = None) -> dict:
         return idle(args.instances)
     if args.mode == "rss":
         return rss(args.instances)
+    if args.mode == "recall":
+        if args.out is None:
+            ap.error("recall needs --out FILE.json")
+        return {"rc": recall(args.runtime, args.out)}
     return diff(args.clips.split(","), args.every)
 
 
