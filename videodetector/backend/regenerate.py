@@ -474,6 +474,8 @@ def main(argv: list[str], settings_from: Any) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
+        # what the backend serves: the configured model, not this run's --embedding-model
+        serving = settings_from(argparse.Namespace(**{**vars(args), "embedding_model": None}))
         wanted = args.embedding_model or settings.embedding_model
         # the options are checked before the store is looked at (auto: resolved below)
         opts = options_from_args(args, settings,
@@ -487,7 +489,7 @@ def main(argv: list[str], settings_from: Any) -> int:
         print(f"fkvideo_backend regenerate: no database in {settings.data_dir}", file=sys.stderr)
         return 2
     try:
-        served = serving_model(settings)  # its new vectors are changes of the faces
+        served = serving_model(serving)  # its new vectors are changes of the faces
         if wanted == AUTO_MODEL:
             opts = dataclasses.replace(opts, model=serving_model(settings, AUTO_MODEL))
     except ValueError as exc:  # a recorded model this program does not know
