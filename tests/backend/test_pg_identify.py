@@ -112,7 +112,7 @@ def _exact(store: Store, user: int, q: np.ndarray, n: int, gallery: str | None) 
 @pytest.mark.parametrize(("who", "n", "gallery"), [
     ("big", 10, "few"),  # a gallery of 4 % of the table
     ("small", 10, None),  # a user with 4 % of the table
-    ("big", 60, None),  # n above ef_search's default 40
+    ("big", EF_SEARCH_DEFAULT + 20, None),  # n above pg_ef_search's default
     ("big", 10, None),  # the plain case
 ])
 def test_identify_returns_n_hits_when_the_selection_has_them(store: Store, who: str, n: int,
@@ -139,7 +139,7 @@ def test_fewer_hits_only_when_the_selection_is_smaller(store: Store) -> None:
 
 
 def test_ef_search_of_each_try() -> None:
-    assert first_ef(1) == EF_SEARCH_DEFAULT and first_ef(100) == 100
+    assert first_ef(1) == EF_SEARCH_DEFAULT and first_ef(500) == 500
     assert first_ef(EF_SEARCH_MAX) == EF_SEARCH_MAX and first_ef(EF_SEARCH_MAX + 1) is None
     assert widened_ef(10, 40, 4) == 200  # a 10 % filter: 2 n / 0.1
     assert widened_ef(10, 40, 0) is None  # under 1/80 of the table: exact
@@ -166,6 +166,7 @@ def test_pg_ef_search_setting_sets_the_first_searchs_ef_search(store: Store,
     from videodetector.backend.settings import SettingsError
 
     assert store.backend.faces_store.ef_search == EF_SEARCH_DEFAULT  # the default
+    assert Settings().pg_ef_search == EF_SEARCH_DEFAULT  # one default, said twice
     backend = Backend(Settings(data_dir=tmp_path, db=store.url, embedding_model="sface-2021dec",
                                preload_models=False, pg_ef_search=200))
     try:

@@ -44,8 +44,9 @@ class Settings:
     db_connect_timeout: float = 3.0  # seconds; the API answers 503 when it runs out
     db_statement_timeout: float = 15.0  # seconds one statement may take (PostgreSQL)
     # PostgreSQL /identify: hnsw.ef_search of the first HNSW search (candidates visited;
-    # more = better recall, slower); a filtered search widens it itself (pgsearch.py)
-    pg_ef_search: int = 40
+    # more = better recall, slower; pgvector's own default is 40); a filtered search widens
+    # it itself (pgsearch.py: EF_SEARCH_DEFAULT is this default)
+    pg_ef_search: int = 100
     # Images are served at <upload_url or request base URL>/<upload_path>/...
     upload_path: str = "uploads"
     upload_url: str | None = None
