@@ -4,9 +4,11 @@ call together.
 ``MicroBatcher(run, slots, max_batch, max_pending).submit(item)`` returns ``run([item, ...])``'s
 answer for ``item``. No thread of its own and no fixed wait: a caller that finds a free slot
 (fewer than ``slots`` calls running) runs the pending items at once, its own among them;
-callers that arrive while every slot is busy wait, and the next caller to find a slot free
-runs up to ``max_batch`` of them, oldest first, in one call. So an idle batcher adds no
-latency, and a busy one batches exactly the items that would otherwise have queued.
+callers that arrive while every slot is busy wait, and a call that ends hands its slot to
+the oldest waiting caller, which runs up to ``max_batch`` waiting items, oldest first (its
+own first), in one call. So an idle batcher adds no latency, and a busy one batches exactly
+the items that would otherwise have queued. Each waiting caller is woken once (its answer
+is there, or it is to run a batch): no broadcast wake-ups under load.
 
 An error of a batched call is not given to every item of it: each item is then run alone,
 so only the item(s) failing alone get their own error, the others their answers. At most
@@ -31,20 +33,29 @@ class BatcherClosed(RuntimeError):
 
 
 class _Job(Generic[T, R]):
-    __slots__ = ("done", "error", "item", "result")
+    __slots__ = ("batch", "done", "error", "item", "result", "wake")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
+        self.batch: list[_Job[T, R]] | None = None  # set when its caller is to run a batch
+        self.wake = threading.Event()  # set once: done, or handed a batch to run
+
+    def answer(self) -> R:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
 
 
 class MicroBatcher(Generic[T, R]):
     """Batches concurrent ``submit`` calls into calls of ``run`` (see the module doc).
 
     ``run`` takes a non-empty list of items and returns a sequence of as many answers, in
-    order; it may be called from ``slots`` threads at once (e.g. one per infer request)."""
+    order; it may be called from ``slots`` threads at once (e.g. one per infer request).
+    A waiting caller is woken once: when its answer is there, or to run the next batch (its
+    own item first) in the slot a finished call hands over."""
 
     def __init__(self, run: Callable[[list[T]], Sequence[R]], slots: int = 1,
                  max_batch: int = 8, max_pending: int = 256) -> None:
@@ -56,7 +67,8 @@ class MicroBatcher(Generic[T, R]):
         self.slots = slots
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # waited on while the queue is full
         self._pending: collections.deque[_Job[T, R]] = collections.deque()
         self._busy = 0
         self._closed = False
@@ -66,27 +78,29 @@ class MicroBatcher(Generic[T, R]):
     def submit(self, item: T) -> R:
         """``run``'s answer for ``item`` (or its error), computed alone or with others."""
         job: _Job[T, R] = _Job(item)
-        with self._cond:
+        with self._lock:
             while len(self._pending) >= self.max_pending and not self._closed:
-                self._cond.wait()
+                self._room.wait()
             if self._closed:
                 raise BatcherClosed("the micro-batcher is closed")
             self._pending.append(job)
-        while True:
-            with self._cond:
-                while not job.done and not (self._pending and self._busy < self.slots):
-                    self._cond.wait()
-                if job.done:
-                    if job.error is not None:
-                        raise job.error
-                    return job.result  # type: ignore[return-value]
-                n = min(len(self._pending), self.max_batch)
-                batch = [self._pending.popleft() for _ in range(n)]
+            if self._busy < self.slots:  # a free slot: run now (the queue was empty)
                 self._busy += 1
-                self.calls += 1
-                self.items += n
-                self._cond.notify_all()  # room in the queue
-            self._run_batch(batch)
+                job.batch = self._take()
+        if job.batch is None:
+            job.wake.wait()
+        if not job.done:  # handed a batch, its own item first
+            self._run_batch(job.batch)  # type: ignore[arg-type]
+        return job.answer()
+
+    def _take(self) -> list[_Job[T, R]]:
+        """The next batch, oldest first (under the lock, with a slot held for it)."""
+        n = min(len(self._pending), self.max_batch)
+        batch = [self._pending.popleft() for _ in range(n)]
+        self.calls += 1
+        self.items += n
+        self._room.notify(n)
+        return batch
 
     def _run_batch(self, batch: list[_Job[T, R]]) -> None:
         outcomes: list[tuple[R | None, BaseException | None]] = []
@@ -96,11 +110,16 @@ class MicroBatcher(Generic[T, R]):
             outcomes = [(None, exc)] * len(batch)
             raise
         finally:
-            with self._cond:
+            with self._lock:
                 for job, (result, error) in zip(batch, outcomes, strict=True):
                     job.result, job.error, job.done = result, error, True
-                self._busy -= 1
-                self._cond.notify_all()
+                    job.wake.set()
+                if self._pending:  # the slot goes to the oldest waiting caller
+                    nxt = self._take()
+                    nxt[0].batch = nxt
+                    nxt[0].wake.set()
+                else:
+                    self._busy -= 1
 
     def _outcomes(self, items: list[T]) -> list[tuple[R | None, BaseException | None]]:
         """(answer, None) or (None, error) per item: one call, or one call per item if the
@@ -125,9 +144,10 @@ class MicroBatcher(Generic[T, R]):
     def close(self) -> None:
         """Refuse new items and fail the pending ones (``BatcherClosed``); running calls
         finish and deliver their answers."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             while self._pending:
                 job = self._pending.popleft()
                 job.error, job.done = BatcherClosed("the micro-batcher was closed"), True
-            self._cond.notify_all()
+                job.wake.set()
+            self._room.notify_all()
