@@ -183,9 +183,11 @@ def probe_env(probe_file: Path) -> dict[str, str]:
     return {"PYTHONPATH": path, "BENCH_INGEST_PROBE": str(probe_file)}
 
 
-def probe_seconds(pid: int, probe_file: Path | None) -> tuple[float, float] | None:
+def probe_seconds(pid: int, probe_file: Path | None
+                  ) -> tuple[float, float, float, float] | None:
     """The server's CPU seconds in ``FaceEngine.embed_aligned`` and in Python's garbage
-    collector so far (None: no probe): asked with SIGUSR1, answered in ``probe_file``."""
+    collector so far, and its SFace runs and the faces they embedded (None: no probe):
+    asked with SIGUSR1, answered in ``probe_file``."""
     if probe_file is None:
         return None
     probe_file.unlink(missing_ok=True)
@@ -193,8 +195,8 @@ def probe_seconds(pid: int, probe_file: Path | None) -> tuple[float, float] | No
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         try:
-            embed, gc_cpu = (float(v) for v in probe_file.read_text().split())
-            return embed, gc_cpu
+            embed, gc_cpu, calls, faces = (float(v) for v in probe_file.read_text().split())
+            return embed, gc_cpu, calls, faces
         except (OSError, ValueError):  # not written yet
             time.sleep(0.02)
     return None
@@ -218,9 +220,10 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
     client = time.process_time() - client0
     probe1 = probe_seconds(pid, probe_file)
     faces = max(1, poster.faces)
-    embed = gc_cpu = None
+    embed = gc_cpu = batch = None
     if probe0 is not None and probe1 is not None:
-        embed, gc_cpu = ((b - a) / faces for a, b in zip(probe0, probe1, strict=True))
+        embed, gc_cpu, calls, embedded = (b - a for a, b in zip(probe0, probe1, strict=True))
+        embed, gc_cpu, batch = embed / faces, gc_cpu / faces, embedded / max(1.0, calls)
     ms = 1000 * np.array(poster.latencies)
     for err in poster.errors:
         print(f"  error: {err}", flush=True)
@@ -236,6 +239,7 @@ def run_clients(server: Server, token: str, snaps: Sequence[Snapshot], clients: 
             "outside_ms": None if embed is None else round(1000 * (cpu.total / faces - embed),
                                                            1),
             "gc_ms": None if gc_cpu is None else round(1000 * gc_cpu, 2),
+            "batch": None if batch is None else round(batch, 2),
             "client_ms_per_face": round(1000 * client / faces, 1),
             "capacity": (round(poster.faces / cpu.total * len(os.sched_getaffinity(0)), 1)
                          if cpu.total > 0 else None),
@@ -259,7 +263,7 @@ COLUMNS = (
     ("p95_ms", "p95 ms", ">"), ("cpu_ms_per_face", "server CPU ms/face", ">"),
     ("user_ms", "user", ">"), ("sys_ms", "sys", ">"), ("loop_ms", "event loop", ">"),
     ("embed_ms", "in SFace", ">"), ("outside_ms", "outside SFace", ">"),
-    ("gc_ms", "of which Python GC", ">"),
+    ("gc_ms", "of which Python GC", ">"), ("batch", "faces per SFace run", ">"),
     ("client_ms_per_face", "client CPU ms/face", ">"),
     ("capacity", "faces/s the server CPU allows", ">"),
     ("rss_mb", "server RSS MB", ">"), ("load", "load after", ">"),

@@ -6,10 +6,12 @@ It wraps ``FaceEngine.embed_aligned`` (the SFace run of a face0 post) to add up 
 Python does not know (``/proc/self/task`` minus ``threading.enumerate()``): the model
 runtime's own workers, where OpenVINO runs the inference while the calling thread waits
 (the calling thread alone shows ~1 ms per face). It also adds up the CPU time of Python's
-cyclic garbage collections (``gc.callbacks``). On SIGUSR1 it writes both totals (seconds,
-text: "embedding gc") to ``$BENCH_INGEST_PROBE``, so the bench can report the server's CPU per face
-*outside* the embedding: the part the ingestion path itself costs. Nothing runs between
-signals (a polling thread cost ~0.4 ms of CPU per face).
+cyclic garbage collections (``gc.callbacks``), and counts SFace runs and the faces they
+embedded (the micro-batcher's mean batch). On SIGUSR1 it writes the totals (text:
+"embedding_seconds gc_seconds sface_runs sface_faces") to ``$BENCH_INGEST_PROBE``, so the
+bench can report the server's CPU per face *outside* the embedding: the part the ingestion
+path itself costs. Nothing runs between signals (a polling thread cost ~0.4 ms of CPU per
+face).
 """
 
 from __future__ import annotations
@@ -59,6 +61,25 @@ def _time_garbage_collections() -> list[float]:
     return total
 
 
+def _count_sface_calls() -> list[int]:
+    """[SFace runs, faces they embedded] so far (``SFaceEmbedder.embed_batch``): their ratio
+    is the mean batch the server's micro-batcher formed."""
+    from videodetector.core import models
+
+    counts = [0, 0]
+    lock = threading.Lock()
+    original = models.SFaceEmbedder.embed_batch
+
+    def embed_batch(self, faces):  # noqa: ANN001, ANN202 - a bench probe
+        with lock:
+            counts[0] += 1
+            counts[1] += len(faces)
+        return original(self, faces)
+
+    models.SFaceEmbedder.embed_batch = embed_batch
+    return counts
+
+
 def _install(path: str) -> None:
     from videodetector.backend import engine
 
@@ -77,13 +98,14 @@ def _install(path: str) -> None:
 
     engine.FaceEngine.embed_aligned = embed_aligned
     gc_total = _time_garbage_collections()
+    calls = _count_sface_calls()
 
     def report(signum, frame) -> None:  # noqa: ANN001 - a signal handler
         with lock:
             value = total[0] + _native_threads_cpu()
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(f"{value!r} {gc_total[0]!r}")
+            f.write(f"{value!r} {gc_total[0]!r} {calls[0]} {calls[1]}")
         os.replace(tmp, path)
 
     signal.signal(signal.SIGUSR1, report)

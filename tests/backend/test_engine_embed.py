@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -43,3 +44,78 @@ def test_runtime_choice_per_model_and_without_openvino(monkeypatch):
     with pytest.raises(ImportError, match=f"{SFACE_BF16_NAME} runs through OpenVINO"):
         embed_runtime(SFACE_BF16_NAME)
     assert FaceEngine(1, 0.6).embedder().runtime == "opencv"
+
+
+def _faces(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Face-sized images (blurred noise: the cost and the batching do not depend on the
+    pixels, and no test media is needed)."""
+    rng = np.random.default_rng(seed)
+    return [cv2.GaussianBlur(rng.integers(0, 256, (112, 112, 3), np.uint8), (5, 5), 0)
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("model", [SFACE_NAME, SFACE_BF16_NAME])
+def test_a_batch_of_every_size_the_batcher_forms_is_bit_for_bit_one_face_per_run(model):
+    pytest.importorskip("openvino")
+    from videodetector.backend.engine import EMBED_MAX_BATCH
+
+    emb = FaceEngine(1, 0.6, model).embedder()
+    faces = _faces(EMBED_MAX_BATCH + 3)
+    alone = np.stack([emb.embed(f) for f in faces])
+    for n in range(1, EMBED_MAX_BATCH + 1):
+        for start in (0, 3):
+            got = emb.embed_batch(faces[start:start + n])
+            assert np.array_equal(got, alone[start:start + n]), (model, n, start)
+
+
+@pytest.mark.parametrize("model", [SFACE_NAME, SFACE_BF16_NAME])
+def test_concurrent_embeddings_are_batched_and_each_caller_gets_its_own_vector(model):
+    pytest.importorskip("openvino")
+    engine = FaceEngine(1, 0.6, model)
+    emb = engine.embedder()
+    batcher = engine._batcher  # noqa: SLF001
+    assert batcher is not None and batcher.slots == embed_workers()
+    faces = _faces(24, seed=1)
+    alone = [emb.embed(f) for f in faces]
+    for _ in range(5):  # until some call carried several faces (the first round, as a rule)
+        with ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(engine.embed_aligned, faces))
+        for i, vec in enumerate(got):
+            assert np.array_equal(vec, alone[i]), i
+        if batcher.items > batcher.calls:
+            break
+    assert batcher.items > batcher.calls  # batched, and still every vector its own
+
+
+def test_a_bad_face_fails_only_its_own_caller_among_concurrent_ones():
+    pytest.importorskip("openvino")
+    engine = FaceEngine(1, 0.6)
+    emb = engine.embedder()
+    faces = _faces(8, seed=2)
+    alone = [emb.embed(f) for f in faces]
+    items: list = [*faces[:4], np.zeros((112, 111, 3), np.uint8), *faces[4:]]
+
+    def one(face):
+        try:
+            return engine.embed_aligned(face)
+        except ValueError as exc:
+            return exc
+
+    with ThreadPoolExecutor(9) as pool:
+        got = list(pool.map(one, items))
+    assert isinstance(got[4], ValueError) and "112x112x3" in str(got[4])
+    for vec, ref in zip(got[:4] + got[5:], alone, strict=True):
+        assert np.array_equal(vec, ref)
+
+
+def test_runtimes_that_loop_over_a_batch_get_no_batcher(monkeypatch):
+    pytest.importorskip("openvino")
+    assert FaceEngine(1, 0.6, SFACE_INT8_NAME).embedder() is not None
+    engine = FaceEngine(1, 0.6, SFACE_INT8_NAME)
+    engine.embedder()
+    assert engine._batcher is None  # noqa: SLF001 - onnxruntime runs faces one by one
+    monkeypatch.setitem(sys.modules, "openvino", None)  # OpenCV's DNN
+    engine = FaceEngine(1, 0.6)
+    face = _faces(1)[0]
+    assert np.array_equal(engine.embed_aligned(face), engine.embedder().embed(face))
+    assert engine._batcher is None  # noqa: SLF001

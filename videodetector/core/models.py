@@ -622,7 +622,8 @@ class OvPool:
             self._free.put(req)
 
 
-def _check_aligned(face: np.ndarray) -> np.ndarray:
+def check_aligned(face: np.ndarray) -> np.ndarray:
+    """``face`` if it is a 112x112x3 uint8 aligned face (SFace's input), else ValueError."""
     if getattr(face, "shape", None) != (112, 112, 3) or face.dtype != np.uint8:
         raise ValueError(f"expected a 112x112x3 uint8 aligned face, got "
                          f"{getattr(face, 'shape', None)} {getattr(face, 'dtype', '')}")
@@ -635,7 +636,7 @@ def sface_blob(faces: list[np.ndarray]) -> np.ndarray:
     C-contiguous, made with one converting copy per face (OpenVINO then takes it as it is)."""
     blob = np.empty((len(faces), 3, 112, 112), np.float32)
     for i, face in enumerate(faces):
-        blob[i] = _check_aligned(face).transpose(2, 0, 1)[::-1]  # BGR HWC -> RGB CHW
+        blob[i] = check_aligned(face).transpose(2, 0, 1)[::-1]  # BGR HWC -> RGB CHW
     return blob
 
 
@@ -675,6 +676,7 @@ class SFaceEmbedder:
                              f"not {model!r}")
         self.model = model
         self.runtime = runtime
+        self.workers = workers  # concurrent runs (openvino requests, opencv nets)
         self._session = self._nets = self._ov = None
         if runtime == "opencv":
             self._nets = NetPool(model_path(SFACE), workers)
