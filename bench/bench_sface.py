@@ -194,8 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
             ("batched_ms", f"{a.callers} callers batched ms/face", ">"),
             ("per_run", "faces per run", ">"),
             ("min_cos_to_float", "min cos to float", ">")]
-    shown = [{k: (f"{v:.4f}" if k == "min_cos_to_float" else f"{v:.1f}")
-              if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+    # the callers columns are measured for the OpenVINO runtimes only: "-" elsewhere
+    shown = [{**{key: "-" for key, _, _ in cols},
+              **{k: (f"{v:.4f}" if k == "min_cos_to_float" else f"{v:.1f}")
+                 if isinstance(v, float) else v for k, v in r.items()}} for r in rows]
     table = format_table(shown, cols)
     print(f"# bench_sface: {machine_line()}\n# input: {source}\n")
     print("CPU ms per face (1 thread; batchN: N faces per call), two concurrent callers, "

@@ -222,6 +222,9 @@ def test_bench_sface_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         for key in ("batch1_ms", "batch2_ms", "two_callers_ms", "two_callers_fps"):
             assert row[key] > 0, key
         assert row["min_cos_to_float"] > 0.9999  # the float model's vectors
+    opencv, openvino = out["rows"]
+    assert "callers_ms" not in opencv  # the micro-batcher A/B: OpenVINO only, shown as "-"
+    assert openvino["callers_ms"] > 0 and openvino["batched_ms"] > 0
     assert "2 callers ms/face" in capsys.readouterr().out
 
 
