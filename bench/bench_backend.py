@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import _proc
 import numpy as np
 import requests
 from _env import ROOT
@@ -136,12 +137,9 @@ class Server:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of process ``pid`` in MB (VmRSS)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """Resident memory of the server ``pid`` in MB (VmRSS), to 0.1; ProcessLookupError
+    when it is gone (a dead server is not a 0 MB one)."""
+    return round(_proc.rss_mb(pid, gone=None), 1)
 
 
 def per_100k(rows: list[dict]) -> None:

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import _proc
 import numpy as np
 import requests
 from bench_backend import (
@@ -170,14 +171,6 @@ def fill(data_dir: Path, size: int, seed: int, batch: int = 50_000) -> float:
 # in-process measurements
 # ---------------------------------------------------------------------------
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def registry_for(data_dir: Path, ann_min: int) -> IndexRegistry:
     return IndexRegistry(ann_min=ann_min, catchup=Settings().index_ann_catchup,
                          snapshot_dir=data_dir / "index" / SFACE_NAME)
@@ -186,7 +179,7 @@ def registry_for(data_dir: Path, ann_min: int) -> IndexRegistry:
 def build_and_load(data_dir: Path, ann_min: int) -> tuple[IndexRegistry, UserIndex, dict]:
     """Load the embeddings, build (or read) the graph, write and read its snapshot."""
     row: dict = {}
-    rss0 = rss_bytes()
+    rss0 = _proc.rss_bytes()
     registry = registry_for(data_dir, ann_min)
     db = Database(data_dir / "backend.sqlite3")
     try:
@@ -197,7 +190,7 @@ def build_and_load(data_dir: Path, ann_min: int) -> tuple[IndexRegistry, UserInd
         db.close()
     (user,) = registry.users()
     index = registry(user)
-    row["flat_b_per_face"] = round((rss_bytes() - rss0) / len(index))
+    row["flat_b_per_face"] = round((_proc.rss_bytes() - rss0) / len(index))
     t0 = time.perf_counter()
     registry.open_graphs()  # a snapshot from an earlier run, or a background build
     if not registry.wait():
@@ -212,7 +205,7 @@ def build_and_load(data_dir: Path, ann_min: int) -> tuple[IndexRegistry, UserInd
     t0 = time.perf_counter()
     fresh._load_snapshot(user)  # noqa: SLF001 - the read the server does at start
     row["snapshot_read_s"] = round(time.perf_counter() - t0, 2)
-    row["total_b_per_face"] = round((rss_bytes() - rss0) / len(index))
+    row["total_b_per_face"] = round((_proc.rss_bytes() - rss0) / len(index))
     row["graph_b_per_face"] = round(index.ann.memory_bytes() / len(index))
     return registry, index, row
 

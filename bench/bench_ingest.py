@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import _proc
 import numpy as np
 import requests
 from _env import ROOT
@@ -102,7 +103,8 @@ def _user_sys(stat_path: str) -> tuple[float, float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    return sum(_user_sys(f"/proc/{pid}/stat"))
+    """The server's CPU seconds so far; ProcessLookupError when it is gone."""
+    return _proc.process_cpu(pid, gone=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,8 +76,10 @@ from tests.pg import PgCluster
 from videodetector.backend import migrate_db
 from videodetector.backend.auth import token_hash
 from videodetector.backend.pgdb import WRITE_LOCK
+from videodetector.backend.pgsearch import EF_SEARCH_DEFAULT, EF_SEARCH_MAX
 from videodetector.backend.service import Backend, NewFace
 from videodetector.backend.settings import Settings
+from videodetector.backend.stores.faces import face_store
 from videodetector.backend.timeutil import iso
 
 PROBES = 200
@@ -271,14 +273,18 @@ def build_stores(stores: Stores, cluster: PgCluster, seed: int, reuse: bool,
     return built
 
 
-def search_rows(stores: Stores, queries: dict[str, np.ndarray], which: str = "both"
-                ) -> list[dict]:
-    """identify top-1 in this process, through the product's Backend, on both stores."""
+def search_rows(stores: Stores, queries: dict[str, np.ndarray], which: str = "both",
+                ef_values: Sequence[int] = (EF_SEARCH_DEFAULT,)) -> list[dict]:
+    """identify top-1 in this process, through the product's Backend, on both stores; on
+    PostgreSQL one row per ``pg_ef_search`` value of ``ef_values``, measured interleaved
+    (each probe asked with every value in turn, the order rotating), so that a load that
+    changes during the run weighs on every value alike."""
     rows = []
     # pgvector serves /identify on PostgreSQL; the in-memory index of that backend is not
     # searched by it, so it gets no graph here (no 20-minute background build at 1M)
     backends = {"pgvector HNSW": settings_for(data_dir=stores.pg_dir, db=stores.pg_url,
-                                              index_ann_min_faces=0),
+                                              index_ann_min_faces=0,
+                                              pg_ef_search=ef_values[0]),
                 "embedded (SQLite)": settings_for(data_dir=stores.sqlite_dir)}
     if which == "postgresql":
         del backends["embedded (SQLite)"]
@@ -288,27 +294,47 @@ def search_rows(stores: Stores, queries: dict[str, np.ndarray], which: str = "bo
         try:
             backend.index.wait()  # the embedded graph: its snapshot, else a build
             ready = time.perf_counter() - t0
+            # the face store is all that pg_ef_search configures (Backend: face_store(db,
+            # settings.pg_ef_search)); one per value, so one backend serves every value
+            variants = ({ef: face_store(backend.db, ef) for ef in dict.fromkeys(ef_values)}
+                        if settings.db else {"-": backend.faces_store})
             (user,) = backend.index.users()
             ids, matrix = backend.index(user).snapshot()
-            backend.identify(user, [_face(queries["known"][0])], 1, None)  # warm up
+            for store in variants.values():  # warm up
+                backend.faces_store = store
+                backend.identify(user, [_face(queries["known"][0])], 1, None)
             for kind, qs in queries.items():
-                times, hits = [], []
-                for q in qs:
-                    t0 = time.perf_counter()
-                    found = backend.identify(user, [_face(q)], 1, None)[0]
-                    times.append(time.perf_counter() - t0)
-                    hits.append(found[0][0] if found else -1)
+                times, hits = _interleaved(backend, user, variants, qs)
                 exact = ids[np.argmax(matrix @ qs.T, axis=0)]
-                p50, p95 = percentiles(times)
-                rows.append({"store": name, "faces": stores.size, "probes": kind,
-                             "p50_ms": p50, "p95_ms": p95, "ready_s": round(ready, 1),
-                             "recall": round(float(np.mean(np.asarray(hits) == exact)), 3),
-                             "load": round(os.getloadavg()[0], 1)})
-                print(f"  {rows[-1]}", flush=True)
+                for ef in variants:
+                    p50, p95 = percentiles(times[ef])
+                    rows.append({"store": name, "ef_search": ef, "faces": stores.size,
+                                 "probes": kind, "p50_ms": p50, "p95_ms": p95,
+                                 "ready_s": round(ready, 1),
+                                 "recall": round(float(np.mean(np.asarray(hits[ef]) == exact)),
+                                                 3),
+                                 "load": round(os.getloadavg()[0], 1)})
+                    print(f"  {rows[-1]}", flush=True)
             del matrix
         finally:
             backend.close()
     return rows
+
+
+def _interleaved(backend: Backend, user: int, variants: dict, qs: np.ndarray
+                 ) -> tuple[dict, dict]:
+    """Seconds and top-1 face id of each probe with each face store of ``variants``."""
+    times: dict = {k: [] for k in variants}
+    hits: dict = {k: [] for k in variants}
+    keys = list(variants)
+    for i, q in enumerate(qs):
+        for k in keys[i % len(keys):] + keys[:i % len(keys)]:
+            backend.faces_store = variants[k]
+            t0 = time.perf_counter()
+            found = backend.identify(user, [_face(q)], 1, None)[0]
+            times[k].append(time.perf_counter() - t0)
+            hits[k].append(found[0][0] if found else -1)
+    return times, hits
 
 
 def _face(vector: np.ndarray) -> NewFace:
@@ -316,7 +342,8 @@ def _face(vector: np.ndarray) -> NewFace:
                    embedding=np.asarray(vector, np.float32))
 
 
-SEARCH_COLUMNS = [("store", "store", "<"), ("faces", "faces", ">"), ("probes", "probes", "<"),
+SEARCH_COLUMNS = [("store", "store", "<"), ("ef_search", "pg_ef_search", ">"),
+                  ("faces", "faces", ">"), ("probes", "probes", "<"),
                   ("p50_ms", "identify p50 ms", ">"), ("p95_ms", "p95 ms", ">"),
                   ("recall", "recall@1 vs exact", ">"), ("ready_s", "backend ready s", ">"),
                   ("load", "load", ">")]
@@ -592,6 +619,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "embeddings, or uniform on the sphere")
     parser.add_argument("--stores", choices=("both", "postgresql"), default="both",
                         help="identify rows on both stores, or on PostgreSQL only")
+    parser.add_argument("--ef-search", default=str(EF_SEARCH_DEFAULT),
+                        help="pg_ef_search values of the PostgreSQL identify rows, "
+                             f"comma-separated (default {EF_SEARCH_DEFAULT})")
     parser.add_argument("--galleries", default="0.001,0.01,0.1",
                         help="gallery sizes (fractions of the faces) for the filtered rows on "
                              "PostgreSQL ('' skips them)")
@@ -609,6 +639,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.build_only and not args.keep:
         parser.error("--build-only needs --keep DIR")
     args.sizes = [int(x) for x in str(args.sizes).split(",") if x.strip()]
+    args.ef_search = [int(x) for x in str(args.ef_search).split(",") if x.strip()]
+    if not args.ef_search or not all(1 <= ef <= EF_SEARCH_MAX for ef in args.ef_search):
+        parser.error(f"--ef-search: values in 1..{EF_SEARCH_MAX}, got {args.ef_search}")
     if args.migrate_size is None:
         args.migrate_size = 0 if args.reuse or args.build_only else min(min(args.sizes),
                                                                          100_000)
@@ -658,7 +691,7 @@ def _measure(args: argparse.Namespace, root: Path, cluster: PgCluster) -> dict:
         if args.build_only:
             continue
         queries = probes(centres(size // 10, args.seed), args.probes, args.seed)
-        searched += search_rows(stores, queries, args.stores)
+        searched += search_rows(stores, queries, args.stores, args.ef_search)
         galleries += gallery_rows(stores, queries["known"][:50],
                                   [float(x) for x in args.galleries.split(",") if x.strip()])
         if args.requests:

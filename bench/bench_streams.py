@@ -71,6 +71,7 @@ from pathlib import Path
 import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
 import cv2
 import numpy as np
+from _proc import process_cpu, rss_mb
 from bench_detector import format_table, indoor_clip, machine_line
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -295,27 +296,6 @@ class StreamsRow:
     rss_mb: float = 0.0  # resident memory of the daemon's processes at the end of the run
     rss_mb_per_camera: float = 0.0
     processes: int = 1  # --camera-processes (1: the cameras in this process)
-
-
-def rss_mb(pid: int | str = "self") -> float:
-    """Resident memory of a process in MB (Linux /proc; 0 elsewhere or when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + sys, all threads) of a process (Linux /proc; 0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: float,

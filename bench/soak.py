@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import _env  # noqa: F401  (before numpy: sys.path, thread pools; bench/_env.py)
+import _proc
 import numpy as np
 import requests
 from bench_detector import indoor_clip, machine_line
@@ -55,10 +56,8 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident MB of the watched process; ProcessLookupError when it died (bench/_proc.py)."""
+    return _proc.rss_mb(pid, gone=None)
 
 
 METRICS_TOKEN = secrets.token_hex(16)  # the backend's /metrics needs a token

@@ -42,7 +42,8 @@ def test_bench_imports_env_before_anything_but_the_stdlib(path: Path) -> None:
     names = top_imports(ast.parse(text))
     first = next((n for n in names if n not in sys.stdlib_module_names and n != "__future__"),
                  None)
-    assert first in ENV_MODULES, (path.name, first)
+    # a module of the stdlib alone (bench/_proc.py) loads no thread pool: nothing to order
+    assert first is None or first in ENV_MODULES, (path.name, first)
     for own in ("sys.path.insert", "noqa: E402", *THREAD_VARS):
         assert own not in text, (path.name, own)
 

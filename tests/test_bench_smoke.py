@@ -205,13 +205,17 @@ def test_bench_pg_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     mod = bench("bench_pg")
     out = mod.main(["--size", "300", "--seconds", "2", "--clients", "2", "--processes", "2",
                     "--centres", "uniform", "--probes", "20", "--requests", "2",
-                    "--galleries", "0.1"])
+                    "--galleries", "0.1", "--ef-search", "40,100"])
     (migrated,) = out["migrate"]
     assert migrated["faces"] == 300 and migrated["verified"] is True
     (built,) = out["built"]
     assert built["faces"] == 300 and built["pg_copy_s"] >= 0 and built["sqlite_fill_s"] >= 0
     assert {r["store"] for r in out["search"]} == {"pgvector HNSW", "embedded (SQLite)"}
     assert all(0 <= r["recall"] <= 1 and r["p50_ms"] > 0 for r in out["search"])
+    # one PostgreSQL row per pg_ef_search value and probe kind
+    assert sorted((r["ef_search"], r["probes"]) for r in out["search"]
+                  if r["store"] == "pgvector HNSW") == [(40, "known"), (40, "stranger"),
+                                                          (100, "known"), (100, "stranger")]
     (gallery,) = out["galleries"]
     assert gallery["nearest_hits"] == gallery["exact_hits"]  # n hits whenever there are n
     if out["server"]:  # needs the models' photos

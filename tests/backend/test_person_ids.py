@@ -62,10 +62,14 @@ def test_a_database_poisoned_by_an_old_version_is_repaired(db_url, tmp_path):
                      (INT64_MAX,))
         conn.execute("UPDATE faces SET person_id = ? WHERE id = ?", (INT64_MAX, face["id"]))
     db.close()
+    cursor = _sync_cursor(settings)
     with BackendServer(settings) as srv:
         api = Api(srv.url, api.token)
         moved = api.get(f"/v1/face/id/{face['id']}").json()["person_id"]
         assert 0 < moved < 2**53
+        # the renumbered person's face is in the change feed with its new person id
+        feed = api.get("/v1/faces/sync", params={"cursor": cursor}).json()
+        assert [(f["id"], f["person_id"]) for f in feed["faces"]] == [(face["id"], moved)]
         assert api.get(f"/v1/person/id/{moved}").json()["meta"] == "x"
         new = api.add_face(person_photo("B"), cam_id="c1")["person_id"]  # was a 503
         assert 0 < new < 2**53 and new != moved
@@ -81,3 +85,14 @@ def test_a_database_poisoned_by_an_old_version_is_repaired(db_url, tmp_path):
         api = Api(srv.url, api.token)
         newer = api.add_face(person_photo("C"), cam_id="c1")["person_id"]
         assert new < newer < 2**53
+
+
+def _sync_cursor(settings: Settings) -> int:
+    """The newest change's seq (the cursor a client synced up to now would hold)."""
+    from videodetector.backend import changes
+
+    db = open_database(settings)
+    try:
+        return changes.last_seq(db)
+    finally:
+        db.close()

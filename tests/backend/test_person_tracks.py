@@ -258,6 +258,62 @@ def test_operator_feedback_is_never_undone_automatically(server: BackendServer, 
              "BAD_PARAM")
 
 
+class Feed:
+    """A client of ``/v1/faces/sync`` (default gallery): face id -> person_id."""
+
+    def __init__(self, api: Api) -> None:
+        self.api, self.cursor, self.persons = api, 0, {}
+
+    def pull(self) -> dict[int, int | None]:
+        """The faces reported since the last pull (each at most once per page), applied."""
+        seen: dict[int, int | None] = {}
+        while True:
+            r = self.api.get("/v1/faces/sync", params={"cursor": self.cursor, "limit": 3})
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert not page["deleted"]
+            for f in page["faces"]:
+                assert f["id"] not in seen, f"face {f['id']} reported twice"
+                seen[f["id"]] = self.persons[f["id"]] = f["person_id"]
+            self.cursor = page["cursor"]
+            if not page["has_more"]:
+                return seen
+
+    def check_equal_to_server(self) -> None:
+        faces = self.api.get("/v1/faces", params={"limit": 0}).json()["results"]
+        assert self.persons == {f["id"]: f["person_id"] for f in faces}
+
+
+def test_a_track_join_is_in_the_sync_feed(api: Api, faces: Faces):
+    """The track's earlier face that joins its person is reported, once."""
+    feed = Feed(api)
+    poor = post(api, faces, "A", degrade="blur5", track=3, score=-7.5)
+    assert feed.pull() == {poor["id"]: None}
+    good = post(api, faces, "A", track=3, second=3, score=-0.5)
+    assert good["person_id"] is not None
+    assert feed.pull() == {poor["id"]: good["person_id"], good["id"]: good["person_id"]}
+    feed.check_equal_to_server()
+
+
+def test_an_automatic_merge_and_its_undo_are_in_the_sync_feed(api: Api, faces: Faces):
+    """The faces an automatic merge moves, and those its undo moves back, are reported
+    (and only those besides the new face), once."""
+    feed = Feed(api)
+    top = post(api, faces, "A", degrade="top", track=1, score=-4.0)
+    bottom = post(api, faces, "A", degrade="bottom", track=2, score=-4.0, second=10)
+    assert top["person_id"] != bottom["person_id"]
+    feed.pull()
+    good = post(api, faces, "A", track=3, second=20, score=-1.0)
+    kept = min(top["person_id"], bottom["person_id"])
+    moved = top if top["person_id"] != kept else bottom
+    assert feed.pull() == {good["id"]: kept, moved["id"]: kept}
+    feed.check_equal_to_server()
+    (merge,) = [e for e in events(api, kept) if e["kind"] == "merge"]
+    assert api.post(f"/v1/person/event/{merge['id']}/undo").status_code == 200
+    assert feed.pull() == {moved["id"]: moved["person_id"]}
+    feed.check_equal_to_server()
+
+
 def test_person_api_is_documented(server: BackendServer):
     paths = requests.get(server.url + "/v1/openapi.json", timeout=10).json()["paths"]
     for path in ("/v1/person/id/{person_id}/merge", "/v1/person/id/{person_id}/not_this_person",

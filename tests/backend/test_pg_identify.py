@@ -112,7 +112,7 @@ def _exact(store: Store, user: int, q: np.ndarray, n: int, gallery: str | None) 
 @pytest.mark.parametrize(("who", "n", "gallery"), [
     ("big", 10, "few"),  # a gallery of 4 % of the table
     ("small", 10, None),  # a user with 4 % of the table
-    ("big", 60, None),  # n above ef_search's default 40
+    ("big", EF_SEARCH_DEFAULT + 20, None),  # n above pg_ef_search's default
     ("big", 10, None),  # the plain case
 ])
 def test_identify_returns_n_hits_when_the_selection_has_them(store: Store, who: str, n: int,
@@ -139,9 +139,52 @@ def test_fewer_hits_only_when_the_selection_is_smaller(store: Store) -> None:
 
 
 def test_ef_search_of_each_try() -> None:
-    assert first_ef(1) == EF_SEARCH_DEFAULT and first_ef(100) == 100
+    assert first_ef(1) == EF_SEARCH_DEFAULT and first_ef(500) == 500
     assert first_ef(EF_SEARCH_MAX) == EF_SEARCH_MAX and first_ef(EF_SEARCH_MAX + 1) is None
     assert widened_ef(10, 40, 4) == 200  # a 10 % filter: 2 n / 0.1
     assert widened_ef(10, 40, 0) is None  # under 1/80 of the table: exact
     assert widened_ef(10, 40, 1) == 800
     assert widened_ef(100, 100, 10) is None
+
+
+def _recall_at_1(store: Store, ef_search: int, queries: np.ndarray) -> float:
+    """Share of ``queries`` whose first hit by ``face_store(db, ef_search)`` is the exact
+    nearest face of the big user (random queries: the hard case for a graph search)."""
+    from videodetector.backend.stores.faces import face_store
+
+    faces = face_store(store.backend.db, ef_search)
+    user = store.users["big"]
+    hits = [faces.nearest(user, "sface-2021dec", 128, q, 1, None)[0][0] for q in queries]
+    return float(np.mean([h == _exact(store, user, q, 1, None)[0]
+                          for h, q in zip(hits, queries, strict=True)]))
+
+
+def test_pg_ef_search_setting_sets_the_first_searchs_ef_search(store: Store,
+                                                                tmp_path) -> None:
+    """``pg_ef_search`` reaches the HNSW search: the backend's store asks with it, and more
+    candidates find the exact nearest face more often than few."""
+    from videodetector.backend.settings import SettingsError
+
+    assert store.backend.faces_store.ef_search == EF_SEARCH_DEFAULT  # the default
+    assert Settings().pg_ef_search == EF_SEARCH_DEFAULT  # one default, said twice
+    backend = Backend(Settings(data_dir=tmp_path, db=store.url, embedding_model="sface-2021dec",
+                               preload_models=False, pg_ef_search=200))
+    try:
+        seen: list[dict] = []
+        real = backend.db.rows_with
+        backend.db.rows_with = lambda opts, *a: seen.append(opts) or real(opts, *a)
+        q = _unit(np.random.default_rng(3), 1)[0]
+        face = NewFace(box=(0, 0, 1, 1), aligned=np.zeros((1, 1, 3), np.uint8), embedding=q)
+        assert len(backend.identify(store.users["big"], [face], 1, None)[0]) == 1
+        assert seen == [{"hnsw.ef_search": "200"}]
+    finally:
+        backend.close()
+    queries = _unit(np.random.default_rng(11), 30)
+    low, high = _recall_at_1(store, 1, queries), _recall_at_1(store, 400, queries)
+    assert low < high and high >= 0.9, (low, high)
+    assert first_ef(1, 200) == 200 and first_ef(300, 200) == 300
+    for bad in (0, 1001):
+        with pytest.raises(SettingsError, match="pg_ef_search"):
+            Settings(pg_ef_search=bad)
+        with pytest.raises(ValueError, match="pg_ef_search"):
+            first_ef(1, bad)

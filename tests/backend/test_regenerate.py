@@ -305,6 +305,43 @@ def test_redetect_regenerates_images_and_keeps_faces_not_found(data, capsys):
         srv.backend.db.close()
 
 
+@pytest.mark.media
+def test_regenerated_faces_are_in_the_sync_feed_when_what_clients_see_changes(data):
+    """A new vector of the face's own model (its ``facen``) or of the model the backend
+    serves is a change of the face; a vector of another model, which no answer shows, is
+    not. Each changed face is reported, no other."""
+    data_dir, _, ids = data
+    all_ids = sorted(ids.values())
+
+    def reported_after(seq: int) -> set[int]:
+        return {r[0] for r in rows(data_dir, "SELECT face_id FROM face_changes WHERE "
+                                   "gallery = 'default' AND deleted = 0 AND seq > ?", (seq,))}
+
+    def last() -> int:
+        return int(rows(data_dir, "SELECT COALESCE(MAX(seq), 0) FROM face_changes")[0][0])
+
+    def span(lo: int, hi: int) -> list[str]:
+        return ["--min-id", str(all_ids[lo]), "--max-id", str(all_ids[hi])]
+
+    cursor = last()
+    # int8 while the store serves SFace (recorded at enrolment): nobody sees these vectors
+    assert regenerate(data_dir, "--embedding-model", SFACE_INT8_NAME, *span(0, 2)) == 0
+    assert reported_after(cursor) == set()
+    # SFace: the faces' own model, their facen
+    assert regenerate(data_dir, "--embedding-model", SFACE_NAME, *span(3, 5)) == 0
+    assert reported_after(cursor) == set(all_ids[3:6])
+    # int8 for a backend that serves int8: what /identify compares changed
+    cursor = last()
+    opts = Options(kinds=frozenset({"facens"}), model=SFACE_INT8_NAME, min_id=all_ids[6],
+                   max_id=all_ids[7])
+    regen = Regenerator(data_dir, opts, db=db_of(data_dir), served=SFACE_INT8_NAME)
+    try:
+        assert regen.run(interval=0).succeeded == 2
+    finally:
+        regen.close()
+    assert reported_after(cursor) == set(all_ids[6:8])
+
+
 def test_bad_options_are_refused_naming_the_option(tmp_path, capsys):
     cases = [(["--regenerate", "facens,eyes"], "--regenerate"),
              (["--regenerate", "normalized"], "needs facens"),

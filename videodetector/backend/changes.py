@@ -6,13 +6,18 @@ face's last change in that gallery, numbered by ``seq``, a counter that only gro
 replaces the row (``INSERT OR REPLACE``), so the log is as long as the galleries are big plus
 the tombstones, not as long as the history of edits.
 
-* a face stored, edited (meta, attributes, galleries, person, image) or put in a gallery:
-  a row ``deleted = 0`` for every gallery it is in (``default`` included);
+* a face stored, edited (meta, attributes, galleries, person, image) or put in a gallery,
+  its person changed by person matching (a track's earlier faces joining its person, a
+  merge, an undone merge: ``person_store.move_faces``), or its box, images or visible vector
+  replaced by ``regenerate`` (``regenerate.visible_models``): a row ``deleted = 0`` for every
+  gallery it is in (``default`` included);
 * a face deleted, or taken out of a gallery: a row ``deleted = 1`` (a tombstone) for every
   gallery it left.
 
 Every write happens inside the transaction that makes the change, so the log and the faces
-never disagree. Tombstones older than ``sync_tombstone_ttl`` are pruned; the largest pruned
+never disagree. ``tests/backend/test_change_writers.py`` finds every function that writes
+``faces``, ``face_galleries`` or ``embeddings`` and fails unless it, or every caller up its
+chain, records here. Tombstones older than ``sync_tombstone_ttl`` are pruned; the largest pruned
 ``seq`` is remembered as the *horizon*: a client whose cursor is below it may have missed
 a deletion and must resynchronize from scratch.
 """
@@ -56,23 +61,48 @@ def record(conn: sqlite3.Connection, user: int, face_id: int, before: Iterable[s
 def touch(conn: sqlite3.Connection, user: int, face_id: int) -> None:
     """In the transaction of a change that leaves the face's galleries as they are (a new
     embedding, meta, attributes...): the face changed in each of its galleries."""
-    galleries = galleries_now(conn, face_id)
-    record(conn, user, face_id, galleries, galleries)
+    touch_many(conn, user, [face_id])
+
+
+def touch_many(conn: sqlite3.Connection, user: int, ids: Iterable[int]) -> None:
+    """:func:`touch` for many faces (a person's faces moved by a merge, a track's faces
+    joining its person): their galleries read in chunks. Ids of faces that do not exist
+    are skipped."""
+    at = time.time()
+    for face_id, galleries in _galleries_by_face(conn, list(ids), existing=True).items():
+        record(conn, user, face_id, galleries, galleries, at)
 
 
 def record_deleted(conn: sqlite3.Connection, user: int, ids: list[int]) -> None:
     """In the transaction that deletes ``ids`` (before their gallery rows go): a tombstone
     in every gallery each face was in."""
     at = time.time()
+    for face_id, galleries in _galleries_by_face(conn, ids, existing=False).items():
+        record(conn, user, face_id, galleries, (), at)
+
+
+def _galleries_by_face(conn: sqlite3.Connection, ids: list[int], existing: bool
+                       ) -> dict[int, set[str]]:
+    """Each face's galleries (``default`` included), in ``ids`` order, read 500 ids at a
+    time; ``existing``: only the faces that have a row in ``faces``."""
+    out: dict[int, set[str]] = {}
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        left: dict[int, set[str]] = {i: {DEFAULT_GALLERY} for i in chunk}
+        chunk = list(dict.fromkeys(ids[start:start + 500]))
+        marks = placeholders(len(chunk))
+        if existing:
+            found = {r[0] for r in conn.execute(f"SELECT id FROM faces WHERE id IN ({marks})",
+                                                chunk)}
+            chunk = [i for i in chunk if i in found]
+            if not chunk:
+                continue
+            marks = placeholders(len(chunk))
+        part: dict[int, set[str]] = {i: {DEFAULT_GALLERY} for i in chunk}
         for face_id, gallery in conn.execute(
-                f"SELECT face_id, gallery FROM face_galleries WHERE face_id IN "
-                f"({placeholders(len(chunk))})", chunk):
-            left[face_id].add(gallery)
-        for face_id, galleries in left.items():
-            record(conn, user, face_id, galleries, (), at)
+                f"SELECT face_id, gallery FROM face_galleries WHERE face_id IN ({marks})",
+                chunk):
+            part[face_id].add(gallery)
+        out.update(part)
+    return out
 
 
 # A (face, gallery) change gets a new seq (the feed is ordered by it): SQLite's REPLACE

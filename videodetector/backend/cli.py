@@ -25,6 +25,9 @@ FLAG_HELP = {
     "data_dir": "where the database and images are kept (default ./data/backend)",
     "db": "postgresql://USER@HOST:PORT/DB: keep the database in PostgreSQL (with pgvector), "
           "shared by any number of backend processes; default: SQLite in --data-dir",
+    "pg_ef_search": "PostgreSQL /identify: hnsw.ef_search of the HNSW search, 1..1000 "
+                    "(candidates visited: higher = better recall, slower; default 100; pgvector's "
+                    "own is 40)",
     "upload_path": "URL path of stored images (default uploads)",
     "upload_url": "public base URL for image links (facenapi's ffupload_url); default: "
                   "http://<the server's own address>:<port> (never the client's Host header)",

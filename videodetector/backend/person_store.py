@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from videodetector.backend import changes as feed
 from videodetector.backend.errors import ApiError, bad_param, not_found
 from videodetector.backend.index import UserIndex
 from videodetector.backend.params import INT64_MAX, exact_int
@@ -84,8 +85,12 @@ def migrate(db: Database) -> None:
             conn.execute("DELETE FROM persons WHERE id = ?", (old["id"],))
             new = insert(conn, "persons", {"user_id": old["user_id"], "meta": old["meta"],
                                            "created": old["created"]})
+            faces = [r[0] for r in conn.execute(
+                "SELECT id FROM faces WHERE person_id = ? AND user_id = ?",
+                (old["id"], old["user_id"]))]
             conn.execute("UPDATE faces SET person_id = ? WHERE person_id = ? AND user_id = ?",
                          (new, old["id"], old["user_id"]))
+            feed.touch_many(conn, old["user_id"], faces)  # their person_id changed
             log.warning("person %d (an id chosen by a client) renumbered to %d", old["id"], new)
 
 
@@ -188,9 +193,14 @@ def holds_rejected_face(conn: sqlite3.Connection, user: int, a: int, b: int) -> 
 
 def move_faces(conn: sqlite3.Connection, changes: IndexLog, user: int, face_ids: list[int],
                person: int | None) -> None:
-    marks = ", ".join("?" * len(face_ids))
-    conn.execute(f"UPDATE faces SET person_id = ? WHERE user_id = ? AND id IN ({marks})",
-                 (person, user, *face_ids))
+    """Give the faces ``person`` (the row, the index, and the change feed: every person
+    change -- a track join, a merge, its undo, an operator's move -- goes through here)."""
+    for start in range(0, len(face_ids), 500):
+        chunk = face_ids[start:start + 500]
+        marks = ", ".join("?" * len(chunk))
+        conn.execute(f"UPDATE faces SET person_id = ? WHERE user_id = ? AND id IN ({marks})",
+                     (person, user, *chunk))
+    feed.touch_many(conn, user, face_ids)
     for face_id in face_ids:
         changes.set_person(face_id, person)
 

@@ -7,8 +7,8 @@ or a user holding 4 % of the table's faces got 1 or 2 hits for ``n=10``, and any
 40 got 40. ``nearest`` therefore asks in up to three steps, stopping at the first that
 returns ``n`` rows:
 
-1. the HNSW index with ``ef_search = max(40, n)`` (the common case: one query, as fast as
-   before);
+1. the HNSW index with ``ef_search = max(pg_ef_search, n)`` (the common case: one query;
+   the setting ``pg_ef_search``, default 100; pgvector's own default is 40);
 2. when that was short, the share of candidates that passed the filter estimates its
    selectivity, and the HNSW index is asked again with ``ef_search`` = 2 n / selectivity,
    if that is at most 1000 (pgvector's maximum);
@@ -35,13 +35,18 @@ from pgvector import Vector
 
 from videodetector.backend.changes import DEFAULT_GALLERY
 
-EF_SEARCH_DEFAULT = 40  # pgvector's default hnsw.ef_search
+# the setting pg_ef_search's default (pgvector's own is 40: recall@1 0.94 on known faces at
+# 1M; 100 roughly doubles the search's cost; bench_pg.py --ef-search measures both)
+EF_SEARCH_DEFAULT = 100
 EF_SEARCH_MAX = 1000  # pgvector's largest hnsw.ef_search
 
 
-def first_ef(n: int) -> int | None:
-    """``hnsw.ef_search`` of the first try for a top-``n`` search; None: exact at once."""
-    ef = max(EF_SEARCH_DEFAULT, n)
+def first_ef(n: int, ef_search: int = EF_SEARCH_DEFAULT) -> int | None:
+    """``hnsw.ef_search`` of the first try for a top-``n`` search (at least ``ef_search``,
+    the setting ``pg_ef_search``); None: exact at once."""
+    if not 1 <= ef_search <= EF_SEARCH_MAX:
+        raise ValueError(f"pg_ef_search must be in 1..{EF_SEARCH_MAX}, got {ef_search!r}")
+    ef = max(ef_search, n)
     return ef if ef <= EF_SEARCH_MAX else None
 
 
@@ -99,13 +104,14 @@ def exact_search_sql(user: int, model: str, dim: int, query: np.ndarray, n: int,
 
 
 def nearest(db: Any, user: int, model: str, dim: int, query: np.ndarray, n: int,
-            gallery: str | None) -> list[Any]:
+            gallery: str | None, ef_search: int = EF_SEARCH_DEFAULT) -> list[Any]:
     """(face_id, cosine distance) of the ``n`` nearest faces of ``user`` (in ``gallery``)
-    with a ``model`` vector, nearest first; fewer only when there are fewer (module doc)."""
+    with a ``model`` vector, nearest first; fewer only when there are fewer (module doc).
+    ``ef_search``: the first HNSW search's ``hnsw.ef_search`` (setting ``pg_ef_search``)."""
     if n <= 0:
         return []
     sql, args = vector_search_sql(user, model, dim, query, n, gallery)
-    ef = first_ef(n)
+    ef = first_ef(n, ef_search)
     if ef is not None:
         rows = db.rows_with({"hnsw.ef_search": str(ef)}, sql, args)
         if len(rows) >= n:

@@ -47,7 +47,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodetector.backend import thumbs
+from videodetector.backend import changes, thumbs
 from videodetector.backend.embeddings import coverage, store_vector
 from videodetector.backend.engine import FaceEngine, FoundFace, best_match, shared_engine
 from videodetector.backend.imaging import (
@@ -172,8 +172,11 @@ class Regenerator:
     PostgreSQL database (``db``, a URL) and the data directory's ``uploads``."""
 
     def __init__(self, data_dir: Path, opts: Options, threads: int = 1,
-                 db: str | None = None) -> None:
+                 db: str | None = None, served: str | None = None) -> None:
         self.opts = opts
+        # the model the backend serves (None: unknown); a new vector of it is a change of
+        # the face for the sync feed, as is anything the face's JSON shows (_apply)
+        self.served = served
         self.db = open_database(Settings(data_dir=Path(data_dir), db=db))
         self.files = FileStore(Path(data_dir) / "uploads")
         self.threads = threads
@@ -379,8 +382,19 @@ class Regenerator:
         if values:
             sets = ", ".join(f"{k} = ?" for k in values)
             conn.execute(f"UPDATE faces SET {sets} WHERE id = ?", (*values.values(), row["id"]))
-        for model, vec in change.get("vectors", {}).items():
+        vectors = change.get("vectors", {})
+        for model, vec in vectors.items():
             store_vector(conn, int(row["id"]), row["model"], model, vec)
+        if values or visible_models(row["model"], self.served) & set(vectors):
+            changes.touch(conn, int(row["user_id"]), int(row["id"]))
+
+
+def visible_models(face_model: str, served: str | None) -> set[str]:
+    """The models whose new vector changes what a client sees of a face: its own model's
+    (``facen`` of its JSON and of the sync feed) and the one the backend serves (what
+    ``/identify`` compares). A vector of any other model is read by no answer until the
+    backend is restarted with that model, so replacing it is not a change of the face."""
+    return {face_model} | ({served} if served else set())
 
 
 class _Gone(Exception):  # noqa: N818 - control flow
@@ -460,6 +474,8 @@ def main(argv: list[str], settings_from: Any) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
+        # what the backend serves: the configured model, not this run's --embedding-model
+        serving = settings_from(argparse.Namespace(**{**vars(args), "embedding_model": None}))
         wanted = args.embedding_model or settings.embedding_model
         # the options are checked before the store is looked at (auto: resolved below)
         opts = options_from_args(args, settings,
@@ -472,13 +488,14 @@ def main(argv: list[str], settings_from: Any) -> int:
     if settings.db is None and not (settings.data_dir / "backend.sqlite3").is_file():
         print(f"fkvideo_backend regenerate: no database in {settings.data_dir}", file=sys.stderr)
         return 2
-    if wanted == AUTO_MODEL:
-        try:
+    try:
+        served = serving_model(serving)  # its new vectors are changes of the faces
+        if wanted == AUTO_MODEL:
             opts = dataclasses.replace(opts, model=serving_model(settings, AUTO_MODEL))
-        except ValueError as exc:  # a recorded model this program does not know
-            print(f"fkvideo_backend regenerate: {exc}", file=sys.stderr)
-            return 2
-    regen = Regenerator(settings.data_dir, opts, settings.model_threads, settings.db)
+    except ValueError as exc:  # a recorded model this program does not know
+        print(f"fkvideo_backend regenerate: {exc}", file=sys.stderr)
+        return 2
+    regen = Regenerator(settings.data_dir, opts, settings.model_threads, settings.db, served)
     previous = signal.signal(signal.SIGTERM, lambda *_: regen.stop.set())
     try:
         if args.restart:

@@ -149,7 +149,7 @@ class Backend:
         self.files = FileStore(settings.data_dir / "uploads")
         self.files.remove_temporaries()
         # the storage owners (stores/): all SQL of their resource
-        self.faces_store = face_store(self.db)
+        self.faces_store = face_store(self.db, settings.pg_ef_search)
         self.idempotency_store = SqlIdempotencyStore(self.db)
         self.galleries_store = SqlGalleryStore(self.db)
         self.persons_store = SqlPersonStore(self.db)

@@ -43,6 +43,10 @@ class Settings:
     db_pool_size: int = 10  # PostgreSQL connections per backend process
     db_connect_timeout: float = 3.0  # seconds; the API answers 503 when it runs out
     db_statement_timeout: float = 15.0  # seconds one statement may take (PostgreSQL)
+    # PostgreSQL /identify: hnsw.ef_search of the first HNSW search (candidates visited;
+    # more = better recall, slower; pgvector's own default is 40); a filtered search widens
+    # it itself (pgsearch.py: EF_SEARCH_DEFAULT is this default)
+    pg_ef_search: int = 100
     # Images are served at <upload_url or request base URL>/<upload_path>/...
     upload_path: str = "uploads"
     upload_url: str | None = None
@@ -199,6 +203,7 @@ def _check(s: Settings) -> None:
     need(1 <= s.db_pool_size <= 1000, "db_pool_size", "in 1..1000")
     need(0 < s.db_connect_timeout <= 300, "db_connect_timeout", "in (0, 300] seconds")
     need(0 < s.db_statement_timeout <= 3600, "db_statement_timeout", "in (0, 3600] seconds")
+    need(1 <= s.pg_ef_search <= 1000, "pg_ef_search", "in 1..1000 (pgvector's hnsw.ef_search)")
     need(0.0 <= s.person_identify_threshold <= 1.0, "person_identify_threshold", "in [0, 1]")
     need(-20.0 <= s.person_min_quality <= 0.0, "person_min_quality", "in [-20, 0]")
     need(0 < s.person_track_ttl <= 86400, "person_track_ttl", "in (0, 86400] seconds")

@@ -46,3 +46,35 @@ def test_changes_after_a_cursor(database: Any, user: int) -> None:  # noqa: F811
     first = sync.first_seq_after(25.0)
     assert first == rows[1]["seq"]
     assert sync.first_seq_after(1e12) is None
+
+
+def test_a_merge_records_the_moved_faces_in_their_galleries(database: Any,  # noqa: F811
+                                                            user: int) -> None:
+    """person_store.merge_persons (automatic and operator merges, track joins through
+    move_faces) records each moved face once per gallery it is in, after the cursor, in
+    the merge's transaction; faces it does not move are not reported."""
+    from videodetector.backend import changes, person_store
+    from videodetector.backend.index import UserIndex
+
+    with database.transaction() as conn:
+        conn.execute("INSERT INTO galleries (user_id, name, created) VALUES (?, 'vip', 'c')",
+                     (user,))
+        a, b = (person_store.create_person(conn, user) for _ in range(2))
+        kept = _face(conn, user, "k", person=a)
+        moved = [_face(conn, user, f"m{i}", person=b) for i in range(3)]
+        conn.execute("INSERT INTO face_galleries (face_id, user_id, gallery) "
+                     "VALUES (?, ?, 'vip')", (moved[0], user))
+        for face in (kept, *moved):
+            changes.record(conn, user, face, (), changes.galleries_now(conn, face))
+    sync = SqlSyncStore(database)
+    cursor = sync.last_seq()
+    index = UserIndex(dim=2)
+    for face, person in ((kept, a), *((m, b) for m in moved)):
+        index.add(face, [1.0, 0.0], None, person)
+    with person_store.person_transaction(database, index) as (conn, log):
+        person_store.merge_persons(conn, log, user, a, b, "auto")
+    default = sync.changes(user, "default", cursor, 100)
+    assert sorted(r["face_id"] for r in default) == sorted(moved)
+    assert [r["face_id"] for r in sync.changes(user, "vip", cursor, 100)] == [moved[0]]
+    assert not any(r["deleted"] for r in default)
+    assert sync.last_seq() == max(r["seq"] for r in default)  # in the one transaction

@@ -285,7 +285,12 @@ class PgIndexFeed(SqlIndexFeed):
 
 
 class PgFaceStore(SqlFaceStore):
-    """PostgreSQL: ``FaceStore`` plus the nearest faces by pgvector."""
+    """PostgreSQL: ``FaceStore`` plus the nearest faces by pgvector (``ef_search``: the
+    setting ``pg_ef_search``)."""
+
+    def __init__(self, db: Db, ef_search: int = pgsearch.EF_SEARCH_DEFAULT) -> None:
+        super().__init__(db)
+        self.ef_search = ef_search
 
     def ensure_vector_index(self, model: str, dim: int) -> None:
         """The HNSW cosine indexes of ``model``'s vectors (``vector_index_sql``)."""
@@ -298,7 +303,7 @@ class PgFaceStore(SqlFaceStore):
         """The user's ``n`` faces nearest to ``query`` by ``model``'s vector (in
         ``faces.vec`` or ``embeddings.vec``): (face_id, cosine distance), nearest first;
         never fewer than the user's (gallery's) faces hold (``pgsearch.nearest``)."""
-        return pgsearch.nearest(self.db, user, model, dim, query, n, gallery)
+        return pgsearch.nearest(self.db, user, model, dim, query, n, gallery, self.ef_search)
 
 
 class IdempotencyStore(Protocol):
@@ -330,9 +335,10 @@ class SqlIdempotencyStore:
         conn.execute("DELETE FROM idempotency WHERE created < ?", (before,))
 
 
-def face_store(db: Db) -> SqlFaceStore:
-    """The face store of ``db``: with the pgvector search on PostgreSQL."""
-    return PgFaceStore(db) if db.dialect == "postgresql" else SqlFaceStore(db)
+def face_store(db: Db, ef_search: int = pgsearch.EF_SEARCH_DEFAULT) -> SqlFaceStore:
+    """The face store of ``db``: with the pgvector search on PostgreSQL (``ef_search``: the
+    setting ``pg_ef_search``)."""
+    return PgFaceStore(db, ef_search) if db.dialect == "postgresql" else SqlFaceStore(db)
 
 
 def index_feed(db: Db) -> SqlIndexFeed:
