@@ -80,7 +80,7 @@ from videodetector.detector.camera import CameraWorker
 from videodetector.detector.cli import opencv_threads
 from videodetector.detector.config import parse_config
 from videodetector.detector.groups import CameraGroups
-from videodetector.detector.pipeline import CameraSpec, FacePipeline
+from videodetector.detector.pipeline import CameraSpec, FacePipeline, PipelineStats
 from videodetector.detector.post.poster import Poster
 from videodetector.detector.post.spool import Spool
 from videodetector.detector.preload import import_tracker_modules
@@ -258,6 +258,20 @@ def print_profile(n: int, processed: int, frames_in: int, groups: dict[str, floa
         print(f"      {stage:<14} {stages.get(stage, 0.0) * per:6.2f}", flush=True)
 
 
+def print_runs(stats: Sequence[PipelineStats], processed: int) -> None:
+    """Detector runs per 100 camera-frames, by kind: on the whole frame, on crops
+    (--detect-regions; of them on the tracked faces only), and the quiet re-checks left out
+    because every tracked face had walked out of the frame."""
+    total = {key: sum(getattr(s, key, 0) for s in stats)  # (0: a tree without the counter)
+             for key in ("detector_runs", "region_runs", "face_runs", "gone_rechecks")}
+    per = 100.0 / max(processed, 1)
+    whole = total["detector_runs"] - total["region_runs"]
+    print(f"    detector runs per 100 camera-frames: {total['detector_runs'] * per:.1f} "
+          f"(whole frame {whole * per:.1f}, crops {total['region_runs'] * per:.1f}, of them "
+          f"faces only {total['face_runs'] * per:.1f}); re-checks left out (faces gone) "
+          f"{total['gone_rechecks'] * per:.1f}", flush=True)
+
+
 # ---------------------------------------------------------------------------
 # one N
 # ---------------------------------------------------------------------------
@@ -344,6 +358,7 @@ def run_streams(n: int, clips: Sequence[Path], receiver: Receiver, seconds: floa
     groups = cpu_by_group(threads0, threads1, names)
     if profile:
         print_profile(n, processed, frames_in, groups, stage_seconds(histograms), cpu)
+        print_runs([w.pipeline_stats for w in workers], processed)
     cores = host_cores()
     rss = rss_mb()
     return StreamsRow(

@@ -70,6 +70,19 @@ def test_bench_streams_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     assert "largest N with drops" in capsys.readouterr().out
 
 
+def test_bench_streams_offline_profile_counts_detector_runs_by_kind(
+        bench, capsys: pytest.CaptureFixture[str]) -> None:
+    """--offline prints the CPU per camera-frame by thread group and stage, and the detector
+    runs per 100 camera-frames by kind (whole frame, crops, faces-gone re-checks left out)."""
+    mod = bench("bench_streams")
+    out = mod.main(["--seconds", "2", "--max-streams", "1", "--offline"])
+    (row,) = out["rows"]
+    assert row["processed"] == row["frames_in"] > 0 and row["dropped"] == 0
+    text = capsys.readouterr().out
+    assert "CPU per processed camera-frame" in text and "motion" in text
+    assert "detector runs per 100 camera-frames" in text and "faces gone" in text
+
+
 def test_bench_streams_in_camera_processes_smoke(bench) -> None:
     """--camera-processes: the cameras run in the daemon's child processes; their frames,
     CPU and memory are counted."""

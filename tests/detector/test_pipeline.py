@@ -290,3 +290,37 @@ def test_a_face_that_cannot_be_scored_is_skipped_and_the_other_tracks_keep_their
     # one once (the runs depend on --detect-period/--search-period: 24-30 of the 75 frames)
     assert pipe.stats.faces_skipped["unscorable"] >= pipe.stats.detector_runs >= 20
     assert pipe.stats.frames == 75
+
+
+@pytest.mark.media
+def test_faces_that_walked_out_are_not_searched_for_on_every_quiet_recheck():
+    """Issue 10 (CPU per camera-frame): after a face walks out of the frame its track coasts on
+    (up to 15 misses) with its box outside the frame. The quiet re-checks every 5th frame had
+    no crop left and searched the whole frame each time (~5 ms of YuNet at 720p) only to count
+    a miss; now they count the miss without a run, and the whole frame is still searched
+    every FULL_FRAME_EVERY frames. The face is tracked and posted as before."""
+    from videodetector.detector.pipeline import FULL_FRAME_EVERY, RECHECK_FRAMES
+
+    face = cv2.imread(str(shared_file("stills_meds/S029-02-t10_01.jpg")))
+    face = cv2.resize(face, (face.shape[1] // 3, face.shape[0] // 3))
+    h, w = face.shape[:2]
+    background = np.full((480, 640, 3), 120, np.uint8)
+    frames = []
+    for x in range(200, 640, 12):  # walks right, out of the frame
+        img = background.copy()
+        img[60:60 + h, x:min(x + w, 640)] = face[:, :max(0, min(w, 640 - x))]
+        frames.append(img)
+    walked = len(frames)
+    frames += [background] * 100  # then nothing moves
+    cfg = parse_config(["--source", "x.mp4", *BASE])
+    pipe = FacePipeline(cfg, CameraSpec("c1", "x.mp4"), YuNetDetector(), live=False)
+    snaps, runs_at = [], []
+    for i, img in enumerate(frames):
+        snaps += pipe.process(Frame(image=img, index=i, pts=i / 25, wall_time=0.0))
+        runs_at.append(pipe.stats.detector_runs)
+    snaps += pipe.finish()
+    assert len(snaps) == 1 and pipe.stats.tracks_started == 1
+    quiet_runs = runs_at[-1] - runs_at[walked + 5]  # after the last moving frames
+    assert quiet_runs <= 100 // FULL_FRAME_EVERY + 1, quiet_runs
+    rechecks = pipe.stats.gone_rechecks
+    assert rechecks >= 5 and runs_at[walked + 5] >= RECHECK_FRAMES

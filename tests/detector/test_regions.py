@@ -16,6 +16,7 @@ from videodetector.detector.pipeline import CameraSpec, FacePipeline
 from videodetector.detector.regions import (
     RegionPolicy,
     align_region,
+    any_in_image,
     area,
     detection_regions,
     grow_boxes,
@@ -257,3 +258,20 @@ def test_crops_inside_rot_and_rescale_height_find_the_same_faces(walkers_clip):
         assert abs(a.score - b.score) <= 0.3
         size = np.subtract(a.bbox[2:], a.bbox[:2]), np.subtract(b.bbox[2:], b.bbox[:2])
         assert np.abs(size[0] - size[1]).max() <= 6
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.floats(-2000, 2000), y=st.floats(-2000, 2000), side=st.floats(1, 400))
+def test_a_tracked_face_is_in_the_image_when_its_crop_would_overlap_it(x, y, side):
+    """any_in_image is True exactly when detection_regions would make a crop of that face
+    (its box grown by the policy, clipped to the image, non-empty)."""
+    box = np.array([[x, y, x + side, y + side]])
+    crops = detection_regions(np.zeros((0, 4)), box, 640, 480)
+    grown = grow_boxes(box, 0.5, 16.0)[0]
+    overlaps = grown[0] < 640 and grown[2] > 0 and grown[1] < 480 and grown[3] > 0
+    assert any_in_image(box, 640, 480) == overlaps
+    if crops is not None:  # (None also when the crop is over 60 % of the image)
+        assert bool(crops) == overlaps
+    assert not any_in_image(np.zeros((0, 4)), 640, 480)
+    with pytest.raises(ValueError, match="size"):
+        any_in_image(box, 0, 480)

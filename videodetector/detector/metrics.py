@@ -54,6 +54,8 @@ _CAMERA_METRICS = (
              "Detector runs on crops of the frame (--detect-regions)"),
             ("face_runs", "fkvideo_detector_face_runs_total",
              "Detector runs on the tracked faces' crops only, between whole-frame searches"),
+            ("gone_rechecks", "fkvideo_gone_rechecks_total",
+             "Quiet re-checks left out: every tracked face's box was outside the frame"),
             ("tracked_skips", "fkvideo_tracked_skips_total",
              "Moving frames left to the tracker without a detector run (--detect-period)"),
             ("search_skips", "fkvideo_search_skips_total",

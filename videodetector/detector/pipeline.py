@@ -55,6 +55,7 @@ from videodetector.detector.motion.detector import FrameDiffMotion, MotionResult
 from videodetector.detector.regions import (
     Region,
     align_region,
+    any_in_image,
     detection_regions,
     input_regions,
     merge_regions,
@@ -124,6 +125,8 @@ class PipelineStats:
     detector_runs: int = 0
     region_runs: int = 0  # detector runs on a crop of the frame (--detect-regions)
     face_runs: int = 0  # of those, runs on the tracked faces only (cadence.faces_only)
+    # quiet re-checks not run: every tracked face's box lay outside the frame (_faces_gone)
+    gone_rechecks: int = 0
     tracked_skips: int = 0  # moving frames left to the tracker (--detect-period)
     search_skips: int = 0  # moving frames already searched for new faces (--search-period)
     faces_detected: int = 0
@@ -362,7 +365,11 @@ class FacePipeline:
             timers.select.observe(t2 - t1)
             return self._timed_snapshots(ready)
         regions, searching = self._regions(frame.pixels)
-        dets = self._detect(frame.pixels, regions, align=not searching)
+        if regions == []:  # nothing to look at: as a run that found no face
+            dets = Detections.empty()
+            self.stats.gone_rechecks += 1
+        else:
+            dets = self._detect(frame.pixels, regions, align=not searching)
         if searching or self._since_full == 0:  # (a crop outside --rot: the whole frame)
             self._since_search = 0
         else:
@@ -506,15 +513,28 @@ class FacePipeline:
         """--detect-regions: the parts of the frame to detect in (None: all of it), from this
         frame's motion and the faces being tracked; the whole frame every FULL_FRAME_EVERY.
         When those would be the whole frame and this run may look at the tracked faces only
-        (cadence.faces_only), their crops. Also whether the run searches all the motion."""
+        (cadence.faces_only), their crops; none ([]) for a quiet re-check of faces that all
+        left the frame (:meth:`_faces_gone`). Also whether the run searches all the motion."""
         if not self._use_regions or self._since_full >= FULL_FRAME_EVERY:
             return None, True
         h, w = pixels.luma()[0].shape[:2]
+        if self._faces_gone(w, h):
+            return [], True
         regions = detection_regions(self._motion_boxes, self.tracker.boxes, w, h)
         if regions is not None or not self._faces_only:
             return regions, True
         regions = detection_regions(NO_BOXES, self.tracker.boxes, w, h)
         return regions, regions is None
+
+    def _faces_gone(self, width: int, height: int) -> bool:
+        """This frame is a quiet re-check (RECHECK_FRAMES) and every tracked face's box, grown
+        as for its crop, lies outside the frame: its tracks coast on after their faces walked
+        out. The re-check would search the whole frame (no crop left) only to count them a
+        miss; it is left out, and they are counted a miss as by a run that found nothing. The
+        whole frame is still searched every FULL_FRAME_EVERY frames (see _regions)."""
+        motion = self._motion
+        return (motion is not None and not motion.moving
+                and not any_in_image(self.tracker.boxes, width, height))
 
     def _detect(self, pixels: Pixels, regions: list[Region] | None = None,
                 align: bool = False) -> Detections:

@@ -133,6 +133,17 @@ def detection_regions(
     return regions
 
 
+def any_in_image(tracked: np.ndarray, width: int, height: int,
+                 policy: RegionPolicy = RegionPolicy()) -> bool:
+    """Whether some tracked face's box, grown as for its crop (``policy.track_grow``,
+    ``track_pad``), overlaps the ``width`` x ``height`` image: a face that may still be in
+    view. A track coasting on after its face walked out of the frame has its box outside."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    grown = grow_boxes(tracked, policy.track_grow, policy.track_pad)
+    return bool(clip_boxes(grown, width, height))
+
+
 def align_region(region: Region, step: float, width: int, height: int) -> Region:
     """``region`` grown outwards to the grid of ``step`` pixels (from the image's origin),
     clipped to the ``width`` x ``height`` image. A detector whose feature maps have that
