@@ -324,3 +324,15 @@ def test_faces_that_walked_out_are_not_searched_for_on_every_quiet_recheck():
     assert quiet_runs <= 100 // FULL_FRAME_EVERY + 1, quiet_runs
     rechecks = pipe.stats.gone_rechecks
     assert rechecks >= 5 and runs_at[walked + 5] >= RECHECK_FRAMES
+
+
+def test_a_quiet_recheck_without_any_track_still_runs():
+    """The re-check is left out only when there are tracks and all of them left the frame:
+    with no track at all (the last run found faces that started none) it runs as before."""
+    from videodetector.detector.motion.detector import MotionResult
+
+    cfg = parse_config(["--source", "x.mp4", *BASE])
+    pipe = FacePipeline(cfg, CameraSpec("c1", "x.mp4"), YuNetDetector(), live=False)
+    pipe._motion = MotionResult(0.0, False, lambda: np.zeros((0, 4), np.float32))
+    assert len(pipe.tracker.boxes) == 0
+    assert not pipe._faces_gone(640, 480)

@@ -531,10 +531,11 @@ class FacePipeline:
         as for its crop, lies outside the frame: its tracks coast on after their faces walked
         out. The re-check would search the whole frame (no crop left) only to count them a
         miss; it is left out, and they are counted a miss as by a run that found nothing. The
-        whole frame is still searched every FULL_FRAME_EVERY frames (see _regions)."""
-        motion = self._motion
-        return (motion is not None and not motion.moving
-                and not any_in_image(self.tracker.boxes, width, height))
+        whole frame is still searched every FULL_FRAME_EVERY frames (see _regions). Without
+        any track (faces found that started none) the re-check runs as before."""
+        motion, boxes = self._motion, self.tracker.boxes
+        return (motion is not None and not motion.moving and len(boxes) > 0
+                and not any_in_image(boxes, width, height))
 
     def _detect(self, pixels: Pixels, regions: list[Region] | None = None,
                 align: bool = False) -> Detections:
