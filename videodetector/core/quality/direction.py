@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from videodetector.core.quality.tables import interp
+
 NOSE_DEPTH = 1.0  # nose protrusion / half inter-ocular distance
 NEUTRAL_NOSE_HEIGHT = 0.55  # nose height between eye line (0) and mouth line (1), frontal
 PITCH_DEPTH = 0.45  # nose protrusion / eye-to-mouth distance
@@ -87,10 +89,15 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
 
 def deviation_to_score(deviation_deg: float) -> float:
     """Map a combined pose deviation in degrees to the direction score (<= 0)."""
-    return float(np.interp(abs(deviation_deg), *DIRECTION_TABLE))
+    return float(interp(abs(float(deviation_deg)), *DIRECTION_TABLE))
+
+
+def pose_direction_score(yaw: float, pitch: float, roll: float) -> float:
+    """The direction score of a pose from :func:`head_pose` (what :func:`direction_score`
+    gives for its landmarks, without estimating the pose again)."""
+    return deviation_to_score(math.sqrt(yaw**2 + pitch**2 + (ROLL_WEIGHT * roll) ** 2))
 
 
 def direction_score(landmarks: np.ndarray) -> float:
     """fkvideo_detector-style direction score: 0 frontal ... -3.5 large angle (>= 60 deg)."""
-    yaw, pitch, roll = head_pose(landmarks)
-    return deviation_to_score(math.sqrt(yaw**2 + pitch**2 + (ROLL_WEIGHT * roll) ** 2))
+    return pose_direction_score(*head_pose(landmarks))
