@@ -22,8 +22,11 @@ printed as microseconds per face. The parts of the former code:
 * ``rest``: the whole ``face_quality`` minus head_pose, direction_score, crop and filters
   (input checks, the four ``np.interp`` tables, edge, the dataclass).
 
-Then the whole ``face_quality`` of both, and of this tree its own parts when it has them.
-Figures are floors on a shared machine (the load is printed); the ratio is what counts.
+Then the whole ``face_quality`` of both, and of this tree its own parts when it has them
+(``similarity x2`` and ``aligned crop`` through ``core/quality/align.py``, ``filters`` =
+``laplacian_ratio`` on the uint8 crop; its ``head_pose`` runs once). Each part's share is
+of its own side's whole. Figures are floors on a shared machine (the load is printed); the
+ratio is what counts.
 """
 
 from __future__ import annotations
@@ -89,9 +92,9 @@ def cpu_us(fn: Callable[[Face], object], faces: Sequence[Face]) -> float:
 
 def parts(faces: Sequence[Face]) -> dict[str, Callable[[Face], object]]:
     """name -> callable on one face; ``former:`` the former code, ``now:`` this tree."""
-    crop = SHARP = former.SHARPNESS_CROP
+    crop = former.SHARPNESS_CROP
     greys = {id(f[2]): former.former_aligned_grey_face(f[0], f[2], crop, False) for f in faces}
-    tpl = TEMPLATE_112 * (SHARP / 112.0)
+    tpl = TEMPLATE_112 * (crop / 112.0)
     out: dict[str, Callable[[Face], object]] = {
         "former: head_pose": lambda f: former.former_head_pose(f[2]),
         "former: direction_score": lambda f: former.former_direction_score(f[2]),
@@ -102,15 +105,26 @@ def parts(faces: Sequence[Face]) -> dict[str, Callable[[Face], object]]:
             f[0], f[2], crop, False),
         "former: filters": lambda f: former_filters(greys[id(f[2])]),
         "former: face_quality": lambda f: former.former_face_quality(*f),
+        "now: head_pose": lambda f: now.head_pose(f[2]),
         "now: face_quality": lambda f: now.face_quality(*f),
-        "now: sharpness_ratio": lambda f: now.sharpness_ratio(f[0], f[2]),
     }
-    for name in ("head_pose_and_direction", "aligned_grey_crop"):
-        fn = getattr(now, name, None)
-        if fn is not None:
-            out[f"now: {name}"] = (lambda g: lambda f: g(f[0], f[2]))(fn) \
-                if name == "aligned_grey_crop" else (lambda g: lambda f: g(f[2]))(fn)
+    try:  # this round's parts (absent from an older tree)
+        from videodetector.core.quality.align import aligned_grey_crop, checked_points
+    except ImportError:
+        return out
+    grey8 = {k: g.astype(np.uint8) for k, g in greys.items()}
+    out["now: similarity x2"] = lambda f: (now_similarity(f[2], crop),
+                                           now_similarity(f[2], crop))
+    out["now: aligned crop"] = lambda f: aligned_grey_crop(
+        f[0], checked_points(f[2]), crop, False)
+    out["now: filters"] = lambda f: now.laplacian_ratio(grey8[id(f[2])])
     return out
+
+
+def now_similarity(landmarks: np.ndarray, size: int) -> np.ndarray:
+    from videodetector.core.quality.align import checked_points, similarity
+
+    return similarity(checked_points(landmarks), size)
 
 
 def time_clip(faces: Sequence[Face], rounds: int) -> dict[str, float]:
@@ -125,6 +139,9 @@ def time_clip(faces: Sequence[Face], rounds: int) -> dict[str, float]:
     best["former: rest"] = best["former: face_quality"] - sum(
         best[f"former: {p}"] for p in ("head_pose", "direction_score", "aligned crop",
                                        "filters"))
+    if "now: aligned crop" in best:
+        best["now: rest"] = best["now: face_quality"] - sum(
+            best[f"now: {p}"] for p in ("head_pose", "aligned crop", "filters"))
     return best
 
 
@@ -132,11 +149,11 @@ def report(clip: str, faces: Sequence[Face], best: dict[str, float]) -> None:
     sizes = [float(min(f[1][2] - f[1][0], f[1][3] - f[1][1])) for f in faces]
     print(f"\n{clip}: {len(faces)} faces, box shorter side {min(sizes):.0f}..{max(sizes):.0f} "
           f"px (median {np.median(sizes):.0f})")
-    total = best["former: face_quality"]
-    for name, us in best.items():
-        share = f"{us / total * 100:5.1f} %" if name.startswith("former") else ""
-        print(f"  {name:36s} {us:8.1f} us/face {share}")
-    print(f"  former / now face_quality: {total / best['now: face_quality']:.2f}x")
+    total = {who: best[f"{who}: face_quality"] for who in ("former", "now")}
+    for name, us in sorted(best.items(), key=lambda kv: (kv[0].split(":")[1], kv[0])):
+        share = us / total[name.split(":")[0]] * 100
+        print(f"  {name:28s} {us:8.1f} us/face {share:5.1f} %")
+    print(f"  former / now face_quality: {total['former'] / total['now']:.2f}x")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,23 +75,28 @@ def checked_points(landmarks: object) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def template(size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """x and y of ``TEMPLATE_112 * (size / 112)`` as ``similarity_transform`` sees them."""
+def template(size: int) -> tuple:
+    """``TEMPLATE_112 * (size / 112)`` as ``similarity_transform`` sees it (float64), and
+    what the closed form needs of it: x, y, mean x, mean y, centred x and y, the sum of
+    squared centred distances and the largest coordinate."""
     dst = np.asarray(TEMPLATE_112 * (size / 112.0), np.float64)
-    return tuple(dst[:, 0].tolist()), tuple(dst[:, 1].tolist())
+    us, vs = dst[:, 0].tolist(), dst[:, 1].tolist()
+    mu, du = _centred(us)
+    mv, dv = _centred(vs)
+    dd = sum(u * u + v * v for u, v in zip(du, dv, strict=True))
+    return us, vs, mu, mv, du, dv, dd, max(map(abs, us + vs))
 
 
-def _centred(vs: tuple[float, ...] | list[float]) -> tuple[float, list[float]]:
+def _centred(vs: list[float]) -> tuple[float, list[float]]:
     mean = sum(vs) / 5
     return mean, [v - mean for v in vs]
 
 
-def error_bounds(
-    xs: list[float], ys: list[float], us: tuple[float, ...], vs: tuple[float, ...],
-    ss: float, dd: float,
-) -> tuple[float, float]:
+def error_bounds(r_s: float, r_d: float, ss: float, dd: float) -> tuple[float, float]:
     """How far the closed form's and the SVD path's float64 ``scale * rot`` entries and
-    shifts may lie apart, generously (GUARD times the rounding either path can do).
+    shifts may lie apart, generously (GUARD times the rounding either path can do);
+    ``r_s``, ``r_d``: the largest source and template coordinate, ``ss``, ``dd``: their
+    sums of squared centred distances.
 
     Both centre the points (a correctly rounded difference: its error is relative to the
     centred coordinate; the mean's own error shifts every point alike and cancels against
@@ -100,8 +105,6 @@ def error_bounds(
     rot`` errs by a few EPS times ``|cov| / var <= cmax = spread_dst / spread_src``, which
     also bounds ``|scale|``. The shift ``mu_d - scale * rot @ mu_s`` adds those errors
     times ``|mu_s|`` and its own rounding."""
-    r_s = max(max(map(abs, xs)), max(map(abs, ys)))
-    r_d = max(max(map(abs, us)), max(map(abs, vs)))
     cmax = math.sqrt(dd / ss)
     second = EPS * (r_s * r_s * 5 / ss + r_d * r_d * 5 / dd)
     tol_m = GUARD * EPS * cmax * (1.0 + second)
@@ -114,18 +117,17 @@ def closed_form_estimate(
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The float64 2x3 similarity (row-major: ``a, -b, tx, b, a, ty``) mapping the points
     onto ``TEMPLATE_112 * (size / 112)`` in least squares, and each entry's error bound."""
-    us, vs = template(size)
+    _, _, mu, mv, du, dv, dd, r_d = template(size)
     mx, sx = _centred(xs)
     my, sy = _centred(ys)
-    mu, du = _centred(us)
-    mv, dv = _centred(vs)
-    ss = sum(x * x + y * y for x, y in zip(sx, sy, strict=True))
-    dd = sum(u * u + v * v for u, v in zip(du, dv, strict=True))
-    dot = sum(x * u + y * v for x, y, u, v in zip(sx, sy, du, dv, strict=True))
-    crs = sum(x * v - y * u for x, y, u, v in zip(sx, sy, du, dv, strict=True))
+    ss = dot = crs = 0.0
+    for x, y, u, v in zip(sx, sy, du, dv, strict=True):
+        ss += x * x + y * y
+        dot += x * u + y * v
+        crs += x * v - y * u
     a, b = dot / ss, crs / ss
     tx, ty = mu - (a * mx - b * my), mv - (b * mx + a * my)
-    tol_m, tol_t = error_bounds(xs, ys, us, vs, ss, dd)
+    tol_m, tol_t = error_bounds(max(map(abs, xs + ys)), r_d, ss, dd)
     return (a, -b, tx, b, a, ty), (tol_m, tol_m, tol_t, tol_m, tol_m, tol_t)
 
 
@@ -214,7 +216,9 @@ def shrunk_for_crop(
     m = similarity(checked_points(pts.astype(np.float32)), size)
     reach_x, reach_y = _warp_reach(m, size)
     cw, ch = _cut(x1 - x0, reach_x, scale), _cut(y1 - y0, reach_y, scale)
-    if (1.0 - scale) * max(cw, ch) < 1.0:  # cv2.resize would copy instead of shrinking
+    if (1.0 - scale) * max(cw, ch) < 1.0 or image_bgr.shape[2:] != (3,):
+        # cv2.resize would copy instead of shrinking; or the warp refuses the image (its
+        # message shows the shape shrunk whole)
         cw, ch = x1 - x0, y1 - y0
     roi = image_bgr[y0:y0 + ch, x0:x0 + cw]
     return cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), pts, m

@@ -122,11 +122,9 @@ def laplacian_ratio(grey: np.ndarray) -> float:
     var = np.add.reduce(lap, axis=None)
     var = var.dtype.type(var / n)
     dx, dy = cv2.spatialGradient(grey)  # the two 3x3 Sobels, int16
-    grad = np.empty((2, *grey.shape), np.float32)
-    grad[0], grad[1] = dx, dy
-    np.square(grad, out=grad)
-    np.add(grad[0], grad[1], out=grad[0])
-    energy = np.add.reduce(grad[0], axis=None)
+    grad = np.square(dx, dtype=np.float32)
+    np.add(grad, np.square(dy, dtype=np.float32), out=grad)
+    energy = np.add.reduce(grad, axis=None)
     energy = energy.dtype.type(energy / n)
     # +1 keeps a flat crop (no detail at all) at ratio ~0 instead of 0/0.
     return float(var / (energy + 1.0))
