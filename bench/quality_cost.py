@@ -32,7 +32,13 @@ ratio is what counts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
 import os
+import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +48,6 @@ import cv2
 import numpy as np
 from _env import ROOT
 
-from tests.core.quality import quality_former as former
 from videodetector.core.models import TEMPLATE_112
 from videodetector.core.quality import score as now
 
@@ -92,6 +97,8 @@ def cpu_us(fn: Callable[[Face], object], faces: Sequence[Face]) -> float:
 
 def parts(faces: Sequence[Face]) -> dict[str, Callable[[Face], object]]:
     """name -> callable on one face; ``former:`` the former code, ``now:`` this tree."""
+    from tests.core.quality import quality_former as former
+
     crop = former.SHARPNESS_CROP
     greys = {id(f[2]): former.former_aligned_grey_face(f[0], f[2], crop, False) for f in faces}
     tpl = TEMPLATE_112 * (crop / 112.0)
@@ -156,14 +163,99 @@ def report(clip: str, faces: Sequence[Face], best: dict[str, float]) -> None:
     print(f"  former / now face_quality: {total['former'] / total['now']:.2f}x")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--frames", type=int, default=40)
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--clips", default=",".join(CLIPS))
-    args = p.parse_args(argv)
-    cv2.setNumThreads(1)
+def same_bits(a: object, b: object) -> bool:
+    """Two QualityScores with every field the same double, bit for bit."""
+    return all(struct.pack("<d", x) == struct.pack("<d", y)
+               for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True))
+
+
+def inpipe(data: Path, clips: Sequence[str], check: bool) -> dict[str, dict]:
+    """Play ``clips`` through ``FacePipeline`` offline (defaults, one onnxruntime and one
+    OpenCV thread, decode included, as bench/cadence_recall.py) timing every
+    ``face_quality`` call in it; with ``check``, also score every face with the former code
+    and count the QualityScores that differ in any bit (or in the exception raised)."""
+    import videodetector.detector.pipeline as pipeline_mod
+    from videodetector.core.models import YuNetDetector
+    from videodetector.detector.config import parse_config
+    from videodetector.detector.pipeline import CameraSpec, FacePipeline
+    from videodetector.detector.video.source import open_video, parse_source
+
+    former_fq = None
+    if check:
+        from tests.core.quality.quality_former import former_face_quality as former_fq
+    real = pipeline_mod.face_quality
+    stats = {"calls": 0, "cpu_ns": 0, "differ": 0}
+
+    def timed(*args: object) -> object:
+        t0 = time.thread_time_ns()
+        try:
+            q = real(*args)
+        except Exception as exc:
+            stats["cpu_ns"] += time.thread_time_ns() - t0
+            stats["calls"] += 1
+            if former_fq is not None:
+                try:
+                    former_fq(*args)
+                    stats["differ"] += 1
+                except Exception as old:  # noqa: BLE001  (compared, not handled)
+                    stats["differ"] += (type(old), str(old)) != (type(exc), str(exc))
+            raise
+        stats["cpu_ns"] += time.thread_time_ns() - t0
+        stats["calls"] += 1
+        if former_fq is not None and not same_bits(former_fq(*args), q):
+            stats["differ"] += 1
+        return q
+
+    pipeline_mod.face_quality = timed
+    out = {}
+    for rel in clips:
+        path = data / rel
+        if not path.exists():
+            continue
+        stats.update(calls=0, cpu_ns=0, differ=0)
+        cfg = parse_config(["--source", str(path), "--camid", "c1", "--api-url",
+                            "127.0.0.1:9", "--api-token", "t"])
+        pipe = FacePipeline(cfg, CameraSpec("c1", str(path), cfg.roi, cfg.rot),
+                            YuNetDetector(), live=False)
+        c0 = time.process_time()
+        with open_video(parse_source(str(path))) as stream:
+            for frame in stream:
+                pipe.process(frame)
+        pipe.finish()
+        out[path.name] = {"frames": pipe.stats.frames, "loop_cpu_s": time.process_time() - c0,
+                          "calls": stats["calls"], "quality_cpu_s": stats["cpu_ns"] / 1e9,
+                          "differ": stats["differ"] if check else None}
+    return out
+
+
+def ab(root: Path, data: Path, clips: Sequence[str], repeat: int) -> None:
+    """``inpipe`` in fresh processes, alternating this tree and ``root``; lowest figures."""
+    trees = {"this tree": str(ROOT), f"{root}": str(root)}
+    best: dict[str, dict[str, dict[str, float]]] = {t: {} for t in trees}
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    for _ in range(repeat):
+        for label, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": tree}
+            res = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "inpipe", "--json",
+                 "--data", str(data), "--clips", ",".join(clips)],
+                env=env, capture_output=True, text=True, check=True)
+            for clip, r in json.loads(res.stdout.strip().splitlines()[-1]).items():
+                b = best[label].setdefault(clip, {"loop": math.inf, "quality": math.inf})
+                b["loop"] = min(b["loop"], r["loop_cpu_s"] * 1e3 / r["frames"])
+                b["quality"] = min(b["quality"], r["quality_cpu_s"] * 1e6 / max(r["calls"], 1))
+                b["calls"], b["frames"] = r["calls"], r["frames"]
+    print(f"load average after: {os.getloadavg()[0]:.2f}  (best of {repeat} per tree)")
+    print("| clip | tree | frames | face_quality calls | us per call | loop CPU ms/frame |")
+    print("|---|---|---:|---:|---:|---:|")
+    for clip in best["this tree"]:
+        for label in trees:
+            b = best[label][clip]
+            print(f"| {clip} | {label} | {b['frames']} | {b['calls']} | {b['quality']:.0f} | "
+                  f"{b['loop']:.2f} |")
+
+
+def parts_main(args: argparse.Namespace) -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     for key in args.clips.split(","):
         path = args.data / CLIPS[key]
@@ -176,7 +268,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         report(path.name, faces, time_clip(faces, args.rounds))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("mode", nargs="?", default="parts", choices=["parts", "inpipe", "ab"])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--frames", type=int, default=40, help="parts: frames read per clip")
+    p.add_argument("--rounds", type=int, default=7, help="parts: timing rounds")
+    p.add_argument("--clips", default=None,
+                   help=f"parts: keys of {list(CLIPS)}; inpipe/ab: paths under --data "
+                        "(default: bench/cadence_recall.py's nine clips)")
+    p.add_argument("--check", action="store_true",
+                   help="inpipe: also compare every face's score with the former code")
+    p.add_argument("--json", action="store_true", help="inpipe: one JSON line")
+    p.add_argument("--root", type=Path, help="ab: the other tree (e.g. /work/main)")
+    p.add_argument("--repeat", type=int, default=5, help="ab: runs per tree")
+    args = p.parse_args(argv)
+    cv2.setNumThreads(1)
+    if args.mode == "parts":
+        args.clips = args.clips or ",".join(CLIPS)
+        parts_main(args)
+        return 0
+    from cadence_recall import CLIPS as ALL_CLIPS
+
+    clips = args.clips.split(",") if args.clips else ALL_CLIPS
+    if args.mode == "ab":
+        if args.root is None:
+            p.error("ab needs --root")
+        ab(args.root, args.data, clips, args.repeat)
+        return 0
+    res = inpipe(args.data, clips, args.check)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for clip, r in res.items():
+        print(f"{clip}: {r['frames']} frames, {r['calls']} face_quality calls, "
+              f"{r['quality_cpu_s'] * 1e6 / max(r['calls'], 1):.0f} us each, loop "
+              f"{r['loop_cpu_s'] * 1e3 / r['frames']:.2f} ms CPU/frame"
+              + (f", {r['differ']} differ from the former" if args.check else ""))
+    return 1 if args.check and any(r["differ"] for r in res.values()) else 0
 
 
 if __name__ == "__main__":

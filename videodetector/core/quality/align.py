@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import struct
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -74,17 +75,26 @@ def checked_points(landmarks: object) -> np.ndarray:
     return pts
 
 
-@lru_cache(maxsize=256)
-def template(size: int) -> tuple:
+class Template(NamedTuple):
     """``TEMPLATE_112 * (size / 112)`` as ``similarity_transform`` sees it (float64), and
-    what the closed form needs of it: x, y, mean x, mean y, centred x and y, the sum of
-    squared centred distances and the largest coordinate."""
+    what the closed form needs of it."""
+
+    mean_x: float
+    mean_y: float
+    centred_x: list[float]
+    centred_y: list[float]
+    spread: float  # sum of squared distances to the mean
+    reach: float  # largest |coordinate|
+
+
+@lru_cache(maxsize=256)
+def template(size: int) -> Template:
     dst = np.asarray(TEMPLATE_112 * (size / 112.0), np.float64)
     us, vs = dst[:, 0].tolist(), dst[:, 1].tolist()
     mu, du = _centred(us)
     mv, dv = _centred(vs)
     dd = sum(u * u + v * v for u, v in zip(du, dv, strict=True))
-    return us, vs, mu, mv, du, dv, dd, max(map(abs, us + vs))
+    return Template(mu, mv, du, dv, dd, max(map(abs, us + vs)))
 
 
 def _centred(vs: list[float]) -> tuple[float, list[float]]:
@@ -117,7 +127,7 @@ def closed_form_estimate(
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The float64 2x3 similarity (row-major: ``a, -b, tx, b, a, ty``) mapping the points
     onto ``TEMPLATE_112 * (size / 112)`` in least squares, and each entry's error bound."""
-    _, _, mu, mv, du, dv, dd, r_d = template(size)
+    mu, mv, du, dv, dd, r_d = template(size)
     mx, sx = _centred(xs)
     my, sy = _centred(ys)
     ss = dot = crs = 0.0
@@ -139,8 +149,8 @@ def closed_form_similarity(
     error bound may round to another float32 (see the module docstring)."""
     vals, tols = closed_form_estimate(xs, ys, size)
     try:
-        low = struct.pack("6f", *(v - e for v, e in zip(vals, tols, strict=True)))
-        high = struct.pack("6f", *(v + e for v, e in zip(vals, tols, strict=True)))
+        low = struct.pack("6f", *[v - e for v, e in zip(vals, tols, strict=True)])
+        high = struct.pack("6f", *[v + e for v, e in zip(vals, tols, strict=True)])
     except OverflowError:
         return None
     if low != high:
