@@ -53,7 +53,7 @@ EPS = 2.0**-52
 # How many times the worst-case double rounding of the closed form / SVD sums the guard
 # allows for: both paths err by a few tens of EPS times the bounds below; 2**12 is far above.
 GUARD = 4096.0
-MIN_CROP = 16  # pixels (score.MIN_CROP)
+MIN_CROP = 16  # pixels: smallest crop for a face smaller than the crop (score.MIN_CROP)
 WARP_MARGIN = 3  # pixels past the last one the bilinear warp's corners read
 
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from videodetector.core.quality.align import MIN_CROP as MIN_CROP  # re-export: px, see there
 from videodetector.core.quality.align import aligned_grey_crop, checked_points
 from videodetector.core.quality.direction import head_pose, pose_direction_score
 from videodetector.core.quality.tables import interp
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 
 CONFIDENCE_TABLE = ((0.3, 0.5, 0.7, 0.8, 0.9), (-5.0, -3.0, -1.5, -0.5, 0.0))
 SHARPNESS_CROP = 112  # pixels: the aligned crop SFace sees; the Laplacian is measured on it
-MIN_CROP = 16  # pixels: smallest crop for a face smaller than SHARPNESS_CROP
 SHARPNESS_TABLE = ((0.003, 0.006, 0.01, 0.015, 0.025), (-5.0, -3.5, -2.0, -1.0, 0.0))
 SIZE_TABLE = ((16.0, 30.0, 48.0, 64.0, 100.0), (-8.0, -5.0, -2.0, -1.0, 0.0))
 EDGE_TABLE = ((0.0, 0.05), (-3.0, 0.0))
