@@ -1,8 +1,17 @@
 """Where ``face_quality``'s CPU goes, per face, part by part, on real faces; former vs now.
 
-Run from the project root (about 30 s):
+Run from the project root:
 
-    python bench/quality_cost.py [--frames 40] [--rounds 7] [--clips mpf,region,grid]
+    python bench/quality_cost.py [parts] [--frames 40] [--rounds 7] [--clips mpf,region,grid]
+    python bench/quality_cost.py inpipe [--check] [--clips PATH,...]
+    python bench/quality_cost.py ab --root OTHER_TREE [--repeat 5] [--clips PATH,...]
+
+``parts`` (about 30 s) is described below. ``inpipe`` plays the clips (default: the nine of
+bench/cadence_recall.py) through ``FacePipeline`` offline and times every ``face_quality``
+call in it (thread CPU), with ``--check`` also scoring every face with the former code and
+counting any QualityScore that differs in a bit (exit status 1 if one does). ``ab`` runs
+``inpipe`` in fresh processes alternating this tree and ``--root`` (``PYTHONPATH``) and prints
+the lowest figures of each: CPU per ``face_quality`` call and loop CPU per frame.
 
 Faces: the real ``YuNetDetector`` (one onnxruntime thread) run on every other frame of the
 first ``--frames`` frames of each shared clip (mpf_video_01: five faces of 25..60 px in
