@@ -185,10 +185,6 @@ def inpipe(data: Path, clips: Sequence[str], check: bool) -> dict[str, dict]:
     ``face_quality`` call in it; with ``check``, also score every face with the former code
     and count the QualityScores that differ in any bit (or in the exception raised)."""
     import videodetector.detector.pipeline as pipeline_mod
-    from videodetector.core.models import YuNetDetector
-    from videodetector.detector.config import parse_config
-    from videodetector.detector.pipeline import CameraSpec, FacePipeline
-    from videodetector.detector.video.source import open_video, parse_source
 
     former_fq = None
     if check:
@@ -217,6 +213,20 @@ def inpipe(data: Path, clips: Sequence[str], check: bool) -> dict[str, dict]:
         return q
 
     pipeline_mod.face_quality = timed
+    try:
+        return _play(data, clips, stats, check)
+    finally:
+        pipeline_mod.face_quality = real
+
+
+def _play(data: Path, clips: Sequence[str], stats: dict, check: bool) -> dict[str, dict]:
+    """The clips through ``FacePipeline`` (the first one twice, the first pass untimed);
+    ``stats``: what the ``face_quality`` wrapper counts, reset per clip."""
+    from videodetector.core.models import YuNetDetector
+    from videodetector.detector.config import parse_config
+    from videodetector.detector.pipeline import CameraSpec, FacePipeline
+    from videodetector.detector.video.source import open_video, parse_source
+
     out = {}
     for k, rel in enumerate([clips[0], *clips]):
         path = data / rel
