@@ -51,7 +51,8 @@ from videodetector.core.models import (
 
 EPS = 2.0**-52
 # How many times the worst-case double rounding of the closed form / SVD sums the guard
-# allows for: both paths err by a few tens of EPS times the bounds below; 2**12 is far above.
+# allows for: on 20000 face-like, random, far-from-origin, collinear and mirrored point sets
+# the two paths differed by at most 5.8 times the bounds' unit (tests check <= GUARD / 64).
 GUARD = 4096.0
 MIN_CROP = 16  # pixels: smallest crop for a face smaller than the crop (score.MIN_CROP)
 WARP_MARGIN = 3  # pixels past the last one the bilinear warp's corners read
