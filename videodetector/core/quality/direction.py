@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from videodetector.core.quality.tables import interp
+
 NOSE_DEPTH = 1.0  # nose protrusion / half inter-ocular distance
 NEUTRAL_NOSE_HEIGHT = 0.55  # nose height between eye line (0) and mouth line (1), frontal
 PITCH_DEPTH = 0.45  # nose protrusion / eye-to-mouth distance
@@ -51,28 +53,33 @@ DIRECTION_TABLE = (
 
 def _as_landmarks(landmarks: np.ndarray) -> np.ndarray:
     pts = np.asarray(landmarks, np.float64)
-    if pts.shape not in ((5, 2), (10,)) or not np.all(np.isfinite(pts)):
+    if pts.shape not in ((5, 2), (10,)) or not all(map(math.isfinite, pts.ravel().tolist())):
         raise ValueError(f"expected 5 finite (x, y) landmarks, got {landmarks!r}")
     return pts.reshape(5, 2)
 
 
-def _derolled(pts: np.ndarray) -> tuple[np.ndarray, float]:
-    """Points relative to the eye midpoint, rotated so the eye line is horizontal; and roll."""
-    right_eye, left_eye = pts[0], pts[1]
-    eye_vec = left_eye - right_eye
-    if np.hypot(*eye_vec) < 1e-6:
+def _derolled(pts: np.ndarray) -> tuple[list[list[float]], float]:
+    """Points relative to the eye midpoint, rotated so the eye line is horizontal; and roll.
+
+    The arithmetic is numpy's elementwise (the same doubles as plain Python floats) but
+    for the rotation itself, which stays numpy's ``@`` (a BLAS kernel may fuse its
+    multiply-adds), so the points are bit for bit what they always were."""
+    (rx, ry), (lx, ly) = pts[:2].tolist()
+    ex, ey = lx - rx, ly - ry
+    if np.hypot(ex, ey) < 1e-6:
         raise ValueError(f"landmarks have both eyes at one point: {pts.tolist()}")
-    roll = math.atan2(eye_vec[1], eye_vec[0])
+    roll = math.atan2(ey, ex)
     c, s = math.cos(-roll), math.sin(-roll)
     rot = np.array([[c, -s], [s, c]])
-    return (pts - (right_eye + left_eye) / 2) @ rot.T, math.degrees(roll)
+    centre = np.array([(rx + lx) / 2, (ry + ly) / 2])
+    return ((pts - centre) @ rot.T).tolist(), math.degrees(roll)
 
 
 def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from 5 landmarks; see the module docstring."""
     pts, roll = _derolled(_as_landmarks(landmarks))
     right_eye, left_eye, nose, right_mouth, left_mouth = pts
-    mouth = (right_mouth + left_mouth) / 2
+    mouth = ((right_mouth[0] + left_mouth[0]) / 2, (right_mouth[1] + left_mouth[1]) / 2)
     eye_to_mouth = mouth[1]  # the eye midpoint is the origin
     if eye_to_mouth <= 1e-6:
         raise ValueError(f"landmarks have the mouth not below the eyes: {landmarks!r}")
@@ -87,10 +94,15 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
 
 def deviation_to_score(deviation_deg: float) -> float:
     """Map a combined pose deviation in degrees to the direction score (<= 0)."""
-    return float(np.interp(abs(deviation_deg), *DIRECTION_TABLE))
+    return float(interp(abs(float(deviation_deg)), *DIRECTION_TABLE))
+
+
+def pose_direction_score(yaw: float, pitch: float, roll: float) -> float:
+    """The direction score of a pose from :func:`head_pose` (what :func:`direction_score`
+    gives for its landmarks, without estimating the pose again)."""
+    return deviation_to_score(math.sqrt(yaw**2 + pitch**2 + (ROLL_WEIGHT * roll) ** 2))
 
 
 def direction_score(landmarks: np.ndarray) -> float:
     """fkvideo_detector-style direction score: 0 frontal ... -3.5 large angle (>= 60 deg)."""
-    yaw, pitch, roll = head_pose(landmarks)
-    return deviation_to_score(math.sqrt(yaw**2 + pitch**2 + (ROLL_WEIGHT * roll) ** 2))
+    return pose_direction_score(*head_pose(landmarks))

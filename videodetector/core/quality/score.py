@@ -48,19 +48,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from videodetector.core.models import (
-    TEMPLATE_112,
-    align_face,
-    check_landmarks,
-    similarity_transform,
-)
-from videodetector.core.quality.direction import direction_score, head_pose
+from videodetector.core.quality.align import MIN_CROP as MIN_CROP  # re-export: px, see there
+from videodetector.core.quality.align import aligned_grey_crop, checked_points
+from videodetector.core.quality.direction import head_pose, pose_direction_score
+from videodetector.core.quality.tables import interp
 
 log = logging.getLogger(__name__)
 
 CONFIDENCE_TABLE = ((0.3, 0.5, 0.7, 0.8, 0.9), (-5.0, -3.0, -1.5, -0.5, 0.0))
 SHARPNESS_CROP = 112  # pixels: the aligned crop SFace sees; the Laplacian is measured on it
-MIN_CROP = 16  # pixels: smallest crop for a face smaller than SHARPNESS_CROP
 SHARPNESS_TABLE = ((0.003, 0.006, 0.01, 0.015, 0.025), (-5.0, -3.5, -2.0, -1.0, 0.0))
 SIZE_TABLE = ((16.0, 30.0, 48.0, 64.0, 100.0), (-8.0, -5.0, -2.0, -1.0, 0.0))
 EDGE_TABLE = ((0.0, 0.05), (-3.0, 0.0))
@@ -91,7 +87,7 @@ def confidence_score(det_score: float) -> float:
     """Detector confidence 0..1 -> penalty, see CONFIDENCE_TABLE."""
     if not 0.0 <= det_score <= 1.0:
         raise ValueError(f"det_score must be in [0, 1], got {det_score}")
-    return float(np.interp(det_score, *CONFIDENCE_TABLE))
+    return float(interp(float(det_score), *CONFIDENCE_TABLE))
 
 
 def aligned_grey_face(
@@ -104,46 +100,56 @@ def aligned_grey_face(
 
     A face larger than the crop is first shrunk with area averaging (``cv2.INTER_AREA``):
     ``align_face`` alone samples bilinearly and would alias, which adds fake detail that
-    grows with the face size.
+    grows with the face size. (How it is computed cheaply, bit for bit: see
+    ``videodetector.core.quality.align``.)
     """
-    pts = check_landmarks(landmarks)
-    m = similarity_transform(pts, TEMPLATE_112 * (size / 112.0))
-    scale = math.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64))))
-    if scale > 1.0 and not upsample:
-        size = max(round(size / scale), MIN_CROP)
-    elif scale < 1.0:
-        h, w = image_bgr.shape[:2]
-        cx, cy = pts.mean(axis=0)
-        half = size / scale  # generous: the crop's half-diagonal is 0.71 * size / scale
-        x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
-        x1, y1 = int(min(cx + half, w)), int(min(cy + half, h))
-        if min(x1 - x0, y1 - y0) * scale >= 2:  # else nothing of the face is in the image
-            roi = image_bgr[y0:y1, x0:x1]
-            image_bgr = cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            pts = (pts - (x0, y0)) * scale
-    face = align_face(image_bgr, pts.astype(np.float32), size)
-    return cv2.cvtColor(face, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return aligned_grey_crop(image_bgr, checked_points(landmarks), size,
+                             upsample).astype(np.float32)
+
+
+def laplacian_ratio(grey: np.ndarray) -> float:
+    """var(Laplacian) / (mean squared Sobel gradient + 1) of a uint8 grey crop, the same
+    float32 value the former ``lap.var() / (np.mean(gx**2 + gy**2) + 1.0)`` gave on its
+    float32 copy: the filters' values are exact integers either way, and numpy's float32
+    ``var`` and ``mean`` are replayed step by step (their mean of the Laplacian is an exact
+    integer sum, below 2**24, divided once) with the same reductions on the same shapes,
+    without their temporaries."""
+    lap = cv2.Laplacian(grey, cv2.CV_32F)
+    n = np.intp(lap.size)
+    mean = np.float32(cv2.sumElems(lap)[0] / lap.size)
+    np.subtract(lap, mean, out=lap)
+    np.square(lap, out=lap)
+    var = np.add.reduce(lap, axis=None)
+    var = var.dtype.type(var / n)
+    dx, dy = cv2.spatialGradient(grey)  # the two 3x3 Sobels, int16
+    grad = np.square(dx, dtype=np.float32)
+    np.add(grad, np.square(dy, dtype=np.float32), out=grad)
+    energy = np.add.reduce(grad, axis=None)
+    energy = energy.dtype.type(energy / n)
+    # +1 keeps a flat crop (no detail at all) at ratio ~0 instead of 0/0.
+    return float(var / (energy + 1.0))
 
 
 def sharpness_ratio(image_bgr: np.ndarray, landmarks: np.ndarray) -> float:
     """var(Laplacian) / mean squared Sobel gradient of the aligned SHARPNESS_CROP face."""
-    grey = aligned_grey_face(image_bgr, landmarks, SHARPNESS_CROP, upsample=False)
-    lap = cv2.Laplacian(grey, cv2.CV_32F)
-    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0)
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1)
-    # +1 keeps a flat crop (no detail at all) at ratio ~0 instead of 0/0.
-    return float(lap.var() / (np.mean(gx**2 + gy**2) + 1.0))
+    return _sharpness_ratio(image_bgr, checked_points(landmarks))
+
+
+def _sharpness_ratio(image_bgr: np.ndarray, pts: np.ndarray) -> float:
+    return laplacian_ratio(aligned_grey_crop(image_bgr, pts, SHARPNESS_CROP, upsample=False))
+
+
+_LOG_SHARPNESS_XS = tuple(np.log10(SHARPNESS_TABLE[0]).tolist())
 
 
 def sharpness_score(ratio: float) -> float:
     """Sharpness ratio -> penalty, interpolated on a log scale, see SHARPNESS_TABLE."""
-    xs, ys = SHARPNESS_TABLE
-    return float(np.interp(math.log10(max(ratio, 1e-6)), np.log10(xs), ys))
+    return float(interp(math.log10(max(ratio, 1e-6)), _LOG_SHARPNESS_XS, SHARPNESS_TABLE[1]))
 
 
 def size_score(face_size_px: float) -> float:
     """Box shorter side in pixels -> penalty, see SIZE_TABLE."""
-    return float(np.interp(face_size_px, *SIZE_TABLE))
+    return float(interp(float(face_size_px), *SIZE_TABLE))
 
 
 def edge_margin(xyxy: np.ndarray, frame_wh: tuple[int, int]) -> float:
@@ -156,11 +162,11 @@ def edge_margin(xyxy: np.ndarray, frame_wh: tuple[int, int]) -> float:
 
 def edge_score(margin: float, landmarks: np.ndarray, frame_wh: tuple[int, int]) -> float:
     """Penalty for a face at or beyond the frame border, see EDGE_TABLE."""
-    pts = np.asarray(landmarks, np.float64).reshape(5, 2)
+    pts = np.asarray(landmarks, np.float64).reshape(5, 2).tolist()
     w, h = frame_wh
-    if np.any(pts < 0) or np.any(pts[:, 0] >= w) or np.any(pts[:, 1] >= h):
+    if any(x < 0 or y < 0 or x >= w or y >= h for x, y in pts):
         return EDGE_LANDMARK_OUTSIDE
-    return float(np.interp(margin, *EDGE_TABLE))
+    return float(interp(float(margin), *EDGE_TABLE))
 
 
 def _check_inputs(image_bgr: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
@@ -185,15 +191,17 @@ def face_quality(
     box = _check_inputs(image_bgr, xyxy)
     frame_wh = (image_bgr.shape[1], image_bgr.shape[0])
     yaw, pitch, roll = head_pose(landmarks)  # also validates the landmarks
-    direction = direction_score(landmarks)
-    ratio = sharpness_ratio(image_bgr, landmarks)
-    size_px = float(min(box[2] - box[0], box[3] - box[1]))
-    margin = edge_margin(box, frame_wh)
+    direction = pose_direction_score(yaw, pitch, roll)
+    pts = checked_points(landmarks)
+    ratio = _sharpness_ratio(image_bgr, pts)
+    x1, y1, x2, y2 = box.tolist()
+    size_px = min(x2 - x1, y2 - y1)
+    margin = edge_margin((x1, y1, x2, y2), frame_wh)
     parts = {
         "confidence": confidence_score(float(det_score)),
         "sharpness": sharpness_score(ratio),
         "size": size_score(size_px),
-        "edge": edge_score(margin, landmarks, frame_wh),
+        "edge": edge_score(margin, pts, frame_wh),
     }
     total = sum(parts.values()) + DIRECTION_WEIGHT * direction
     return QualityScore(
