@@ -75,7 +75,8 @@ def check_cursor(backend: Backend, cursor: int) -> None:
     store = backend.sync_store
     if cursor < store.horizon():
         raise resync_required(f"cursor {cursor} is older than the deletions kept "
-                              f"({backend.settings.sync_tombstone_ttl:g} s)", cursor)
+                              f"({backend.settings.sync_tombstone_ttl:g} s) or than the "
+                              f"served embedding model ({backend.model})", cursor)
     if cursor > store.last_seq():
         raise resync_required(f"cursor {cursor} was not given by this server", cursor)
 
