@@ -609,4 +609,14 @@ def test_served_partially_a_face_without_a_vector_of_the_model_has_a_null_facen(
         assert all(np.array_equal(facen_from_b64(f), int8[new])
                    for f in facens_shown(api, new))
         assert sync(api, old_cursor)[0] == 410  # served another model than before
+        cursor = sync(api)[1]["cursor"]
+        # regenerated while served: the model is given on this backend's command line only
+        # (recorded nowhere but as the facen model), the faces' new facens are in the feed
+        assert regenerate(data_dir, "--regenerate", "facens", "--embedding-model",
+                          SFACE_INT8_NAME) == 0
+        int8 = vectors(data_dir, SFACE_INT8_NAME)
+        page = sync(api, cursor)[1]
+        assert {f["id"] for f in page["faces"]} == set(ids.values()) | {new}
+        assert all(np.array_equal(facen_from_b64(f["facen"]), int8[f["id"]])
+                   for f in page["faces"])
         srv.backend.db.close()

@@ -158,6 +158,13 @@ def _raise_horizon(conn: sqlite3.Connection, seq: int) -> int:
     return value
 
 
+def facen_model(db: Database) -> str | None:
+    """The model whose vectors the feed's ``facen`` showed last (recorded at each start by
+    :func:`follow_facen_model`), None before the first start that recorded it."""
+    value = db.scalar("SELECT value FROM settings WHERE key = ?", (FACEN_MODEL_KEY,))
+    return None if value is None else str(value)
+
+
 def follow_facen_model(db: Database, model: str) -> bool:
     """At start, once the served ``model`` is known: when the feed's ``facen`` (the served
     model's vectors) were another model's before, every face changed without a row here, so
@@ -166,7 +173,7 @@ def follow_facen_model(db: Database, model: str) -> bool:
     (``settings`` row ``sync_facen_model``). Before it was first recorded, ``facen`` showed
     each face's enrolment model (``faces.model``): a store with a face of another model
     resynchronizes. Returns True when cursors were invalidated."""
-    before = db.scalar("SELECT value FROM settings WHERE key = ?", (FACEN_MODEL_KEY,))
+    before = facen_model(db)
     if before == model:
         return False
     try:
