@@ -19,7 +19,9 @@ never disagree. ``tests/backend/test_change_writers.py`` finds every function th
 ``faces``, ``face_galleries`` or ``embeddings`` and fails unless it, or every caller up its
 chain, records here. Tombstones older than ``sync_tombstone_ttl`` are pruned; the largest pruned
 ``seq`` is remembered as the *horizon*: a client whose cursor is below it may have missed
-a deletion and must resynchronize from scratch.
+a deletion and must resynchronize from scratch. A backend that starts serving another
+embedding model moves the horizon past every cursor given so far (``follow_facen_model``):
+every face's ``facen`` (the served model's vector) changed, with no row here.
 """
 
 from __future__ import annotations
