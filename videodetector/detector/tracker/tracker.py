@@ -90,6 +90,19 @@ class _LiveTrack:
                      tuple(self.history), self.det_index, self.id > 0)
 
 
+def frames_elapsed(previous: int | None, index: int, max_period: int) -> int:
+    """The ``period`` of a tracker update for the frame at ``index`` (``Frame.index``) after
+    the one last processed at ``previous`` (None or < 0: none yet): the frames elapsed
+    between them, dropped ones included, so the Kalman filters predict as far as the faces
+    moved. At least 1 (a first frame, a repeated index, a source that counts again from 0
+    after a restart: as one frame) and at most ``max_period`` (a long gap: the tracks are
+    predicted that far and a missed one ends, as after its time to live)."""
+    _check_int("max_period", max_period, 1)
+    if previous is None or previous < 0 or index <= previous:
+        return 1
+    return min(index - previous, max_period)
+
+
 def _check_int(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
