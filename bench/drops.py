@@ -6,7 +6,9 @@ Decodes each clip offline and hands ``FacePipeline`` only the frames a drop patt
 with their decode ``index`` and ``pts`` as ``FrameReader`` numbers them (a dropped frame
 uses its index up, so the gap between two delivered frames is the frames dropped + 1):
 ``none`` keeps every frame; ``k/n`` drops k of every n (``1/2``: every other frame);
-``burst`` keeps runs of 4-12 frames and drops bursts of 4-8 (a fixed seed). Prints per clip
+``burst`` keeps runs of 4-12 frames and drops bursts of 4-8; ``jitter`` drops 0-2 frames
+after each frame kept, at random (as a reader whose consumer's frames cost unequal times);
+``jitter:S``/``burst:S`` take another seed S (7 by default). Prints per clip
 and pattern: frames processed, detector runs (per 100 processed frames), tracks started,
 snapshots posted and the thread CPU of ``process`` per processed frame (decoding excluded).
 Compare two trees by running it under each (``PYTHONPATH=<tree>``) with ``--out``, then
@@ -30,7 +32,7 @@ import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_en
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED = {"mpf": "clips_faces/mpf_video_01.mp4",
           "region": "clips_faces/mpf_ff-region-face-motion.avi"}
-PATTERNS = ("none", "1/2", "2/3", "burst")
+PATTERNS = ("none", "1/2", "2/3", "burst", "jitter")
 
 
 def kept(pattern: str, seed: int = 7) -> Iterator[bool]:
@@ -38,11 +40,16 @@ def kept(pattern: str, seed: int = 7) -> Iterator[bool]:
     if pattern == "none":
         while True:
             yield True
-    if pattern == "burst":
-        rng = random.Random(seed)
+    name, _, given = pattern.partition(":")
+    rng = random.Random(int(given) if given else seed)
+    if name == "burst":
         while True:
             yield from [True] * rng.randint(4, 12)
             yield from [False] * rng.randint(4, 8)
+    if name == "jitter":
+        while True:
+            yield True
+            yield from [False] * rng.randint(0, 2)
     k, n = (int(v) for v in pattern.split("/"))
     if not 0 <= k < n:
         raise ValueError(f"pattern k/n needs 0 <= k < n, got {pattern!r}")
