@@ -78,6 +78,7 @@ class _LiveTrack:
     age: int = 0
     det_index: int = -1
     history: list[tuple[float, float]] = field(default_factory=list)
+    held: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box when last matched
 
     def record_centre(self) -> None:
         x1, y1, x2, y2 = self.kf.xyxy
@@ -160,7 +161,8 @@ class Tracker:
             return TrackerUpdate(self._active(), [])
 
         boxes = np.array([t.kf.xyxy for t in self._tracks]).reshape(-1, 4)
-        matches, lost, fresh = associate(boxes, detections.xyxy, self.iou_threshold)
+        matches, lost, fresh = associate(boxes, detections.xyxy, self.iou_threshold,
+                                         held_xyxy=self._held() if period > 1 else None)
         for ti, di in matches:
             self._hit(self._tracks[ti], detections.xyxy[di], di)
         ended = self._miss([self._tracks[i] for i in lost], period)
@@ -175,11 +177,18 @@ class Tracker:
 
     # -- steps of update -------------------------------------------------------------------
 
+    def _held(self) -> np.ndarray:
+        """(N, 4) box of every live track when it was last matched: after frames dropped
+        (``period`` > 1) a detection may match that box instead of the prediction, which
+        extrapolates the estimated velocity over the whole gap (a camera that shakes, a face
+        that stops or turns, a box whose size jitters)."""
+        return np.array([t.held for t in self._tracks], np.float64).reshape(-1, 4)
+
     def _active(self) -> list[Track]:
         return sorted((t.snapshot() for t in self._tracks if t.id > 0), key=lambda t: t.id)
 
     def _hit(self, track: _LiveTrack, xyxy: np.ndarray, det_index: int) -> None:
-        track.kf.update(xyxy)
+        track.held = track.kf.update(xyxy)
         track.hits += 1
         track.missed = 0
         track.det_index = det_index
@@ -209,7 +218,8 @@ class Tracker:
         order = sorted(fresh, key=lambda i: -float(detections.score[i]))
         room = max(self.max_tracks - len(self._tracks), 0)
         for di in order[:room]:
-            track = _LiveTrack(BoxKalmanFilter(detections.xyxy[di]), det_index=di)
+            kf = BoxKalmanFilter(detections.xyxy[di])
+            track = _LiveTrack(kf, det_index=di, held=kf.xyxy)
             track.record_centre()
             self._tracks.append(track)
             if self.min_hits <= 1:
