@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,7 +40,7 @@ def test_any_index_sequence_advances_by_its_gaps_bounded(steps, max_period):
         assert 1 <= period <= max_period
         total += period
         previous = index
-    if all(1 <= b - a <= max_period for a, b in zip(indexes, indexes[1:])):
+    if all(1 <= b - a <= max_period for a, b in pairwise(indexes)):
         assert total == indexes[-1] - indexes[0] + 1
 
 
