@@ -20,10 +20,15 @@ misses a detection is dropped silently (one-frame false positives never surface)
 confirmed track that has not been matched for more than ``max_missed`` frames is removed
 and reported once in ``TrackerUpdate.ended``.
 
-``period`` is the number of video frames since the previous update (the detector may run on
-every n-th frame only): the Kalman filters predict that far ahead and a miss counts as
-``period`` missed frames. ``detections=None`` means the detector did not look at this frame
-(e.g. no motion): filters still advance, but nobody is counted as missed.
+``period`` is the number of video frames since the previous update (frames the reader
+dropped in between included; the pipeline computes it with :func:`frames_elapsed`): the
+Kalman filters predict that far ahead and a miss counts as ``period`` missed frames.
+``detections=None`` means the detector did not look at this frame (e.g. no motion): filters
+still advance, but nobody is counted as missed. After a gap (``period`` > 1) a detection may
+also match a track by the box where it was last matched (``associate``'s ``held_xyxy``):
+the prediction extrapolates a velocity estimated from a few jittery boxes over the whole gap,
+which a camera that shakes, a face that stops or a box size that jitters defeats. With
+``period`` 1 only the prediction is matched, as before.
 
 ``Track`` objects handed out are immutable snapshots; the tracker keeps its own state.
 """
