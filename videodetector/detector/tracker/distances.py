@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from videodetector.core.geometry import as_boxes, iou_matrix
@@ -58,25 +60,26 @@ def associate(
     dets_xyxy: np.ndarray,
     iou_threshold: float,
     max_centre_distance: float = 1.0,
-    held_xyxy: np.ndarray | None = None,
+    also_xyxy: Sequence[np.ndarray] = (),
 ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Match tracks to detections.
 
     Returns ``(matches, unmatched_tracks, unmatched_dets)``: ``matches`` is a list of
     ``(track_index, det_index)`` sorted by track index; the other two are sorted index lists.
-    ``max_centre_distance <= 0`` disables the centre-distance fallback. ``held_xyxy``: a
-    second box per track (where it was last detected); a pair then counts with whichever of
-    the two boxes lies closer (the larger IoU, the smaller centre distance).
+    ``max_centre_distance <= 0`` disables the centre-distance fallback. ``also_xyxy``: other
+    boxes per track (one array of one box per track each, e.g. where it was last matched); a
+    pair then counts with whichever of its boxes lies closest (the largest IoU, the smallest
+    centre distance).
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     tracks, dets = as_boxes(tracks_xyxy), as_boxes(dets_xyxy)
-    held = None if held_xyxy is None else as_boxes(held_xyxy)
-    if held is not None and held.shape != tracks.shape:
-        raise ValueError(f"held_xyxy must have one box per track, got {held.shape}")
+    others = [as_boxes(o) for o in also_xyxy]
+    if any(o.shape != tracks.shape for o in others):
+        raise ValueError(f"also_xyxy must have one box per track, got {[o.shape for o in others]}")
     iou = iou_matrix(tracks, dets)
-    if held is not None:
-        iou = np.maximum(iou, iou_matrix(held, dets))
+    for other in others:
+        iou = np.maximum(iou, iou_matrix(other, dets))
     matches = _hungarian(-iou, iou >= iou_threshold)
 
     # (when every track or every detection is matched already, nothing is left to pair: the
@@ -85,8 +88,8 @@ def associate(
         left_t = np.setdiff1d(np.arange(len(tracks)), [m[0] for m in matches])
         left_d = np.setdiff1d(np.arange(len(dets)), [m[1] for m in matches])
         dist = centre_distance_matrix(tracks[left_t], dets[left_d])
-        if held is not None:
-            dist = np.minimum(dist, centre_distance_matrix(held[left_t], dets[left_d]))
+        for other in others:
+            dist = np.minimum(dist, centre_distance_matrix(other[left_t], dets[left_d]))
         for r, c in _hungarian(dist, dist <= max_centre_distance):
             matches.append((int(left_t[r]), int(left_d[c])))
 

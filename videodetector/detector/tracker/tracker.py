@@ -25,7 +25,7 @@ dropped in between included; the pipeline computes it with :func:`frames_elapsed
 Kalman filters predict that far ahead and a miss counts as ``period`` missed frames.
 ``detections=None`` means the detector did not look at this frame (e.g. no motion): filters
 still advance, but nobody is counted as missed. After a gap (``period`` > 1) a detection may
-also match a track by the box where it was last matched (``associate``'s ``held_xyxy``):
+also match a track by the box where it was last matched (``associate``'s ``also_xyxy``):
 the prediction extrapolates a velocity estimated from a few jittery boxes over the whole gap,
 which a camera that shakes, a face that stops or a box size that jitters defeats. With
 ``period`` 1 only the prediction is matched, as before.
@@ -167,7 +167,7 @@ class Tracker:
 
         boxes = np.array([t.kf.xyxy for t in self._tracks]).reshape(-1, 4)
         matches, lost, fresh = associate(boxes, detections.xyxy, self.iou_threshold,
-                                         held_xyxy=self._held() if period > 1 else None)
+                                         also_xyxy=self._held(boxes) if period > 1 else ())
         for ti, di in matches:
             self._hit(self._tracks[ti], detections.xyxy[di], di)
         ended = self._miss([self._tracks[i] for i in lost], period)
@@ -182,12 +182,16 @@ class Tracker:
 
     # -- steps of update -------------------------------------------------------------------
 
-    def _held(self) -> np.ndarray:
-        """(N, 4) box of every live track when it was last matched: after frames dropped
-        (``period`` > 1) a detection may match that box instead of the prediction, which
-        extrapolates the estimated velocity over the whole gap (a camera that shakes, a face
-        that stops or turns, a box whose size jitters)."""
-        return np.array([t.held for t in self._tracks], np.float64).reshape(-1, 4)
+    def _held(self, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """After frames dropped (``period`` > 1), other boxes a detection may match besides
+        the ``predicted`` ones, which extrapolate a velocity estimated from a few jittery boxes
+        over the whole gap: each live track's box when it was last matched (a camera that
+        shook back, a face that stopped) and that box's size at the predicted centre (a box
+        size that jitters: its extrapolated rate shrinks or swells the box)."""
+        held = np.array([t.held for t in self._tracks], np.float64).reshape(-1, 4)
+        half = (held[:, 2:] - held[:, :2]) / 2
+        centre = (predicted[:, :2] + predicted[:, 2:]) / 2
+        return held, np.hstack([centre - half, centre + half])
 
     def _active(self) -> list[Track]:
         return sorted((t.snapshot() for t in self._tracks if t.id > 0), key=lambda t: t.id)
