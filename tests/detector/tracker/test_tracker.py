@@ -218,3 +218,27 @@ def test_without_dropped_frames_matching_is_on_the_prediction_only():
         tr.update(None)  # coasts on: the prediction runs 72 px ahead
     upd = tr.update(dets(box(100, 140, side=40)))
     assert [t.det_index for t in upd.active] == [-1]  # a new tentative track instead
+
+
+def test_a_face_found_where_it_was_last_seen_after_a_gap_and_a_skipped_frame_keeps_its_track():
+    """The frames after a gap may be skipped by the detector (update(None)) before it looks
+    again with period 1: the track was still predicted over the gap since it was last
+    matched, so the box where it was last matched still counts."""
+    tr = Tracker()
+    for f in range(6):
+        tr.update(dets(box(100, 100 + 8 * f, side=40)))
+    tr.update(None, period=9)  # frames dropped, then a frame the detector skipped
+    upd = tr.update(dets(box(100, 140, side=40)))
+    assert [(t.id, t.det_index) for t in upd.active] == [(1, 0)]
+
+
+def test_a_box_size_that_jitters_is_not_extrapolated_into_a_miss_over_a_gap():
+    """A walking face whose detected box size jitters: the estimated rate of size change,
+    extrapolated over a gap of 8 frames, shrinks the predicted box below half the face; the
+    last matched box's size at the predicted centre still matches it."""
+    tr = Tracker()
+    sides = [90, 64, 92, 62, 88, 60]  # jitter, shrinking on the last ones
+    for f, side in enumerate(sides):
+        tr.update(dets(box(100 + 12 * f, 300, side=side)))
+    upd = tr.update(dets(box(100 + 12 * 13, 300, side=70)), period=8)
+    assert [(t.id, t.det_index) for t in upd.active] == [(1, 0)]

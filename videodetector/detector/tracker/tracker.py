@@ -24,11 +24,12 @@ and reported once in ``TrackerUpdate.ended``.
 dropped in between included; the pipeline computes it with :func:`frames_elapsed`): the
 Kalman filters predict that far ahead and a miss counts as ``period`` missed frames.
 ``detections=None`` means the detector did not look at this frame (e.g. no motion): filters
-still advance, but nobody is counted as missed. After a gap (``period`` > 1) a detection may
-also match a track by the box where it was last matched (``associate``'s ``also_xyxy``):
-the prediction extrapolates a velocity estimated from a few jittery boxes over the whole gap,
-which a camera that shakes, a face that stops or a box size that jitters defeats. With
-``period`` 1 only the prediction is matched, as before.
+still advance, but nobody is counted as missed. A track predicted over a gap (``period`` > 1)
+since it was last matched may also be matched by the box where it was last matched
+(``associate``'s ``also_xyxy``): the prediction extrapolates a velocity estimated from a few
+jittery boxes over the whole gap, which a camera that shakes, a face that stops or a box size
+that jitters defeats (see ``_held``). While nothing is dropped only the prediction is
+matched, as before.
 
 ``Track`` objects handed out are immutable snapshots; the tracker keeps its own state.
 """
@@ -84,6 +85,7 @@ class _LiveTrack:
     det_index: int = -1
     history: list[tuple[float, float]] = field(default_factory=list)
     held: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box when last matched
+    gapped: bool = False  # predicted over frames dropped (period > 1) since last matched
 
     def record_centre(self) -> None:
         x1, y1, x2, y2 = self.kf.xyxy
@@ -161,13 +163,14 @@ class Tracker:
         for t in self._tracks:
             t.kf.predict(period)
             t.age += period
+            t.gapped |= period > 1
             t.det_index = -1
         if detections is None:
             return TrackerUpdate(self._active(), [])
 
         boxes = np.array([t.kf.xyxy for t in self._tracks]).reshape(-1, 4)
         matches, lost, fresh = associate(boxes, detections.xyxy, self.iou_threshold,
-                                         also_xyxy=self._held(boxes) if period > 1 else ())
+                                         also_xyxy=self._held(boxes))
         for ti, di in matches:
             self._hit(self._tracks[ti], detections.xyxy[di], di)
         ended = self._miss([self._tracks[i] for i in lost], period)
@@ -182,13 +185,18 @@ class Tracker:
 
     # -- steps of update -------------------------------------------------------------------
 
-    def _held(self, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """After frames dropped (``period`` > 1), other boxes a detection may match besides
-        the ``predicted`` ones, which extrapolate a velocity estimated from a few jittery boxes
-        over the whole gap: each live track's box when it was last matched (a camera that
-        shook back, a face that stopped) and that box's size at the predicted centre (a box
-        size that jitters: its extrapolated rate shrinks or swells the box)."""
+    def _held(self, predicted: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Other boxes a detection may match besides the ``predicted`` ones, for the tracks
+        predicted over frames dropped since they were last matched (``gapped``): there the
+        prediction extrapolates a velocity estimated from a few jittery boxes over the whole
+        gap. Their box when last matched (a camera that shook back, a face that stopped) and
+        that box's size at the predicted centre (a box size that jitters: its extrapolated
+        rate shrinks or swells the box). None when no track is gapped (nothing dropped)."""
+        gapped = np.array([t.gapped for t in self._tracks], bool)
+        if not gapped.any():
+            return ()
         held = np.array([t.held for t in self._tracks], np.float64).reshape(-1, 4)
+        held[~gapped] = predicted[~gapped]
         half = (held[:, 2:] - held[:, :2]) / 2
         centre = (predicted[:, :2] + predicted[:, 2:]) / 2
         return held, np.hstack([centre - half, centre + half])
@@ -198,6 +206,7 @@ class Tracker:
 
     def _hit(self, track: _LiveTrack, xyxy: np.ndarray, det_index: int) -> None:
         track.held = track.kf.update(xyxy)
+        track.gapped = False
         track.hits += 1
         track.missed = 0
         track.det_index = det_index
