@@ -78,8 +78,9 @@ def associate(
     if any(o.shape != tracks.shape for o in others):
         raise ValueError(f"also_xyxy must have one box per track, got {[o.shape for o in others]}")
     iou = iou_matrix(tracks, dets)
-    for other in others:
-        iou = np.maximum(iou, iou_matrix(other, dets))
+    if others:  # (one call for all the boxes of every track)
+        every = iou_matrix(np.vstack(others), dets).reshape(len(others), *iou.shape)
+        iou = np.maximum(iou, every.max(axis=0))
     matches = _hungarian(-iou, iou >= iou_threshold)
 
     # (when every track or every detection is matched already, nothing is left to pair: the
