@@ -57,20 +57,24 @@ DEFAULT_DATA = ROOT / ".." / "shared" / "data"
 MPF = "clips_faces/mpf_video_01.mp4"
 
 
+def read_frame(path: Path, index: int = 30) -> np.ndarray | None:
+    """Frame ``index`` of the clip at ``path`` (its last one if shorter), None if unreadable."""
+    cap = cv2.VideoCapture(str(path))
+    frame = None
+    for _ in range(index + 1):
+        ok, img = cap.read()
+        if not ok:
+            break
+        frame = img
+    cap.release()
+    return frame
+
+
 def real_frame(data: Path, index: int = 30) -> np.ndarray:
-    """Frame ``index`` of mpf_video_01 (640x480, faces), else a synthetic 720p indoor frame."""
-    path = data / MPF
-    if path.is_file():
-        cap = cv2.VideoCapture(str(path))
-        frame = None
-        for _ in range(index + 1):
-            ok, img = cap.read()
-            if not ok:
-                break
-            frame = img
-        cap.release()
-        if frame is not None:
-            return frame
+    """Frame ``index`` of mpf_video_01 (640x480, faces), else a 720p frame of noise."""
+    frame = read_frame(data / MPF, index) if (data / MPF).is_file() else None
+    if frame is not None:
+        return frame
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (720, 1280, 3), np.uint8)
 

@@ -60,6 +60,7 @@ import _env_omp1  # noqa: F401  (before numpy: sys.path, thread pools; bench/_en
 import cv2
 import numpy as np
 from _env import ROOT  # noqa: F401
+from yunet_call import read_frame
 
 from videodetector.core.geometry import iou_matrix
 from videodetector.core.models import YUNET, YuNetDetector, model_path
@@ -127,14 +128,7 @@ def session(runtime: str, threads: int):
 
 
 def frame_of(path: Path, index: int = 30) -> np.ndarray:
-    cap = cv2.VideoCapture(str(path))
-    frame = None
-    for _ in range(index + 1):
-        ok, img = cap.read()
-        if not ok:
-            break
-        frame = img
-    cap.release()
+    frame = read_frame(path, index)
     if frame is None:
         raise SystemExit(f"cannot read {path}")
     return frame

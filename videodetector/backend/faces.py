@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from videodetector.backend import openapi, views
@@ -23,6 +22,7 @@ from videodetector.backend.deps import (
     replayed_ids,
     urls_of,
 )
+from videodetector.backend.embeddings import vector_of
 from videodetector.backend.errors import bad_param, not_found
 from videodetector.backend.extraction import attrs_unavailable, facen_b64
 from videodetector.backend.params import DbId, GalleryName, Params
@@ -55,13 +55,23 @@ def render_faces(request: Request, backend: Backend, user: int, ids: list[int],
     urls = urls_of(request)
     out = [views.face_json(r, galleries[r["id"]], urls) for r in rows]
     if facen:
-        for face, row in zip(out, rows, strict=True):
-            face["facen"] = stored_facen(row)
+        vectors = facens(backend, [r["id"] for r in rows])
+        for face in out:
+            face["facen"] = vectors.get(face["id"])
     return out
 
 
-def stored_facen(row: Any) -> str:
-    return facen_b64(np.frombuffer(row["embedding"], "<f4"))
+def facens(backend: Backend, ids: list[int]) -> dict[int, str | None]:
+    """The faces' ``facen``: base64 of the little-endian float32 vector of the model the
+    backend serves (``backend.model``: what /identify compares), read in one query per 500
+    faces; None for a face without a vector of that model (served partially,
+    ``--allow-partial``). Faces that do not exist are left out."""
+    return {i: _b64(blob) for i, blob in backend.faces_store.vectors(ids, backend.model).items()}
+
+
+def _b64(blob: bytes | None) -> str | None:
+    vector = vector_of(blob)
+    return None if vector is None else facen_b64(vector)
 
 
 def wanted_attrs(backend: Backend, p: Params) -> frozenset[str]:
@@ -386,8 +396,8 @@ def get_face(face_id: DbId, request: Request, user: UserDep, backend: BackendDep
 def get_facen(face_id: DbId, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """The stored face's feature vector (reference 8.7.3 "Get Facen"): ``{id, facen}``,
     base64 of the little-endian float32 L2-normalised embedding that /identify compares."""
-    row = backend.face_row(user, face_id)
-    return {"id": row["id"], "facen": stored_facen(row)}
+    row = backend.face_row(user, face_id)  # 404 unless the user's face
+    return {"id": row["id"], "facen": facens(backend, [row["id"]]).get(row["id"])}
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,8 @@ NOT_THIS_PERSON = {"requestBody": {"required": True, "content": {
 
 # /faces/sync's own answer when a cursor cannot be served
 RESYNC = {410: _error("RESYNC_REQUIRED: the cursor is older than the deletions kept "
-                      "(sync_tombstone_ttl) or unknown to this server; clear the mirror and "
-                      "start again without a cursor")}
+                      "(sync_tombstone_ttl) or than the served embedding model, or unknown to "
+                      "this server; clear the mirror and start again without a cursor")}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:

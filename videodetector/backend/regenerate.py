@@ -174,10 +174,12 @@ class Regenerator:
     def __init__(self, data_dir: Path, opts: Options, threads: int = 1,
                  db: str | None = None, served: str | None = None) -> None:
         self.opts = opts
-        # the model the backend serves (None: unknown); a new vector of it is a change of
-        # the face for the sync feed, as is anything the face's JSON shows (_apply)
-        self.served = served
         self.db = open_database(Settings(data_dir=Path(data_dir), db=db))
+        # the models the backend serves: ``served`` (from the settings; None: unknown) and
+        # the one its last start recorded for facen (a model given on its command line,
+        # served --allow-partial, is recorded nowhere else); a new vector of one of them
+        # is a change of the face for the sync feed, as is anything its JSON shows (_apply)
+        self.served = {m for m in (served, changes.facen_model(self.db)) if m}
         self.files = FileStore(Path(data_dir) / "uploads")
         self.threads = threads
         self._engines: dict[str, FaceEngine] = {}
@@ -389,12 +391,13 @@ class Regenerator:
             changes.touch(conn, int(row["user_id"]), int(row["id"]))
 
 
-def visible_models(face_model: str, served: str | None) -> set[str]:
-    """The models whose new vector changes what a client sees of a face: its own model's
-    (``facen`` of its JSON and of the sync feed) and the one the backend serves (what
-    ``/identify`` compares). A vector of any other model is read by no answer until the
-    backend is restarted with that model, so replacing it is not a change of the face."""
-    return {face_model} | ({served} if served else set())
+def visible_models(face_model: str, served: set[str]) -> set[str]:
+    """The models whose new vector changes what a client sees of a face: the one the
+    backend serves (``facen`` of its JSON and of the sync feed, what ``/identify``
+    compares) and, kept to be safe, its own (enrolment) model's. A vector of any other model
+    is read by no answer until the backend is restarted with that model (which invalidates
+    every sync cursor: ``changes.follow_facen_model``), so it is not a change of the face."""
+    return {face_model} | served
 
 
 class _Gone(Exception):  # noqa: N818 - control flow

@@ -184,6 +184,8 @@ class Backend:
             self.faces_store.ensure_vector_index(self.model, self.index.dim)
         self.search_seconds: Observer = NULL_OBSERVER  # /identify's index search (/metrics)
         self._load_index()
+        # facen shows self.model's vectors: another model's before, every cursor resyncs
+        changes.follow_facen_model(self.db, self.model)
         self._prune_idempotency()
         self.prune_tombstones()
 

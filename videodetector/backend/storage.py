@@ -180,11 +180,13 @@ class Database:
             except sqlite3.Error:  # retried before the next read or write
                 log.warning("rollback failed", exc_info=True)
 
-    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def rows(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        """``args``: positional (``?``) or named (``:name``, a dict, as pgdb takes them)."""
         with self.lock:
             if self._undo is None:  # never read what a failed transaction left behind
                 self._end_open_transaction()
-            return self.conn.execute(sql, tuple(args)).fetchall()
+            return self.conn.execute(sql, args if isinstance(args, dict) else tuple(args)
+                                     ).fetchall()
 
     def row(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self.lock:

@@ -5,7 +5,8 @@ The feed reads the change log (changes.py). A page holds, in ``seq`` order:
 
 * ``faces``: faces added to the gallery or changed since the cursor, as ``GET /face/id``
   renders them plus ``facen`` (base64 little-endian float32, the embedding /identify
-  compares), ``updated_at`` (ISO 8601 UTC) and ``seq``;
+  compares: the served model's; null for a face without one, served ``--allow-partial``),
+  ``updated_at`` (ISO 8601 UTC) and ``seq``;
 * ``deleted``: ``{id, updated_at, seq}`` of faces deleted or taken out of the gallery.
 
 Each face appears at most once in a page, in the list of its last change. A client applies
@@ -13,8 +14,10 @@ both lists and stores ``cursor``; while ``has_more`` is true it asks again at on
 survive restarts (they are SQLite AUTOINCREMENT numbers). A cursor older than the deletions
 kept (``sync_tombstone_ttl``), or newer than anything this server ever wrote (another
 server, a restored backup), gets 410 RESYNC_REQUIRED: clear the mirror and start again
-without a cursor. ``last_updated_at`` (epoch seconds or ISO 8601, the rival's parameter)
-starts after the last change made at or before that time, as far as the server clock says.
+without a cursor. So does every cursor given before the backend started serving another
+embedding model (``changes.follow_facen_model``): every ``facen`` changed.
+``last_updated_at`` (epoch seconds or ISO 8601, the rival's parameter) starts after the
+last change made at or before that time, as far as the server clock says.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from fastapi import APIRouter, Request
 from videodetector.backend import changes, openapi, views
 from videodetector.backend.deps import BackendDep, UrlsDep, UserDep
 from videodetector.backend.errors import ApiError
-from videodetector.backend.faces import stored_facen
+from videodetector.backend.faces import facens
 from videodetector.backend.params import Params
 from videodetector.backend.service import Backend
 from videodetector.backend.timeutil import iso, parse_time
@@ -72,7 +75,8 @@ def check_cursor(backend: Backend, cursor: int) -> None:
     store = backend.sync_store
     if cursor < store.horizon():
         raise resync_required(f"cursor {cursor} is older than the deletions kept "
-                              f"({backend.settings.sync_tombstone_ttl:g} s)", cursor)
+                              f"({backend.settings.sync_tombstone_ttl:g} s) or than the "
+                              f"served embedding model ({backend.model})", cursor)
     if cursor > store.last_seq():
         raise resync_required(f"cursor {cursor} was not given by this server", cursor)
 
@@ -89,6 +93,7 @@ def read_page(urls: Urls, backend: Backend, user: int, gallery: str, cursor: int
         present = [r["face_id"] for r in rows if not r["deleted"]]
         faces = {r["id"]: r for r in backend.face_rows(user, present)}
         galleries = backend.galleries_of(list(faces))
+        vectors = facens(backend, list(faces))
         # the last page moves the cursor to the newest change anywhere, so that a quiet
         # gallery's cursor never falls behind the tombstone horizon
         end = rows[-1]["seq"] if has_more else max(cursor, store.last_seq())
@@ -100,7 +105,7 @@ def read_page(urls: Urls, backend: Backend, user: int, gallery: str, cursor: int
         elif r["face_id"] in faces:
             row = faces[r["face_id"]]
             out_faces.append({**views.face_json(row, galleries[row["id"]], urls), **stamp,
-                              "facen": stored_facen(row)})
+                              "facen": vectors.get(row["id"])})
     return {"gallery": gallery, "cursor": end, "has_more": has_more, "faces": out_faces,
             "deleted": deleted}
 

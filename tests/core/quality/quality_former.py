@@ -37,6 +37,11 @@ from videodetector.core.quality.score import (
 
 def former_similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x3 least-squares similarity (rotation, scale, shift) mapping src to dst (Umeyama)."""
+    return former_similarity64(src, dst).astype(np.float32)
+
+
+def former_similarity64(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``former_similarity_transform`` before its float32 cast (the same lines)."""
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
@@ -50,7 +55,7 @@ def former_similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     var = (s0**2).sum() / len(src)
     scale = (sig * d).sum() / var if var > 0 else 1.0
     t = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, t[:, None]]).astype(np.float32)
+    return np.hstack([scale * rot, t[:, None]])
 
 
 def former_check_landmarks(landmarks: object) -> np.ndarray:

@@ -303,24 +303,6 @@ def test_laplacian_ratio_is_the_former_filters(seed, size, blur, kind):
     assert bits(score.laplacian_ratio(grey)) == bits(expected)
 
 
-def former_similarity64(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``former_similarity_transform`` before its float32 cast (the same lines)."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[1] = -1
-    rot = u @ np.diag(d) @ vt
-    var = (s0**2).sum() / len(src)
-    scale = (sig * d).sum() / var if var > 0 else 1.0
-    t = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, t[:, None]])
-
-
 @st.composite
 def point_sets(draw) -> np.ndarray:
     """Five points: face-like (any turn, scale, place) or anything at all, far from the
@@ -354,7 +336,7 @@ def test_closed_form_similarity_stays_well_inside_its_error_bound(pts, size):
     1/64 of it), and whenever the guard lets the closed form through, the float32 matrix
     is the former's bit for bit."""
     dst = TEMPLATE_112 * (size / 112.0)
-    ref64 = former_similarity64(pts, dst).ravel()
+    ref64 = former.former_similarity64(pts, dst).ravel()
     vals, tols = align.closed_form_estimate(pts[:, 0].tolist(), pts[:, 1].tolist(), size)
     for v, r, e in zip(vals, ref64, tols, strict=True):
         assert abs(v - r) <= e / 64, (v, r, e)

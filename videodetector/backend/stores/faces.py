@@ -58,6 +58,10 @@ class FaceStore(Protocol):
 
     def ids(self, user: int) -> list[int]: ...
 
+    def vectors(self, ids: Sequence[int], model: str) -> dict[int, bytes | None]:
+        """Each face's vector of ``model`` (``VECTOR_SQL``), None for a face without one;
+        faces that do not exist are left out."""
+
     def insert(self, conn: Any, values: dict[str, Any]) -> int: ...
 
     def update(self, conn: Any, user: int, face_id: int, values: dict[str, Any]) -> None: ...
@@ -122,6 +126,16 @@ class SqlFaceStore:
                                   f"({placeholders(len(chunk))})", (user, *chunk)):
                 found[r["id"]] = r
         return [found[i] for i in ids if i in found]
+
+    def vectors(self, ids: Sequence[int], model: str) -> dict[int, bytes | None]:
+        out: dict[int, bytes | None] = {}
+        for start in range(0, len(ids), CHUNK):
+            names = {f"i{k}": i for k, i in enumerate(ids[start:start + CHUNK])}
+            marks = ", ".join(f":{n}" for n in names)
+            for r in self.db.rows(f"SELECT f.id, {VECTOR_SQL} AS vec FROM faces f "
+                                  f"WHERE f.id IN ({marks})", {"m": model, **names}):
+                out[int(r[0])] = None if r[1] is None else bytes(r[1])
+        return out
 
     def galleries_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {i: [DEFAULT_GALLERY] for i in ids}
