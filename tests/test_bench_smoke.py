@@ -6,6 +6,7 @@ assert speed -- speed is measured by running the scripts in full (see bench/READ
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -258,3 +259,19 @@ def test_bench_streams_gil_probe_and_switch_interval(bench, capsys: pytest.Captu
                      r"in another process at the same time: \d+ wake-ups", out)
     with pytest.raises(ValueError, match="switch-interval"):
         mod.main(["--switch-interval", "-1"])
+
+
+def test_drops_smoke(bench, shared_data: Path, tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    mod = bench("drops")
+    assert [next(g) for g in [mod.kept("1/2")] for _ in range(6)] == [True, False] * 3
+    assert [next(g) for g in [mod.kept("2/3")] for _ in range(6)] == [True, False, False] * 2
+    burst = mod.kept("burst")
+    assert not all(next(burst) for _ in range(30))
+    out = tmp_path / "drops.json"
+    assert mod.main(["--data", str(shared_data), "--clips", "region", "--patterns", "none,1/2",
+                     "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["region none"]["frames"] == 101 and got["region 1/2"]["frames"] == 51
+    assert got["region none"]["tracks"] == 1
+    assert "region 1/2:" in capsys.readouterr().out

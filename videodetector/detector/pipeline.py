@@ -1,9 +1,15 @@
 """One camera's face pipeline: frame -> motion -> detect -> track -> best frame -> Snapshot.
 
-``FacePipeline.process(frame)`` is called for every decoded frame of one camera,
-in order, from one thread. It returns the snapshots to post now; the caller
-hands them to the poster. Everything here is synchronous and deterministic for
-a given input, so offline runs on a file are reproducible.
+``FacePipeline.process(frame)`` is called for every frame of one camera the reader
+delivers, in order, from one thread. Frames the reader dropped (a gap in ``Frame.index``)
+advance the tracker as far as they span (:func:`frames_elapsed`, at most a track's time to
+live + 1: a longer gap counts as that long, and a face not found after it ends): the
+Kalman filters, a track's age and its missed frames count video frames; the cadence
+(RECHECK_FRAMES, FULL_FRAME_EVERY, --detect-period, --search-period) counts the frames
+processed, so a host that drops frames never runs the detector on more of those it keeps.
+It returns the snapshots to post now; the caller hands them to the poster. Everything here
+is synchronous and deterministic for a given input, so offline runs on a file (nothing
+dropped) are reproducible.
 
 Coordinates: all boxes are full-frame ``xyxy`` (see ``detections.py``). The
 detector sees the ROT crop (``--rot``) scaled to ``--rescale-height``; its
@@ -62,7 +68,7 @@ from videodetector.detector.regions import (
 )
 from videodetector.detector.snapshot import Snapshot
 from videodetector.detector.timing import CameraTimers
-from videodetector.detector.tracker.tracker import Track, Tracker, TrackerUpdate
+from videodetector.detector.tracker.tracker import Track, Tracker, TrackerUpdate, frames_elapsed
 from videodetector.detector.uniq import UniqFilter
 from videodetector.detector.video.pixels import Pixels
 from videodetector.detector.video.source import Frame
@@ -354,10 +360,11 @@ class FacePipeline:
         self._last_t = frame.pts
         self._since_full += 1
         timers = self.timers
+        period = frames_elapsed(self.last_index, frame.index, self.tracker.max_missed + 1)
         if not self._should_detect(*frame.pixels.luma()):
             self._since_search += 1
             t0 = time.perf_counter()
-            self._active = self.tracker.update(None, period=1).active
+            self._active = self.tracker.update(None, period=period).active
             t1 = time.perf_counter()
             ready = self.selector.tick(frame.pts)
             t2 = time.perf_counter()
@@ -376,7 +383,7 @@ class FacePipeline:
             self._since_search += 1
             self.stats.face_runs += 1
         t0 = time.perf_counter()
-        update = self.tracker.update(dets)
+        update = self.tracker.update(dets, period=period)
         t1 = time.perf_counter()
         self._active = update.active
         self._faces_seen = len(dets) > 0 or bool(update.active)

@@ -192,3 +192,15 @@ def test_associate_equals_both_rounds_always_run(tracks, dets, iou_threshold, ma
     if want is not None:
         assert got == want
     assert sorted({i for i, _ in got[0]} | set(got[1])) == list(range(len(t)))
+
+
+def test_associate_also_matches_a_track_by_its_other_box():
+    """``also_xyxy``: a detection far from a track's (predicted) box but on its other box
+    (where it was last matched) is matched to it, by IoU; without it, it is not."""
+    predicted = np.array([[300.0, 100, 340, 140]])
+    held = np.array([[100.0, 100, 140, 140]])
+    det = np.array([[102.0, 101, 142, 141]])
+    assert associate(predicted, det, 0.2) == ([], [0], [0])
+    assert associate(predicted, det, 0.2, also_xyxy=[held]) == ([(0, 0)], [], [])
+    with pytest.raises(ValueError, match="also_xyxy"):
+        associate(predicted, det, 0.2, also_xyxy=[np.zeros((2, 4))])

@@ -193,3 +193,52 @@ def test_invalid_arguments_raise_value_error(kwargs):
 def test_invalid_period_raises_value_error(period):
     with pytest.raises(ValueError, match=str(period)):
         Tracker().update(dets(), period=period)
+
+
+def test_after_dropped_frames_a_face_found_where_it_was_last_seen_keeps_its_track():
+    """After a gap (period > 1) the prediction extrapolates the estimated velocity over every
+    frame of it; a face that stopped meanwhile (or a camera that shook back) is found where
+    it was last matched, far from that prediction: it keeps its track, not a new one."""
+    tr = Tracker()
+    for f in range(6):
+        upd = tr.update(dets(box(100, 100 + 8 * f, side=40)))
+    assert [t.id for t in upd.active] == [1]
+    upd = tr.update(dets(box(100, 140, side=40)), period=10)  # stopped where last seen
+    assert [(t.id, t.det_index) for t in upd.active] == [(1, 0)]
+    assert tr.update(dets(box(100, 140, side=40))).active[0].id == 1
+
+
+def test_without_dropped_frames_matching_is_on_the_prediction_only():
+    """period 1 (every frame, offline files): the box where a face was last matched is not
+    looked at, so nothing changes when nothing is dropped."""
+    tr = Tracker()
+    for f in range(6):
+        tr.update(dets(box(100, 100 + 8 * f, side=40)))
+    for _ in range(9):
+        tr.update(None)  # coasts on: the prediction runs 72 px ahead
+    upd = tr.update(dets(box(100, 140, side=40)))
+    assert [t.det_index for t in upd.active] == [-1]  # a new tentative track instead
+
+
+def test_a_face_found_where_it_was_last_seen_after_a_gap_and_a_skipped_frame_keeps_its_track():
+    """The frames after a gap may be skipped by the detector (update(None)) before it looks
+    again with period 1: the track was still predicted over the gap since it was last
+    matched, so the box where it was last matched still counts."""
+    tr = Tracker()
+    for f in range(6):
+        tr.update(dets(box(100, 100 + 8 * f, side=40)))
+    tr.update(None, period=9)  # frames dropped, then a frame the detector skipped
+    upd = tr.update(dets(box(100, 140, side=40)))
+    assert [(t.id, t.det_index) for t in upd.active] == [(1, 0)]
+
+
+def test_a_box_size_that_jitters_is_not_extrapolated_into_a_miss_over_a_gap():
+    """A walking face whose detected box size jitters: the estimated rate of size change,
+    extrapolated over a gap of 8 frames, shrinks the predicted box below half the face; the
+    last matched box's size at the predicted centre still matches it."""
+    tr = Tracker()
+    sides = [90, 64, 92, 62, 88, 60]  # jitter, shrinking on the last ones
+    for f, side in enumerate(sides):
+        tr.update(dets(box(100 + 12 * f, 300, side=side)))
+    upd = tr.update(dets(box(100 + 12 * 13, 300, side=70)), period=8)
+    assert [(t.id, t.det_index) for t in upd.active] == [(1, 0)]

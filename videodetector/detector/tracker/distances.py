@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from videodetector.core.geometry import as_boxes, iou_matrix
@@ -58,17 +60,27 @@ def associate(
     dets_xyxy: np.ndarray,
     iou_threshold: float,
     max_centre_distance: float = 1.0,
+    also_xyxy: Sequence[np.ndarray] = (),
 ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Match tracks to detections.
 
     Returns ``(matches, unmatched_tracks, unmatched_dets)``: ``matches`` is a list of
     ``(track_index, det_index)`` sorted by track index; the other two are sorted index lists.
-    ``max_centre_distance <= 0`` disables the centre-distance fallback.
+    ``max_centre_distance <= 0`` disables the centre-distance fallback. ``also_xyxy``: other
+    boxes per track (one array of one box per track each, e.g. where it was last matched); a
+    pair then counts with whichever of its boxes lies closest (the largest IoU, the smallest
+    centre distance).
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     tracks, dets = as_boxes(tracks_xyxy), as_boxes(dets_xyxy)
+    others = [as_boxes(o) for o in also_xyxy]
+    if any(o.shape != tracks.shape for o in others):
+        raise ValueError(f"also_xyxy must have one box per track, got {[o.shape for o in others]}")
     iou = iou_matrix(tracks, dets)
+    if others:  # (one call for all the boxes of every track)
+        every = iou_matrix(np.vstack(others), dets).reshape(len(others), *iou.shape)
+        iou = np.maximum(iou, every.max(axis=0))
     matches = _hungarian(-iou, iou >= iou_threshold)
 
     # (when every track or every detection is matched already, nothing is left to pair: the
@@ -77,6 +89,8 @@ def associate(
         left_t = np.setdiff1d(np.arange(len(tracks)), [m[0] for m in matches])
         left_d = np.setdiff1d(np.arange(len(dets)), [m[1] for m in matches])
         dist = centre_distance_matrix(tracks[left_t], dets[left_d])
+        for other in others:
+            dist = np.minimum(dist, centre_distance_matrix(other[left_t], dets[left_d]))
         for r, c in _hungarian(dist, dist <= max_centre_distance):
             matches.append((int(left_t[r]), int(left_d[c])))
 

@@ -20,10 +20,16 @@ misses a detection is dropped silently (one-frame false positives never surface)
 confirmed track that has not been matched for more than ``max_missed`` frames is removed
 and reported once in ``TrackerUpdate.ended``.
 
-``period`` is the number of video frames since the previous update (the detector may run on
-every n-th frame only): the Kalman filters predict that far ahead and a miss counts as
-``period`` missed frames. ``detections=None`` means the detector did not look at this frame
-(e.g. no motion): filters still advance, but nobody is counted as missed.
+``period`` is the number of video frames since the previous update (frames the reader
+dropped in between included; the pipeline computes it with :func:`frames_elapsed`): the
+Kalman filters predict that far ahead and a miss counts as ``period`` missed frames.
+``detections=None`` means the detector did not look at this frame (e.g. no motion): filters
+still advance, but nobody is counted as missed. A track predicted over a gap (``period`` > 1)
+since it was last matched may also be matched by the box where it was last matched
+(``associate``'s ``also_xyxy``): the prediction extrapolates a velocity estimated from a few
+jittery boxes over the whole gap, which a camera that shakes, a face that stops or a box size
+that jitters defeats (see ``_held``). While nothing is dropped only the prediction is
+matched, as before.
 
 ``Track`` objects handed out are immutable snapshots; the tracker keeps its own state.
 """
@@ -78,6 +84,8 @@ class _LiveTrack:
     age: int = 0
     det_index: int = -1
     history: list[tuple[float, float]] = field(default_factory=list)
+    held: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box when last matched
+    gapped: bool = False  # predicted over frames dropped (period > 1) since last matched
 
     def record_centre(self) -> None:
         x1, y1, x2, y2 = self.kf.xyxy
@@ -88,6 +96,19 @@ class _LiveTrack:
         box = tuple(float(v) for v in self.kf.xyxy)
         return Track(self.id, box, self.hits, self.missed, self.age,  # type: ignore[arg-type]
                      tuple(self.history), self.det_index, self.id > 0)
+
+
+def frames_elapsed(previous: int | None, index: int, max_period: int) -> int:
+    """The ``period`` of a tracker update for the frame at ``index`` (``Frame.index``) after
+    the one last processed at ``previous`` (None or < 0: none yet): the frames elapsed
+    between them, dropped ones included, so the Kalman filters predict as far as the faces
+    moved. At least 1 (a first frame, a repeated index, a source that counts again from 0
+    after a restart: as one frame) and at most ``max_period`` (a long gap: the tracks are
+    predicted that far and a missed one ends, as after its time to live)."""
+    _check_int("max_period", max_period, 1)
+    if previous is None or previous < 0 or index <= previous:
+        return 1
+    return min(index - previous, max_period)
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -142,12 +163,14 @@ class Tracker:
         for t in self._tracks:
             t.kf.predict(period)
             t.age += period
+            t.gapped |= period > 1
             t.det_index = -1
         if detections is None:
             return TrackerUpdate(self._active(), [])
 
         boxes = np.array([t.kf.xyxy for t in self._tracks]).reshape(-1, 4)
-        matches, lost, fresh = associate(boxes, detections.xyxy, self.iou_threshold)
+        matches, lost, fresh = associate(boxes, detections.xyxy, self.iou_threshold,
+                                         also_xyxy=self._held(boxes))
         for ti, di in matches:
             self._hit(self._tracks[ti], detections.xyxy[di], di)
         ended = self._miss([self._tracks[i] for i in lost], period)
@@ -162,11 +185,28 @@ class Tracker:
 
     # -- steps of update -------------------------------------------------------------------
 
+    def _held(self, predicted: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Other boxes a detection may match besides the ``predicted`` ones, for the tracks
+        predicted over frames dropped since they were last matched (``gapped``): there the
+        prediction extrapolates a velocity estimated from a few jittery boxes over the whole
+        gap. Their box when last matched (a camera that shook back, a face that stopped) and
+        that box's size at the predicted centre (a box size that jitters: its extrapolated
+        rate shrinks or swells the box). None when no track is gapped (nothing dropped)."""
+        gapped = np.array([t.gapped for t in self._tracks], bool)
+        if not gapped.any():
+            return ()
+        held = np.array([t.held for t in self._tracks], np.float64).reshape(-1, 4)
+        held[~gapped] = predicted[~gapped]
+        half = (held[:, 2:] - held[:, :2]) / 2
+        centre = (predicted[:, :2] + predicted[:, 2:]) / 2
+        return held, np.hstack([centre - half, centre + half])
+
     def _active(self) -> list[Track]:
         return sorted((t.snapshot() for t in self._tracks if t.id > 0), key=lambda t: t.id)
 
     def _hit(self, track: _LiveTrack, xyxy: np.ndarray, det_index: int) -> None:
-        track.kf.update(xyxy)
+        track.held = track.kf.update(xyxy)
+        track.gapped = False
         track.hits += 1
         track.missed = 0
         track.det_index = det_index
@@ -196,7 +236,8 @@ class Tracker:
         order = sorted(fresh, key=lambda i: -float(detections.score[i]))
         room = max(self.max_tracks - len(self._tracks), 0)
         for di in order[:room]:
-            track = _LiveTrack(BoxKalmanFilter(detections.xyxy[di]), det_index=di)
+            kf = BoxKalmanFilter(detections.xyxy[di])
+            track = _LiveTrack(kf, det_index=di, held=kf.xyxy)
             track.record_centre()
             self._tracks.append(track)
             if self.min_hits <= 1:
