@@ -125,22 +125,25 @@ def parts(faces: Sequence[Face]) -> dict[str, Callable[[Face], object]]:
         "now: face_quality": lambda f: now.face_quality(*f),
     }
     try:  # this round's parts (absent from an older tree)
-        from videodetector.core.quality.align import aligned_grey_crop, checked_points
+        from videodetector.core.quality.align import aligned_grey_crop
     except ImportError:
         return out
+    from videodetector.core.models import check_landmarks
+
     grey8 = {k: g.astype(np.uint8) for k, g in greys.items()}
     out["now: similarity x2"] = lambda f: (now_similarity(f[2], crop),
                                            now_similarity(f[2], crop))
     out["now: aligned crop"] = lambda f: aligned_grey_crop(
-        f[0], checked_points(f[2]), crop, False)
+        f[0], check_landmarks(f[2]), crop, False)
     out["now: filters"] = lambda f: now.laplacian_ratio(grey8[id(f[2])])
     return out
 
 
 def now_similarity(landmarks: np.ndarray, size: int) -> np.ndarray:
-    from videodetector.core.quality.align import checked_points, similarity
+    from videodetector.core.models import check_landmarks
+    from videodetector.core.quality.align import similarity
 
-    return similarity(checked_points(landmarks), size)
+    return similarity(check_landmarks(landmarks), size)
 
 
 def time_clip(faces: Sequence[Face], rounds: int) -> dict[str, float]:

@@ -247,12 +247,12 @@ def test_interp_is_numpy_interp_on_any_table(xp, fp, x):
     st.lists(st.floats(-2e7, 2e7), min_size=10, max_size=10),
     st.lists(st.floats(-1e-3, 1e-3), min_size=10, max_size=10),
     st.lists(st.floats(0, 1), min_size=8, max_size=12)))
-def test_checked_points_is_check_landmarks(pts):
+def test_check_landmarks_is_the_former(pts):
     for shape in ((-1,), (5, 2), (2, 5)):
         arr = np.array(pts)
         if arr.size % 2 == 0 and arr.size:
             arr = arr.reshape(shape if arr.size == 10 else (-1,))
-        old, new = outcome(check_landmarks, arr), outcome(align.checked_points, arr)
+        old, new = outcome(former.former_check_landmarks, arr), outcome(check_landmarks, arr)
         assert old[0] == new[0]
         if old[0] == "ok":
             assert np.array_equal(old[1], new[1]) and new[1].dtype == np.float64

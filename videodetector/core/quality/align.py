@@ -44,8 +44,8 @@ import cv2
 import numpy as np
 
 from videodetector.core.models import (
-    MAX_LANDMARK_COORD,
     TEMPLATE_112,
+    check_landmarks,
     similarity_transform,
 )
 
@@ -56,25 +56,6 @@ EPS = 2.0**-52
 GUARD = 4096.0
 MIN_CROP = 16  # pixels: smallest crop for a face smaller than the crop (score.MIN_CROP)
 WARP_MARGIN = 3  # pixels past the last one the bilinear warp's corners read
-
-
-def checked_points(landmarks: object) -> np.ndarray:
-    """``models.check_landmarks``, the same array and the same ValueErrors, without its
-    numpy reductions (a few microseconds per face)."""
-    try:
-        pts = np.asarray(landmarks, np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"landmarks must be 5 (x, y) numbers, got {landmarks!r}") from None
-    if pts.size != 10:
-        raise ValueError(f"expected 5 (x, y) landmarks, got shape {pts.shape}")
-    pts = pts.reshape(5, 2)
-    flat = pts.ravel().tolist()
-    if not all(map(math.isfinite, flat)) or max(map(abs, flat)) > MAX_LANDMARK_COORD:
-        raise ValueError(f"landmarks must be finite pixel coordinates, got {pts.tolist()}")
-    xs, ys = flat[0::2], flat[1::2]
-    if max(max(xs) - min(xs), max(ys) - min(ys)) < 1e-3:
-        raise ValueError(f"landmarks are all at one point: {pts.tolist()}")
-    return pts
 
 
 class Template(NamedTuple):
@@ -225,7 +206,7 @@ def shrunk_for_crop(
     if min(x1 - x0, y1 - y0) * scale < 2:  # else nothing of the face is in the image
         return image_bgr, pts, None
     pts = (pts - (x0, y0)) * scale
-    m = similarity(checked_points(pts.astype(np.float32)), size)
+    m = similarity(check_landmarks(pts.astype(np.float32)), size)
     reach_x, reach_y = _warp_reach(m, size)
     cw, ch = _cut(x1 - x0, reach_x, scale), _cut(y1 - y0, reach_y, scale)
     if (1.0 - scale) * max(cw, ch) < 1.0 or image_bgr.shape[2:] != (3,):
@@ -246,7 +227,7 @@ def warped_grey(
             or bgr.dtype != np.uint8 or bgr.shape[0] < 1 or bgr.shape[1] < 1):
         raise ValueError(f"expected an HxWx3 uint8 BGR image, got "
                          f"{getattr(bgr, 'shape', None)} {getattr(bgr, 'dtype', type(bgr))}")
-    pts = checked_points(pts32)
+    pts = check_landmarks(pts32)
     if m is None:
         m = similarity(pts, size)
     face = cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
@@ -258,7 +239,7 @@ def aligned_grey_crop(
     image_bgr: np.ndarray, pts: np.ndarray, size: int, upsample: bool
 ) -> np.ndarray:
     """score.aligned_grey_face's crop, uint8, from landmarks that passed
-    :func:`checked_points` and an HxWx3 uint8 image."""
+    :func:`models.check_landmarks` and an HxWx3 uint8 image."""
     m = similarity(pts, size)
     smaller = None if upsample else smaller_crop(m, size)
     warp = None

@@ -48,8 +48,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from videodetector.core.models import check_landmarks
 from videodetector.core.quality.align import MIN_CROP as MIN_CROP  # re-export: px, see there
-from videodetector.core.quality.align import aligned_grey_crop, checked_points
+from videodetector.core.quality.align import aligned_grey_crop
 from videodetector.core.quality.direction import head_pose, pose_direction_score
 from videodetector.core.quality.tables import interp
 
@@ -103,7 +104,7 @@ def aligned_grey_face(
     grows with the face size. (How it is computed cheaply, bit for bit: see
     ``videodetector.core.quality.align``.)
     """
-    return aligned_grey_crop(image_bgr, checked_points(landmarks), size,
+    return aligned_grey_crop(image_bgr, check_landmarks(landmarks), size,
                              upsample).astype(np.float32)
 
 
@@ -132,7 +133,7 @@ def laplacian_ratio(grey: np.ndarray) -> float:
 
 def sharpness_ratio(image_bgr: np.ndarray, landmarks: np.ndarray) -> float:
     """var(Laplacian) / mean squared Sobel gradient of the aligned SHARPNESS_CROP face."""
-    return _sharpness_ratio(image_bgr, checked_points(landmarks))
+    return _sharpness_ratio(image_bgr, check_landmarks(landmarks))
 
 
 def _sharpness_ratio(image_bgr: np.ndarray, pts: np.ndarray) -> float:
@@ -192,7 +193,7 @@ def face_quality(
     frame_wh = (image_bgr.shape[1], image_bgr.shape[0])
     yaw, pitch, roll = head_pose(landmarks)  # also validates the landmarks
     direction = pose_direction_score(yaw, pitch, roll)
-    pts = checked_points(landmarks)
+    pts = check_landmarks(landmarks)
     ratio = _sharpness_ratio(image_bgr, pts)
     x1, y1, x2, y2 = box.tolist()
     size_px = min(x2 - x1, y2 - y1)
