@@ -441,12 +441,22 @@ def align_face(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.nd
 
     ValueError for landmarks that cannot place a face (see :func:`check_landmarks`) or an
     image that is not HxWx3 uint8 with at least one pixel."""
+    check_bgr(bgr)
+    dst = TEMPLATE_112 * (size / 112.0)
+    return warp_face(bgr, similarity_transform(check_landmarks(landmarks), dst), size)
+
+
+def check_bgr(bgr: object) -> None:
+    """ValueError unless ``bgr`` is an HxWx3 uint8 image with at least one pixel."""
     if (not isinstance(bgr, np.ndarray) or bgr.ndim != 3 or bgr.shape[2] != 3
             or bgr.dtype != np.uint8 or bgr.shape[0] < 1 or bgr.shape[1] < 1):
         raise ValueError(f"expected an HxWx3 uint8 BGR image, got "
                          f"{getattr(bgr, 'shape', None)} {getattr(bgr, 'dtype', type(bgr))}")
-    dst = TEMPLATE_112 * (size / 112.0)
-    m = similarity_transform(check_landmarks(landmarks), dst)
+
+
+def warp_face(bgr: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """The ``size``-square crop of ``bgr`` by the 2x3 similarity ``m`` (bilinear, the border
+    replicated): :func:`align_face`'s warp, for a matrix already estimated."""
     return cv2.warpAffine(bgr, m, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
 

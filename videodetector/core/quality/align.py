@@ -45,8 +45,10 @@ import numpy as np
 
 from videodetector.core.models import (
     TEMPLATE_112,
+    check_bgr,
     check_landmarks,
     similarity_transform,
+    warp_face,
 )
 
 EPS = 2.0**-52
@@ -222,17 +224,11 @@ def warped_grey(
 ) -> np.ndarray:
     """``cv2.cvtColor(models.align_face(image_bgr, pts32, size), BGR2GRAY)``, uint8;
     ``m``: the warp's matrix when already estimated from these ``pts32`` and ``size``."""
-    bgr = image_bgr
-    if (not isinstance(bgr, np.ndarray) or bgr.ndim != 3 or bgr.shape[2] != 3
-            or bgr.dtype != np.uint8 or bgr.shape[0] < 1 or bgr.shape[1] < 1):
-        raise ValueError(f"expected an HxWx3 uint8 BGR image, got "
-                         f"{getattr(bgr, 'shape', None)} {getattr(bgr, 'dtype', type(bgr))}")
+    check_bgr(image_bgr)
     pts = check_landmarks(pts32)
     if m is None:
         m = similarity(pts, size)
-    face = cv2.warpAffine(image_bgr, m, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-    return cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(warp_face(image_bgr, m, size), cv2.COLOR_BGR2GRAY)
 
 
 def aligned_grey_crop(
