@@ -121,7 +121,8 @@ def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         assert row["model"] in ("sface-2021dec", "sface-2021dec-bf16")
         assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["rss_mb"] > 0
         assert row["cpu_ms_per_face"] > 0 and row["client_ms_per_face"] > 0
-        assert row["user_ms"] + row["sys_ms"] >= row["loop_ms"] > 0
+        # /proc counts CPU in 10 ms ticks: 4 posts may leave the event loop thread at 0 ticks
+        assert row["user_ms"] + row["sys_ms"] >= row["loop_ms"] >= 0
         # the server's probe (bench/ingest_probe) timed its SFace runs: the rest is outside
         assert 0 < row["embed_ms"] < row["cpu_ms_per_face"]
         assert row["outside_ms"] == pytest.approx(row["cpu_ms_per_face"] - row["embed_ms"],
