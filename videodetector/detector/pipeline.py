@@ -47,7 +47,7 @@ from videodetector.core.detections import Detections, clean_detections, concat_d
 from videodetector.core.geometry import Rect, box_centre, scale_box
 from videodetector.core.images import encode
 from videodetector.core.models import SFaceEmbedder, align_face
-from videodetector.core.quality.score import face_quality
+from videodetector.core.quality.score import face_quality, quality_box
 from videodetector.core.ratelog import RateLimitedLog
 from videodetector.detector.bestframe import Candidate, make_selector
 from videodetector.detector.cadence import (
@@ -150,12 +150,17 @@ class PipelineStats:
 class FacePayload:
     """What a Candidate carries: enough to build a Snapshot later, and nothing more."""
 
-    image: np.ndarray  # the full frame (a reference; frames are never modified in place)
+    pixels: Pixels  # the frame's, detached (Pixels.detach: the BGR image made only if asked)
     xyxy: np.ndarray
     landmarks: np.ndarray
     timestamp: datetime
     index: int  # the frame's position in the source (Frame.index)
     centres: tuple[tuple[float, float], ...] = field(default=())
+
+    @property
+    def image(self) -> np.ndarray:
+        """The full frame, BGR (converted on first use, then kept)."""
+        return self.pixels.bgr()
 
 
 def region_in_frame(name: str, region: Rect | None, width: int, height: int) -> str | None:
@@ -568,7 +573,7 @@ class FacePipeline:
         scale = detection_scale(box, self.cfg.rescale_height, self.detector.input_scale)
         if scale >= 1.0:
             x1, y1, x2, y2 = box
-            return pixels.bgr()[y1:y2, x1:x2], float(x1), float(y1), 1.0, scale
+            return pixels.bgr_crop(x1, y1, x2, y2), float(x1), float(y1), 1.0, scale
         image = pixels.bgr_at(scale)
         x1, y1, x2, y2 = scaled_box(box, scale, image.shape[1], image.shape[0])
         return image[y1:y2, x1:x2], x1 / scale, y1 / scale, 1.0 / scale, 1.0
@@ -635,12 +640,14 @@ class FacePipeline:
             return None
         if not size_ok(xyxy, self.cfg.min_face_size, self.cfg.max_face_size):
             return None
-        q = face_quality(frame.image, xyxy, lm, float(dets.score[i]))
+        h, w = frame.pixels.luma()[0].shape[:2]
+        image = frame.pixels.bgr_within([quality_box(lm, w, h)])  # all the score reads
+        q = face_quality(image, xyxy, lm, float(dets.score[i]))
         if not (math.isfinite(q.score) and math.isfinite(q.direction_score)):
             raise ValueError(f"quality is not finite: {q}")
         # track.history is already a tuple of (float, float): kept as it is, not copied
         # (up to MAX_HISTORY centres per face per detector run)
-        payload = FacePayload(frame.image, xyxy.copy(), lm.copy(), stamp, frame.index,
+        payload = FacePayload(frame.pixels.detach(), xyxy.copy(), lm.copy(), stamp, frame.index,
                               track.history)
         return Candidate(track_id=track.id, t=frame.pts, score=q.score,
                          direction_score=q.direction_score, payload=payload)
