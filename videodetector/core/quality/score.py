@@ -185,7 +185,8 @@ def quality_box(landmarks: np.ndarray, width: int, height: int) -> tuple[int, in
     """The pixels (x1, y1, x2, y2: [x1, x2) x [y1, y2)) of a ``width`` x ``height`` frame that
     :func:`face_quality` of a face with these ``landmarks`` reads: its result depends on
     nothing else of the image (a frame converted only there scores the same, bit for bit).
-    The whole frame for landmarks that :func:`face_quality` rejects (it raises then)."""
+    The whole frame for landmarks that cannot place a face (:func:`check_landmarks`; the
+    score raises then)."""
     if width < 1 or height < 1:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
     try:

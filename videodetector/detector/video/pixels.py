@@ -13,13 +13,15 @@ twice the scaled one).
 
 A frame with a face needs only parts of the full-resolution image until a snapshot of it is
 really made: ``bgr_crop(x1, y1, x2, y2)`` converts one rectangle from the decoder's planes
-(for 4:2:0 formats, ``CROP_FORMATS``: the rectangle is grown to even coordinates, converted
-by the same swscale path and trimmed, giving the pixels of the whole frame's conversion bit
-for bit); ``bgr_within(boxes)`` gives a full-size image of which only those rectangles are
-converted (what the face quality reads, see ``core.quality.score.quality_box``); and
+(for yuv420p/yuvj420p frames with even sides, ``CROP_FORMATS``: the rectangle is grown to
+even coordinates, converted by the same swscale path and trimmed, giving the pixels of the
+whole frame's conversion bit for bit); ``bgr_within(boxes)`` gives a full-size image of
+which only those rectangles are converted (what the face quality reads, see
+``core.quality.score.quality_box``); and
 ``detach()`` is what a best-frame candidate keeps: the decoded frame (about half the bytes of
-its BGR image), converted whole only if that candidate becomes a snapshot. Any other format,
-a turned frame, or a frame converted already gives the full image (cut).
+its BGR image), converted whole only if that candidate becomes a snapshot. Any other format
+(nv12 included), an odd-sized or turned frame, or a frame converted already gives the full
+image (cut).
 
 ``DecodedPixels`` wraps a PyAV frame (after the rotation the source asks for); ``ArrayPixels``
 wraps a BGR array someone already has (tests, tools; ``bgr_at`` resizes it with OpenCV's
@@ -57,12 +59,16 @@ JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: luma uses 0..255 (else 16..235, "MPEG" or un
 # resize with) and changed the fewest detections; "BILINEAR" is slower and a little farther,
 # "FAST_BILINEAR" faster but aliases and changes detections most (measured for issue 10).
 SCALE_INTERPOLATION = "AREA"
-# 4:2:0 formats whose rectangles convert on their own (bgr_crop): swscale's unscaled
-# conversion gives each 2x2 block of luma its one chroma sample, so a crop at even offsets
-# converts to the same pixels as the whole frame (tests check it on real frames).
-CROP_FORMATS = frozenset({"yuv420p", "yuvj420p", "nv12"})
+# Formats whose rectangles convert on their own (bgr_crop) when the frame's sides are even:
+# swscale's unscaled yuv420p -> bgr24 gives each 2x2 block of luma its one chroma sample, so
+# a crop at even offsets converts to the same pixels as the whole frame (tests check it on
+# real frames). Not nv12, nor a frame with an odd side: swscale converts those on its
+# general path, which interpolates chroma between rows (a crop would differ).
+CROP_FORMATS = frozenset({"yuv420p", "yuvj420p"})
 # bgr_within converts the whole frame when its boxes cover at least this share of it.
 WHOLE_FRAME_SHARE = 0.5
+TILE_STEP = 32  # bgr_crop converts rectangles with sides in steps of this many pixels
+MAX_TILES = 16  # tile frames (one per size) a stream keeps
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2: pixels [x1, x2) x [y1, y2)
 
@@ -121,28 +127,46 @@ def even_box(box: Box, width: int, height: int) -> Box:
     return x1 & ~1, y1 & ~1, min(x2 + (x2 & 1), width), min(y2 + (y2 & 1), height)
 
 
+def tile_box(box: Box, width: int, height: int) -> Box:
+    """A valid ``box`` grown to :func:`even_box`, then to sides that are multiples of
+    TILE_STEP (moved back inside the image where it would leave it; the image's side at
+    most), so that crops of moving faces come in few sizes (a converter and a frame each)."""
+    x1, y1, x2, y2 = even_box(box, width, height)
+    return (*_tile_span(x1, x2, width), *_tile_span(y1, y2, height))[::2] + \
+        (*_tile_span(x1, x2, width), *_tile_span(y1, y2, height))[1::2]
+
+
+def _tile_span(a: int, b: int, side: int) -> tuple[int, int]:
+    length = min(-(-(b - a) // TILE_STEP) * TILE_STEP, side)
+    b = min(a + length, side)
+    return max(b - length, 0) & ~1, b
+
+
+def fill_frame(part: av.VideoFrame, frame: av.VideoFrame, box: Box) -> None:
+    """Copy the ``box`` rectangle (even x1, y1) of a ``CROP_FORMATS`` ``frame`` into ``part``,
+    a frame of the box's size and the same format."""
+    x1, y1, x2, y2 = box
+    chroma = (y1 // 2, (y2 + 1) // 2, x1 // 2, (x2 + 1) // 2)
+    for src, dst, (r1, r2, c1, c2) in zip(frame.planes, part.planes,
+                                          [(y1, y2, x1, x2), chroma, chroma], strict=True):
+        rows = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
+        out = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
+        out[:r2 - r1, :c2 - c1] = rows[r1:r2, c1:c2]
+
+
 def crop_frame(frame: av.VideoFrame, box: Box) -> av.VideoFrame:
     """A new frame holding the ``box`` rectangle of a ``CROP_FORMATS`` frame (even x1, y1,
-    see :func:`even_box`), with its colour range and space."""
+    see :func:`even_box`), with its colour range and space (a copy of the planes' parts)."""
     fmt = frame.format.name
     if fmt not in CROP_FORMATS:
         raise ValueError(f"cannot crop a {fmt} frame (only {sorted(CROP_FORMATS)})")
     x1, y1, x2, y2 = check_box(box, frame.width, frame.height)
     if x1 % 2 or y1 % 2:
         raise ValueError(f"box {box} must start at even coordinates")
-    cy1, cy2 = y1 // 2, (y2 + 1) // 2
-    if fmt == "nv12":  # interleaved U, V: two bytes per chroma sample
-        chroma = [(cy1, cy2, x1, x1 + 2 * ((x2 - x1 + 1) // 2))]
-    else:
-        chroma = [(cy1, cy2, x1 // 2, (x2 + 1) // 2)] * 2
     part = av.VideoFrame(x2 - x1, y2 - y1, fmt)
     part.color_range = frame.color_range
     part.colorspace = frame.colorspace
-    for src, dst, (r1, r2, c1, c2) in zip(frame.planes, part.planes,
-                                          [(y1, y2, x1, x2), *chroma], strict=True):
-        rows = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
-        out = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
-        out[:r2 - r1, :c2 - c1] = rows[r1:r2, c1:c2]
+    fill_frame(part, frame, (x1, y1, x2, y2))
     return part
 
 
@@ -180,7 +204,7 @@ class Scaler:
     camera's) converts a stream's frames.
     """
 
-    __slots__ = ("threads", "_full", "_scaled", "_crop", "_lock")
+    __slots__ = ("threads", "_full", "_scaled", "_crop", "_tiles", "_canvas", "_lock")
 
     def __init__(self, threads: int = 0) -> None:
         if threads < 0:
@@ -189,6 +213,8 @@ class Scaler:
         self._full = VideoReformatter()
         self._scaled = VideoReformatter()
         self._crop = VideoReformatter()
+        self._tiles: dict[tuple, av.VideoFrame] = {}
+        self._canvas: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def bgr(self, frame: av.VideoFrame) -> np.ndarray:
@@ -204,16 +230,36 @@ class Scaler:
                                          threads=self.threads).to_ndarray()
 
     def bgr_crop(self, frame: av.VideoFrame, box: Box) -> np.ndarray:
-        """The ``box`` rectangle of a ``CROP_FORMATS`` frame as BGR, converted alone: grown to
-        :func:`even_box`, converted in one thread (a crop is small), trimmed to ``box``."""
+        """The ``box`` rectangle of a ``CROP_FORMATS`` frame with even sides as BGR, converted
+        alone: grown to :func:`tile_box`, converted in one thread (a crop is small), trimmed
+        to ``box``."""
         x1, y1, x2, y2 = check_box(box, frame.width, frame.height)
-        ex1, ey1, ex2, ey2 = even_box((x1, y1, x2, y2), frame.width, frame.height)
-        part = crop_frame(frame, (ex1, ey1, ex2, ey2))
+        ex1, ey1, ex2, ey2 = tile_box((x1, y1, x2, y2), frame.width, frame.height)
         with self._lock:
+            part = self._tile(frame, ex2 - ex1, ey2 - ey1)
+            fill_frame(part, frame, (ex1, ey1, ex2, ey2))
             image = self._crop.reformat(part, format="bgr24", threads=1).to_ndarray()
         if (ex1, ey1, ex2, ey2) == (x1, y1, x2, y2):
             return image
         return image[y1 - ey1:y2 - ey1, x1 - ex1:x2 - ex1]
+
+    def _tile(self, frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+        key = (width, height, frame.format.name, frame.color_range, frame.colorspace)
+        tile = self._tiles.get(key)
+        if tile is None:
+            if len(self._tiles) >= MAX_TILES:
+                self._tiles.clear()
+            tile = av.VideoFrame(width, height, frame.format.name)
+            tile.color_range = frame.color_range
+            tile.colorspace = frame.colorspace
+            self._tiles[key] = tile
+        return tile
+
+    def canvas(self, width: int, height: int) -> np.ndarray:
+        """The stream's scratch HxWx3 image (see :meth:`DecodedPixels.bgr_within`)."""
+        if self._canvas is None or self._canvas.shape[:2] != (height, width):
+            self._canvas = np.empty((height, width, 3), np.uint8)
+        return self._canvas
 
 
 class ArrayPixels:
@@ -358,11 +404,11 @@ class DecodedPixels:
         return image
 
     def _croppable(self) -> av.VideoFrame | None:
-        """The decoded frame when rectangles of it convert on their own (a CROP_FORMATS frame,
-        not turned, not converted whole yet), else None."""
+        """The decoded frame when rectangles of it convert on their own (a CROP_FORMATS frame
+        with even sides, not turned, not converted whole yet), else None."""
         frame = self._frame
         if (self._bgr is not None or frame is None or self._clockwise
-                or frame.format.name not in CROP_FORMATS):
+                or frame.format.name not in CROP_FORMATS or frame.width % 2 or frame.height % 2):
             return None
         return frame
 
@@ -390,7 +436,7 @@ class DecodedPixels:
         area = sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in checked)
         if self._croppable() is None or area >= WHOLE_FRAME_SHARE * width * height:
             return self.bgr()
-        image = np.empty((height, width, 3), np.uint8)
+        image = self.scaler.canvas(width, height)
         for x1, y1, x2, y2 in checked:
             image[y1:y2, x1:x2] = self.bgr_crop(x1, y1, x2, y2)
         return image
