@@ -47,7 +47,7 @@ from videodetector.core.detections import Detections, clean_detections, concat_d
 from videodetector.core.geometry import Rect, box_centre, scale_box
 from videodetector.core.images import encode
 from videodetector.core.models import SFaceEmbedder, align_face
-from videodetector.core.quality.score import face_quality, quality_box
+from videodetector.core.quality.score import face_quality
 from videodetector.core.ratelog import RateLimitedLog
 from videodetector.detector.bestframe import Candidate, make_selector
 from videodetector.detector.cadence import (
@@ -150,17 +150,12 @@ class PipelineStats:
 class FacePayload:
     """What a Candidate carries: enough to build a Snapshot later, and nothing more."""
 
-    pixels: Pixels  # the frame's, detached (Pixels.detach: the BGR image made only if asked)
+    image: np.ndarray  # the full frame (a reference; frames are never modified in place)
     xyxy: np.ndarray
     landmarks: np.ndarray
     timestamp: datetime
     index: int  # the frame's position in the source (Frame.index)
     centres: tuple[tuple[float, float], ...] = field(default=())
-
-    @property
-    def image(self) -> np.ndarray:
-        """The full frame, BGR (converted on first use, then kept)."""
-        return self.pixels.bgr()
 
 
 def region_in_frame(name: str, region: Rect | None, width: int, height: int) -> str | None:
@@ -563,7 +558,8 @@ class FacePipeline:
 
         A ScalableDetector that shrinks the frame gets the ROT crop of ``bgr_at(scale)``, at
         its input size already (scale 1): the full-size image is not made. One that enlarges
-        it (a small frame) gets the crop of the full-size image and enlarges it itself."""
+        it (a small frame or --rot) gets the crop at full size (``bgr_crop``: for the usual
+        decoded formats only the crop is converted) and enlarges it itself."""
         if not self._scalable:
             crop, dx, dy, factor = crop_for_detection(pixels.bgr(), self.camera.rot,
                                                       self.cfg.rescale_height)
@@ -640,14 +636,12 @@ class FacePipeline:
             return None
         if not size_ok(xyxy, self.cfg.min_face_size, self.cfg.max_face_size):
             return None
-        h, w = frame.pixels.luma()[0].shape[:2]
-        image = frame.pixels.bgr_within([quality_box(lm, w, h)])  # all the score reads
-        q = face_quality(image, xyxy, lm, float(dets.score[i]))
+        q = face_quality(frame.image, xyxy, lm, float(dets.score[i]))
         if not (math.isfinite(q.score) and math.isfinite(q.direction_score)):
             raise ValueError(f"quality is not finite: {q}")
         # track.history is already a tuple of (float, float): kept as it is, not copied
         # (up to MAX_HISTORY centres per face per detector run)
-        payload = FacePayload(frame.pixels.detach(), xyxy.copy(), lm.copy(), stamp, frame.index,
+        payload = FacePayload(frame.image, xyxy.copy(), lm.copy(), stamp, frame.index,
                               track.history)
         return Candidate(track_id=track.id, t=frame.pts, score=q.score,
                          direction_score=q.direction_score, payload=payload)

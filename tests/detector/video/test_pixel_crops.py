@@ -1,5 +1,5 @@
 """Issue 10, crops: rectangles of a decoded frame converted alone are the whole frame's
-conversion, cut, bit for bit; a frame with a face is converted whole only for a snapshot."""
+conversion, cut, bit for bit (what a detector that enlarges a --rot crop gets)."""
 
 from __future__ import annotations
 
@@ -185,37 +185,9 @@ def test_crops_of_the_shared_clips_are_bit_identical(clip):
     assert assert_crops_match(frames, 60, 4) == 60 * len(frames)
 
 
-# -- bgr_within, detach ------------------------------------------------------------------
-
-def test_bgr_within_converts_only_its_boxes_until_they_cover_half_the_frame(walker_clip):
-    frame = real_frames(walker_clip, limit=1)[0]
-    full = DecodedPixels(frame).bgr()
-    pixels = DecodedPixels(frame)
-    boxes_ = [(101, 33, 399, 301), (350, 200, 611, 517)]  # odd corners, overlapping
-    image = pixels.bgr_within(boxes_)
-    assert image.shape == full.shape and not pixels.converted
-    for x1, y1, x2, y2 in boxes_:
-        assert np.array_equal(image[y1:y2, x1:x2], full[y1:y2, x1:x2])
-    big = pixels.bgr_within([(0, 0, 1280, 360)])  # half the frame: converted whole, kept
-    assert pixels.converted and big is pixels.bgr() and np.array_equal(big, full)
-    assert pixels.bgr_within(boxes_) is big
+def test_array_pixels_crop_is_a_view_of_the_checked_box():
+    image = np.random.default_rng(5).integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    crop = ArrayPixels(image).bgr_crop(3, 2, 11, 9)
+    assert np.shares_memory(crop, image) and np.array_equal(crop, image[2:9, 3:11])
     with pytest.raises(ValueError, match="not inside"):
-        DecodedPixels(frame).bgr_within([(0, 0, 1281, 10)])
-    array = ArrayPixels(full)
-    assert array.bgr_within(boxes_) is full and array.detach() is array
-    assert np.array_equal(array.bgr_crop(5, 6, 7, 9), full[6:9, 5:7])
-
-
-def test_detach_keeps_the_decoded_frame_alone_and_converts_once(walker_clip):
-    frame = real_frames(walker_clip, limit=1)[0]
-    pixels = DecodedPixels(frame)
-    pixels.bgr_at(0.5)
-    pixels.bgr_crop(10, 10, 50, 50)
-    kept = pixels.detach()
-    assert kept is pixels.detach()  # the frame's candidates share one
-    assert isinstance(kept, DecodedPixels) and not kept.converted
-    assert kept._scaled is None  # the detector-size image is not carried along
-    assert np.array_equal(kept.bgr(), DecodedPixels(frame).bgr())
-    done = DecodedPixels(frame)
-    done.bgr()
-    assert isinstance(done.detach(), ArrayPixels) and done.detach().bgr() is done.bgr()
+        ArrayPixels(image).bgr_crop(0, 0, 13, 9)

@@ -248,34 +248,3 @@ def aligned_grey_crop(
         elif scale < 1.0:
             image_bgr, pts, warp = shrunk_for_crop(image_bgr, pts, size, scale)
     return warped_grey(image_bgr, pts.astype(np.float32), size, warp)
-
-
-READ_MARGIN = 4  # pixels around read_box's square: the bilinear neighbour, rounding
-
-
-def read_box(pts: np.ndarray, size: int, width: int, height: int) -> tuple[int, int, int, int]:
-    """The pixels of a ``width`` x ``height`` image that :func:`aligned_grey_crop` of the
-    checked landmarks ``pts`` at ``size`` may read (either ``upsample``): (x1, y1, x2, y2),
-    pixels [x1, x2) x [y1, y2), at least one; the whole image when the landmarks give no
-    usable scale.
-
-    Every path reads within the square of half side ``L = size / scale`` around the
-    landmarks' mean (``scale``: the similarity's, so ``L`` is the template square's side in
-    the image, whatever crop size the face is aligned at): the area pre-shrink reads a
-    square of half side exactly ``L`` (or less, cut); a warp reads the template square,
-    turned, whose corners lie at most ``(0.71 + 0.15) L`` from the mean (the template's
-    landmark mean is 0.15 of its side from its centre), plus the bilinear neighbour. A read
-    beyond the border is of the replicated edge, which lies in this square clipped to the
-    image (kept at least one pixel wide and high)."""
-    (a, _, _, b, _, _), _ = closed_form_estimate(pts[:, 0].tolist(), pts[:, 1].tolist(), size)
-    scale = math.hypot(a, b)
-    cx, cy = (float(v) for v in pts.mean(axis=0))
-    half = size / scale + READ_MARGIN if scale > 0 else math.inf
-    edges = (cx - half, cy - half, cx + half, cy + half)
-    if not all(math.isfinite(v) and abs(v) < 2**52 for v in edges):
-        return 0, 0, width, height
-    x1 = min(max(math.floor(edges[0]), 0), width - 1)
-    y1 = min(max(math.floor(edges[1]), 0), height - 1)
-    x2 = max(min(math.ceil(edges[2]) + 1, width), x1 + 1)
-    y2 = max(min(math.ceil(edges[3]) + 1, height), y1 + 1)
-    return x1, y1, x2, y2

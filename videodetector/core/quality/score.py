@@ -50,7 +50,7 @@ import numpy as np
 
 from videodetector.core.models import check_landmarks
 from videodetector.core.quality.align import MIN_CROP as MIN_CROP  # re-export: px, see there
-from videodetector.core.quality.align import aligned_grey_crop, read_box
+from videodetector.core.quality.align import aligned_grey_crop
 from videodetector.core.quality.direction import head_pose, pose_direction_score
 from videodetector.core.quality.tables import interp
 
@@ -179,21 +179,6 @@ def _check_inputs(image_bgr: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
     if box.shape != (4,) or not (box[2] > box[0] and box[3] > box[1]):
         raise ValueError(f"xyxy must be [x1, y1, x2, y2] with x2 > x1, y2 > y1, got {xyxy!r}")
     return box
-
-
-def quality_box(landmarks: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
-    """The pixels (x1, y1, x2, y2: [x1, x2) x [y1, y2)) of a ``width`` x ``height`` frame that
-    :func:`face_quality` of a face with these ``landmarks`` reads: its result depends on
-    nothing else of the image (a frame converted only there scores the same, bit for bit).
-    The whole frame for landmarks that cannot place a face (:func:`check_landmarks`; the
-    score raises then)."""
-    if width < 1 or height < 1:
-        raise ValueError(f"frame size must be positive, got {width}x{height}")
-    try:
-        pts = check_landmarks(landmarks)
-    except ValueError:
-        return 0, 0, width, height
-    return read_box(pts, SHARPNESS_CROP, width, height)
 
 
 def face_quality(

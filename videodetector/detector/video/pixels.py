@@ -11,17 +11,15 @@ decoder's YUV straight to that size (``SCALE_INTERPOLATION``), so a moving frame
 never pays the full-resolution conversion (for yuv444p, which FFmpeg has no fast path for, about
 twice the scaled one).
 
-A frame with a face needs only parts of the full-resolution image until a snapshot of it is
-really made: ``bgr_crop(x1, y1, x2, y2)`` converts one rectangle from the decoder's planes
-(for yuv420p/yuvj420p frames with even sides, ``CROP_FORMATS``: the rectangle is grown to
-even coordinates, converted by the same swscale path and trimmed, giving the pixels of the
-whole frame's conversion bit for bit); ``bgr_within(boxes)`` gives a full-size image of
-which only those rectangles are converted (what the face quality reads, see
-``core.quality.score.quality_box``); and
-``detach()`` is what a best-frame candidate keeps: the decoded frame (about half the bytes of
-its BGR image), converted whole only if that candidate becomes a snapshot. Any other format
-(nv12 included), an odd-sized or turned frame, or a frame converted already gives the full
-image (cut).
+A detector that enlarges its input (a frame, or a ``--rot`` region, smaller than the
+detector's input) gets that region at full size: ``bgr_crop(x1, y1, x2, y2)`` converts only the
+rectangle from the decoder's planes (for yuv420p/yuvj420p frames with even sides,
+``CROP_FORMATS``: the rectangle is grown to even coordinates, converted by the same swscale
+path and trimmed, giving the pixels of the whole frame's conversion bit for bit; any other
+format, nv12 included, an odd-sized or turned frame, or a frame converted already: the full
+image, cut). The full-resolution image is still made, on first use, for the frames with a face
+(quality, snapshots): converting only the rectangles the face quality reads was measured no
+cheaper (issue 10, notes/crops.md).
 
 ``DecodedPixels`` wraps a PyAV frame (after the rotation the source asks for); ``ArrayPixels``
 wraps a BGR array someone already has (tests, tools; ``bgr_at`` resizes it with OpenCV's
@@ -65,10 +63,6 @@ SCALE_INTERPOLATION = "AREA"
 # real frames). Not nv12, nor a frame with an odd side: swscale converts those on its
 # general path, which interpolates chroma between rows (a crop would differ).
 CROP_FORMATS = frozenset({"yuv420p", "yuvj420p"})
-# bgr_within converts the whole frame when its boxes cover at least this share of it.
-WHOLE_FRAME_SHARE = 0.5
-TILE_STEP = 32  # bgr_crop converts rectangles with sides in steps of this many pixels
-MAX_TILES = 16  # tile frames (one per size) a stream keeps
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2: pixels [x1, x2) x [y1, y2)
 
@@ -87,10 +81,6 @@ class Pixels(Protocol):
     def bgr_at(self, scale: float) -> np.ndarray: ...
 
     def bgr_crop(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray: ...
-
-    def bgr_within(self, boxes: Sequence[Box]) -> np.ndarray: ...
-
-    def detach(self) -> Pixels: ...
 
     def gray(self) -> np.ndarray: ...
 
@@ -127,33 +117,6 @@ def even_box(box: Box, width: int, height: int) -> Box:
     return x1 & ~1, y1 & ~1, min(x2 + (x2 & 1), width), min(y2 + (y2 & 1), height)
 
 
-def tile_box(box: Box, width: int, height: int) -> Box:
-    """A valid ``box`` grown to :func:`even_box`, then to sides that are multiples of
-    TILE_STEP (moved back inside the image where it would leave it; the image's side at
-    most), so that crops of moving faces come in few sizes (a converter and a frame each)."""
-    x1, y1, x2, y2 = even_box(box, width, height)
-    return (*_tile_span(x1, x2, width), *_tile_span(y1, y2, height))[::2] + \
-        (*_tile_span(x1, x2, width), *_tile_span(y1, y2, height))[1::2]
-
-
-def _tile_span(a: int, b: int, side: int) -> tuple[int, int]:
-    length = min(-(-(b - a) // TILE_STEP) * TILE_STEP, side)
-    b = min(a + length, side)
-    return max(b - length, 0) & ~1, b
-
-
-def fill_frame(part: av.VideoFrame, frame: av.VideoFrame, box: Box) -> None:
-    """Copy the ``box`` rectangle (even x1, y1) of a ``CROP_FORMATS`` ``frame`` into ``part``,
-    a frame of the box's size and the same format."""
-    x1, y1, x2, y2 = box
-    chroma = (y1 // 2, (y2 + 1) // 2, x1 // 2, (x2 + 1) // 2)
-    for src, dst, (r1, r2, c1, c2) in zip(frame.planes, part.planes,
-                                          [(y1, y2, x1, x2), chroma, chroma], strict=True):
-        rows = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
-        out = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
-        out[:r2 - r1, :c2 - c1] = rows[r1:r2, c1:c2]
-
-
 def crop_frame(frame: av.VideoFrame, box: Box) -> av.VideoFrame:
     """A new frame holding the ``box`` rectangle of a ``CROP_FORMATS`` frame (even x1, y1,
     see :func:`even_box`), with its colour range and space (a copy of the planes' parts)."""
@@ -166,7 +129,12 @@ def crop_frame(frame: av.VideoFrame, box: Box) -> av.VideoFrame:
     part = av.VideoFrame(x2 - x1, y2 - y1, fmt)
     part.color_range = frame.color_range
     part.colorspace = frame.colorspace
-    fill_frame(part, frame, (x1, y1, x2, y2))
+    chroma = (y1 // 2, (y2 + 1) // 2, x1 // 2, (x2 + 1) // 2)
+    for src, dst, (r1, r2, c1, c2) in zip(frame.planes, part.planes,
+                                          [(y1, y2, x1, x2), chroma, chroma], strict=True):
+        rows = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
+        out = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
+        out[:r2 - r1, :c2 - c1] = rows[r1:r2, c1:c2]
     return part
 
 
@@ -204,7 +172,7 @@ class Scaler:
     camera's) converts a stream's frames.
     """
 
-    __slots__ = ("threads", "_full", "_scaled", "_crop", "_tiles", "_canvas", "_lock")
+    __slots__ = ("threads", "_full", "_scaled", "_crop", "_lock")
 
     def __init__(self, threads: int = 0) -> None:
         if threads < 0:
@@ -213,8 +181,6 @@ class Scaler:
         self._full = VideoReformatter()
         self._scaled = VideoReformatter()
         self._crop = VideoReformatter()
-        self._tiles: dict[tuple, av.VideoFrame] = {}
-        self._canvas: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def bgr(self, frame: av.VideoFrame) -> np.ndarray:
@@ -231,35 +197,17 @@ class Scaler:
 
     def bgr_crop(self, frame: av.VideoFrame, box: Box) -> np.ndarray:
         """The ``box`` rectangle of a ``CROP_FORMATS`` frame with even sides as BGR, converted
-        alone: grown to :func:`tile_box`, converted in one thread (a crop is small), trimmed
-        to ``box``."""
+        alone: grown to :func:`even_box`, converted in one thread (a crop is small), trimmed
+        to ``box``. (Its converter is set up again when the size changes: a --rot crop keeps
+        one size.)"""
         x1, y1, x2, y2 = check_box(box, frame.width, frame.height)
-        ex1, ey1, ex2, ey2 = tile_box((x1, y1, x2, y2), frame.width, frame.height)
+        ex1, ey1, ex2, ey2 = even_box((x1, y1, x2, y2), frame.width, frame.height)
+        part = crop_frame(frame, (ex1, ey1, ex2, ey2))
         with self._lock:
-            part = self._tile(frame, ex2 - ex1, ey2 - ey1)
-            fill_frame(part, frame, (ex1, ey1, ex2, ey2))
             image = self._crop.reformat(part, format="bgr24", threads=1).to_ndarray()
         if (ex1, ey1, ex2, ey2) == (x1, y1, x2, y2):
             return image
         return image[y1 - ey1:y2 - ey1, x1 - ex1:x2 - ex1]
-
-    def _tile(self, frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
-        key = (width, height, frame.format.name, frame.color_range, frame.colorspace)
-        tile = self._tiles.get(key)
-        if tile is None:
-            if len(self._tiles) >= MAX_TILES:
-                self._tiles.clear()
-            tile = av.VideoFrame(width, height, frame.format.name)
-            tile.color_range = frame.color_range
-            tile.colorspace = frame.colorspace
-            self._tiles[key] = tile
-        return tile
-
-    def canvas(self, width: int, height: int) -> np.ndarray:
-        """The stream's scratch HxWx3 image (see :meth:`DecodedPixels.bgr_within`)."""
-        if self._canvas is None or self._canvas.shape[:2] != (height, width):
-            self._canvas = np.empty((height, width, 3), np.uint8)
-        return self._canvas
 
 
 class ArrayPixels:
@@ -292,14 +240,6 @@ class ArrayPixels:
         h, w = self._bgr.shape[:2]
         x1, y1, x2, y2 = check_box((x1, y1, x2, y2), w, h)
         return self._bgr[y1:y2, x1:x2]
-
-    def bgr_within(self, boxes: Sequence[Box]) -> np.ndarray:
-        """``bgr()``: all of it is there already."""
-        return self._bgr
-
-    def detach(self) -> ArrayPixels:
-        """Itself (it holds nothing but the image)."""
-        return self
 
     def gray(self) -> np.ndarray:
         if self._gray is None:
@@ -347,7 +287,7 @@ class DecodedPixels:
     happened).
     """
 
-    __slots__ = ("_frame", "_clockwise", "_bgr", "_gray", "_luma", "_scaled", "_detached",
+    __slots__ = ("_frame", "_clockwise", "_bgr", "_gray", "_luma", "_scaled",
                  "convert_seconds", "scaler")
 
     def __init__(self, frame: av.VideoFrame, clockwise: int = 0,
@@ -361,13 +301,12 @@ class DecodedPixels:
         self._gray: np.ndarray | None = None
         self._luma: tuple[np.ndarray, bool] | None = None
         self._scaled: tuple[float, np.ndarray] | None = None
-        self._detached: Pixels | None = None
         self.convert_seconds = 0.0
 
     @property
     def converted(self) -> bool:
-        """Whether the full-size BGR image exists yet (``bgr_at``, ``bgr_crop`` and
-        ``bgr_within`` do not make it)."""
+        """Whether the full-size BGR image exists yet (``bgr_at`` and ``bgr_crop`` do not make
+        it)."""
         return self._bgr is not None
 
     def bgr(self) -> np.ndarray:
@@ -425,32 +364,6 @@ class DecodedPixels:
         image = self.scaler.bgr_crop(frame, box)
         self.convert_seconds += time.perf_counter() - t0
         return image
-
-    def bgr_within(self, boxes: Sequence[Box]) -> np.ndarray:
-        """A full-size HxWx3 image equal to ``bgr()`` within each of ``boxes`` (valid boxes,
-        see :func:`check_box`); its other pixels are left unconverted (undefined). ``bgr()``
-        itself when that exists, when rectangles do not convert alone (:meth:`bgr_crop`), or
-        when the boxes cover WHOLE_FRAME_SHARE of the frame or more."""
-        width, height = self.size
-        checked = [check_box(b, width, height) for b in boxes]
-        area = sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in checked)
-        if self._croppable() is None or area >= WHOLE_FRAME_SHARE * width * height:
-            return self.bgr()
-        image = self.scaler.canvas(width, height)
-        for x1, y1, x2, y2 in checked:
-            image[y1:y2, x1:x2] = self.bgr_crop(x1, y1, x2, y2)
-        return image
-
-    def detach(self) -> Pixels:
-        """What a later ``bgr()`` needs and nothing else, for a best-frame candidate kept
-        after this frame: the BGR image when it exists, else the decoded frame alone (about
-        half the bytes; it is converted only if asked). One per frame: its candidates share
-        it, so two snapshots of one frame convert it once."""
-        if self._bgr is not None or self._frame is None:
-            return ArrayPixels(self.bgr())
-        if self._detached is None:
-            self._detached = DecodedPixels(self._frame, self._clockwise, self.scaler)
-        return self._detached
 
     @property
     def size(self) -> tuple[int, int]:
