@@ -206,23 +206,6 @@ def test_a_small_frame_is_enlarged_from_the_full_size_image_as_before(detector, 
     assert np.array_equal(dets.xyxy, same.xyxy)
 
 
-@pytest.mark.parametrize("rot", ["400x300+500+150", "401x299+501+151"])
-def test_a_small_rot_is_converted_alone_and_finds_what_the_full_image_finds(detector, sprite,
-                                                                            rot):
-    """A --rot smaller than the detector's input on a 720p frame is enlarged: only the
-    ROT crop is converted (bgr_crop; odd corners too), and the faces are those found on the
-    crop of the full-size image, exactly."""
-    walkers = [Walker(sprite[::2, ::2], 0.0, 4.0, 230)]
-    frame = decoded(scene(walkers, 2.1))
-    pixels = CountingPixels(frame)
-    dets = pipeline(detector, rot=rot)._detect(pixels)
-    assert pixels.full == 0 and pixels.scaled == 0 and not pixels.converted
-    same = pipeline(detector, rot=rot)._detect(ArrayPixels(DecodedPixels(frame).bgr()))
-    assert len(dets) == len(same) == 1
-    assert np.array_equal(dets.xyxy, same.xyxy)
-    assert np.array_equal(dets.landmarks, same.landmarks)
-
-
 def test_rot_outside_the_frame_is_still_a_region_error(detector):
     pipe = pipeline(detector, rot="100x100+2000+0")
     with pytest.raises(RegionError):

@@ -558,8 +558,7 @@ class FacePipeline:
 
         A ScalableDetector that shrinks the frame gets the ROT crop of ``bgr_at(scale)``, at
         its input size already (scale 1): the full-size image is not made. One that enlarges
-        it (a small frame or --rot) gets the crop at full size (``bgr_crop``: for the usual
-        decoded formats only the crop is converted) and enlarges it itself."""
+        it (a small frame) gets the crop of the full-size image and enlarges it itself."""
         if not self._scalable:
             crop, dx, dy, factor = crop_for_detection(pixels.bgr(), self.camera.rot,
                                                       self.cfg.rescale_height)
@@ -569,7 +568,7 @@ class FacePipeline:
         scale = detection_scale(box, self.cfg.rescale_height, self.detector.input_scale)
         if scale >= 1.0:
             x1, y1, x2, y2 = box
-            return pixels.bgr_crop(x1, y1, x2, y2), float(x1), float(y1), 1.0, scale
+            return pixels.bgr()[y1:y2, x1:x2], float(x1), float(y1), 1.0, scale
         image = pixels.bgr_at(scale)
         x1, y1, x2, y2 = scaled_box(box, scale, image.shape[1], image.shape[0])
         return image[y1:y2, x1:x2], x1 / scale, y1 / scale, 1.0 / scale, 1.0

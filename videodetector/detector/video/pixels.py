@@ -9,17 +9,11 @@ The face detector looks at a frame at its own, smaller size (longer side 640): `
 gives the BGR image resized by ``scale``, which for a decoded frame is one swscale pass from the
 decoder's YUV straight to that size (``SCALE_INTERPOLATION``), so a moving frame without a face
 never pays the full-resolution conversion (for yuv444p, which FFmpeg has no fast path for, about
-twice the scaled one).
-
-A detector that enlarges its input (a frame, or a ``--rot`` region, smaller than the
-detector's input) gets that region at full size: ``bgr_crop(x1, y1, x2, y2)`` converts only the
-rectangle from the decoder's planes (for yuv420p/yuvj420p frames with even sides,
-``CROP_FORMATS``: the rectangle is grown to even coordinates, converted by the same swscale
-path and trimmed, giving the pixels of the whole frame's conversion bit for bit; any other
-format, nv12 included, an odd-sized or turned frame, or a frame converted already: the full
-image, cut). The full-resolution image is still made, on first use, for the frames with a face
-(quality, snapshots): converting only the rectangles the face quality reads was measured no
-cheaper (issue 10, notes/crops.md).
+twice the scaled one). The full-resolution image is still made, on first use, for the frames
+with a face (quality, snapshots). Converting only the rectangles the face quality reads (a
+yuv420p crop at even offsets converts to the same pixels) was tried for issue 10 and measured
+no cheaper than this one conversion, for the two or three faces of a frame (the per-crop
+copies, converter set-up and the score's read box cost as much; README, issue 10).
 
 ``DecodedPixels`` wraps a PyAV frame (after the rotation the source asks for); ``ArrayPixels``
 wraps a BGR array someone already has (tests, tools; ``bgr_at`` resizes it with OpenCV's
@@ -37,7 +31,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
 from typing import Protocol
 
 import av
@@ -57,14 +50,6 @@ JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: luma uses 0..255 (else 16..235, "MPEG" or un
 # resize with) and changed the fewest detections; "BILINEAR" is slower and a little farther,
 # "FAST_BILINEAR" faster but aliases and changes detections most (measured for issue 10).
 SCALE_INTERPOLATION = "AREA"
-# Formats whose rectangles convert on their own (bgr_crop) when the frame's sides are even:
-# swscale's unscaled yuv420p -> bgr24 gives each 2x2 block of luma its one chroma sample, so
-# a crop at even offsets converts to the same pixels as the whole frame (tests check it on
-# real frames). Not nv12, nor a frame with an odd side: swscale converts those on its
-# general path, which interpolates chroma between rows (a crop would differ).
-CROP_FORMATS = frozenset({"yuv420p", "yuvj420p"})
-
-Box = tuple[int, int, int, int]  # x1, y1, x2, y2: pixels [x1, x2) x [y1, y2)
 
 # Limited-range luma (16..235) stretched to 0..255, as the BGR conversion does.
 _LIMITED_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
@@ -80,8 +65,6 @@ class Pixels(Protocol):
 
     def bgr_at(self, scale: float) -> np.ndarray: ...
 
-    def bgr_crop(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray: ...
-
     def gray(self) -> np.ndarray: ...
 
     def luma(self) -> tuple[np.ndarray, bool]: ...
@@ -95,47 +78,6 @@ def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def check_box(box: Sequence[int], width: int, height: int) -> Box:
-    """``box`` (x1, y1, x2, y2) as ints, or ValueError unless it is a non-empty rectangle of
-    the ``width`` x ``height`` image: 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height."""
-    if len(box) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                for v in box):
-        raise ValueError(f"box must be 4 ints (x1, y1, x2, y2), got {box!r}")
-    x1, y1, x2, y2 = (int(v) for v in box)
-    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-        raise ValueError(f"box {(x1, y1, x2, y2)} is empty or not inside the "
-                         f"{width}x{height} image")
-    return x1, y1, x2, y2
-
-
-def even_box(box: Box, width: int, height: int) -> Box:
-    """A valid ``box`` grown outward to even coordinates (x1, y1 down; x2, y2 up, or to the
-    image's side when that is odd): whole 2x2 blocks of a 4:2:0 frame."""
-    x1, y1, x2, y2 = check_box(box, width, height)
-    return x1 & ~1, y1 & ~1, min(x2 + (x2 & 1), width), min(y2 + (y2 & 1), height)
-
-
-def crop_frame(frame: av.VideoFrame, box: Box) -> av.VideoFrame:
-    """A new frame holding the ``box`` rectangle of a ``CROP_FORMATS`` frame (even x1, y1,
-    see :func:`even_box`), with its colour range and space (a copy of the planes' parts)."""
-    fmt = frame.format.name
-    if fmt not in CROP_FORMATS:
-        raise ValueError(f"cannot crop a {fmt} frame (only {sorted(CROP_FORMATS)})")
-    x1, y1, x2, y2 = check_box(box, frame.width, frame.height)
-    if x1 % 2 or y1 % 2:
-        raise ValueError(f"box {box} must start at even coordinates")
-    part = av.VideoFrame(x2 - x1, y2 - y1, fmt)
-    part.color_range = frame.color_range
-    part.colorspace = frame.colorspace
-    chroma = (y1 // 2, (y2 + 1) // 2, x1 // 2, (x2 + 1) // 2)
-    for src, dst, (r1, r2, c1, c2) in zip(frame.planes, part.planes,
-                                          [(y1, y2, x1, x2), chroma, chroma], strict=True):
-        rows = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
-        out = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
-        out[:r2 - r1, :c2 - c1] = rows[r1:r2, c1:c2]
-    return part
 
 
 def resize_bgr(image: np.ndarray, scale: float) -> np.ndarray:
@@ -172,7 +114,7 @@ class Scaler:
     camera's) converts a stream's frames.
     """
 
-    __slots__ = ("threads", "_full", "_scaled", "_crop", "_lock")
+    __slots__ = ("threads", "_full", "_scaled", "_lock")
 
     def __init__(self, threads: int = 0) -> None:
         if threads < 0:
@@ -180,7 +122,6 @@ class Scaler:
         self.threads = threads
         self._full = VideoReformatter()
         self._scaled = VideoReformatter()
-        self._crop = VideoReformatter()
         self._lock = threading.Lock()
 
     def bgr(self, frame: av.VideoFrame) -> np.ndarray:
@@ -194,20 +135,6 @@ class Scaler:
             return self._scaled.reformat(frame, width=width, height=height, format="bgr24",
                                          interpolation=SCALE_INTERPOLATION,
                                          threads=self.threads).to_ndarray()
-
-    def bgr_crop(self, frame: av.VideoFrame, box: Box) -> np.ndarray:
-        """The ``box`` rectangle of a ``CROP_FORMATS`` frame with even sides as BGR, converted
-        alone: grown to :func:`even_box`, converted in one thread (a crop is small), trimmed
-        to ``box``. (Its converter is set up again when the size changes: a --rot crop keeps
-        one size.)"""
-        x1, y1, x2, y2 = check_box(box, frame.width, frame.height)
-        ex1, ey1, ex2, ey2 = even_box((x1, y1, x2, y2), frame.width, frame.height)
-        part = crop_frame(frame, (ex1, ey1, ex2, ey2))
-        with self._lock:
-            image = self._crop.reformat(part, format="bgr24", threads=1).to_ndarray()
-        if (ex1, ey1, ex2, ey2) == (x1, y1, x2, y2):
-            return image
-        return image[y1 - ey1:y2 - ey1, x1 - ex1:x2 - ex1]
 
 
 class ArrayPixels:
@@ -234,12 +161,6 @@ class ArrayPixels:
         if self._scaled is None or self._scaled[0] != scale:
             self._scaled = scale, resize_bgr(self._bgr, scale)
         return self._scaled[1]
-
-    def bgr_crop(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
-        """``bgr()[y1:y2, x1:x2]`` (a view) of a valid box (see :func:`check_box`)."""
-        h, w = self._bgr.shape[:2]
-        x1, y1, x2, y2 = check_box((x1, y1, x2, y2), w, h)
-        return self._bgr[y1:y2, x1:x2]
 
     def gray(self) -> np.ndarray:
         if self._gray is None:
@@ -305,8 +226,7 @@ class DecodedPixels:
 
     @property
     def converted(self) -> bool:
-        """Whether the full-size BGR image exists yet (``bgr_at`` and ``bgr_crop`` do not make
-        it)."""
+        """Whether the full-size BGR image exists yet (``bgr_at`` does not make it)."""
         return self._bgr is not None
 
     def bgr(self) -> np.ndarray:
@@ -340,29 +260,6 @@ class DecodedPixels:
             image = rotate(self.scaler.bgr_at(frame, w, h), self._clockwise)
             self.convert_seconds += time.perf_counter() - t0
         self._scaled = scale, image
-        return image
-
-    def _croppable(self) -> av.VideoFrame | None:
-        """The decoded frame when rectangles of it convert on their own (a CROP_FORMATS frame
-        with even sides, not turned, not converted whole yet), else None."""
-        frame = self._frame
-        if (self._bgr is not None or frame is None or self._clockwise
-                or frame.format.name not in CROP_FORMATS or frame.width % 2 or frame.height % 2):
-            return None
-        return frame
-
-    def bgr_crop(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
-        """``bgr()[y1:y2, x1:x2]`` of a valid box (see :func:`check_box`), bit for bit; for a
-        ``CROP_FORMATS`` frame converted alone (:meth:`Scaler.bgr_crop`), without the
-        full-size image. The whole frame's box gives ``bgr()`` itself (kept)."""
-        width, height = self.size
-        box = check_box((x1, y1, x2, y2), width, height)
-        frame = self._croppable()
-        if frame is None or box == (0, 0, width, height):
-            return self.bgr()[y1:y2, x1:x2]
-        t0 = time.perf_counter()
-        image = self.scaler.bgr_crop(frame, box)
-        self.convert_seconds += time.perf_counter() - t0
         return image
 
     @property
