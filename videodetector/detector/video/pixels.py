@@ -10,7 +10,10 @@ gives the BGR image resized by ``scale``, which for a decoded frame is one swsca
 decoder's YUV straight to that size (``SCALE_INTERPOLATION``), so a moving frame without a face
 never pays the full-resolution conversion (for yuv444p, which FFmpeg has no fast path for, about
 twice the scaled one). The full-resolution image is still made, on first use, for the frames
-with a face (quality, snapshots).
+with a face (quality, snapshots). Converting only the rectangles the face quality reads (a
+yuv420p crop at even offsets converts to the same pixels) was tried for issue 10 and measured
+no cheaper than this one conversion, for the two or three faces of a frame (the per-crop
+copies, converter set-up and the score's read box cost as much; README, issue 10).
 
 ``DecodedPixels`` wraps a PyAV frame (after the rotation the source asks for); ``ArrayPixels``
 wraps a BGR array someone already has (tests, tools; ``bgr_at`` resizes it with OpenCV's
