@@ -113,3 +113,26 @@ def test_shipped_example_config_parses():
     settings = Settings.from_mapping(read_config_file(path))
     assert settings.person_identify and settings.friend_interval == 604800
     assert settings.max_photo_bytes == 10 * 1024 * 1024
+
+
+def test_faiss_does_not_tell_an_operator_which_cpu_build_it_loaded(tmp_path):
+    """Every start logged four faiss.loader INFO lines, one of them "Could not load library
+    with AVX2 support due to: ModuleNotFoundError(...)": a failure-looking line nobody can act
+    on (faiss falls back to its generic build). They are kept for log_level debug. (A child
+    process: faiss logs once, at its first import, under the logging main() set up.)"""
+    import subprocess
+    import sys
+
+    code = ("import sys; from videodetector.backend.cli import main; "
+            "main(sys.argv[1:]); import faiss")
+    args = ["token", "--data-dir", str(tmp_path)]
+    quiet = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                           text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "faiss.loader" not in quiet.stderr, quiet.stderr
+    cfg = tmp_path / "debug.ini"
+    cfg.write_text("log_level = 'debug'\n")
+    debug = subprocess.run([sys.executable, "-c", code, *args, "-c", str(cfg)],
+                           capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 0, debug.stderr
+    assert "faiss.loader" in debug.stderr, debug.stderr

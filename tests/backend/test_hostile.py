@@ -91,6 +91,32 @@ def test_pixels_per_request_are_bounded(db_url, tmp_path):
         assert api.post("/v1/identify", files=files).status_code == 200
 
 
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (its pixel data is a stub)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("path", ["/v1/detect", "/v1/face"])
+def test_a_header_claiming_billions_of_pixels_is_called_too_large(api: Api, path):
+    """Found by hand against a running backend: a 60000x60000 header was refused with
+    "photo is not a valid JPEG, PNG or WebP image: Image size (3600000000 pixels) exceeds
+    limit ... could be decompression bomb DOS attack": it is a valid image, too large."""
+    r = api.post(path, files={"photo": ("p.png", huge_png_header(60000, 60000), "image/png")})
+    body = error_of(r, 400, "BAD_PARAM")
+    assert body["param"] == "photo"
+    assert "not a valid" not in body["reason"] and "too large" in body["reason"], body
+    assert "max_size" in body["reason"], body
+
+
 def test_at_most_64_normalized_faces(api: Api):
     files = [(f"face{i}", (f"f{i}.png", face_png(), "image/png")) for i in range(65)]
     assert error_of(api.post("/v1/identify", files=files), 400, "BAD_PARAM")["param"] == "face64"

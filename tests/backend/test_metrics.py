@@ -103,3 +103,18 @@ def test_token_view_is_that_tokens_own_figures_only(server):
     assert value(full, "backend_cameras") >= 4
     assert any(s.labels["gallery"] == secret_gallery
                for s in full["backend_gallery_faces"].samples)
+
+
+def test_requests_no_route_matched_are_counted_as_unmatched(server):
+    """A path no route has (a /v1 one too) is counted under route="unmatched"; it was
+    "/v1unmatched" for /v1 paths (seen on a running backend after path tricks)."""
+    api = Api(server.url, server.create_token())
+    before = scrape(server)
+    for path in ("/v1/face/id/..%2F..%2Fetc%2Fpasswd", "/v0/no/such/method", "/nothing"):
+        assert api.get(path).status_code == 404
+    after = scrape(server)
+    labels = {"method": "GET", "route": "unmatched", "status": "404"}
+    assert value(after, "backend_requests_total", **labels) - value(
+        before, "backend_requests_total", **labels) == 3
+    routes = {s.labels["route"] for s in after["backend_requests"].samples}
+    assert not {r for r in routes if r.endswith("unmatched") and r != "unmatched"}, routes

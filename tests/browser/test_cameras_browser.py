@@ -184,6 +184,26 @@ def test_no_detector_shown_when_none_reports_or_the_reports_stop(site: Site,
     page.close()
 
 
+def test_the_region_editor_says_why_a_running_camera_has_no_picture(site: Site,
+                                                                     browser: Any) -> None:
+    """A detector runs the camera but its stream never gave a frame: the page says that, and
+    why, rather than "start fkvideo_detector" (found in a long run with a dead camera URL)."""
+    token = site.token()
+    api = Api(site.url, token)
+    down = api.post("/v1/camera", json={"meta": "Down", "url": "rtsp://10.0.0.7/d",
+                                        "detector": "gate-1"}).json()["id"]
+    report(api, down, state="source_down", last_frame_time=None, last_frame_age=None,
+           frames_in=0, error="cannot open rtsp://10.0.0.7/d: Connection refused")
+    page = site.page(browser)
+    site.login(page, token)
+    page.goto(f"{site.url}/#/camera/{down}/region")
+    page.wait_for_selector("text=has had no frame from its stream yet")
+    text = page.inner_text("main")
+    assert "gate-1 runs this camera" in text and "Source down: cannot open" in text, text
+    assert "Start fkvideo_detector" not in text, text
+    page.close()
+
+
 def test_region_drawn_by_touch_on_a_phone(site: Site, browser: Any, shot: Any) -> None:
     token = site.token()
     api = Api(site.url, token)

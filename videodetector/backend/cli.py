@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # faiss says at INFO which CPU build it loaded, with a "Could not load library with AVX2
+    # support due to: ModuleNotFoundError" line at every start that nobody can act on
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if args.command == "token":
         return _token(settings, args.short)
     if args.command == "db":

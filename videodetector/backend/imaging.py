@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from videodetector.backend.errors import bad_param, too_large
+from videodetector.backend.errors import ApiError, bad_param, too_large
 
 FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
 
@@ -73,8 +73,17 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-              Image.DecompressionBombError, Image.DecompressionBombWarning)
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+_BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, *_BOMB)
+
+
+def _bad_image(param: str, exc: BaseException, max_side: int, limit_name: str) -> ApiError:
+    """BAD_PARAM for an image Pillow would not open: too many pixels in its header (a valid
+    image, too large: Pillow refuses it before ``max_side`` can be checked) or not an image."""
+    if isinstance(exc, _BOMB):
+        return bad_param(param, f"{param} is too large: {exc} (at most {max_side} pixels per "
+                         f"side, {limit_name})")
+    return bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}")
 
 
 def _check_header(im: Image.Image, param: str, max_side: int, limit_name: str) -> None:
@@ -101,7 +110,7 @@ def image_size(data: bytes, param: str, max_side: int, limit_name: str = "max_si
                 _check_header(im, param, max_side, limit_name)
                 return im.size
     except _BAD_IMAGE as exc:
-        raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
+        raise _bad_image(param, exc, max_side, limit_name) from None
 
 
 class PixelBudget:
@@ -143,7 +152,7 @@ def _opened(data: bytes, param: str, max_bytes: int, max_side: int,
                 orientation = int(im.getexif().get(0x0112, 1) or 1)
                 yield im, orientation, _upright_size(im.size, orientation)
     except _BAD_IMAGE as exc:
-        raise bad_param(param, f"{param} is not a valid JPEG, PNG or WebP image: {exc}") from None
+        raise _bad_image(param, exc, max_side, limit_name) from None
 
 
 def _draft(im: Image.Image, factor: int, mode: str = "RGB") -> None:

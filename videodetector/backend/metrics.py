@@ -213,9 +213,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path", None)
             version = scope["path"][:3]
-            if version in ("/v0", "/v1") and not path.startswith(version):
+            if path is None:
+                path = "unmatched"  # one label for every path no route has (not "/v1unmatched")
+            elif version in ("/v0", "/v1") and not path.startswith(version):
                 path = version + path
             self.metrics.observe(scope["method"], path, status["code"],
                                  time.perf_counter() - start)

@@ -41,9 +41,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# s an idle keep-alive connection stays open: longer than the detector's intervals (health
+# reports every 5 s, camera list every 15 s). uvicorn's default, 5 s, closed the connection
+# the moment the next health report went out on it (an ERROR in the detector's log); 75 s is
+# nginx's default.
+KEEP_ALIVE = 75
+
+
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(app, log_level=settings.log_level, access_log=False,
-                          timeout_graceful_shutdown=10, server_header=False)
+                          timeout_graceful_shutdown=10, server_header=False,
+                          timeout_keep_alive=KEEP_ALIVE)
 
 
 class Server(uvicorn.Server):

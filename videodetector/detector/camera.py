@@ -139,6 +139,14 @@ def source_run_id(spec: SourceSpec, settings: str = "") -> str:
     return "f" + hashlib.sha256(ident.encode()).hexdigest()[:10]
 
 
+def ewma_interval(previous: float | None, dt: float, weight: float = 0.1) -> float:
+    """The moving average of the time between frames after one more ``dt`` (s); its inverse
+    is the frame rate. (An average of 1/dt instead counted one frame taken 1 ms after the one
+    before as 1000 fps: a 25 fps camera showed 1733 fps after a stall.)"""
+    dt = max(dt, 0.0)
+    return dt if previous is None else (1.0 - weight) * previous + weight * dt
+
+
 @dataclass
 class WorkerCounters:
     crashes: int = 0
@@ -325,6 +333,7 @@ class CameraWorker:
 
     def _consume(self, reader: FrameReader, pipeline: FacePipeline, sink: VideoSink | None) -> None:
         last = time.monotonic()
+        interval: float | None = None  # EWMA of the time between processed frames
         flushed = False
         while not self._stop.is_set():
             frame = reader.get(timeout=0.5)
@@ -349,8 +358,8 @@ class CameraWorker:
                 sink.write(annotate(frame.image, [t.xyxy for t in tracks], [t.id for t in tracks],
                                     [t.history for t in tracks], self.cfg.draw_track))
             now = time.monotonic()
-            inst = 1.0 / max(now - last, 1e-6)
-            self.counters.fps_processed = 0.9 * self.counters.fps_processed + 0.1 * inst
+            interval = ewma_interval(interval, now - last)
+            self.counters.fps_processed = 1.0 / interval if interval > 0 else 0.0
             last = now
 
     def _keep_preview(self, frame: Frame) -> None:

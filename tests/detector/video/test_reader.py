@@ -232,10 +232,13 @@ def test_a_truncated_file_ends_with_one_warning_naming_it(
     assert len(lines) == 1 and lines[0].levelname == "WARNING"
     assert f"{cut}" in lines[0].getMessage()
     assert f"{len(frames)} of 90 frames decoded" in lines[0].getMessage()
+    # the health report's error (the console showed "Ended" and nothing else)
+    assert stats.problem == lines[0].getMessage().split("] ", 1)[1]
     caplog.clear()
     with FrameReader(parse_source(str(full)), realtime=False, cam_id="c1") as reader:
         assert len(drain(reader)) == 90
     assert reader.stats().incomplete == 0 and reader.stats().frames_expected == 90
+    assert reader.stats().problem == ""
     assert not [r for r in caplog.records if "ended early" in r.getMessage()]
 
 
@@ -297,6 +300,7 @@ def test_a_live_source_that_never_works_says_once_that_it_looks_permanent(
     from videodetector.detector.config import parse_config
     from videodetector.detector.metrics import collect_metrics
     from videodetector.detector.pipeline import CameraSpec
+    from videodetector.detector.post.health import health_of
     from videodetector.detector.status import render_metrics
 
     url = {"closed_port": closed_port_url, "missing_device": lambda: "/dev/video99",
@@ -314,6 +318,8 @@ def test_a_live_source_that_never_works_says_once_that_it_looks_permanent(
                 time.sleep(0.05)
             assert worker.state == "source_down"
             text = render_metrics(collect_metrics(daemon))
+            # why, in the health report the console shows (it showed "Source down" only)
+            error = health_of(worker, "site1", 5.0, None)["error"]
         finally:
             worker.stop()
             worker.join(5)
@@ -326,3 +332,4 @@ def test_a_live_source_that_never_works_says_once_that_it_looks_permanent(
     assert sum("looks permanent" in m for m in messages) == 1, messages
     assert sum("stream lost" in m for m in messages) == 1, messages
     assert len(messages) == 2, messages  # and nothing per try
+    assert error and f"(last: {error})" in messages[1], (error, messages)

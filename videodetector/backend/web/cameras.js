@@ -382,6 +382,16 @@ function regionEditor(cam, onSaved) {
   };
 }
 
+// Why a camera that a detector runs has no picture: no frame came from its stream yet (the
+// stream is down: the detector's words for it). null while frames flow (a picture is on its way).
+function noFrameText(r) {
+  if (!r || r.last_frame_time) return null;
+  const words = STATE_WORDS[r.state] || r.state;
+  return `The detector ${r.detector} runs this camera but has had no frame from its stream yet `
+    + `(${words}${r.error ? `: ${r.error}` : ''}). Check the stream URL and that the camera can be `
+    + 'reached from the detector\u2019s host; the picture comes with the first frame.';
+}
+
 async function viewCameraRegion(camId) {
   const view = setMain();
   let cam;
@@ -423,7 +433,11 @@ async function viewCameraRegion(camId) {
       const hl = await api('GET', `/v1/camera/${encodeURIComponent(cam.id)}/health`);
       if (view !== state.view) return;
       if (hl.preview) showPicture(hl);
-      else status.textContent = hl.status === 'ok' ? 'Waiting for the detector\u2019s picture…' : 'No detector reports this camera.';
+      else {
+        status.textContent = hl.status === 'ok' ? 'Waiting for the detector\u2019s picture…' : 'No detector reports this camera.';
+        const why = hl.status === 'ok' ? noFrameText(hl.report) : null;
+        if (why) empty.querySelector('p').textContent = why;
+      }
     } catch (err) { if (!(err instanceof ApiError && err.status === 401)) reportError(err); }
     if (view === state.view) window.setTimeout(poll, REGION_POLL_MS);
   };

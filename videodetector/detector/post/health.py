@@ -70,7 +70,9 @@ def health_of(worker: Reporting, detector: str, interval: float,
         "last_frame_time": (stats.last_frame_time or None) if stats else None,
         "last_frame_age": (round(max(0.0, time.time() - stats.last_frame_time), 2)
                            if stats and stats.last_frame_time else None),
-        "error": (worker.error or "")[:500] or None,
+        # the camera's own error (a crash, a region outside the frame), else its source's
+        # (why a stream is down, a file that ended early): the console shows it
+        "error": (worker.error or (stats.problem if stats else ""))[:500] or None,
     }
     if image is not None:
         report["frame_height"], report["frame_width"] = image.shape[:2]

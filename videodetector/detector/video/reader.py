@@ -121,6 +121,8 @@ class ReaderStats:
     consecutive_failures: failed attempts of the current outage of a live source (0 while
     frames flow). looks_permanent: 1 once they reached PERMANENT_AFTER. incomplete: 1 when
     a file ended early; frames_expected: what its header announced (0 if unknown).
+    problem: why a live source is down now (the last failure of the current outage), or that
+    a file ended early; "" otherwise (the health report's ``error``, seen in the console).
     """
 
     frames_in: int = 0
@@ -135,6 +137,7 @@ class ReaderStats:
     looks_permanent: int = 0
     incomplete: int = 0
     frames_expected: int = 0
+    problem: str = ""
 
 
 class FrameReader:
@@ -280,12 +283,12 @@ class FrameReader:
         if not file_incomplete(stream.frames_decoded, expected, stream.gave_up):
             return
         self._bump(incomplete=1)
-        self._log.warning(
-            "[%s] file %s ended early: %d of %s frames decoded (%d decode error(s)); "
-            "it is truncated or damaged", self._name, self.spec.display,
-            stream.frames_decoded, expected if expected is not None else "an unknown number of",
-            stream.decode_errors,
-        )
+        problem = (f"file {self.spec.display} ended early: {stream.frames_decoded} of "
+                   f"{expected if expected is not None else 'an unknown number of'} frames "
+                   f"decoded ({stream.decode_errors} decode error(s)); it is truncated or damaged")
+        with self._lock:
+            self._stats = dataclasses.replace(self._stats, problem=problem)
+        self._log.warning("[%s] %s", self._name, problem)
 
     def _run_live(self) -> None:
         while not self._stop.is_set():
@@ -303,6 +306,8 @@ class FrameReader:
                 return
             delay = self._backoff.next()
             self._bump(reconnects=1, consecutive_failures=1)
+            with self._lock:
+                self._stats = dataclasses.replace(self._stats, problem=reason)
             self._report_failure(reason, delay)
             self._stop.wait(delay)
 
@@ -329,7 +334,7 @@ class FrameReader:
         failures = self._stats.consecutive_failures
         with self._lock:
             self._stats = dataclasses.replace(self._stats, consecutive_failures=0,
-                                              looks_permanent=0)
+                                              looks_permanent=0, problem="")
         self._log.info("[%s] stream back after %d failed attempt(s) (%.0fs without frames)",
                        self._name, failures, time.monotonic() - self._outage_started)
 
