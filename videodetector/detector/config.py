@@ -493,8 +493,8 @@ def _add_face_options(p: Any) -> None:
                         "no new face in it, detect every m-th such frame (2); its first frame "
                         "is always detected; 1 = every frame with such motion. With "
                         "--detect-regions, while every face is tracked and that motion is all "
-                        "over the frame, the whole frame every max(m, detect-period)-th such "
-                        "frame, the tracked faces only in between")
+                        "over the frame, the whole frame every max(m, detect-period, "
+                        "full-search-period)-th such frame, the tracked faces only in between")
     g.add_argument("--full-search-period", type=int,
                    help="with --detect-regions, while every face is tracked and motion is all "
                         "over the frame (a hand-held camera), search the whole frame for new "
