@@ -133,15 +133,18 @@ def test_a_lasting_spell_without_faces_is_searched_every_m_th_frame():
 scoped_kind = st.tuples(st.sampled_from(["quiet", "steady", "new", "new_steady"]), st.booleans())
 
 
-def drive_scopes(frames: list[tuple[str, bool]], period: int, search: int) -> list[str]:
+def drive_scopes(frames: list[tuple[str, bool]], period: int, search: int,
+                 full: int = 1) -> list[str]:
     """Per frame "skip", "faces" (the detector looks at the tracked faces only) or "search"
-    (it looks at all the motion), with the pipeline's use of cadence.py."""
+    (it looks at all the motion), with the pipeline's use of cadence.py (``full``:
+    --full-search-period)."""
     since, since_search, searched, out = 0, 0, False, []
     for kind, finds_new in frames:
         new, steady = kind.startswith("new"), kind in ("steady", "new_steady")
         detect = kind != "quiet" and not may_skip_detection(since, period, steady, new,
                                                              search, searched)
-        faces = detect and faces_only(since_search, period, search, steady, new, searched)
+        faces = detect and faces_only(since_search, period, search, steady, new, searched,
+                                      full)
         searched = searched_after(searched, new, detect, detect and finds_new)
         since = 0 if detect else since + 1
         since_search = 0 if detect and not faces else since_search + 1
@@ -151,18 +154,18 @@ def drive_scopes(frames: list[tuple[str, bool]], period: int, search: int) -> li
 
 @settings(max_examples=300, deadline=None)
 @given(frames=st.lists(scoped_kind, max_size=60), period=st.integers(1, 6),
-       search=st.integers(1, 6))
+       search=st.integers(1, 6), full=st.integers(1, 10))
 # found by hypothesis in a merge run: a faces-only run restarted may_skip_detection's count,
 # so the M - 1 skips after it left the motion unsearched for max(M, N) frames
 @example(frames=[("new", False)] * 4 + [("new_steady", False), ("new", False)], period=5,
-         search=4)
-def test_faces_only_runs_keep_the_runs_and_bound_the_searches(frames, period, search):
-    scopes = drive_scopes(frames, period, search)
+         search=4, full=1)
+def test_faces_only_runs_keep_the_runs_and_bound_the_searches(frames, period, search, full):
+    scopes = drive_scopes(frames, period, search, full)
     old = [(kind.replace("new_steady", "new"), f) for kind, f in frames]
     # the detector runs on exactly the frames it ran on before: every tracked face gets its
     # detections (quality, best frame) on the same frames
     assert [s != "skip" for s in scopes] == drive(old, period, search)
-    every = max(period, search)
+    every = max(period, search, full)
     unsearched = 0
     for i, ((kind, _), scope) in enumerate(zip(frames, scopes, strict=True)):
         before = frames[i - 1] if i else ("quiet", False)
@@ -174,7 +177,7 @@ def test_faces_only_runs_keep_the_runs_and_bound_the_searches(frames, period, se
                 and scopes[i - 1] != "skip"):
             assert scope == "search", "the frame after a run that found a new face"
         unsearched = unsearched + 1 if kind.startswith("new") and scope != "search" else 0
-        assert unsearched <= every - 1, "the motion is searched every max(M, N)-th frame"
+        assert unsearched <= every - 1, "the motion is searched every max(M, N, S)-th frame"
         if kind == "new" or search == 1:
             assert scope != "faces"
 
@@ -192,11 +195,29 @@ def test_a_hand_held_spell_is_searched_every_max_m_n_th_frame_and_faces_in_betwe
     assert drive_scopes([("new", False)] * 5, 4, 2) == ["search", "skip"] * 2 + ["search"]
 
 
+def test_full_search_period_spaces_the_whole_frame_searches_and_keeps_the_runs():
+    """--full-search-period S: a hand-held spell is searched every max(M, N, S)-th frame,
+    the detector's other runs look at the faces; the run frames are those of S = 1."""
+    hand_held = [("new_steady", False)] * 17
+    assert drive_scopes(hand_held, 4, 2, 8) == (
+        ["search", "skip"] + ["faces", "skip"] * 3) * 2 + ["search"]
+    assert drive_scopes(hand_held, 4, 2, 3) == drive_scopes(hand_held, 4, 2)  # S <= max(M, N)
+    for full in (1, 5, 8, 25):
+        assert [s != "skip" for s in drive_scopes(hand_held, 4, 2, full)] == [
+            s != "skip" for s in drive_scopes(hand_held, 4, 2)]
+    # a run on the faces that finds a new face: the next frame is searched, whatever S is
+    found = [("new_steady", False)] * 4 + [("new_steady", True)] + [("new_steady", False)] * 2
+    assert drive_scopes(found, 4, 2, 8) == ["search", "skip", "faces", "skip", "faces",
+                                            "search", "skip"]
+
+
 def test_faces_only_rejects_bad_values():
     with pytest.raises(ValueError, match="search_period"):
         faces_only(0, 4, 0, True, True, True)
     with pytest.raises(ValueError, match="frames_since_search"):
         faces_only(-1, 4, 2, True, True, True)
+    with pytest.raises(ValueError, match="full_search_period"):
+        faces_only(0, 4, 2, True, True, True, 0)
 
 
 def test_may_skip_detection_rejects_bad_values():
@@ -209,10 +230,19 @@ def test_may_skip_detection_rejects_bad_values():
 
 
 @pytest.mark.parametrize("value", ["0", "26", "two"])
-def test_search_period_out_of_range_is_named(value):
-    with pytest.raises(ConfigError, match="--search-period"):
+@pytest.mark.parametrize("option", ["--search-period", "--full-search-period"])
+def test_search_period_out_of_range_is_named(option, value):
+    with pytest.raises(ConfigError, match=option):
         parse_config(["--source", "x.mp4", "--api-url", "127.0.0.1:9", "--api-token", "t",
-                      "--search-period", value])
+                      option, value])
+
+
+def test_full_search_period_default_and_config_file_key(tmp_path):
+    base = ["--source", "x.mp4", "--api-url", "127.0.0.1:9", "--api-token", "t"]
+    assert parse_config(base).full_search_period == 8
+    ini = tmp_path / "c.ini"
+    ini.write_text("[General]\nfull-search-period=4\n")
+    assert parse_config([*base, "-c", str(ini)]).full_search_period == 4
 
 
 def test_search_period_default_and_config_file_key(tmp_path):
@@ -366,20 +396,23 @@ def detections_per_frame(path: str, *extra: str) -> tuple[list[tuple[bool, froze
 
 
 @pytest.mark.media
-def test_hand_held_clip_searches_the_whole_frame_every_4th_frame_and_faces_in_between():
+@pytest.mark.parametrize(("full", "face_runs", "searches"), [("1", 20, 26), ("8", 30, 16)])
+def test_hand_held_clip_searches_the_whole_frame_every_few_frames_and_faces_in_between(
+        full, face_runs, searches):
     """mpf_video_01 (hand-held, 5 people tracked steadily, the background moving in every
     frame, so its crops would be the whole frame): YuNet ran on the whole frame on 46 of 90
-    frames. Now about half of those runs look at the tracked faces' crops only; the detector
-    runs on the same frames and every track gets its detections on the same frames as with
-    whole frames (--detect-regions 0 keeps the old behaviour), and the same best frames are
-    posted for the same 5 tracks."""
+    frames. Now most of those runs look at the tracked faces' crops only (about half with
+    --full-search-period 1: the whole frame every 4th frame; 2/3 with the default 8); the
+    detector runs on the same frames and every track gets its detections on the same frames
+    as with whole frames (--detect-regions 0 keeps the old behaviour), and the same best
+    frames are posted for the same 5 tracks."""
     path = str(shared_file("clips_faces/mpf_video_01.mp4"))
     old_rows, old, old_snaps = detections_per_frame(path, "--detect-regions", "0")
-    rows, pipe, snaps = detections_per_frame(path)
+    rows, pipe, snaps = detections_per_frame(path, "--full-search-period", full)
     assert old.stats.detector_runs == 46 and old.stats.face_runs == 0
     assert rows == old_rows
-    assert pipe.stats.face_runs >= 20
-    assert pipe.stats.detector_runs - pipe.stats.face_runs <= 26  # whole-frame searches
+    assert pipe.stats.face_runs >= face_runs
+    assert pipe.stats.detector_runs - pipe.stats.face_runs <= searches  # whole-frame searches
     assert pipe.stats.tracks_started == 5
     assert sorted((s.track_id, s.position) for s in snaps) == sorted(
         (s.track_id, s.position) for s in old_snaps)
@@ -416,17 +449,18 @@ def hand_held_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def test_a_face_appearing_on_a_hand_held_camera_waits_at_most_max_m_n_minus_1_frames(
-        hand_held_clip):
+@pytest.mark.parametrize("full", [1, 8])
+def test_a_face_appearing_on_a_hand_held_camera_waits_at_most_max_m_n_s_minus_1_frames(
+        hand_held_clip, full):
     """Motion all over the frame while the first person is tracked steadily: the runs
     between whole-frame searches look at that person's crop only, so the second person is
-    found at most max(M, N) - M = 2 frames later than with whole frames on every run
-    (--detect-regions 0), and both are posted."""
+    found at most max(M, N, S) - M frames later (2 with --full-search-period 1, 6 with 8)
+    than with whole frames on every run (--detect-regions 0), and both are posted."""
     old_rows, old, old_snaps = detections_per_frame(hand_held_clip, "--detect-regions", "0")
-    rows, pipe, snaps = detections_per_frame(hand_held_clip)
+    rows, pipe, snaps = detections_per_frame(hand_held_clip, "--full-search-period", str(full))
     assert pipe.stats.face_runs > 5 and old.stats.face_runs == 0
     old_first = next(i for i, (_, ids) in enumerate(old_rows) if len(ids) >= 2)
     first = next(i for i, (_, ids) in enumerate(rows) if len(ids) >= 2)
     assert 40 <= old_first <= 42
-    assert old_first <= first <= old_first + 2
+    assert old_first <= first <= old_first + max(4, full) - 2
     assert len(snaps) == len(old_snaps) == 2

@@ -25,7 +25,7 @@ def test_reduce_mode_runs_on_mpf_and_the_rule_leaves_its_posts(
     mod = sys.modules.get("detector_scale") or importlib.import_module("detector_scale")
     out = mod.main(["reduce", "--clips", "mpf", "--floors", "48", "--repeat", "1"])
     off, on = out["mpf"][None], out["mpf"][48.0]
-    assert on[1]["crops"] == 22 and on[1]["reduced"] == 0  # the faces-only runs' crops
+    assert on[1]["crops"] == 33 and on[1]["reduced"] == 0  # the faces-only runs' crops
     assert on[3] == off[3] and len(off[3]) == 5  # the same 5 posts
     assert off[0] > 0 and on[4] > 0
     assert "| 48 |" in capsys.readouterr().out

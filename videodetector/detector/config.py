@@ -105,6 +105,9 @@ class DetectorConfig:
     # while motion off the tracked faces lasts and the detector found no face in it, search it
     # on every m-th frame only (the first frame of such motion is always searched)
     search_period: int = 2
+    # while the detector looks at the tracked faces only (a hand-held camera, every face tracked),
+    # search the whole frame every max(search_period, detect_period, this)-th frame
+    full_search_period: int = 8
     # --- face tracking ---
     rescale_height: int = 0  # frame height for the tracker; 0 = no rescale
     max_persons: int = 10
@@ -490,8 +493,14 @@ def _add_face_options(p: Any) -> None:
                         "no new face in it, detect every m-th such frame (2); its first frame "
                         "is always detected; 1 = every frame with such motion. With "
                         "--detect-regions, while every face is tracked and that motion is all "
-                        "over the frame, the whole frame every max(m, detect-period)-th such "
-                        "frame, the tracked faces only in between")
+                        "over the frame, the whole frame every max(m, detect-period, "
+                        "full-search-period)-th such frame, the tracked faces only in between")
+    g.add_argument("--full-search-period", type=int,
+                   help="with --detect-regions, while every face is tracked and motion is all "
+                        "over the frame (a hand-held camera), search the whole frame for new "
+                        "faces every max(s, m, detect-period)-th frame and look at the tracked "
+                        "faces only on the detector's other frames (8); a new face there waits "
+                        "at most that many frames - 1")
     g.add_argument("--rescale-height", type=int, help="frame height for tracking, 0 = as is")
     g.add_argument("--max-persons", type=int, help="max faces tracked at once (10)")
     g.add_argument("--tracker-threads", type=int, help="tracking threads (1)")
@@ -669,6 +678,7 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("rescale_height", lambda v: 0 <= v <= 8192, "between 0 and 8192"),
     ("detect_period", lambda v: 1 <= v <= 25, "between 1 and 25"),
     ("search_period", lambda v: 1 <= v <= 25, "between 1 and 25"),
+    ("full_search_period", lambda v: 1 <= v <= 25, "between 1 and 25"),
     ("max_persons", lambda v: v >= 1, ">= 1"),
     ("tracker_threads", lambda v: v >= 1, ">= 1"),
     ("min_face_size", lambda v: v >= 0, ">= 0"),

@@ -437,7 +437,7 @@ class FacePipeline:
         self._searched = searched_after(searched, new_motion, False, False)
         self._faces_only = not skip and self._use_regions and faces_only(
             self._since_search, cfg.detect_period, cfg.search_period, self.tracker.steady,
-            new_motion, searched)
+            new_motion, searched, cfg.full_search_period)
         if skip and new_motion:
             self.stats.search_skips += 1
         elif skip:
