@@ -119,3 +119,23 @@ def test_runtimes_that_loop_over_a_batch_get_no_batcher(monkeypatch):
     face = _faces(1)[0]
     assert np.array_equal(engine.embed_aligned(face), engine.embedder().embed(face))
     assert engine._batcher is None  # noqa: SLF001
+
+
+@pytest.mark.parametrize("model", [SFACE_NAME, SFACE_BF16_NAME])
+def test_the_batch_cap_is_the_engines_setting_and_1_means_no_batcher(model):
+    pytest.importorskip("openvino")
+    engine = FaceEngine(1, 0.6, model, embed_max_batch=3)
+    emb = engine.embedder()
+    assert engine._batcher.max_batch == 3 and emb._ov.max_batch == 3  # noqa: SLF001
+    faces = _faces(10, seed=3)
+    alone = [emb.embed(f) for f in faces]
+    with ThreadPoolExecutor(10) as pool:
+        got = list(pool.map(engine.embed_aligned, faces))
+    assert all(np.array_equal(g, a) for g, a in zip(got, alone, strict=True))
+    assert engine._batcher.items <= 3 * engine._batcher.calls  # noqa: SLF001
+    single = FaceEngine(1, 0.6, model, embed_max_batch=1)
+    assert np.array_equal(single.embed_aligned(faces[0]), alone[0])
+    assert single._batcher is None and single.embedder()._ov.max_batch == 1  # noqa: SLF001
+    for bad in (0, 65, 2.0):
+        with pytest.raises(ValueError, match="embed_max_batch"):
+            FaceEngine(1, 0.6, model, embed_max_batch=bad)
