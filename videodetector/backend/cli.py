@@ -57,7 +57,7 @@ FLAG_HELP = {
     "detector_threshold": "face detector score threshold (default 0.6)",
     "model_threads": "onnxruntime threads per model",
     "embed_max_batch": "most faces of concurrent requests embedded in one SFace run "
-                       "(OpenVINO runtimes; 1 = no batching; default 8); each infer request "
+                       "(OpenVINO runtimes; 1 = no batching; default 2); each infer request "
                        "keeps ~4.7 MB of buffers per face of it",
     "embedding_model": "embedding model for enrollment and search: auto (default: the model "
                        "recorded for the store, else the one covering its faces, else "

@@ -92,8 +92,9 @@ class Settings:
     allow_partial: bool = False
     model_threads: int = 1
     # faces of concurrent requests embedded in one SFace run at most (OpenVINO; 1 = one face
-    # per run, no batching); each infer request keeps buffers for this many faces
-    embed_max_batch: int = 8
+    # per run, no batching); each infer request keeps buffers for this many faces (~4.7 MB
+    # each). The default is engine.EMBED_MAX_BATCH (the figures are there)
+    embed_max_batch: int = 2
     page_limit: int = 100  # default page size of paginated lists
     idempotency_ttl: float = 3600 * 24 * 7  # seconds an Idempotency-Key is remembered
     # camera events older than this (seconds) are deleted; 0 = keep forever (retention.py)
