@@ -19,16 +19,20 @@ and faces/s by the wall clock), and the largest difference to the onnxruntime fl
 
 ``--callers N`` (default 8): N threads embedding one face at a time, each spending
 ``--between-ms`` of CPU between faces (the rest of a request: ~5 ms for a detector's post),
-first each through ``embed`` (one face per run, two infer requests), then through the
-backend's micro-batcher (``core/batcher.py`` as ``engine.embed_batcher`` makes it: faces
-arriving while both requests run go into the next run together): CPU ms per face of the
-embedding alone (process time minus the busy part) and the mean faces per run; OpenVINO
-variants only (the others run a batch one face at a time).
+per ``--caps`` value C (default 1,8): C=1 each through ``embed`` (one face per run, two infer
+requests), C>1 through the backend's micro-batcher (``core/batcher.py`` as
+``engine.embed_batcher`` makes it: faces arriving while both requests run go into the next
+run together, at most C): CPU ms per face of the embedding alone (process time minus the
+busy part) and the mean faces per run; OpenVINO variants only (the others run a batch one
+face at a time). ``--rss``: per OpenVINO variant and cap, a process of its own loads it as
+the backend does (``max_batch=C``: buffers sized at load) and runs batches of 1..C faces
+from two threads: RSS before, after loading and after the batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from pathlib import Path
@@ -97,11 +101,13 @@ def _busy(ms: float) -> None:
 
 
 def callers_cpu(emb: SFaceEmbedder, faces: list[np.ndarray], callers: int, between_ms: float,
-                batched: bool, calls: int) -> tuple[float, float]:
-    """(CPU ms per face of the embeddings, mean faces per run) for ``callers`` threads."""
+                cap: int, calls: int) -> tuple[float, float]:
+    """(CPU ms per face of the embeddings, mean faces per run) for ``callers`` threads,
+    through a micro-batcher of at most ``cap`` faces per run (1: ``embed``, no batcher)."""
     from videodetector.core.batcher import MicroBatcher
 
-    batcher = MicroBatcher(emb.embed_batch, slots=emb.workers, max_batch=8)
+    batched = cap > 1
+    batcher = MicroBatcher(emb.embed_batch, slots=emb.workers, max_batch=cap)
     embed = batcher.submit if batched else emb.embed
 
     def work(k: int) -> None:
@@ -120,13 +126,14 @@ def callers_cpu(emb: SFaceEmbedder, faces: list[np.ndarray], callers: int, betwe
     return ms, (batcher.items / batcher.calls if batched else 1.0)
 
 
-def load(names: list[str]) -> dict[str, SFaceEmbedder]:
+def load(names: list[str], max_batch: int = 8) -> dict[str, SFaceEmbedder]:
     cv2.setNumThreads(1)
     out = {}
     for name in names:
         model, runtime = VARIANTS[name]
         try:
-            out[name] = SFaceEmbedder(threads=1, model=model, runtime=runtime, workers=2)
+            out[name] = SFaceEmbedder(threads=1, model=model, runtime=runtime, workers=2,
+                                      max_batch=max_batch)
         except ImportError as exc:
             print(f"# {name}: skipped ({exc})")
     return out
@@ -134,7 +141,7 @@ def load(names: list[str]) -> dict[str, SFaceEmbedder]:
 
 def measure(embs: dict[str, SFaceEmbedder], faces: list[np.ndarray], rounds: int,
             calls: int, batches: list[int], callers: int = 0,
-            between_ms: float = 5.0) -> list[dict]:
+            between_ms: float = 5.0, caps: tuple[int, ...] = (1, 8)) -> list[dict]:
     ref = SFaceEmbedder().embed_batch(faces)
     rows = {n: {"variant": n,
                 "min_cos_to_float": float((e.embed_batch(faces) * ref).sum(1).min())}
@@ -150,16 +157,58 @@ def measure(embs: dict[str, SFaceEmbedder], faces: list[np.ndarray], rounds: int
             row["two_callers_ms"] = min(row.get("two_callers_ms", ms), ms)
             row["two_callers_fps"] = max(row.get("two_callers_fps", fps), fps)
             if callers and emb.runtime == "openvino":
-                for batched, key in ((False, "callers_ms"), (True, "batched_ms")):
-                    ms, per_run = callers_cpu(emb, faces, callers, between_ms, batched, calls)
-                    row[key] = min(row.get(key, ms), ms)
-                    if batched:
-                        row.setdefault("per_run", []).append(per_run)
+                for cap in caps:
+                    ms, per_run = callers_cpu(emb, faces, callers, between_ms, cap, calls)
+                    row[f"cap{cap}_ms"] = min(row.get(f"cap{cap}_ms", ms), ms)
+                    row.setdefault(f"cap{cap}_per_run", []).append(per_run)
     for row in rows.values():
-        runs = row.pop("per_run", None)
-        if runs:
-            row["per_run"] = sum(runs) / len(runs)
+        for key in [k for k in row if k.endswith("_per_run")]:
+            row[key] = sum(row[key]) / len(row[key])
     return list(rows.values())
+
+
+def rss_child(name: str, cap: int) -> dict:
+    """This process's RSS (MB) with the variant loaded as the backend loads it (two infer
+    requests, ``max_batch=cap``), then after two callers ran batches of 1, 2, ... cap faces
+    (two runs each, growing: the order that grew buffers one size at a time)."""
+    import _proc
+
+    model, runtime = VARIANTS[name]
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (112, 112, 3), np.uint8) for _ in range(cap)]
+    before = _proc.rss_mb(os.getpid())
+    emb = SFaceEmbedder(threads=1, model=model, runtime=runtime, workers=2, max_batch=cap)
+    loaded = _proc.rss_mb(os.getpid())
+
+    def work() -> None:
+        for n in range(1, cap + 1):
+            for _ in range(2):
+                emb.embed_batch(faces[:n])
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {"variant": name, "cap": cap, "rss_start": before, "rss_loaded": loaded,
+            "rss_after": _proc.rss_mb(os.getpid())}
+
+
+def rss_rows(names: list[str], caps: list[int]) -> list[dict]:
+    """``rss_child`` per OpenVINO variant and cap, each in a process of its own."""
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for name in names:
+        if VARIANTS[name][1] != "openvino":
+            continue
+        for cap in caps:
+            out = subprocess.run([sys.executable, __file__, "--rss-child", name, str(cap)],
+                                 capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -174,7 +223,17 @@ def main(argv: list[str] | None = None) -> dict:
                    help="threads for the micro-batcher A/B (0: skip it)")
     p.add_argument("--between-ms", type=float, default=5.0,
                    help="CPU ms each caller spends between two faces")
+    p.add_argument("--caps", default="1,8",
+                   help="micro-batcher caps for the callers A/B (1: no batcher), comma-separated")
+    p.add_argument("--rss", action="store_true",
+                   help="also RSS per OpenVINO variant and cap, a process each")
+    p.add_argument("--rss-child", nargs=2, metavar=("VARIANT", "CAP"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.rss_child:
+        import json
+
+        print(json.dumps(rss_child(a.rss_child[0], int(a.rss_child[1]))))
+        return {}
     names = [v for v in a.variants.split(",") if v]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown or a.rounds < 1 or a.calls < 1:
@@ -185,14 +244,18 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(0)
         faces = [rng.integers(0, 256, (112, 112, 3), np.uint8) for _ in range(4)]
     batches = [int(b) for b in a.batch.split(",")]
-    rows = measure(load(names), faces, a.rounds, a.calls, batches, a.callers, a.between_ms)
+    caps = [int(c) for c in a.caps.split(",")]
+    if min(batches + caps) < 1:
+        p.error(f"--batch and --caps need sizes >= 1, got {a.batch} / {a.caps}")
+    rows = measure(load(names, max(batches + caps)), faces, a.rounds, a.calls, batches,
+                   a.callers, a.between_ms, tuple(caps))
     cols = [("variant", "variant", "<"),
             *[(f"batch{b}_ms", f"batch {b} ms/face", ">") for b in batches],
             ("two_callers_ms", "2 callers ms/face", ">"),
             ("two_callers_fps", "2 callers faces/s", ">"),
-            ("callers_ms", f"{a.callers} callers ms/face", ">"),
-            ("batched_ms", f"{a.callers} callers batched ms/face", ">"),
-            ("per_run", "faces per run", ">"),
+            *[col for c in caps for col in (
+                (f"cap{c}_ms", f"{a.callers} callers cap {c} ms/face", ">"),
+                (f"cap{c}_per_run", f"cap {c} faces per run", ">"))],
             ("min_cos_to_float", "min cos to float", ">")]
     # the callers columns are measured for the OpenVINO runtimes only: "-" elsewhere
     shown = [{**{key: "-" for key, _, _ in cols},
@@ -201,10 +264,21 @@ def main(argv: list[str] | None = None) -> dict:
     table = format_table(shown, cols)
     print(f"# bench_sface: {machine_line()}\n# input: {source}\n")
     print("CPU ms per face (1 thread; batchN: N faces per call), two concurrent callers, "
-          f"{a.callers} callers ({a.between_ms} ms CPU between faces) one face per run and "
-          "through the micro-batcher:\n")
+          f"{a.callers} callers ({a.between_ms} ms CPU between faces) through a "
+          "micro-batcher of at most N faces per run (cap 1: one face per run, no batcher; "
+          "CPU of the embeddings alone):\n")
     print(table)
-    return {"machine": machine_line(), "rows": rows, "table": table}
+    rss = rss_rows(names, caps) if a.rss else []
+    if rss:
+        print("\nRSS MB of a process with the variant loaded as the backend does (2 infer "
+              "requests, buffers sized for the cap at load), then after 2 callers ran "
+              "batches of 1, 2, ... cap faces:\n")
+        print(format_table([{k: f"{v:.0f}" if isinstance(v, float) else v
+                             for k, v in r.items()} for r in rss],
+                           (("variant", "variant", "<"), ("cap", "cap", ">"),
+                            ("rss_start", "before load", ">"),
+                            ("rss_loaded", "loaded", ">"), ("rss_after", "after batches", ">"))))
+    return {"machine": machine_line(), "rows": rows, "table": table, "rss": rss}
 
 
 if __name__ == "__main__":

@@ -231,15 +231,22 @@ def test_bench_pg_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_sface_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
     mod = bench("bench_sface")
     out = mod.main(["--rounds", "1", "--calls", "2", "--faces", "2", "--batch", "1,2",
-                    "--variants", "float opencv,float openvino f32"])
+                    "--variants", "float opencv,float openvino f32", "--caps", "1,8",
+                    "--rss"])
     assert [r["variant"] for r in out["rows"]] == ["float opencv", "float openvino f32"]
+    # RSS per OpenVINO variant and cap, each from a process of its own
+    assert [(r["variant"], r["cap"]) for r in out["rss"]] == [("float openvino f32", 1),
+                                                              ("float openvino f32", 8)]
+    for r in out["rss"]:
+        assert 0 < r["rss_start"] < r["rss_loaded"] and r["rss_after"] > 0
     for row in out["rows"]:
         for key in ("batch1_ms", "batch2_ms", "two_callers_ms", "two_callers_fps"):
             assert row[key] > 0, key
         assert row["min_cos_to_float"] > 0.9999  # the float model's vectors
     opencv, openvino = out["rows"]
-    assert "callers_ms" not in opencv  # the micro-batcher A/B: OpenVINO only, shown as "-"
-    assert openvino["callers_ms"] > 0 and openvino["batched_ms"] > 0
+    assert "cap1_ms" not in opencv  # the micro-batcher A/B: OpenVINO only, shown as "-"
+    assert openvino["cap1_ms"] > 0 and openvino["cap8_ms"] > 0
+    assert openvino["cap1_per_run"] == 1.0 and openvino["cap8_per_run"] >= 1.0
     assert "2 callers ms/face" in capsys.readouterr().out
 
 

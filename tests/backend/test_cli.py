@@ -50,6 +50,9 @@ def test_config_file_and_flags(tmp_path):
     assert s.friend_interval == 604800 and s.friend_count == 2  # the flag wins
     assert s.upload_url == "http://192.168.113.88:3333"
     assert str(s.data_dir) == "d" and not s.fetch_urls and s.port == 8000
+    assert s.embed_max_batch == Settings().embed_max_batch
+    args = build_parser().parse_args(["serve", "--embed-max-batch", "4"])
+    assert settings_from_args(args).embed_max_batch == 4
 
 
 @pytest.mark.parametrize("text,name", [
@@ -62,6 +65,8 @@ def test_config_file_and_flags(tmp_path):
     ("fetch_timeout = 1e20\n", "fetch_timeout"),
     ("history_max_age = 1e999\n", "history_max_age"),  # inf
     ("idempotency_ttl = 1e999\n", "idempotency_ttl"),
+    ("embed_max_batch = 0\n", "embed_max_batch"),
+    ("embed_max_batch = 65\n", "embed_max_batch"),
 ])
 def test_bad_settings_name_the_option(tmp_path, text, name, capsys):
     cfg = tmp_path / "bad.ini"

@@ -57,12 +57,11 @@ def _faces(n: int, seed: int = 0) -> list[np.ndarray]:
 @pytest.mark.parametrize("model", [SFACE_NAME, SFACE_BF16_NAME])
 def test_a_batch_of_every_size_the_batcher_forms_is_bit_for_bit_one_face_per_run(model):
     pytest.importorskip("openvino")
-    from videodetector.backend.engine import EMBED_MAX_BATCH
-
-    emb = FaceEngine(1, 0.6, model).embedder()
-    faces = _faces(EMBED_MAX_BATCH + 3)
+    cap = 8  # above the default: any cap a setting may give forms such batches
+    emb = FaceEngine(1, 0.6, model, embed_max_batch=cap).embedder()
+    faces = _faces(cap + 3)
     alone = np.stack([emb.embed(f) for f in faces])
-    for n in range(1, EMBED_MAX_BATCH + 1):
+    for n in range(1, cap + 1):
         for start in (0, 3):
             got = emb.embed_batch(faces[start:start + n])
             assert np.array_equal(got, alone[start:start + n]), (model, n, start)
@@ -119,3 +118,30 @@ def test_runtimes_that_loop_over_a_batch_get_no_batcher(monkeypatch):
     face = _faces(1)[0]
     assert np.array_equal(engine.embed_aligned(face), engine.embedder().embed(face))
     assert engine._batcher is None  # noqa: SLF001
+
+
+@pytest.mark.parametrize("model", [SFACE_NAME, SFACE_BF16_NAME])
+def test_the_batch_cap_is_the_engines_setting_and_1_means_no_batcher(model):
+    pytest.importorskip("openvino")
+    engine = FaceEngine(1, 0.6, model, embed_max_batch=3)
+    emb = engine.embedder()
+    assert engine._batcher.max_batch == 3 and emb._ov.max_batch == 3  # noqa: SLF001
+    faces = _faces(10, seed=3)
+    alone = [emb.embed(f) for f in faces]
+    with ThreadPoolExecutor(10) as pool:
+        got = list(pool.map(engine.embed_aligned, faces))
+    assert all(np.array_equal(g, a) for g, a in zip(got, alone, strict=True))
+    assert engine._batcher.items <= 3 * engine._batcher.calls  # noqa: SLF001
+    single = FaceEngine(1, 0.6, model, embed_max_batch=1)
+    assert np.array_equal(single.embed_aligned(faces[0]), alone[0])
+    assert single._batcher is None and single.embedder()._ov.max_batch == 1  # noqa: SLF001
+    for bad in (0, 65, 2.0):
+        with pytest.raises(ValueError, match="embed_max_batch"):
+            FaceEngine(1, 0.6, model, embed_max_batch=bad)
+
+
+def test_the_settings_default_cap_is_the_engines():
+    from videodetector.backend.engine import EMBED_MAX_BATCH
+    from videodetector.backend.settings import Settings
+
+    assert Settings().embed_max_batch == EMBED_MAX_BATCH == FaceEngine().embed_max_batch

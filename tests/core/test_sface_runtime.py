@@ -69,6 +69,22 @@ def test_a_batch_equals_one_face_per_run_in_order_for_every_size(faces, referenc
     assert emb.embed_batch([]).shape == (0, SFaceEmbedder.DIM)
 
 
+def test_a_batch_longer_than_max_batch_runs_in_chunks_bit_for_bit(faces):
+    emb = SFaceEmbedder(runtime="openvino", workers=2, max_batch=3)
+    # each request ran max_batch faces at load: its buffers were sized for them then
+    for _ in range(2):
+        req = emb._ov._free.get()  # noqa: SLF001
+        assert tuple(req.get_input_tensor(0).shape) == (3, 3, 112, 112)
+        emb._ov._free.put(req)  # noqa: SLF001
+    seen: list[int] = []
+    infer = emb._ov._infer  # noqa: SLF001
+    emb._ov._infer = lambda blob: seen.append(len(blob)) or infer(blob)  # noqa: SLF001
+    batch = (faces * 2)[:7]
+    got = emb.embed_batch(batch)
+    assert seen == [3, 3, 1]
+    assert np.array_equal(got, np.stack([emb.embed(f) for f in batch]))
+
+
 def test_a_bad_face_in_a_batch_is_named_and_the_pool_keeps_working(faces, reference):
     emb = SFaceEmbedder(runtime="openvino", workers=1)
     for bad in (np.zeros((112, 112, 3), np.float32), np.zeros((96, 112, 3), np.uint8), None):
@@ -112,6 +128,8 @@ def test_openvino_runtime_and_pool_are_validated():
         models.OvPool(model_path(models.SFACE), precision="f16")
     with pytest.raises(ValueError, match="workers"):
         models.OvPool(model_path(models.SFACE), workers=0)
+    with pytest.raises(ValueError, match="max_batch"):
+        models.OvPool(model_path(models.SFACE), max_batch=0)
     assert SFaceEmbedder(model=SFACE_NAME).runtime == "onnxruntime"  # the default is kept
 
 
@@ -144,7 +162,7 @@ def test_the_pool_gives_the_vectors_of_before_bit_for_bit(faces, precision):
 
 
 def test_the_pool_hands_the_blob_to_openvino_without_a_copy(faces):
-    pool = models.OvPool(model_path(models.SFACE), workers=1)
+    pool = models.OvPool(model_path(models.SFACE), workers=1, max_batch=2)
     blob = sface_blob(faces[:2])
     out = pool.forward(blob)
     req = pool._free.get()  # noqa: SLF001 - the one request, after the call

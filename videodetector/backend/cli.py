@@ -56,6 +56,9 @@ FLAG_HELP = {
     "min_face_size": "ignore detected faces smaller than this (pixels)",
     "detector_threshold": "face detector score threshold (default 0.6)",
     "model_threads": "onnxruntime threads per model",
+    "embed_max_batch": "most faces of concurrent requests embedded in one SFace run "
+                       "(OpenVINO runtimes; 1 = no batching; default 2); each infer request "
+                       "keeps ~4.7 MB of buffers per face of it",
     "embedding_model": "embedding model for enrollment and search: auto (default: the model "
                        "recorded for the store, else the one covering its faces, else "
                        "sface-2021dec-bf16 on a CPU with native bf16, sface-2021dec otherwise), "

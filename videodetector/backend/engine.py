@@ -60,14 +60,25 @@ class NewFace:
         return self.aligned_png if self.aligned_png is not None else encode(self.aligned, "png")
 
 
+# faces per batched SFace call at most (Settings.embed_max_batch, whose default this is): with
+# 8 clients a call carries 1.6-1.8 faces at any cap from 2 up, and each face of the cap costs
+# ~4.7 MB per infer request (server RSS 340 / 356 / 381 / 426 MB at caps 1 / 2 / 4 / 8)
+EMBED_MAX_BATCH = 2
+
+
 class FaceEngine:
     """YuNet detection + SFace embedding (+ the optional gender/age estimator)."""
 
     def __init__(self, threads: int = 1, detector_threshold: float = 0.6,
-                 embedding_model: str = SFACE_NAME) -> None:
+                 embedding_model: str = SFACE_NAME,
+                 embed_max_batch: int = EMBED_MAX_BATCH) -> None:
+        if not isinstance(embed_max_batch, int) or not 1 <= embed_max_batch <= 64:
+            raise ValueError(f"embed_max_batch must be an integer in 1..64, got "
+                             f"{embed_max_batch!r}")
         self.threads = threads
         self.detector_threshold = detector_threshold
         self.embedding_model = embedding_model
+        self.embed_max_batch = embed_max_batch
         self._lock = threading.Lock()
         self._detector: Any = None
         self._embedder: Any = None
@@ -95,7 +106,7 @@ class FaceEngine:
         with self._lock:
             if self._embedder is None:
                 self._embedder = self._load_embedder()
-                self._batcher = embed_batcher(self._embedder)
+                self._batcher = embed_batcher(self._embedder, self.embed_max_batch)
             return self._embedder
 
     def _load_embedder(self) -> Any:
@@ -113,7 +124,8 @@ class FaceEngine:
         if runtime == "opencv":
             cv2.setNumThreads(self.threads)  # like onnxruntime's intra-op threads per call
         return SFaceEmbedder(threads=self.threads, model=self.embedding_model,
-                             runtime=runtime, workers=embed_workers())
+                             runtime=runtime, workers=embed_workers(),
+                             max_batch=self.embed_max_batch)
 
     def age_gender(self) -> Any:
         """The gender/age estimator, or BAD_PARAM if it cannot be loaded."""
@@ -314,23 +326,21 @@ def embed_workers() -> int:
     return max(2, min(4, cores or 1))
 
 
-EMBED_MAX_BATCH = 8  # faces per batched SFace call (CPU per face no lower beyond ~4)
-
-
-def embed_batcher(embedder: Any) -> MicroBatcher | None:
+def embed_batcher(embedder: Any, max_batch: int = EMBED_MAX_BATCH) -> MicroBatcher | None:
     """A micro-batcher over ``embedder.embed_batch`` when its runtime takes a batch in one
-    call (OpenVINO: f32 ~12 % less CPU per face at 2+ faces per call, bf16 ~15 % at 4+,
-    bench/bench_sface.py), with one slot per infer request (an idle backend embeds at once,
-    concurrent requests in parallel up to the requests, the ones arriving meanwhile together
-    in the next call); None for the runtimes that loop over a batch anyway."""
-    if getattr(embedder, "runtime", None) != "openvino":
+    call (OpenVINO), up to ``max_batch`` faces per call, with one slot per infer request (an
+    idle backend embeds at once, concurrent requests in parallel up to the requests, the
+    ones arriving meanwhile together in the next call); None for the runtimes that loop over
+    a batch anyway, and for ``max_batch`` 1 (every face in a run of its own)."""
+    if getattr(embedder, "runtime", None) != "openvino" or max_batch <= 1:
         return None
     return MicroBatcher(embedder.embed_batch, slots=embedder.workers,
-                        max_batch=EMBED_MAX_BATCH, max_pending=256)
+                        max_batch=max_batch, max_pending=256)
 
 
 @functools.lru_cache(maxsize=4)
 def shared_engine(threads: int, detector_threshold: float,
-                  embedding_model: str = SFACE_NAME) -> FaceEngine:
+                  embedding_model: str = SFACE_NAME,
+                  embed_max_batch: int = EMBED_MAX_BATCH) -> FaceEngine:
     """One engine per configuration per process."""
-    return FaceEngine(threads, detector_threshold, embedding_model)
+    return FaceEngine(threads, detector_threshold, embedding_model, embed_max_batch)

@@ -150,7 +150,8 @@ def create_extraction_app(settings: Settings) -> FastAPI:
     settings = settings.with_changes(embedding_model=choice.model)
     extractor = Extractor(settings, shared_engine(settings.model_threads,
                                                   settings.detector_threshold,
-                                                  settings.embedding_model))
+                                                  settings.embedding_model,
+                                                  settings.embed_max_batch))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

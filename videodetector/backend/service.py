@@ -172,7 +172,7 @@ class Backend:
         self.unusable_faces = 0  # faces whose landmarks could not place a face (skipped)
         self._unusable_log = RateLimitedLog(log)
         self.engine = shared_engine(settings.model_threads, settings.detector_threshold,
-                                    self.model)
+                                    self.model, settings.embed_max_batch)
         self._keys_since_prune = 0
         self._regen_seq = 0  # the last ``regenerated`` row applied to the index
         self._data_version = -1

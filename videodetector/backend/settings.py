@@ -91,6 +91,10 @@ class Settings:
     # serve although some faces have no embedding of embedding_model (they are not searched)
     allow_partial: bool = False
     model_threads: int = 1
+    # faces of concurrent requests embedded in one SFace run at most (OpenVINO; 1 = one face
+    # per run, no batching); each infer request keeps buffers for this many faces (~4.7 MB
+    # each). The default is engine.EMBED_MAX_BATCH (the figures are there)
+    embed_max_batch: int = 2
     page_limit: int = 100  # default page size of paginated lists
     idempotency_ttl: float = 3600 * 24 * 7  # seconds an Idempotency-Key is remembered
     # camera events older than this (seconds) are deleted; 0 = keep forever (retention.py)
@@ -235,6 +239,7 @@ def _check(s: Settings) -> None:
     need(s.index_ann_catchup >= 0, "index_ann_catchup", ">= 0")
     need(0.0 < s.detector_threshold < 1.0, "detector_threshold", "in (0, 1)")
     need(s.model_threads >= 1, "model_threads", ">= 1")
+    need(1 <= s.embed_max_batch <= 64, "embed_max_batch", "in 1..64 (1 = no batching)")
     need(s.embedding_model in (AUTO_MODEL, *EMBEDDING_MODELS), "embedding_model",
          f"{AUTO_MODEL} or one of {', '.join(EMBEDDING_MODELS)}")
     need(1 <= s.page_limit <= 10000, "page_limit", "in 1..10000")
