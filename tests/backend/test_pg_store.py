@@ -101,7 +101,7 @@ def _insert_face(conn: object, embedding: bytes, user: int = 1) -> int:
 
 
 @settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(arrays(np.float32, 128, elements=st.floats(width=32, allow_nan=False,
                                                   allow_infinity=False, allow_subnormal=False)))
 def test_vector_column_is_the_embedding_exactly(pg_db: object, vec: np.ndarray) -> None:
