@@ -241,7 +241,7 @@ def test_database_down_answers_503_fast_and_reconnects(own_cluster: PgCluster,
             error_of(r, 503, "SERVICE_UNAVAILABLE")
         finally:
             own_cluster.server_start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # (a loaded machine restarts PostgreSQL slowly)
         while True:  # the pool replaces its broken connections by itself
             try:
                 r = api.get(f"/v1/face/id/{face['id']}", timeout=30)
