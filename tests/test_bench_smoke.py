@@ -7,6 +7,7 @@ assert speed -- speed is measured by running the scripts in full (see bench/READ
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -123,8 +124,13 @@ def test_bench_ingest_smoke(bench, capsys: pytest.CaptureFixture[str]) -> None:
         assert row["cpu_ms_per_face"] > 0 and row["client_ms_per_face"] > 0
         # /proc counts CPU in 10 ms ticks: 4 posts may leave the event loop thread at 0 ticks
         assert row["user_ms"] + row["sys_ms"] >= row["loop_ms"] >= 0
-        # the server's probe (bench/ingest_probe) timed its SFace runs: the rest is outside
-        assert 0 < row["embed_ms"] < row["cpu_ms_per_face"]
+        # the server's probe (bench/ingest_probe) timed its SFace runs: the rest is outside.
+        # Both sides hold /proc tick counts (the process total; the model runtime's native
+        # threads in embed_ms), each reading off by up to a tick: over 4 faces the part
+        # outside SFace (seen 1.9 ms/face) is within that error, so allow the total's tick
+        # and two native threads' (a probe counting the whole process would be ~2x over)
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        assert 0 < row["embed_ms"] < row["cpu_ms_per_face"] + 3 * tick_ms / row["faces"]
         assert row["outside_ms"] == pytest.approx(row["cpu_ms_per_face"] - row["embed_ms"],
                                                   abs=0.11)
         assert 0 <= row["gc_ms"] < row["cpu_ms_per_face"]  # the probe's garbage collections

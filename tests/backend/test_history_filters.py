@@ -132,7 +132,7 @@ def concrete(w: World, f: dict[str, Any]) -> dict[str, Any]:
 
 
 @settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(f=filters(), limit=st.sampled_from([0, 2, 5]))
 def test_every_filter_combination_matches_the_reference(world: World, f: dict[str, Any],
                                                         limit: int) -> None:

@@ -101,7 +101,7 @@ def _insert_face(conn: object, embedding: bytes, user: int = 1) -> int:
 
 
 @settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(arrays(np.float32, 128, elements=st.floats(width=32, allow_nan=False,
                                                   allow_infinity=False, allow_subnormal=False)))
 def test_vector_column_is_the_embedding_exactly(pg_db: object, vec: np.ndarray) -> None:
@@ -241,7 +241,7 @@ def test_database_down_answers_503_fast_and_reconnects(own_cluster: PgCluster,
             error_of(r, 503, "SERVICE_UNAVAILABLE")
         finally:
             own_cluster.server_start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # (a loaded machine restarts PostgreSQL slowly)
         while True:  # the pool replaces its broken connections by itself
             try:
                 r = api.get(f"/v1/face/id/{face['id']}", timeout=30)

@@ -67,7 +67,8 @@ def jittered(box: tuple, jitter: tuple[float, float, float, float]) -> tuple:
 
 
 JITTER = st.tuples(*[st.floats(-0.15, 0.15)] * 4)
-FIXTURE = [HealthCheck.function_scoped_fixture]  # the module's backend: no per-example state
+FIXTURE = [HealthCheck.function_scoped_fixture,  # the module's backend: no per-example state
+           HealthCheck.too_slow]  # draw time on a loaded machine (as the "ci" profile)
 
 
 # -- the rules ------------------------------------------------------------------------

@@ -47,12 +47,20 @@ def test_index_search_over_100k_is_one_fast_product():
     vecs = unit_vectors(100_000, seed=1)
     for i, v in enumerate(vecs):
         index.add(i + 1, v)
-    t0 = time.perf_counter()
+    # timed against one plain product over the same matrix, interleaved, best of 5 each: a
+    # fixed bound in seconds failed on a loaded machine (60-90 ms against 100 ms), the ratio
+    # does not move with the load; a loop over the faces would be ~100 times the product
+    search_s, product_s = [], []
     for _ in range(5):
+        t0 = time.perf_counter()
         hits = index.search(vecs[777], 10)
-    elapsed = (time.perf_counter() - t0) / 5
-    assert hits[0][0] == 778
-    assert elapsed < 0.1, f"search over 100k faces took {elapsed:.3f} s"
+        t1 = time.perf_counter()
+        scores = vecs @ vecs[777]
+        product_s.append(time.perf_counter() - t1)
+        search_s.append(t1 - t0)
+    assert hits[0][0] == 778 and int(np.argmax(scores)) == 777
+    assert min(search_s) < 10 * min(product_s), (
+        f"search over 100k faces took {min(search_s):.4f} s, one product {min(product_s):.4f} s")
 
 
 def test_settings_validation_names_the_option():

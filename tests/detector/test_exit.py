@@ -36,10 +36,12 @@ def args(rx: Receiver, clip: Path, spool: Path) -> list[str]:
 
 def test_single_file_run_returns_as_soon_as_its_worker_ends(face_clip, receiver, tmp_path):
     """The daemon waited for its worker on a 0.5 s poll of the stop event: an offline run
-    returned up to 0.5 s after the file was done (0.25 s on average). Three runs: each
-    returns within 0.15 s of its worker's end (before: all three by chance 3 % of runs)."""
+    returned up to 0.5 s after the file was done (0.25 s on average). Four runs: each
+    returns within 0.2 s of its worker's end (before: all four by chance 2.6 % of runs, as
+    three within 0.15 s were; 0.2 s leaves room for a loaded machine's wake-up delays, seen
+    up to 34 ms with a load average of 14 on 2 cores)."""
     lags = []
-    for i in range(3):
+    for i in range(4):
         daemon = Daemon(parse_config(args(receiver, face_clip, tmp_path / f"s{i}")))
         ended: list[float] = []
 
@@ -58,4 +60,4 @@ def test_single_file_run_returns_as_soon_as_its_worker_ends(face_clip, receiver,
             daemon._shutdown()
         watcher.join(5)
         lags.append(returned - ended[0])
-    assert max(lags) < 0.15, lags
+    assert max(lags) < 0.2, lags

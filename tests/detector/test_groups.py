@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.detector.post.receiver import Receiver
+from tests.ports import hold_port
 from videodetector.democlip import Walker, pick_sprites, write_clip
 from videodetector.detector.config import ConfigError, parse_config
 from videodetector.detector.groups import (
@@ -166,10 +166,14 @@ class Daemon:
                  wait_status: bool = True) -> None:
         self.log_path = tmp_path / "daemon.log"
         self.log_file = self.log_path.open("w")
+        # held, not picked and freed: nobody else takes it while the daemon starts
+        # (--status-port 0 means no endpoint); its server binds it (SO_REUSEADDR)
+        self.status_port = hold_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "videodetector.detector.cli", "--detector-name", "g",
              "--api-url", backend.url, "--api-token", "t", "--camera-url", "/v1/camera",
-             "-t", "1", "--spool-dir", str(tmp_path / "spool"), "--status-port", str(free_port()),
+             "-t", "1", "--spool-dir", str(tmp_path / "spool"), "--status-port",
+             str(self.status_port.getsockname()[1]),
              "-r", "0", "--health-interval", "1", "--start-ts", "2026-01-20 12:34:56", *extra],
             stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -208,12 +212,7 @@ class Daemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.log_file.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:  # (--status-port 0 means no endpoint)
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        self.status_port.close()
 
 
 def wait_until(check: Callable[[], object], timeout: float, what: str) -> object:

@@ -143,7 +143,7 @@ def _frames(det: Detector, cam: str) -> float:
 
 def _keeps_running(det: Detector, cam: str) -> None:
     before = _frames(det, cam)
-    wait_until(lambda: _frames(det, cam) > before + 10, 10, f"camera {cam} to process frames")
+    wait_until(lambda: _frames(det, cam) > before + 10, 30, f"camera {cam} to process frames")
 
 
 def test_camera_added_and_disabled_at_run_time(procs: Procs, clips: Any, tmp_path: Path) -> None:
@@ -160,13 +160,13 @@ def test_camera_added_and_disabled_at_run_time(procs: Procs, clips: Any, tmp_pat
     time.sleep(2)
 
     cam_b = api.add_camera(detector="e2e", url=f"file@25:{clip_b}")
-    det.wait_log(f"camera {cam_b}: starting", 15)
-    wait_until(lambda: _frames(det, cam_b) > 0, 15, "camera B to process frames")
+    det.wait_log(f"camera {cam_b}: starting", 30)
+    wait_until(lambda: _frames(det, cam_b) > 0, 30, "camera B to process frames")
     _keeps_running(det, cam_a)
 
     api.call("PUT", f"/v1/camera/{cam_b}", json={"enabled": False})
-    disabled = det.wait_log(f"camera {cam_b}: removed or disabled in the backend, stopping", 15)
-    stopped = det.wait_log(f"camera {cam_b}: stopped", 15)
+    disabled = det.wait_log(f"camera {cam_b}: removed or disabled in the backend, stopping", 30)
+    stopped = det.wait_log(f"camera {cam_b}: stopped", 30)
     assert stopped.start() > disabled.start(), "camera B had ended by itself"
     _keeps_running(det, cam_a)
     assert det.metric("fkvideo_cameras_running", "") == 1
@@ -176,7 +176,7 @@ def test_camera_added_and_disabled_at_run_time(procs: Procs, clips: Any, tmp_pat
     assert f"camera {cam_a}: stopped" not in log
     assert f"camera {cam_a}: changed" not in log
     det.signal(signal.SIGTERM)
-    assert det.wait(15) == 0, det.tail()
+    assert det.wait(30) == 0, det.tail()
     assert f"camera {cam_a}: stopped" in det.log()
 
 
@@ -191,7 +191,7 @@ def test_camera_with_a_bad_url_does_not_stop_the_others(procs: Procs, clips: Any
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
                          *post_args(backend.port, token, tmp_path / "spool"))
     det.wait_log(f"camera {good}: starting", 30)
-    det.wait_log(f"camera {bad}: .*unsupported scheme 'ftp'", 10)
+    det.wait_log(f"camera {bad}: .*unsupported scheme 'ftp'", 30)
     time.sleep(2.5)  # a few more polls
     _keeps_running(det, good)
     log = det.log()
@@ -200,9 +200,9 @@ def test_camera_with_a_bad_url_does_not_stop_the_others(procs: Procs, clips: Any
 
     # fixed in the backend: it starts at the next poll
     api.call("PUT", f"/v1/camera/{bad}", json={"url": f"file@25:{clips('short')}"})
-    det.wait_log(f"camera {bad}: starting", 15)
+    det.wait_log(f"camera {bad}: starting", 30)
     det.signal(signal.SIGTERM)
-    assert det.wait(15) == 0, det.tail()
+    assert det.wait(30) == 0, det.tail()
 
 
 def test_sigterm_with_the_backend_down_spools_and_exits(procs: Procs, clips: Any,
@@ -224,13 +224,15 @@ def test_sigterm_with_the_backend_down_spools_and_exits(procs: Procs, clips: Any
                    f"camera {cam} to spool a snapshot")
     started = time.monotonic()
     det.signal(signal.SIGTERM)
-    assert det.wait(20) == 0, det.tail()
+    assert det.wait(40) == 0, det.tail()
     took = time.monotonic() - started
     for cam in cams:
         left = final_counts(det, cam)[3]
         assert left >= 1
         assert len(list((tmp_path / "spool" / cam).glob("*.snap"))) == left
-    assert took < 15, f"SIGTERM took {took:.1f}s"
+    # the posters flush at once: FLUSH_SECONDS (10 s) and the stop, not 2 x 10 s one after
+    # the other (18 s, not 15 s: the stop itself takes seconds on a loaded machine)
+    assert took < 18, f"SIGTERM took {took:.1f}s"
 
 
 def test_stop_with_the_backend_down_does_not_hammer_it(procs: Procs, clips: Any,

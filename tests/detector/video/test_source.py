@@ -140,13 +140,16 @@ def test_decodes_every_frame_in_order(tmp_path: Path, codec: str, ext: str) -> N
 
 def test_file_fps_paces_in_realtime_only(tmp_path: Path) -> None:
     path = make_video(tmp_path / "clip.mp4", 20)
+    frames = iter(open_video(f"file@50:{path}", realtime=True))
+    next(frames)  # timed from the first frame: opening the file is not pacing
     start = time.monotonic()
-    assert len(list(open_video(f"file@50:{path}", realtime=True))) == 20
+    assert len(list(frames)) == 19
     paced = time.monotonic() - start
-    assert 0.35 <= paced <= 1.0  # 19 frame periods of 20 ms after the first
+    # 19 frame periods of 20 ms after the first (a loaded machine only makes it later)
+    assert 0.35 <= paced <= 1.5
     start = time.monotonic()
     assert len(list(open_video(f"file@2:{path}", realtime=False))) == 20
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 3.0  # paced at 2 fps it would take 9.5 s
 
 
 def test_rotate_option(tmp_path: Path) -> None:
