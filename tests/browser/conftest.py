@@ -4,6 +4,7 @@ is missing (``scripts/setup.sh`` installs Chromium when run as root)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -116,16 +117,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture
-def shot() -> Callable[[Any, str], None]:
-    """``shot(page, name)``: a screenshot for the README under docs/screenshots/."""
+def shot(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], None]:
+    """``shot(page, name)``: a screenshot of the page. The README's pictures under
+    docs/screenshots/ are rewritten only with ``UPDATE_SCREENSHOTS=1`` (a test run must not
+    change tracked files); otherwise they go to a temporary folder, to look at."""
+    folder = (SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+              else tmp_path_factory.mktemp("screenshots"))
 
     def take(page: Any, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         for _ in range(50):  # (wait_for_function would need eval, which the CSP forbids)
             if page.evaluate("Array.from(document.images).every((i) => i.complete)"):
                 break
             page.wait_for_timeout(100)
         page.wait_for_timeout(1700)  # the arrival highlight (1.6 s) fades
-        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=False)
 
     return take
