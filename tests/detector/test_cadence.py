@@ -237,22 +237,17 @@ def test_search_period_out_of_range_is_named(option, value):
                       option, value])
 
 
-def test_full_search_period_default_and_config_file_key(tmp_path):
+@pytest.mark.parametrize(("option", "default", "other"),
+                         [("search-period", 2, 3), ("full-search-period", 8, 4)])
+def test_search_periods_default_and_config_file_key(tmp_path, option, default, other):
     base = ["--source", "x.mp4", "--api-url", "127.0.0.1:9", "--api-token", "t"]
-    assert parse_config(base).full_search_period == 8
+    field = option.replace("-", "_")
+    assert getattr(parse_config(base), field) == default
     ini = tmp_path / "c.ini"
-    ini.write_text("[General]\nfull-search-period=4\n")
-    assert parse_config([*base, "-c", str(ini)]).full_search_period == 4
-
-
-def test_search_period_default_and_config_file_key(tmp_path):
-    base = ["--source", "x.mp4", "--api-url", "127.0.0.1:9", "--api-token", "t"]
-    assert parse_config(base).search_period == 2
-    ini = tmp_path / "c.ini"
-    ini.write_text("[General]\nsearch-period=3\n")
-    assert parse_config([*base, "-c", str(ini)]).search_period == 3
-    ini.write_text("[General]\nsearch-period=0\n")
-    with pytest.raises(ConfigError, match="--search-period"):
+    ini.write_text(f"[General]\n{option}={other}\n")
+    assert getattr(parse_config([*base, "-c", str(ini)]), field) == other
+    ini.write_text(f"[General]\n{option}=0\n")
+    with pytest.raises(ConfigError, match=f"--{option}"):
         parse_config([*base, "-c", str(ini)])
 
 
