@@ -94,7 +94,7 @@ def track_key(cam_id: str | None, detector_params: Any) -> str | None:
 def track_in_camera(track: str | None) -> str | None:
     """A track key without its ``@<cam_id>`` (``"<run_id>:<track_id>"``), for a line that
     names the camera already."""
-    return track.rsplit("@", 1)[0] if track else track
+    return track.split("@", 1)[0] if track else track  # run ids and track ids have no @
 
 
 def weighted_centroid(vectors: np.ndarray, qualities: np.ndarray) -> np.ndarray:
