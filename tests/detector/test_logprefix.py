@@ -56,6 +56,7 @@ def test_a_long_name_is_cut_and_marked() -> None:
     assert clean_text(name, NAME_MAX) == "Entrance north gate, building B…"
     assert len(clean_text(name, NAME_MAX)) == NAME_MAX
     assert clean_text("a" * 10_000_000, NAME_MAX) == "a" * (NAME_MAX - 1) + "…"
+    assert clean_text(" " * 200 + "lobby" + "A" * 100, NAME_MAX) == "…"  # cut, and says so
     assert camera_label("x" * 1000) == "x" * 63 + "…"  # an id, too
 
 
@@ -162,3 +163,45 @@ def test_a_hostile_name_can_neither_forge_nor_flood_a_line(clip: Path, tmp_path:
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202e]", text)
     assert "AAAA" not in text and "forged" not in text
     assert max(len(m[0]) for m in lines) < 300
+
+
+class IdleWorker:
+    """A worker that only records its starts and stops (the manager's side alone)."""
+
+    def __init__(self, camera: CameraSpec, events: list[str]) -> None:
+        self.camera, self.events, self.alive = camera, events, False
+
+    def start(self) -> IdleWorker:
+        self.events.append(f"start {self.camera.cam_id}")
+        self.alive = True
+        return self
+
+    def stop(self) -> None:
+        self.events.append(f"stop {self.camera.cam_id}")
+        self.alive = False
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def test_a_new_name_shows_at_the_next_poll_without_a_restart() -> None:
+    from videodetector.detector.logprefix import label_of
+    from videodetector.detector.manager import CameraManager
+
+    events: list[str] = []
+    manager = CameraManager(parse_config(["--detector-name", "s", "--api-url", "http://h:1",
+                                          "--api-token", "t"]),
+                            lambda camera: IdleWorker(camera, events))
+    try:
+        manager.reconcile([CameraSpec(CAM, "rtsp://cam/1", name="lobby")])
+        assert label_of(CAM) == "lobby 24f0c1d2"
+        manager.reconcile([CameraSpec(CAM, "rtsp://cam/1", name="hall")])
+        assert label_of(CAM) == "hall 24f0c1d2"
+        assert events == [f"start {CAM}"]  # renamed, not restarted
+        manager.reconcile([CameraSpec(CAM, "rtsp://cam/2", name="hall")])
+        assert events == [f"start {CAM}", f"stop {CAM}", f"start {CAM}"]  # a new url restarts
+    finally:
+        name_camera(CAM, "")

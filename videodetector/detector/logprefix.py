@@ -37,11 +37,13 @@ _lock = threading.Lock()
 
 def clean_text(text: str, limit: int) -> str:
     """``text`` on one line, printable, at most ``limit`` characters (``…`` when cut)."""
-    text = text[: limit * 4]  # a 10 MB name is not scanned whole
-    kept = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C")
+    head = text[: limit * 4]  # a 10 MB name is not scanned whole
+    kept = "".join(ch for ch in head if not unicodedata.category(ch).startswith("C")
                    or ch.isspace())
     one_line = " ".join(kept.split()).translate(_BRACKETS)
-    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+    if len(one_line) <= limit and len(head) == len(text):
+        return one_line
+    return one_line[: limit - 1] + "…"
 
 
 def short_id(cam_id: str) -> str:
