@@ -162,7 +162,7 @@ def run(clip: Path, seconds: float, detector_args: Sequence[str], work: Path,
             log.close()
         posts = receiver.posts
     text = (work / "daemon.log").read_text()
-    processed = re.search(r"stopped \((\d+) frames processed", text)
+    processed = re.search(r"(?:stopped|ended) \((\d+) frames processed", text)
     every, first, tracks = post_latencies(posts)
     if verbose:
         for (arrived, key, stamp), latency in zip(posts, every, strict=True):

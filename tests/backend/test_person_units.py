@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from videodetector.backend.person_match import (
     face_quality,
     size_quality,
+    track_in_camera,
     track_key,
     weighted_centroid,
 )
@@ -46,6 +47,13 @@ def test_track_keys_never_link_two_runs_or_two_tracks(cam: str, r1: str, r2: str
     k2 = track_key(cam, {"run_id": r2, "track_id": t2})
     assert k1 is not None and k2 is not None
     assert (k1 == k2) == (r1 == r2 and t1 == t2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(CAM, RUN, TRACK)
+def test_a_track_in_its_cameras_line_is_the_run_and_track_alone(cam: str, run: str, track: int):
+    """The identity-switch line names the camera once: ``camera C: track RUN:N``."""
+    assert track_in_camera(track_key(cam, {"run_id": run, "track_id": track})) == f"{run}:{track}"
 
 
 @pytest.mark.parametrize("cam,params", [

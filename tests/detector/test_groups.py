@@ -255,7 +255,9 @@ def alive(pid: int) -> bool:
 def test_cameras_run_in_two_processes_and_the_daemon_stops_them_all(
         backend: Backend, clip: Path, tmp_path: Path) -> None:
     cams = ["c1", "c2", "c3", "c4"]
-    backend.cameras = [{"id": c, "url": f"file@25:{clip}", "detector": "g"} for c in cams]
+    # named: the name reaches the camera processes (their lines' prefix)
+    backend.cameras = [{"id": c, "url": f"file@25:{clip}", "detector": "g", "meta": f"hall {c}"}
+                       for c in cams]
     daemon = Daemon(backend, tmp_path, "--camera-processes", "2")
     try:
         wait_until(lambda: posted_cameras(backend) >= set(cams), 60, "every camera to post")
@@ -270,11 +272,11 @@ def test_cameras_run_in_two_processes_and_the_daemon_stops_them_all(
         assert value(series, "fkvideo_cameras_running") == 4
         assert wait_until(lambda: set(backend.health) >= set(cams), 15, "health reports")
         log = daemon.log()
-        assert re.search(r"INFO \[c1\] camera-process-\d videodetector\.detector\.camera: "
-                         r"camera c1: starting", log), log
+        assert re.search(r"INFO \[hall c1 c1\] camera-process-\d videodetector\.detector\."
+                         r"camera: starting \(", log), log
 
         backend.cameras = backend.cameras[1:]  # c1 removed from the list
-        wait_until(lambda: re.search(r"camera-process-\d \S+: camera c1: stopped", daemon.log()),
+        wait_until(lambda: camera_lines(daemon.log(), "hall c1 c1", "stopped"),
                    20, "c1 to stop in its process")
         series = daemon.metrics()
         assert value(series, "fkvideo_frames_processed_total", cam_id="c1") is None
@@ -330,9 +332,9 @@ def test_a_killed_camera_process_is_restarted_alone_and_nothing_is_stored_twice(
         assert f"pid {children[victim]}" in deaths[0]
         assert all(cam in deaths[0] for cam in killed)
         for cam in spared:
-            assert log.count(f"camera {cam}: starting") == 1
+            assert len(camera_lines(log, cam, "starting")) == 1, log
         for cam in killed:
-            assert log.count(f"camera {cam}: starting") == 2
+            assert len(camera_lines(log, cam, "starting")) == 2, log
 
         # a killed parent: its children notice the pipe closing, flush and exit
         now = pids(series)
@@ -351,6 +353,13 @@ def test_a_killed_camera_process_is_restarted_alone_and_nothing_is_stored_twice(
     assert all(len(k) == 1 for k in keys.values()), keys
 
 
+def camera_lines(log: str, cam_id: str, message: str) -> list[str]:
+    """The lines of ``log`` about camera ``cam_id`` (its prefix) whose message starts with
+    ``message``."""
+    line = re.compile(rf"\[{re.escape(cam_id)}\] (?:camera-process-\d+ )?\S+: {re.escape(message)}")
+    return [text for text in log.splitlines() if line.search(text)]
+
+
 def test_a_camera_its_child_refuses_is_retried_on_every_poll_and_logged_once(
         backend: Backend, clip: Path, tmp_path: Path) -> None:
     """As in one process: a camera whose spool directory another process holds is not
@@ -364,26 +373,26 @@ def test_a_camera_its_child_refuses_is_retried_on_every_poll_and_logged_once(
                        {"id": "short", "url": f"file@25:{short}", "detector": "g"}]
     daemon = Daemon(backend, tmp_path, "--camera-processes", "2")  # -t 1: a poll a second
     try:
-        wait_until(lambda: "camera locked: not started" in daemon.log(), 30, "the refusal")
+        wait_until(lambda: camera_lines(daemon.log(), "locked", "not started"), 30, "the refusal")
         polls = backend.lists
         wait_until(lambda: backend.lists >= polls + 4, 20, "four more polls")
         log = daemon.log()
-        refusals = [line for line in log.splitlines() if "camera locked: not started" in line]
+        refusals = camera_lines(log, "locked", "not started")
         assert len(refusals) == 1 and " ERROR " in refusals[0], log
         assert "is used by another process" in refusals[0]
-        assert "camera locked: starting" not in log
-        assert log.count("camera short: starting") == 1, log
+        assert not camera_lines(log, "locked", "starting")
+        assert len(camera_lines(log, "short", "starting")) == 1, log
 
         holder.close()
         wait_until(lambda: "locked" in posted_cameras(backend), 30, "the camera to start")
         log = daemon.log()
-        assert log.count("camera locked: not started") == 1, log
-        assert log.count("camera locked: starting") == 1, log
+        assert len(camera_lines(log, "locked", "not started")) == 1, log
+        assert len(camera_lines(log, "locked", "starting")) == 1, log
         polls = backend.lists
         wait_until(lambda: backend.lists >= polls + 2, 20, "two more polls")
         log = daemon.log()
-        assert log.count("camera short: starting") == 1, log  # an ended file stays ended
-        assert log.count("camera locked: starting") == 1, log
+        assert len(camera_lines(log, "short", "starting")) == 1, log  # an ended file stays ended
+        assert len(camera_lines(log, "locked", "starting")) == 1, log
         series = daemon.metrics()
         assert value(series, "fkvideo_camera_state", cam_id="locked", state="running") == 1
     finally:
@@ -420,6 +429,12 @@ def test_the_manager_starts_again_only_a_run_its_child_refused(monkeypatch) -> N
     assert manager.refused == {}  # the refusal is logged by the child (once per spec)
 
 
+def refused_line(record: object, cam_id: str) -> bool:
+    """A "not started" line of camera ``cam_id`` (named by its prefix, not in the message)."""
+    return (getattr(record, "cam_id", None) == cam_id
+            and record.getMessage().startswith("not started: "))  # type: ignore[attr-defined]
+
+
 def test_a_child_logs_a_refused_camera_once_per_spec(tmp_path: Path, caplog) -> None:
     """Every poll sends the refused camera again: one ERROR for a spec, DEBUG for the next
     tries; a stop (the camera removed or changed in the backend) or another spec logs again."""
@@ -440,7 +455,7 @@ def test_a_child_logs_a_refused_camera_once_per_spec(tmp_path: Path, caplog) -> 
         with caplog.at_level(logging.DEBUG, logger="videodetector.detector.groups"):
             for run in (1, 2, 3):
                 loop._handle(StartCamera(cam, run))
-            errors = [r for r in caplog.records if "camera cam: not started" in r.getMessage()]
+            errors = [r for r in caplog.records if refused_line(r, "cam")]
             assert [r.levelname for r in errors] == ["ERROR", "DEBUG", "DEBUG"]
             answers = [parent.recv() for _ in range(3)]
             assert [(a.run, a.refused) for a in answers] == [(1, True), (2, True), (3, True)]
@@ -449,8 +464,7 @@ def test_a_child_logs_a_refused_camera_once_per_spec(tmp_path: Path, caplog) -> 
             loop._handle(StopCamera("cam", 3))  # removed from the list, then added again
             loop._handle(StartCamera(cam, 4))
             loop._handle(StartCamera(CameraSpec("cam", "rtsp://cam/2"), 5))  # changed
-            levels = [r.levelname for r in caplog.records
-                      if "camera cam: not started" in r.getMessage()]
+            levels = [r.levelname for r in caplog.records if refused_line(r, "cam")]
             assert levels == ["ERROR", "DEBUG", "DEBUG", "ERROR", "ERROR"]
             assert daemon.workers == {} and daemon.posters == {}
     finally:

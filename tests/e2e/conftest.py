@@ -29,6 +29,7 @@ import requests
 
 from tests.backend.backend_proc import LISTENING
 from tests.ports import held_port, hold_port
+from videodetector.detector.logprefix import camera_label
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -44,6 +45,13 @@ def command(script: str, module: str) -> list[str]:
 
 DETECTOR = command("fkvideo_detector", "videodetector.detector.cli")
 BACKEND = command("fkvideo_backend", "videodetector.backend.cli")
+
+
+def cam_line(cam_id: str, message: str, name: str = "") -> str:
+    """A regex of the daemon's line about camera ``cam_id`` (named ``name``) whose message
+    starts with the regex ``message``: the camera in the line's prefix, as
+    ``[name shortid] logger: message``."""
+    return rf"\[{re.escape(camera_label(cam_id, name))}\] \S+: {message}"
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,

@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     Api,
     Detector,
     Procs,
+    cam_line,
     wait_until,
 )
 from tests.ports import held_port
@@ -34,21 +35,26 @@ from videodetector.detector.post.request import build_request
 
 pytestmark = pytest.mark.slow
 
-STOPPED_RE = r"camera {}: stopped \((\d+) frames processed, (\d+) snapshots\)"
-DELIVERED_RE = r"camera {}: (\d+) snapshot\(s\) delivered, (\d+) refused, (\d+) left in the spool"
+# the camera's last lines (the camera in their prefix: cam_line); a file that ended says
+# "ended", a camera told to stop "stopped"
+STOPPED_RE = r"(ended|stopped) \((\d+) frames processed, (\d+) snapshots\)"
+DELIVERED_RE = r"(\d+) snapshot\(s\) delivered, (\d+) refused, (\d+) left in the spool"
 
 
 def post_args(port: int, token: str, spool: Path) -> list[str]:
     return ["--api-url", f"{HOST}:{port}", f"--api-token={token}", "--spool-dir", str(spool)]
 
 
-def final_counts(det: Detector, cam_id: str) -> tuple[int, int, int, int]:
-    """(snapshots, delivered, refused, left in the spool) from the daemon's last log lines."""
+def final_counts(det: Detector, cam_id: str, name: str = "",
+                 how: str = "ended|stopped") -> tuple[int, int, int, int]:
+    """(snapshots, delivered, refused, left in the spool) from the daemon's last log lines;
+    ``how``: what the camera's last line may say (``ended``: its file ended)."""
     log = det.log()
-    stopped = re.search(STOPPED_RE.format(re.escape(cam_id)), log)
-    delivered = re.search(DELIVERED_RE.format(re.escape(cam_id)), log)
+    stopped = re.search(cam_line(cam_id, STOPPED_RE, name), log)
+    delivered = re.search(cam_line(cam_id, DELIVERED_RE, name), log)
     assert stopped and delivered, f"no summary lines for {cam_id}:\n{det.tail()}"
-    return (int(stopped[2]), int(delivered[1]), int(delivered[2]), int(delivered[3]))
+    assert re.fullmatch(how, stopped[1]), stopped[0]
+    return (int(stopped[3]), int(delivered[1]), int(delivered[2]), int(delivered[3]))
 
 
 def stored_once(faces: list[dict[str, Any]], db: Path) -> None:
@@ -69,7 +75,7 @@ def test_camera_list_single_pass(procs: Procs, tmp_path: Path) -> None:
     token = procs.token(data)
     backend = procs.backend(data, "--person-identify", "1")
     api = Api(backend.url, token)
-    cam = api.add_camera(detector="e2e", url=str(clip))
+    cam = api.add_camera(detector="e2e", url=str(clip), meta="north gate")
     other = api.add_camera(detector="elsewhere", url=str(clip))  # not this detector's
 
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
@@ -78,9 +84,11 @@ def test_camera_list_single_pass(procs: Procs, tmp_path: Path) -> None:
     assert det.wait(120) == 0, det.tail()
 
     log = det.log()
-    assert log.count(f"camera {cam}: starting") == 1
-    assert f"camera {other}" not in log
-    snapshots, delivered, refused, left = final_counts(det, cam)
+    # its lines carry its name and id once, in the prefix; the full id is on one line
+    assert len(re.findall(cam_line(cam, "starting", "north gate"), log)) == 1, log
+    assert f"[north gate {cam[:8]}] " in log and log.count(cam) == 1, log
+    assert other[:8] not in log
+    snapshots, delivered, refused, left = final_counts(det, cam, "north gate", how="ended")
     events = api.history(cam)
     persons = [e["person_id"] for e in events]
     print(f"camera list: {len(events)} events, persons {persons}")
@@ -117,14 +125,14 @@ def test_backend_down_for_a_while_nothing_lost(procs: Procs, clips: Any, tmp_pat
     backend = procs.backend(data, port=backend.port, tag="2")
 
     assert det.wait(90) == 0, det.tail()
-    snapshots, delivered, refused, left = final_counts(det, "hall")
+    snapshots, delivered, refused, left = final_counts(det, "hall", how="ended")
     if left:
         # On a loaded machine the restarted backend can come up after the clip ended and the
         # exit's flush gave up: the rest waits in the spool, and the next run delivers it.
         again = procs.detector("--source", f"file@25:{clips('empty')}", "--camid", "hall",
                                *post_args(backend.port, token, tmp_path / "spool"), tag="2")
         assert again.wait(90) == 0, again.tail()
-        more, delivered_later, refused_later, left = final_counts(again, "hall")
+        more, delivered_later, refused_later, left = final_counts(again, "hall", how="ended")
         assert more == 0
         delivered, refused = delivered + delivered_later, refused + refused_later
     faces = Api(backend.url, token).faces()
@@ -155,29 +163,29 @@ def test_camera_added_and_disabled_at_run_time(procs: Procs, clips: Any, tmp_pat
     cam_a = api.add_camera(detector="e2e", url=f"file@25:{clip_a}")
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
                          *post_args(backend.port, token, tmp_path / "spool"))
-    det.wait_log(f"camera {cam_a}: starting", 30)
+    det.wait_log(cam_line(cam_a, "starting"), 30)
     wait_until(lambda: _frames(det, cam_a) > 0, 30, "camera A to process frames")
     time.sleep(2)
 
     cam_b = api.add_camera(detector="e2e", url=f"file@25:{clip_b}")
-    det.wait_log(f"camera {cam_b}: starting", 30)
+    det.wait_log(cam_line(cam_b, "starting"), 30)
     wait_until(lambda: _frames(det, cam_b) > 0, 30, "camera B to process frames")
     _keeps_running(det, cam_a)
 
     api.call("PUT", f"/v1/camera/{cam_b}", json={"enabled": False})
-    disabled = det.wait_log(f"camera {cam_b}: removed or disabled in the backend, stopping", 30)
-    stopped = det.wait_log(f"camera {cam_b}: stopped", 30)
+    disabled = det.wait_log(cam_line(cam_b, "removed or disabled in the backend, stopping"), 30)
+    stopped = det.wait_log(cam_line(cam_b, "stopped"), 30)
     assert stopped.start() > disabled.start(), "camera B had ended by itself"
     _keeps_running(det, cam_a)
     assert det.metric("fkvideo_cameras_running", "") == 1
 
     log = det.log()
-    assert log.count(f"camera {cam_a}: starting") == 1, log
-    assert f"camera {cam_a}: stopped" not in log
-    assert f"camera {cam_a}: changed" not in log
+    assert len(re.findall(cam_line(cam_a, "starting"), log)) == 1, log
+    assert not re.search(cam_line(cam_a, "(stopped|ended)"), log), log
+    assert not re.search(cam_line(cam_a, "changed"), log), log
     det.signal(signal.SIGTERM)
     assert det.wait(30) == 0, det.tail()
-    assert f"camera {cam_a}: stopped" in det.log()
+    assert re.search(cam_line(cam_a, "stopped"), det.log()), det.tail()
 
 
 def test_camera_with_a_bad_url_does_not_stop_the_others(procs: Procs, clips: Any,
@@ -190,17 +198,17 @@ def test_camera_with_a_bad_url_does_not_stop_the_others(procs: Procs, clips: Any
     good = api.add_camera(detector="e2e", url=f"file@25:{clips('camera')}")
     det = procs.detector("--detector-name", "e2e", "--camera-url", "/v1/camera", "-t", "1",
                          *post_args(backend.port, token, tmp_path / "spool"))
-    det.wait_log(f"camera {good}: starting", 30)
-    det.wait_log(f"camera {bad}: .*unsupported scheme 'ftp'", 30)
+    det.wait_log(cam_line(good, "starting"), 30)
+    det.wait_log(cam_line(bad, ".*unsupported scheme 'ftp'"), 30)
     time.sleep(2.5)  # a few more polls
     _keeps_running(det, good)
     log = det.log()
-    assert len(re.findall(f"camera {bad}: .*unsupported scheme", log)) == 1, log
-    assert log.count(f"camera {good}: starting") == 1, log
+    assert len(re.findall(cam_line(bad, ".*unsupported scheme"), log)) == 1, log
+    assert len(re.findall(cam_line(good, "starting"), log)) == 1, log
 
     # fixed in the backend: it starts at the next poll
     api.call("PUT", f"/v1/camera/{bad}", json={"url": f"file@25:{clips('short')}"})
-    det.wait_log(f"camera {bad}: starting", 30)
+    det.wait_log(cam_line(bad, "starting"), 30)
     det.signal(signal.SIGTERM)
     assert det.wait(30) == 0, det.tail()
 
@@ -217,7 +225,7 @@ def test_sigterm_with_the_backend_down_spools_and_exits(procs: Procs, clips: Any
                          "-r", "1", "--rt-delay", "500",
                          *post_args(backend.port, token, tmp_path / "spool"))
     for cam in cams:
-        det.wait_log(f"camera {cam}: starting", 30)
+        det.wait_log(cam_line(cam, "starting"), 30)
     backend.terminate()
     for cam in cams:
         wait_until(lambda c=cam: det.metric("fkvideo_spool_items", c) >= 1, 20,
@@ -227,7 +235,7 @@ def test_sigterm_with_the_backend_down_spools_and_exits(procs: Procs, clips: Any
     assert det.wait(40) == 0, det.tail()
     took = time.monotonic() - started
     for cam in cams:
-        left = final_counts(det, cam)[3]
+        left = final_counts(det, cam, how="stopped")[3]
         assert left >= 1
         assert len(list((tmp_path / "spool" / cam).glob("*.snap"))) == left
     # the posters flush at once: FLUSH_SECONDS (10 s) and the stop, not 2 x 10 s one after
@@ -275,7 +283,7 @@ def test_spool_survives_kill_9(procs: Procs, clips: Any, tmp_path: Path) -> None
     assert again.wait(60) == 0, again.tail()
     backlog = rf"\b{len(spooled)} snapshot\(s\) in the spool from a previous run"
     assert re.search(backlog, again.log()), again.tail()
-    snapshots, delivered, refused, left = final_counts(again, "door")
+    snapshots, delivered, refused, left = final_counts(again, "door", how="ended")
     assert (snapshots, delivered, refused, left) == (0, len(spooled), 0, 0)
     assert list((spool / "door").glob("*.snap")) == []
 

@@ -91,6 +91,12 @@ def track_key(cam_id: str | None, detector_params: Any) -> str | None:
     return f"{run}:{track}@{cam_id}"
 
 
+def track_in_camera(track: str | None) -> str | None:
+    """A track key without its ``@<cam_id>`` (``"<run_id>:<track_id>"``), for a line that
+    names the camera already."""
+    return track.split("@", 1)[0] if track else track  # run ids and track ids have no @
+
+
 def weighted_centroid(vectors: np.ndarray, qualities: np.ndarray) -> np.ndarray:
     """Unit-length quality-weighted mean of unit embeddings (rows); a face's weight is
     exp(quality / 2): 1 at quality 0, 0.37 at -2, 0.05 at -6."""
@@ -233,8 +239,8 @@ class Matcher:
                 face_id: int, a: Assignment, cam_id: str | None, ts: float) -> None:
         if a.switched_from is not None:
             log.warning("camera %s: track %s: face %d disagrees with the track's person %d "
-                        "(tracker identity switch); now person %s", cam_id, a.track, face_id,
-                        a.switched_from, a.person)
+                        "(tracker identity switch); now person %s", cam_id,
+                        track_in_camera(a.track), face_id, a.switched_from, a.person)
             person_store.record_event(conn, user, "identity_switch", "auto", a.switched_from,
                                       a.person, [face_id], track=a.track)
         if a.person is None:

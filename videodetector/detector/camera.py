@@ -35,6 +35,7 @@ import numpy as np
 from videodetector.core.backoff import Backoff
 from videodetector.core.sourcespec import SourceSpec, parse_source
 from videodetector.detector.config import DetectorConfig
+from videodetector.detector.logprefix import full_id, name_camera
 from videodetector.detector.pipeline import (
     CameraSpec,
     FaceDetector,
@@ -147,6 +148,13 @@ def ewma_interval(previous: float | None, dt: float, weight: float = 0.1) -> flo
     return dt if previous is None else (1.0 - weight) * previous + weight * dt
 
 
+def end_word(stop_requested: bool, state: str) -> str:
+    """How a worker's last line says it finished: ``stopped`` when it was told to stop (the
+    daemon stops, the camera was removed or changed), else its state: ``ended`` (the file
+    ended) or ``failed``."""
+    return "stopped" if stop_requested else state
+
+
 @dataclass
 class WorkerCounters:
     crashes: int = 0
@@ -192,10 +200,11 @@ class CameraWorker:
         self._thread = threading.Thread(target=self._run, name=f"cam-{camera.cam_id}",
                                         daemon=True)
         self.log = logging.LoggerAdapter(log, {"cam_id": camera.cam_id})
+        name_camera(camera.cam_id, camera.name)  # its lines' prefix (logprefix.py)
 
     # -- control ---------------------------------------------------------
     def start(self) -> CameraWorker:
-        self.log.info("camera %s: starting (%s)", self.camera.cam_id, self.spec.display)
+        self.log.info("starting (%s%s)", self.spec.display, full_id(self.camera.cam_id))
         self._thread.start()
         return self
 
@@ -234,15 +243,14 @@ class CameraWorker:
                 break
             except SourceError as exc:
                 self.error = str(exc)
-                self.log.error("camera %s: %s", self.camera.cam_id, exc)
+                self.log.error("%s", exc)
                 if not self.spec.live:
                     self._state = "failed"
                     break
             except Exception as exc:  # isolation: a bug in one camera never stops the others
                 self.counters.crashes += 1
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.log.exception("camera %s: pipeline crashed at frame %d",
-                                   self.camera.cam_id, self._crash_position())
+                self.log.exception("pipeline crashed at frame %d", self._crash_position())
             delay = history.record(self._crash_position(), time.monotonic())
             if delay is None:
                 self._fail(f"the pipeline crashed {history.at_position} times at frame "
@@ -250,23 +258,22 @@ class CameraWorker:
                            f"(last error: {self.error})")
                 break
             self._state = "restarting"
-            self.log.info("camera %s: restarting in %.0fs%s", self.camera.cam_id, delay,
+            self.log.info("restarting in %.0fs%s", delay,
                           "" if self.spec.live else f" at frame {self.resume_at}")
             if self._stop.wait(delay):
                 break
         if self._stop.is_set() and self._state not in ("failed", "ended"):
             self._state = "stopped"
         stats = self.pipeline_stats
-        self.log.info("camera %s: stopped (%d frames processed, %d snapshots)",
-                      self.camera.cam_id, stats.frames, stats.snapshots)
+        self.log.info("%s (%d frames processed, %d snapshots)",
+                      end_word(self._stop.is_set(), self._state), stats.frames, stats.snapshots)
 
     def _fail(self, why: str, config: bool = False) -> None:
         """The camera cannot go on: logged once, state ``failed``."""
         self.error = why
         self.config_error = config
         self._state = "failed"
-        self.log.error("camera %s: %s; camera stopped (the other cameras go on)",
-                       self.camera.cam_id, why)
+        self.log.error("%s; camera stopped (the other cameras go on)", why)
 
     def _crash_position(self) -> int:
         return self.resume_at if not self.spec.live else self.pipeline_stats.frames
@@ -322,14 +329,12 @@ class CameraWorker:
         try:
             snapshots = pipeline.finish()
         except Exception:
-            self.log.debug("camera %s: nothing salvaged from the crashed pipeline",
-                           self.camera.cam_id, exc_info=True)
+            self.log.debug("nothing salvaged from the crashed pipeline", exc_info=True)
             return
         self._submit(snapshots)
         self.counters.salvaged += len(snapshots)
         if snapshots:
-            self.log.info("camera %s: posted %d snapshot(s) the crashed pipeline held",
-                          self.camera.cam_id, len(snapshots))
+            self.log.info("posted %d snapshot(s) the crashed pipeline held", len(snapshots))
 
     def _consume(self, reader: FrameReader, pipeline: FacePipeline, sink: VideoSink | None) -> None:
         last = time.monotonic()
@@ -384,7 +389,7 @@ class CameraWorker:
         process's age then: the daemon's start-up as an operator (or bench/) sees it."""
         self._first_frame_logged = True
         age = process_age()
-        self.log.info("camera %s: first frame processed%s (%.2f s of CPU)", self.camera.cam_id,
+        self.log.info("first frame processed%s (%.2f s of CPU)",
                       "" if age is None else f", {age:.2f} s after the process started",
                       time.process_time())
         import_tracker_modules()  # the tracker's scipy, now that the camera runs (preload.py)

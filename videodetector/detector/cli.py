@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,7 @@ from videodetector.core.naming import path_component
 from videodetector.detector.camera import CameraWorker
 from videodetector.detector.config import ConfigError, DetectorConfig, format_config, parse_config
 from videodetector.detector.groups import CameraGroups
+from videodetector.detector.logprefix import CameraPrefixFilter
 from videodetector.detector.manager import CameraManager
 from videodetector.detector.metrics import DaemonCollector, GroupsCollector
 from videodetector.detector.pipeline import CameraSpec
@@ -58,28 +60,25 @@ def opencv_threads(camera_list: bool) -> int | None:
     return 1 if camera_list else None
 
 
-class CamIdFilter(logging.Filter):
-    """Give every record a ``cam_id`` so the format can show it (``-`` when not per camera)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "cam_id"):
-            record.cam_id = "-"
-        return True
+def log_handler(stream: TextIO, process: int | None = None,
+                timestamps: bool = True) -> logging.Handler:
+    """A handler writing records to ``stream`` with the camera's prefix (logprefix.py: its
+    name and id, ``-`` when not per camera); ``process``: the index of a camera process
+    (``--camera-processes``), shown before the logger's name."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(CameraPrefixFilter())
+    where = "" if process is None else f"camera-process-{process} "
+    fmt = f"%(levelname)s [%(camera)s] {where}%(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(("%(asctime)s " if timestamps else "") + fmt))
+    return handler
 
 
 def setup_logging(level: str, process: int | None = None) -> None:
-    """Records to stderr with the camera id; ``process``: the index of a camera process
-    (``--camera-processes``), shown before the logger's name."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(CamIdFilter())
-    # journald adds its own timestamps; a terminal user still wants them.
-    where = "" if process is None else f"camera-process-{process} "
-    fmt = f"%(levelname)s [%(cam_id)s] {where}%(name)s: %(message)s"
-    if not os.environ.get("INVOCATION_ID"):  # not under systemd
-        fmt = "%(asctime)s " + fmt
-    handler.setFormatter(logging.Formatter(fmt))
+    """Records to stderr (log_handler); without timestamps under systemd (journald adds its
+    own; a terminal user still wants them)."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [log_handler(sys.stderr, process,
+                                    timestamps=not os.environ.get("INVOCATION_ID"))]
     root.setLevel(level)
 
 
@@ -147,8 +146,7 @@ class Daemon:
         try:
             worker = self.make_worker(cam).start()
         except SpoolError as exc:  # e.g. a second detector on the same --spool-dir
-            log.error("camera %s: not started: %s", cam.cam_id, exc,
-                      extra={"cam_id": cam.cam_id})
+            log.error("not started: %s", exc, extra={"cam_id": cam.cam_id})
             return 1
         # joined, not polled: a file that ends is noticed at once (the stop event was waited
         # on in 0.5 s steps: up to 0.5 s more per offline run); a signal within 0.5 s
@@ -196,14 +194,13 @@ class Daemon:
             thread.join()
         for cam_id, poster in self.posters.items():
             stats = poster.stats()
-            log.info("camera %s: %d snapshot(s) delivered, %d refused, %d left in the spool",
-                     cam_id, stats["ok"], stats["failed"], stats["spool_len"],
-                     extra={"cam_id": cam_id})
+            log.info("%d snapshot(s) delivered, %d refused, %d left in the spool", stats["ok"],
+                     stats["failed"], stats["spool_len"], extra={"cam_id": cam_id})
             lost = {reason: stats[f"dropped_{reason}"] for reason in DROP_REASONS
                     if stats[f"dropped_{reason}"]}
             if lost:
-                log.error("camera %s: snapshot(s) lost because the spool could not be "
-                          "written: %s", cam_id, ", ".join(f"{n} ({r})" for r, n in lost.items()),
+                log.error("snapshot(s) lost because the spool could not be written: %s",
+                          ", ".join(f"{n} ({r})" for r, n in lost.items()),
                           extra={"cam_id": cam_id})
 
 

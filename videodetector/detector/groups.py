@@ -595,7 +595,7 @@ class ChildLoop:
         cam_id = camera.cam_id
         level = logging.ERROR if self.refused.get(cam_id) != camera else logging.DEBUG
         self.refused[cam_id] = camera
-        log.log(level, "camera %s: not started: %s", cam_id, exc, extra={"cam_id": cam_id})
+        log.log(level, "not started: %s", exc, extra={"cam_id": cam_id})
 
     def _stop(self, message: StopCamera) -> None:
         """Tell a camera's worker to stop (its end is reported by ``_report_ended``, so

@@ -21,6 +21,7 @@ import requests
 
 from videodetector.core.geometry import region_rect
 from videodetector.detector.config import DetectorConfig
+from videodetector.detector.logprefix import name_camera
 from videodetector.detector.pipeline import CameraSpec
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ def parse_camera(obj: dict[str, Any]) -> CameraSpec | None:
         try:
             regions[key] = region_rect(obj.get(key))
         except ValueError as exc:
-            log.error("camera %s: bad %s: %s; not started", cam_id, key, exc)
+            log.error("bad %s: %s; not started", key, exc, extra={"cam_id": cam_id})
             return None
-    return CameraSpec(cam_id, url, regions["roi"], regions["rot"])
+    meta = obj.get("meta")
+    return CameraSpec(cam_id, url, regions["roi"], regions["rot"],
+                      name=meta if isinstance(meta, str) else "")
 
 
 def fetch_cameras(cfg: DetectorConfig, session: requests.Session) -> list[CameraSpec]:
@@ -94,9 +97,10 @@ class CameraManager:
     def reconcile(self, desired: Iterable[CameraSpec]) -> None:
         wanted: dict[str, CameraSpec] = {}
         for cam in desired:
+            name_camera(cam.cam_id, cam.name)
             if len(wanted) >= self.cfg.detectors_max:
-                log.warning("camera %s not started: --detectors-max %d reached",
-                            cam.cam_id, self.cfg.detectors_max)
+                log.warning("not started: --detectors-max %d reached", self.cfg.detectors_max,
+                            extra={"cam_id": cam.cam_id})
                 continue
             wanted[cam.cam_id] = cam
         with self._lock:
@@ -104,7 +108,7 @@ class CameraManager:
                 worker = self.workers[cam_id]
                 if cam_id not in wanted or wanted[cam_id] != worker.camera:
                     why = "removed or disabled" if cam_id not in wanted else "changed"
-                    log.info("camera %s: %s in the backend, stopping", cam_id, why)
+                    log.info("%s in the backend, stopping", why, extra={"cam_id": cam_id})
                     worker.stop()
                     worker.join(10)
                     del self.workers[cam_id]
@@ -123,7 +127,7 @@ class CameraManager:
             worker = self.make_worker(cam)
         except Exception as exc:
             if self.refused.get(cam.cam_id) != cam:
-                log.error("camera %s: not started: %s", cam.cam_id, exc)
+                log.error("not started: %s", exc, extra={"cam_id": cam.cam_id})
                 self.refused[cam.cam_id] = cam
             return
         self.refused.pop(cam.cam_id, None)

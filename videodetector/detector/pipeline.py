@@ -122,6 +122,9 @@ class CameraSpec:
     url: str
     roi: Rect | None = None
     rot: Rect | None = None
+    # the operator's name for it (the backend's ``meta``), shown in its log lines
+    # (logprefix.py); not compared: a new name alone does not restart the camera
+    name: str = field(default="", compare=False)
 
 
 @dataclass
@@ -352,7 +355,7 @@ class FacePipeline:
         for name, region in (("rot", self.camera.rot), ("roi", self.camera.roi)):
             warning = region_in_frame(name, region, w, h)
             if warning:
-                self.log.warning("camera %s: %s", self.camera.cam_id, warning)
+                self.log.warning("%s", warning)
         self._frame_size = (w, h)
 
     def _process(self, frame: Frame) -> list[Snapshot]:
@@ -481,8 +484,8 @@ class FacePipeline:
     def _skip(self, reason: str, track_id: int, exc: BaseException) -> None:
         self.stats.skip(reason)
         self._ratelog.log(
-            logging.WARNING, reason, "camera %s: face of track %d skipped (%s): %s: %s",
-            self.camera.cam_id, track_id, reason, type(exc).__name__, exc,
+            logging.WARNING, reason, "face of track %d skipped (%s): %s: %s", track_id, reason,
+            type(exc).__name__, exc,
             exc_info=None if isinstance(exc, ValueError) else exc,
         )
 
@@ -618,8 +621,7 @@ class FacePipeline:
         if dropped:
             self.stats.skip(SKIP_BAD_BOX, dropped)
             self._ratelog.log(logging.WARNING, SKIP_BAD_BOX,
-                              "camera %s: %d detection(s) with an unusable box dropped",
-                              self.camera.cam_id, dropped)
+                              "%d detection(s) with an unusable box dropped", dropped)
         self.stats.faces_detected += len(dets)
         if factor != 1.0:
             dets = dets.scaled(factor)

@@ -28,6 +28,7 @@ import requests
 
 from videodetector import __version__
 from videodetector.detector.config import DetectorConfig
+from videodetector.detector.logprefix import label_of
 from videodetector.detector.post.trouble import Trouble
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,9 @@ class HealthReporter:
                 failure = exc
                 break
             except (requests.RequestException, ValueError) as exc:
-                failure = RuntimeError(f"camera {cam_id}: {exc}")
+                failure = RuntimeError(f"camera {label_of(cam_id)}: {exc}")
             except Exception as exc:  # a bug here must never end the reports or the daemon
-                log.exception("camera %s: health report failed", cam_id)
+                log.exception("health report failed", extra={"cam_id": cam_id})
                 failure = exc
         if failure is not None:
             self.trouble.failed(failure)
@@ -170,8 +171,8 @@ class HealthReporter:
             return
         jpeg = preview_jpeg(image)
         if jpeg is None:
-            log.warning("camera %s: the preview does not fit %d bytes; not sent", cam_id,
-                        PREVIEW_MAX_BYTES)
+            log.warning("the preview does not fit %d bytes; not sent", PREVIEW_MAX_BYTES,
+                        extra={"cam_id": cam_id})
             return
         h, w = image.shape[:2]
         self._send("PUT", self._url(cam_id, "preview"), data=jpeg,

@@ -131,7 +131,8 @@ class Poster:
         if spool is None and not cfg.spool_dir:
             raise ValueError("Poster needs a spool: set spool_dir (--spool-dir)")
         self.cfg = cfg
-        self._log = logging.LoggerAdapter(log, {"cam_id": cam_id or "-"})
+        self._cam_id = cam_id
+        self._log = logging.LoggerAdapter(log, {"cam_id": cam_id or None})
         self._session = session or requests.Session()
         self._spool = spool if spool is not None else Spool(cfg.spool_dir, cfg.spool_max_bytes)
         self._backoff_initial = backoff_initial
@@ -150,7 +151,7 @@ class Poster:
         self._server_wait: float | None = None  # the last answer's Retry-After, seconds
         self._item_errors: dict[str, int] = {}  # 500 answers in a row, per idempotency key
         self._spool_trouble = Trouble(
-            self._log, f"poster: cam {cam_id or '-'}: writing to the spool {self._spool.directory}",
+            self._log, f"poster: writing to the spool {self._spool.directory}",
             interval=log_interval)
 
     # -- public API ------------------------------------------------------------
@@ -170,7 +171,7 @@ class Poster:
         Never waits for the network; waits for one fsync'ed write."""
         with self._cond:
             if self._closed:
-                self._log.warning("poster: cam %s: submit after stop", snap.cam_id)
+                self._for(snap).warning("poster: submit after stop")
                 if self._to_spool(snap):
                     return Accepted.SPOOLED
                 self._drop("at_stop")
@@ -339,11 +340,11 @@ class Poster:
         try:
             path = self._spool.set_aside(item.spool_seq, item.snap)
         except OSError as exc:
-            self._log.error("poster: cam %s: cannot keep refused %s on disk, lost: %s",
-                            item.snap.cam_id, item.snap.idempotency_key, exc)
+            self._for(item.snap).error("poster: cannot keep refused %s on disk, lost: %s",
+                                       item.snap.idempotency_key, exc)
             return
-        self._log.error("poster: cam %s: %s refused by the server, kept in %s",
-                        item.snap.cam_id, item.snap.idempotency_key, path)
+        self._for(item.snap).error("poster: %s refused by the server, kept in %s",
+                                   item.snap.idempotency_key, path)
 
     def _pause(self, seconds: float) -> None:
         """Back-off wait; ends early at stop (never past the stop deadline)."""
@@ -356,8 +357,8 @@ class Poster:
         try:
             req = build_request(snap, self.cfg)
         except Exception:
-            self._log.exception("poster: cam %s: cannot build the request for %s",
-                          snap.cam_id, snap.idempotency_key)
+            self._for(snap).exception("poster: cannot build the request for %s",
+                                      snap.idempotency_key)
             return Outcome.FAILED
         try:
             t0 = time.perf_counter()
@@ -368,15 +369,20 @@ class Poster:
             self._post_seconds.observe(time.perf_counter() - t0)
             if resp.status_code in (429, 503):
                 self._server_wait = retry_after(resp.headers.get("Retry-After"))
-            return _classify(snap, req.url, resp, self._log)
+            return _classify(snap, req.url, resp, self._for(snap))
         except requests.RequestException as exc:
-            self._log.warning("poster: cam %s: post to %s failed (%s), will retry",
-                        snap.cam_id, req.url, exc)
+            self._for(snap).warning("poster: post to %s failed (%s), will retry", req.url, exc)
             return Outcome.RETRY
         except Exception:  # e.g. a header value that cannot be encoded: retrying won't help
-            self._log.exception("poster: cam %s: cannot post %s",
-                          snap.cam_id, snap.idempotency_key)
+            self._for(snap).exception("poster: cannot post %s", snap.idempotency_key)
             return Outcome.FAILED
+
+    def _for(self, snap: Snapshot) -> logging.LoggerAdapter:
+        """The logger of a line about ``snap``: its camera's prefix (the snapshot's own camera
+        when this poster was made without one)."""
+        if self._cam_id or not snap.cam_id:
+            return self._log
+        return logging.LoggerAdapter(log, {"cam_id": snap.cam_id})
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -402,13 +408,11 @@ def _classify(snap: Snapshot, url: str, resp: requests.Response,
               logger: logging.Logger | logging.LoggerAdapter = log) -> Outcome:
     status = resp.status_code
     if 200 <= status < 300:
-        logger.debug("poster: cam %s: posted %s (%d)", snap.cam_id, snap.idempotency_key, status)
+        logger.debug("poster: posted %s (%d)", snap.idempotency_key, status)
         return Outcome.OK
     body = resp.text[:_BODY_LOG_LIMIT]
     if status >= 500 or status in RETRY_STATUSES:
-        logger.warning("poster: cam %s: %s answered %d, will retry: %s",
-                       snap.cam_id, url, status, body)
+        logger.warning("poster: %s answered %d, will retry: %s", url, status, body)
         return Outcome.SERVER_ERROR if status == 500 else Outcome.RETRY
-    logger.error("poster: cam %s: %s rejected %s with %d: %s",
-                 snap.cam_id, url, snap.idempotency_key, status, body)
+    logger.error("poster: %s rejected %s with %d: %s", url, snap.idempotency_key, status, body)
     return Outcome.FAILED

@@ -191,8 +191,9 @@ class FrameReader:
         self._pts_offset = 0.0
         self._ewma_dt: float | None = None  # smoothed seconds between decoded frames
         self._ended = False
-        self._log = logging.LoggerAdapter(log, {"cam_id": cam_id})
         self._name = cam_id or spec.display
+        # its lines' prefix (logprefix.py): the camera, or the source when used alone
+        self._log = logging.LoggerAdapter(log, {"cam_id": self._name})
         self._timers = timers if timers is not None else CameraTimers.null()
         self._decoder_threads = decoder_threads  # 0: auto (see source.decoder_threads)
 
@@ -258,7 +259,7 @@ class FrameReader:
             else:
                 self._run_file()
         except Exception:  # a bug must not kill the thread silently
-            self._log.exception("[%s] reader crashed", self._name)
+            self._log.exception("reader crashed")
         finally:
             self._put_end()
 
@@ -270,7 +271,7 @@ class FrameReader:
             # A file that cannot be opened at all is reported by its owner (``error``);
             # one that fails part-way is logged here, since playback just ends.
             if self._stats.frames_in:
-                self._log.error("[%s] %s", self._name, exc)
+                self._log.error("%s", exc)
             return
         if not self._stop.is_set():
             self._check_complete(stream)
@@ -288,7 +289,7 @@ class FrameReader:
                    f"decoded ({stream.decode_errors} decode error(s)); it is truncated or damaged")
         with self._lock:
             self._stats = dataclasses.replace(self._stats, problem=problem)
-        self._log.warning("[%s] %s", self._name, problem)
+        self._log.warning("%s", problem)
 
     def _run_live(self) -> None:
         while not self._stop.is_set():
@@ -300,7 +301,7 @@ class FrameReader:
                 if isinstance(exc, StreamStalled):
                     self._bump(stalls=1)
             except Exception as exc:  # unexpected (PyAV, numpy): log it, keep the camera alive
-                self._log.exception("[%s] decoding failed", self._name)
+                self._log.exception("decoding failed")
                 reason = f"{type(exc).__name__}: {exc}"
             if self._stop.is_set():
                 return
@@ -316,18 +317,18 @@ class FrameReader:
         failures = self._stats.consecutive_failures
         if failures == 1:
             self._outage_started = time.monotonic()
-            self._log.warning("[%s] stream lost (%s); reconnect #%d in %.1fs (retrying with "
-                              "backoff up to %.0fs)", self._name, reason,
+            self._log.warning("stream lost (%s); reconnect #%d in %.1fs (retrying with "
+                              "backoff up to %.0fs)", reason,
                               self._stats.reconnects, delay, self._backoff.cap)
         elif failures == PERMANENT_AFTER:
             self._bump(looks_permanent=1)
             self._log.warning(
-                "[%s] %s failed %d times in a row (last: %s): this looks permanent (wrong "
+                "%s failed %d times in a row (last: %s): this looks permanent (wrong "
                 "URL, closed port, not a video, missing device?); still retrying every %.0fs "
-                "at most", self._name, self.spec.display, failures, reason, self._backoff.cap)
+                "at most", self.spec.display, failures, reason, self._backoff.cap)
         else:
-            self._log.debug("[%s] reconnect #%d failed (%s); next in %.1fs", self._name,
-                            self._stats.reconnects, reason, delay)
+            self._log.debug("reconnect #%d failed (%s); next in %.1fs", self._stats.reconnects,
+                            reason, delay)
 
     def _recovered(self) -> None:
         """Frames flow again after an outage."""
@@ -335,8 +336,8 @@ class FrameReader:
         with self._lock:
             self._stats = dataclasses.replace(self._stats, consecutive_failures=0,
                                               looks_permanent=0, problem="")
-        self._log.info("[%s] stream back after %d failed attempt(s) (%.0fs without frames)",
-                       self._name, failures, time.monotonic() - self._outage_started)
+        self._log.info("stream back after %d failed attempt(s) (%.0fs without frames)",
+                       failures, time.monotonic() - self._outage_started)
 
     def _play_once(self) -> VideoStream:
         """Open the source and publish its frames until it ends, fails or stop() is called."""

@@ -209,7 +209,7 @@ class VideoSink:
         if thread is None:
             return
         if self.enabled and not self._put_waiting(None, timeout):
-            self._log.warning("[%s] sink %s: close timed out", self.cam_id, self.url)
+            self._log.warning("sink %s: close timed out", self.url)
         thread.join(timeout)
 
     # ------------------------------------------------------------------ caller side
@@ -254,7 +254,7 @@ class VideoSink:
             self._stream_down(exc)
             return
         if self._retry_at is not None:
-            self._log.info("[%s] sink %s is back after %d attempt(s)", self.cam_id, self.url,
+            self._log.info("sink %s is back after %d attempt(s)", self.url,
                            self.reconnects)
             self._retry_at = None
             self._backoff.reset()
@@ -267,8 +267,8 @@ class VideoSink:
         self._retry_at = time.monotonic() + delay
         self._log.log(
             logging.ERROR if first else logging.DEBUG,
-            "[%s] sink %s unavailable (face detection continues; retrying, next in %g s): %s",
-            self.cam_id, self.url, delay, self.error,
+            "sink %s unavailable (face detection continues; retrying, next in %g s): %s",
+            self.url, delay, self.error,
         )
 
     def _write_now(self, image: np.ndarray, pts: float | None) -> None:
@@ -303,9 +303,7 @@ class VideoSink:
             raise
         self._container = container
         self._log.info(
-            "[%s] sink %s: %s %dx%d @ %g fps",
-            self.cam_id,
-            self.url,
+            "sink %s: %s %dx%d @ %g fps", self.url,
             self._stream.codec_context.name,
             *self.size,
             self.fps,
@@ -350,9 +348,7 @@ class VideoSink:
         self.enabled = False
         self.error = f"{type(exc).__name__}: {exc}"
         self._log.error(
-            "[%s] sink %s disabled (face detection continues): %s",
-            self.cam_id,
-            self.url,
+            "sink %s disabled (face detection continues): %s", self.url,
             self.error,
         )
         self._close_container()

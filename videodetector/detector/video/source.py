@@ -222,8 +222,8 @@ class VideoStream:
         self._paced = realtime and spec.kind is SourceKind.FILE
         self._timeout = timeout if spec.live else None
         self._interrupt = interrupt or threading.Event()
-        self._log = logging.LoggerAdapter(log, {"cam_id": cam_id})
-        self._cam = cam_id or spec.display
+        # its lines' prefix (logprefix.py): the camera, or the source when used alone
+        self._log = logging.LoggerAdapter(log, {"cam_id": cam_id or spec.display})
         self.width = self._stream.codec_context.width
         self.height = self._stream.codec_context.height
         self.fps = spec.fps or _stream_fps(self._stream)
@@ -249,7 +249,7 @@ class VideoStream:
         try:
             self._container.close()
         except Exception:  # closing a broken stream must not mask the original error
-            self._log.debug("[%s] error closing container", self._cam, exc_info=True)
+            self._log.debug("error closing container", exc_info=True)
 
     def __iter__(self) -> Iterator[Frame]:
         clock = _Pacer(self.fps, self._interrupt) if self._paced else None
@@ -329,9 +329,7 @@ class VideoStream:
         self.decode_errors += 1
         if self.decode_errors == 1 or self.decode_errors % 100 == 0:
             self._log.warning(
-                "[%s] %s error #%d in %s, skipped: %s",
-                self._cam,
-                where,
+                "%s error #%d in %s, skipped: %s", where,
                 self.decode_errors,
                 self.spec.display,
                 exc,
