@@ -402,3 +402,36 @@ def test_fps_processed_is_the_frame_rate_when_frames_come_in_bursts(
     worker._consume(reader, _NoPipeline(), None)  # type: ignore[arg-type]
     # the average of 10-20 intervals wobbles between 23.8 and 26.4 fps with the pairs
     assert 23.0 <= worker.counters.fps_processed <= 27.0, worker.counters.fps_processed
+
+
+def test_a_file_read_to_its_end_ended_and_one_stopped_part_way_stopped(clip: Path,
+                                                                       tmp_path: Path) -> None:
+    """The state (metrics, health reports, the log's last word) tells a file that ended from
+    one the daemon stopped part-way (SIGTERM, the camera removed)."""
+    rx = Receiver().start()
+    try:
+        for stop_early in (False, True):
+            cfg = parse_config(["--source", f"file@25:{clip}", "--api-url", rx.url,
+                                "--api-token", "t", "--spool-dir",
+                                str(tmp_path / f"spool{stop_early}")])
+            poster = Poster(cfg, spool=Spool(cfg.spool_dir, cfg.spool_max_bytes))
+            poster.start()
+            worker = CameraWorker(cfg, CameraSpec("cam", f"file@25:{clip}"), YuNetDetector,
+                                  poster).start()
+            try:
+                if stop_early:  # paced at 25 fps: the 3 s clip is far from its end
+                    assert wait_for(lambda w=worker: w.pipeline_stats.frames >= 5, 30)
+                    worker.stop()
+                deadline = time.monotonic() + 60
+                while worker.is_alive() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not worker.is_alive()
+            finally:
+                poster.stop(timeout=5)
+            frames = worker.pipeline_stats.frames
+            if stop_early:
+                assert worker.state == "stopped" and frames < 70, frames
+            else:
+                assert worker.state == "ended" and frames >= 74, frames
+    finally:
+        rx.stop()

@@ -236,7 +236,9 @@ class CameraWorker:
         while not self._stop.is_set():
             try:
                 self._run_once()
-                self._state = "stopped" if self.spec.live else "ended"
+                # a file read to its end ended; one stopped part-way (or a live source) stopped
+                ended = not self.spec.live and not self._stop.is_set()
+                self._state = "ended" if ended else "stopped"
                 break  # the file ended, or stop() was called
             except RegionError as exc:
                 self._fail(f"configuration error: {exc}", config=True)
