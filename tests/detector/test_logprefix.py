@@ -15,7 +15,7 @@ import pytest
 from tests.detector.post.receiver import Receiver
 from videodetector.core.models import YuNetDetector
 from videodetector.democlip import Walker, pick_sprites, write_clip
-from videodetector.detector.camera import CameraWorker, end_word
+from videodetector.detector.camera import CameraWorker
 from videodetector.detector.cli import log_handler
 from videodetector.detector.config import parse_config
 from videodetector.detector.logprefix import NAME_MAX, camera_label, clean_text, name_camera
@@ -58,13 +58,6 @@ def test_a_long_name_is_cut_and_marked() -> None:
     assert clean_text("a" * 10_000_000, NAME_MAX) == "a" * (NAME_MAX - 1) + "…"
     assert clean_text(" " * 200 + "lobby" + "A" * 100, NAME_MAX) == "…"  # cut, and says so
     assert camera_label("x" * 1000) == "x" * 63 + "…"  # an id, too
-
-
-def test_the_last_line_says_ended_for_an_end_and_stopped_for_a_stop() -> None:
-    assert end_word(stop_requested=False, state="ended") == "ended"
-    assert end_word(stop_requested=False, state="failed") == "failed"
-    assert end_word(stop_requested=True, state="ended") == "stopped"  # a file stopped mid-way
-    assert end_word(stop_requested=True, state="stopped") == "stopped"
 
 
 # -- the lines of a real camera -----------------------------------------------------------
@@ -148,6 +141,7 @@ def test_a_stopped_camera_says_stopped(clip: Path, tmp_path: Path, output: io.St
     lines = camera_lines(output.getvalue())
     assert {m[2] for m in lines} == {"door"}  # no name: the id alone
     assert 0 < worker.pipeline_stats.frames < 50  # stopped before the file's end
+    assert worker.state == "stopped"  # the last line's word is the state
     assert re.fullmatch(r"stopped \(\d+ frames processed, \d+ snapshots\)", lines[-1][4])
 
 

@@ -46,7 +46,7 @@ from videodetector.detector.pipeline import (
 from videodetector.detector.post.poster import Poster
 from videodetector.detector.preload import import_tracker_modules
 from videodetector.detector.snapshot import Snapshot
-from videodetector.detector.timing import CameraTimers, process_age
+from videodetector.detector.timing import CameraTimers, ewma_interval, process_age
 from videodetector.detector.video.reader import END, FrameReader
 from videodetector.detector.video.sink import VideoSink, annotate
 from videodetector.detector.video.source import Frame, SourceError
@@ -138,21 +138,6 @@ def source_run_id(spec: SourceSpec, settings: str = "") -> str:
     except OSError:
         ident = f"{path}|{settings}"
     return "f" + hashlib.sha256(ident.encode()).hexdigest()[:10]
-
-
-def ewma_interval(previous: float | None, dt: float, weight: float = 0.1) -> float:
-    """The moving average of the time between frames after one more ``dt`` (s); its inverse
-    is the frame rate. (An average of 1/dt instead counted one frame taken 1 ms after the one
-    before as 1000 fps: a 25 fps camera showed 1733 fps after a stall.)"""
-    dt = max(dt, 0.0)
-    return dt if previous is None else (1.0 - weight) * previous + weight * dt
-
-
-def end_word(stop_requested: bool, state: str) -> str:
-    """How a worker's last line says it finished: ``stopped`` when it was told to stop (the
-    daemon stops, the camera was removed or changed), else its state: ``ended`` (the file
-    ended) or ``failed``."""
-    return "stopped" if stop_requested else state
 
 
 @dataclass
@@ -267,8 +252,9 @@ class CameraWorker:
         if self._stop.is_set() and self._state not in ("failed", "ended"):
             self._state = "stopped"
         stats = self.pipeline_stats
-        self.log.info("%s (%d frames processed, %d snapshots)",
-                      end_word(self._stop.is_set(), self._state), stats.frames, stats.snapshots)
+        # the state says how it finished: ended (the file's end), stopped (told to), failed
+        self.log.info("%s (%d frames processed, %d snapshots)", self._state, stats.frames,
+                      stats.snapshots)
 
     def _fail(self, why: str, config: bool = False) -> None:
         """The camera cannot go on: logged once, state ``failed``."""

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from videodetector.core.backoff import Backoff
-from videodetector.detector.timing import CameraTimers
+from videodetector.detector.timing import CameraTimers, ewma_interval
 from videodetector.detector.video.queues import put_while
 from videodetector.detector.video.source import (
     Frame,
@@ -432,7 +432,7 @@ class FrameReader:
             s = self._stats
             if s.last_frame_time and now > s.last_frame_time:
                 dt = now - s.last_frame_time
-                self._ewma_dt = dt if self._ewma_dt is None else 0.9 * self._ewma_dt + 0.1 * dt
+                self._ewma_dt = ewma_interval(self._ewma_dt, dt)
             fps = 1.0 / self._ewma_dt if self._ewma_dt else 0.0
             self._stats = dataclasses.replace(
                 s, frames_in=s.frames_in + 1, last_frame_time=now, fps_in=fps
